@@ -1,0 +1,25 @@
+//! cordon runs untrusted code — above all, tests written by an LLM — only ever inside a fresh,
+//! locked-down container per job, and streams the results back.
+//!
+//! Modules, in the order a job flows through them:
+//!
+//! - [`spec`]: the job spec and sandbox profiles: parsing, units, validation. No I/O beyond
+//!   reading the spec and profile files.
+//! - [`image`]: resolving a job's image locally and building cordon's own images from
+//!   `images/` (never pulling).
+//! - [`sandbox`]: the [`sandbox::Backend`] trait an isolation engine implements; the Docker
+//!   implementation; `policy`, the one function that turns a profile into engine settings;
+//!   `archive`, tar streams in (workspace) and out (artifacts, extracted safely).
+//! - [`runner`]: one job's phases (resolve, create, load, run, collect, destroy), its
+//!   timeouts and cancellation, reported as a stream of [`event::JobEvent`]s.
+//! - [`event`]: the one event type every consumer reads (terminal, JSON, HTTP, pipeline).
+//! - [`report`]: the job result and its outcome; JUnit parsing.
+//! - [`cli`]: the `cordon` command line, a thin consumer of the above.
+
+pub mod cli;
+pub mod event;
+pub mod image;
+pub mod report;
+pub mod runner;
+pub mod sandbox;
+pub mod spec;
