@@ -1,0 +1,1 @@
+# Makes the repository root importable, as in most small projects.

@@ -1,0 +1,151 @@
+//! The `cordon` command line: a thin consumer of the runner's event stream.
+
+mod image;
+mod printer;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit status when the input (spec, profile, flags) was wrong and nothing was started.
+pub const EXIT_INVALID: u8 = 2;
+/// Exit status when cordon itself or the engine failed.
+pub const EXIT_SANDBOX_ERROR: u8 = 5;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cordon",
+    version,
+    about = "Run untrusted code (LLM-written tests, above all) in a fresh, locked-down container per job",
+    long_about = "cordon runs a job — a repository plus the commands to run in it — inside a fresh Docker \
+container per step: no network, no capabilities, a non-root user, a read-only root filesystem, \
+seccomp, and hard CPU, memory, pids and output limits. It streams the output back, copies declared \
+artifacts out safely, reports a typed outcome, and removes every container it made.",
+    after_help = "Examples:\n  cordon image build python          build the default image cordon/python:3.11 (once)\n  cordon run examples/demo/job.yaml   run a job, streaming its output\n  cordon run job.yaml --json          print only the result object on stdout\n\nExit status of `run`: 0 passed, 1 failed, 2 invalid input (nothing started), 3 timed out,\n4 a resource limit (oom_killed, output_limit_exceeded), 5 sandbox error, 130 cancelled.\n\nLogs: set CORDON_LOG (e.g. CORDON_LOG=debug) or pass -v."
+)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run one job from a spec file in a fresh sandbox.
+    #[command(
+        after_help = "The spec (YAML or JSON):\n\n  image: cordon/python:3.11        # default; never pulled, built if it is cordon's own\n  profile: strict                  # sandbox-profiles/NAME.yaml next to the spec, or built in\n  workspace: { source: ./repo, mode: copy, path: /workspace }\n  steps:\n    - name: test\n      run: python3 -m pytest -q --junitxml=/out/junit.xml\n      network: none\n      timeout: 60s\n  artifacts: [/out/junit.xml]      # under /out or the workspace\n  limits: { cpus: 1, memory: 512MiB, pids: 128, output: 4MiB, scratch: 256MiB }\n  env: { PYTHONHASHSEED: \"0\" }\n  pass_env: []                     # host variables to pass, by name; none by default\n\nThe job's stdout and stderr are streamed to cordon's; progress and the summary go to stderr."
+    )]
+    Run(run::RunArgs),
+    /// Build or list cordon's own images (never pulled: built locally from images/).
+    Image {
+        #[command(subcommand)]
+        command: image::ImageCommand,
+    },
+    /// Remove containers and volumes left behind by cordon processes that died.
+    Reap,
+    /// Show a sandbox profile as resolved: every setting and limit a job would run under.
+    Profile {
+        /// A profile name or path.
+        #[arg(default_value = "strict")]
+        name: String,
+        /// Where to look for sandbox-profiles/ (default: the current directory).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+/// Runs the command line and returns the process exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cordon: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_SANDBOX_ERROR);
+        }
+    };
+    let code = runtime.block_on(async move {
+        match cli.command {
+            Command::Run(args) => run::run(args).await,
+            Command::Image { command } => image::image(command).await,
+            Command::Reap => reap().await,
+            Command::Profile { name, dir } => profile(&name, &dir),
+        }
+    });
+    // Do not wait for stray blocking tasks (a stuck engine call) at exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    ExitCode::from(code)
+}
+
+fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "cordon=warn",
+        1 => "cordon=info",
+        _ => "cordon=debug",
+    };
+    let filter = EnvFilter::try_from_env("CORDON_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Prints an error and its causes to stderr, `cordon: error: a\n  caused by: b`.
+pub(crate) fn report_error(e: &(dyn std::error::Error + 'static)) {
+    eprintln!("cordon: error: {e}");
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        eprintln!("  caused by: {c}");
+        cur = c.source();
+    }
+}
+
+async fn reap() -> u8 {
+    use crate::sandbox::Backend;
+    let backend = match crate::sandbox::docker::DockerBackend::connect().await {
+        Ok(b) => b,
+        Err(e) => {
+            report_error(&e);
+            return EXIT_SANDBOX_ERROR;
+        }
+    };
+    match backend.reap().await {
+        Ok(n) => {
+            eprintln!("cordon: removed {n} leftover container(s) and volume(s)");
+            0
+        }
+        Err(e) => {
+            report_error(&e);
+            EXIT_SANDBOX_ERROR
+        }
+    }
+}
+
+fn profile(name: &str, dir: &std::path::Path) -> u8 {
+    match crate::spec::profile::load(name, dir) {
+        Ok(p) => {
+            match serde_yaml_ng::to_string(&p) {
+                Ok(y) => print!("{y}"),
+                Err(e) => {
+                    eprintln!("cordon: error: cannot render the profile: {e}");
+                    return EXIT_SANDBOX_ERROR;
+                }
+            }
+            0
+        }
+        Err(e) => {
+            report_error(&e);
+            EXIT_INVALID
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! `cordon run SPEC`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use tracing::warn;
+
+use super::printer::Printer;
+use super::{EXIT_INVALID, EXIT_SANDBOX_ERROR, report_error};
+use crate::event::JobEvent;
+use crate::runner::{Runner, RunnerConfig};
+use crate::sandbox::Backend;
+use crate::sandbox::docker::DockerBackend;
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The job spec (YAML or JSON).
+    spec: PathBuf,
+    /// Print exactly one JSON object, the result, on stdout; everything else goes to stderr.
+    #[arg(long)]
+    json: bool,
+    /// Where artifacts land: an empty or new directory. Default ./cordon-out/<job_id>/.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+pub async fn run(args: RunArgs) -> u8 {
+    let fail = |kind: &str, e: &(dyn std::error::Error + 'static), code: u8| {
+        report_error(e);
+        if args.json {
+            let msg = crate::runner::error_chain(e);
+            println!(
+                "{}",
+                serde_json::json!({ "error": { "kind": kind, "message": msg } })
+            );
+        }
+        code
+    };
+
+    let job = match crate::spec::load(&args.spec) {
+        Ok(j) => j,
+        Err(e) => return fail("invalid_input", &e, EXIT_INVALID),
+    };
+    let out_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("cordon-out").join(&job.id));
+    if let Some(dir) = &args.out
+        && dir.exists()
+        && std::fs::read_dir(dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        let e = std::io::Error::other(format!(
+            "--out {} is not an empty directory: cordon never overwrites files; name a new or empty one",
+            dir.display()
+        ));
+        return fail("invalid_input", &e, EXIT_INVALID);
+    }
+
+    let backend = match DockerBackend::connect().await {
+        Ok(b) => b,
+        Err(e) => return fail("sandbox_error", &e, EXIT_SANDBOX_ERROR),
+    };
+    match backend.reap().await {
+        Ok(0) => {}
+        Ok(n) => warn!("removed {n} container(s)/volume(s) left behind by earlier cordon runs"),
+        Err(e) => warn!(error = %crate::runner::error_chain(&e), "could not look for leftovers"),
+    }
+    let runner = Runner::new(Arc::new(backend), RunnerConfig::default());
+    let preflight = match runner.preflight(&job).await {
+        Ok(p) => p,
+        Err(e) if e.is_invalid_input() => return fail("invalid_input", &e, EXIT_INVALID),
+        Err(e) => return fail("sandbox_error", &e, EXIT_SANDBOX_ERROR),
+    };
+
+    let mut printer = Printer::new(args.json, out_dir.clone());
+    let mut handle = runner.start(job, preflight, out_dir);
+    let cancel = handle.cancel_token();
+    // Ctrl-C or SIGTERM: cancel the job; its sandbox is removed before we exit. A second
+    // Ctrl-C exits at once (the next `cordon` start reaps what is left).
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("\ncordon: cancelling: removing the sandbox (Ctrl-C again to quit at once)");
+        cancel.cancel();
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("cordon: quitting without cleanup; `cordon reap` removes what is left");
+        std::process::exit(130);
+    });
+
+    let mut status = EXIT_SANDBOX_ERROR;
+    while let Some(ev) = handle.next_event().await {
+        if let JobEvent::Finished { result } = &ev {
+            status = result.outcome.exit_status();
+        }
+        printer.event(&ev);
+    }
+    status
+}

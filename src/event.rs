@@ -1,0 +1,102 @@
+//! The one event type every consumer of a job reads: the terminal printer, `--json`, the
+//! HTTP stream and the test-generation loop.
+
+use bytes::Bytes;
+use serde::{Serialize, Serializer};
+
+use crate::report::{JobResult, StepResult};
+
+/// Which output stream a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// The phases of a job, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Resolve,
+    Create,
+    Load,
+    Run,
+    Collect,
+    Destroy,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Resolve => "resolve",
+            Phase::Create => "create",
+            Phase::Load => "load",
+            Phase::Run => "run",
+            Phase::Collect => "collect",
+            Phase::Destroy => "destroy",
+        }
+    }
+}
+
+/// Something that happened in a job. The last event of every job is [`JobEvent::Finished`].
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum JobEvent {
+    /// The job was accepted and is about to resolve its image.
+    Started {
+        job_id: String,
+        image: String,
+        profile: String,
+        steps: Vec<String>,
+    },
+    /// A phase finished.
+    Phase {
+        phase: Phase,
+        duration_ms: u64,
+    },
+    /// Progress of work that takes a while (building an image, loading a big workspace).
+    Progress {
+        message: String,
+    },
+    StepStarted {
+        step: String,
+        index: usize,
+    },
+    /// A chunk of a step's output, exactly as the job wrote it.
+    Output {
+        step: String,
+        stream: Stream,
+        #[serde(serialize_with = "lossy")]
+        data: Bytes,
+    },
+    /// Output went past the cap; nothing more is captured and the job is being stopped.
+    OutputTruncated {
+        step: String,
+        limit_bytes: u64,
+    },
+    StepFinished {
+        result: StepResult,
+    },
+    /// An artifact was copied to the host.
+    Artifact {
+        path: String,
+        bytes: u64,
+    },
+    /// An artifact entry was refused (link, `..`, over a cap…).
+    ArtifactRefused {
+        path: String,
+        reason: String,
+    },
+    /// Something the user should know that does not change the outcome.
+    Warning {
+        message: String,
+    },
+    Finished {
+        result: Box<JobResult>,
+    },
+}
+
+fn lossy<S: Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(b))
+}

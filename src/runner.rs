@@ -1,0 +1,721 @@
+//! One job, start to finish: resolve → create → load → run → collect → destroy.
+//!
+//! [`Runner::start`] returns a [`JobHandle`]: a stream of [`JobEvent`]s ending with
+//! [`JobEvent::Finished`], and a way to cancel. Every container and volume the job created is
+//! removed on every path — success, failure, timeout, cancel, panic — before the job's result
+//! is reported.
+//!
+//! Steps run one after another, each in a fresh container. They share the workspace and `/out`
+//! through the job's scratch volumes: step N+1's container is created (holding the volumes)
+//! before step N's frozen container is let go, so the data survives the hand-over.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{FutureExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::event::{JobEvent, Phase};
+use crate::report::{JobResult, Outcome, RefusedArtifact, StepResult, TestSummary, junit};
+use crate::sandbox::archive::{self, ExtractLimits};
+use crate::sandbox::{
+    Backend, EngineInfo, ExitStatus, Sandbox, SandboxError, SandboxOutput, Scratch,
+};
+use crate::spec::{Job, WorkspaceMode};
+
+/// What the runner needs besides a job.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// How many events may wait for a slow consumer before the job itself waits.
+    pub event_buffer: usize,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        RunnerConfig { event_buffer: 1024 }
+    }
+}
+
+/// The engine-dependent facts about a job, checked before anything is created.
+#[derive(Debug, Clone)]
+pub struct Preflight {
+    pub engine: EngineInfo,
+    /// The image's id, or `None` when it must be built first (it is one of cordon's own).
+    pub image_id: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Runner {
+    backend: Arc<dyn Backend>,
+    config: RunnerConfig,
+}
+
+/// A running job: its events, its cancel switch, its result.
+pub struct JobHandle {
+    pub job_id: String,
+    events: mpsc::Receiver<JobEvent>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<JobResult>,
+}
+
+impl JobHandle {
+    /// The next event; `None` after [`JobEvent::Finished`].
+    pub async fn next_event(&mut self) -> Option<JobEvent> {
+        self.events.recv().await
+    }
+
+    /// Asks the job to stop; its sandbox is removed and it finishes as `cancelled`.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// A token that cancels this job, for handing to a signal handler.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Waits for the result, discarding events not yet read.
+    pub async fn wait(mut self) -> JobResult {
+        while self.events.recv().await.is_some() {}
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => panic_result(&self.job_id, format!("the job task failed: {e}")),
+        }
+    }
+}
+
+fn panic_result(job_id: &str, error: String) -> JobResult {
+    JobResult {
+        job_id: job_id.to_string(),
+        outcome: Outcome::SandboxError,
+        exit_code: None,
+        duration_ms: 0,
+        error: Some(error),
+        steps: vec![],
+        tests: None,
+        artifacts: vec![],
+        artifacts_refused: vec![],
+        output_bytes: 0,
+        output_truncated: false,
+        image: String::new(),
+        profile: String::new(),
+        phases_ms: BTreeMap::new(),
+    }
+}
+
+impl Runner {
+    pub fn new(backend: Arc<dyn Backend>, config: RunnerConfig) -> Runner {
+        Runner { backend, config }
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// Checks what only the engine can tell: it enforces every limit, it has the CPUs and
+    /// memory asked for, and the image is there or is one cordon can build. Creates nothing.
+    pub async fn preflight(&self, job: &Job) -> Result<Preflight, SandboxError> {
+        let engine = self.backend.engine().await?;
+        if !engine.missing_enforcement.is_empty() {
+            return Err(SandboxError::LimitNotEnforced {
+                what: engine.missing_enforcement.join(", "),
+                detail: format!(
+                    "the engine at {} reports it cannot enforce them (check the kernel's cgroup support)",
+                    engine.endpoint
+                ),
+            });
+        }
+        if engine.cpus > 0 && job.limits.cpus > engine.cpus as f64 {
+            return Err(SandboxError::ImpossibleLimit {
+                what: format!("limits.cpus = {}", job.limits.cpus),
+                available: format!("{} CPUs", engine.cpus),
+            });
+        }
+        if engine.memory_bytes > 0 && job.limits.memory.bytes() > engine.memory_bytes {
+            return Err(SandboxError::ImpossibleLimit {
+                what: format!("limits.memory = {}", job.limits.memory),
+                available: format!("{} of memory", crate::spec::Size(engine.memory_bytes)),
+            });
+        }
+        let image_id = self.backend.local_image(&job.image).await?;
+        if image_id.is_none() && crate::image::recipe_for_reference(&job.image).is_none() {
+            return Err(SandboxError::ImageMissing {
+                reference: job.image.clone(),
+            });
+        }
+        Ok(Preflight { engine, image_id })
+    }
+
+    /// Starts a job whose preflight passed. Artifacts go under `out_dir`.
+    pub fn start(&self, job: Job, preflight: Preflight, out_dir: PathBuf) -> JobHandle {
+        let (tx, rx) = mpsc::channel(self.config.event_buffer);
+        let cancel = CancellationToken::new();
+        let job_id = job.id.clone();
+        let span = info_span!("job", id = %job.id);
+        let backend = self.backend.clone();
+        let token = cancel.clone();
+        let task = tokio::spawn(
+            async move {
+                let mut ctx = Ctx {
+                    backend,
+                    events: tx,
+                    sandboxes: Vec::new(),
+                    scratch: None,
+                    result: new_result(&job),
+                    started: Instant::now(),
+                    out_dir,
+                };
+                let outcome = {
+                    let run = std::panic::AssertUnwindSafe(run_job(&mut ctx, &job, preflight, &token)).catch_unwind();
+                    tokio::select! {
+                        r = run => match r {
+                            Ok(Ok(())) => None,
+                            Ok(Err(e)) => Some((Outcome::SandboxError, Some(error_chain(&e)))),
+                            Err(panic) => Some((Outcome::SandboxError, Some(format!("cordon panicked: {}", panic_message(&panic))))),
+                        },
+                        _ = token.cancelled() => Some((Outcome::Cancelled, None)),
+                    }
+                };
+                // A cancel wins over whatever the job's future was finishing.
+                let outcome = if token.is_cancelled() { Some((Outcome::Cancelled, None)) } else { outcome };
+                if let Some((outcome, error)) = outcome {
+                    ctx.result.outcome = outcome;
+                    ctx.result.error = error;
+                    if outcome == Outcome::Cancelled {
+                        info!("cancelled; removing the sandbox");
+                    }
+                }
+                ctx.destroy_all().await;
+                ctx.finish_result(&job);
+                let result = ctx.result.clone();
+                ctx.emit(JobEvent::Finished {
+                    result: Box::new(result.clone()),
+                })
+                .await;
+                result
+            }
+            .instrument(span),
+        );
+        JobHandle {
+            job_id,
+            events: rx,
+            cancel,
+            task,
+        }
+    }
+}
+
+fn new_result(job: &Job) -> JobResult {
+    JobResult {
+        job_id: job.id.clone(),
+        outcome: Outcome::Passed,
+        exit_code: None,
+        duration_ms: 0,
+        error: None,
+        steps: Vec::new(),
+        tests: None,
+        artifacts: Vec::new(),
+        artifacts_refused: Vec::new(),
+        output_bytes: 0,
+        output_truncated: false,
+        image: job.image.clone(),
+        profile: job.profile.name.clone(),
+        phases_ms: BTreeMap::new(),
+    }
+}
+
+/// The job's state, owned outside the job's future so cleanup survives its cancellation.
+struct Ctx {
+    backend: Arc<dyn Backend>,
+    events: mpsc::Sender<JobEvent>,
+    /// Every sandbox created and not yet destroyed, by step index.
+    sandboxes: Vec<(usize, Box<dyn Sandbox>)>,
+    scratch: Option<Scratch>,
+    result: JobResult,
+    started: Instant,
+    out_dir: PathBuf,
+}
+
+impl Ctx {
+    /// Sends an event; the returned future does not borrow the context.
+    fn emit(&self, ev: JobEvent) -> impl Future<Output = ()> + Send + 'static {
+        let tx = self.events.clone();
+        // A consumer that went away does not stop the job (or its cleanup).
+        async move {
+            let _ = tx.send(ev).await;
+        }
+    }
+
+    async fn phase(&mut self, phase: Phase, since: Instant) {
+        let ms = since.elapsed().as_millis() as u64;
+        *self
+            .result
+            .phases_ms
+            .entry(phase.as_str().to_string())
+            .or_default() += ms;
+        self.emit(JobEvent::Phase {
+            phase,
+            duration_ms: ms,
+        })
+        .await;
+    }
+
+    fn sandbox(&mut self, step: usize) -> Result<&mut Box<dyn Sandbox>, SandboxError> {
+        self.sandboxes
+            .iter_mut()
+            .find(|(i, _)| *i == step)
+            .map(|(_, s)| s)
+            .ok_or_else(|| SandboxError::Protocol(format!("no sandbox for step {step}")))
+    }
+
+    async fn destroy(&mut self, step: usize) -> Result<(), SandboxError> {
+        let pos = self.sandboxes.iter().position(|(i, _)| *i == step);
+        if let Some(pos) = pos {
+            let (_, mut s) = self.sandboxes.remove(pos);
+            let t = Instant::now();
+            let r = s.destroy().await;
+            self.phase(Phase::Destroy, t).await;
+            r?;
+        }
+        Ok(())
+    }
+
+    /// Removes whatever is left. Runs on every path; errors are reported, not raised.
+    async fn destroy_all(&mut self) {
+        let t = Instant::now();
+        for (_, mut s) in std::mem::take(&mut self.sandboxes) {
+            if let Err(e) = s.destroy().await {
+                warn!(error = %error_chain(&e), "could not remove a sandbox; `cordon` removes it at its next start");
+                self.result
+                    .error
+                    .get_or_insert_with(|| format!("cleanup: {}", error_chain(&e)));
+            }
+        }
+        if let Some(scratch) = self.scratch.take()
+            && let Err(e) = self.backend.remove_scratch(&scratch).await
+        {
+            warn!(error = %error_chain(&e), "could not remove the job's scratch volumes");
+        }
+        if t.elapsed() > Duration::from_millis(1) {
+            self.phase(Phase::Destroy, t).await;
+        }
+    }
+
+    fn finish_result(&mut self, job: &Job) {
+        let r = &mut self.result;
+        r.duration_ms = self.started.elapsed().as_millis() as u64;
+        // Steps that never ran.
+        for s in job.steps.iter().skip(r.steps.len()) {
+            r.steps.push(StepResult {
+                name: s.name.clone(),
+                outcome: Outcome::Skipped,
+                exit_code: None,
+                duration_ms: 0,
+                output_bytes: 0,
+            });
+        }
+        if r.outcome == Outcome::Passed {
+            // The job's outcome is its first step that did not pass.
+            if let Some(bad) = r.steps.iter().find(|s| s.outcome != Outcome::Passed) {
+                r.outcome = bad.outcome;
+            }
+        }
+        r.exit_code = r.steps.iter().rev().find_map(|s| s.exit_code);
+    }
+}
+
+/// How a step's command ended, as far as cordon's loop saw it.
+enum Ending {
+    /// The gate reported the command done; the container is held (frozen) for collection.
+    Done,
+    /// The container's output ended: it exited (or was killed) on its own.
+    Exited,
+    TimedOut,
+    OutputCap,
+}
+
+async fn run_job(
+    ctx: &mut Ctx,
+    job: &Job,
+    preflight: Preflight,
+    cancel: &CancellationToken,
+) -> Result<(), SandboxError> {
+    ctx.emit(JobEvent::Started {
+        job_id: job.id.clone(),
+        image: job.image.clone(),
+        profile: job.profile.name.clone(),
+        steps: job.steps.iter().map(|s| s.name.clone()).collect(),
+    })
+    .await;
+
+    // resolve
+    let t = Instant::now();
+    let image_id = match preflight.image_id {
+        Some(id) => id,
+        None => {
+            ctx.emit(JobEvent::Progress {
+                message: format!(
+                    "image {} is not built yet; building it now (a few minutes, once)",
+                    job.image
+                ),
+            })
+            .await;
+            let events = ctx.events.clone();
+            let progress = move |line: String| {
+                // Build output is progress, not job output; drop it if the consumer lags.
+                let _ = events.try_send(JobEvent::Progress { message: line });
+            };
+            ctx.backend.build_image(&job.image, &progress).await?
+        }
+    };
+    ctx.phase(Phase::Resolve, t).await;
+
+    let t = Instant::now();
+    ctx.scratch = Some(ctx.backend.create_scratch(job).await?);
+    ctx.phase(Phase::Create, t).await;
+
+    let hold_last = !job.artifacts.is_empty();
+    let mut output_used: u64 = 0;
+    // The previous step, frozen and held, waiting for the next container to take over.
+    let mut held_prev: Option<(usize, Instant, u64)> = None;
+
+    for (i, step) in job.steps.iter().enumerate() {
+        let last = i + 1 == job.steps.len();
+        let scratch = ctx.scratch.clone().unwrap_or_default();
+
+        let t = Instant::now();
+        let sandbox = ctx.backend.create(job, i, &image_id, &scratch).await?;
+        debug!(step = %step.name, container = sandbox.id(), "sandbox created");
+        ctx.sandboxes.push((i, sandbox));
+        let mut output = ctx.sandbox(i)?.start().await?;
+        ctx.phase(Phase::Create, t).await;
+
+        if i == 0
+            && let Some(ws) = job
+                .workspace
+                .as_ref()
+                .filter(|w| w.mode == WorkspaceMode::Copy)
+        {
+            let t = Instant::now();
+            let stats = ctx.sandbox(i)?.load(ws).await?;
+            debug!(files = stats.files, bytes = stats.bytes, "workspace loaded");
+            ctx.phase(Phase::Load, t).await;
+        }
+
+        // Let the previous step's container go now that this one holds the scratch.
+        if let Some((prev, prev_started, prev_bytes)) = held_prev.take() {
+            let status = ctx.sandbox(prev)?.finish().await?;
+            ctx.destroy(prev).await?;
+            let result = step_result(&job.steps[prev].name, status, prev_started, prev_bytes);
+            let passed = result.outcome == Outcome::Passed;
+            ctx.emit(JobEvent::StepFinished {
+                result: result.clone(),
+            })
+            .await;
+            ctx.result.steps.push(result);
+            if !passed {
+                // This container never ran anything: collect from it, then stop.
+                if !job.artifacts.is_empty() {
+                    collect(ctx, job, i).await;
+                }
+                return Ok(());
+            }
+        }
+
+        let hold = !last || hold_last;
+        ctx.emit(JobEvent::StepStarted {
+            step: step.name.clone(),
+            index: i,
+        })
+        .await;
+        let step_started = Instant::now();
+        ctx.sandbox(i)?.release(hold).await?;
+
+        let deadline = tokio::time::Instant::now() + step.timeout;
+        let mut step_bytes: u64 = 0;
+        let ending = loop {
+            let next = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Ok(()),
+                _ = tokio::time::sleep_until(deadline) => break Ending::TimedOut,
+                n = output.next() => n,
+            };
+            match next {
+                Some(Ok(SandboxOutput::Chunk(stream, data))) => {
+                    let len = data.len() as u64;
+                    step_bytes += len;
+                    ctx.result.output_bytes += len;
+                    let room = job.limits.output.bytes().saturating_sub(output_used);
+                    if len > room {
+                        if room > 0 {
+                            ctx.emit(JobEvent::Output {
+                                step: step.name.clone(),
+                                stream,
+                                data: data.slice(..room as usize),
+                            })
+                            .await;
+                        }
+                        ctx.result.output_truncated = true;
+                        ctx.emit(JobEvent::OutputTruncated {
+                            step: step.name.clone(),
+                            limit_bytes: job.limits.output.bytes(),
+                        })
+                        .await;
+                        break Ending::OutputCap;
+                    }
+                    output_used += len;
+                    ctx.emit(JobEvent::Output {
+                        step: step.name.clone(),
+                        stream,
+                        data,
+                    })
+                    .await;
+                }
+                Some(Ok(SandboxOutput::CommandDone)) => break Ending::Done,
+                Some(Err(e)) => return Err(e),
+                None => break Ending::Exited,
+            }
+        };
+        drop(output);
+
+        match ending {
+            Ending::Done if !last => {
+                // Freeze it and keep it: its scratch passes to the next step's container.
+                ctx.sandbox(i)?.freeze().await?;
+                held_prev = Some((i, step_started, step_bytes));
+                ctx.phase(Phase::Run, step_started).await;
+                continue;
+            }
+            Ending::Done => {
+                ctx.phase(Phase::Run, step_started).await;
+                ctx.sandbox(i)?.freeze().await?;
+                collect(ctx, job, i).await;
+                let status = with_deadline(deadline, ctx.sandbox(i)?.finish()).await;
+                let result = match status {
+                    Some(status) => step_result(&step.name, status?, step_started, step_bytes),
+                    None => {
+                        ctx.sandbox(i)?.kill().await?;
+                        forced_result(&step.name, Outcome::TimedOut, step_started, step_bytes)
+                    }
+                };
+                ctx.emit(JobEvent::StepFinished {
+                    result: result.clone(),
+                })
+                .await;
+                ctx.result.steps.push(result);
+            }
+            Ending::Exited => {
+                ctx.phase(Phase::Run, step_started).await;
+                let status = with_deadline(deadline, ctx.sandbox(i)?.finish()).await;
+                let result = match status {
+                    Some(status) => step_result(&step.name, status?, step_started, step_bytes),
+                    None => {
+                        ctx.sandbox(i)?.kill().await?;
+                        forced_result(&step.name, Outcome::TimedOut, step_started, step_bytes)
+                    }
+                };
+                if hold && result.outcome == Outcome::Passed {
+                    ctx.emit(JobEvent::Warning {
+                        message: format!("step `{}` ended without cordon's completion signal; its scratch (and artifacts) are gone", step.name),
+                    })
+                    .await;
+                }
+                ctx.emit(JobEvent::StepFinished {
+                    result: result.clone(),
+                })
+                .await;
+                ctx.result.steps.push(result);
+            }
+            Ending::TimedOut | Ending::OutputCap => {
+                ctx.phase(Phase::Run, step_started).await;
+                let outcome = if matches!(ending, Ending::TimedOut) {
+                    Outcome::TimedOut
+                } else {
+                    Outcome::OutputLimitExceeded
+                };
+                info!(step = %step.name, %outcome, "stopping the sandbox");
+                // Freeze first: nothing runs on while artifacts are copied, and a fork bomb
+                // stops forking at once. Then kill.
+                let froze = ctx.sandbox(i)?.freeze().await.is_ok();
+                if froze && hold {
+                    collect(ctx, job, i).await;
+                }
+                ctx.sandbox(i)?.kill().await?;
+                let result = forced_result(&step.name, outcome, step_started, step_bytes);
+                ctx.emit(JobEvent::StepFinished {
+                    result: result.clone(),
+                })
+                .await;
+                ctx.result.steps.push(result);
+            }
+        }
+        ctx.destroy(i).await?;
+        if ctx
+            .result
+            .steps
+            .last()
+            .is_some_and(|s| s.outcome != Outcome::Passed)
+        {
+            break;
+        }
+    }
+    Ok(())
+}
+
+async fn with_deadline<T>(
+    deadline: tokio::time::Instant,
+    fut: impl Future<Output = T>,
+) -> Option<T> {
+    // A little grace past the deadline for the engine to report an exit that already happened.
+    tokio::time::timeout_at(deadline + Duration::from_secs(2), fut)
+        .await
+        .ok()
+}
+
+fn step_result(name: &str, status: ExitStatus, started: Instant, bytes: u64) -> StepResult {
+    let outcome = if status.oom_killed {
+        Outcome::OomKilled
+    } else if status.code == 0 {
+        Outcome::Passed
+    } else {
+        Outcome::Failed
+    };
+    StepResult {
+        name: name.to_string(),
+        outcome,
+        exit_code: Some(status.code),
+        duration_ms: started.elapsed().as_millis() as u64,
+        output_bytes: bytes,
+    }
+}
+
+fn forced_result(name: &str, outcome: Outcome, started: Instant, bytes: u64) -> StepResult {
+    StepResult {
+        name: name.to_string(),
+        outcome,
+        exit_code: None,
+        duration_ms: started.elapsed().as_millis() as u64,
+        output_bytes: bytes,
+    }
+}
+
+/// Copies the declared artifacts out of a sandbox whose processes are stopped (frozen, or
+/// never released), extracting them safely under the job's out dir. Problems are reported as
+/// events and in the result; they never change the job's outcome.
+async fn collect(ctx: &mut Ctx, job: &Job, step: usize) {
+    let t = Instant::now();
+    let caps = &job.profile.artifacts;
+    let mut budget = ExtractLimits {
+        max_total_bytes: caps.max_total.bytes(),
+        max_file_bytes: caps.max_file.bytes(),
+        max_entries: caps.max_entries,
+    };
+    if let Err(e) = std::fs::create_dir_all(&ctx.out_dir) {
+        ctx.emit(JobEvent::Warning {
+            message: format!(
+                "cannot create the artifact directory {}: {e}",
+                ctx.out_dir.display()
+            ),
+        })
+        .await;
+        return;
+    }
+    let mut tests: Option<TestSummary> = None;
+    for path in &job.artifacts {
+        let stream = match ctx.sandbox(step) {
+            Ok(s) => s.download(path),
+            Err(_) => return,
+        };
+        let extracted =
+            archive::extract_artifacts_stream(stream, ctx.out_dir.clone(), budget).await;
+        let extracted = match extracted {
+            Ok(x) => x,
+            Err(e) => {
+                let msg = error_chain(&e);
+                let reason = if msg.contains("404")
+                    || msg.contains("No such container:path")
+                    || msg.contains("not found")
+                {
+                    "not produced by the job".to_string()
+                } else {
+                    msg
+                };
+                ctx.result.artifacts_refused.push(RefusedArtifact {
+                    path: path.clone(),
+                    reason: reason.clone(),
+                });
+                ctx.emit(JobEvent::ArtifactRefused {
+                    path: path.clone(),
+                    reason,
+                })
+                .await;
+                continue;
+            }
+        };
+        budget.max_total_bytes = budget.max_total_bytes.saturating_sub(extracted.bytes);
+        budget.max_entries = budget
+            .max_entries
+            .saturating_sub((extracted.files.len() + extracted.refused.len()) as u64);
+        for r in extracted.refused {
+            ctx.result.artifacts_refused.push(RefusedArtifact {
+                path: r.path.clone(),
+                reason: r.reason.clone(),
+            });
+            ctx.emit(JobEvent::ArtifactRefused {
+                path: r.path,
+                reason: r.reason,
+            })
+            .await;
+        }
+        for file in extracted.files {
+            let bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+            if let Some(summary) = junit_summary(&file) {
+                tests.get_or_insert_with(TestSummary::default).add(&summary);
+            }
+            ctx.emit(JobEvent::Artifact {
+                path: file.display().to_string(),
+                bytes,
+            })
+            .await;
+            ctx.result.artifacts.push(file);
+        }
+    }
+    if tests.is_some() {
+        ctx.result.tests = tests;
+    }
+    ctx.phase(Phase::Collect, t).await;
+}
+
+fn junit_summary(file: &Path) -> Option<TestSummary> {
+    if file.extension().and_then(|e| e.to_str()) != Some("xml") {
+        return None;
+    }
+    let bytes = std::fs::read(file).ok()?;
+    junit::parse(&bytes).ok()
+}
+
+/// An error and its causes on one line: `a: b: c`.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}

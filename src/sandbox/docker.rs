@@ -1,0 +1,848 @@
+//! The Docker Engine backend, through bollard.
+//!
+//! One container per step. Its main process is the [`policy::GATE`] shell under the engine's
+//! init, so the engine's exit code, OOM flag and kill cover the step's whole process tree.
+//! Workspace and `/out` live in per-job tmpfs volumes: size-capped, writable while the root
+//! filesystem is read-only, and handed from one step's container to the next.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::models::VolumeCreateRequest;
+use bollard::query_parameters::{
+    AttachContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, InspectContainerOptions,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, ListVolumesOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, UploadToContainerOptionsBuilder,
+    WaitContainerOptionsBuilder,
+};
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::Mutex;
+use tracing::{debug, warn};
+
+use super::archive::{self, WorkspaceOptions};
+use super::{
+    Backend, ByteStream, EngineInfo, ExitStatus, OutputStream, ProgressFn, Sandbox, SandboxError,
+    SandboxOutput, Scratch, TarStats, labels, policy,
+};
+use crate::event;
+use crate::spec::{Job, OUT_DIR, Workspace, WorkspaceMode};
+
+/// How long an engine API call (not a job) may take before cordon gives up on it.
+const API_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The Docker backend. Cheap to clone; one engine connection shared by all jobs.
+#[derive(Clone)]
+pub struct DockerBackend {
+    docker: Docker,
+    endpoint: String,
+    owner: String,
+    /// Serializes image builds in this process.
+    build_lock: Arc<Mutex<()>>,
+}
+
+impl DockerBackend {
+    /// Connects as `docker` would: `DOCKER_HOST`, else the local socket.
+    pub async fn connect() -> Result<DockerBackend, SandboxError> {
+        let endpoint = std::env::var("DOCKER_HOST")
+            .unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string());
+        let unreachable = |source| SandboxError::EngineUnreachable {
+            endpoint: endpoint.clone(),
+            source,
+        };
+        // The client's timeout bounds single API calls; jobs are bounded by cordon's own timers
+        // (attach and wait streams may legitimately run for hours).
+        let docker = Docker::connect_with_defaults()
+            .map_err(unreachable)?
+            .with_timeout(Duration::from_secs(24 * 3600));
+        let docker = tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version())
+            .await
+            .map_err(|_| SandboxError::EngineUnreachable {
+                endpoint: endpoint.clone(),
+                source: bollard::errors::Error::RequestTimeoutError,
+            })?
+            .map_err(unreachable)?;
+        Ok(DockerBackend {
+            docker,
+            endpoint,
+            owner: owner_label(),
+            build_lock: Arc::new(Mutex::new(())),
+        })
+    }
+
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// `hostname:pid` of this process, written on everything it creates.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+}
+
+fn owner_label() -> String {
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".into());
+    format!("{host}:{}", std::process::id())
+}
+
+/// Whether the cordon process that wrote `owner` is gone (so its leftovers may be reaped).
+fn owner_is_gone(owner: &str) -> bool {
+    let me = owner_label();
+    let (my_host, _) = me.rsplit_once(':').unwrap_or((&me, ""));
+    let Some((host, pid)) = owner.rsplit_once(':') else {
+        return false;
+    };
+    if host != my_host {
+        return false; // another host's process: not ours to judge
+    }
+    let Ok(pid) = pid.parse::<i32>() else {
+        return false;
+    };
+    if pid as u32 == std::process::id() {
+        return false;
+    }
+    matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
+async fn api<T>(
+    action: &str,
+    fut: impl Future<Output = Result<T, bollard::errors::Error>>,
+) -> Result<T, SandboxError> {
+    match tokio::time::timeout(API_TIMEOUT, fut).await {
+        Ok(r) => r.map_err(SandboxError::engine(action)),
+        Err(_) => Err(SandboxError::Engine {
+            action: action.to_string(),
+            source: bollard::errors::Error::RequestTimeoutError,
+        }),
+    }
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+#[async_trait]
+impl Backend for DockerBackend {
+    async fn engine(&self) -> Result<EngineInfo, SandboxError> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(|source| SandboxError::EngineUnreachable {
+                endpoint: self.endpoint.clone(),
+                source,
+            })?;
+        let mut missing = Vec::new();
+        for (flag, what) in [
+            (info.memory_limit, "memory limits"),
+            (info.swap_limit, "swap limits (memory+swap)"),
+            (info.cpu_cfs_quota, "CPU quotas (CFS)"),
+            (info.pids_limit, "pids limits"),
+        ] {
+            if flag == Some(false) {
+                missing.push(what.to_string());
+            }
+        }
+        Ok(EngineInfo {
+            endpoint: self.endpoint.clone(),
+            server_version: info.server_version.unwrap_or_default(),
+            cpus: info.ncpu.unwrap_or(0).max(0) as u64,
+            memory_bytes: info.mem_total.unwrap_or(0).max(0) as u64,
+            cgroup_version: info
+                .cgroup_version
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "1".into()),
+            missing_enforcement: missing,
+        })
+    }
+
+    async fn local_image(&self, reference: &str) -> Result<Option<String>, SandboxError> {
+        crate::image::local_image_id(&self.docker, reference)
+            .await
+            .map_err(|source| SandboxError::ImageBuild {
+                reference: reference.to_string(),
+                source,
+            })
+    }
+
+    async fn build_image(
+        &self,
+        reference: &str,
+        progress: ProgressFn<'_>,
+    ) -> Result<String, SandboxError> {
+        let Some(recipe) = crate::image::recipe_for_reference(reference) else {
+            return Err(SandboxError::ImageMissing {
+                reference: reference.to_string(),
+            });
+        };
+        let _guard = self.build_lock.lock().await;
+        // Another job may have built it while we waited.
+        if let Some(id) = self.local_image(reference).await? {
+            return Ok(id);
+        }
+        let report = |p: crate::image::ImageProgress| match p {
+            crate::image::ImageProgress::Stage(s) => progress(s),
+            crate::image::ImageProgress::Line(l) => progress(format!("  {l}")),
+        };
+        crate::image::build(
+            &self.docker,
+            recipe,
+            &crate::image::BuildOptions::default(),
+            &report,
+        )
+        .await
+        .map_err(|source| SandboxError::ImageBuild {
+            reference: reference.to_string(),
+            source,
+        })
+    }
+
+    async fn create_scratch(&self, job: &Job) -> Result<Scratch, SandboxError> {
+        // Volumes are needed where data must cross the API (an uploaded workspace, collected
+        // artifacts) or outlive one step's container; plain tmpfs mounts do otherwise.
+        let mut wanted = Vec::new();
+        let copy_ws = job
+            .workspace
+            .as_ref()
+            .is_some_and(|w| w.mode == WorkspaceMode::Copy);
+        let ws_artifacts = job
+            .artifacts
+            .iter()
+            .any(|a| a != OUT_DIR && !a.starts_with("/out/"));
+        let bind_ws = job
+            .workspace
+            .as_ref()
+            .is_some_and(|w| w.mode == WorkspaceMode::Bind);
+        if (copy_ws || job.steps.len() > 1 || ws_artifacts) && !bind_ws {
+            wanted.push(("ws", policy::workspace_path(job).to_string()));
+        }
+        if !job.artifacts.is_empty() || job.steps.len() > 1 {
+            wanted.push(("out", OUT_DIR.to_string()));
+        }
+        let mut scratch = Scratch::default();
+        for (suffix, target) in wanted {
+            let name = format!("cordon-{}-{suffix}", job.id);
+            let opts = HashMap::from([
+                ("type".to_string(), "tmpfs".to_string()),
+                ("device".to_string(), "tmpfs".to_string()),
+                (
+                    "o".to_string(),
+                    format!(
+                        "size={},uid={},gid={},mode=0755,nosuid,nodev",
+                        job.limits.scratch.bytes(),
+                        job.profile.uid,
+                        job.profile.gid
+                    ),
+                ),
+            ]);
+            let req = VolumeCreateRequest {
+                name: Some(name.clone()),
+                driver: Some("local".into()),
+                driver_opts: Some(opts),
+                labels: Some(policy::job_labels(job, &self.owner)),
+                ..Default::default()
+            };
+            let created = api("creating scratch volume", self.docker.create_volume(req)).await;
+            if let Err(e) = created {
+                let _ = self.remove_scratch(&scratch).await;
+                return Err(e);
+            }
+            scratch.volumes.push((name, target));
+        }
+        Ok(scratch)
+    }
+
+    async fn remove_scratch(&self, scratch: &Scratch) -> Result<(), SandboxError> {
+        let mut first_err = None;
+        for (name, _) in &scratch.volumes {
+            let opts = RemoveVolumeOptionsBuilder::default().force(true).build();
+            match tokio::time::timeout(API_TIMEOUT, self.docker.remove_volume(name, Some(opts)))
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) if is_not_found(&e) => {}
+                Ok(Err(source)) => {
+                    first_err.get_or_insert(SandboxError::Engine {
+                        action: format!("removing volume {name}"),
+                        source,
+                    });
+                }
+                Err(_) => {
+                    first_err.get_or_insert(SandboxError::Engine {
+                        action: format!("removing volume {name}"),
+                        source: bollard::errors::Error::RequestTimeoutError,
+                    });
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    async fn create(
+        &self,
+        job: &Job,
+        step: usize,
+        image_id: &str,
+        scratch: &Scratch,
+    ) -> Result<Box<dyn Sandbox>, SandboxError> {
+        let config = policy::container_config(job, step, image_id, scratch, &self.owner);
+        let name = format!("cordon-{}-{}", job.id, step);
+        let opts = bollard::query_parameters::CreateContainerOptionsBuilder::default()
+            .name(&name)
+            .build();
+        let created = api(
+            "creating the sandbox container",
+            self.docker.create_container(Some(opts), config.clone()),
+        )
+        .await?;
+        let mut sandbox = DockerSandbox {
+            docker: self.docker.clone(),
+            id: created.id.clone(),
+            nonce: format!("cordon-done-{}", uuid::Uuid::new_v4().simple()),
+            stdin: None,
+            frozen: false,
+            destroyed: false,
+            uid: job.profile.uid,
+            gid: job.profile.gid,
+            workspace_path: policy::workspace_path(job).to_string(),
+        };
+        // Refuse to run under limits the engine did not apply.
+        let mut wrong: Vec<String> = created
+            .warnings
+            .iter()
+            .filter(|w| !w.trim().is_empty())
+            .map(|w| format!("engine warning: {w}"))
+            .collect();
+        match api(
+            "inspecting the sandbox container",
+            self.docker
+                .inspect_container(&created.id, None::<InspectContainerOptions>),
+        )
+        .await
+        {
+            Ok(got) => wrong.extend(policy::verify(&config, &got)),
+            Err(e) => {
+                let _ = sandbox.destroy().await;
+                return Err(e);
+            }
+        }
+        if !wrong.is_empty() {
+            let _ = sandbox.destroy().await;
+            return Err(SandboxError::LimitNotEnforced {
+                what: "every setting of the profile".into(),
+                detail: wrong.join("; "),
+            });
+        }
+        Ok(Box::new(sandbox))
+    }
+
+    async fn reap(&self) -> Result<usize, SandboxError> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{}=true", labels::MANAGED)],
+        )]);
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = api(
+            "listing cordon containers",
+            self.docker.list_containers(Some(opts)),
+        )
+        .await?;
+        let mut reaped = 0;
+        for c in containers {
+            let owner = c
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(labels::OWNER))
+                .cloned()
+                .unwrap_or_default();
+            if !owner_is_gone(&owner) {
+                continue;
+            }
+            if let Some(id) = c.id {
+                let opts = RemoveContainerOptionsBuilder::default()
+                    .force(true)
+                    .v(true)
+                    .build();
+                match self.docker.remove_container(&id, Some(opts)).await {
+                    Ok(()) => {
+                        reaped += 1;
+                        warn!(container = %id, %owner, "removed a sandbox left behind by a cordon process that is gone");
+                    }
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) => {
+                        warn!(container = %id, error = %e, "could not remove a leftover sandbox")
+                    }
+                }
+            }
+        }
+        let vopts = ListVolumesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let volumes = api(
+            "listing cordon volumes",
+            self.docker.list_volumes(Some(vopts)),
+        )
+        .await?;
+        for v in volumes.volumes.unwrap_or_default() {
+            let owner = v.labels.get(labels::OWNER).cloned().unwrap_or_default();
+            if owner_is_gone(&owner) {
+                let opts = RemoveVolumeOptionsBuilder::default().force(true).build();
+                match self.docker.remove_volume(&v.name, Some(opts)).await {
+                    Ok(()) => reaped += 1,
+                    Err(e) => {
+                        debug!(volume = %v.name, error = %e, "could not remove a leftover volume")
+                    }
+                }
+            }
+        }
+        Ok(reaped)
+    }
+}
+
+/// One step's container.
+pub struct DockerSandbox {
+    docker: Docker,
+    id: String,
+    nonce: String,
+    stdin: Option<Pin<Box<dyn AsyncWrite + Send>>>,
+    frozen: bool,
+    destroyed: bool,
+    uid: u32,
+    gid: u32,
+    workspace_path: String,
+}
+
+impl DockerSandbox {
+    async fn write_stdin(&mut self, data: &[u8], close: bool) -> Result<(), SandboxError> {
+        let Some(stdin) = self.stdin.as_mut() else {
+            return Ok(());
+        };
+        let res = async {
+            stdin.write_all(data).await?;
+            stdin.flush().await?;
+            if close {
+                stdin.shutdown().await?;
+            }
+            Ok::<_, std::io::Error>(())
+        }
+        .await;
+        if close {
+            self.stdin = None;
+        }
+        res.map_err(|e| {
+            SandboxError::Protocol(format!("writing to the sandbox's control input: {e}"))
+        })
+    }
+}
+
+#[async_trait]
+impl Sandbox for DockerSandbox {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    async fn start(&mut self) -> Result<OutputStream, SandboxError> {
+        let opts = AttachContainerOptionsBuilder::default()
+            .stream(true)
+            .stdin(true)
+            .stdout(true)
+            .stderr(true)
+            .logs(false)
+            .build();
+        let attached = api(
+            "attaching to the sandbox",
+            self.docker.attach_container(&self.id, Some(opts)),
+        )
+        .await?;
+        self.stdin = Some(attached.input);
+        api(
+            "starting the sandbox",
+            self.docker.start_container(&self.id, None),
+        )
+        .await?;
+        let output = attached
+            .output
+            .map_err(|e| SandboxError::Engine {
+                action: "reading the sandbox's output".into(),
+                source: e,
+            })
+            .boxed();
+        Ok(Box::pin(
+            MarkerFilter::new(output, self.nonce.clone()).into_stream(),
+        ))
+    }
+
+    async fn load(&mut self, workspace: &Workspace) -> Result<TarStats, SandboxError> {
+        let opts = WorkspaceOptions {
+            excludes: workspace.excludes.clone(),
+            uid: self.uid as u64,
+            gid: self.gid as u64,
+            max_bytes: u64::MAX,
+            max_files: 1_000_000,
+        };
+        let (stream, writer) = archive::workspace_tar_stream(workspace.source.clone(), opts);
+        let upload_opts = UploadToContainerOptionsBuilder::default()
+            .path(&self.workspace_path)
+            .no_overwrite_dir_non_dir("true")
+            .build();
+        let uploaded = self
+            .docker
+            .upload_to_container(
+                &self.id,
+                Some(upload_opts),
+                bollard::body_try_stream(stream),
+            )
+            .await;
+        let written = writer
+            .await
+            .map_err(|e| SandboxError::Protocol(format!("the workspace archiver stopped: {e}")))?;
+        // The archiver's own error (an unreadable file, say) explains an upload failure best.
+        let stats = written.map_err(|source| SandboxError::Archive {
+            action: format!("reading the workspace {}", workspace.source.display()),
+            source,
+        })?;
+        uploaded.map_err(|source| {
+            let msg = source.to_string();
+            if msg.contains("no space left") {
+                SandboxError::Protocol(format!(
+                    "the workspace ({} files, {} bytes) does not fit in the sandbox's scratch: raise limits.scratch or exclude more",
+                    stats.files, stats.bytes
+                ))
+            } else {
+                SandboxError::Engine {
+                    action: "uploading the workspace".into(),
+                    source,
+                }
+            }
+        })?;
+        Ok(stats)
+    }
+
+    async fn release(&mut self, hold: bool) -> Result<(), SandboxError> {
+        let line = format!("{}\n{}\n", self.nonce, if hold { "hold" } else { "go" });
+        self.write_stdin(line.as_bytes(), !hold).await
+    }
+
+    async fn freeze(&mut self) -> Result<(), SandboxError> {
+        api(
+            "freezing the sandbox",
+            self.docker.pause_container(&self.id),
+        )
+        .await?;
+        self.frozen = true;
+        Ok(())
+    }
+
+    fn download(&self, path: &str) -> ByteStream {
+        let opts = DownloadFromContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        let path = path.to_string();
+        self.docker
+            .download_from_container(&self.id, Some(opts))
+            .map_err(move |e| SandboxError::Engine {
+                action: format!("copying {path} out of the sandbox"),
+                source: e,
+            })
+            .boxed()
+    }
+
+    async fn finish(&mut self) -> Result<ExitStatus, SandboxError> {
+        if self.frozen {
+            api(
+                "thawing the sandbox",
+                self.docker.unpause_container(&self.id),
+            )
+            .await?;
+            self.frozen = false;
+        }
+        // Let a held gate exit; an error here means it already has.
+        let _ = self.write_stdin(b"\n", true).await;
+        let opts = WaitContainerOptionsBuilder::default()
+            .condition("not-running")
+            .build();
+        let mut wait = self.docker.wait_container(&self.id, Some(opts));
+        let code = match wait.next().await {
+            Some(Ok(r)) => r.status_code,
+            // bollard reports a non-zero exit as an error; for cordon it is a result.
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+            Some(Err(source)) => {
+                return Err(SandboxError::Engine {
+                    action: "waiting for the sandbox to exit".into(),
+                    source,
+                });
+            }
+            None => {
+                return Err(SandboxError::Protocol(
+                    "the engine ended the wait without a status".into(),
+                ));
+            }
+        };
+        let state = api(
+            "inspecting the finished sandbox",
+            self.docker
+                .inspect_container(&self.id, None::<InspectContainerOptions>),
+        )
+        .await?
+        .state
+        .unwrap_or_default();
+        Ok(ExitStatus {
+            code: state.exit_code.unwrap_or(code),
+            oom_killed: state.oom_killed.unwrap_or(false),
+        })
+    }
+
+    async fn kill(&mut self) -> Result<(), SandboxError> {
+        let opts = KillContainerOptionsBuilder::default()
+            .signal("SIGKILL")
+            .build();
+        match tokio::time::timeout(
+            API_TIMEOUT,
+            self.docker.kill_container(&self.id, Some(opts)),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            // Not running any more (409) or gone (404): nothing left to kill.
+            Ok(Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404 | 409,
+                ..
+            })) => {}
+            Ok(Err(source)) => {
+                return Err(SandboxError::Engine {
+                    action: "killing the sandbox".into(),
+                    source,
+                });
+            }
+            Err(_) => {
+                return Err(SandboxError::Engine {
+                    action: "killing the sandbox".into(),
+                    source: bollard::errors::Error::RequestTimeoutError,
+                });
+            }
+        }
+        self.stdin = None;
+        Ok(())
+    }
+
+    async fn destroy(&mut self) -> Result<(), SandboxError> {
+        if self.destroyed {
+            return Ok(());
+        }
+        self.stdin = None;
+        let opts = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match api(
+            "removing the sandbox",
+            self.docker.remove_container(&self.id, Some(opts)),
+        )
+        .await
+        {
+            Ok(()) => {}
+            Err(SandboxError::Engine { source, .. }) if is_not_found(&source) => {}
+            Err(e) => return Err(e),
+        }
+        self.destroyed = true;
+        Ok(())
+    }
+}
+
+impl Drop for DockerSandbox {
+    fn drop(&mut self) {
+        if self.destroyed {
+            return;
+        }
+        // The runner destroys every sandbox on every path; this is the net under it (a
+        // panic, a dropped future). Best effort: the start-up reaper catches the rest.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let docker = self.docker.clone();
+            let id = self.id.clone();
+            rt.spawn(async move {
+                let opts = RemoveContainerOptionsBuilder::default()
+                    .force(true)
+                    .v(true)
+                    .build();
+                let _ = docker.remove_container(&id, Some(opts)).await;
+            });
+        }
+    }
+}
+
+/// Splits the gate's nonce out of the stderr stream: bytes before it are the job's, the
+/// nonce itself becomes [`SandboxOutput::CommandDone`]. The last `nonce.len()` bytes of
+/// stderr are held back until more arrive, so a nonce split across chunks is still found.
+struct MarkerFilter<S> {
+    inner: S,
+    marker: Vec<u8>,
+    held: BytesMut,
+    found: bool,
+}
+
+impl<S> MarkerFilter<S>
+where
+    S: Stream<Item = Result<bollard::container::LogOutput, SandboxError>> + Send + Unpin + 'static,
+{
+    fn new(inner: S, nonce: String) -> Self {
+        let mut marker = nonce.into_bytes();
+        marker.push(b'\n');
+        MarkerFilter {
+            inner,
+            marker,
+            held: BytesMut::new(),
+            found: false,
+        }
+    }
+
+    fn into_stream(self) -> impl Stream<Item = Result<SandboxOutput, SandboxError>> + Send {
+        futures_util::stream::unfold(Some(self), |state| async move {
+            let mut me = state?;
+            loop {
+                match me.inner.next().await {
+                    Some(Ok(bollard::container::LogOutput::StdErr { message })) => {
+                        let out = me.stderr(message);
+                        if !out.is_empty() {
+                            return Some((Ok(out), Some(me)));
+                        }
+                    }
+                    Some(Ok(bollard::container::LogOutput::StdOut { message }))
+                    | Some(Ok(bollard::container::LogOutput::Console { message })) => {
+                        return Some((
+                            Ok(vec![SandboxOutput::Chunk(event::Stream::Stdout, message)]),
+                            Some(me),
+                        ));
+                    }
+                    Some(Ok(bollard::container::LogOutput::StdIn { .. })) => {}
+                    Some(Err(e)) => return Some((Err(e), Some(me))),
+                    None => {
+                        if me.held.is_empty() {
+                            return None;
+                        }
+                        let rest = me.held.split().freeze();
+                        return Some((
+                            Ok(vec![SandboxOutput::Chunk(event::Stream::Stderr, rest)]),
+                            None,
+                        ));
+                    }
+                }
+            }
+        })
+        .flat_map(|item| match item {
+            Ok(v) => futures_util::stream::iter(v.into_iter().map(Ok).collect::<Vec<_>>()),
+            Err(e) => futures_util::stream::iter(vec![Err(e)]),
+        })
+    }
+
+    fn stderr(&mut self, message: Bytes) -> Vec<SandboxOutput> {
+        if self.found {
+            return vec![SandboxOutput::Chunk(event::Stream::Stderr, message)];
+        }
+        self.held.extend_from_slice(&message);
+        let mut out = Vec::new();
+        if let Some(pos) = find(&self.held, &self.marker) {
+            let before = self.held.split_to(pos).freeze();
+            let _ = self.held.split_to(self.marker.len());
+            let after = self.held.split().freeze();
+            if !before.is_empty() {
+                out.push(SandboxOutput::Chunk(event::Stream::Stderr, before));
+            }
+            out.push(SandboxOutput::CommandDone);
+            if !after.is_empty() {
+                out.push(SandboxOutput::Chunk(event::Stream::Stderr, after));
+            }
+            self.found = true;
+            return out;
+        }
+        let keep = self.marker.len().saturating_sub(1).min(self.held.len());
+        let emit = self.held.len() - keep;
+        if emit > 0 {
+            out.push(SandboxOutput::Chunk(
+                event::Stream::Stderr,
+                self.held.split_to(emit).freeze(),
+            ));
+        }
+        out
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || hay.len() < needle.len() {
+        return None;
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::container::LogOutput;
+
+    async fn run(chunks: Vec<LogOutput>) -> (Vec<u8>, Vec<u8>, bool) {
+        let s = futures_util::stream::iter(chunks.into_iter().map(Ok));
+        let mut f = Box::pin(MarkerFilter::new(s, "NONCE".into()).into_stream());
+        let (mut out, mut err, mut done) = (Vec::new(), Vec::new(), false);
+        while let Some(item) = f.next().await {
+            match item.expect("no error") {
+                SandboxOutput::Chunk(event::Stream::Stdout, b) => out.extend_from_slice(&b),
+                SandboxOutput::Chunk(event::Stream::Stderr, b) => err.extend_from_slice(&b),
+                SandboxOutput::CommandDone => done = true,
+            }
+        }
+        (out, err, done)
+    }
+
+    fn e(s: &str) -> LogOutput {
+        LogOutput::StdErr {
+            message: Bytes::copy_from_slice(s.as_bytes()),
+        }
+    }
+
+    #[tokio::test]
+    async fn marker_is_found_across_chunks_and_stripped() {
+        let (_, err, done) = run(vec![e("warning: x\nNO"), e("NC"), e("E\n")]).await;
+        assert!(done);
+        assert_eq!(err, b"warning: x\n");
+    }
+
+    #[tokio::test]
+    async fn output_without_a_marker_is_passed_through_whole() {
+        let (out, err, done) = run(vec![
+            LogOutput::StdOut {
+                message: Bytes::from_static(b"hello\n"),
+            },
+            e("NON"),
+            e("CX"),
+        ])
+        .await;
+        assert!(!done);
+        assert_eq!(out, b"hello\n");
+        assert_eq!(err, b"NONCX");
+    }
+
+    #[tokio::test]
+    async fn a_partial_line_before_the_marker_is_kept() {
+        let (_, err, done) = run(vec![e("no newline at endNONCE\n")]).await;
+        assert!(done);
+        assert_eq!(err, b"no newline at end");
+    }
+}

@@ -1,0 +1,189 @@
+//! Isolation engines behind one trait.
+//!
+//! A [`Backend`] makes [`Sandbox`]es: one fresh, locked-down container per step, created from
+//! a job's image under its profile's limits. The runner drives a sandbox through the same
+//! life cycle whatever the engine:
+//!
+//! ```text
+//! create ─► start (attached, command held) ─► load workspace ─► release ─► output … done
+//!        ─► freeze ─► download artifacts ─► finish (exit code, OOM flag) ─► destroy
+//! ```
+//!
+//! `docker` is the implementation today; a Kubernetes backend would be a second one.
+
+pub mod archive;
+pub mod docker;
+pub mod policy;
+
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::Stream;
+
+use crate::event;
+use crate::spec::{Job, Workspace};
+
+pub use archive::TarStats;
+
+/// Labels cordon puts on everything it creates, so leftovers can be found and reaped.
+pub mod labels {
+    /// Present on every container and volume cordon creates.
+    pub const MANAGED: &str = "org.cordon.managed";
+    pub const JOB: &str = "org.cordon.job";
+    pub const STEP: &str = "org.cordon.step";
+    /// `hostname:pid` of the cordon process that owns it.
+    pub const OWNER: &str = "org.cordon.owner";
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error(
+        "cannot reach the Docker engine at {endpoint}: is dockerd running, and is DOCKER_HOST (or the socket /var/run/docker.sock) right and accessible to this user?"
+    )]
+    EngineUnreachable {
+        endpoint: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    #[error("the engine does not enforce {what} on this host, so the job is refused: {detail}")]
+    LimitNotEnforced { what: String, detail: String },
+    #[error("the job asks for {what}, but the engine has only {available}")]
+    ImpossibleLimit { what: String, available: String },
+    #[error(
+        "image `{reference}` is not present in the engine and cordon never pulls: build or load it first (`docker build -t {reference} …` or `docker load`)"
+    )]
+    ImageMissing { reference: String },
+    #[error("{action} failed")]
+    Engine {
+        action: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+    #[error("{action} failed")]
+    Archive {
+        action: String,
+        #[source]
+        source: archive::ArchiveError,
+    },
+    #[error("building image `{reference}` failed")]
+    ImageBuild {
+        reference: String,
+        #[source]
+        source: crate::image::ImageError,
+    },
+    #[error("the sandbox did not behave as expected: {0}")]
+    Protocol(String),
+}
+
+impl SandboxError {
+    pub(crate) fn engine(
+        action: impl Into<String>,
+    ) -> impl FnOnce(bollard::errors::Error) -> SandboxError {
+        let action = action.into();
+        move |source| SandboxError::Engine { action, source }
+    }
+
+    /// Whether this error is the user's input (exit 2), not cordon's or the engine's fault.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(
+            self,
+            SandboxError::ImageMissing { .. } | SandboxError::ImpossibleLimit { .. }
+        )
+    }
+}
+
+/// What the engine can do, read once per backend.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EngineInfo {
+    pub endpoint: String,
+    pub server_version: String,
+    pub cpus: u64,
+    pub memory_bytes: u64,
+    pub cgroup_version: String,
+    /// Limits the engine says it cannot enforce; a job is refused while any is listed.
+    pub missing_enforcement: Vec<String>,
+}
+
+/// Per-job scratch storage that outlives a single step's sandbox (volumes, in Docker).
+#[derive(Debug, Clone, Default)]
+pub struct Scratch {
+    /// (volume name, mount path in the sandbox)
+    pub volumes: Vec<(String, String)>,
+}
+
+/// One piece of what a running sandbox reports.
+#[derive(Debug)]
+pub enum SandboxOutput {
+    Chunk(event::Stream, Bytes),
+    /// The step's command has exited and its leftover processes were killed; the sandbox
+    /// is still up (so its scratch can be read) until `finish`.
+    CommandDone,
+}
+
+pub type OutputStream = Pin<Box<dyn Stream<Item = Result<SandboxOutput, SandboxError>> + Send>>;
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, SandboxError>> + Send>>;
+
+/// How a sandbox's command ended, as the engine reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitStatus {
+    pub code: i64,
+    pub oom_killed: bool,
+}
+
+pub type ProgressFn<'a> = &'a (dyn Fn(String) + Send + Sync);
+
+/// An isolation engine.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// Checks the engine is reachable and reads what it can enforce.
+    async fn engine(&self) -> Result<EngineInfo, SandboxError>;
+    /// The local image id for `reference`, or `None`. Never pulls.
+    async fn local_image(&self, reference: &str) -> Result<Option<String>, SandboxError>;
+    /// Builds one of cordon's own images (see `images/`), reporting progress.
+    async fn build_image(
+        &self,
+        reference: &str,
+        progress: ProgressFn<'_>,
+    ) -> Result<String, SandboxError>;
+    /// Creates the job's scratch storage.
+    async fn create_scratch(&self, job: &Job) -> Result<Scratch, SandboxError>;
+    /// Removes the job's scratch storage. Idempotent.
+    async fn remove_scratch(&self, scratch: &Scratch) -> Result<(), SandboxError>;
+    /// Creates the sandbox for `job.steps[step]`, verifying its limits really apply.
+    async fn create(
+        &self,
+        job: &Job,
+        step: usize,
+        image_id: &str,
+        scratch: &Scratch,
+    ) -> Result<Box<dyn Sandbox>, SandboxError>;
+    /// Removes containers and scratch left behind by cordon processes that no longer exist.
+    async fn reap(&self) -> Result<usize, SandboxError>;
+}
+
+/// One step's sandbox.
+#[async_trait]
+pub trait Sandbox: Send {
+    fn id(&self) -> &str;
+    /// Attaches to its output (so not a byte is missed) and starts it; the step's command
+    /// is held until [`Sandbox::release`].
+    async fn start(&mut self) -> Result<OutputStream, SandboxError>;
+    /// Streams a host directory into the running sandbox's workspace.
+    async fn load(&mut self, workspace: &Workspace) -> Result<TarStats, SandboxError>;
+    /// Lets the command run. With `hold`, the sandbox stays up after the command exits
+    /// (reporting [`SandboxOutput::CommandDone`]) until [`Sandbox::finish`]; without, it ends
+    /// as soon as the command does.
+    async fn release(&mut self, hold: bool) -> Result<(), SandboxError>;
+    /// Stops every process in the sandbox in place (the cgroup freezer), so nothing can
+    /// change its files while they are read.
+    async fn freeze(&mut self) -> Result<(), SandboxError>;
+    /// A tar stream of `path` in the sandbox's scratch.
+    fn download(&self, path: &str) -> ByteStream;
+    /// Lets a held sandbox end and returns how its command ended.
+    async fn finish(&mut self) -> Result<ExitStatus, SandboxError>;
+    /// Kills everything in the sandbox now.
+    async fn kill(&mut self) -> Result<(), SandboxError>;
+    /// Removes the sandbox. Idempotent; called on every path.
+    async fn destroy(&mut self) -> Result<(), SandboxError>;
+}

@@ -1,0 +1,365 @@
+//! Profile + limits → Docker engine settings, in exactly one place.
+//!
+//! [`container_config`] is the whole attack surface of a step's container: read it (or its
+//! snapshot test) to see what a job can touch. [`verify`] reads back what the engine recorded
+//! and lists every setting that did not stick, so a job never runs under weaker limits than
+//! it asked for.
+
+use std::collections::HashMap;
+
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, HostConfig, HostConfigLogConfig, Mount,
+    MountType, ResourcesUlimits,
+};
+
+use super::Scratch;
+use super::labels;
+use crate::spec::{Job, Network, OUT_DIR, WorkspaceMode};
+
+/// The step's command runs under this small POSIX shell program, the container's main
+/// process (under the engine's init). It waits for cordon's go-ahead on stdin (so the
+/// workspace can be loaded into the running container first), runs the command with stdin
+/// closed, and exits with the command's exit code, so the engine reports that code.
+///
+/// In hold mode it then kills every process the command left behind, prints cordon's nonce
+/// on stderr and waits: the container stays up, with its tmpfs scratch, while cordon freezes
+/// it and copies artifacts out; then cordon closes stdin and it exits. The nonce comes over
+/// stdin, not argv or env. A job that forged it could only make its own artifacts be
+/// collected early; the outcome still comes from the engine's exit code and OOM flag.
+pub const GATE: &str = r#"IFS= read -r cordon_nonce || exit 125
+IFS= read -r cordon_mode || exit 125
+sh -c "$1" cordon-step </dev/null
+cordon_code=$?
+if [ "$cordon_mode" = hold ]; then
+  kill -9 -1 2>/dev/null
+  while kill -0 -1 2>/dev/null; do :; done
+  printf '%s\n' "$cordon_nonce" >&2
+  IFS= read -r cordon_ignored
+fi
+exit $cordon_code"#;
+
+/// Labels that identify a job's containers and volumes.
+pub fn job_labels(job: &Job, owner: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (labels::MANAGED.to_string(), "true".to_string()),
+        (labels::JOB.to_string(), job.id.clone()),
+        (labels::OWNER.to_string(), owner.to_string()),
+    ])
+}
+
+/// The mount options of a size-capped tmpfs owned by the sandbox user.
+pub fn tmpfs_options(job: &Job, mode: &str) -> String {
+    let p = &job.profile;
+    format!(
+        "rw,nosuid,nodev,size={},uid={},gid={},mode={mode}",
+        job.limits.scratch.bytes(),
+        p.uid,
+        p.gid
+    )
+}
+
+/// Where the workspace appears in the sandbox (its working directory).
+pub fn workspace_path(job: &Job) -> &str {
+    job.workspace
+        .as_ref()
+        .map(|w| w.path.as_str())
+        .unwrap_or("/workspace")
+}
+
+/// The container for `job.steps[step]`.
+pub fn container_config(
+    job: &Job,
+    step: usize,
+    image_id: &str,
+    scratch: &Scratch,
+    owner: &str,
+) -> ContainerCreateBody {
+    let p = &job.profile;
+    let s = &job.steps[step];
+    let limits = &job.limits;
+
+    let mut env: Vec<String> = Vec::new();
+    let mut merged = job.env.clone();
+    merged.extend(s.env.clone());
+    merged.entry("HOME".into()).or_insert_with(|| "/tmp".into());
+    for (k, v) in merged {
+        env.push(format!("{k}={v}"));
+    }
+
+    let mut labels = job_labels(job, owner);
+    labels.insert(labels::STEP.to_string(), s.name.clone());
+
+    let ws_path = workspace_path(job).to_string();
+    let mut tmpfs = HashMap::from([("/tmp".to_string(), tmpfs_options(job, "1777"))]);
+    let mut mounts = Vec::new();
+    for (name, target) in &scratch.volumes {
+        mounts.push(Mount {
+            target: Some(target.clone()),
+            source: Some(name.clone()),
+            typ: Some(MountType::VOLUME),
+            read_only: Some(false),
+            ..Default::default()
+        });
+    }
+    let has_volume = |path: &str| scratch.volumes.iter().any(|(_, t)| t == path);
+    match &job.workspace {
+        Some(w) if w.mode == WorkspaceMode::Bind => {
+            mounts.push(Mount {
+                target: Some(w.path.clone()),
+                source: Some(w.source.display().to_string()),
+                typ: Some(MountType::BIND),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        }
+        _ if !has_volume(&ws_path) => {
+            tmpfs.insert(ws_path.clone(), tmpfs_options(job, "0755"));
+        }
+        _ => {}
+    }
+    if !has_volume(OUT_DIR) {
+        tmpfs.insert(OUT_DIR.to_string(), tmpfs_options(job, "0755"));
+    }
+    mounts.sort_by(|a, b| a.target.cmp(&b.target));
+
+    let mut security_opt = Vec::new();
+    if p.no_new_privileges {
+        security_opt.push("no-new-privileges:true".to_string());
+    }
+    security_opt.push(format!("seccomp={}", p.seccomp_json));
+
+    let host_config = HostConfig {
+        // Memory: a hard limit and no swap on top of it.
+        memory: Some(limits.memory.bytes() as i64),
+        memory_swap: Some(limits.memory.bytes() as i64),
+        nano_cpus: Some((limits.cpus * 1e9).round() as i64),
+        pids_limit: Some(limits.pids),
+        ulimits: Some(vec![
+            ResourcesUlimits {
+                name: Some("nofile".into()),
+                soft: Some(limits.nofile),
+                hard: Some(limits.nofile),
+            },
+            ResourcesUlimits {
+                name: Some("core".into()),
+                soft: Some(0),
+                hard: Some(0),
+            },
+        ]),
+        oom_kill_disable: Some(false),
+        // Identity and privilege.
+        cap_drop: Some(p.cap_drop.clone()),
+        cap_add: Some(p.cap_add.clone()),
+        security_opt: Some(security_opt),
+        privileged: Some(false),
+        // Filesystem.
+        readonly_rootfs: Some(p.read_only_root),
+        tmpfs: Some(tmpfs),
+        mounts: Some(mounts),
+        shm_size: Some(limits.scratch.bytes().min(64 << 20) as i64),
+        // Network and namespaces.
+        network_mode: Some(
+            match s.network {
+                Network::None => "none",
+                Network::Egress => "bridge",
+            }
+            .to_string(),
+        ),
+        ipc_mode: Some("private".into()),
+        init: Some(p.init),
+        runtime: p.runtime.clone(),
+        // Output is streamed to cordon only: the engine keeps no log file a flood could fill.
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("none".into()),
+            config: None,
+        }),
+        auto_remove: Some(false),
+        publish_all_ports: Some(false),
+        ..Default::default()
+    };
+
+    ContainerCreateBody {
+        image: Some(image_id.to_string()),
+        entrypoint: Some(vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            GATE.into(),
+            "cordon-gate".into(),
+        ]),
+        cmd: Some(vec![s.run.clone()]),
+        user: Some(format!("{}:{}", p.uid, p.gid)),
+        working_dir: Some(ws_path),
+        env: Some(env),
+        labels: Some(labels),
+        attach_stdin: Some(true),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        open_stdin: Some(true),
+        stdin_once: Some(true),
+        tty: Some(false),
+        network_disabled: Some(s.network == Network::None),
+        host_config: Some(host_config),
+        ..Default::default()
+    }
+}
+
+/// Every setting of `asked` that the engine did not record as asked, as `field: wanted X,
+/// engine has Y`. Empty means the sandbox is what the profile says.
+pub fn verify(asked: &ContainerCreateBody, got: &ContainerInspectResponse) -> Vec<String> {
+    let mut wrong = Vec::new();
+    let (Some(a), Some(g)) = (asked.host_config.as_ref(), got.host_config.as_ref()) else {
+        return vec!["the engine returned no host config".into()];
+    };
+    fn check<T: PartialEq + std::fmt::Debug>(
+        wrong: &mut Vec<String>,
+        what: &str,
+        a: &Option<T>,
+        g: &Option<T>,
+    ) {
+        if a.is_some() && a != g {
+            wrong.push(format!("{what}: wanted {a:?}, engine has {g:?}"));
+        }
+    }
+    check(&mut wrong, "memory", &a.memory, &g.memory);
+    check(&mut wrong, "memory_swap", &a.memory_swap, &g.memory_swap);
+    check(&mut wrong, "nano_cpus", &a.nano_cpus, &g.nano_cpus);
+    check(&mut wrong, "pids_limit", &a.pids_limit, &g.pids_limit);
+    check(
+        &mut wrong,
+        "readonly_rootfs",
+        &a.readonly_rootfs,
+        &g.readonly_rootfs,
+    );
+    check(&mut wrong, "network_mode", &a.network_mode, &g.network_mode);
+    check(&mut wrong, "init", &a.init, &g.init);
+    check(&mut wrong, "privileged", &a.privileged, &g.privileged);
+    let caps = |v: &Option<Vec<String>>| {
+        let mut v: Vec<String> = v
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.trim_start_matches("CAP_").to_ascii_uppercase())
+            .collect();
+        v.sort();
+        v
+    };
+    if caps(&a.cap_drop) != caps(&g.cap_drop) {
+        wrong.push(format!(
+            "cap_drop: wanted {:?}, engine has {:?}",
+            a.cap_drop, g.cap_drop
+        ));
+    }
+    if !caps(&g.cap_add).is_empty() && caps(&a.cap_add) != caps(&g.cap_add) {
+        wrong.push(format!(
+            "cap_add: wanted {:?}, engine has {:?}",
+            a.cap_add, g.cap_add
+        ));
+    }
+    let sec = g.security_opt.clone().unwrap_or_default();
+    for want in a.security_opt.clone().unwrap_or_default() {
+        let key = want
+            .split(['=', ':'])
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        if !sec.iter().any(|s| s.starts_with(&key)) {
+            wrong.push(format!("security_opt: `{key}` is missing"));
+        }
+    }
+    let ulimit = |v: &Option<Vec<ResourcesUlimits>>, n: &str| {
+        v.as_ref()
+            .and_then(|u| u.iter().find(|x| x.name.as_deref() == Some(n)))
+            .map(|x| (x.soft, x.hard))
+    };
+    if ulimit(&a.ulimits, "nofile") != ulimit(&g.ulimits, "nofile") {
+        wrong.push("ulimits.nofile: not recorded as asked".into());
+    }
+    if a.tmpfs != g.tmpfs {
+        wrong.push(format!(
+            "tmpfs: wanted {:?}, engine has {:?}",
+            a.tmpfs, g.tmpfs
+        ));
+    }
+    let user = got.config.as_ref().and_then(|c| c.user.clone());
+    if user != asked.user {
+        wrong.push(format!(
+            "user: wanted {:?}, engine has {user:?}",
+            asked.user
+        ));
+    }
+    wrong
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec;
+
+    fn job() -> Job {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("repo")).expect("mkdir");
+        let path = dir.path().join("job.yaml");
+        std::fs::write(
+            &path,
+            "steps: [{name: test, run: 'python3 -m pytest -q', timeout: 60s}]\nworkspace: { source: ./repo }\nartifacts: [/out/junit.xml]\nlimits: { cpus: 1.5, memory: 512MiB, pids: 128, scratch: 64MiB }\nenv: { PYTHONHASHSEED: '0' }\n",
+        )
+        .expect("write");
+        let mut job = spec::load(&path).expect("valid");
+        job.id = "job-000000000000".into();
+        job.workspace.as_mut().expect("ws").source = "/src/repo".into();
+        job
+    }
+
+    /// The whole attack surface of a strict sandbox, reviewed as one snapshot.
+    #[test]
+    fn strict_container_config_snapshot() {
+        let job = job();
+        let scratch = Scratch {
+            volumes: vec![
+                ("cordon-job-000000000000-ws".into(), "/workspace".into()),
+                ("cordon-job-000000000000-out".into(), "/out".into()),
+            ],
+        };
+        let mut cfg = container_config(&job, 0, "sha256:image", &scratch, "host:1");
+        // The seccomp JSON is long and has its own test; show only that it is there.
+        if let Some(h) = cfg.host_config.as_mut() {
+            h.security_opt = h.security_opt.take().map(|v| {
+                v.into_iter()
+                    .map(|s| {
+                        if s.starts_with("seccomp=") {
+                            "seccomp=<sandbox-profiles/seccomp-strict.json>".into()
+                        } else {
+                            s
+                        }
+                    })
+                    .collect()
+            });
+        }
+        insta::with_settings!({ sort_maps => true }, {
+            insta::assert_yaml_snapshot!(cfg);
+        });
+    }
+
+    #[test]
+    fn verify_spots_a_limit_the_engine_dropped() {
+        let job = job();
+        let asked = container_config(&job, 0, "img", &Scratch::default(), "h:1");
+        let mut got = ContainerInspectResponse {
+            host_config: asked.host_config.clone(),
+            config: Some(bollard::models::ContainerConfig {
+                user: asked.user.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(verify(&asked, &got).is_empty());
+        if let Some(h) = got.host_config.as_mut() {
+            h.memory_swap = Some(-1);
+            h.pids_limit = None;
+        }
+        let wrong = verify(&asked, &got);
+        assert_eq!(wrong.len(), 2, "{wrong:?}");
+        assert!(wrong[0].starts_with("memory_swap"));
+        assert!(wrong[1].starts_with("pids_limit"));
+    }
+}

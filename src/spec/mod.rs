@@ -1,0 +1,664 @@
+//! The job spec: what to run, in which image, under which profile and limits.
+//!
+//! [`JobSpec`] is the file as written (YAML or JSON); [`load`] parses and validates it into a
+//! [`Job`], where every path is resolved, every limit set and every default applied. Nothing
+//! here talks to an engine: checks that need one (does the image exist, does the host have
+//! that many CPUs) happen in the runner's preflight.
+
+pub mod profile;
+pub mod units;
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use profile::{Limits, LimitsFile, SandboxProfile};
+pub use units::{Size, Span};
+
+/// The default image: built by `cordon image build python`, or on first use.
+pub const DEFAULT_IMAGE: &str = "cordon/python:3.11";
+
+/// Names a workspace copy leaves out unless the spec says otherwise.
+pub const DEFAULT_EXCLUDES: &[&str] = &[
+    ".git",
+    ".hg",
+    ".svn",
+    ".venv",
+    "venv",
+    "node_modules",
+    "__pycache__",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".tox",
+    "*.pyc",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {location}{message}")]
+    Parse {
+        path: PathBuf,
+        location: String,
+        message: String,
+    },
+    #[error("{path}: `{field}`: {reason}")]
+    Invalid {
+        path: PathBuf,
+        field: String,
+        reason: String,
+    },
+    #[error("profile `{profile}`: {reason}")]
+    Profile { profile: String, reason: String },
+}
+
+/// A job spec as written.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// Image reference; default `cordon/python:3.11`. Never pulled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// A profile name (looked up in `sandbox-profiles/`) or a path; default `strict`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<WorkspaceSpec>,
+    /// Dependency installation, cached as an environment image. Not available yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepare: Option<serde_json::Value>,
+    pub steps: Vec<StepSpec>,
+    /// Absolute paths in the sandbox, under `/out` or the workspace, copied out after the run.
+    #[serde(default)]
+    pub artifacts: Vec<String>,
+    #[serde(default)]
+    pub limits: LimitsFile,
+    /// Environment for every step. Nothing from cordon's own environment enters a sandbox
+    /// unless named here or in `pass_env`.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Names of variables of cordon's environment to pass through, by explicit choice.
+    #[serde(default)]
+    pub pass_env: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceSpec {
+    /// The directory to put in the sandbox, relative to the spec file.
+    pub source: PathBuf,
+    #[serde(default)]
+    pub mode: WorkspaceMode,
+    /// Where it appears in the sandbox; default `/workspace`.
+    #[serde(default = "default_workspace_path")]
+    pub path: String,
+    /// Names left out of a `copy` (replaces the default list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude: Option<Vec<String>>,
+}
+
+fn default_workspace_path() -> String {
+    "/workspace".to_string()
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkspaceMode {
+    /// A tar stream through the Engine API into a size-capped tmpfs: works with a remote
+    /// daemon; the job may write to its copy.
+    #[default]
+    Copy,
+    /// A read-only bind mount of the host directory: local daemon only.
+    Bind,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    pub name: String,
+    /// A shell command line, run with `sh -c` in the workspace.
+    pub run: String,
+    #[serde(default)]
+    pub network: Network,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Span>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Network {
+    /// Loopback only. The only choice for anything that runs generated code.
+    #[default]
+    None,
+    /// The engine's default bridge network, if the profile allows it.
+    Egress,
+}
+
+/// A validated job: every default applied, every path resolved.
+#[derive(Debug, Clone, Serialize)]
+pub struct Job {
+    pub id: String,
+    pub image: String,
+    pub profile: SandboxProfile,
+    pub workspace: Option<Workspace>,
+    pub steps: Vec<Step>,
+    pub artifacts: Vec<String>,
+    pub limits: Limits,
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Workspace {
+    pub source: PathBuf,
+    pub mode: WorkspaceMode,
+    pub path: String,
+    pub excludes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub name: String,
+    pub run: String,
+    pub network: Network,
+    #[serde(with = "humantime_serde_compat")]
+    pub timeout: Duration,
+    pub env: BTreeMap<String, String>,
+}
+
+mod humantime_serde_compat {
+    use serde::Serializer;
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}
+
+/// The directory the sandbox writes its artifacts to.
+pub const OUT_DIR: &str = "/out";
+
+/// Reads, parses and validates a spec file (YAML or JSON).
+pub fn load(path: &Path) -> Result<Job, SpecError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let spec: JobSpec = parse_yaml(&text, path)?;
+    let dir = path
+        .parent()
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
+        .unwrap_or(Path::new("."));
+    validate(spec, dir, path)
+}
+
+/// Parses YAML (JSON is YAML) into `T`, naming the path of a bad key.
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T, SpecError> {
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let at = e.path().to_string();
+        let inner = e.into_inner();
+        let location = match inner.location() {
+            Some(l) => format!("line {} column {}: ", l.line(), l.column()),
+            None => String::new(),
+        };
+        let message = if at == "." || at.is_empty() {
+            inner.to_string()
+        } else {
+            format!("`{at}`: {inner}")
+        };
+        SpecError::Parse {
+            path: path.to_path_buf(),
+            location,
+            message: strip_location(&message),
+        }
+    })
+}
+
+fn strip_location(msg: &str) -> String {
+    // serde_yaml_ng appends " at line X column Y"; we print the location up front instead.
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// Validates a parsed spec. `dir` is where relative paths start (the spec's folder).
+pub fn validate(spec: JobSpec, dir: &Path, spec_path: &Path) -> Result<Job, SpecError> {
+    let invalid = |field: &str, reason: String| SpecError::Invalid {
+        path: spec_path.to_path_buf(),
+        field: field.to_string(),
+        reason,
+    };
+
+    if spec.prepare.is_some() {
+        return Err(invalid(
+            "prepare",
+            "cached dependency environments are not available in this version of cordon; install dependencies in a step with `network: egress` under a profile that allows it, or bake them into the image".into(),
+        ));
+    }
+
+    let image = spec
+        .image
+        .clone()
+        .unwrap_or_else(|| DEFAULT_IMAGE.to_string());
+    if image.trim().is_empty() || image.chars().any(char::is_whitespace) {
+        return Err(invalid(
+            "image",
+            format!("`{image}` is not an image reference"),
+        ));
+    }
+
+    let profile_name = spec.profile.clone().unwrap_or_else(|| "strict".to_string());
+    let profile = profile::load(&profile_name, dir)?;
+    let limits = profile::merge_limits(&profile.limits, &spec.limits);
+    check_limits(&limits).map_err(|(field, reason)| invalid(&format!("limits.{field}"), reason))?;
+
+    let workspace = match &spec.workspace {
+        None => None,
+        Some(w) => Some(validate_workspace(w, dir).map_err(|(f, r)| invalid(&f, r))?),
+    };
+
+    if spec.steps.is_empty() {
+        return Err(invalid("steps", "a job needs at least one step".into()));
+    }
+    let mut steps = Vec::new();
+    for (i, s) in spec.steps.iter().enumerate() {
+        let field = |f: &str| format!("steps[{i}].{f}");
+        if s.name.is_empty()
+            || s.name.len() > 64
+            || !s
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(invalid(
+                &field("name"),
+                format!("`{}` must be 1-64 letters, digits, `-`, `_` or `.`", s.name),
+            ));
+        }
+        if steps.iter().any(|x: &Step| x.name == s.name) {
+            return Err(invalid(
+                &field("name"),
+                format!("`{}` is used by two steps", s.name),
+            ));
+        }
+        if s.run.trim().is_empty() {
+            return Err(invalid(&field("run"), "the command is empty".into()));
+        }
+        if s.network == Network::Egress && !profile.allow_egress {
+            return Err(invalid(
+                &field("network"),
+                format!(
+                    "profile `{}` does not allow network egress; use `network: none` or a profile with `allow_egress: true`",
+                    profile.name
+                ),
+            ));
+        }
+        let timeout = s.timeout.unwrap_or(limits.timeout).0;
+        if timeout.is_zero() || timeout > Duration::from_secs(24 * 3600) {
+            return Err(invalid(
+                &field("timeout"),
+                format!(
+                    "{} is outside 1ms..24h",
+                    humantime::format_duration(timeout)
+                ),
+            ));
+        }
+        check_env(&s.env).map_err(|r| invalid(&field("env"), r))?;
+        steps.push(Step {
+            name: s.name.clone(),
+            run: s.run.clone(),
+            network: s.network,
+            timeout,
+            env: s.env.clone(),
+        });
+    }
+
+    let ws_path = workspace.as_ref().map(|w| w.path.clone());
+    let mut artifacts = Vec::new();
+    for (i, a) in spec.artifacts.iter().enumerate() {
+        let norm = normalize_abs(a).ok_or_else(|| {
+            invalid(
+                &format!("artifacts[{i}]"),
+                format!("`{a}` must be an absolute path without `..`"),
+            )
+        })?;
+        let under = |root: &str| norm == root || norm.starts_with(&format!("{root}/"));
+        let ok = under(OUT_DIR)
+            || ws_path.as_deref().is_some_and(|w| {
+                under(w)
+                    && workspace
+                        .as_ref()
+                        .is_some_and(|ws| ws.mode == WorkspaceMode::Copy)
+            });
+        if !ok {
+            return Err(invalid(
+                &format!("artifacts[{i}]"),
+                format!(
+                    "`{a}` is not under {OUT_DIR}{}: only those are collected",
+                    ws_path
+                        .as_deref()
+                        .map(|w| format!(" or the copied workspace {w}"))
+                        .unwrap_or_default()
+                ),
+            ));
+        }
+        if norm == OUT_DIR || Some(norm.as_str()) == ws_path.as_deref() {
+            // A whole scratch dir is fine; keep it.
+        }
+        artifacts.push(norm);
+    }
+
+    check_env(&spec.env).map_err(|r| invalid("env", r))?;
+    let mut env = spec.env.clone();
+    for name in &spec.pass_env {
+        match std::env::var(name) {
+            Ok(v) => {
+                env.insert(name.clone(), v);
+            }
+            Err(_) => {
+                return Err(invalid(
+                    "pass_env",
+                    format!("`{name}` is not set in cordon's environment (or is not valid UTF-8)"),
+                ));
+            }
+        }
+    }
+
+    Ok(Job {
+        id: new_job_id(),
+        image,
+        profile,
+        workspace,
+        steps,
+        artifacts,
+        limits,
+        env,
+    })
+}
+
+fn validate_workspace(w: &WorkspaceSpec, dir: &Path) -> Result<Workspace, (String, String)> {
+    let source = dir.join(&w.source);
+    let meta = std::fs::metadata(&source).map_err(|e| {
+        (
+            "workspace.source".to_string(),
+            format!("{} cannot be read: {e}", source.display()),
+        )
+    })?;
+    if !meta.is_dir() {
+        return Err((
+            "workspace.source".into(),
+            format!("{} is not a directory", source.display()),
+        ));
+    }
+    std::fs::read_dir(&source).map_err(|e| {
+        (
+            "workspace.source".to_string(),
+            format!("{} cannot be listed: {e}", source.display()),
+        )
+    })?;
+    let source = source.canonicalize().map_err(|e| {
+        (
+            "workspace.source".to_string(),
+            format!("{} cannot be resolved: {e}", source.display()),
+        )
+    })?;
+    let path = normalize_abs(&w.path).ok_or_else(|| {
+        (
+            "workspace.path".to_string(),
+            format!("`{}` must be an absolute path without `..`", w.path),
+        )
+    })?;
+    const RESERVED: &[&str] = &[
+        "/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/root", "/run", "/sbin",
+        "/sys", "/tmp", "/usr", "/var", OUT_DIR,
+    ];
+    if RESERVED.contains(&path.as_str()) {
+        return Err((
+            "workspace.path".into(),
+            format!("`{path}` is a system directory; use a path of its own such as /workspace"),
+        ));
+    }
+    Ok(Workspace {
+        source,
+        mode: w.mode,
+        path,
+        excludes: w
+            .exclude
+            .clone()
+            .unwrap_or_else(|| DEFAULT_EXCLUDES.iter().map(|s| s.to_string()).collect()),
+    })
+}
+
+fn check_limits(l: &Limits) -> Result<(), (&'static str, String)> {
+    if !(l.cpus > 0.0 && l.cpus <= 1024.0 && l.cpus.is_finite()) {
+        return Err((
+            "cpus",
+            format!(
+                "{} is not a CPU quota: use a number of cores > 0, like 1 or 0.5",
+                l.cpus
+            ),
+        ));
+    }
+    if l.memory < Size::mib(8) || l.memory > Size(1 << 40) {
+        return Err(("memory", format!("{} is outside 8MiB..1TiB", l.memory)));
+    }
+    if l.pids < 8 || l.pids > 1 << 22 {
+        return Err((
+            "pids",
+            format!(
+                "{} is outside 8..4194304 (the shell, init and your command need a few)",
+                l.pids
+            ),
+        ));
+    }
+    if l.output < Size(1024) || l.output > Size(1 << 34) {
+        return Err(("output", format!("{} is outside 1KiB..16GiB", l.output)));
+    }
+    if l.scratch < Size::mib(1) || l.scratch > Size(1 << 40) {
+        return Err(("scratch", format!("{} is outside 1MiB..1TiB", l.scratch)));
+    }
+    if l.nofile < 16 || l.nofile > 1 << 20 {
+        return Err(("nofile", format!("{} is outside 16..1048576", l.nofile)));
+    }
+    Ok(())
+}
+
+fn check_env(env: &BTreeMap<String, String>) -> Result<(), String> {
+    for (k, v) in env {
+        let valid = !k.is_empty()
+            && !k.starts_with(|c: char| c.is_ascii_digit())
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(format!("`{k}` is not a valid variable name"));
+        }
+        if v.contains('\0') {
+            return Err(format!("the value of `{k}` contains a NUL byte"));
+        }
+    }
+    Ok(())
+}
+
+/// `/a/./b/` → `/a/b`; `None` for relative paths or any `..`.
+fn normalize_abs(p: &str) -> Option<String> {
+    let path = Path::new(p);
+    if !path.is_absolute() {
+        return None;
+    }
+    let mut parts = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(s) => parts.push(s.to_str()?.to_string()),
+            Component::ParentDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(format!("/{}", parts.join("/")))
+}
+
+/// A job id: short enough to read, unique enough for a host's lifetime.
+pub fn new_job_id() -> String {
+    let u = uuid::Uuid::new_v4().simple().to_string();
+    format!("job-{}", &u[..12])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(yaml: &str) -> Result<Job, String> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("repo")).expect("mkdir");
+        let spec_path = dir.path().join("job.yaml");
+        std::fs::write(&spec_path, yaml).expect("write");
+        load(&spec_path).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_issue_example_is_valid() {
+        let job = check(
+            r#"
+image: cordon/python:3.11
+profile: strict
+workspace: { source: ./repo, mode: copy, path: /workspace }
+steps:
+  - name: test
+    run: python3 -m pytest -q --junitxml=/out/junit.xml
+    network: none
+    timeout: 60s
+artifacts: [/out/junit.xml]
+limits: { cpus: 1, memory: 512MiB, pids: 128, output: 4MiB, scratch: 256MiB }
+env: { PYTHONHASHSEED: "0" }
+"#,
+        )
+        .expect("valid");
+        assert_eq!(job.limits.memory, Size(512 << 20));
+        assert_eq!(job.limits.pids, 128);
+        assert_eq!(
+            job.limits.nofile, 1024,
+            "unset limits come from the profile"
+        );
+        assert_eq!(job.steps[0].timeout, Duration::from_secs(60));
+        assert_eq!(job.artifacts, vec!["/out/junit.xml"]);
+        assert!(job.workspace.expect("workspace").source.is_absolute());
+        assert!(job.id.starts_with("job-"));
+    }
+
+    #[test]
+    fn bad_specs_name_the_field() {
+        let cases: &[(&str, &str)] = &[
+            ("steps: []", "a job needs at least one step"),
+            (
+                "steps: [{name: t, run: x}]\nbogus: 1",
+                "unknown field `bogus`",
+            ),
+            ("steps: [{name: t, run: x, timeout: 60}]", "needs a unit"),
+            (
+                "steps: [{name: t, run: x, timeout: 3d}]",
+                "outside 1ms..24h",
+            ),
+            (
+                "steps: [{name: t, run: x}]\nlimits: { memory: 12 parsecs }",
+                "unknown size unit",
+            ),
+            (
+                "steps: [{name: t, run: x}]\nlimits: { memory: 0 }",
+                "`limits.memory`",
+            ),
+            (
+                "steps: [{name: t, run: x}]\nlimits: { cpus: 0 }",
+                "`limits.cpus`",
+            ),
+            (
+                "steps: [{name: t, run: x}]\nlimits: { pids: -1 }",
+                "`limits.pids`",
+            ),
+            (
+                "steps: [{name: t, run: x}]\nlimits: { cpus: 1, memroy: 1GiB }",
+                "memroy",
+            ),
+            (
+                "steps: [{name: t, run: x}]\nworkspace: { source: ./missing }",
+                "`workspace.source`",
+            ),
+            (
+                "steps: [{name: t, run: x}]\nworkspace: { source: ./repo, path: /etc }",
+                "system directory",
+            ),
+            (
+                "steps: [{name: t, run: x}]\nworkspace: { source: ./repo, mode: rsync }",
+                "unknown variant `rsync`",
+            ),
+            (
+                "steps: [{name: t, run: x}]\nartifacts: [/etc/passwd]",
+                "`artifacts[0]`",
+            ),
+            (
+                "steps: [{name: t, run: x}]\nartifacts: [/out/../etc]",
+                "without `..`",
+            ),
+            (
+                "steps: [{name: t, run: x}, {name: t, run: y}]",
+                "used by two steps",
+            ),
+            ("steps: [{name: 'a b', run: x}]", "`steps[0].name`"),
+            ("steps: [{name: t, run: ' '}]", "the command is empty"),
+            (
+                "steps: [{name: t, run: x, network: egress}]",
+                "does not allow network egress",
+            ),
+            (
+                "steps: [{name: t, run: x}]\nenv: { 'A-B': x }",
+                "not a valid variable name",
+            ),
+            (
+                "steps: [{name: t, run: x}]\npass_env: [CORDON_TEST_SURELY_UNSET]",
+                "is not set",
+            ),
+            (
+                "steps: [{name: t, run: x}]\nprofile: nope",
+                "no such profile",
+            ),
+            (
+                "steps: [{name: t, run: x}]\nprepare: { run: pip install }",
+                "`prepare`",
+            ),
+            ("steps: {name: t}", "`steps`"),
+        ];
+        for (yaml, want) in cases {
+            let err = check(yaml).expect_err(yaml);
+            assert!(
+                err.contains(want),
+                "spec {yaml:?}: error {err:?} lacks {want:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn parse_errors_give_line_and_field() {
+        let err =
+            check("steps:\n  - name: t\n    run: x\n    timout: 5s\n").expect_err("unknown field");
+        assert!(err.contains("line 4"), "{err}");
+        assert!(err.contains("steps[0]"), "{err}");
+    }
+
+    #[test]
+    fn artifacts_are_normalized() {
+        let job = check("steps: [{name: t, run: x}]\nartifacts: [/out/./a//b.xml]").expect("valid");
+        assert_eq!(job.artifacts, vec!["/out/a/b.xml"]);
+    }
+}
