@@ -1,0 +1,304 @@
+//! Artifacts out of a hostile job: links pointing outside, link-swapping races, special
+//! files, oversize files and totals. Each is refused and reported in `artifacts_refused`,
+//! nothing is written outside `--out`, and the job's outcome is not changed by it.
+
+mod common;
+
+use common::{Finished, Job, snapshot, tree};
+
+/// A profile with small artifact caps, next to the spec (`profile: small`).
+const SMALL_PROFILE: &str = "inherits: strict\nartifacts: { max_file: 1MiB, max_total: 2MiB }\n";
+
+fn refused(r: &Finished) -> Vec<(String, String)> {
+    r.result()["artifacts_refused"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|e| {
+            (
+                e["path"].as_str().unwrap_or_default().to_string(),
+                e["reason"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn artifacts(r: &Finished) -> Vec<String> {
+    r.result()["artifacts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect()
+}
+
+/// Asserts an entry whose path ends with `name` was refused, and returns its reason.
+fn refused_reason(r: &Finished, name: &str) -> String {
+    let list = refused(r);
+    list.iter()
+        .find(|(p, _)| p.trim_end_matches('/').ends_with(name))
+        .map(|(_, why)| why.clone())
+        .unwrap_or_else(|| {
+            panic!(
+                "`{name}` is not in artifacts_refused {list:?}\n{}",
+                r.context()
+            )
+        })
+}
+
+/// Everything in the job's directory except `out/`, to prove nothing was written elsewhere.
+fn outside_out(job: &Job) -> Vec<String> {
+    snapshot(job.dir.path())
+        .into_iter()
+        .filter(|l| !(l[2..].starts_with("out ") || l[2..].starts_with("out/")))
+        .collect()
+}
+
+/// Asserts `out/` holds only regular files and directories, all listed in `want`.
+fn assert_out_is(job: &Job, want: &[&str]) {
+    let got = tree(&job.out());
+    assert!(
+        !got.iter().any(|e| e.starts_with("l ")),
+        "a symlink was written under --out: {got:?}"
+    );
+    let files: Vec<&str> = got
+        .iter()
+        .filter(|e| e.starts_with("f "))
+        .map(|e| &e[2..])
+        .collect();
+    assert_eq!(files, want, "files under --out");
+}
+
+const HOSTILE: &str = r#"
+profile: small
+steps:
+  - name: hostile
+    run: |
+      set -e
+      ln -s /etc/passwd /out/evil
+      ln -s / /out/d
+      ln -s ../../../../../../tmp /out/up
+      mkfifo /out/pipe
+      head -c 3145728 /dev/zero > /out/big
+      echo good > /out/good.txt
+      echo hostile-done
+      exit $JOB_EXIT
+    timeout: 30s
+artifacts: [/out/evil, /out/d, /out/up, /out/pipe, /out/big, /out/good.txt]
+limits: { memory: 64MiB, pids: 32, scratch: 16MiB }
+"#;
+
+fn hostile_job(exit: u8) -> Job {
+    Job::new(&format!("{HOSTILE}env: {{ JOB_EXIT: \"{exit}\" }}\n"))
+        .file("sandbox-profiles/small.yaml", SMALL_PROFILE)
+}
+
+fn check_hostile(job: &Job, r: &Finished) {
+    assert!(r.output().contains("hostile-done"), "{}", r.context());
+    for name in ["evil", "d", "up", "pipe"] {
+        refused_reason(r, name);
+    }
+    let big = refused_reason(r, "big");
+    assert!(
+        big.contains("cap") || big.contains("limit") || big.contains("large"),
+        "the oversize refusal does not say why: {big:?}"
+    );
+    let good = job.out().join("good.txt");
+    assert_eq!(artifacts(r), vec![good.display().to_string()], "{}", r.context());
+    assert_eq!(std::fs::read_to_string(&good).expect("good.txt"), "good\n");
+    assert_out_is(job, &["good.txt"]);
+}
+
+#[test]
+fn hostile_artifacts_are_refused_and_the_job_still_passes() {
+    let job = hostile_job(0);
+    let before = outside_out(&job);
+    let r = job.run();
+    r.assert_ended("passed", 0);
+    check_hostile(&job, &r);
+    assert_eq!(outside_out(&job), before, "something was written outside --out");
+}
+
+#[test]
+fn hostile_artifacts_do_not_change_a_failed_outcome() {
+    let job = hostile_job(9);
+    let before = outside_out(&job);
+    let r = job.run();
+    r.assert_ended("failed", 1);
+    assert_eq!(r.result()["exit_code"], 9);
+    check_hostile(&job, &r);
+    assert_eq!(outside_out(&job), before, "something was written outside --out");
+}
+
+#[test]
+fn a_whole_directory_artifact_keeps_files_and_refuses_links_inside_it() {
+    let job = Job::new(
+        r#"
+profile: small
+steps:
+  - name: tree
+    run: |
+      set -e
+      mkdir -p /out/report/sub /out/report/linkdir-target
+      echo a > /out/report/a.txt
+      echo b > /out/report/sub/b.txt
+      ln -s /etc/passwd /out/report/sub/abs
+      ln -s ../../../../etc/shadow /out/report/sub/rel
+      ln -s / /out/report/root
+      ln /out/report/a.txt /out/report/hard
+    timeout: 30s
+artifacts: [/out/report]
+limits: { memory: 64MiB, pids: 32, scratch: 16MiB }
+"#,
+    )
+    .file("sandbox-profiles/small.yaml", SMALL_PROFILE);
+    let before = outside_out(&job);
+    let r = job.run();
+    r.assert_ended("passed", 0);
+    for name in ["abs", "rel", "root"] {
+        refused_reason(&r, name);
+    }
+    let files: Vec<String> = tree(&job.out())
+        .into_iter()
+        .filter(|e| !e.starts_with("d "))
+        .collect();
+    assert!(
+        files.iter().all(|e| e.starts_with("f ")),
+        "a link was extracted: {files:?}"
+    );
+    for want in ["report/a.txt", "report/sub/b.txt"] {
+        assert!(
+            files.iter().any(|e| e == &format!("f {want}")),
+            "{want} missing from {files:?}\n{}",
+            r.context()
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(job.out().join("report/sub/b.txt")).expect("b.txt"),
+        "b\n"
+    );
+    assert_eq!(outside_out(&job), before, "something was written outside --out");
+}
+
+#[test]
+fn artifacts_past_the_total_cap_are_refused() {
+    // Three 900 KiB files against max_total 2 MiB: two fit, the third is refused.
+    let job = Job::new(
+        r#"
+profile: small
+steps:
+  - name: many
+    run: |
+      mkdir -p /out/tot
+      for i in 1 2 3; do head -c 921600 /dev/zero > /out/tot/f$i; done
+    timeout: 30s
+artifacts: [/out/tot]
+limits: { memory: 64MiB, pids: 32, scratch: 16MiB }
+"#,
+    )
+    .file("sandbox-profiles/small.yaml", SMALL_PROFILE);
+    let r = job.run();
+    r.assert_ended("passed", 0);
+    let got: Vec<String> = tree(&job.out())
+        .into_iter()
+        .filter(|e| e.starts_with("f "))
+        .collect();
+    assert_eq!(got.len(), 2, "files extracted: {got:?}\n{}", r.context());
+    assert!(!refused(&r).is_empty(), "nothing refused\n{}", r.context());
+    let total: u64 = got
+        .iter()
+        .map(|e| {
+            std::fs::metadata(job.out().join(&e[2..]))
+                .expect("meta")
+                .len()
+        })
+        .sum();
+    assert!(total <= 2 << 20, "{total} bytes extracted past a 2 MiB cap");
+}
+
+#[test]
+fn a_missing_artifact_is_reported_without_changing_the_outcome() {
+    let job = Job::new(
+        r#"
+steps:
+  - { name: t, run: "echo made > /out/made.txt", timeout: 30s }
+artifacts: [/out/made.txt, /out/never.xml]
+limits: { memory: 64MiB, pids: 32, scratch: 16MiB }
+"#,
+    );
+    let r = job.run();
+    r.assert_ended("passed", 0);
+    refused_reason(&r, "never.xml");
+    assert_out_is(&job, &["made.txt"]);
+}
+
+#[test]
+fn a_background_link_swapper_cannot_race_the_copy() {
+    // The job leaves a process swapping /out/x between a file and a link to /etc/passwd and
+    // exits. Artifacts are copied only once every process of the job has stopped, so what
+    // comes out is one consistent state: the file, or a refusal of the link. Never a link
+    // on the host, never the container's /etc/passwd.
+    let job = Job::new(
+        r#"
+steps:
+  - name: race
+    run: |
+      (
+        while :; do
+          echo safe > /out/x.f && mv -f /out/x.f /out/x
+          ln -sfn /etc/passwd /out/x.l && mv -Tf /out/x.l /out/x
+        done
+      ) >/dev/null 2>&1 &
+      sleep 0.5
+      exit 0
+    timeout: 30s
+artifacts: [/out/x]
+limits: { memory: 64MiB, pids: 32, scratch: 16MiB }
+"#,
+    );
+    for _ in 0..3 {
+        let before = outside_out(&job);
+        let _ = std::fs::remove_dir_all(job.out());
+        let r = job.run();
+        r.assert_ended("passed", 0);
+        let out = tree(&job.out());
+        assert!(
+            !out.iter().any(|e| e.starts_with("l ")),
+            "a link reached the host: {out:?}"
+        );
+        if out.iter().any(|e| e == "f x") {
+            let x = std::fs::read_to_string(job.out().join("x")).expect("x");
+            assert_eq!(x, "safe\n", "collected a torn or foreign file");
+        } else {
+            refused_reason(&r, "x");
+        }
+        assert_eq!(outside_out(&job), before);
+    }
+}
+
+#[test]
+fn artifacts_under_the_copied_workspace_are_collected() {
+    let job = Job::new(
+        r#"
+workspace: { source: ./repo, mode: copy }
+steps:
+  - { name: t, run: "mkdir -p build && echo built > build/result.txt", timeout: 30s }
+artifacts: [/workspace/build/result.txt]
+limits: { memory: 64MiB, pids: 32, scratch: 16MiB }
+"#,
+    )
+    .file("repo/src.txt", "src\n");
+    let r = job.run();
+    r.assert_ended("passed", 0);
+    let arts = artifacts(&r);
+    assert_eq!(arts.len(), 1, "{}", r.context());
+    assert!(arts[0].starts_with(job.out().to_str().expect("utf-8")));
+    assert_eq!(
+        std::fs::read_to_string(&arts[0]).expect("artifact"),
+        "built\n"
+    );
+    // The host workspace did not get the build output.
+    assert!(!job.path("repo/build").exists());
+}
