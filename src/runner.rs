@@ -36,7 +36,7 @@ pub struct RunnerConfig {
 
 impl Default for RunnerConfig {
     fn default() -> Self {
-        RunnerConfig { event_buffer: 1024 }
+        RunnerConfig { event_buffer: 64 }
     }
 }
 
