@@ -2,12 +2,12 @@
 //! HTTP stream and the test-generation loop.
 
 use bytes::Bytes;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::report::{JobResult, StepResult};
 
 /// Which output stream a chunk came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stream {
     Stdout,
@@ -15,7 +15,7 @@ pub enum Stream {
 }
 
 /// The phases of a job, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     Resolve,
@@ -40,7 +40,7 @@ impl Phase {
 }
 
 /// Something that happened in a job. The last event of every job is [`JobEvent::Finished`].
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum JobEvent {
     /// The job was accepted and is about to resolve its image.
@@ -67,7 +67,7 @@ pub enum JobEvent {
     Output {
         step: String,
         stream: Stream,
-        #[serde(serialize_with = "lossy")]
+        #[serde(serialize_with = "lossy", deserialize_with = "from_text")]
         data: Bytes,
     },
     /// Output went past the cap; nothing more is captured and the job is being stopped.
@@ -99,4 +99,8 @@ pub enum JobEvent {
 
 fn lossy<S: Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&String::from_utf8_lossy(b))
+}
+
+fn from_text<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+    String::deserialize(d).map(Bytes::from)
 }

@@ -14,6 +14,9 @@
 //!   timeouts and cancellation, reported as a stream of [`event::JobEvent`]s.
 //! - [`event`]: the one event type every consumer reads (terminal, JSON, HTTP, pipeline).
 //! - [`report`]: the job result and its outcome; JUnit parsing.
+//! - [`server`]: `cordon serve`, the controller service: HTTP API, durable SQLite queue,
+//!   live event streams, crash recovery. Its HTTP layer only parses requests into calls on
+//!   [`server::Service`].
 //! - [`cli`]: the `cordon` command line, a thin consumer of the above.
 
 pub mod cli;
@@ -22,4 +25,5 @@ pub mod image;
 pub mod report;
 pub mod runner;
 pub mod sandbox;
+pub mod server;
 pub mod spec;

@@ -3,6 +3,8 @@
 mod image;
 mod printer;
 mod run;
+mod serve;
+mod submit;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +49,11 @@ enum Command {
     },
     /// Remove containers and volumes left behind by cordon processes that died.
     Reap,
+    /// Run the controller service: an HTTP API with a durable job queue (see docs/server.md).
+    Serve(serve::ServeArgs),
+    /// Run a job on a cordon service: upload the workspace, stream the events; the output and
+    /// exit status of `cordon run`.
+    Submit(submit::SubmitArgs),
     /// Show a sandbox profile as resolved: every setting and limit a job would run under.
     Profile {
         /// A profile name or path.
@@ -61,7 +68,9 @@ enum Command {
 /// Runs the command line and returns the process exit status.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.verbose);
+    // A service logs what it does by default; a one-shot command only its warnings.
+    let serving = matches!(cli.command, Command::Serve(_));
+    init_tracing(cli.verbose.max(u8::from(serving)));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -77,6 +86,8 @@ pub fn main() -> ExitCode {
             Command::Run(args) => run::run(args).await,
             Command::Image { command } => image::image(command).await,
             Command::Reap => reap().await,
+            Command::Serve(args) => serve::serve(args).await,
+            Command::Submit(args) => submit::submit(args).await,
             Command::Profile { name, dir } => profile(&name, &dir),
         }
     });

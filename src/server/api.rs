@@ -1,0 +1,393 @@
+//! The HTTP API: handlers that only parse requests into calls on the [`Service`] and turn its
+//! answers (and errors) into responses. The contract is `openapi.yaml` at the repository's
+//! top level, served at `/v1/openapi.yaml`.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use super::queue::{Service, ServiceError};
+use super::upload::UploadError;
+
+/// The OpenAPI document, checked in at the repository's top level.
+pub const OPENAPI: &str = include_str!("../../openapi.yaml");
+
+/// Every route the router serves, as (method, OpenAPI path). A test checks `openapi.yaml`
+/// documents each, and that the router answers each.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/v1/openapi.yaml"),
+    ("post", "/v1/jobs"),
+    ("get", "/v1/jobs/{id}"),
+    ("delete", "/v1/jobs/{id}"),
+    ("get", "/v1/jobs/{id}/events"),
+    ("get", "/v1/jobs/{id}/artifacts"),
+    ("get", "/v1/jobs/{id}/artifacts/{path}"),
+];
+
+#[derive(Clone)]
+struct App {
+    svc: Service,
+    token: Option<String>,
+}
+
+/// The service's router. Probes (`/healthz`, `/readyz`) are open; everything else needs the
+/// bearer token when one is configured.
+pub fn router(svc: Service) -> Router {
+    let app = App {
+        token: svc.config().token.clone(),
+        svc: svc.clone(),
+    };
+    let limit = svc.config().max_upload.bytes() as usize;
+    let protected = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/v1/openapi.yaml", get(openapi))
+        .route(
+            "/v1/jobs",
+            axum::routing::post(submit).layer(DefaultBodyLimit::max(limit)),
+        )
+        .route("/v1/jobs/{id}", get(status).delete(cancel))
+        .route("/v1/jobs/{id}/events", get(events))
+        .route("/v1/jobs/{id}/artifacts", get(artifacts))
+        .route("/v1/jobs/{id}/artifacts/{*path}", get(artifact))
+        .route_layer(middleware::from_fn_with_state(app.clone(), auth));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .merge(protected)
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .with_state(app)
+}
+
+fn error(status: StatusCode, kind: &str, message: impl std::fmt::Display) -> Response {
+    let body = serde_json::json!({ "error": { "kind": kind, "message": message.to_string() } });
+    (status, axum::Json(body)).into_response()
+}
+
+impl IntoResponse for ServiceError {
+    fn into_response(self) -> Response {
+        let msg = crate::runner::error_chain(&self);
+        match &self {
+            ServiceError::Invalid(UploadError::Io(_)) => {
+                error(StatusCode::INTERNAL_SERVER_ERROR, "internal", msg)
+            }
+            ServiceError::Invalid(UploadError::Workspace(_)) => {
+                error(StatusCode::BAD_REQUEST, "upload_refused", msg)
+            }
+            ServiceError::Invalid(_) => error(StatusCode::BAD_REQUEST, "invalid_spec", msg),
+            ServiceError::Preflight(_) => {
+                error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", msg)
+            }
+            ServiceError::QueueFull { retry_after, .. } => {
+                let mut r = error(StatusCode::TOO_MANY_REQUESTS, "queue_full", msg);
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+                r
+            }
+            ServiceError::ShuttingDown => {
+                let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", msg);
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(10u64));
+                r
+            }
+            ServiceError::NotFound(_) => error(StatusCode::NOT_FOUND, "not_found", msg),
+            ServiceError::Engine(_) => error(StatusCode::SERVICE_UNAVAILABLE, "engine", msg),
+            ServiceError::Store(_) | ServiceError::Internal(_) => {
+                error(StatusCode::INTERNAL_SERVER_ERROR, "internal", msg)
+            }
+        }
+    }
+}
+
+async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
+    let Some(expected) = &app.token else {
+        return next.run(req).await;
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let ok = given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(expected.as_bytes())));
+    if !ok {
+        let mut r = error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid bearer token is required (Authorization: Bearer TOKEN)",
+        );
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return r;
+    }
+    next.run(req).await
+}
+
+async fn ready(State(app): State<App>) -> Response {
+    if app.svc.is_draining() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the service is shutting down",
+        );
+    }
+    match app.svc.ready().await {
+        Ok(()) => "ready\n".into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        app.svc.metrics_text(),
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI).into_response()
+}
+
+/// `POST /v1/jobs`: `multipart/form-data` with a `spec` part (YAML or JSON) and an optional
+/// `workspace` part (tar.gz); or just the spec as an `application/json` / `application/yaml`
+/// body.
+async fn submit(State(app): State<App>, req: Request) -> Response {
+    let ctype = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let (spec, workspace) = if ctype.starts_with("multipart/form-data") {
+        let mut mp = match Multipart::from_request(req, &()).await {
+            Ok(m) => m,
+            Err(e) => return error(e.status(), "bad_request", e.body_text()),
+        };
+        let mut spec = None;
+        let mut workspace = None;
+        loop {
+            let field = match mp.next_field().await {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => return multipart_error(e),
+            };
+            let name = field.name().unwrap_or("").to_string();
+            let data = match field.bytes().await {
+                Ok(d) => d,
+                Err(e) => return multipart_error(e),
+            };
+            match name.as_str() {
+                "spec" if spec.is_none() => match String::from_utf8(data.to_vec()) {
+                    Ok(s) => spec = Some(s),
+                    Err(_) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_spec",
+                            "the `spec` part is not UTF-8 text",
+                        );
+                    }
+                },
+                "workspace" if workspace.is_none() => workspace = Some(data),
+                "spec" | "workspace" => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        format!("the `{name}` part appears twice"),
+                    );
+                }
+                other => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        format!(
+                            "unknown part `{other}`: a submission has a `spec` part and optionally a `workspace` part"
+                        ),
+                    );
+                }
+            }
+        }
+        let Some(spec) = spec else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the submission has no `spec` part",
+            );
+        };
+        (spec, workspace)
+    } else if ctype.starts_with("application/json")
+        || ctype.starts_with("application/yaml")
+        || ctype.starts_with("application/x-yaml")
+        || ctype.starts_with("text/yaml")
+    {
+        let body = match Bytes::from_request(req, &()).await {
+            Ok(b) => b,
+            Err(e) => return error(e.status(), "bad_request", e.body_text()),
+        };
+        match String::from_utf8(body.to_vec()) {
+            Ok(s) => (s, None),
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_spec",
+                    "the spec is not UTF-8 text",
+                );
+            }
+        }
+    } else {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send multipart/form-data (parts `spec` and `workspace`), application/json or application/yaml",
+        );
+    };
+    match app.svc.submit(spec, workspace).await {
+        Ok(st) => {
+            let location = format!("/v1/jobs/{}", st.id);
+            let mut r = (StatusCode::ACCEPTED, axum::Json(st)).into_response();
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError) -> Response {
+    let status = e.status();
+    let kind = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "too_large"
+    } else {
+        "bad_request"
+    };
+    error(status, kind, e.body_text())
+}
+
+async fn status(State(app): State<App>, Path(id): Path<String>) -> Response {
+    match app.svc.status(&id) {
+        Ok(st) => axum::Json(st).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn cancel(State(app): State<App>, Path(id): Path<String>) -> Response {
+    match app.svc.cancel(&id, Duration::from_secs(20)).await {
+        Ok(st) => axum::Json(st).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    /// The first event offset to send (0 = from the beginning).
+    from: Option<u64>,
+    /// `ndjson` (default) or `sse`; `Accept: text/event-stream` also picks SSE.
+    format: Option<String>,
+}
+
+async fn events(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+    };
+    let wants_sse = match q.format.as_deref() {
+        Some("sse") => true,
+        Some("ndjson") => false,
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("unknown format `{other}`: use `ndjson` or `sse`"),
+            );
+        }
+        None => headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/event-stream")),
+    };
+    // An SSE client resuming sends the last id it saw.
+    let last_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let from = q.from.or(last_id.map(|l| l + 1)).unwrap_or(0);
+    let stream = match app.svc.events(&id, from) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    if wants_sse {
+        let s = stream.map(|ev| {
+            Ok::<_, std::convert::Infallible>(Event::default().id(ev.seq.to_string()).data(ev.json))
+        });
+        Sse::new(s)
+            .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+            .into_response()
+    } else {
+        let s = stream.map(|ev| {
+            // `{"seq":N,` + the event's own fields.
+            let body = ev.json.strip_prefix('{').unwrap_or(&ev.json);
+            let sep = if body.starts_with('}') { "" } else { "," };
+            Ok::<_, std::convert::Infallible>(Bytes::from(format!(
+                "{{\"seq\":{}{sep}{body}\n",
+                ev.seq
+            )))
+        });
+        (
+            [
+                (header::CONTENT_TYPE, "application/x-ndjson"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            Body::from_stream(s),
+        )
+            .into_response()
+    }
+}
+
+async fn artifacts(State(app): State<App>, Path(id): Path<String>) -> Response {
+    match app.svc.artifacts(&id) {
+        Ok(list) => {
+            let items: Vec<_> = list
+                .into_iter()
+                .map(|(path, bytes)| serde_json::json!({ "path": path, "bytes": bytes }))
+                .collect();
+            axum::Json(serde_json::json!({ "artifacts": items })).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn artifact(State(app): State<App>, Path((id, path)): Path<(String, String)>) -> Response {
+    let file = match app.svc.artifact(&id, &path) {
+        Ok(f) => f,
+        Err(e) => return e.into_response(),
+    };
+    match tokio::fs::File::open(&file).await {
+        Ok(f) => (
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            Body::from_stream(tokio_util::io::ReaderStream::new(f)),
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::NOT_FOUND, "not_found", e),
+    }
+}

@@ -1,0 +1,320 @@
+//! The service's configuration: a YAML file, then `CORDON_*` environment overrides.
+//!
+//! Every field has a default, so an empty file (or none) is a valid configuration for a
+//! loopback-only service. See `docs/server.md` for the full, commented example.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{Size, Span};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Parse(#[from] crate::spec::SpecError),
+    #[error("environment variable {name}: {reason}")]
+    Env { name: &'static str, reason: String },
+    #[error("invalid configuration: `{field}`: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+/// What `cordon serve` reads from its config file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on. Without a token only a loopback address is allowed.
+    pub listen: String,
+    /// The bearer token every API request must carry. Prefer `token_file` or `CORDON_TOKEN`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// A file holding the token (trailing whitespace ignored): a Kubernetes secret mount.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// Where the job store (`cordon.db`), uploaded workspaces and artifacts live.
+    pub data_dir: PathBuf,
+    /// Jobs running at once; default: the machine's cores.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<usize>,
+    /// Jobs waiting at most; a submission beyond it gets `429` and `Retry-After`.
+    pub queue_capacity: usize,
+    /// Largest request body accepted (spec plus compressed workspace).
+    pub max_upload: Size,
+    /// Largest unpacked workspace: total file bytes.
+    pub max_workspace: Size,
+    /// Most entries (files and directories) in an unpacked workspace.
+    pub max_workspace_files: u64,
+    /// Directories a spec may name as a server-side `workspace.source`. Empty: none; every
+    /// job brings its workspace as an upload.
+    pub workspace_roots: Vec<PathBuf>,
+    /// Where `sandbox-profiles/NAME.yaml` is looked up; default: the current directory.
+    /// Jobs name profiles only by name, never by path.
+    pub profiles_dir: PathBuf,
+    /// Finished jobs (store rows, workspaces, artifacts) older than this are deleted.
+    pub retention: Span,
+    /// On SIGTERM, how long running jobs may go on before they are cancelled.
+    pub shutdown_grace: Span,
+    /// Host variables a spec may ask for in `pass_env`. Empty (the default): none — a remote
+    /// client must not read the service's environment.
+    pub allow_pass_env: Vec<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8420".into(),
+            token: None,
+            token_file: None,
+            data_dir: PathBuf::from("cordon-data"),
+            concurrency: None,
+            queue_capacity: 1000,
+            max_upload: Size::mib(64),
+            max_workspace: Size::mib(512),
+            max_workspace_files: 50_000,
+            workspace_roots: Vec::new(),
+            profiles_dir: PathBuf::from("."),
+            retention: Span(Duration::from_secs(7 * 24 * 3600)),
+            shutdown_grace: Span(Duration::from_secs(30)),
+            allow_pass_env: Vec::new(),
+        }
+    }
+}
+
+/// The environment variables that override the file, and the field each sets.
+pub const ENV_OVERRIDES: &[(&str, &str)] = &[
+    ("CORDON_LISTEN", "listen"),
+    ("CORDON_TOKEN", "token"),
+    ("CORDON_TOKEN_FILE", "token_file"),
+    ("CORDON_DATA_DIR", "data_dir"),
+    ("CORDON_CONCURRENCY", "concurrency"),
+    ("CORDON_QUEUE_CAPACITY", "queue_capacity"),
+    ("CORDON_MAX_UPLOAD", "max_upload"),
+    ("CORDON_MAX_WORKSPACE", "max_workspace"),
+    ("CORDON_WORKSPACE_ROOTS", "workspace_roots (`:`-separated)"),
+    ("CORDON_PROFILES_DIR", "profiles_dir"),
+    ("CORDON_RETENTION", "retention"),
+    ("CORDON_SHUTDOWN_GRACE", "shutdown_grace"),
+];
+
+impl ServerConfig {
+    /// Reads `file` (if any), applies the environment, checks the result.
+    pub fn load(file: Option<&Path>) -> Result<ServerConfig, ConfigError> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                if text.trim().is_empty() {
+                    ServerConfig::default()
+                } else {
+                    crate::spec::parse_yaml(&text, path)?
+                }
+            }
+            None => ServerConfig::default(),
+        };
+        config.apply_env(|k| std::env::var(k).ok())?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Applies `CORDON_*` overrides read through `get`.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn parse<T: std::str::FromStr>(name: &'static str, v: &str) -> Result<T, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            v.trim().parse().map_err(|e: T::Err| ConfigError::Env {
+                name,
+                reason: format!("`{v}`: {e}"),
+            })
+        }
+        fn yaml<T: serde::de::DeserializeOwned>(
+            name: &'static str,
+            v: &str,
+        ) -> Result<T, ConfigError> {
+            crate::spec::parse_yaml(&format!("{v:?}"), Path::new(name)).map_err(|e| {
+                ConfigError::Env {
+                    name,
+                    reason: e.to_string(),
+                }
+            })
+        }
+        if let Some(v) = get("CORDON_LISTEN") {
+            self.listen = v;
+        }
+        if let Some(v) = get("CORDON_TOKEN") {
+            self.token = Some(v);
+        }
+        if let Some(v) = get("CORDON_TOKEN_FILE") {
+            self.token_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get("CORDON_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("CORDON_CONCURRENCY") {
+            self.concurrency = Some(parse("CORDON_CONCURRENCY", &v)?);
+        }
+        if let Some(v) = get("CORDON_QUEUE_CAPACITY") {
+            self.queue_capacity = parse("CORDON_QUEUE_CAPACITY", &v)?;
+        }
+        if let Some(v) = get("CORDON_MAX_UPLOAD") {
+            self.max_upload = yaml("CORDON_MAX_UPLOAD", &v)?;
+        }
+        if let Some(v) = get("CORDON_MAX_WORKSPACE") {
+            self.max_workspace = yaml("CORDON_MAX_WORKSPACE", &v)?;
+        }
+        if let Some(v) = get("CORDON_WORKSPACE_ROOTS") {
+            self.workspace_roots = v
+                .split(':')
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+                .collect();
+        }
+        if let Some(v) = get("CORDON_PROFILES_DIR") {
+            self.profiles_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("CORDON_RETENTION") {
+            self.retention = yaml("CORDON_RETENTION", &v)?;
+        }
+        if let Some(v) = get("CORDON_SHUTDOWN_GRACE") {
+            self.shutdown_grace = yaml("CORDON_SHUTDOWN_GRACE", &v)?;
+        }
+        Ok(())
+    }
+
+    fn check(&mut self) -> Result<(), ConfigError> {
+        let invalid = |field, reason: String| ConfigError::Invalid { field, reason };
+        self.listen_addr()?;
+        if let Some(path) = &self.token_file {
+            let t = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            self.token = Some(t.trim_end().to_string());
+        }
+        if let Some(t) = &self.token
+            && t.len() < 16
+        {
+            return Err(invalid(
+                "token",
+                "a token needs at least 16 characters (use e.g. `openssl rand -hex 32`)".into(),
+            ));
+        }
+        if self.concurrency == Some(0) {
+            return Err(invalid("concurrency", "must be at least 1".into()));
+        }
+        if self.queue_capacity == 0 {
+            return Err(invalid("queue_capacity", "must be at least 1".into()));
+        }
+        if self.max_upload < Size(1024) {
+            return Err(invalid("max_upload", "must be at least 1KiB".into()));
+        }
+        let mut roots = Vec::new();
+        for r in &self.workspace_roots {
+            let c = r.canonicalize().map_err(|e| {
+                invalid(
+                    "workspace_roots",
+                    format!("{} cannot be resolved: {e}", r.display()),
+                )
+            })?;
+            roots.push(c);
+        }
+        self.workspace_roots = roots;
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|e| ConfigError::Invalid {
+            field: "listen",
+            reason: format!(
+                "`{}` is not an address like 127.0.0.1:8420: {e}",
+                self.listen
+            ),
+        })
+    }
+
+    /// Jobs at once: the configured number, else the machine's cores.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+    }
+
+    /// Refuses to serve an open API anywhere but loopback.
+    pub fn check_exposure(&self, addr: &SocketAddr) -> Result<(), ConfigError> {
+        if self.token.is_none() && !addr.ip().is_loopback() {
+            return Err(ConfigError::Invalid {
+                field: "token",
+                reason: format!(
+                    "no token is configured, so cordon refuses to listen on the non-loopback address {addr}: set `token`, `token_file` or CORDON_TOKEN"
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_the_file() {
+        let mut c: ServerConfig = crate::spec::parse_yaml(
+            "listen: 127.0.0.1:1\nconcurrency: 3\nretention: 1h\n",
+            Path::new("t"),
+        )
+        .expect("valid");
+        let env = |k: &str| match k {
+            "CORDON_CONCURRENCY" => Some("5".to_string()),
+            "CORDON_MAX_UPLOAD" => Some("2MiB".to_string()),
+            "CORDON_SHUTDOWN_GRACE" => Some("5s".to_string()),
+            _ => None,
+        };
+        c.apply_env(env).expect("valid env");
+        assert_eq!(c.concurrency, Some(5));
+        assert_eq!(c.max_upload, Size::mib(2));
+        assert_eq!(c.shutdown_grace.0, Duration::from_secs(5));
+        assert_eq!(c.retention.0, Duration::from_secs(3600));
+        assert_eq!(c.listen, "127.0.0.1:1");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let e = crate::spec::parse_yaml::<ServerConfig>("listn: x\n", Path::new("c.yaml"))
+            .expect_err("unknown field");
+        assert!(e.to_string().contains("listn"), "{e}");
+    }
+
+    #[test]
+    fn no_token_means_loopback_only() {
+        let c = ServerConfig::default();
+        assert!(
+            c.check_exposure(&"127.0.0.1:1".parse().expect("addr"))
+                .is_ok()
+        );
+        assert!(
+            c.check_exposure(&"0.0.0.0:1".parse().expect("addr"))
+                .is_err()
+        );
+        let c = ServerConfig {
+            token: Some("x".repeat(20)),
+            ..ServerConfig::default()
+        };
+        assert!(
+            c.check_exposure(&"0.0.0.0:1".parse().expect("addr"))
+                .is_ok()
+        );
+    }
+}

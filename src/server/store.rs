@@ -1,0 +1,293 @@
+//! The durable job store: one SQLite file holding every job, its events and its result.
+//!
+//! Write-ahead logging with `synchronous = NORMAL`: a committed submission or event survives
+//! the process dying (`kill -9`); an operating-system crash may lose the last moments.
+//! Calls are short and synchronous, made under one mutex.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+#[derive(Debug, thiserror::Error)]
+#[error("job store: {action}")]
+pub struct StoreError {
+    action: String,
+    #[source]
+    source: rusqlite::Error,
+}
+
+fn ctx(action: &str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+    move |source| StoreError {
+        action: action.to_string(),
+        source,
+    }
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Finished,
+}
+
+impl JobState {
+    fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Finished => "finished",
+        }
+    }
+    fn parse(s: &str) -> JobState {
+        match s {
+            "queued" => JobState::Queued,
+            "running" => JobState::Running,
+            _ => JobState::Finished,
+        }
+    }
+}
+
+/// One job's row.
+#[derive(Debug, Clone)]
+pub struct JobRow {
+    pub id: String,
+    pub state: JobState,
+    /// The validated spec as JSON (workspace source rewritten to the server's copy).
+    pub spec: String,
+    pub submitted_ms: i64,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    pub outcome: Option<String>,
+    /// The result object (JSON), once finished.
+    pub result: Option<String>,
+    /// How many events the job has.
+    pub events: u64,
+}
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(path).map_err(ctx("opening the database"))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA busy_timeout = 5000;
+             CREATE TABLE IF NOT EXISTS jobs (
+                 n            INTEGER PRIMARY KEY AUTOINCREMENT,
+                 id           TEXT NOT NULL UNIQUE,
+                 state        TEXT NOT NULL,
+                 spec         TEXT NOT NULL,
+                 submitted_ms INTEGER NOT NULL,
+                 started_ms   INTEGER,
+                 finished_ms  INTEGER,
+                 outcome      TEXT,
+                 result       TEXT,
+                 events       INTEGER NOT NULL DEFAULT 0
+             );
+             CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+             CREATE TABLE IF NOT EXISTS events (
+                 job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+                 seq    INTEGER NOT NULL,
+                 body   TEXT NOT NULL,
+                 PRIMARY KEY (job_id, seq)
+             ) WITHOUT ROWID;",
+        )
+        .map_err(ctx("creating the schema"))?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (transactions roll back).
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn insert(&self, id: &str, spec: &str, now_ms: i64) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO jobs (id, state, spec, submitted_ms) VALUES (?1, 'queued', ?2, ?3)",
+                params![id, spec, now_ms],
+            )
+            .map_err(ctx("recording a submission"))?;
+        Ok(())
+    }
+
+    pub fn set_running(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE jobs SET state = 'running', started_ms = ?2 WHERE id = ?1",
+                params![id, now_ms],
+            )
+            .map_err(ctx("marking a job running"))?;
+        Ok(())
+    }
+
+    /// Appends event `seq` (which must be the job's next one).
+    pub fn append_event(&self, id: &str, seq: u64, body: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(ctx("appending an event"))?;
+        tx.execute(
+            "INSERT INTO events (job_id, seq, body) VALUES (?1, ?2, ?3)",
+            params![id, seq as i64, body],
+        )
+        .map_err(ctx("appending an event"))?;
+        tx.execute(
+            "UPDATE jobs SET events = ?2 WHERE id = ?1",
+            params![id, (seq + 1) as i64],
+        )
+        .map_err(ctx("appending an event"))?;
+        tx.commit().map_err(ctx("appending an event"))
+    }
+
+    /// Appends the final event and records the result, atomically.
+    pub fn finish(
+        &self,
+        id: &str,
+        seq: u64,
+        body: &str,
+        outcome: &str,
+        result: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(ctx("recording a result"))?;
+        tx.execute(
+            "INSERT INTO events (job_id, seq, body) VALUES (?1, ?2, ?3)",
+            params![id, seq as i64, body],
+        )
+        .map_err(ctx("recording a result"))?;
+        tx.execute(
+            "UPDATE jobs SET state = 'finished', events = ?2, outcome = ?3, result = ?4,
+                 finished_ms = ?5 WHERE id = ?1",
+            params![id, (seq + 1) as i64, outcome, result, now_ms],
+        )
+        .map_err(ctx("recording a result"))?;
+        tx.commit().map_err(ctx("recording a result"))
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<JobRow>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT id, state, spec, submitted_ms, started_ms, finished_ms, outcome, result, events
+                 FROM jobs WHERE id = ?1",
+                params![id],
+                row,
+            )
+            .optional()
+            .map_err(ctx("reading a job"))
+    }
+
+    /// Jobs in `state`, in submission order.
+    pub fn in_state(&self, state: JobState) -> Result<Vec<JobRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, state, spec, submitted_ms, started_ms, finished_ms, outcome, result, events
+                 FROM jobs WHERE state = ?1 ORDER BY n",
+            )
+            .map_err(ctx("listing jobs"))?;
+        let rows = stmt
+            .query_map(params![state.as_str()], row)
+            .map_err(ctx("listing jobs"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ctx("listing jobs"))?;
+        Ok(rows)
+    }
+
+    /// Events `from..` (at most `limit`), in order.
+    pub fn events(&self, id: &str, from: u64, limit: u64) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT body FROM events WHERE job_id = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
+            )
+            .map_err(ctx("reading events"))?;
+        let rows = stmt
+            .query_map(params![id, from as i64, limit as i64], |r| {
+                r.get::<_, String>(0)
+            })
+            .map_err(ctx("reading events"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ctx("reading events"))?;
+        Ok(rows)
+    }
+
+    /// Deletes finished jobs that finished before `before_ms`; returns their ids.
+    pub fn prune(&self, before_ms: i64) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(ctx("pruning old jobs"))?;
+        let ids = {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT id FROM jobs WHERE state = 'finished' AND finished_ms < ?1 LIMIT 1000",
+                )
+                .map_err(ctx("pruning old jobs"))?;
+            stmt.query_map(params![before_ms], |r| r.get::<_, String>(0))
+                .map_err(ctx("pruning old jobs"))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(ctx("pruning old jobs"))?
+        };
+        for id in &ids {
+            tx.execute("DELETE FROM events WHERE job_id = ?1", params![id])
+                .map_err(ctx("pruning old jobs"))?;
+            tx.execute("DELETE FROM jobs WHERE id = ?1", params![id])
+                .map_err(ctx("pruning old jobs"))?;
+        }
+        tx.commit().map_err(ctx("pruning old jobs"))?;
+        Ok(ids)
+    }
+}
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+    Ok(JobRow {
+        id: r.get(0)?,
+        state: JobState::parse(&r.get::<_, String>(1)?),
+        spec: r.get(2)?,
+        submitted_ms: r.get(3)?,
+        started_ms: r.get(4)?,
+        finished_ms: r.get(5)?,
+        outcome: r.get(6)?,
+        result: r.get(7)?,
+        events: r.get::<_, i64>(8)? as u64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_and_results_survive_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db");
+        {
+            let s = Store::open(&path).expect("open");
+            s.insert("a", "{}", 1).expect("insert");
+            s.insert("b", "{}", 2).expect("insert");
+            s.set_running("a", 3).expect("running");
+            s.append_event("a", 0, "{\"type\":\"started\"}")
+                .expect("event");
+            s.finish("a", 1, "{\"type\":\"finished\"}", "passed", "{}", 4)
+                .expect("finish");
+            assert!(s.append_event("a", 1, "dup").is_err(), "seq is unique");
+        }
+        let s = Store::open(&path).expect("reopen");
+        let a = s.get("a").expect("get").expect("exists");
+        assert_eq!(a.state, JobState::Finished);
+        assert_eq!(a.events, 2);
+        assert_eq!(s.events("a", 1, 10).expect("events").len(), 1);
+        let queued = s.in_state(JobState::Queued).expect("list");
+        assert_eq!(queued.len(), 1);
+        assert_eq!(queued[0].id, "b");
+        assert_eq!(s.prune(5).expect("prune"), vec!["a".to_string()]);
+        assert!(s.get("a").expect("get").is_none());
+    }
+}
