@@ -50,16 +50,18 @@ pub async fn serve(args: ServeArgs) -> u8 {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    eprintln!(
-        "cordon: serving on http://{bound} (data in {}, {} job(s) at once{})",
-        config.data_dir.display(),
-        config.concurrency(),
-        if config.token.is_some() {
-            ", token required"
-        } else {
-            ", no token: loopback only"
-        }
-    );
+    let ready = move |config: &ServerConfig| {
+        eprintln!(
+            "cordon: serving on http://{bound} (data in {}, {} job(s) at once{})",
+            config.data_dir.display(),
+            config.concurrency(),
+            if config.token.is_some() {
+                ", token required"
+            } else {
+                ", no token: loopback only"
+            }
+        );
+    };
     let shutdown = async {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -72,7 +74,7 @@ pub async fn serve(args: ServeArgs) -> u8 {
         }
         eprintln!("cordon: shutting down: no new jobs; running jobs get the grace period");
     };
-    match crate::server::serve(config, listener, shutdown).await {
+    match crate::server::serve(config, listener, shutdown, ready).await {
         Ok(()) => {
             eprintln!("cordon: stopped; nothing is running");
             0

@@ -40,11 +40,13 @@ pub enum ServerError {
 
 /// Runs the service on `listener` until `shutdown` resolves, then drains: no new jobs, running
 /// ones get `shutdown_grace` to finish before they are cancelled and their sandboxes removed.
-/// Returns once nothing is running.
+/// Returns once nothing is running. `on_ready` is called once recovery is done and requests
+/// are about to be served.
 pub async fn serve(
     config: ServerConfig,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(&ServerConfig),
 ) -> Result<(), ServerError> {
     let addr = listener.local_addr().map_err(ServerError::Http)?;
     config.check_exposure(&addr)?;
@@ -56,6 +58,7 @@ pub async fn serve(
         .await
         .map_err(ServerError::Service)?;
     info!(%addr, "serving");
+    on_ready(svc.config());
 
     let drained = tokio_util::sync::CancellationToken::new();
     {

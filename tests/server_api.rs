@@ -1,0 +1,387 @@
+//! The service's API against a real `cordon serve` and the real engine: submit, stream,
+//! result; late and resumed subscribers; cancel; auth; the OpenAPI document.
+
+mod server_support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use server_support::*;
+
+/// `cordon submit` prints what `cordon run` prints and exits with the same status, and the
+/// job's state and result are there afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_streams_the_job_like_run() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let srv = start(&tmp.path().join("data"), "concurrency: 2\n");
+    let dir = tmp.path().join("job");
+    std::fs::create_dir_all(dir.join("repo")).expect("repo");
+    std::fs::write(dir.join("repo/hello.txt"), "hello from the workspace\n").expect("file");
+    let spec = format!(
+        "image: {IMAGE}\nworkspace: {{ source: ./repo }}\nsteps:\n  - name: show\n    run: cat hello.txt; echo to-stderr >&2; mkdir -p /out; echo art > /out/a.txt\n  - name: fail\n    run: exit 7\nartifacts: [/out/a.txt]\n"
+    );
+    std::fs::write(dir.join("job.yaml"), &spec).expect("spec");
+
+    let submit = Command::new(cordon_bin())
+        .current_dir(&dir)
+        .args([
+            "submit", "job.yaml", "--server", &srv.url, "--out", "sub-out",
+        ])
+        .output()
+        .expect("submit runs");
+    let run = Command::new(cordon_bin())
+        .current_dir(&dir)
+        .args(["run", "job.yaml", "--out", "run-out"])
+        .output()
+        .expect("run runs");
+    let (out_s, out_r) = (
+        String::from_utf8_lossy(&submit.stdout),
+        String::from_utf8_lossy(&run.stdout),
+    );
+    let err_s = String::from_utf8_lossy(&submit.stderr);
+    assert_eq!(submit.status.code(), Some(1), "{err_s}");
+    assert_eq!(submit.status.code(), run.status.code());
+    assert_eq!(out_s, out_r, "stdout of submit and run differ");
+    assert_eq!(out_s, "hello from the workspace\n");
+    assert!(err_s.contains("to-stderr"), "{err_s}");
+    assert!(err_s.contains("FAILED"), "{err_s}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("sub-out/a.txt")).expect("artifact downloaded"),
+        "art\n"
+    );
+
+    // --json: exactly one object on stdout, the result.
+    let json = Command::new(cordon_bin())
+        .current_dir(&dir)
+        .args([
+            "submit", "job.yaml", "--server", &srv.url, "--json", "--out", "j-out",
+        ])
+        .output()
+        .expect("submit --json runs");
+    assert_eq!(json.status.code(), Some(1));
+    let result: Value = serde_json::from_slice(&json.stdout).expect("one JSON object");
+    assert_eq!(result["outcome"], "failed");
+    assert_eq!(result["exit_code"], 7);
+    assert_eq!(result["steps"][0]["outcome"], "passed");
+    let id = result["job_id"].as_str().expect("id");
+
+    let c = srv.client();
+    let st = c.status(id).await;
+    assert_eq!(st["state"], "finished");
+    assert_eq!(st["outcome"], "failed");
+    assert_eq!(st["result"]["steps"][1]["exit_code"], 7);
+    let (code, list) = c.get(&format!("/v1/jobs/{id}/artifacts")).await;
+    assert_eq!(code, 200);
+    assert_eq!(list["artifacts"][0]["path"], "a.txt");
+    assert!(containers_of(id).is_empty() && volumes_of(id).is_empty());
+
+    // An invalid spec: exit 2, nothing started.
+    std::fs::write(dir.join("bad.yaml"), "steps: []\nbogus: 1\n").expect("spec");
+    let bad = Command::new(cordon_bin())
+        .current_dir(&dir)
+        .args(["submit", "bad.yaml", "--server", &srv.url])
+        .output()
+        .expect("submit runs");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("bogus"));
+
+    let (_, metrics) = (0, reqwest::get(format!("{}/metrics", srv.url)).await);
+    let text = metrics.expect("metrics").text().await.expect("text");
+    assert!(
+        text.contains("cordon_jobs_finished_total{outcome=\"failed\"} 2"),
+        "{text}"
+    );
+    assert!(text.contains("cordon_queue_wait_seconds_count 2"), "{text}");
+}
+
+fn seqs(events: &[Value]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("seq"))
+        .collect()
+}
+
+/// A live subscriber, a late one and one resuming mid-way all see every event exactly once,
+/// in order, ending with the result; SSE carries the same events with their offsets as ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_and_resumed_subscribers_see_every_event_once_in_order() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let srv = start(&tmp.path().join("data"), "concurrency: 1\n");
+    let c = srv.client();
+    let id = c
+        .submit_ok(
+            &spec("for i in $(seq 1 30); do echo line-$i; sleep 0.02; done"),
+            Some(tgz(&[("f.txt", "x")])),
+        )
+        .await;
+    // Subscribe at once (live), then again after the end (late).
+    let live = c.events(&id, 0).await;
+    let late = c.events(&id, 0).await;
+    assert_eq!(seqs(&live), (0..live.len() as u64).collect::<Vec<_>>());
+    assert_eq!(live, late);
+    assert_eq!(live.last().expect("events")["type"], "finished");
+    assert_eq!(live[0]["type"], "started");
+    let out: String = live
+        .iter()
+        .filter(|e| e["type"] == "output")
+        .map(|e| e["data"].as_str().expect("data"))
+        .collect();
+    let want: String = (1..=30).map(|i| format!("line-{i}\n")).collect();
+    assert_eq!(out, want, "output arrives complete and in order");
+
+    // Resume from the middle: exactly the suffix.
+    let k = live.len() as u64 / 2;
+    let rest = c.events(&id, k).await;
+    assert_eq!(rest, live[k as usize..].to_vec());
+    // Past the end: nothing, and the stream still ends.
+    assert!(c.events(&id, live.len() as u64 + 5).await.is_empty());
+
+    // SSE resume with Last-Event-ID.
+    let text = c
+        .req(reqwest::Method::GET, &format!("/v1/jobs/{id}/events"))
+        .header("accept", "text/event-stream")
+        .header("last-event-id", (k - 1).to_string())
+        .send()
+        .await
+        .expect("sse")
+        .text()
+        .await
+        .expect("sse body");
+    let ids: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .map(|v| v.parse().expect("id"))
+        .collect();
+    assert_eq!(ids, (k..live.len() as u64).collect::<Vec<_>>());
+    let datas: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|v| serde_json::from_str(v).expect("data is JSON"))
+        .collect();
+    assert_eq!(datas.last().expect("frames")["type"], "finished");
+
+    // A dropped connection mid-stream: read a few lines of a running job, drop, resume.
+    let id2 = c
+        .submit_ok(
+            &spec("for i in $(seq 1 20); do echo n-$i; sleep 0.05; done"),
+            None,
+        )
+        .await;
+    let mut first = Vec::new();
+    {
+        use futures_util::StreamExt;
+        let resp = c
+            .req(reqwest::Method::GET, &format!("/v1/jobs/{id2}/events"))
+            .send()
+            .await
+            .expect("events");
+        let mut body = resp.bytes_stream();
+        let mut buf = Vec::new();
+        while first.len() < 8 {
+            let chunk = body.next().await.expect("more").expect("chunk");
+            buf.extend_from_slice(&chunk);
+            while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=nl).collect();
+                first.push(serde_json::from_slice::<Value>(&line).expect("json"));
+            }
+        }
+    } // dropped here
+    let next = first.last().expect("some")["seq"].as_u64().expect("seq") + 1;
+    let mut all = first.clone();
+    all.extend(c.events(&id2, next).await);
+    assert_eq!(seqs(&all), (0..all.len() as u64).collect::<Vec<_>>());
+    assert_eq!(all, c.events(&id2, 0).await);
+    assert_eq!(all.last().expect("events")["result"]["outcome"], "passed");
+}
+
+/// A queued job cancelled never starts; a running one is stopped and its containers are gone
+/// when DELETE returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_queued_and_running_jobs() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let srv = start(&tmp.path().join("data"), "concurrency: 1\n");
+    let c = srv.client();
+    let running = c.submit_ok(&spec("echo started; sleep 60"), None).await;
+    let queued = c.submit_ok(&spec("echo never"), None).await;
+    assert_eq!(c.status(&queued).await["queue_position"], 0);
+
+    // Wait for the first job's output: its command is running.
+    c.wait_event(&running, "output").await;
+
+    let r = c
+        .req(reqwest::Method::DELETE, &format!("/v1/jobs/{queued}"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["state"], "finished");
+    assert_eq!(v["outcome"], "cancelled");
+    assert!(
+        v["started_ms"].is_null(),
+        "a cancelled queued job never starts: {v}"
+    );
+    let evs = c.events(&queued, 0).await;
+    assert_eq!(evs.len(), 1, "only the result: {evs:?}");
+    assert_eq!(evs[0]["result"]["outcome"], "cancelled");
+
+    let t = std::time::Instant::now();
+    let r = c
+        .req(reqwest::Method::DELETE, &format!("/v1/jobs/{running}"))
+        .send()
+        .await
+        .expect("delete");
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["outcome"], "cancelled", "{v}");
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "cancel took {:?}",
+        t.elapsed()
+    );
+    assert!(containers_of(&running).is_empty(), "container left behind");
+    assert!(volumes_of(&running).is_empty(), "volume left behind");
+    let evs = c.events(&running, 0).await;
+    assert!(evs.iter().any(|e| e["type"] == "output"));
+    assert_eq!(evs.last().expect("events")["type"], "finished");
+
+    // Cancelling a finished job changes nothing; an unknown one is 404.
+    let r = c
+        .req(reqwest::Method::DELETE, &format!("/v1/jobs/{running}"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), 200);
+    let (code, _) = c.get("/v1/jobs/job-nope").await;
+    assert_eq!(code, 404);
+}
+
+/// With a token, every API route needs it (compared in constant time); probes stay open.
+/// Without a token the service refuses a non-loopback address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_is_required_and_exposure_refused_without_a_token() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let token = "s3cret-token-0123456789";
+    let srv = start(&tmp.path().join("data"), &format!("token: {token}\n"));
+    let http = reqwest::Client::new();
+    for (method, path) in [
+        ("GET", "/v1/jobs/x"),
+        ("POST", "/v1/jobs"),
+        ("DELETE", "/v1/jobs/x"),
+        ("GET", "/v1/jobs/x/events"),
+        ("GET", "/metrics"),
+        ("GET", "/v1/openapi.yaml"),
+    ] {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        for auth in [
+            None,
+            Some("Bearer wrong"),
+            Some("Bearer s3cret-token-012345678"),
+            Some(token),
+        ] {
+            let mut r = http.request(m.clone(), format!("{}{path}", srv.url));
+            if let Some(a) = auth {
+                r = r.header("authorization", a);
+            }
+            let r = r.send().await.expect("request");
+            assert_eq!(r.status(), 401, "{method} {path} with {auth:?}");
+            assert_eq!(r.headers()["www-authenticate"], "Bearer");
+        }
+    }
+    let ok = http
+        .get(format!("{}/metrics", srv.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(ok.status(), 200);
+    for probe in ["/healthz", "/readyz"] {
+        let r = http
+            .get(format!("{}{probe}", srv.url))
+            .send()
+            .await
+            .expect("probe");
+        assert_eq!(r.status(), 200, "{probe}");
+    }
+
+    // No token, a non-loopback address: refuses to start.
+    let out = Command::new(cordon_bin())
+        .args(["serve", "--listen", "0.0.0.0:0", "--config", "/dev/null"])
+        .env_remove("CORDON_TOKEN")
+        .env("CORDON_DATA_DIR", tmp.path().join("d2"))
+        .output()
+        .expect("serve runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refuses to listen on the non-loopback address"),
+        "{err}"
+    );
+}
+
+/// `openapi.yaml` parses, documents every route the router has (and no other), and is served;
+/// the router answers every documented route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_lists_every_route() {
+    let doc: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(cordon::server::api::OPENAPI).expect("openapi.yaml parses");
+    let paths = doc["paths"].as_mapping().expect("paths");
+    let mut documented = Vec::new();
+    for (p, ops) in paths {
+        for (m, _) in ops.as_mapping().expect("operations") {
+            let m = m.as_str().expect("method");
+            if m != "parameters" {
+                documented.push((m.to_string(), p.as_str().expect("path").to_string()));
+            }
+        }
+    }
+    let mut routes: Vec<(String, String)> = cordon::server::api::ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    documented.sort();
+    routes.sort();
+    assert_eq!(documented, routes);
+
+    let tmp = tempfile::tempdir().expect("tmp");
+    let srv = start(&tmp.path().join("data"), "");
+    let c = srv.client();
+    let id = c
+        .submit_ok(
+            &format!(
+                "{}artifacts: [/out/d]\n",
+                spec("mkdir -p /out/d; echo x > /out/d/f")
+            ),
+            None,
+        )
+        .await;
+    c.events(&id, 0).await;
+    let (_, served) = (
+        0,
+        c.req(reqwest::Method::GET, "/v1/openapi.yaml")
+            .send()
+            .await
+            .expect("openapi")
+            .text()
+            .await
+            .expect("text"),
+    );
+    assert_eq!(served, cordon::server::api::OPENAPI);
+    for (m, p) in &routes {
+        let path = p.replace("{id}", &id).replace("{path}", "d/f");
+        let method = reqwest::Method::from_bytes(m.to_uppercase().as_bytes()).expect("method");
+        let mut r = c.req(method, &path);
+        if m == "post" {
+            r = r
+                .header("content-type", "application/yaml")
+                .body(spec("true"));
+        }
+        let r = r.send().await.expect("request");
+        let code = r.status().as_u16();
+        assert!(code != 404 && code != 405, "{m} {path}: {code}");
+        if m != "get" || !path.ends_with("/events") {
+            continue;
+        }
+        let _ = r.text().await;
+    }
+}
