@@ -25,11 +25,18 @@ use cordon::sandbox::docker::DockerBackend;
 const IMAGE: &str = "cordon/python:3.11";
 
 fn main() {
-    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     let dir = tempfile::tempdir().expect("tempdir");
     let spec = dir.path().join("trivial.yaml");
-    std::fs::write(&spec, format!("image: {IMAGE}\nsteps: [{{name: trivial, run: \"true\"}}]\n")).expect("write spec");
+    std::fs::write(
+        &spec,
+        format!("image: {IMAGE}\nsteps: [{{name: trivial, run: \"true\"}}]\n"),
+    )
+    .expect("write spec");
     let cordon_bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/cordon");
     let cordon_bin = if cordon_bin.exists() {
         cordon_bin
@@ -37,16 +44,26 @@ fn main() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("target/debug/cordon")
     };
 
-    let backend = rt.block_on(DockerBackend::connect()).expect("a Docker engine (is dockerd running?)");
+    let backend = rt
+        .block_on(DockerBackend::connect())
+        .expect("a Docker engine (is dockerd running?)");
     let runner = Runner::new(Arc::new(backend), RunnerConfig::default());
-    if rt.block_on(runner.backend().local_image(IMAGE)).ok().flatten().is_none() {
+    if rt
+        .block_on(runner.backend().local_image(IMAGE))
+        .ok()
+        .flatten()
+        .is_none()
+    {
         eprintln!("{IMAGE} is missing: run `cordon image build python` first");
         std::process::exit(2);
     }
 
     let docker_run = || {
         let t = Instant::now();
-        let st = Command::new("docker").args(["run", "--rm", IMAGE, "true"]).status().expect("docker CLI");
+        let st = Command::new("docker")
+            .args(["run", "--rm", IMAGE, "true"])
+            .status()
+            .expect("docker CLI");
         assert!(st.success(), "docker run failed");
         t.elapsed()
     };
@@ -63,8 +80,17 @@ fn main() {
     };
     let cordon_cli = || {
         let t = Instant::now();
-        let out = Command::new(&cordon_bin).arg("run").arg(&spec).arg("--json").output().expect("cordon binary (cargo build first)");
-        assert!(out.status.success(), "cordon run failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(&cordon_bin)
+            .arg("run")
+            .arg(&spec)
+            .arg("--json")
+            .output()
+            .expect("cordon binary (cargo build first)");
+        assert!(
+            out.status.success(),
+            "cordon run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         t.elapsed()
     };
 
@@ -103,7 +129,24 @@ fn main() {
     let (cm, cp) = stats(&mut c);
     let ms = |x: Duration| x.as_secs_f64() * 1000.0;
     println!("per-job time for `true` in {IMAGE}, {rounds} rounds, interleaved");
-    println!("  {:<38} median {:>7.1} ms   p90 {:>7.1} ms", "docker run --rm (CLI)", ms(dm), ms(dp));
-    println!("  {:<38} median {:>7.1} ms   p90 {:>7.1} ms   ratio {:.2}", "cordon job (library, strict profile)", ms(lm), ms(lp), ms(lm) / ms(dm));
-    println!("  {:<38} median {:>7.1} ms   p90 {:>7.1} ms   ratio {:.2}", "cordon run --json (CLI process)", ms(cm), ms(cp), ms(cm) / ms(dm));
+    println!(
+        "  {:<38} median {:>7.1} ms   p90 {:>7.1} ms",
+        "docker run --rm (CLI)",
+        ms(dm),
+        ms(dp)
+    );
+    println!(
+        "  {:<38} median {:>7.1} ms   p90 {:>7.1} ms   ratio {:.2}",
+        "cordon job (library, strict profile)",
+        ms(lm),
+        ms(lp),
+        ms(lm) / ms(dm)
+    );
+    println!(
+        "  {:<38} median {:>7.1} ms   p90 {:>7.1} ms   ratio {:.2}",
+        "cordon run --json (CLI process)",
+        ms(cm),
+        ms(cp),
+        ms(cm) / ms(dm)
+    );
 }

@@ -88,6 +88,16 @@ pub enum JobEvent {
         path: String,
         reason: String,
     },
+    /// The job's dependency environment is ready: `cached` when an earlier job built it.
+    Environment {
+        key: String,
+        image: String,
+        cached: bool,
+    },
+    /// The `prepare` step tried to reach a destination that is not on its allowlist.
+    EgressRefused {
+        destination: String,
+    },
     /// Something the user should know that does not change the outcome.
     Warning {
         message: String,

@@ -7,9 +7,12 @@
 //!   reading the spec and profile files.
 //! - [`image`]: resolving a job's image locally and building cordon's own images from
 //!   `images/` (never pulling).
+//! - [`envcache`]: dependency environments made by a job's `prepare`, keyed by what
+//!   determines them; listing, pruning and eviction.
 //! - [`sandbox`]: the [`sandbox::Backend`] trait an isolation engine implements; the Docker
 //!   implementation; `policy`, the one function that turns a profile into engine settings;
-//!   `archive`, tar streams in (workspace) and out (artifacts, extracted safely).
+//!   `archive`, tar streams in (workspace) and out (artifacts, extracted safely); `egress`,
+//!   the allowlisting proxy that is a `prepare` container's only way out.
 //! - [`runner`]: one job's phases (resolve, create, load, run, collect, destroy), its
 //!   timeouts and cancellation, reported as a stream of [`event::JobEvent`]s.
 //! - [`event`]: the one event type every consumer reads (terminal, JSON, HTTP, pipeline).
@@ -20,6 +23,7 @@
 //! - [`cli`]: the `cordon` command line, a thin consumer of the above.
 
 pub mod cli;
+pub mod envcache;
 pub mod event;
 pub mod image;
 pub mod report;

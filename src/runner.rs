@@ -19,13 +19,17 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::envcache;
 use crate::event::{JobEvent, Phase};
-use crate::report::{JobResult, Outcome, RefusedArtifact, StepResult, TestSummary, junit};
-use crate::sandbox::archive::{self, ExtractLimits};
-use crate::sandbox::{
-    Backend, EngineInfo, ExitStatus, Sandbox, SandboxError, SandboxOutput, Scratch,
+use crate::report::{
+    EnvironmentResult, JobResult, Outcome, RefusedArtifact, StepResult, TestSummary, junit,
 };
-use crate::spec::{Job, WorkspaceMode};
+use crate::sandbox::archive::{self, ExtractLimits};
+use crate::sandbox::egress::EgressProxy;
+use crate::sandbox::{
+    Backend, Egress, EngineInfo, ExitStatus, Sandbox, SandboxError, SandboxOutput, Scratch,
+};
+use crate::spec::{Job, Prepare, WorkspaceMode};
 
 /// What the runner needs besides a job.
 #[derive(Debug, Clone)]
@@ -95,6 +99,7 @@ fn panic_result(job_id: &str, error: String) -> JobResult {
         exit_code: None,
         duration_ms: 0,
         error: Some(error),
+        environment: None,
         steps: vec![],
         tests: None,
         artifacts: vec![],
@@ -165,6 +170,7 @@ impl Runner {
                     events: tx,
                     sandboxes: Vec::new(),
                     scratch: None,
+                    egress: None,
                     result: new_result(&job),
                     started: Instant::now(),
                     out_dir,
@@ -216,6 +222,7 @@ fn new_result(job: &Job) -> JobResult {
         exit_code: None,
         duration_ms: 0,
         error: None,
+        environment: None,
         steps: Vec::new(),
         tests: None,
         artifacts: Vec::new(),
@@ -235,6 +242,8 @@ struct Ctx {
     /// Every sandbox created and not yet destroyed, by step index.
     sandboxes: Vec<(usize, Box<dyn Sandbox>)>,
     scratch: Option<Scratch>,
+    /// The `prepare` network and its proxy, while they exist.
+    egress: Option<(Egress, EgressProxy)>,
     result: JobResult,
     started: Instant,
     out_dir: PathBuf,
@@ -294,6 +303,11 @@ impl Ctx {
                     .error
                     .get_or_insert_with(|| format!("cleanup: {}", error_chain(&e)));
             }
+        }
+        if let Some((egress, _proxy)) = self.egress.take()
+            && let Err(e) = self.backend.remove_egress(&egress).await
+        {
+            warn!(error = %error_chain(&e), "could not remove the job's egress network");
         }
         if let Some(scratch) = self.scratch.take()
             && let Err(e) = self.backend.remove_scratch(&scratch).await
@@ -373,6 +387,15 @@ async fn run_job(
         }
     };
     ctx.phase(Phase::Resolve, t).await;
+
+    let image_id = match &job.prepare {
+        None => image_id,
+        Some(prep) => match prepare_environment(ctx, job, prep, &image_id, cancel).await? {
+            Some(env_image) => env_image,
+            // The install did not succeed (the result says why) or the job was cancelled.
+            None => return Ok(()),
+        },
+    };
 
     let t = Instant::now();
     ctx.scratch = Some(ctx.backend.create_scratch(job).await?);
@@ -564,6 +587,206 @@ async fn run_job(
         }
     }
     Ok(())
+}
+
+/// The sandbox slot of the `prepare` container.
+const PREPARE_SLOT: usize = usize::MAX;
+
+/// Finds or builds the job's dependency environment. `Ok(None)` when the install failed (the
+/// result already says how) or the job was cancelled.
+async fn prepare_environment(
+    ctx: &mut Ctx,
+    job: &Job,
+    prep: &Prepare,
+    base_image_id: &str,
+    cancel: &CancellationToken,
+) -> Result<Option<String>, SandboxError> {
+    let key = envcache::key(base_image_id, job, prep);
+    let reference = envcache::reference(&key);
+    if let Some(id) = ctx.backend.local_image(&reference).await? {
+        use_cached(ctx, &key, &reference).await;
+        return Ok(Some(id));
+    }
+    // One build per key, across processes; whoever waited finds the image made.
+    let _lock = tokio::select! {
+        l = envcache::lock(&key) => l.map_err(|e| SandboxError::Protocol(error_chain(&e)))?,
+        _ = cancel.cancelled() => return Ok(None),
+    };
+    if let Some(id) = ctx.backend.local_image(&reference).await? {
+        use_cached(ctx, &key, &reference).await;
+        return Ok(Some(id));
+    }
+
+    let started = Instant::now();
+    ctx.emit(JobEvent::Progress {
+        message: format!(
+            "building the dependency environment {reference} (prepare: {}); later jobs with the same dependencies reuse it",
+            prep.run.lines().next().unwrap_or_default()
+        ),
+    })
+    .await;
+    let egress = ctx.backend.create_egress(job).await?;
+    let proxy = match EgressProxy::start(egress.gateway, prep.allow_hosts.clone()).await {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = ctx.backend.remove_egress(&egress).await;
+            return Err(SandboxError::Protocol(format!(
+                "cannot start the egress proxy on {}: {e} (egress allowlisting needs cordon on the engine's host)",
+                egress.gateway
+            )));
+        }
+    };
+    let proxy_addr = proxy.addr();
+    ctx.egress = Some((egress.clone(), proxy));
+    let sandbox = ctx
+        .backend
+        .create_prepare(job, base_image_id, &egress, proxy_addr)
+        .await?;
+    ctx.sandboxes.push((PREPARE_SLOT, sandbox));
+    if !prep.key_files.is_empty() {
+        let dir = crate::sandbox::policy::workspace_path(job).to_string();
+        ctx.sandbox(PREPARE_SLOT)?
+            .upload_files(&dir, &prep.key_files)
+            .await?;
+    }
+    let mut output = ctx.sandbox(PREPARE_SLOT)?.start().await?;
+    ctx.sandbox(PREPARE_SLOT)?.release(false).await?;
+
+    let deadline = tokio::time::Instant::now() + prep.timeout;
+    let mut used: u64 = 0;
+    let mut forced: Option<Outcome> = None;
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Ok(None),
+            _ = tokio::time::sleep_until(deadline) => { forced = Some(Outcome::TimedOut); break }
+            n = output.next() => n,
+        };
+        match next {
+            Some(Ok(SandboxOutput::Chunk(stream, data))) => {
+                used += data.len() as u64;
+                if used > job.limits.output.bytes() {
+                    forced = Some(Outcome::OutputLimitExceeded);
+                    break;
+                }
+                ctx.emit(JobEvent::Output {
+                    step: "prepare".into(),
+                    stream,
+                    data,
+                })
+                .await;
+            }
+            Some(Ok(SandboxOutput::CommandDone)) => {}
+            Some(Err(e)) => return Err(e),
+            None => break,
+        }
+    }
+    drop(output);
+    let status = match forced {
+        Some(_) => {
+            ctx.sandbox(PREPARE_SLOT)?.kill().await?;
+            None
+        }
+        None => match with_deadline(deadline, ctx.sandbox(PREPARE_SLOT)?.finish()).await {
+            Some(s) => Some(s?),
+            None => {
+                ctx.sandbox(PREPARE_SLOT)?.kill().await?;
+                forced = Some(Outcome::TimedOut);
+                None
+            }
+        },
+    };
+    let refused = ctx
+        .egress
+        .as_ref()
+        .map(|(_, p)| p.refused())
+        .unwrap_or_default();
+    for destination in &refused {
+        ctx.emit(JobEvent::EgressRefused {
+            destination: destination.clone(),
+        })
+        .await;
+    }
+    let outcome = match (forced, status) {
+        (Some(o), _) => o,
+        (None, Some(s)) if s.oom_killed => Outcome::OomKilled,
+        (None, Some(s)) if s.code == 0 => Outcome::Passed,
+        _ => Outcome::Failed,
+    };
+    let mut env = EnvironmentResult {
+        key: key.clone(),
+        image: reference.clone(),
+        cached: false,
+        outcome,
+        exit_code: status.map(|s| s.code),
+        duration_ms: started.elapsed().as_millis() as u64,
+        egress_refused: refused,
+    };
+    if outcome != Outcome::Passed {
+        ctx.result.outcome = outcome;
+        ctx.result.error = Some(format!(
+            "prepare ({}) did not succeed: {outcome}{}{}",
+            prep.run.lines().next().unwrap_or_default(),
+            env.exit_code
+                .map(|c| format!(", exit {c}"))
+                .unwrap_or_default(),
+            if env.egress_refused.is_empty() {
+                String::new()
+            } else {
+                format!("; refused destinations: {}", env.egress_refused.join(", "))
+            }
+        ));
+        ctx.result.environment = Some(env);
+        return Ok(None);
+    }
+    let labels = envcache::image_labels(&key, &job.image, prep);
+    let id = ctx
+        .sandbox(PREPARE_SLOT)?
+        .commit(&reference, labels)
+        .await?;
+    ctx.destroy(PREPARE_SLOT).await?;
+    if let Some((egress, _proxy)) = ctx.egress.take() {
+        ctx.backend.remove_egress(&egress).await?;
+    }
+    envcache::touch(&key);
+    env.duration_ms = started.elapsed().as_millis() as u64;
+    ctx.result.environment = Some(env);
+    ctx.emit(JobEvent::Environment {
+        key: key.clone(),
+        image: reference.clone(),
+        cached: false,
+    })
+    .await;
+    if let Some(cap) = envcache::configured_cap() {
+        match ctx.backend.evict_environments(cap).await {
+            Ok(0) => {}
+            Ok(n) => info!(
+                removed = n,
+                "evicted least recently used environments (CORDON_ENV_CACHE_MAX)"
+            ),
+            Err(e) => warn!(error = %error_chain(&e), "could not evict environments"),
+        }
+    }
+    Ok(Some(id))
+}
+
+async fn use_cached(ctx: &mut Ctx, key: &str, reference: &str) {
+    envcache::touch(key);
+    ctx.result.environment = Some(EnvironmentResult {
+        key: key.to_string(),
+        image: reference.to_string(),
+        cached: true,
+        outcome: Outcome::Passed,
+        exit_code: None,
+        duration_ms: 0,
+        egress_refused: vec![],
+    });
+    ctx.emit(JobEvent::Environment {
+        key: key.to_string(),
+        image: reference.to_string(),
+        cached: true,
+    })
+    .await;
 }
 
 async fn with_deadline<T>(

@@ -85,6 +85,18 @@ impl Printer {
                     ));
                 }
             }
+            JobEvent::Environment { image, cached, .. } => {
+                if !self.json {
+                    if *cached {
+                        self.note(&format!("environment {image}: cached, install skipped"));
+                    } else {
+                        self.note(&format!("environment {image}: built and cached"));
+                    }
+                }
+            }
+            JobEvent::EgressRefused { destination } => self.note(&format!(
+                "prepare: egress to {destination} refused (not on the allowlist)"
+            )),
             JobEvent::Artifact { .. } => {}
             JobEvent::ArtifactRefused { path, reason } => {
                 self.note(&format!("artifact {path} not collected: {reason}"))
@@ -121,6 +133,14 @@ impl Printer {
         ));
         if let Some(e) = &r.error {
             self.note(&format!("  error: {e}"));
+        }
+        if let Some(env) = &r.environment {
+            let how = if env.cached {
+                "cached".to_string()
+            } else {
+                format!("built in {}", secs(env.duration_ms))
+            };
+            self.note(&format!("  environment {} ({how})", env.image));
         }
         let width = r.steps.iter().map(|s| s.name.len()).max().unwrap_or(4);
         for s in &r.steps {

@@ -81,6 +81,24 @@ pub struct RefusedArtifact {
     pub reason: String,
 }
 
+/// How the job's dependency environment (`prepare`) was obtained.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnvironmentResult {
+    /// The cache key: a hash of everything that determines the environment.
+    pub key: String,
+    /// The environment image the steps ran on.
+    pub image: String,
+    /// Whether it came from the cache (no install ran).
+    pub cached: bool,
+    /// For a build: how the install ended.
+    pub outcome: Outcome,
+    pub exit_code: Option<i64>,
+    pub duration_ms: u64,
+    /// Destinations the install tried to reach and the proxy refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress_refused: Vec<String>,
+}
+
 /// The result of a job: what `cordon run --json` prints, and the last event of every job.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobResult {
@@ -92,6 +110,9 @@ pub struct JobResult {
     /// For `sandbox_error`: what went wrong, with its causes.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<String>,
+    /// Present when the job has a `prepare`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<EnvironmentResult>,
     pub steps: Vec<StepResult>,
     /// Counts from a collected JUnit XML artifact, when there was one.
     pub tests: Option<TestSummary>,

@@ -27,8 +27,8 @@ use tracing::{debug, warn};
 
 use super::archive::{self, WorkspaceOptions};
 use super::{
-    Backend, ByteStream, EngineInfo, ExitStatus, OutputStream, ProgressFn, Sandbox, SandboxError,
-    SandboxOutput, Scratch, TarStats, labels, policy,
+    Backend, ByteStream, Egress, EngineInfo, ExitStatus, OutputStream, ProgressFn, Sandbox,
+    SandboxError, SandboxOutput, Scratch, TarStats, labels, policy,
 };
 use crate::event;
 use crate::spec::{Job, OUT_DIR, Workspace, WorkspaceMode};
@@ -73,6 +73,63 @@ impl DockerBackend {
             owner: owner_label(),
             build_lock: Arc::new(Mutex::new(())),
         })
+    }
+
+    /// Creates a container from `config`, then refuses it unless the engine recorded every
+    /// setting as asked (and gave no warning).
+    async fn create_from(
+        &self,
+        job: &Job,
+        config: bollard::models::ContainerCreateBody,
+        name: String,
+    ) -> Result<Box<dyn Sandbox>, SandboxError> {
+        let opts = bollard::query_parameters::CreateContainerOptionsBuilder::default()
+            .name(&name)
+            .build();
+        let created = api(
+            "creating the sandbox container",
+            self.docker.create_container(Some(opts), config.clone()),
+        )
+        .await?;
+        let mut sandbox = DockerSandbox {
+            docker: self.docker.clone(),
+            id: created.id.clone(),
+            nonce: format!("cordon-done-{}", uuid::Uuid::new_v4().simple()),
+            stdin: None,
+            frozen: false,
+            destroyed: false,
+            uid: job.profile.uid,
+            gid: job.profile.gid,
+            workspace_path: policy::workspace_path(job).to_string(),
+        };
+        // Refuse to run under limits the engine did not apply.
+        let mut wrong: Vec<String> = created
+            .warnings
+            .iter()
+            .filter(|w| !w.trim().is_empty())
+            .map(|w| format!("engine warning: {w}"))
+            .collect();
+        match api(
+            "inspecting the sandbox container",
+            self.docker
+                .inspect_container(&created.id, None::<InspectContainerOptions>),
+        )
+        .await
+        {
+            Ok(got) => wrong.extend(policy::verify(&config, &got)),
+            Err(e) => {
+                let _ = sandbox.destroy().await;
+                return Err(e);
+            }
+        }
+        if !wrong.is_empty() {
+            let _ = sandbox.destroy().await;
+            return Err(SandboxError::LimitNotEnforced {
+                what: "every setting of the profile".into(),
+                detail: wrong.join("; "),
+            });
+        }
+        Ok(Box::new(sandbox))
     }
 
     pub fn client(&self) -> &Docker {
@@ -302,54 +359,90 @@ impl Backend for DockerBackend {
         scratch: &Scratch,
     ) -> Result<Box<dyn Sandbox>, SandboxError> {
         let config = policy::container_config(job, step, image_id, scratch, &self.owner);
-        let name = format!("cordon-{}-{}", job.id, step);
-        let opts = bollard::query_parameters::CreateContainerOptionsBuilder::default()
-            .name(&name)
-            .build();
-        let created = api(
-            "creating the sandbox container",
-            self.docker.create_container(Some(opts), config.clone()),
+        self.create_from(job, config, format!("cordon-{}-{}", job.id, step))
+            .await
+    }
+
+    async fn create_egress(&self, job: &Job) -> Result<Egress, SandboxError> {
+        let name = format!("cordon-{}-egress", job.id);
+        let req = bollard::models::NetworkCreateRequest {
+            name: name.clone(),
+            driver: Some("bridge".into()),
+            internal: Some(true),
+            labels: Some(policy::job_labels(job, &self.owner)),
+            ..Default::default()
+        };
+        api(
+            "creating the egress network",
+            self.docker.create_network(req),
         )
         .await?;
-        let mut sandbox = DockerSandbox {
-            docker: self.docker.clone(),
-            id: created.id.clone(),
-            nonce: format!("cordon-done-{}", uuid::Uuid::new_v4().simple()),
-            stdin: None,
-            frozen: false,
-            destroyed: false,
-            uid: job.profile.uid,
-            gid: job.profile.gid,
-            workspace_path: policy::workspace_path(job).to_string(),
+        let egress = Egress {
+            network: name.clone(),
+            gateway: std::net::IpAddr::from([0, 0, 0, 0]),
         };
-        // Refuse to run under limits the engine did not apply.
-        let mut wrong: Vec<String> = created
-            .warnings
-            .iter()
-            .filter(|w| !w.trim().is_empty())
-            .map(|w| format!("engine warning: {w}"))
-            .collect();
-        match api(
-            "inspecting the sandbox container",
-            self.docker
-                .inspect_container(&created.id, None::<InspectContainerOptions>),
+        let inspected = api(
+            "inspecting the egress network",
+            self.docker.inspect_network(
+                &name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            ),
         )
-        .await
-        {
-            Ok(got) => wrong.extend(policy::verify(&config, &got)),
-            Err(e) => {
-                let _ = sandbox.destroy().await;
-                return Err(e);
+        .await;
+        let gateway = inspected
+            .ok()
+            .and_then(|n| n.ipam)
+            .and_then(|i| i.config)
+            .and_then(|c| c.into_iter().find_map(|c| c.gateway))
+            .and_then(|g| g.parse::<std::net::IpAddr>().ok());
+        match gateway {
+            Some(gateway) => Ok(Egress { gateway, ..egress }),
+            None => {
+                let _ = self.remove_egress(&egress).await;
+                Err(SandboxError::Protocol(
+                    "the engine gave the egress network no gateway address".into(),
+                ))
             }
         }
-        if !wrong.is_empty() {
-            let _ = sandbox.destroy().await;
-            return Err(SandboxError::LimitNotEnforced {
-                what: "every setting of the profile".into(),
-                detail: wrong.join("; "),
-            });
+    }
+
+    async fn remove_egress(&self, egress: &Egress) -> Result<(), SandboxError> {
+        match tokio::time::timeout(API_TIMEOUT, self.docker.remove_network(&egress.network)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) if is_not_found(&e) => Ok(()),
+            Ok(Err(source)) => Err(SandboxError::Engine {
+                action: format!("removing network {}", egress.network),
+                source,
+            }),
+            Err(_) => Err(SandboxError::Engine {
+                action: format!("removing network {}", egress.network),
+                source: bollard::errors::Error::RequestTimeoutError,
+            }),
         }
-        Ok(Box::new(sandbox))
+    }
+
+    async fn create_prepare(
+        &self,
+        job: &Job,
+        base_image_id: &str,
+        egress: &Egress,
+        proxy: std::net::SocketAddr,
+    ) -> Result<Box<dyn Sandbox>, SandboxError> {
+        let config =
+            policy::prepare_config(job, base_image_id, &egress.network, proxy, &self.owner);
+        self.create_from(job, config, format!("cordon-{}-prepare", job.id))
+            .await
+    }
+
+    async fn evict_environments(&self, cap: u64) -> Result<usize, SandboxError> {
+        let policy = crate::envcache::PrunePolicy {
+            max_total_bytes: Some(cap),
+            ..Default::default()
+        };
+        crate::envcache::prune(&self.docker, &policy)
+            .await
+            .map(|v| v.len())
+            .map_err(|e| SandboxError::Protocol(crate::runner::error_chain(&e)))
     }
 
     async fn reap(&self) -> Result<usize, SandboxError> {
@@ -537,6 +630,115 @@ impl Sandbox for DockerSandbox {
         Ok(stats)
     }
 
+    async fn upload_files(
+        &mut self,
+        dir: &str,
+        files: &[(String, Vec<u8>)],
+    ) -> Result<(), SandboxError> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let base = dir.trim_start_matches('/');
+        let mut dirs: Vec<String> = Vec::new();
+        for (path, _) in files {
+            let mut p = std::path::Path::new(base).join(path);
+            while let Some(parent) = p.parent() {
+                if parent.as_os_str().is_empty() {
+                    break;
+                }
+                let d = parent.to_string_lossy().into_owned();
+                if !dirs.contains(&d) {
+                    dirs.push(d);
+                }
+                p = parent.to_path_buf();
+            }
+        }
+        dirs.sort();
+        let tar_err =
+            |e: std::io::Error| SandboxError::Protocol(format!("building the upload: {e}"));
+        for d in dirs {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+            h.set_uid(self.uid as u64);
+            h.set_gid(self.gid as u64);
+            h.set_size(0);
+            builder
+                .append_data(&mut h, &d, std::io::empty())
+                .map_err(tar_err)?;
+        }
+        for (path, contents) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(0o644);
+            h.set_uid(self.uid as u64);
+            h.set_gid(self.gid as u64);
+            h.set_size(contents.len() as u64);
+            builder
+                .append_data(
+                    &mut h,
+                    std::path::Path::new(base).join(path),
+                    contents.as_slice(),
+                )
+                .map_err(tar_err)?;
+        }
+        let bytes = builder.into_inner().map_err(tar_err)?;
+        let opts = UploadToContainerOptionsBuilder::default().path("/").build();
+        api(
+            "uploading files into the sandbox",
+            self.docker
+                .upload_to_container(&self.id, Some(opts), bollard::body_full(bytes.into())),
+        )
+        .await
+    }
+
+    async fn commit(
+        &mut self,
+        reference: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<String, SandboxError> {
+        let (repo, tag) = reference.rsplit_once(':').unwrap_or((reference, "latest"));
+        let inspect = api(
+            "inspecting the prepared container",
+            self.docker
+                .inspect_container(&self.id, None::<InspectContainerOptions>),
+        )
+        .await?;
+        let image = inspect.image.unwrap_or_default();
+        let base = api(
+            "inspecting the base image",
+            self.docker.inspect_image(&image),
+        )
+        .await?;
+        let base_cfg = base.config.unwrap_or_default();
+        // The base image's own settings, so the gate and the job's settings are not baked in.
+        let config = bollard::models::ContainerConfig {
+            cmd: Some(
+                base_cfg
+                    .cmd
+                    .clone()
+                    .filter(|c| !c.is_empty())
+                    .unwrap_or_else(|| vec!["sh".into()]),
+            ),
+            entrypoint: base_cfg.entrypoint.clone(),
+            env: base_cfg.env.clone(),
+            user: base_cfg.user.clone(),
+            working_dir: base_cfg.working_dir.clone(),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        let opts = bollard::query_parameters::CommitContainerOptionsBuilder::default()
+            .container(&self.id)
+            .repo(repo)
+            .tag(tag)
+            .comment("cordon environment (prepare)")
+            .build();
+        let id = api(
+            "saving the environment image",
+            self.docker.commit_container(opts, config),
+        )
+        .await?;
+        Ok(id.id)
+    }
+
     async fn release(&mut self, hold: bool) -> Result<(), SandboxError> {
         let line = format!("{}\n{}\n", self.nonce, if hold { "hold" } else { "go" });
         self.write_stdin(line.as_bytes(), !hold).await
@@ -615,12 +817,24 @@ impl Sandbox for DockerSandbox {
         let opts = KillContainerOptionsBuilder::default()
             .signal("SIGKILL")
             .build();
-        match tokio::time::timeout(
+        // Close the attach connection first: the engine will not finish a container's exit
+        // while it is blocked writing output to a client that stopped reading.
+        self.stdin = None;
+        // The engine's kill waits for the container to exit, and frozen processes cannot die
+        // (runc then reports the container stopped while its processes stay frozen): thaw
+        // first, and kill at once. The pids limit bounds what runs in between.
+        if self.frozen {
+            match self.docker.unpause_container(&self.id).await {
+                Ok(()) => self.frozen = false,
+                Err(e) => debug!(error = %e, "thawing a sandbox being killed"),
+            }
+        }
+        let killed = tokio::time::timeout(
             API_TIMEOUT,
             self.docker.kill_container(&self.id, Some(opts)),
         )
-        .await
-        {
+        .await;
+        match killed {
             Ok(Ok(())) => {}
             // Not running any more (409) or gone (404): nothing left to kill.
             Ok(Err(bollard::errors::Error::DockerResponseServerError {

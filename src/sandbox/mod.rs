@@ -13,6 +13,7 @@
 
 pub mod archive;
 pub mod docker;
+pub mod egress;
 pub mod policy;
 
 use std::pin::Pin;
@@ -112,6 +113,13 @@ pub struct Scratch {
     pub volumes: Vec<(String, String)>,
 }
 
+/// A job's private network for `prepare`: no route out but cordon's proxy on `gateway`.
+#[derive(Debug, Clone)]
+pub struct Egress {
+    pub network: String,
+    pub gateway: std::net::IpAddr,
+}
+
 /// One piece of what a running sandbox reports.
 #[derive(Debug)]
 pub enum SandboxOutput {
@@ -160,6 +168,21 @@ pub trait Backend: Send + Sync {
     ) -> Result<Box<dyn Sandbox>, SandboxError>;
     /// Removes containers and scratch left behind by cordon processes that no longer exist.
     async fn reap(&self) -> Result<usize, SandboxError>;
+    /// Creates the job's internal network for `prepare`.
+    async fn create_egress(&self, job: &Job) -> Result<Egress, SandboxError>;
+    /// Removes it. Idempotent.
+    async fn remove_egress(&self, egress: &Egress) -> Result<(), SandboxError>;
+    /// Creates the container that runs the job's `prepare` on `base_image_id`, reaching out
+    /// only through the proxy at `proxy`.
+    async fn create_prepare(
+        &self,
+        job: &Job,
+        base_image_id: &str,
+        egress: &Egress,
+        proxy: std::net::SocketAddr,
+    ) -> Result<Box<dyn Sandbox>, SandboxError>;
+    /// Evicts least-recently-used environment images until they total at most `cap` bytes.
+    async fn evict_environments(&self, cap: u64) -> Result<usize, SandboxError>;
 }
 
 /// One step's sandbox.
@@ -171,6 +194,19 @@ pub trait Sandbox: Send {
     async fn start(&mut self) -> Result<OutputStream, SandboxError>;
     /// Streams a host directory into the running sandbox's workspace.
     async fn load(&mut self, workspace: &Workspace) -> Result<TarStats, SandboxError>;
+    /// Writes small files (path relative to `dir`, contents) into a sandbox with a writable
+    /// root filesystem, before it starts.
+    async fn upload_files(
+        &mut self,
+        dir: &str,
+        files: &[(String, Vec<u8>)],
+    ) -> Result<(), SandboxError>;
+    /// Saves the (stopped) sandbox's root filesystem as the image `reference`.
+    async fn commit(
+        &mut self,
+        reference: &str,
+        labels: std::collections::HashMap<String, String>,
+    ) -> Result<String, SandboxError>;
     /// Lets the command run. With `hold`, the sandbox stays up after the command exits
     /// (reporting [`SandboxOutput::CommandDone`]) until [`Sandbox::finish`]; without, it ends
     /// as soon as the command does.

@@ -203,6 +203,87 @@ pub fn container_config(
     }
 }
 
+/// Where a `prepare` container finds the CA bundle of `ca_bundle`.
+pub const CA_MOUNT: &str = "/etc/cordon/ca-bundle.crt";
+
+/// The container that runs a job's `prepare`: the strict settings of a step, except that its
+/// root filesystem is writable (its changes become the environment image) and its only
+/// network is the job's internal egress network, whose only way out is cordon's allowlisting
+/// proxy at `proxy`. The proxy and CA settings are exported by the command itself, not set
+/// in the container's environment, so they are not baked into the committed image.
+pub fn prepare_config(
+    job: &Job,
+    base_image_id: &str,
+    network: &str,
+    proxy: std::net::SocketAddr,
+    owner: &str,
+) -> ContainerCreateBody {
+    let prep = job
+        .prepare
+        .as_ref()
+        .expect("prepare_config is called for jobs with a prepare");
+    let mut cfg = container_config(job, 0, base_image_id, &Scratch::default(), owner);
+    let proxy_url = format!("http://{proxy}");
+    let mut script = String::new();
+    let mut export = |k: &str, v: &str| {
+        script.push_str(&format!("export {k}={}\n", shell_quote(v)));
+    };
+    for k in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+        export(k, &proxy_url);
+    }
+    export("NO_PROXY", "localhost,127.0.0.1");
+    export("no_proxy", "localhost,127.0.0.1");
+    if prep.ca_bundle.is_some() {
+        for k in [
+            "SSL_CERT_FILE",
+            "PIP_CERT",
+            "REQUESTS_CA_BUNDLE",
+            "NODE_EXTRA_CA_CERTS",
+            "CURL_CA_BUNDLE",
+            "GIT_SSL_CAINFO",
+        ] {
+            export(k, CA_MOUNT);
+        }
+    }
+    for (k, v) in job.env.iter().chain(prep.env.iter()) {
+        export(k, v);
+    }
+    script.push_str(&prep.run);
+    cfg.cmd = Some(vec![script]);
+    // Only HOME in the container's own environment: nothing of the job's leaks into the image.
+    cfg.env = Some(vec!["HOME=/tmp".to_string()]);
+    cfg.network_disabled = Some(false);
+    if let Some(labels) = cfg.labels.as_mut() {
+        labels.insert(labels::STEP.to_string(), "prepare".to_string());
+    }
+    if let Some(h) = cfg.host_config.as_mut() {
+        h.readonly_rootfs = Some(false);
+        h.network_mode = Some(network.to_string());
+        // The workspace path holds the key files in the root filesystem; only /tmp is tmpfs.
+        h.tmpfs = Some(HashMap::from([(
+            "/tmp".to_string(),
+            tmpfs_options(job, "1777"),
+        )]));
+        let mut mounts = Vec::new();
+        if let Some(ca) = &prep.ca_bundle {
+            mounts.push(Mount {
+                target: Some(CA_MOUNT.to_string()),
+                source: Some(ca.display().to_string()),
+                typ: Some(MountType::BIND),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        }
+        h.mounts = Some(mounts);
+    }
+    cfg
+}
+
+/// `'…'` with embedded quotes escaped, for a POSIX shell.
+pub fn shell_quote(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "'\\''"))
+}
+
 /// Every setting of `asked` that the engine did not record as asked, as `field: wanted X,
 /// engine has Y`. Empty means the sandbox is what the profile says.
 pub fn verify(asked: &ContainerCreateBody, got: &ContainerInspectResponse) -> Vec<String> {

@@ -725,6 +725,7 @@ impl Service {
             .map(|t| (now_ms() - t).max(0) as u64)
             .unwrap_or(0);
         let result = JobResult {
+            environment: None,
             job_id: row.id.clone(),
             outcome,
             exit_code: None,

@@ -71,9 +71,10 @@ pub struct JobSpec {
     pub profile: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<WorkspaceSpec>,
-    /// Dependency installation, cached as an environment image. Not available yet.
+    /// Dependency installation, run once with allowlisted egress and cached as an
+    /// environment image keyed by what determines it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prepare: Option<serde_json::Value>,
+    pub prepare: Option<PrepareSpec>,
     pub steps: Vec<StepSpec>,
     /// Absolute paths in the sandbox, under `/out` or the workspace, copied out after the run.
     #[serde(default)]
@@ -121,6 +122,47 @@ pub enum WorkspaceMode {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+pub struct PrepareSpec {
+    /// The install command, run with `sh -c` in the workspace path, with only the
+    /// `cache_key_files` present there.
+    pub run: String,
+    /// Files of the workspace that determine the environment (`requirements*.txt`,
+    /// `pyproject.toml`, lockfiles); `*` matches within a file name. Their contents are part
+    /// of the cache key and they are the only workspace files the install sees.
+    #[serde(default)]
+    pub cache_key_files: Vec<String>,
+    /// Hosts the install may reach (through cordon's allowlisting proxy); `*.example.org`
+    /// matches subdomains. Default: the public package registries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_hosts: Option<Vec<String>>,
+    /// A CA bundle to trust, for networks behind a TLS-intercepting proxy: `host` for the
+    /// host's own bundle, or a path (relative to the spec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Span>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// Hosts a `prepare` step may reach when the spec names none: the public package registries.
+pub const DEFAULT_ALLOW_HOSTS: &[&str] = &[
+    "pypi.org",
+    "files.pythonhosted.org",
+    "registry.npmjs.org",
+    "crates.io",
+    "index.crates.io",
+    "static.crates.io",
+    "deb.debian.org",
+    "security.debian.org",
+    "proxy.golang.org",
+];
+
+/// The host CA bundle used by `ca_bundle: host`.
+pub const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct StepSpec {
     pub name: String,
     /// A shell command line, run with `sh -c` in the workspace.
@@ -150,9 +192,26 @@ pub struct Job {
     pub image: String,
     pub profile: SandboxProfile,
     pub workspace: Option<Workspace>,
+    pub prepare: Option<Prepare>,
     pub steps: Vec<Step>,
     pub artifacts: Vec<String>,
     pub limits: Limits,
+    pub env: BTreeMap<String, String>,
+}
+
+/// A validated `prepare`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Prepare {
+    pub run: String,
+    /// (path relative to the workspace, contents), sorted by path. A pattern that matched
+    /// nothing contributes nothing.
+    #[serde(skip)]
+    pub key_files: Vec<(String, Vec<u8>)>,
+    pub key_patterns: Vec<String>,
+    pub allow_hosts: Vec<String>,
+    pub ca_bundle: Option<PathBuf>,
+    #[serde(with = "humantime_serde_compat")]
+    pub timeout: Duration,
     pub env: BTreeMap<String, String>,
 }
 
@@ -244,13 +303,6 @@ pub fn validate(spec: JobSpec, dir: &Path, spec_path: &Path) -> Result<Job, Spec
         reason,
     };
 
-    if spec.prepare.is_some() {
-        return Err(invalid(
-            "prepare",
-            "cached dependency environments are not available in this version of cordon; install dependencies in a step with `network: egress` under a profile that allows it, or bake them into the image".into(),
-        ));
-    }
-
     let image = spec
         .image
         .clone()
@@ -270,6 +322,13 @@ pub fn validate(spec: JobSpec, dir: &Path, spec_path: &Path) -> Result<Job, Spec
     let workspace = match &spec.workspace {
         None => None,
         Some(w) => Some(validate_workspace(w, dir).map_err(|(f, r)| invalid(&f, r))?),
+    };
+
+    let prepare = match &spec.prepare {
+        None => None,
+        Some(p) => {
+            Some(validate_prepare(p, workspace.as_ref(), dir).map_err(|(f, r)| invalid(&f, r))?)
+        }
     };
 
     if spec.steps.is_empty() {
@@ -384,6 +443,7 @@ pub fn validate(spec: JobSpec, dir: &Path, spec_path: &Path) -> Result<Job, Spec
         image,
         profile,
         workspace,
+        prepare,
         steps,
         artifacts,
         limits,
@@ -442,6 +502,123 @@ fn validate_workspace(w: &WorkspaceSpec, dir: &Path) -> Result<Workspace, (Strin
             .clone()
             .unwrap_or_else(|| DEFAULT_EXCLUDES.iter().map(|s| s.to_string()).collect()),
     })
+}
+
+fn validate_prepare(
+    p: &PrepareSpec,
+    ws: Option<&Workspace>,
+    dir: &Path,
+) -> Result<Prepare, (String, String)> {
+    let field = |f: &str| format!("prepare.{f}");
+    if p.run.trim().is_empty() {
+        return Err((field("run"), "the command is empty".into()));
+    }
+    if !p.cache_key_files.is_empty() && ws.is_none() {
+        return Err((
+            field("cache_key_files"),
+            "names workspace files, but the job has no workspace".into(),
+        ));
+    }
+    let mut key_files: Vec<(String, Vec<u8>)> = Vec::new();
+    for (i, pattern) in p.cache_key_files.iter().enumerate() {
+        let at = format!("prepare.cache_key_files[{i}]");
+        let rel = Path::new(pattern);
+        if rel.is_absolute() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+            return Err((
+                at,
+                format!("`{pattern}` must be a path relative to the workspace, without `..`"),
+            ));
+        }
+        let Some(ws) = ws else { continue };
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        let name = rel.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let mut matched: Vec<String> = Vec::new();
+        if name.contains('*') {
+            if let Ok(entries) = std::fs::read_dir(ws.source.join(parent)) {
+                for e in entries.flatten() {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    if e.path().is_file() && wildcard(name, &n) {
+                        matched.push(parent.join(&n).to_string_lossy().into_owned());
+                    }
+                }
+            }
+        } else if ws.source.join(rel).is_file() {
+            matched.push(pattern.clone());
+        }
+        for m in matched {
+            let path = ws.source.join(&m);
+            let contents = std::fs::read(&path).map_err(|e| {
+                (
+                    at.clone(),
+                    format!("{} cannot be read: {e}", path.display()),
+                )
+            })?;
+            if !key_files.iter().any(|(k, _)| *k == m) {
+                key_files.push((m, contents));
+            }
+        }
+    }
+    key_files.sort();
+    let allow_hosts = p
+        .allow_hosts
+        .clone()
+        .unwrap_or_else(|| DEFAULT_ALLOW_HOSTS.iter().map(|s| s.to_string()).collect());
+    for h in &allow_hosts {
+        let bare = h.strip_prefix("*.").unwrap_or(h);
+        if bare.is_empty()
+            || !bare
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            return Err((
+                field("allow_hosts"),
+                format!("`{h}` is not a host name (or `*.domain`)"),
+            ));
+        }
+    }
+    let ca_bundle = match p.ca_bundle.as_deref() {
+        None => None,
+        Some("host") => Some(PathBuf::from(HOST_CA_BUNDLE)),
+        Some(path) => Some(dir.join(path)),
+    };
+    if let Some(ca) = &ca_bundle
+        && !ca.is_file()
+    {
+        return Err((
+            field("ca_bundle"),
+            format!("{} is not a readable file", ca.display()),
+        ));
+    }
+    check_env(&p.env).map_err(|r| (field("env"), r))?;
+    let timeout = p
+        .timeout
+        .map(|t| t.0)
+        .unwrap_or(Duration::from_secs(15 * 60));
+    if timeout.is_zero() || timeout > Duration::from_secs(24 * 3600) {
+        return Err((field("timeout"), "outside 1ms..24h".into()));
+    }
+    Ok(Prepare {
+        run: p.run.clone(),
+        key_files,
+        key_patterns: p.cache_key_files.clone(),
+        allow_hosts,
+        ca_bundle,
+        timeout,
+        env: p.env.clone(),
+    })
+}
+
+/// `*` matches any run of characters within a name; nothing else is special.
+fn wildcard(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, rest)) => {
+            let Some(tail) = name.strip_prefix(head) else {
+                return false;
+            };
+            (0..=tail.len()).any(|k| tail.is_char_boundary(k) && wildcard(rest, &tail[k..]))
+        }
+    }
 }
 
 fn check_limits(l: &Limits) -> Result<(), (&'static str, String)> {
@@ -634,8 +811,24 @@ env: { PYTHONHASHSEED: "0" }
                 "no such profile",
             ),
             (
-                "steps: [{name: t, run: x}]\nprepare: { run: pip install }",
-                "`prepare`",
+                "steps: [{name: t, run: x}]\nprepare: { run: ' ' }",
+                "`prepare.run`",
+            ),
+            (
+                "steps: [{name: t, run: x}]\nprepare: { run: x, cache_key_files: [req.txt] }",
+                "no workspace",
+            ),
+            (
+                "steps: [{name: t, run: x}]\nworkspace: { source: ./repo }\nprepare: { run: x, cache_key_files: [../x] }",
+                "without `..`",
+            ),
+            (
+                "steps: [{name: t, run: x}]\nprepare: { run: x, allow_hosts: ['a b'] }",
+                "not a host name",
+            ),
+            (
+                "steps: [{name: t, run: x}]\nprepare: { run: x, ca_bundle: ./nope.pem }",
+                "not a readable file",
             ),
             ("steps: {name: t}", "`steps`"),
         ];
@@ -654,6 +847,35 @@ env: { PYTHONHASHSEED: "0" }
             check("steps:\n  - name: t\n    run: x\n    timout: 5s\n").expect_err("unknown field");
         assert!(err.contains("line 4"), "{err}");
         assert!(err.contains("steps[0]"), "{err}");
+    }
+
+    #[test]
+    fn wildcards_match_within_a_name() {
+        assert!(wildcard("requirements*.txt", "requirements.txt"));
+        assert!(wildcard("requirements*.txt", "requirements-dev.txt"));
+        assert!(!wildcard("requirements*.txt", "requirements.in"));
+        assert!(wildcard("*", "anything"));
+        assert!(!wildcard("a*b", "ac"));
+    }
+
+    #[test]
+    fn prepare_reads_its_key_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("repo")).expect("mkdir");
+        std::fs::write(dir.path().join("repo/requirements.txt"), "attrs==23.1.0\n").expect("write");
+        std::fs::write(dir.path().join("repo/requirements-dev.txt"), "pytest\n").expect("write");
+        std::fs::write(dir.path().join("repo/setup.py"), "").expect("write");
+        let spec_path = dir.path().join("job.yaml");
+        std::fs::write(
+            &spec_path,
+            "workspace: { source: ./repo }\nprepare: { run: pip install -r requirements.txt, cache_key_files: ['requirements*.txt', pyproject.toml] }\nsteps: [{name: t, run: x}]\n",
+        )
+        .expect("write");
+        let job = load(&spec_path).expect("valid");
+        let p = job.prepare.expect("prepare");
+        let names: Vec<&str> = p.key_files.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, vec!["requirements-dev.txt", "requirements.txt"]);
+        assert_eq!(p.allow_hosts.len(), DEFAULT_ALLOW_HOSTS.len());
     }
 
     #[test]
