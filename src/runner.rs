@@ -170,6 +170,7 @@ impl Runner {
                     events: tx,
                     sandboxes: Vec::new(),
                     scratch: None,
+                    running: None,
                     egress: None,
                     result: new_result(&job),
                     started: Instant::now(),
@@ -242,6 +243,8 @@ struct Ctx {
     /// Every sandbox created and not yet destroyed, by step index.
     sandboxes: Vec<(usize, Box<dyn Sandbox>)>,
     scratch: Option<Scratch>,
+    /// The step running now: (name, started, output bytes so far).
+    running: Option<(String, Instant, u64)>,
     /// The `prepare` network and its proxy, while they exist.
     egress: Option<(Egress, EgressProxy)>,
     result: JobResult,
@@ -322,6 +325,17 @@ impl Ctx {
     fn finish_result(&mut self, job: &Job) {
         let r = &mut self.result;
         r.duration_ms = self.started.elapsed().as_millis() as u64;
+        // A step that was running when the job stopped (cancel, cordon's own error).
+        if let Some((name, started, bytes)) = self.running.take()
+            && !r.steps.iter().any(|s| s.name == name)
+        {
+            let outcome = if r.outcome == Outcome::Cancelled {
+                Outcome::Cancelled
+            } else {
+                Outcome::SandboxError
+            };
+            r.steps.push(forced_result(&name, outcome, started, bytes));
+        }
         // Steps that never ran.
         for s in job.steps.iter().skip(r.steps.len()) {
             r.steps.push(StepResult {
@@ -404,7 +418,7 @@ async fn run_job(
     let hold_last = !job.artifacts.is_empty();
     let mut output_used: u64 = 0;
     // The previous step, frozen and held, waiting for the next container to take over.
-    let mut held_prev: Option<(usize, Instant, u64)> = None;
+    let mut held_prev: Option<(usize, Instant, u64, tokio::time::Instant)> = None;
 
     for (i, step) in job.steps.iter().enumerate() {
         let last = i + 1 == job.steps.len();
@@ -430,10 +444,26 @@ async fn run_job(
         }
 
         // Let the previous step's container go now that this one holds the scratch.
-        if let Some((prev, prev_started, prev_bytes)) = held_prev.take() {
-            let status = ctx.sandbox(prev)?.finish().await?;
+        if let Some((prev, prev_started, prev_bytes, prev_deadline)) = held_prev.take() {
+            // Still under the previous step's deadline: a forged completion signal must
+            // not let a step run on unbounded.
+            let status = with_deadline(prev_deadline, ctx.sandbox(prev)?.finish()).await;
+            let result = match status {
+                Some(status) => {
+                    step_result(&job.steps[prev].name, status?, prev_started, prev_bytes)
+                }
+                None => {
+                    ctx.sandbox(prev)?.kill().await?;
+                    forced_result(
+                        &job.steps[prev].name,
+                        Outcome::TimedOut,
+                        prev_started,
+                        prev_bytes,
+                    )
+                }
+            };
             ctx.destroy(prev).await?;
-            let result = step_result(&job.steps[prev].name, status, prev_started, prev_bytes);
+            ctx.running = None;
             let passed = result.outcome == Outcome::Passed;
             ctx.emit(JobEvent::StepFinished {
                 result: result.clone(),
@@ -456,6 +486,7 @@ async fn run_job(
         })
         .await;
         let step_started = Instant::now();
+        ctx.running = Some((step.name.clone(), step_started, 0));
         ctx.sandbox(i)?.release(hold).await?;
 
         let deadline = tokio::time::Instant::now() + step.timeout;
@@ -471,6 +502,9 @@ async fn run_job(
                 Some(Ok(SandboxOutput::Chunk(stream, data))) => {
                     let len = data.len() as u64;
                     step_bytes += len;
+                    if let Some(r) = ctx.running.as_mut() {
+                        r.2 = step_bytes;
+                    }
                     ctx.result.output_bytes += len;
                     let room = job.limits.output.bytes().saturating_sub(output_used);
                     if len > room {
@@ -509,7 +543,7 @@ async fn run_job(
             Ending::Done if !last => {
                 // Freeze it and keep it: its scratch passes to the next step's container.
                 ctx.sandbox(i)?.freeze().await?;
-                held_prev = Some((i, step_started, step_bytes));
+                held_prev = Some((i, step_started, step_bytes, deadline));
                 ctx.phase(Phase::Run, step_started).await;
                 continue;
             }
@@ -879,11 +913,17 @@ async fn collect(ctx: &mut Ctx, job: &Job, step: usize) {
                 continue;
             }
         };
+        // Entry names are relative to the artifact's parent directory in the sandbox.
+        let parent = Path::new(path)
+            .parent()
+            .unwrap_or(Path::new("/"))
+            .to_path_buf();
         budget.max_total_bytes = budget.max_total_bytes.saturating_sub(extracted.bytes);
         budget.max_entries = budget
             .max_entries
             .saturating_sub((extracted.files.len() + extracted.refused.len()) as u64);
-        for r in extracted.refused {
+        for mut r in extracted.refused {
+            r.path = parent.join(&r.path).display().to_string();
             ctx.result.artifacts_refused.push(RefusedArtifact {
                 path: r.path.clone(),
                 reason: r.reason.clone(),

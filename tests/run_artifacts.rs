@@ -106,7 +106,12 @@ fn check_hostile(job: &Job, r: &Finished) {
         "the oversize refusal does not say why: {big:?}"
     );
     let good = job.out().join("good.txt");
-    assert_eq!(artifacts(r), vec![good.display().to_string()], "{}", r.context());
+    assert_eq!(
+        artifacts(r),
+        vec![good.display().to_string()],
+        "{}",
+        r.context()
+    );
     assert_eq!(std::fs::read_to_string(&good).expect("good.txt"), "good\n");
     assert_out_is(job, &["good.txt"]);
 }
@@ -118,7 +123,11 @@ fn hostile_artifacts_are_refused_and_the_job_still_passes() {
     let r = job.run();
     r.assert_ended("passed", 0);
     check_hostile(&job, &r);
-    assert_eq!(outside_out(&job), before, "something was written outside --out");
+    assert_eq!(
+        outside_out(&job),
+        before,
+        "something was written outside --out"
+    );
 }
 
 #[test]
@@ -129,7 +138,11 @@ fn hostile_artifacts_do_not_change_a_failed_outcome() {
     r.assert_ended("failed", 1);
     assert_eq!(r.result()["exit_code"], 9);
     check_hostile(&job, &r);
-    assert_eq!(outside_out(&job), before, "something was written outside --out");
+    assert_eq!(
+        outside_out(&job),
+        before,
+        "something was written outside --out"
+    );
 }
 
 #[test]
@@ -179,7 +192,11 @@ limits: { memory: 64MiB, pids: 32, scratch: 16MiB }
         std::fs::read_to_string(job.out().join("report/sub/b.txt")).expect("b.txt"),
         "b\n"
     );
-    assert_eq!(outside_out(&job), before, "something was written outside --out");
+    assert_eq!(
+        outside_out(&job),
+        before,
+        "something was written outside --out"
+    );
 }
 
 #[test]

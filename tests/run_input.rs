@@ -26,7 +26,8 @@ fn check_invalid(job: &Job, r: &Finished, spec: &str, mentions: &[&str]) {
     );
     let v = r.json();
     assert_eq!(
-        v["error"]["kind"], "invalid_input",
+        v["error"]["kind"],
+        "invalid_input",
         "spec {spec:?}\n{}",
         r.context()
     );
@@ -252,4 +253,20 @@ fn an_unreachable_engine_is_a_clear_error_naming_docker_host() {
 #[test]
 fn an_engine_refusing_connections_is_a_clear_error() {
     unreachable("tcp://127.0.0.1:1", &["DOCKER_HOST", "127.0.0.1:1"]);
+}
+
+#[test]
+fn the_nothing_created_check_does_see_what_a_valid_job_creates() {
+    // A control for `assert_created_nothing`: the same engine-event query finds the
+    // containers of a job that did start.
+    let job = Job::new(
+        "steps: [{name: t, run: 'true', timeout: 30s}]\nlimits: { memory: 32MiB, pids: 16 }\n",
+    );
+    let r = job.run();
+    r.assert_ended("passed", 0);
+    let ev = common::events_of_owner(r.pid, r.started_at, r.ended_at);
+    assert!(
+        ev.iter().any(|e| e.starts_with("container create")),
+        "no create event found for a job that ran: {ev:?}"
+    );
 }

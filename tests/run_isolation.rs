@@ -294,7 +294,12 @@ limits: { memory: 64MiB, pids: 32 }
         r.context()
     );
     // Nothing of the test harness's own environment either.
-    for var in ["CARGO_MANIFEST_DIR=", "NEXTEST", "RUST_", "CORDON_TEST_SECRET"] {
+    for var in [
+        "CARGO_MANIFEST_DIR=",
+        "NEXTEST",
+        "RUST_",
+        "CORDON_TEST_SECRET",
+    ] {
         assert!(
             !r.output().contains(var),
             "host variable {var}… visible in the container\n{}",
@@ -320,7 +325,12 @@ limits: { memory: 64MiB, pids: 16 }
     let r = common::Running::spawn(cmd).wait();
     r.assert_ended("passed", 0);
     assert_eq!(r.printed("SEEN"), Some(secret), "{}", r.context());
-    assert_eq!(r.printed("OTHER").as_deref(), Some("unset"), "{}", r.context());
+    assert_eq!(
+        r.printed("OTHER").as_deref(),
+        Some("unset"),
+        "{}",
+        r.context()
+    );
 }
 
 fn hostile_workspace(job: &Job) {
@@ -413,8 +423,7 @@ limits: { memory: 64MiB, pids: 32, scratch: 16MiB }
     );
     let host_secret = format!("host-only-{}", std::process::id());
     job.write("secret.txt", &host_secret);
-    std::os::unix::fs::symlink(job.path("secret.txt"), job.path("repo/abs-link"))
-        .expect("symlink");
+    std::os::unix::fs::symlink(job.path("secret.txt"), job.path("repo/abs-link")).expect("symlink");
     std::os::unix::fs::symlink(job.dir.path(), job.path("repo/dir-link")).expect("symlink");
     let r = job.run();
     r.assert_ended("passed", 0);
@@ -458,7 +467,11 @@ limits: { memory: 64MiB, pids: 32, scratch: 16MiB }
     );
     if r.code() == Some(2) {
         let msg = format!("{}{}", r.stdout, r.stderr);
-        assert!(msg.contains("up"), "the error does not name the link\n{}", r.context());
+        assert!(
+            msg.contains("up"),
+            "the error does not name the link\n{}",
+            r.context()
+        );
         r.assert_created_nothing();
     } else {
         r.assert_ended("passed", 0);
@@ -490,4 +503,71 @@ limits: { memory: 128MiB, pids: 32, scratch: 16MiB }
     assert!(iface.starts_with("FAIL"), "{}", r.context());
     let route = r.printed("CHECK no_ipv4_route").unwrap_or_default();
     assert!(route.starts_with("FAIL"), "{}", r.context());
+}
+
+const LIMITS_PROBE: &str = r#"
+import os, resource, sys
+
+fails = 0
+def check(name, ok, detail=""):
+    global fails
+    print(f"CHECK {name}=" + ("ok" if ok else f"FAIL {detail}"), flush=True)
+    fails += 0 if ok else 1
+
+def read(*paths):
+    for p in paths:
+        try:
+            with open(p) as f:
+                return f.read().strip()
+        except OSError:
+            pass
+    return None
+
+v2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+mem = read("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+check("memory", mem == str(96 << 20), mem)
+if v2:
+    swap = read("/sys/fs/cgroup/memory.swap.max")
+    check("no_swap", swap == "0", swap)
+else:
+    memsw = read("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
+    check("no_swap", memsw == str(96 << 20), memsw)
+pids = read("/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/pids/pids.max")
+check("pids", pids == "40", pids)
+if v2:
+    cpu = read("/sys/fs/cgroup/cpu.max")
+    q, p = cpu.split()
+else:
+    q, p = read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), read("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+check("cpu_quota", int(q) * 2 == int(p), (q, p))
+check("nofile", resource.getrlimit(resource.RLIMIT_NOFILE) == (256, 256), resource.getrlimit(resource.RLIMIT_NOFILE))
+st = os.statvfs("/tmp")
+check("tmp_size", st.f_blocks * st.f_frsize == 8 << 20, st.f_blocks * st.f_frsize)
+sys.exit(1 if fails else 0)
+"#;
+
+#[test]
+fn the_kernel_enforces_the_limits_asked_for() {
+    let job = Job::new(
+        r#"
+workspace: { source: ./repo }
+steps:
+  - { name: probe, run: "python3 probe.py", timeout: 60s }
+limits: { memory: 96MiB, pids: 40, cpus: 0.5, nofile: 256, scratch: 8MiB }
+"#,
+    )
+    .file("repo/probe.py", LIMITS_PROBE);
+    let r = job.run();
+    assert_checks(
+        &r,
+        &[
+            "memory",
+            "no_swap",
+            "pids",
+            "cpu_quota",
+            "nofile",
+            "tmp_size",
+        ],
+    );
+    r.assert_ended("passed", 0);
 }

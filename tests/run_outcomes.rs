@@ -26,7 +26,10 @@ env: { PYTHONHASHSEED: "0" }
 fn tests_field(r: &Value) -> (u64, u64, u64, u64, u64) {
     let t = &r["tests"];
     assert!(t.is_object(), "no `tests` in the result: {r}");
-    let n = |k: &str| t[k].as_u64().unwrap_or_else(|| panic!("tests.{k} missing: {t}"));
+    let n = |k: &str| {
+        t[k].as_u64()
+            .unwrap_or_else(|| panic!("tests.{k} missing: {t}"))
+    };
     (
         n("total"),
         n("passed"),
@@ -80,7 +83,12 @@ def test_skipped():
         .filter_map(Value::as_str)
         .collect();
     let junit = job.out().join("junit.xml");
-    assert_eq!(arts, vec![junit.to_str().expect("utf-8")], "{}", r.context());
+    assert_eq!(
+        arts,
+        vec![junit.to_str().expect("utf-8")],
+        "{}",
+        r.context()
+    );
     let xml = std::fs::read_to_string(&junit).expect("junit.xml on the host");
     assert!(xml.contains("testsuite"), "{xml}");
     assert_eq!(res["output_truncated"], false);
@@ -125,7 +133,12 @@ def test_skip():
         "(total, passed, failed, skipped, errors)\n{}",
         r.context()
     );
-    assert_eq!(res["exit_code"], 1, "pytest's own exit code\n{}", r.context());
+    assert_eq!(
+        res["exit_code"],
+        1,
+        "pytest's own exit code\n{}",
+        r.context()
+    );
     let failing: Vec<String> = res["tests"]["failing"]
         .as_array()
         .expect("tests.failing")
@@ -170,7 +183,10 @@ atexit.register(_forge)
     assert_eq!(res["exit_code"], 1, "{}", r.context());
     // The forged file was collected (it is information), but it did not decide the outcome.
     let xml = std::fs::read_to_string(job.out().join("junit.xml")).expect("junit.xml");
-    assert!(xml.contains("failures=\"0\""), "the forgery did not happen: {xml}");
+    assert!(
+        xml.contains("failures=\"0\""),
+        "the forgery did not happen: {xml}"
+    );
 }
 
 #[test]
@@ -310,7 +326,10 @@ limits: { memory: 64MiB, pids: 32, output: 64MiB }
     assert_eq!(res["output_truncated"], true, "{}", r.context());
     assert_eq!(r.steps()[0]["outcome"], "output_limit_exceeded");
     let bytes = res["output_bytes"].as_u64().expect("output_bytes");
-    assert!(bytes > cap, "output_bytes {bytes} is not past the cap {cap}");
+    assert!(
+        bytes > cap,
+        "output_bytes {bytes} is not past the cap {cap}"
+    );
     // What cordon relayed (to stderr, under --json) is the job's output up to the cap, plus
     // cordon's own short notes.
     assert!(
@@ -507,4 +526,49 @@ limits: { memory: 64MiB, pids: 32, scratch: 16MiB }
     assert_eq!(steps[0]["outcome"], "timed_out");
     assert_eq!(steps[1]["outcome"], "skipped");
     assert!(!r.output().contains("second-ran"), "{}", r.context());
+}
+
+#[test]
+fn output_flood_with_artifacts_declared_is_output_limit_exceeded_promptly() {
+    // Artifacts declared: the container is held for collection, its control input stays
+    // open. Stopping a flooding step on that path must still be prompt and correctly named.
+    let job = Job::new(
+        r#"
+steps:
+  - { name: flood, run: "echo a > /out/a.txt; yes", timeout: 60s }
+artifacts: [/out/a.txt]
+limits: { memory: 64MiB, pids: 32, output: 1MiB, scratch: 16MiB }
+"#,
+    );
+    let r = common::Running::spawn(job.command()).wait_at_most(Duration::from_secs(30));
+    r.assert_ended("output_limit_exceeded", 4);
+    assert_eq!(r.result()["output_truncated"], true);
+    assert!(
+        r.elapsed < Duration::from_secs(15),
+        "took {:?}\n{}",
+        r.elapsed,
+        r.context()
+    );
+}
+
+#[test]
+fn a_step_timing_out_while_writing_output_with_artifacts_declared_is_timed_out_promptly() {
+    // The usual case (pytest with a JUnit artifact) of a chatty suite that hangs: output is
+    // still flowing when the timeout fires.
+    let job = Job::new(
+        r#"
+steps:
+  - { name: chatty, run: "echo a > /out/a.txt; yes", timeout: 2s }
+artifacts: [/out/a.txt]
+limits: { memory: 64MiB, pids: 32, output: 8GiB, scratch: 16MiB }
+"#,
+    );
+    let r = common::Running::spawn(job.command()).wait_at_most(Duration::from_secs(30));
+    r.assert_ended("timed_out", 3);
+    assert!(
+        r.elapsed < Duration::from_secs(12),
+        "took {:?}\n{}",
+        r.elapsed,
+        r.context()
+    );
 }

@@ -139,6 +139,28 @@ impl TarStats {
 
 /// Writes `src` (a directory; not itself included) as an uncompressed tar to `out`.
 ///
+/// Whether the relative link `target`, stored at `rel` (relative to the workspace root),
+/// resolves above the root. Absolute targets resolve inside the sandbox's own filesystem.
+fn escapes(rel: &Path, target: &Path) -> bool {
+    if target.is_absolute() {
+        return false;
+    }
+    let mut depth: i64 = rel.components().count() as i64 - 1;
+    for c in target.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                depth -= 1;
+                if depth < 0 {
+                    return true;
+                }
+            }
+            std::path::Component::Normal(_) => depth += 1,
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Entry names are relative (`a`, `a/b.txt`); symlinks are stored as symlinks and never
 /// followed; devices, fifos and sockets are skipped; every entry gets `opts.uid`/`opts.gid`
 /// with empty user/group names; setuid/setgid/sticky bits are dropped, directories get at
@@ -271,6 +293,13 @@ fn append_workspace<W: Write>(
                 path: path.to_path_buf(),
                 source,
             })?;
+            // A relative link that climbs out of the workspace points nowhere useful in
+            // the sandbox, and the engine refuses the whole upload for it: leave it out.
+            if escapes(rel, &target) {
+                debug!(path = %path.display(), target = %target.display(), "skipping a link that leaves the workspace");
+                stats.skipped += 1;
+                continue;
+            }
             header.set_entry_type(tar::EntryType::Symlink);
             header.set_mode(0o777);
             header.set_size(0);
@@ -1104,6 +1133,15 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn links_climbing_out_of_the_workspace_are_recognized() {
+        assert!(escapes(Path::new("up"), Path::new("../secret.txt")));
+        assert!(escapes(Path::new("a/b"), Path::new("../../x")));
+        assert!(!escapes(Path::new("a/b"), Path::new("../x")));
+        assert!(!escapes(Path::new("a/b"), Path::new("c/../../x")));
+        assert!(!escapes(Path::new("l"), Path::new("/etc/passwd")));
+    }
     use std::time::Duration;
 
     fn opts() -> WorkspaceOptions {

@@ -10,7 +10,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -95,17 +95,24 @@ pub fn containers_with_label(label: &str) -> Vec<String> {
 
 /// Names of volumes carrying `label`.
 pub fn volumes_with_label(label: &str) -> Vec<String> {
-    docker(&[
-        "volume",
-        "ls",
-        "-q",
-        "--filter",
-        &format!("label={label}"),
-    ])
-    .lines()
-    .filter(|l| !l.trim().is_empty())
-    .map(str::to_string)
-    .collect()
+    docker(&["volume", "ls", "-q", "--filter", &format!("label={label}")])
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Force-removes every container and volume carrying `label` (cleanup after a failed test).
+pub fn remove_labelled(label: &str) {
+    let ids = docker(&["ps", "-aq", "--filter", &format!("label={label}")]);
+    for id in ids.split_whitespace() {
+        let _ = Command::new("docker").args(["rm", "-f", "-v", id]).output();
+    }
+    for v in volumes_with_label(label) {
+        let _ = Command::new("docker")
+            .args(["volume", "rm", "-f", &v])
+            .output();
+    }
 }
 
 /// Panics if any container or volume of `job_id` remains.
@@ -233,7 +240,9 @@ pub struct Running {
     pub started: Instant,
     pub started_at: SystemTime,
     stdout: Option<JoinHandle<Vec<u8>>>,
-    stderr: Option<JoinHandle<(Vec<u8>, u64)>>,
+    stderr: Option<JoinHandle<u64>>,
+    /// The first few MiB of stderr read so far.
+    stderr_kept: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Running {
@@ -248,8 +257,9 @@ impl Running {
             buf
         });
         let mut se = child.stderr.take().expect("piped stderr");
+        let stderr_kept = Arc::new(Mutex::new(Vec::new()));
+        let kept = stderr_kept.clone();
         let stderr = std::thread::spawn(move || {
-            let mut kept = Vec::new();
             let mut total = 0u64;
             let mut chunk = vec![0u8; 64 << 10];
             loop {
@@ -257,12 +267,13 @@ impl Running {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
                         total += n as u64;
+                        let mut kept = kept.lock().expect("lock");
                         let room = STDERR_KEEP.saturating_sub(kept.len()).min(n);
                         kept.extend_from_slice(&chunk[..room]);
                     }
                 }
             }
-            (kept, total)
+            total
         });
         Running {
             child,
@@ -270,7 +281,42 @@ impl Running {
             started_at,
             stdout: Some(stdout),
             stderr: Some(stderr),
+            stderr_kept,
         }
+    }
+
+    /// Stderr so far (lossy UTF-8).
+    pub fn stderr_so_far(&self) -> String {
+        String::from_utf8_lossy(&self.stderr_kept.lock().expect("lock")).into_owned()
+    }
+
+    /// Waits until cordon's stderr (with `--json`, the job's output) contains `needle`.
+    /// Panics after `timeout` or if cordon exits first.
+    pub fn wait_for_output(&mut self, needle: &str, timeout: Duration) {
+        let until = Instant::now() + timeout;
+        loop {
+            if self.stderr_so_far().contains(needle) {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!(
+                    "cordon exited ({status:?}) before printing {needle:?}; stderr:\n{}",
+                    self.stderr_so_far()
+                );
+            }
+            assert!(
+                Instant::now() < until,
+                "{needle:?} not printed within {timeout:?}; stderr:\n{}",
+                self.stderr_so_far()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends `sig` to the cordon process.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), sig)
+            .expect("kill(2)");
     }
 
     pub fn pid(&self) -> u32 {
@@ -278,7 +324,12 @@ impl Running {
     }
 
     /// Waits for exit (killing cordon after [`RUN_DEADLINE`]), sampling its peak RSS.
-    pub fn wait(mut self) -> Finished {
+    pub fn wait(self) -> Finished {
+        self.wait_at_most(RUN_DEADLINE)
+    }
+
+    /// Waits for exit, killing cordon (and failing) after `deadline`.
+    pub fn wait_at_most(mut self, deadline: Duration) -> Finished {
         let pid = self.pid();
         let mut peak_rss_kib = 0u64;
         let mut hung = false;
@@ -289,7 +340,7 @@ impl Running {
             if let Some(s) = self.child.try_wait().expect("try_wait") {
                 break s;
             }
-            if self.started.elapsed() > RUN_DEADLINE {
+            if self.started.elapsed() > deadline {
                 hung = true;
                 let _ = self.child.kill();
                 break self.child.wait().expect("wait");
@@ -304,12 +355,13 @@ impl Running {
             .expect("stdout thread")
             .join()
             .expect("stdout reader");
-        let (stderr, stderr_bytes) = self
+        let stderr_bytes = self
             .stderr
             .take()
             .expect("stderr thread")
             .join()
             .expect("stderr reader");
+        let stderr = std::mem::take(&mut *self.stderr_kept.lock().expect("lock"));
         let f = Finished {
             pid,
             status,
@@ -321,11 +373,15 @@ impl Running {
             stderr_bytes,
             peak_rss_kib,
         };
-        assert!(
-            !hung,
-            "cordon did not exit within {RUN_DEADLINE:?}; killed it.\n{}",
-            f.context()
-        );
+        if hung {
+            // Do not leave the killed cordon's sandbox running on the engine.
+            let owner = format!("org.cordon.owner={}", owner_label(pid));
+            remove_labelled(&owner);
+            panic!(
+                "cordon did not exit within {deadline:?}; killed it (and removed its containers).\n{}",
+                f.context()
+            );
+        }
         f
     }
 }
@@ -395,10 +451,13 @@ impl Finished {
             "--json must print exactly one line (one JSON object) on stdout\n{}",
             self.context()
         );
-        let v: Value = serde_json::from_str(lines[0]).unwrap_or_else(|e| {
-            panic!("stdout is not JSON: {e}\n{}", self.context())
-        });
-        assert!(v.is_object(), "stdout is not a JSON object\n{}", self.context());
+        let v: Value = serde_json::from_str(lines[0])
+            .unwrap_or_else(|e| panic!("stdout is not JSON: {e}\n{}", self.context()));
+        assert!(
+            v.is_object(),
+            "stdout is not a JSON object\n{}",
+            self.context()
+        );
         v
     }
 
@@ -444,7 +503,10 @@ impl Finished {
 
     /// The step results.
     pub fn steps(&self) -> Vec<Value> {
-        self.result()["steps"].as_array().cloned().unwrap_or_default()
+        self.result()["steps"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The job's output as cordon relayed it (with `--json`, on stderr).
