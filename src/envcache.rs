@@ -199,6 +199,19 @@ pub async fn list(docker: &Docker) -> Result<Vec<EnvEntry>, CacheError> {
             action: "listing environment images".into(),
             source,
         })?;
+    // An environment's own size is what its install added on top of its base image.
+    let all = docker
+        .list_images(None::<bollard::query_parameters::ListImagesOptions>)
+        .await
+        .map_err(|source| CacheError::Engine {
+            action: "listing images".into(),
+            source,
+        })?;
+    let size_of = |reference: &str| {
+        all.iter()
+            .find(|i| i.repo_tags.iter().any(|t| t == reference))
+            .map(|i| i.size.max(0) as u64)
+    };
     let mut out = Vec::new();
     for img in images {
         let l = &img.labels;
@@ -211,7 +224,8 @@ pub async fn list(docker: &Docker) -> Result<Vec<EnvEntry>, CacheError> {
             last_used: last_used(&key).unwrap_or(created),
             key,
             image_id: img.id.clone(),
-            size_bytes: img.size.max(0) as u64,
+            size_bytes: (img.size.max(0) as u64)
+                .saturating_sub(l.get(labels::BASE).and_then(|b| size_of(b)).unwrap_or(0)),
             created,
             base: l.get(labels::BASE).cloned().unwrap_or_default(),
             command: l.get(labels::COMMAND).cloned().unwrap_or_default(),

@@ -82,8 +82,14 @@ impl fmt::Display for Size {
                 return write!(f, "{}{unit}", b / factor);
             }
         }
+        if b >= 1 << 30 {
+            return write!(f, "{:.1}GiB", b as f64 / (1u64 << 30) as f64);
+        }
         if b >= 1 << 20 {
             return write!(f, "{:.1}MiB", b as f64 / (1u64 << 20) as f64);
+        }
+        if b >= 1 << 10 {
+            return write!(f, "{:.1}KiB", b as f64 / (1u64 << 10) as f64);
         }
         write!(f, "{b}B")
     }
