@@ -86,8 +86,12 @@ async fn submit_streams_the_job_like_run() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("bogus"));
 
-    let (_, metrics) = (0, reqwest::get(format!("{}/metrics", srv.url)).await);
-    let text = metrics.expect("metrics").text().await.expect("text");
+    let text = reqwest::get(format!("{}/metrics", srv.url))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
     assert!(
         text.contains("cordon_jobs_finished_total{outcome=\"failed\"} 2"),
         "{text}"
@@ -200,11 +204,34 @@ async fn late_and_resumed_subscribers_see_every_event_once_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_queued_and_running_jobs() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let srv = start(&tmp.path().join("data"), "concurrency: 1\n");
+    let srv = start(
+        &tmp.path().join("data"),
+        "concurrency: 1\nqueue_capacity: 1\n",
+    );
     let c = srv.client();
     let running = c.submit_ok(&spec("echo started; sleep 60"), None).await;
+    c.wait_state(&running, "running", Duration::from_secs(30))
+        .await;
     let queued = c.submit_ok(&spec("echo never"), None).await;
     assert_eq!(c.status(&queued).await["queue_position"], 0);
+
+    // The queue holds one job: the next submission is told to come back later.
+    let r = c
+        .req(reqwest::Method::POST, "/v1/jobs")
+        .header("content-type", "application/yaml")
+        .body(spec("true"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry), "{retry}");
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["error"]["kind"], "queue_full");
 
     // Wait for the first job's output: its command is running.
     c.wait_event(&running, "output").await;
@@ -254,6 +281,25 @@ async fn cancel_queued_and_running_jobs() {
     assert_eq!(r.status(), 200);
     let (code, _) = c.get("/v1/jobs/job-nope").await;
     assert_eq!(code, 404);
+
+    // The rejection and the cancellations are counted.
+    let text = c
+        .req(reqwest::Method::GET, "/metrics")
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        text.contains("cordon_jobs_rejected_total{reason=\"queue_full\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("cordon_jobs_finished_total{outcome=\"cancelled\"} 2"),
+        "{text}"
+    );
+    assert!(text.contains("cordon_queue_depth 0"), "{text}");
 }
 
 /// With a token, every API route needs it (compared in constant time); probes stay open.
@@ -356,16 +402,14 @@ async fn openapi_lists_every_route() {
         )
         .await;
     c.events(&id, 0).await;
-    let (_, served) = (
-        0,
-        c.req(reqwest::Method::GET, "/v1/openapi.yaml")
-            .send()
-            .await
-            .expect("openapi")
-            .text()
-            .await
-            .expect("text"),
-    );
+    let served = c
+        .req(reqwest::Method::GET, "/v1/openapi.yaml")
+        .send()
+        .await
+        .expect("openapi")
+        .text()
+        .await
+        .expect("text");
     assert_eq!(served, cordon::server::api::OPENAPI);
     for (m, p) in &routes {
         let path = p.replace("{id}", &id).replace("{path}", "d/f");

@@ -147,3 +147,31 @@ async fn kill_9_then_restart_reaps_reports_and_resumes() {
     assert_eq!(last["result"]["outcome"], "passed", "{last}");
     assert!(evs.iter().any(|e| e["data"] == "after-the-crash\n"));
 }
+
+/// Finished jobs past the retention are deleted: store rows, events, workspace, artifacts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_prunes_finished_jobs() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    let srv = start(&data, "retention: 2s\n");
+    let c = srv.client();
+    let id = c
+        .submit_ok(
+            &format!("{}artifacts: [/out/x]\n", spec("echo x > /out/x")),
+            Some(tgz(&[("a", "b")])),
+        )
+        .await;
+    let evs = c.events(&id, 0).await;
+    assert_eq!(evs.last().expect("events")["result"]["outcome"], "passed");
+    assert!(data.join("jobs").join(&id).join("out/x").is_file());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, _) = c.get(&format!("/v1/jobs/{id}")).await;
+        if code == 404 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not pruned");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!data.join("jobs").join(&id).exists(), "files left behind");
+}

@@ -1,5 +1,6 @@
 //! The `cordon` command line: a thin consumer of the runner's event stream.
 
+mod cache;
 mod image;
 mod printer;
 mod run;
@@ -47,6 +48,11 @@ enum Command {
         #[command(subcommand)]
         command: image::ImageCommand,
     },
+    /// List or prune the dependency environments cached by `prepare`.
+    Cache {
+        #[command(subcommand)]
+        command: cache::CacheCommand,
+    },
     /// Remove containers and volumes left behind by cordon processes that died.
     Reap,
     /// Run the controller service: an HTTP API with a durable job queue (see docs/server.md).
@@ -85,6 +91,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run::run(args).await,
             Command::Image { command } => image::image(command).await,
+            Command::Cache { command } => cache::cache(command).await,
             Command::Reap => reap().await,
             Command::Serve(args) => serve::serve(args).await,
             Command::Submit(args) => submit::submit(args).await,

@@ -229,6 +229,13 @@ impl ServerConfig {
             roots.push(c);
         }
         self.workspace_roots = roots;
+        // Absolute, so a restart from another directory finds the same profiles.
+        self.profiles_dir = self.profiles_dir.canonicalize().map_err(|e| {
+            invalid(
+                "profiles_dir",
+                format!("{} cannot be resolved: {e}", self.profiles_dir.display()),
+            )
+        })?;
         Ok(())
     }
 

@@ -663,9 +663,11 @@ impl Service {
         let r = match ev {
             JobEvent::Finished { result } => {
                 let result_json = serde_json::to_string(result).unwrap_or_default();
+                // A job that never ran has no run time to count.
+                let ran = result.duration_ms > 0 || !result.phases_ms.is_empty();
                 s.metrics.finished(
                     result.outcome.as_str(),
-                    Some(result.duration_ms as f64 / 1000.0),
+                    ran.then_some(result.duration_ms as f64 / 1000.0),
                 );
                 s.store.finish(
                     id,
