@@ -20,12 +20,16 @@
 //! - [`server`]: `cordon serve`, the controller service: HTTP API, durable SQLite queue,
 //!   live event streams, crash recovery. Its HTTP layer only parses requests into calls on
 //!   [`server::Service`].
+//! - [`pipeline`]: `cordon testgen`, test generation that never runs generated code on the
+//!   host: detect → baseline → gaps → generate → validate → classify → fix → report, every
+//!   run of target or generated code a sandbox job.
 //! - [`cli`]: the `cordon` command line, a thin consumer of the above.
 
 pub mod cli;
 pub mod envcache;
 pub mod event;
 pub mod image;
+pub mod pipeline;
 pub mod report;
 pub mod runner;
 pub mod sandbox;

@@ -6,6 +6,7 @@ mod printer;
 mod run;
 mod serve;
 mod submit;
+mod testgen;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,6 +61,9 @@ enum Command {
     /// Run a job on a cordon service: upload the workspace, stream the events; the output and
     /// exit status of `cordon run`.
     Submit(submit::SubmitArgs),
+    /// Generate tests for a Python repository with an LLM; every candidate runs only in the
+    /// sandbox, and only those that pass repeatedly and add coverage are kept.
+    Testgen(testgen::TestgenArgs),
     /// Show a sandbox profile as resolved: every setting and limit a job would run under.
     Profile {
         /// A profile name or path.
@@ -95,6 +99,7 @@ pub fn main() -> ExitCode {
             Command::Reap => reap().await,
             Command::Serve(args) => serve::serve(args).await,
             Command::Submit(args) => submit::submit(args).await,
+            Command::Testgen(args) => testgen::testgen(args).await,
             Command::Profile { name, dir } => profile(&name, &dir),
         }
     });

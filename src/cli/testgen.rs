@@ -1,0 +1,195 @@
+//! `cordon testgen REPO`: generate tests for a repository with an OpenAI-compatible model,
+//! validating every candidate in the sandbox. Progress per stage on stderr; Ctrl-C stops
+//! cleanly (the repository untouched); the report is written on every path.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use super::{EXIT_INVALID, EXIT_SANDBOX_ERROR, report_error};
+use crate::pipeline::exec::{ExecConfig, GENERATED_DIR};
+use crate::pipeline::llm::{Llm, LlmConfig};
+use crate::pipeline::{self, Options};
+
+#[derive(Args, Debug)]
+pub struct TestgenArgs {
+    /// The repository (a directory of Python code). Read only; written only with --write.
+    repo: PathBuf,
+    /// Stop once combined line+branch coverage reaches this percentage.
+    #[arg(long, default_value_t = 90.0, value_name = "PERCENT")]
+    target_coverage: f64,
+    /// At most this many rounds of gaps → tests → validation.
+    #[arg(long, default_value_t = 3)]
+    max_iterations: u32,
+    /// Functions or methods to write tests for in each round.
+    #[arg(long, default_value_t = 6, value_name = "N")]
+    gaps_per_iteration: u32,
+    /// A test is kept only if it passes this many runs (and alone).
+    #[arg(long, default_value_t = 3)]
+    repeats: u32,
+    /// Auto-fix attempts per failing test.
+    #[arg(long, default_value_t = 2)]
+    fix_attempts: u32,
+    /// The model name (default: $OPENAI_MODEL, else qwen2.5-coder-1.5b-instruct).
+    #[arg(long)]
+    model: Option<String>,
+    /// The OpenAI-compatible endpoint (default: $OPENAI_BASE_URL, else the local model at
+    /// http://127.0.0.1:18080/v1). The key comes from $OPENAI_API_KEY and never enters a
+    /// container.
+    #[arg(long, value_name = "URL")]
+    base_url: Option<String>,
+    /// The model's context window in tokens, prompt plus answer.
+    #[arg(long, default_value_t = 8192)]
+    context_tokens: u32,
+    /// The most tokens one answer may have.
+    #[arg(long, default_value_t = 900)]
+    max_tokens: u32,
+    /// Copy the kept tests into REPO/tests/generated/ at the end (never on Ctrl-C).
+    #[arg(long)]
+    write: bool,
+    /// Where the report goes (default: ./cordon-testgen/<time>/).
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
+    /// The sandbox image the tests run in.
+    #[arg(long, default_value = crate::spec::DEFAULT_IMAGE)]
+    image: String,
+}
+
+pub async fn testgen(args: TestgenArgs) -> u8 {
+    if !args.repo.is_dir() {
+        eprintln!("cordon: error: {} is not a directory", args.repo.display());
+        return EXIT_INVALID;
+    }
+    if !(0.0..=100.0).contains(&args.target_coverage) {
+        eprintln!("cordon: error: --target-coverage must be between 0 and 100");
+        return EXIT_INVALID;
+    }
+    let mut cfg = LlmConfig::from_env(args.base_url.clone(), args.model.clone());
+    cfg.context_tokens = args.context_tokens;
+    cfg.max_tokens = args.max_tokens;
+    let llm = match Llm::new(cfg) {
+        Ok(l) => l,
+        Err(e) => {
+            report_error(&e);
+            return EXIT_INVALID;
+        }
+    };
+    let report_dir = args.report.clone().unwrap_or_else(|| {
+        let t = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+            .to_string()
+            .replace(':', "-");
+        PathBuf::from("cordon-testgen").join(t)
+    });
+    let opts = Options {
+        repo: args.repo.clone(),
+        target_coverage: args.target_coverage,
+        max_iterations: args.max_iterations,
+        gaps_per_iteration: args.gaps_per_iteration,
+        repeats: args.repeats.max(1),
+        fix_attempts: args.fix_attempts,
+        exec: ExecConfig {
+            image: args.image.clone(),
+            ..ExecConfig::default()
+        },
+        ..Options::default()
+    };
+
+    let cancel = CancellationToken::new();
+    let token = cancel.clone();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!(
+            "\ncordon: stopping: removing the sandbox, writing the report (Ctrl-C again to quit at once)"
+        );
+        token.cancel();
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("cordon: quitting without cleanup; `cordon reap` removes what is left");
+        std::process::exit(130);
+    });
+
+    let started = Instant::now();
+    let progress: pipeline::Progress = Arc::new(move |line: &str| {
+        eprintln!("[{:>6.1}s] {line}", started.elapsed().as_secs_f64());
+    });
+    eprintln!(
+        "cordon testgen: {} with {} at {}; report in {}",
+        args.repo.display(),
+        llm.config.model,
+        llm.config.base_url,
+        report_dir.display()
+    );
+    let outcome = pipeline::run(&opts, &llm, cancel.clone(), progress).await;
+    let mut report = outcome.report;
+
+    if args.write && report.status != "stopped" && !outcome.kept.is_empty() {
+        let dir = args.repo.join(GENERATED_DIR);
+        match write_tests(&dir, &outcome.kept) {
+            Ok(n) => {
+                eprintln!("cordon: wrote {n} test file(s) to {}", dir.display());
+                report.written_to = Some(dir.display().to_string());
+            }
+            Err(e) => eprintln!(
+                "cordon: error: cannot write the tests to {}: {e}",
+                dir.display()
+            ),
+        }
+    }
+    match report.write(&report_dir, &outcome.kept) {
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!(
+                "cordon: error: cannot write the report to {}: {e}",
+                report_dir.display()
+            );
+            print!("{}", report.markdown());
+        }
+    }
+    if let (Some(b), Some(a)) = (&report.baseline, &report.after) {
+        eprintln!(
+            "cordon: coverage {:.1}% → {:.1}% lines, {:.1}% → {:.1}% branches; {} test file(s) kept of {} candidates; {} + {} tokens; {:.0} s",
+            b.coverage.line_percent(),
+            a.coverage.line_percent(),
+            b.coverage.branch_percent(),
+            a.coverage.branch_percent(),
+            report.kept(),
+            report.candidates.len(),
+            report.tokens.prompt_tokens,
+            report.tokens.completion_tokens,
+            report.duration_ms as f64 / 1000.0
+        );
+    }
+    eprintln!("cordon: report: {}", report_dir.join("report.md").display());
+    match report.status.as_str() {
+        "stopped" => 130,
+        "failed" => EXIT_SANDBOX_ERROR,
+        _ => 0,
+    }
+}
+
+/// Copies the kept tests into the repository, never overwriting a file.
+fn write_tests(dir: &std::path::Path, kept: &[(String, String)]) -> std::io::Result<usize> {
+    std::fs::create_dir_all(dir)?;
+    let mut n = 0;
+    for (name, content) in kept {
+        let mut path = dir.join(name);
+        let mut i = 2;
+        while path.exists() {
+            path = dir.join(format!("{}_{i}.py", name.trim_end_matches(".py")));
+            i += 1;
+        }
+        std::fs::write(&path, content)?;
+        n += 1;
+    }
+    Ok(n)
+}

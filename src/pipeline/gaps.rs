@@ -1,0 +1,165 @@
+//! Stage 3, gaps: Cobertura's missing lines and partly taken branches, mapped onto the
+//! functions, methods and classes that contain them (parsed with tree-sitter). Files are
+//! matched by their normalized path relative to the repository root.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::coverage::Coverage;
+use super::detect::Project;
+use super::python::{self, UnitKind};
+
+/// Code that runs in no test yet: one function, method or class body.
+#[derive(Debug, Clone, Serialize)]
+pub struct Gap {
+    /// Repository-relative source path.
+    pub file: String,
+    /// Dotted module name to import it from.
+    pub module: String,
+    /// `func`, `Class.method`, or `Class` for lines in a class body outside any method.
+    pub qualname: String,
+    pub kind: UnitKind,
+    pub start_line: u32,
+    pub end_line: u32,
+    pub missing_lines: Vec<u32>,
+    /// Lines that run but leave a branch untaken.
+    pub partial_lines: Vec<u32>,
+}
+
+impl Gap {
+    /// A stable key: `path::qualname`.
+    pub fn key(&self) -> String {
+        format!("{}::{}", self.file, self.qualname)
+    }
+
+    /// The top-level name a test imports to reach it.
+    pub fn top_name(&self) -> &str {
+        self.qualname.split('.').next().unwrap_or(&self.qualname)
+    }
+
+    fn weight(&self) -> f64 {
+        let n = (self.missing_lines.len() + self.partial_lines.len()) as f64;
+        let leaf = self.qualname.rsplit('.').next().unwrap_or("");
+        let private = leaf.starts_with('_') && !(leaf.starts_with("__") && leaf.ends_with("__"));
+        if private || self.top_name().starts_with('_') {
+            n * 0.5
+        } else {
+            n
+        }
+    }
+}
+
+/// The gaps of every source file, largest first. Lines outside any function or class
+/// (module level) are left out: they run on import.
+pub fn find(project: &Project, repo: &Path, coverage: &Coverage) -> Vec<Gap> {
+    let mut gaps = Vec::new();
+    for file in &project.sources {
+        let (missing, partial) = coverage.missing(file);
+        if missing.is_empty() && partial.is_empty() {
+            continue;
+        }
+        let Some(parsed) = std::fs::read_to_string(repo.join(file))
+            .ok()
+            .and_then(|s| python::parse(&s))
+        else {
+            continue;
+        };
+        let units = parsed.units();
+        let mut by_unit: Vec<(usize, Vec<u32>, Vec<u32>)> = Vec::new();
+        let mut add = |line: u32, is_partial: bool| {
+            // The innermost unit holding the line: the last one in document order that does.
+            let Some(i) = units
+                .iter()
+                .rposition(|u| u.start_line <= line && line <= u.end_line)
+            else {
+                return;
+            };
+            match by_unit.iter_mut().find(|(u, _, _)| *u == i) {
+                Some((_, m, p)) => {
+                    if is_partial {
+                        p.push(line)
+                    } else {
+                        m.push(line)
+                    }
+                }
+                None => by_unit.push(if is_partial {
+                    (i, vec![], vec![line])
+                } else {
+                    (i, vec![line], vec![])
+                }),
+            }
+        };
+        for l in missing {
+            add(l, false);
+        }
+        for l in partial {
+            add(l, true);
+        }
+        for (i, m, p) in by_unit {
+            let u = &units[i];
+            gaps.push(Gap {
+                file: file.clone(),
+                module: project.module_name(file),
+                qualname: u.qualname.clone(),
+                kind: u.kind,
+                start_line: u.start_line,
+                end_line: u.end_line,
+                missing_lines: m,
+                partial_lines: p,
+            });
+        }
+    }
+    gaps.sort_by(|a, b| {
+        b.weight()
+            .partial_cmp(&a.weight())
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then_with(|| a.key().cmp(&b.key()))
+    });
+    gaps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::coverage;
+
+    #[test]
+    fn maps_lines_to_innermost_units_by_full_path() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let r = d.path();
+        std::fs::create_dir_all(r.join("pkg")).expect("mkdir");
+        std::fs::create_dir_all(r.join("other")).expect("mkdir");
+        std::fs::write(r.join("pkg/__init__.py"), "").expect("write");
+        std::fs::write(
+            r.join("pkg/core.py"),
+            "def f(x):\n    if x:\n        return 1\n    return 2\n\nclass K:\n    A = 1\n    def m(self):\n        return 3\n",
+        )
+        .expect("write");
+        // Same basename, different file: its coverage must not leak into pkg/core.py.
+        std::fs::write(r.join("other/core.py"), "def g():\n    return 1\n").expect("write");
+        let project = crate::pipeline::detect::detect(r).expect("detects");
+        let xml = r#"<coverage><sources><source>/workspace</source></sources><packages><package><classes>
+<class filename="pkg/core.py"><lines>
+<line number="1" hits="1"/><line number="2" hits="1" branch="true" condition-coverage="50% (1/2)" missing-branches="4"/>
+<line number="3" hits="1"/><line number="4" hits="0"/><line number="6" hits="1"/><line number="7" hits="1"/>
+<line number="8" hits="1"/><line number="9" hits="0"/></lines></class>
+<class filename="other/core.py"><lines><line number="1" hits="1"/><line number="2" hits="1"/></lines></class>
+</classes></package></packages></coverage>"#;
+        let cov = coverage::parse(xml.as_bytes(), "/workspace").expect("parses");
+        let gaps = find(&project, r, &cov);
+        let got: Vec<(String, Vec<u32>, Vec<u32>)> = gaps
+            .iter()
+            .map(|g| (g.key(), g.missing_lines.clone(), g.partial_lines.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("pkg/core.py::f".to_string(), vec![4], vec![2]),
+                ("pkg/core.py::K.m".to_string(), vec![9], vec![]),
+            ]
+        );
+        assert_eq!(gaps[1].module, "pkg.core");
+        assert_eq!(gaps[1].top_name(), "K");
+    }
+}

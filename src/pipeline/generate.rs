@@ -1,0 +1,651 @@
+//! Stage 4, generate: a small prompt per gap (the real source of one function or method,
+//! its module's imports, the uncovered lines marked, one real usage from the project's own
+//! tests), within the token budget; then extraction of one fenced code block and static
+//! checks and repairs before anything runs.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::detect::Project;
+use super::gaps::Gap;
+use super::llm::Message;
+use super::python::{self, UnitKind};
+
+/// What a prompt for one gap is built from.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub gap: Gap,
+    /// The unit's source with `# NOT COVERED` markers.
+    pub source: String,
+    /// For a method: the class header and `__init__`.
+    pub class_context: Option<String>,
+    pub module_imports: Vec<String>,
+    /// A real test from the project that uses the target.
+    pub example: Option<String>,
+    /// Top-level names of the target module.
+    pub module_names: BTreeSet<String>,
+    /// Modules the target module imports (so its tests may too).
+    pub module_imported: BTreeSet<String>,
+}
+
+const MARK: &str = "  # NOT COVERED";
+
+/// Reads what the prompt for `gap` needs. `None` if the file no longer parses.
+pub fn context(project: &Project, repo: &Path, gap: &Gap) -> Option<Context> {
+    let src = std::fs::read_to_string(repo.join(&gap.file)).ok()?;
+    let parsed = python::parse(&src)?;
+    let units = parsed.units();
+    let unit = units.iter().find(|u| u.qualname == gap.qualname)?;
+    let missing: BTreeSet<u32> = gap
+        .missing_lines
+        .iter()
+        .chain(&gap.partial_lines)
+        .copied()
+        .collect();
+    let mut source = String::new();
+    for (i, l) in src.lines().enumerate() {
+        let n = i as u32 + 1;
+        if n < unit.start_line || n > unit.end_line {
+            continue;
+        }
+        source.push_str(l);
+        if missing.contains(&n) {
+            source.push_str(if gap.partial_lines.contains(&n) {
+                "  # NOT COVERED: a branch here never runs"
+            } else {
+                MARK
+            });
+        }
+        source.push('\n');
+    }
+    let class_context = match (&unit.class, unit.kind) {
+        (Some(class), UnitKind::Method) => {
+            let cu = units.iter().find(|u| &u.qualname == class)?;
+            let cls_src = &src[cu.bytes.clone()];
+            let header: String = cls_src
+                .lines()
+                .take_while(|l| {
+                    !l.trim_start().starts_with("def ") && !l.trim_start().starts_with('@')
+                })
+                .take(15)
+                .collect::<Vec<_>>()
+                .join("\n");
+            let init = units
+                .iter()
+                .find(|u| u.qualname == format!("{class}.__init__"))
+                .filter(|u| u.qualname != gap.qualname)
+                .map(|u| {
+                    src[u.bytes.clone()]
+                        .lines()
+                        .take(30)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                });
+            Some(match init {
+                Some(i) => format!("{header}\n    {}\n    ...", i.trim_start()),
+                None => format!("{header}\n    ..."),
+            })
+        }
+        _ => None,
+    };
+    let leaf = gap.qualname.rsplit('.').next().unwrap_or(&gap.qualname);
+    Some(Context {
+        gap: gap.clone(),
+        source,
+        class_context,
+        module_imports: parsed.imports(),
+        example: usage_example(project, repo, leaf),
+        module_names: parsed.top_level().into_iter().map(|t| t.name).collect(),
+        module_imported: parsed.imported_modules(),
+    })
+}
+
+/// The shortest existing test function that mentions `name`, at most 25 lines.
+fn usage_example(project: &Project, repo: &Path, name: &str) -> Option<String> {
+    let mut best: Option<String> = None;
+    for t in project.tests.iter().take(50) {
+        let Some(p) = std::fs::read_to_string(repo.join(t))
+            .ok()
+            .and_then(|s| python::parse(&s))
+        else {
+            continue;
+        };
+        for f in p.test_functions() {
+            if !p.identifiers_in(f.bytes.clone()).contains(name) {
+                continue;
+            }
+            let body = &p.src[f.bytes.clone()];
+            if body.lines().count() > 25 {
+                continue;
+            }
+            if best.as_ref().is_none_or(|b| body.len() < b.len()) {
+                best = Some(body.to_string());
+            }
+        }
+    }
+    best
+}
+
+pub const SYSTEM: &str = "You are an expert Python developer who writes pytest unit tests. \
+Answer with exactly one ```python fenced code block that holds a complete test file, and nothing after it.";
+
+/// The generation prompt. `shrink` 0..=3 leaves out more context at each level.
+pub fn prompt(ctx: &Context, shrink: u8) -> Vec<Message> {
+    let g = &ctx.gap;
+    let top = g.top_name();
+    let mut u = String::new();
+    u.push_str(&format!(
+        "Module `{}` (file `{}`) contains the code below. Lines marked `# NOT COVERED` are never run by the existing tests.\n\n```python\n",
+        g.module, g.file
+    ));
+    if shrink < 3 {
+        for i in ctx.module_imports.iter().take(20) {
+            u.push_str(i);
+            u.push('\n');
+        }
+        u.push('\n');
+    }
+    if let Some(c) = &ctx.class_context
+        && shrink < 2
+    {
+        u.push_str(c);
+        u.push_str("\n\n");
+    }
+    let source: String = if shrink >= 3 {
+        ctx.source.lines().take(120).collect::<Vec<_>>().join("\n")
+    } else {
+        ctx.source.clone()
+    };
+    u.push_str(&source);
+    u.push_str("\n```\n\n");
+    if let Some(e) = &ctx.example
+        && shrink < 1
+    {
+        u.push_str("The project's own tests use it like this:\n\n```python\n");
+        u.push_str(e);
+        u.push_str("\n```\n\n");
+    }
+    let what = match g.kind {
+        UnitKind::Method => format!(
+            "the method `{}` (create a `{top}` object with valid arguments first)",
+            g.qualname
+        ),
+        UnitKind::Class => format!("the class `{top}`"),
+        _ => format!("the function `{}`", g.qualname),
+    };
+    u.push_str(&format!(
+        "Write 2 to 4 short pytest test functions for {what} so that the NOT COVERED lines run, with assertions on the results.\n\
+         - Start the file with `from {} import {top}` and import anything else you use.\n\
+         - Do not copy or redefine `{top}` or any other code of the module: import it.\n\
+         - Use only pytest and the Python standard library. No network, no subprocess; use the tmp_path fixture for files.\n\
+         - Name every test function `test_` followed by what it checks.\n",
+        g.module
+    ));
+    vec![Message::system(SYSTEM), Message::user(u)]
+}
+
+/// Why a model answer was not turned into a runnable candidate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Rejection {
+    #[error("the answer has no code block")]
+    NoCode,
+    #[error("the answer was cut off at max_tokens")]
+    Truncated,
+    #[error("the answer repeats itself (runaway generation)")]
+    Repetitive,
+    #[error("the code does not parse (line {line})")]
+    Unparseable { line: u32 },
+    #[error("the code has no test function")]
+    NoTests,
+    #[error("every test function is a placeholder")]
+    Placeholder,
+    #[error("no test touches `{name}`")]
+    DoesNotUseTarget { name: String },
+    #[error("the code uses `{what}` (network, processes or dynamic code)")]
+    Forbidden { what: String },
+}
+
+/// Pulls one code block out of a model answer.
+pub fn extract(answer: &str) -> Option<String> {
+    let mut blocks: Vec<(String, String)> = Vec::new();
+    let mut lines = answer.lines();
+    while let Some(l) = lines.next() {
+        let t = l.trim_start();
+        if let Some(tag) = t.strip_prefix("```") {
+            let tag = tag.trim().to_lowercase();
+            let mut body = String::new();
+            for l in lines.by_ref() {
+                if l.trim_start().starts_with("```") {
+                    break;
+                }
+                body.push_str(l);
+                body.push('\n');
+            }
+            blocks.push((tag, body));
+        }
+    }
+    let pythonish =
+        |tag: &str| tag.is_empty() || tag == "python" || tag == "py" || tag == "python3";
+    if let Some((_, b)) = blocks
+        .iter()
+        .find(|(t, b)| pythonish(t) && b.contains("def test"))
+    {
+        return Some(b.clone());
+    }
+    if let Some((_, b)) = blocks.iter().find(|(t, _)| pythonish(t)) {
+        return Some(b.clone());
+    }
+    if blocks.is_empty() && answer.contains("def test") {
+        return Some(answer.to_string());
+    }
+    None
+}
+
+/// A test file ready to run: cordon's import header plus the model's (repaired) code.
+#[derive(Debug, Clone, Serialize)]
+pub struct Candidate {
+    pub file_name: String,
+    pub header: String,
+    pub body: String,
+    /// Node ids of its tests (`test_x`, `TestK::test_x`).
+    pub tests: Vec<String>,
+    /// What cordon changed in the model's code, and why.
+    pub repairs: Vec<String>,
+}
+
+impl Candidate {
+    pub fn content(&self) -> String {
+        format!("{}{}", self.header, self.body)
+    }
+}
+
+const HEADER_MARK: &str = "# Imports added by cordon from the coverage gap analysis.\n";
+
+const FORBIDDEN_MODULES: &[&str] = &[
+    "subprocess",
+    "socket",
+    "requests",
+    "urllib",
+    "http",
+    "httpx",
+    "aiohttp",
+    "ftplib",
+    "smtplib",
+    "telnetlib",
+    "ctypes",
+    "multiprocessing",
+    "pty",
+    "webbrowser",
+    "xmlrpc",
+    "paramiko",
+];
+const FORBIDDEN_CALLS: &[&str] = &[
+    "os.system",
+    "os.popen",
+    "os.fork",
+    "os.kill",
+    "os.execv",
+    "os.execve",
+    "os.execvp",
+    "os.spawnl",
+    "os.spawnv",
+    "os.startfile",
+    "eval",
+    "exec",
+    "__import__",
+    "compile",
+];
+
+/// Static checks and deterministic repairs of extracted code. `file_name` is cordon's.
+pub fn check(
+    code: &str,
+    ctx: &Context,
+    project: &Project,
+    file_name: &str,
+) -> Result<Candidate, Rejection> {
+    let mut repairs = Vec::new();
+    // `from __future__` must be first; cordon's header goes first instead (3.11 needs none).
+    let mut body: String = code
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("from __future__ import"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    body.push('\n');
+    let parsed = python::parse(&body).ok_or(Rejection::Unparseable { line: 1 })?;
+    if let Some(line) = parsed.first_error_line() {
+        return Err(Rejection::Unparseable { line });
+    }
+
+    // Network, processes, dynamic code — unless the module under test uses them itself.
+    for m in parsed.imported_modules() {
+        let top = m.split('.').next().unwrap_or("");
+        if FORBIDDEN_MODULES.contains(&top)
+            && !ctx
+                .module_imported
+                .iter()
+                .any(|x| x.split('.').next() == Some(top))
+        {
+            return Err(Rejection::Forbidden { what: m });
+        }
+    }
+    let names = parsed.names();
+    if let Some(f) = FORBIDDEN_CALLS.iter().find(|c| names.contains(**c)) {
+        return Err(Rejection::Forbidden {
+            what: f.to_string(),
+        });
+    }
+
+    // Imports of the target under a wrong module path (`from core import f` for `pkg.core`).
+    let module = &ctx.gap.module;
+    let leaf_module = module.rsplit('.').next().unwrap_or(module);
+    let file_stem = Path::new(&ctx.gap.file)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut fixes: Vec<(std::ops::Range<usize>, String)> = Vec::new();
+    for (range, m) in parsed.from_import_modules() {
+        let last = m.rsplit('.').next().unwrap_or(&m);
+        let own_top = project
+            .own_modules
+            .iter()
+            .any(|o| m == *o || m.starts_with(&format!("{o}.")));
+        let real = project.sources.iter().any(|s| project.module_name(s) == m);
+        let wrong_path = m != *module
+            && !real
+            && !m.starts_with('.')
+            && (last == leaf_module || last == file_stem);
+        let relative = m.starts_with('.');
+        let unknown_own = own_top && !real && m != *module;
+        if wrong_path || relative || unknown_own {
+            fixes.push((range, module.clone()));
+            repairs.push(format!("import path `{m}` corrected to `{module}`"));
+        }
+    }
+    let parsed = if fixes.is_empty() {
+        parsed
+    } else {
+        fixes.sort_by_key(|(r, _)| std::cmp::Reverse(r.start));
+        for (r, m) in fixes {
+            body.replace_range(r, &m);
+        }
+        python::parse(&body).ok_or(Rejection::Unparseable { line: 1 })?
+    };
+
+    // Top-level definitions that shadow the module's names or the project's fixtures.
+    let fixtures = project.fixture_names();
+    let mut strip = Vec::new();
+    for t in parsed.top_level() {
+        if t.kind == UnitKind::Module {
+            continue;
+        }
+        if ctx.module_names.contains(&t.name) {
+            strip.push(t.bytes.clone());
+            repairs.push(format!(
+                "removed a local definition of `{}` that shadowed the module's own",
+                t.name
+            ));
+        } else if fixtures.contains(&t.name) {
+            strip.push(t.bytes.clone());
+            repairs.push(format!(
+                "removed a redefinition of the project's fixture `{}`",
+                t.name
+            ));
+        }
+    }
+    // Placeholder test functions.
+    let tests = parsed.test_functions();
+    if tests.is_empty() {
+        return Err(Rejection::NoTests);
+    }
+    for t in tests
+        .iter()
+        .filter(|t| t.placeholder && !t.node_id.contains("::"))
+    {
+        strip.push(t.bytes.clone());
+        repairs.push(format!("removed placeholder test `{}`", t.node_id));
+    }
+    let parsed = if strip.is_empty() {
+        parsed
+    } else {
+        body = python::remove_ranges(&body, &strip);
+        let p = python::parse(&body).ok_or(Rejection::Unparseable { line: 1 })?;
+        if let Some(line) = p.first_error_line() {
+            return Err(Rejection::Unparseable { line });
+        }
+        p
+    };
+    let tests: Vec<python::TestFn> = parsed
+        .test_functions()
+        .into_iter()
+        .filter(|t| !t.placeholder)
+        .collect();
+    if tests.is_empty() {
+        return Err(Rejection::Placeholder);
+    }
+
+    // Tests must reach the target.
+    let top = ctx.gap.top_name().to_string();
+    let leaf = ctx
+        .gap
+        .qualname
+        .rsplit('.')
+        .next()
+        .unwrap_or(&ctx.gap.qualname)
+        .to_string();
+    let used: BTreeSet<String> = tests
+        .iter()
+        .flat_map(|t| parsed.identifiers_in(t.bytes.clone()))
+        .collect();
+    let all_idents = parsed.identifiers_in(0..body.len());
+    let reaches = used.contains(&top) || (ctx.gap.kind == UnitKind::Method && used.contains(&leaf));
+    if !reaches {
+        return Err(Rejection::DoesNotUseTarget { name: top });
+    }
+
+    // Deterministic imports: every name of the module the code uses but does not bind.
+    let bound: BTreeSet<String> = parsed
+        .top_level()
+        .into_iter()
+        .map(|t| t.name)
+        .chain(imported_names(&parsed))
+        .collect();
+    let mut needed: Vec<String> = ctx
+        .module_names
+        .iter()
+        .filter(|n| all_idents.contains(*n) && !bound.contains(*n))
+        .cloned()
+        .collect();
+    if !needed.contains(&top) && !bound.contains(&top) && ctx.module_names.contains(&top) {
+        needed.push(top.clone());
+    }
+    needed.sort();
+    needed.dedup();
+    let mut header = String::from(HEADER_MARK);
+    header.push_str("import pytest  # noqa: F401\n");
+    if !needed.is_empty() {
+        header.push_str(&format!(
+            "from {module} import {}  # noqa: F401\n",
+            needed.join(", ")
+        ));
+    }
+    header.push('\n');
+
+    Ok(Candidate {
+        file_name: file_name.to_string(),
+        header,
+        body,
+        tests: tests.into_iter().map(|t| t.node_id).collect(),
+        repairs,
+    })
+}
+
+/// Names bound by import statements anywhere at the top level.
+fn imported_names(p: &python::Parsed) -> Vec<String> {
+    let mut out = Vec::new();
+    for stmt in p.imports() {
+        let s = stmt.replace(['(', ')', '\n', '\\'], " ");
+        if let Some(rest) = s.strip_prefix("import ") {
+            for part in rest.split(',') {
+                let part = part.trim();
+                let name = match part.split_once(" as ") {
+                    Some((_, a)) => a.trim(),
+                    None => part.split('.').next().unwrap_or(part),
+                };
+                out.push(name.to_string());
+            }
+        } else if let Some((_, names)) = s.split_once(" import ") {
+            for part in names.split(',') {
+                let part = part.trim();
+                let name = match part.split_once(" as ") {
+                    Some((_, a)) => a.trim(),
+                    None => part,
+                };
+                if !name.is_empty() {
+                    out.push(name.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// cordon's name for the `n`th candidate file of a gap.
+pub fn file_name(gap: &Gap, n: u32) -> String {
+    let raw = format!("test_gen_{}_{}_{n}", gap.module, gap.qualname).to_lowercase();
+    let mut s: String = raw
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    while s.contains("__") {
+        s = s.replace("__", "_");
+    }
+    s.truncate(80);
+    format!("{s}.py")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> (Context, Project) {
+        let d = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(d.path().join("pkg")).expect("mkdir");
+        std::fs::write(d.path().join("pkg/__init__.py"), "").expect("write");
+        std::fs::write(
+            d.path().join("pkg/calc.py"),
+            "import math\n\nPI = 3\n\ndef divide(a, b):\n    if b == 0:\n        raise ValueError('b')\n    return a / b\n\ndef helper():\n    return 1\n",
+        )
+        .expect("write");
+        let project = crate::pipeline::detect::detect(d.path()).expect("detects");
+        let gap = Gap {
+            file: "pkg/calc.py".into(),
+            module: "pkg.calc".into(),
+            qualname: "divide".into(),
+            kind: UnitKind::Function,
+            start_line: 5,
+            end_line: 8,
+            missing_lines: vec![7],
+            partial_lines: vec![6],
+        };
+        let c = context(&project, d.path(), &gap).expect("context");
+        (c, project)
+    }
+
+    #[test]
+    fn prompt_marks_lines_and_fits() {
+        let (c, _) = ctx();
+        assert!(
+            c.source.contains("raise ValueError('b')  # NOT COVERED"),
+            "{}",
+            c.source
+        );
+        let m = prompt(&c, 0);
+        assert!(m[1].content.contains("from pkg.calc import divide"));
+        assert!(!m[1].content.contains("def ..."));
+    }
+
+    #[test]
+    fn extraction() {
+        let a =
+            "Here you go:\n```python\nfrom x import y\n\ndef test_a():\n    assert y\n```\nDone.";
+        assert_eq!(
+            extract(a).as_deref(),
+            Some("from x import y\n\ndef test_a():\n    assert y\n")
+        );
+        assert_eq!(extract("no code here"), None);
+        // Truncated block: the rest of the answer.
+        assert!(extract("```python\ndef test_a():\n    assert 1").is_some());
+    }
+
+    #[test]
+    fn checks_and_repairs() {
+        let (c, p) = ctx();
+        let code = "from calc import divide\n\ndef divide(a, b):\n    return 0\n\ndef test_zero():\n    with pytest.raises(ValueError):\n        divide(1, 0)\n\ndef test_todo():\n    pass\n";
+        let cand = check(code, &c, &p, "test_gen_x.py").expect("repairs");
+        assert_eq!(cand.tests, vec!["test_zero"]);
+        assert!(
+            cand.body.contains("from pkg.calc import divide"),
+            "{}",
+            cand.body
+        );
+        assert!(!cand.body.contains("return 0"), "{}", cand.body);
+        assert!(cand.header.contains("import pytest"));
+        assert_eq!(cand.repairs.len(), 3, "{:?}", cand.repairs);
+        let content = cand.content();
+        assert!(
+            python::parse(&content)
+                .expect("p")
+                .first_error_line()
+                .is_none()
+        );
+
+        // The NameError case: no import at all; cordon adds it.
+        let cand = check(
+            "def test_a():\n    assert divide(4, 2) == 2\n    assert PI == 3\n",
+            &c,
+            &p,
+            "t.py",
+        )
+        .expect("ok");
+        assert!(
+            cand.header.contains("from pkg.calc import PI, divide"),
+            "{}",
+            cand.header
+        );
+
+        assert_eq!(
+            check("def test_a():\n    assert 1\n", &c, &p, "t.py").unwrap_err(),
+            Rejection::DoesNotUseTarget {
+                name: "divide".into()
+            }
+        );
+        assert!(matches!(
+            check(
+                "import subprocess\ndef test_a():\n    subprocess.run(['x'])\n    divide(1,2)\n",
+                &c,
+                &p,
+                "t.py"
+            ),
+            Err(Rejection::Forbidden { .. })
+        ));
+        assert!(matches!(
+            check("def test_a(:\n", &c, &p, "t.py"),
+            Err(Rejection::Unparseable { .. })
+        ));
+        assert_eq!(
+            check("def test_a():\n    pass\n", &c, &p, "t.py").unwrap_err(),
+            Rejection::Placeholder
+        );
+    }
+
+    #[test]
+    fn file_names_are_safe() {
+        let (c, _) = ctx();
+        let n = file_name(&c.gap, 2);
+        assert_eq!(n, "test_gen_pkg_calc_divide_2.py");
+        assert!(crate::pipeline::exec::is_safe_file_name(&n));
+    }
+}

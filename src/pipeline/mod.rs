@@ -1,0 +1,764 @@
+//! Test generation that never runs generated code on the host.
+//!
+//! Stages, one module each, in the order a run goes through them:
+//!
+//! - [`detect`]: the Python root, framework, existing tests and fixtures (reads files only).
+//! - [`exec`]: every run of target or generated code is a cordon job on a host copy of the
+//!   repository; used by the baseline, validation and final runs.
+//! - baseline (here): the existing suite with branch coverage, in the sandbox.
+//! - [`coverage`]: Cobertura XML → per-file lines and arcs, by normalized relative path.
+//! - [`gaps`]: missing lines and branches → functions, methods, classes (tree-sitter, via
+//!   [`python`]).
+//! - [`llm`]: the OpenAI-compatible client: budgets, retries, truncation and runaway checks.
+//! - [`generate`]: small per-gap prompts; one code block out; static checks and repairs.
+//! - [`validate`]: runs, passes, passes again N times and alone, adds coverage.
+//! - [`classify`]: failing tests → test mistake / environment / likely code bug, rules first.
+//! - [`fix`]: bounded auto-fix of test mistakes.
+//! - [`report`]: JSON and Markdown, written on every path.
+
+pub mod classify;
+pub mod coverage;
+pub mod detect;
+pub mod exec;
+pub mod fix;
+pub mod gaps;
+pub mod generate;
+pub mod llm;
+pub mod python;
+pub mod report;
+pub mod validate;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+use self::classify::Class;
+use self::coverage::Coverage;
+use self::detect::Project;
+use self::exec::{ExecConfig, ExecError, Executor, PytestRun, WORKSPACE};
+use self::generate::{Candidate, Rejection};
+use self::llm::{Llm, LlmError};
+use self::report::{CandidateReport, DiscardedTest, Report, RunSummary, SuspectedBug};
+use self::validate::Status;
+
+/// What a `testgen` run is asked to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub repo: PathBuf,
+    /// Stop once combined line+branch coverage reaches this percentage.
+    pub target_coverage: f64,
+    pub max_iterations: u32,
+    /// How many gaps (functions/methods) each iteration works on.
+    pub gaps_per_iteration: u32,
+    /// Runs a test must pass (the first included).
+    pub repeats: u32,
+    /// Auto-fix attempts per failing test.
+    pub fix_attempts: u32,
+    /// Generation attempts per gap when an answer is rejected before running.
+    pub generation_attempts: u32,
+    pub exec: ExecConfig,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            repo: PathBuf::from("."),
+            target_coverage: 90.0,
+            max_iterations: 3,
+            gaps_per_iteration: 6,
+            repeats: 3,
+            fix_attempts: 2,
+            generation_attempts: 2,
+            exec: ExecConfig::default(),
+        }
+    }
+}
+
+/// A line of progress for whoever is watching (the CLI prints them).
+pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// The outcome of a run: the report, and the kept test files (name, content).
+pub struct Outcome {
+    pub report: Report,
+    pub kept: Vec<(String, String)>,
+}
+
+enum Stop {
+    Cancelled,
+    Fatal(String),
+}
+
+impl From<ExecError> for Stop {
+    fn from(e: ExecError) -> Stop {
+        match e {
+            ExecError::Cancelled => Stop::Cancelled,
+            e => Stop::Fatal(crate::runner::error_chain(&e)),
+        }
+    }
+}
+
+struct Run<'a> {
+    opts: &'a Options,
+    llm: &'a Llm,
+    cancel: CancellationToken,
+    progress: Progress,
+    report: Report,
+    kept: Vec<(String, String)>,
+    stage_started: BTreeMap<&'static str, u64>,
+}
+
+/// Runs the whole pipeline. Never fails: whatever happens, the report says how far it got.
+pub async fn run(
+    opts: &Options,
+    llm: &Llm,
+    cancel: CancellationToken,
+    progress: Progress,
+) -> Outcome {
+    let started = Instant::now();
+    let mut r = Run {
+        opts,
+        llm,
+        cancel,
+        progress,
+        report: Report {
+            cordon_version: env!("CARGO_PKG_VERSION").to_string(),
+            repo: opts.repo.display().to_string(),
+            started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            model: llm.config.model.clone(),
+            base_url: llm.config.base_url.clone(),
+            settings: report::Settings {
+                target_coverage: opts.target_coverage,
+                max_iterations: opts.max_iterations,
+                gaps_per_iteration: opts.gaps_per_iteration,
+                repeats: opts.repeats,
+                fix_attempts: opts.fix_attempts,
+                image: opts.exec.image.clone(),
+            },
+            ..Default::default()
+        },
+        kept: Vec::new(),
+        stage_started: BTreeMap::new(),
+    };
+    let mut exec_holder = None;
+    let result = r.go(&mut exec_holder).await;
+    match result {
+        Ok(status) => r.report.status = status,
+        Err(Stop::Cancelled) => {
+            r.report.status = "stopped".into();
+            r.say("stopped: the work so far is in the report; the repository is untouched");
+        }
+        Err(Stop::Fatal(e)) => {
+            r.report.status = "failed".into();
+            r.say(&format!("error: {e}"));
+            r.report.error = Some(e);
+        }
+    }
+    if let Some(exec) = &exec_holder {
+        r.report.sandbox_jobs = exec.jobs_run();
+    }
+    r.report.tokens = llm.usage();
+    r.report.duration_ms = started.elapsed().as_millis() as u64;
+    r.report.kept_files = r.kept.iter().map(|(n, _)| n.clone()).collect();
+    Outcome {
+        report: r.report,
+        kept: r.kept,
+    }
+}
+
+impl Run<'_> {
+    fn say(&self, s: &str) {
+        (self.progress)(s);
+    }
+
+    fn time(&mut self, stage: &'static str, since: Instant) {
+        *self.report.stages_ms.entry(stage.to_string()).or_default() +=
+            since.elapsed().as_millis() as u64;
+        let _ = &self.stage_started;
+    }
+
+    fn check_cancel(&self) -> Result<(), Stop> {
+        if self.cancel.is_cancelled() {
+            Err(Stop::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn go(&mut self, exec_holder: &mut Option<Executor>) -> Result<String, Stop> {
+        // 1. detect
+        let t = Instant::now();
+        self.say(&format!("detect: reading {}", self.opts.repo.display()));
+        let project = detect::detect(&self.opts.repo)
+            .map_err(|e| Stop::Fatal(crate::runner::error_chain(&e)))?;
+        self.report.project = Some(report::ProjectSummary {
+            python_root: project.python_root.clone(),
+            framework: format!("{:?}", project.framework).to_lowercase(),
+            source_files: project.sources.len(),
+            test_files: project.tests.len(),
+            external_imports: project.external_imports.clone(),
+        });
+        self.say(&format!(
+            "detect: {} source files (root `{}`), {} test files, framework {:?}{}",
+            project.sources.len(),
+            if project.python_root.is_empty() {
+                "."
+            } else {
+                &project.python_root
+            },
+            project.tests.len(),
+            project.framework,
+            if project.external_imports.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; imports not in the image unless bundled: {}",
+                    project.external_imports.join(", ")
+                )
+            }
+        ));
+        self.time("detect", t);
+
+        // 2. baseline
+        let t = Instant::now();
+        self.check_cancel()?;
+        let exec = Executor::new(
+            &self.opts.repo,
+            &project,
+            self.opts.exec.clone(),
+            self.cancel.clone(),
+        )
+        .await?;
+        let exec = exec_holder.insert(exec);
+        exec.set_generated(&[])?;
+        self.say("baseline: running the existing tests with branch coverage in the sandbox");
+        let base = exec
+            .run(
+                "baseline",
+                &[PytestRun {
+                    args: vec![],
+                    coverage: true,
+                    default_collection: false,
+                    cov_append: false,
+                }],
+            )
+            .await?;
+        let run = base.runs.first().cloned().unwrap_or_default();
+        let (summary, baseline_cov) = summarize(&run, &project);
+        let Some(baseline_cov) = baseline_cov else {
+            return Err(Stop::Fatal(format!(
+                "the baseline run produced no coverage report (pytest exit status {:?}): {}",
+                run.exit,
+                llm::clip(run.output.trim(), 600)
+            )));
+        };
+        self.say(&format!(
+            "baseline: {} tests ({} failing{}), coverage {:.1}% lines, {:.1}% branches",
+            summary.tests,
+            summary.failed,
+            if summary.failed > 0 {
+                ", quarantined"
+            } else {
+                ""
+            },
+            summary.coverage.line_percent(),
+            summary.coverage.branch_percent()
+        ));
+        self.report.baseline = Some(summary);
+        self.time("baseline", t);
+
+        // 3-8. iterate
+        let workspace = exec.workspace();
+        let mut current = baseline_cov.clone();
+        let mut tried: BTreeSet<String> = BTreeSet::new();
+        let mut status = "budget_spent".to_string();
+        let fixtures = project.fixture_names();
+        let _ = fixtures;
+        for it in 1..=self.opts.max_iterations {
+            self.check_cancel()?;
+            let pct = current.totals().combined_percent();
+            if pct >= self.opts.target_coverage {
+                status = "target_reached".into();
+                break;
+            }
+            let t = Instant::now();
+            let gaps: Vec<gaps::Gap> = gaps::find(&project, &workspace, &current)
+                .into_iter()
+                .filter(|g| !tried.contains(&g.key()))
+                .take(self.opts.gaps_per_iteration as usize)
+                .collect();
+            self.time("gaps", t);
+            if gaps.is_empty() {
+                status = "no_gaps_left".into();
+                break;
+            }
+            self.report.iterations = it;
+            self.say(&format!(
+                "iteration {it}/{}: coverage {:.1}% (target {:.0}%), {} gaps: {}",
+                self.opts.max_iterations,
+                pct,
+                self.opts.target_coverage,
+                gaps.len(),
+                gaps.iter().map(|g| g.key()).collect::<Vec<_>>().join(", ")
+            ));
+            for (i, gap) in gaps.iter().enumerate() {
+                self.check_cancel()?;
+                tried.insert(gap.key());
+                let n = self.report.candidates.len() as u32 + 1;
+                self.say(&format!("  [{}/{}] {}", i + 1, gaps.len(), gap.key()));
+                let (cr, kept) = self
+                    .one_gap(exec, &project, &workspace, gap, n, &current)
+                    .await?;
+                self.say(&format!(
+                    "        {}{}",
+                    cr.status,
+                    if cr.status == "kept" {
+                        format!(
+                            ": {} tests, +{} lines, +{} branches",
+                            cr.tests_kept, cr.gain_lines, cr.gain_branches
+                        )
+                    } else {
+                        format!(": {}", cr.reason)
+                    }
+                ));
+                if let Some((cand, cov)) = kept {
+                    current = current.union(&cov);
+                    self.kept.push((cand.file_name.clone(), cand.content()));
+                }
+                self.report.candidates.push(cr);
+            }
+        }
+        if status == "budget_spent"
+            && current.totals().combined_percent() >= self.opts.target_coverage
+        {
+            status = "target_reached".into();
+        }
+
+        // Final: the existing suite and the kept tests together.
+        self.check_cancel()?;
+        self.final_run(exec, &project, &current).await?;
+        Ok(status)
+    }
+
+    async fn final_run(
+        &mut self,
+        exec: &Executor,
+        project: &Project,
+        estimate: &Coverage,
+    ) -> Result<(), Stop> {
+        let t = Instant::now();
+        if self.kept.is_empty() {
+            self.report.after = self.report.baseline.clone();
+            return Ok(());
+        }
+        self.say(&format!(
+            "final: the existing suite plus {} kept file(s), together in the sandbox",
+            self.kept.len()
+        ));
+        exec.set_generated(&self.kept)?;
+        let files: Vec<String> = self
+            .kept
+            .iter()
+            .map(|(n, _)| format!("{}/cordon/{n}", exec::GENERATED_DIR))
+            .collect();
+        let job = exec
+            .run(
+                "final",
+                &[
+                    PytestRun {
+                        args: vec![],
+                        coverage: true,
+                        default_collection: false,
+                        cov_append: false,
+                    },
+                    PytestRun {
+                        args: files,
+                        coverage: true,
+                        default_collection: true,
+                        cov_append: true,
+                    },
+                ],
+            )
+            .await?;
+        let second = job.runs.get(1).cloned().unwrap_or_default();
+        let (mut summary, cov) = summarize(&second, project);
+        match cov {
+            Some(_) => {}
+            None => {
+                summary.coverage = estimate.totals();
+                self.say("final: no combined coverage report; the figure is the union of the runs");
+            }
+        }
+        if let Some(b) = &self.report.baseline {
+            summary.quarantined = b.quarantined.clone();
+        }
+        self.say(&format!(
+            "final: {} generated tests ran together, {} failed; coverage {:.1}% lines, {:.1}% branches",
+            summary.tests,
+            summary.failed,
+            summary.coverage.line_percent(),
+            summary.coverage.branch_percent()
+        ));
+        self.report.after = Some(summary);
+        self.time("final", t);
+        Ok(())
+    }
+
+    /// Generate → check → validate → classify → fix for one gap.
+    async fn one_gap(
+        &mut self,
+        exec: &Executor,
+        project: &Project,
+        workspace: &std::path::Path,
+        gap: &gaps::Gap,
+        n: u32,
+        current: &Coverage,
+    ) -> Result<(CandidateReport, Option<(Candidate, Coverage)>), Stop> {
+        let started = Instant::now();
+        let file_name = generate::file_name(gap, n);
+        let mut cr = CandidateReport {
+            target: gap.key(),
+            file: format!("{}/{file_name}", exec::GENERATED_DIR),
+            status: "rejected".into(),
+            ..Default::default()
+        };
+        let Some(ctx) = generate::context(project, workspace, gap) else {
+            cr.reason = "the source of the target could not be read".into();
+            return Ok((cr, None));
+        };
+
+        // Generate, with a second try when an answer is rejected before running.
+        let t = Instant::now();
+        let mut cand = None;
+        let mut last_reason = String::new();
+        for attempt in 0..self.opts.generation_attempts.max(1) {
+            let Some(mut messages) = (0..=3u8)
+                .map(|s| generate::prompt(&ctx, s))
+                .find(|m| self.llm.fits(m, self.llm.config.max_tokens).is_ok())
+            else {
+                let e = self
+                    .llm
+                    .fits(&generate::prompt(&ctx, 3), self.llm.config.max_tokens)
+                    .err();
+                last_reason = e.map(|e| e.to_string()).unwrap_or_default();
+                self.say(&format!(
+                    "        warning: {last_reason}; skipping this target"
+                ));
+                break;
+            };
+            if attempt > 0
+                && let Some(m) = messages.last_mut()
+            {
+                m.content.push_str(&format!(
+                    "\nYour previous answer was unusable: {last_reason}. Reply with one short ```python block, at most 3 tests."
+                ));
+            }
+            let temp = if attempt == 0 { 0.2 } else { 0.7 };
+            let reply = match self.chat(&messages, temp).await? {
+                Ok(r) => r,
+                Err(e) => {
+                    last_reason = e.to_string();
+                    continue;
+                }
+            };
+            let rejection = if reply.repetitive {
+                Some(Rejection::Repetitive)
+            } else if reply.truncated {
+                Some(Rejection::Truncated)
+            } else {
+                None
+            };
+            let checked = match rejection {
+                Some(r) => Err(r),
+                None => match generate::extract(&reply.content) {
+                    None => Err(Rejection::NoCode),
+                    Some(code) => generate::check(&code, &ctx, project, &file_name),
+                },
+            };
+            match checked {
+                Ok(c) => {
+                    cand = Some(c);
+                    break;
+                }
+                Err(r) => last_reason = r.to_string(),
+            }
+        }
+        self.time("generate", t);
+        let Some(mut cand) = cand else {
+            cr.reason = last_reason;
+            cr.time_ms = started.elapsed().as_millis() as u64;
+            return Ok((cr, None));
+        };
+        cr.tests_generated = cand.tests.len() as u32;
+        cr.repairs = cand.repairs.clone();
+        cr.status = "discarded".into();
+
+        // Validate; classify failures; fix test mistakes; repeat within the budget.
+        let mut history: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut fix_rounds = 0u32;
+        let mut pruned_once = false;
+        let verdict = loop {
+            self.check_cancel()?;
+            let t = Instant::now();
+            exec.set_generated(&[(cand.file_name.clone(), cand.content())])?;
+            let v =
+                validate::validate(exec, &cand, self.opts.repeats, true, &project.sources).await?;
+            self.time("validate", t);
+            if let Some(h) = &v.harness_error {
+                cr.reason = format!("harness error: {h}");
+                break None;
+            }
+            if v.all_stable() {
+                break Some(v);
+            }
+            let t = Instant::now();
+            let mut remove: Vec<String> = Vec::new();
+            let mut to_fix: Vec<(String, String)> = Vec::new();
+            for (node, o) in &v.tests {
+                match o.status {
+                    Status::Stable => {}
+                    Status::NotRun => {
+                        remove.push(node.clone());
+                        cr.discarded_tests.push(DiscardedTest {
+                            test: node.clone(),
+                            reason: "not collected".into(),
+                            classification: None,
+                        });
+                    }
+                    Status::Flaky => {
+                        remove.push(node.clone());
+                        cr.discarded_tests.push(DiscardedTest {
+                            test: node.clone(),
+                            reason: "flaky: passed once, failed on a repeat or alone".into(),
+                            classification: None,
+                        });
+                    }
+                    Status::Failed => {
+                        let case = o.case.clone().unwrap_or_else(|| exec::Case {
+                            node: node.clone(),
+                            classname: String::new(),
+                            name: node.clone(),
+                            status: exec::CaseStatus::Error,
+                            message: String::new(),
+                            text: String::new(),
+                        });
+                        let test_src = fix::test_source(&cand, node).unwrap_or_default();
+                        let c = match classify::by_rules(&case, o.end, project) {
+                            Some(c) => c,
+                            None => match self
+                                .with_cancel(classify::by_model(
+                                    self.llm,
+                                    &case,
+                                    &test_src,
+                                    &ctx.source,
+                                ))
+                                .await?
+                            {
+                                Ok(c) => c,
+                                Err(e) if e.is_fatal() => {
+                                    return Err(Stop::Fatal(crate::runner::error_chain(&e)));
+                                }
+                                Err(e) => classify::Classification {
+                                    class: Class::TestMistake,
+                                    by: "default".into(),
+                                    evidence: format!(
+                                        "{} (the model could not classify: {e})",
+                                        classify::error_line(&case)
+                                    ),
+                                },
+                            },
+                        };
+                        match c.class {
+                            Class::LikelyCodeBug => {
+                                remove.push(node.clone());
+                                self.report.suspected_bugs.push(SuspectedBug {
+                                    target: gap.key(),
+                                    test: node.clone(),
+                                    evidence: c.evidence.clone(),
+                                    by: c.by.clone(),
+                                    test_source: test_src,
+                                });
+                                cr.discarded_tests.push(DiscardedTest {
+                                    test: node.clone(),
+                                    reason: "likely code bug (reported, not fixed)".into(),
+                                    classification: Some(c),
+                                });
+                            }
+                            Class::Environment => {
+                                remove.push(node.clone());
+                                cr.discarded_tests.push(DiscardedTest {
+                                    test: node.clone(),
+                                    reason: "environment problem".into(),
+                                    classification: Some(c),
+                                });
+                            }
+                            Class::TestMistake => {
+                                let err = if case.text.is_empty() {
+                                    c.evidence.clone()
+                                } else {
+                                    fix::error_excerpt(&case.text, 30)
+                                };
+                                if fix_rounds < self.opts.fix_attempts && !node.contains("::") {
+                                    to_fix.push((node.clone(), err));
+                                } else {
+                                    remove.push(node.clone());
+                                    cr.discarded_tests.push(DiscardedTest {
+                                        test: node.clone(),
+                                        reason: format!(
+                                            "test mistake ({}), not fixed",
+                                            c.by.trim_start_matches("rule:")
+                                        ),
+                                        classification: Some(c),
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            self.time("classify", t);
+            if !to_fix.is_empty() {
+                let t = Instant::now();
+                fix_rounds += 1;
+                cr.fix_attempts = fix_rounds;
+                let mut next = cand.clone();
+                for (node, err) in &to_fix {
+                    let Some(src) = fix::test_source(&next, node) else {
+                        continue;
+                    };
+                    let h = history.entry(node.clone()).or_default();
+                    let messages = fix::prompt(&ctx, &src, err, h);
+                    let reply = match self
+                        .chat(&messages, fix::temperature(fix_rounds - 1))
+                        .await?
+                    {
+                        Ok(r) => r,
+                        Err(e) => {
+                            h.push(format!("no usable answer: {e}"));
+                            continue;
+                        }
+                    };
+                    let applied = match generate::extract(&reply.content) {
+                        None => Err("the answer had no code block".to_string()),
+                        Some(_) if reply.truncated => Err("the answer was cut off".to_string()),
+                        Some(code) => fix::apply(&next, node, &code, &ctx, project),
+                    };
+                    match applied {
+                        Ok(c) => {
+                            h.push(format!(
+                                "it failed with: {}",
+                                err.lines()
+                                    .rev()
+                                    .find(|l| l.starts_with("E "))
+                                    .unwrap_or(err.lines().last().unwrap_or(""))
+                            ));
+                            next = c;
+                        }
+                        Err(e) => h.push(e),
+                    }
+                }
+                match fix::without(&next, &remove) {
+                    Some(c) => cand = c,
+                    None => {
+                        cr.reason = "no test left after removing failing ones".into();
+                        break None;
+                    }
+                }
+                self.time("fix", t);
+                continue;
+            }
+            // Nothing to fix: drop what failed and validate what is left once more.
+            if pruned_once {
+                cr.reason = "the remaining tests did not pass consistently".into();
+                break None;
+            }
+            pruned_once = true;
+            match fix::without(&cand, &remove) {
+                Some(c) => cand = c,
+                None => {
+                    cr.reason = "no test passed".into();
+                    break None;
+                }
+            }
+        };
+        cr.time_ms = started.elapsed().as_millis() as u64;
+        let Some(v) = verdict else {
+            return Ok((cr, None));
+        };
+        let Some(cov) = v.coverage.map(|c| restrict(c, project)) else {
+            cr.reason = "the run produced no coverage report".into();
+            return Ok((cr, None));
+        };
+        let gain = cov.gain_over(current);
+        cr.tests_kept = cand.tests.len() as u32;
+        cr.gain_lines = gain.lines;
+        cr.gain_branches = gain.branches;
+        cr.repairs = cand.repairs.clone();
+        if gain.is_empty() {
+            cr.reason = "passes, but covers nothing new".into();
+            return Ok((cr, None));
+        }
+        cr.status = "kept".into();
+        cr.reason = String::new();
+        Ok((cr, Some((cand, cov))))
+    }
+
+    /// A chat call that stops on Ctrl-C and ends the run if the endpoint is gone.
+    async fn chat(
+        &self,
+        messages: &[llm::Message],
+        temperature: f32,
+    ) -> Result<Result<llm::Reply, LlmError>, Stop> {
+        match self
+            .with_cancel(self.llm.chat(messages, temperature, None))
+            .await?
+        {
+            Err(e) if e.is_fatal() => Err(Stop::Fatal(crate::runner::error_chain(&e))),
+            r => Ok(r),
+        }
+    }
+
+    async fn with_cancel<T>(&self, f: impl Future<Output = T>) -> Result<T, Stop> {
+        tokio::select! {
+            r = f => Ok(r),
+            _ = self.cancel.cancelled() => Err(Stop::Cancelled),
+        }
+    }
+}
+
+/// Keeps only the project's source files.
+fn restrict(mut c: Coverage, project: &Project) -> Coverage {
+    c.files.retain(|p, _| project.sources.contains(p));
+    c
+}
+
+/// Test counts and coverage of one pytest run.
+fn summarize(run: &exec::RunArtifacts, project: &Project) -> (RunSummary, Option<Coverage>) {
+    let mut s = RunSummary::default();
+    if let Some(cases) = run.junit.as_deref().and_then(exec::junit_cases) {
+        for c in &cases {
+            s.tests += 1;
+            match c.status {
+                exec::CaseStatus::Passed => s.passed += 1,
+                exec::CaseStatus::Failed | exec::CaseStatus::Error => {
+                    s.failed += 1;
+                    if s.quarantined.len() < 200 {
+                        s.quarantined.push(format!("{}::{}", c.classname, c.name));
+                    }
+                }
+                exec::CaseStatus::Skipped => {}
+            }
+        }
+    }
+    let cov = run
+        .coverage
+        .as_deref()
+        .and_then(|x| coverage::parse_for(x, WORKSPACE, &project.sources).ok())
+        .map(|c| restrict(c, project));
+    if let Some(c) = &cov {
+        s.coverage = c.totals();
+    }
+    (s, cov)
+}

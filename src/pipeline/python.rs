@@ -1,0 +1,466 @@
+//! Python source, parsed on the host with tree-sitter — parsing is not executing: nothing here
+//! imports or runs the code it reads. The language seam: another language gets its own
+//! module with the same shape (units with line ranges, top-level names, test functions).
+
+use std::collections::BTreeSet;
+use std::ops::Range;
+
+use tree_sitter::{Node, Parser, Tree};
+
+/// A parsed Python file.
+pub struct Parsed {
+    pub src: String,
+    tree: Tree,
+}
+
+/// What kind of definition a unit is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnitKind {
+    Function,
+    Method,
+    Class,
+    Module,
+}
+
+/// A function, method or class with its place in the file (1-based, inclusive lines).
+#[derive(Debug, Clone)]
+pub struct Unit {
+    pub qualname: String,
+    pub kind: UnitKind,
+    pub start_line: u32,
+    pub end_line: u32,
+    /// Byte range of the whole definition, decorators included.
+    pub bytes: Range<usize>,
+    /// The enclosing class's qualname, for methods.
+    pub class: Option<String>,
+    /// Decorator names, e.g. `pytest.fixture`, `staticmethod`.
+    pub decorators: Vec<String>,
+}
+
+/// A top-level name the module defines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopLevel {
+    pub name: String,
+    pub kind: UnitKind,
+    pub bytes: Range<usize>,
+}
+
+/// A test function pytest would collect: `test_x` or `TestClass::test_x`.
+#[derive(Debug, Clone)]
+pub struct TestFn {
+    pub node_id: String,
+    pub name: String,
+    pub bytes: Range<usize>,
+    /// The body is only `pass`, `...` or a docstring.
+    pub placeholder: bool,
+}
+
+fn parser() -> Parser {
+    let mut p = Parser::new();
+    p.set_language(&tree_sitter_python::LANGUAGE.into())
+        .expect("the bundled tree-sitter-python grammar matches the tree-sitter version");
+    p
+}
+
+/// Parses Python source; `None` only if tree-sitter gives up entirely (it normally returns a
+/// tree with error nodes instead — see [`Parsed::first_error_line`]).
+pub fn parse(src: &str) -> Option<Parsed> {
+    let tree = parser().parse(src, None)?;
+    Some(Parsed {
+        src: src.to_string(),
+        tree,
+    })
+}
+
+fn text<'a>(n: Node<'_>, src: &'a str) -> &'a str {
+    &src[n.byte_range()]
+}
+
+fn line(row: usize) -> u32 {
+    row as u32 + 1
+}
+
+fn named_children(n: Node<'_>) -> Vec<Node<'_>> {
+    let mut c = n.walk();
+    n.named_children(&mut c).collect()
+}
+
+/// The definition inside a `decorated_definition`, with its decorators' names.
+fn undecorate<'t>(n: Node<'t>, src: &str) -> (Node<'t>, Vec<String>) {
+    if n.kind() == "decorated_definition" {
+        let decorators = named_children(n)
+            .into_iter()
+            .filter(|c| c.kind() == "decorator")
+            .map(|d| {
+                let t = text(d, src).trim_start_matches('@').trim();
+                t.split('(').next().unwrap_or(t).trim().to_string()
+            })
+            .collect();
+        match n.child_by_field_name("definition") {
+            Some(def) => (def, decorators),
+            None => (n, decorators),
+        }
+    } else {
+        (n, Vec::new())
+    }
+}
+
+impl Parsed {
+    fn root(&self) -> Node<'_> {
+        self.tree.root_node()
+    }
+
+    /// The first line (1-based) with a syntax error or a missing token, if any.
+    pub fn first_error_line(&self) -> Option<u32> {
+        fn find(n: Node<'_>) -> Option<u32> {
+            if n.is_error() || n.is_missing() {
+                return Some(line(n.start_position().row));
+            }
+            if !n.has_error() {
+                return None;
+            }
+            let mut c = n.walk();
+            let kids: Vec<Node<'_>> = n.children(&mut c).collect();
+            kids.into_iter().find_map(find)
+        }
+        if self.root().has_error() {
+            find(self.root()).or(Some(1))
+        } else {
+            None
+        }
+    }
+
+    /// Functions, methods and classes, outermost first, at any depth of classes (functions
+    /// nested in functions belong to their outer function).
+    pub fn units(&self) -> Vec<Unit> {
+        let mut out = Vec::new();
+        self.collect_units(self.root(), None, &mut out);
+        out
+    }
+
+    fn collect_units(&self, parent: Node<'_>, class: Option<&str>, out: &mut Vec<Unit>) {
+        let block = if parent.kind() == "module" {
+            Some(parent)
+        } else {
+            parent.child_by_field_name("body")
+        };
+        let Some(block) = block else { return };
+        for child in named_children(block) {
+            let (def, decorators) = undecorate(child, &self.src);
+            let Some(name) = def.child_by_field_name("name") else {
+                continue;
+            };
+            let name = text(name, &self.src);
+            let qualname = match class {
+                Some(c) => format!("{c}.{name}"),
+                None => name.to_string(),
+            };
+            let kind = match def.kind() {
+                "function_definition" if class.is_some() => UnitKind::Method,
+                "function_definition" => UnitKind::Function,
+                "class_definition" => UnitKind::Class,
+                _ => continue,
+            };
+            out.push(Unit {
+                qualname: qualname.clone(),
+                kind,
+                start_line: line(child.start_position().row),
+                end_line: line(child.end_position().row),
+                bytes: child.byte_range(),
+                class: class.map(str::to_string),
+                decorators,
+            });
+            if kind == UnitKind::Class {
+                self.collect_units(def, Some(&qualname), out);
+            }
+        }
+    }
+
+    /// Names bound at the top level: functions, classes, simple assignments, imports.
+    pub fn top_level(&self) -> Vec<TopLevel> {
+        let mut out = Vec::new();
+        for child in named_children(self.root()) {
+            let (def, _) = undecorate(child, &self.src);
+            match def.kind() {
+                "function_definition" | "class_definition" => {
+                    if let Some(n) = def.child_by_field_name("name") {
+                        out.push(TopLevel {
+                            name: text(n, &self.src).to_string(),
+                            kind: if def.kind() == "class_definition" {
+                                UnitKind::Class
+                            } else {
+                                UnitKind::Function
+                            },
+                            bytes: child.byte_range(),
+                        });
+                    }
+                }
+                "expression_statement" => {
+                    for e in named_children(def) {
+                        if e.kind() == "assignment"
+                            && let Some(l) = e.child_by_field_name("left")
+                            && l.kind() == "identifier"
+                        {
+                            out.push(TopLevel {
+                                name: text(l, &self.src).to_string(),
+                                kind: UnitKind::Module,
+                                bytes: child.byte_range(),
+                            });
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Top-level import statements, as written.
+    pub fn imports(&self) -> Vec<String> {
+        named_children(self.root())
+            .into_iter()
+            .filter(|n| {
+                matches!(
+                    n.kind(),
+                    "import_statement" | "import_from_statement" | "future_import_statement"
+                )
+            })
+            .map(|n| text(n, &self.src).to_string())
+            .collect()
+    }
+
+    /// `from X import ...` statements anywhere: (byte range of the module name, module name).
+    pub fn from_import_modules(&self) -> Vec<(Range<usize>, String)> {
+        let mut out = Vec::new();
+        self.walk(|n| {
+            if n.kind() == "import_from_statement"
+                && let Some(m) = n.child_by_field_name("module_name")
+            {
+                out.push((m.byte_range(), text(m, &self.src).to_string()));
+            }
+        });
+        out
+    }
+
+    /// Every module named by `import X` / `from X import`, anywhere in the file.
+    pub fn imported_modules(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        self.walk(|n| match n.kind() {
+            "import_from_statement" => {
+                if let Some(m) = n.child_by_field_name("module_name") {
+                    out.insert(text(m, &self.src).to_string());
+                }
+            }
+            "import_statement" => {
+                for c in named_children(n) {
+                    let m = match c.kind() {
+                        "aliased_import" => c.child_by_field_name("name"),
+                        "dotted_name" => Some(c),
+                        _ => None,
+                    };
+                    if let Some(m) = m {
+                        out.insert(text(m, &self.src).to_string());
+                    }
+                }
+            }
+            _ => {}
+        });
+        out
+    }
+
+    /// Every identifier and attribute-access text (`os.system`) in the file.
+    pub fn names(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        self.walk(|n| {
+            if n.kind() == "identifier" || n.kind() == "attribute" {
+                out.insert(text(n, &self.src).to_string());
+            }
+        });
+        out
+    }
+
+    /// Identifiers used inside the given byte range.
+    pub fn identifiers_in(&self, range: Range<usize>) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        self.walk(|n| {
+            if n.kind() == "identifier"
+                && n.start_byte() >= range.start
+                && n.end_byte() <= range.end
+            {
+                out.insert(text(n, &self.src).to_string());
+            }
+        });
+        out
+    }
+
+    fn walk(&self, mut f: impl FnMut(Node<'_>)) {
+        let mut stack = vec![self.root()];
+        while let Some(n) = stack.pop() {
+            f(n);
+            let mut c = n.walk();
+            let kids: Vec<Node<'_>> = n.children(&mut c).collect();
+            stack.extend(kids.into_iter().rev());
+        }
+    }
+
+    /// Test functions pytest collects by its default rules.
+    pub fn test_functions(&self) -> Vec<TestFn> {
+        let mut out = Vec::new();
+        for child in named_children(self.root()) {
+            let (def, _) = undecorate(child, &self.src);
+            let Some(name) = def.child_by_field_name("name").map(|n| text(n, &self.src)) else {
+                continue;
+            };
+            if def.kind() == "function_definition" && name.starts_with("test") {
+                out.push(self.test_fn(name.to_string(), name, child, def));
+            } else if def.kind() == "class_definition"
+                && name.starts_with("Test")
+                && let Some(body) = def.child_by_field_name("body")
+            {
+                for m in named_children(body) {
+                    let (mdef, _) = undecorate(m, &self.src);
+                    if mdef.kind() != "function_definition" {
+                        continue;
+                    }
+                    if let Some(mname) =
+                        mdef.child_by_field_name("name").map(|n| text(n, &self.src))
+                        && mname.starts_with("test")
+                    {
+                        out.push(self.test_fn(format!("{name}::{mname}"), mname, m, mdef));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn test_fn(&self, node_id: String, name: &str, outer: Node<'_>, def: Node<'_>) -> TestFn {
+        let placeholder = def
+            .child_by_field_name("body")
+            .map(|b| {
+                named_children(b).iter().all(|s| {
+                    let t = text(*s, &self.src).trim();
+                    t == "pass"
+                        || t == "..."
+                        || (s.kind() == "expression_statement"
+                            && (t.starts_with('"') || t.starts_with('\'')))
+                        || s.kind() == "comment"
+                })
+            })
+            .unwrap_or(true);
+        TestFn {
+            node_id,
+            name: name.to_string(),
+            bytes: outer.byte_range(),
+            placeholder,
+        }
+    }
+
+    /// Names of functions decorated as pytest fixtures.
+    pub fn fixtures(&self) -> Vec<String> {
+        self.units()
+            .into_iter()
+            .filter(|u| u.decorators.iter().any(|d| d.ends_with("fixture")))
+            .map(|u| {
+                u.qualname
+                    .rsplit('.')
+                    .next()
+                    .unwrap_or(&u.qualname)
+                    .to_string()
+            })
+            .collect()
+    }
+
+    /// The docstring-and-signature header of a unit: its source up to the end of the
+    /// signature line(s).
+    pub fn signature(&self, unit: &Unit) -> String {
+        let src = &self.src[unit.bytes.clone()];
+        match src.find(":\n") {
+            Some(i) => src[..=i].to_string(),
+            None => src.lines().next().unwrap_or("").to_string(),
+        }
+    }
+}
+
+/// Removes byte ranges (sorted or not, non-overlapping) from `src`, with the line each ends on.
+pub fn remove_ranges(src: &str, ranges: &[Range<usize>]) -> String {
+    let mut rs: Vec<Range<usize>> = ranges.to_vec();
+    rs.sort_by_key(|r| r.start);
+    let mut out = String::with_capacity(src.len());
+    let mut at = 0;
+    for r in rs {
+        if r.start < at {
+            continue;
+        }
+        out.push_str(&src[at..r.start]);
+        at = r.end;
+        // Drop the newline after the definition too.
+        if src[at..].starts_with('\n') {
+            at += 1;
+        }
+    }
+    out.push_str(&src[at..]);
+    out
+}
+
+/// A valid Python identifier (ASCII only: what cordon puts on a command line).
+pub fn is_identifier(s: &str) -> bool {
+    let mut cs = s.chars();
+    matches!(cs.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && cs.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SRC: &str = "import os\nfrom a.b import c\n\nX = 1\n\ndef f(x):\n    return x\n\n@dec\nclass K:\n    def m(self):\n        if self:\n            return 1\n        return 2\n\n    class Inner:\n        def g(self):\n            pass\n";
+
+    #[test]
+    fn units_and_top_level() {
+        let p = parse(SRC).expect("parses");
+        assert_eq!(p.first_error_line(), None);
+        let units: Vec<(String, UnitKind, u32, u32)> = p
+            .units()
+            .into_iter()
+            .map(|u| (u.qualname, u.kind, u.start_line, u.end_line))
+            .collect();
+        assert_eq!(
+            units,
+            vec![
+                ("f".into(), UnitKind::Function, 6, 7),
+                ("K".into(), UnitKind::Class, 9, 18),
+                ("K.m".into(), UnitKind::Method, 11, 14),
+                ("K.Inner".into(), UnitKind::Class, 16, 18),
+                ("K.Inner.g".into(), UnitKind::Method, 17, 18),
+            ]
+        );
+        let names: Vec<String> = p.top_level().into_iter().map(|t| t.name).collect();
+        assert_eq!(names, vec!["X", "f", "K"]);
+        assert_eq!(p.imports(), vec!["import os", "from a.b import c"]);
+        assert!(p.imported_modules().contains("a.b"));
+    }
+
+    #[test]
+    fn tests_fixtures_and_errors() {
+        let src = "import pytest\n@pytest.fixture\ndef db():\n    return 1\n\ndef test_a(db):\n    assert db\n\ndef test_b():\n    pass\n\nclass TestK:\n    def test_c(self):\n        assert 1\n";
+        let p = parse(src).expect("parses");
+        let t: Vec<(String, bool)> = p
+            .test_functions()
+            .into_iter()
+            .map(|t| (t.node_id, t.placeholder))
+            .collect();
+        assert_eq!(
+            t,
+            vec![
+                ("test_a".into(), false),
+                ("test_b".into(), true),
+                ("TestK::test_c".into(), false)
+            ]
+        );
+        assert_eq!(p.fixtures(), vec!["db"]);
+        let bad = parse("def f(:\n  pass\n").expect("tree");
+        assert_eq!(bad.first_error_line(), Some(1));
+    }
+}

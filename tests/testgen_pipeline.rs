@@ -1,0 +1,234 @@
+//! The whole test-generation pipeline against the real sandbox and a scripted model, on a
+//! tiny repository made here: deterministic imports, shadowing repairs, classification and a
+//! fix, a malformed answer, and the proof that generated code never runs on the host.
+
+mod testgen_support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use cordon::pipeline::llm::Llm;
+use cordon::pipeline::{self, Options};
+use testgen_support::{Answer, last_user, llm_config, start};
+use tokio_util::sync::CancellationToken;
+
+const CALC: &str = r#"def add(a, b):
+    return a + b
+
+
+def divide(a, b):
+    if b == 0:
+        raise ZeroDivisionError("b must not be zero")
+    return a / b
+
+
+def clamp(x, lo, hi):
+    if x < lo:
+        return lo
+    if x > hi:
+        return hi
+    return x
+
+
+def parity(n):
+    if n % 2 == 0:
+        return "even"
+    return "odd"
+"#;
+
+fn make_repo(dir: &Path) {
+    std::fs::create_dir_all(dir.join("tests")).expect("mkdir");
+    std::fs::write(dir.join("calc.py"), CALC).expect("write");
+    std::fs::write(
+        dir.join("tests/test_calc.py"),
+        "from calc import add\n\n\ndef test_add():\n    assert add(1, 2) == 3\n",
+    )
+    .expect("write");
+}
+
+fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            (
+                e.path()
+                    .strip_prefix(dir)
+                    .expect("under")
+                    .display()
+                    .to_string(),
+                std::fs::read(e.path()).expect("read"),
+            )
+        })
+        .collect()
+}
+
+fn opts(repo: &Path) -> Options {
+    Options {
+        repo: repo.to_path_buf(),
+        target_coverage: 100.0,
+        max_iterations: 1,
+        gaps_per_iteration: 3,
+        repeats: 3,
+        fix_attempts: 2,
+        ..Options::default()
+    }
+}
+
+fn quiet() -> pipeline::Progress {
+    Arc::new(|l: &str| eprintln!("{l}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_tests_are_checked_fixed_kept_and_never_run_on_the_host() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    make_repo(&repo);
+    let before = snapshot(&repo);
+    // A generated test that tries to leave a mark on the host.
+    let marker = tmp.path().join("host-marker").join("ran-on-the-host");
+    let marker_s = marker.display().to_string();
+
+    let script = move |_n: usize, req: &serde_json::Value| -> Answer {
+        let u = last_user(req);
+        if u.contains("VERDICT") {
+            return Answer::chat("VERDICT: TEST_MISTAKE\nREASON: clamp returns hi when x > hi");
+        }
+        if u.contains("This pytest test for `clamp`") {
+            assert!(
+                u.contains("assert 3 == 5"),
+                "the fix prompt carries the error: {u}"
+            );
+            return Answer::chat(
+                "```python\ndef test_clamp_high():\n    assert clamp(5, 0, 3) == 3\n```",
+            );
+        }
+        if u.contains("for the function `divide`") {
+            // No import of `divide` at all (the NameError case); writes a host marker.
+            return Answer::chat(&format!(
+                "Sure!\n```python\nimport os\n\nMARKER = {marker_s:?}\n\n\ndef test_divide():\n    try:\n        os.makedirs(os.path.dirname(MARKER), exist_ok=True)\n        with open(MARKER, 'w') as f:\n            f.write('generated code ran here')\n    except OSError:\n        pass\n    assert divide(6, 3) == 2\n    with pytest.raises(ZeroDivisionError):\n        divide(1, 0)\n```\n"
+            ));
+        }
+        if u.contains("for the function `clamp`") {
+            return Answer::chat(
+                "```python\nfrom calc import clamp\n\ndef test_clamp_low():\n    assert clamp(-1, 0, 3) == 0\n\ndef test_clamp_high():\n    assert clamp(5, 0, 3) == 5\n\ndef test_clamp_mid():\n    assert clamp(2, 0, 3) == 2\n```",
+            );
+        }
+        if u.contains("for the function `parity`") {
+            if u.contains("previous answer was unusable") {
+                // Redefines the function under test: cordon strips the copy.
+                return Answer::chat(
+                    "```python\ndef parity(n):\n    return 'even'\n\ndef test_parity():\n    assert parity(2) == 'even'\n    assert parity(3) == 'odd'\n```",
+                );
+            }
+            return Answer::chat("I am sorry, I cannot write tests for this function.");
+        }
+        Answer::status(500, "unexpected request")
+    };
+    let s = start(Box::new(script)).await;
+    let llm = Llm::new(llm_config(&s.base_url)).expect("client");
+    let out = pipeline::run(&opts(&repo), &llm, CancellationToken::new(), quiet()).await;
+    let r = &out.report;
+    eprintln!("{}", r.markdown());
+
+    assert!(
+        !marker.exists(),
+        "generated code ran on the host: {}",
+        marker.display()
+    );
+    assert!(!marker.parent().expect("parent").exists());
+    assert_eq!(snapshot(&repo), before, "the repository was changed");
+    assert_eq!(r.error, None);
+    assert!(
+        matches!(r.status.as_str(), "target_reached" | "budget_spent"),
+        "{}",
+        r.status
+    );
+
+    let by_target: BTreeMap<&str, &cordon::pipeline::report::CandidateReport> = r
+        .candidates
+        .iter()
+        .map(|c| (c.target.as_str(), c))
+        .collect();
+    let clamp = by_target["calc.py::clamp"];
+    assert_eq!(clamp.status, "kept", "{clamp:?}");
+    assert_eq!(clamp.fix_attempts, 1);
+    assert_eq!(clamp.tests_kept, 3);
+    let divide = by_target["calc.py::divide"];
+    assert_eq!(divide.status, "kept", "{divide:?}");
+    let parity = by_target["calc.py::parity"];
+    assert_eq!(parity.status, "kept", "{parity:?}");
+    assert!(
+        parity.repairs.iter().any(|x| x.contains("shadowed")),
+        "{:?}",
+        parity.repairs
+    );
+
+    let base = r.baseline.as_ref().expect("baseline").coverage;
+    let after = r.after.as_ref().expect("after").coverage;
+    assert!(base.lines_covered < after.lines_covered);
+    assert_eq!(
+        after.lines_covered, after.lines,
+        "every line covered: {after:?}"
+    );
+    assert_eq!(after.branches_covered, after.branches);
+    assert_eq!(r.after.as_ref().expect("after").failed, 0);
+    assert_eq!(out.kept.len(), 3);
+    // The deterministic import made the NameError-shaped answer work.
+    let divide_file = &out
+        .kept
+        .iter()
+        .find(|(n, _)| n.contains("divide"))
+        .expect("kept")
+        .1;
+    assert!(
+        divide_file.contains("from calc import divide"),
+        "{divide_file}"
+    );
+    assert!(r.tokens.requests >= 6);
+    for req in s.requests() {
+        assert!(
+            req["max_tokens"].as_u64().is_some(),
+            "max_tokens always set"
+        );
+    }
+
+    // The report is written on disk in both forms.
+    let dir = tmp.path().join("report");
+    r.write(&dir, &out.kept).expect("write report");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("report.json")).expect("json"))
+            .expect("parses");
+    assert_eq!(json["candidates"].as_array().map(Vec::len), Some(3));
+    assert!(
+        std::fs::read_to_string(dir.join("report.md"))
+            .expect("md")
+            .contains("| delta |")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_model_endpoint_stops_the_run_with_a_report() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    make_repo(&repo);
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let llm = Llm::new(llm_config(&format!("http://127.0.0.1:{port}/v1"))).expect("client");
+    let out = pipeline::run(&opts(&repo), &llm, CancellationToken::new(), quiet()).await;
+    let r = &out.report;
+    assert_eq!(r.status, "failed");
+    assert!(
+        r.error.as_deref().unwrap_or("").contains("did not answer"),
+        "{:?}",
+        r.error
+    );
+    // The work done so far is there: the baseline ran in the sandbox.
+    let b = r.baseline.as_ref().expect("baseline recorded");
+    assert_eq!((b.tests, b.passed), (1, 1));
+    assert!(b.coverage.lines > 0 && b.coverage.lines_covered < b.coverage.lines);
+}
