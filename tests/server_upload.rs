@@ -168,6 +168,14 @@ async fn hostile_and_malformed_submissions_are_refused_cleanly() {
         .collect();
     let (code, v) = c.submit(&ok_spec, Some(big)).await;
     assert_eq!(code, 413, "oversized upload: {v}");
+    assert_eq!(v["error"]["kind"], "too_large", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .expect("msg")
+            .contains("max_upload"),
+        "{v}"
+    );
     for (what, spec_text, needle) in [
         (
             "unknown field",

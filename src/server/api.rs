@@ -167,6 +167,30 @@ async fn openapi() -> Response {
 /// `workspace` part (tar.gz); or just the spec as an `application/json` / `application/yaml`
 /// body.
 async fn submit(State(app): State<App>, req: Request) -> Response {
+    let limit = app.svc.config().max_upload.bytes();
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared
+        && len > limit
+    {
+        // Read (and drop) what the client is sending before answering, within reason: a
+        // client still writing when the connection closes never sees the 413.
+        if len <= limit.saturating_mul(4) {
+            let mut body = req.into_body().into_data_stream();
+            while let Some(Ok(_)) = body.next().await {}
+        }
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "the request body is {len} bytes, over the service's max_upload of {}",
+                app.svc.config().max_upload
+            ),
+        );
+    }
     let ctype = req
         .headers()
         .get(header::CONTENT_TYPE)
