@@ -696,6 +696,13 @@ impl Sandbox for DockerSandbox {
         labels: HashMap<String, String>,
     ) -> Result<String, SandboxError> {
         let (repo, tag) = reference.rsplit_once(':').unwrap_or((reference, "latest"));
+        // The engine copies the container's labels into the image unless they are given:
+        // blank cordon's own, or every container made from the image would look like a
+        // leftover sandbox to the reaper.
+        let mut labels = labels;
+        for key in [labels::MANAGED, labels::JOB, labels::STEP, labels::OWNER] {
+            labels.entry(key.to_string()).or_default();
+        }
         let inspect = api(
             "inspecting the prepared container",
             self.docker
@@ -718,7 +725,8 @@ impl Sandbox for DockerSandbox {
                     .filter(|c| !c.is_empty())
                     .unwrap_or_else(|| vec!["sh".into()]),
             ),
-            entrypoint: base_cfg.entrypoint.clone(),
+            // Never `None`: the engine would fill it in from the container (the gate).
+            entrypoint: Some(base_cfg.entrypoint.clone().unwrap_or_default()),
             env: base_cfg.env.clone(),
             user: base_cfg.user.clone(),
             working_dir: base_cfg.working_dir.clone(),
