@@ -112,6 +112,8 @@ async fn kill_9_then_restart_reaps_reports_and_resumes() {
     assert!(!containers_of(&lost).is_empty(), "no container");
     srv.kill9();
     drop(srv);
+    // As if it had died between unpacking an upload and storing the job.
+    std::fs::create_dir_all(data.join("jobs/job-orphan000000/workspace")).expect("orphan");
 
     let srv = start(&data, "concurrency: 1\n");
     let c = srv.client();

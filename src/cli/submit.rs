@@ -173,6 +173,12 @@ async fn submit_inner(args: &SubmitArgs) -> Result<u8, Failure> {
         None => None,
     };
 
+    if !args.server.starts_with("http://") {
+        return Err(invalid(format!(
+            "--server {}: this cordon speaks plain http:// to the service; reach an https endpoint through a local TLS proxy (or tunnel) and give its http:// address",
+            args.server
+        )));
+    }
     let client = Client {
         http: reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))

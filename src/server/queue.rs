@@ -172,6 +172,17 @@ impl Service {
             Ok(n) => info!("removed {n} leftover container(s)/volume(s)"),
             Err(e) => warn!(error = %error_chain(&e), "could not look for leftovers"),
         }
+        // Directories of submissions that never made it into the store (a crash between
+        // unpacking and committing) belong to nobody.
+        if let Ok(dir) = std::fs::read_dir(&s.jobs_dir) {
+            for entry in dir.filter_map(Result::ok) {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if s.store.get(&name)?.is_none() {
+                    warn!(dir = %entry.path().display(), "removing the files of a submission that was never stored");
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
         let queued = s.store.in_state(JobState::Queued)?;
         if !queued.is_empty() {
             info!(jobs = queued.len(), "resuming queued jobs");
