@@ -287,7 +287,20 @@ async fn hostile_and_malformed_submissions_are_refused_cleanly() {
         "{metrics}"
     );
 
-    // The accepted forms: a path under a root, and a plain upload.
+    // The accepted forms: a JSON spec alone, a path under a root, and a plain upload.
+    let r = c
+        .req(reqwest::Method::POST, "/v1/jobs")
+        .header("content-type", "application/json")
+        .body(format!(
+            "{{\"image\": \"{IMAGE}\", \"steps\": [{{\"name\": \"j\", \"run\": \"echo json\"}}]}}"
+        ))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 202);
+    let v: Value = r.json().await.expect("json");
+    let evs = c.events(v["id"].as_str().expect("id"), 0).await;
+    assert_eq!(evs.last().expect("events")["result"]["outcome"], "passed");
     let under_root = spec_at("cat ok.txt", &format!("{}/repo", root.display()));
     let id = c.submit_ok(&under_root, None).await;
     let evs = c.events(&id, 0).await;
