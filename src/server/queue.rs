@@ -521,7 +521,9 @@ impl Service {
         info!(running = running(), "draining: waiting for running jobs");
         let deadline = tokio::time::Instant::now() + grace;
         while running() > 0 && tokio::time::Instant::now() < deadline {
-            let _ = tokio::time::timeout_at(deadline, s.idle.notified()).await;
+            // `notify_waiters` keeps no permit: poll too, so a job ending between the check
+            // and the wait does not hold the shutdown up for the whole grace period.
+            let _ = tokio::time::timeout(Duration::from_millis(200), s.idle.notified()).await;
         }
         if running() > 0 {
             warn!(
