@@ -1,7 +1,8 @@
 //! The durable job store: one SQLite file holding every job, its events and its result.
 //!
-//! Write-ahead logging with `synchronous = NORMAL`: a committed submission or event survives
-//! the process dying (`kill -9`); an operating-system crash may lose the last moments.
+//! Write-ahead logging with `synchronous = NORMAL`: a committed event survives the process
+//! dying (`kill -9`); an operating-system crash may lose the last moments of a running job's
+//! stream. Submissions are synced before they are acknowledged (see [`Store::insert`]).
 //! Calls are short and synchronous, made under one mutex.
 
 use std::path::Path;
@@ -110,13 +111,19 @@ impl Store {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Records a submission. This one commit is synced to disk (`synchronous = FULL`) before
+    /// it returns: a client told `202` keeps its job even through a power loss.
     pub fn insert(&self, id: &str, spec: &str, now_ms: i64) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "INSERT INTO jobs (id, state, spec, submitted_ms) VALUES (?1, 'queued', ?2, ?3)",
-                params![id, spec, now_ms],
-            )
+        let conn = self.conn();
+        conn.execute_batch("PRAGMA synchronous = FULL")
             .map_err(ctx("recording a submission"))?;
+        let r = conn.execute(
+            "INSERT INTO jobs (id, state, spec, submitted_ms) VALUES (?1, 'queued', ?2, ?3)",
+            params![id, spec, now_ms],
+        );
+        conn.execute_batch("PRAGMA synchronous = NORMAL")
+            .map_err(ctx("recording a submission"))?;
+        r.map_err(ctx("recording a submission"))?;
         Ok(())
     }
 
