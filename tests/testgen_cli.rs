@@ -45,7 +45,10 @@ async fn write_copies_kept_tests_into_the_repository() {
     let s = start(Box::new(|_, req| {
         let u = last_user(req);
         if u.contains("`area`") {
-            Answer::chat("```python\nimport pytest\nfrom shapes import area\n\ndef test_area():\n    assert area(2, 3) == 6\n\ndef test_negative():\n    with pytest.raises(ValueError):\n        area(-1, 2)\n```")
+            Answer::chat(
+                // The last test proves the API key given to cordon never entered the sandbox.
+                "```python\nimport os\nimport pytest\nfrom shapes import area\n\ndef test_area():\n    assert area(2, 3) == 6\n\ndef test_negative():\n    with pytest.raises(ValueError):\n        area(-1, 2)\n\ndef test_no_key_here():\n    assert area(1, 1) == 1\n    assert 'OPENAI_API_KEY' not in os.environ\n    assert not any('never-in-a-container' in v for v in os.environ.values())\n```",
+            )
         } else {
             Answer::status(500, "unexpected")
         }
@@ -95,6 +98,8 @@ async fn write_copies_kept_tests_into_the_repository() {
             .join("tests/generated/test_gen_shapes_area_1.py")
             .exists()
     );
+    // All three tests kept, the key check included: it passed inside the sandbox.
+    assert_eq!(json["candidates"][0]["tests_kept"], 3, "{json}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,5 +52,8 @@ async fn the_local_model_end_to_end() {
     let after = r.after.as_ref().expect("after");
     let before = r.baseline.as_ref().expect("baseline");
     assert!(after.coverage.lines_covered >= before.coverage.lines_covered);
-    assert!(!repo.join("tests/generated").exists(), "the repository is untouched");
+    assert!(
+        !repo.join("tests/generated").exists(),
+        "the repository is untouched"
+    );
 }

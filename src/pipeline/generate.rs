@@ -28,6 +28,10 @@ pub struct Context {
     pub module_names: BTreeSet<String>,
     /// Modules the target module imports (so its tests may too).
     pub module_imported: BTreeSet<String>,
+    /// Every identifier in the target module's source, when its names can be read off its
+    /// text (no star import, no module `__getattr__`): a name not among them cannot be
+    /// imported from it.
+    pub module_identifiers: Option<BTreeSet<String>>,
 }
 
 const MARK: &str = "  # NOT COVERED";
@@ -99,6 +103,7 @@ pub fn context(project: &Project, repo: &Path, gap: &Gap) -> Option<Context> {
         example: usage_example(project, repo, leaf),
         module_names: parsed.top_level().into_iter().map(|t| t.name).collect(),
         module_imported: parsed.imported_modules(),
+        module_identifiers: (!parsed.has_dynamic_exports()).then(|| parsed.names()),
     })
 }
 
@@ -374,6 +379,54 @@ pub fn check(
         python::parse(&body).ok_or(Rejection::Unparseable { line: 1 })?
     };
 
+    // Names imported from the target module that it does not have (an ImportError for the
+    // whole file): dropped from the import; tests that use them fail alone and are fixed.
+    let parsed = match &ctx.module_identifiers {
+        None => parsed,
+        Some(known) => {
+            let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
+            for (range, m, names) in parsed.from_imports() {
+                if m != *module || names.is_empty() {
+                    continue;
+                }
+                let (keep, drop): (Vec<_>, Vec<_>) =
+                    names.into_iter().partition(|(n, _)| known.contains(n));
+                if drop.is_empty() {
+                    continue;
+                }
+                repairs.push(format!(
+                    "dropped `{}` from the import of `{module}`: the module has no such name",
+                    drop.iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join("`, `")
+                ));
+                let stmt = if keep.is_empty() {
+                    "pass".to_string()
+                } else {
+                    let list: Vec<String> = keep
+                        .iter()
+                        .map(|(n, a)| match a {
+                            Some(a) => format!("{n} as {a}"),
+                            None => n.clone(),
+                        })
+                        .collect();
+                    format!("from {module} import {}", list.join(", "))
+                };
+                edits.push((range, stmt));
+            }
+            if edits.is_empty() {
+                parsed
+            } else {
+                edits.sort_by_key(|(r, _)| std::cmp::Reverse(r.start));
+                for (r, t) in edits {
+                    body.replace_range(r, &t);
+                }
+                python::parse(&body).ok_or(Rejection::Unparseable { line: 1 })?
+            }
+        }
+    };
+
     // Top-level definitions that shadow the module's names or the project's fixtures.
     let fixtures = project.fixture_names();
     let mut strip = Vec::new();
@@ -600,6 +653,26 @@ mod tests {
                 .expect("p")
                 .first_error_line()
                 .is_none()
+        );
+
+        // A name the module does not have is dropped from the import (no ImportError for
+        // the whole file).
+        let cand = check(
+            "from pkg.calc import divide, multiply as mul\n\ndef test_a():\n    assert divide(4, 2) == 2\n",
+            &c,
+            &p,
+            "t.py",
+        )
+        .expect("ok");
+        assert!(
+            cand.body.starts_with("from pkg.calc import divide\n"),
+            "{}",
+            cand.body
+        );
+        assert!(
+            cand.repairs.iter().any(|r| r.contains("`multiply`")),
+            "{:?}",
+            cand.repairs
         );
 
         // The NameError case: no import at all; cordon adds it.

@@ -243,6 +243,42 @@ impl Parsed {
         out
     }
 
+    /// `from X import a, b as c` statements anywhere: (statement byte range, module, the
+    /// imported `(name, alias)` pairs). Star imports have no pairs.
+    #[allow(clippy::type_complexity)]
+    pub fn from_imports(&self) -> Vec<(Range<usize>, String, Vec<(String, Option<String>)>)> {
+        let mut out = Vec::new();
+        self.walk(|n| {
+            if n.kind() != "import_from_statement" {
+                return;
+            }
+            let Some(m) = n.child_by_field_name("module_name") else {
+                return;
+            };
+            let mut c = n.walk();
+            let names = n
+                .children_by_field_name("name", &mut c)
+                .filter_map(|x| match x.kind() {
+                    "dotted_name" => Some((text(x, &self.src).to_string(), None)),
+                    "aliased_import" => Some((
+                        text(x.child_by_field_name("name")?, &self.src).to_string(),
+                        x.child_by_field_name("alias")
+                            .map(|a| text(a, &self.src).to_string()),
+                    )),
+                    _ => None,
+                })
+                .collect();
+            out.push((n.byte_range(), text(m, &self.src).to_string(), names));
+        });
+        out
+    }
+
+    /// True when the module has `from x import *` or a module-level `__getattr__`: names it
+    /// offers cannot be read off its text.
+    pub fn has_dynamic_exports(&self) -> bool {
+        self.src.contains("import *") || self.top_level().iter().any(|t| t.name == "__getattr__")
+    }
+
     /// Every module named by `import X` / `from X import`, anywhere in the file.
     pub fn imported_modules(&self) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
