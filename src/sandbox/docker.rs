@@ -911,14 +911,18 @@ impl Drop for DockerSandbox {
     }
 }
 
-/// Splits the gate's nonce out of the stderr stream: bytes before it are the job's, the
-/// nonce itself becomes [`SandboxOutput::CommandDone`]. The last `nonce.len()` bytes of
-/// stderr are held back until more arrive, so a nonce split across chunks is still found.
+/// Splits the gate's nonce out of the output: the gate prints it on stdout and on stderr
+/// once the command is done. Each stream is in order, so only when the nonce has been seen on
+/// both has everything the command wrote arrived; then comes [`SandboxOutput::CommandDone`].
+/// A stream's tail that could be the start of the nonce is held back until more arrives, so a
+/// nonce split across chunks is still found.
 struct MarkerFilter<S> {
     inner: S,
     marker: Vec<u8>,
-    held: BytesMut,
-    found: bool,
+    /// Per stream: held-back bytes and whether its nonce was seen. [stdout, stderr].
+    held: [BytesMut; 2],
+    found: [bool; 2],
+    done: bool,
 }
 
 impl<S> MarkerFilter<S>
@@ -931,8 +935,9 @@ where
         MarkerFilter {
             inner,
             marker,
-            held: BytesMut::new(),
-            found: false,
+            held: [BytesMut::new(), BytesMut::new()],
+            found: [false, false],
+            done: false,
         }
     }
 
@@ -940,32 +945,34 @@ where
         futures_util::stream::unfold(Some(self), |state| async move {
             let mut me = state?;
             loop {
-                match me.inner.next().await {
-                    Some(Ok(bollard::container::LogOutput::StdErr { message })) => {
-                        let out = me.stderr(message);
-                        if !out.is_empty() {
-                            return Some((Ok(out), Some(me)));
-                        }
-                    }
+                let (idx, message) = match me.inner.next().await {
+                    Some(Ok(bollard::container::LogOutput::StdErr { message })) => (1, message),
                     Some(Ok(bollard::container::LogOutput::StdOut { message }))
-                    | Some(Ok(bollard::container::LogOutput::Console { message })) => {
-                        return Some((
-                            Ok(vec![SandboxOutput::Chunk(event::Stream::Stdout, message)]),
-                            Some(me),
-                        ));
-                    }
-                    Some(Ok(bollard::container::LogOutput::StdIn { .. })) => {}
+                    | Some(Ok(bollard::container::LogOutput::Console { message })) => (0, message),
+                    Some(Ok(bollard::container::LogOutput::StdIn { .. })) => continue,
                     Some(Err(e)) => return Some((Err(e), Some(me))),
                     None => {
-                        if me.held.is_empty() {
+                        let mut rest = Vec::new();
+                        for (i, stream) in [event::Stream::Stdout, event::Stream::Stderr]
+                            .into_iter()
+                            .enumerate()
+                        {
+                            if !me.held[i].is_empty() {
+                                rest.push(SandboxOutput::Chunk(
+                                    stream,
+                                    me.held[i].split().freeze(),
+                                ));
+                            }
+                        }
+                        if rest.is_empty() {
                             return None;
                         }
-                        let rest = me.held.split().freeze();
-                        return Some((
-                            Ok(vec![SandboxOutput::Chunk(event::Stream::Stderr, rest)]),
-                            None,
-                        ));
+                        return Some((Ok(rest), None));
                     }
+                };
+                let out = me.take(idx, message);
+                if !out.is_empty() {
+                    return Some((Ok(out), Some(me)));
                 }
             }
         })
@@ -975,33 +982,44 @@ where
         })
     }
 
-    fn stderr(&mut self, message: Bytes) -> Vec<SandboxOutput> {
-        if self.found {
-            return vec![SandboxOutput::Chunk(event::Stream::Stderr, message)];
+    fn take(&mut self, idx: usize, message: Bytes) -> Vec<SandboxOutput> {
+        let stream = if idx == 0 {
+            event::Stream::Stdout
+        } else {
+            event::Stream::Stderr
+        };
+        if self.found[idx] {
+            return vec![SandboxOutput::Chunk(stream, message)];
         }
-        self.held.extend_from_slice(&message);
+        let held = &mut self.held[idx];
+        held.extend_from_slice(&message);
         let mut out = Vec::new();
-        if let Some(pos) = find(&self.held, &self.marker) {
-            let before = self.held.split_to(pos).freeze();
-            let _ = self.held.split_to(self.marker.len());
-            let after = self.held.split().freeze();
+        if let Some(pos) = find(held, &self.marker) {
+            let before = held.split_to(pos).freeze();
+            let _ = held.split_to(self.marker.len());
+            let after = held.split().freeze();
             if !before.is_empty() {
-                out.push(SandboxOutput::Chunk(event::Stream::Stderr, before));
+                out.push(SandboxOutput::Chunk(stream, before));
             }
-            out.push(SandboxOutput::CommandDone);
             if !after.is_empty() {
-                out.push(SandboxOutput::Chunk(event::Stream::Stderr, after));
+                out.push(SandboxOutput::Chunk(stream, after));
             }
-            self.found = true;
+            self.found[idx] = true;
+            if self.found == [true, true] && !self.done {
+                self.done = true;
+                out.push(SandboxOutput::CommandDone);
+            }
             return out;
         }
-        let keep = self.marker.len().saturating_sub(1).min(self.held.len());
-        let emit = self.held.len() - keep;
+        // Hold back only a tail that could be the start of the nonce, so ordinary output
+        // (a progress line, a prompt) is passed on at once.
+        let keep = (1..self.marker.len().min(held.len() + 1))
+            .rev()
+            .find(|&n| held.ends_with(&self.marker[..n]))
+            .unwrap_or(0);
+        let emit = held.len() - keep;
         if emit > 0 {
-            out.push(SandboxOutput::Chunk(
-                event::Stream::Stderr,
-                self.held.split_to(emit).freeze(),
-            ));
+            out.push(SandboxOutput::Chunk(stream, held.split_to(emit).freeze()));
         }
         out
     }
@@ -1039,23 +1057,53 @@ mod tests {
         }
     }
 
+    fn o(s: &str) -> LogOutput {
+        LogOutput::StdOut {
+            message: Bytes::copy_from_slice(s.as_bytes()),
+        }
+    }
+
     #[tokio::test]
-    async fn marker_is_found_across_chunks_and_stripped() {
-        let (_, err, done) = run(vec![e("warning: x\nNO"), e("NC"), e("E\n")]).await;
+    async fn done_needs_the_marker_on_both_streams_even_split_across_chunks() {
+        let (out, err, done) = run(vec![
+            e("warning: x\nNO"),
+            e("NC"),
+            e("E\n"),
+            o("tail of stdout\nNONCE\n"),
+        ])
+        .await;
         assert!(done);
         assert_eq!(err, b"warning: x\n");
+        assert_eq!(out, b"tail of stdout\n");
+    }
+
+    #[tokio::test]
+    async fn the_marker_on_one_stream_only_is_not_done() {
+        let (out, err, done) = run(vec![e("NONCE\n"), o("still writing\n")]).await;
+        assert!(
+            !done,
+            "stdout's marker has not arrived: its data may still be in flight"
+        );
+        assert_eq!(out, b"still writing\n");
+        assert_eq!(err, b"");
+    }
+
+    #[tokio::test]
+    async fn ordinary_output_is_not_held_back() {
+        let s = futures_util::stream::iter(vec![Ok(o("ready\n"))])
+            .chain(futures_util::stream::pending());
+        let mut f = Box::pin(MarkerFilter::new(s, "NONCE".into()).into_stream());
+        match tokio::time::timeout(std::time::Duration::from_secs(1), f.next()).await {
+            Ok(Some(Ok(SandboxOutput::Chunk(event::Stream::Stdout, b)))) => {
+                assert_eq!(&b[..], b"ready\n")
+            }
+            other => panic!("`ready` was held back: {other:?}"),
+        }
     }
 
     #[tokio::test]
     async fn output_without_a_marker_is_passed_through_whole() {
-        let (out, err, done) = run(vec![
-            LogOutput::StdOut {
-                message: Bytes::from_static(b"hello\n"),
-            },
-            e("NON"),
-            e("CX"),
-        ])
-        .await;
+        let (out, err, done) = run(vec![o("hello\n"), e("NON"), e("CX")]).await;
         assert!(!done);
         assert_eq!(out, b"hello\n");
         assert_eq!(err, b"NONCX");
@@ -1063,8 +1111,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_partial_line_before_the_marker_is_kept() {
-        let (_, err, done) = run(vec![e("no newline at endNONCE\n")]).await;
+        let (out, err, done) = run(vec![e("no newline at endNONCE\n"), o("NONCE\n")]).await;
         assert!(done);
         assert_eq!(err, b"no newline at end");
+        assert_eq!(out, b"");
     }
 }

@@ -22,7 +22,7 @@ use crate::spec::{Job, Network, OUT_DIR, WorkspaceMode};
 /// closed, and exits with the command's exit code, so the engine reports that code.
 ///
 /// In hold mode it then kills every process the command left behind, prints cordon's nonce
-/// on stderr and waits: the container stays up, with its tmpfs scratch, while cordon freezes
+/// on stdout and on stderr (so cordon knows both streams are complete) and waits: the container stays up, with its tmpfs scratch, while cordon freezes
 /// it and copies artifacts out; then cordon closes stdin and it exits. The nonce comes over
 /// stdin, not argv or env. A job that forged it could only make its own artifacts be
 /// collected early; the outcome still comes from the engine's exit code and OOM flag.
@@ -33,6 +33,7 @@ cordon_code=$?
 if [ "$cordon_mode" = hold ]; then
   kill -9 -1 2>/dev/null
   while kill -0 -1 2>/dev/null; do :; done
+  printf '%s\n' "$cordon_nonce"
   printf '%s\n' "$cordon_nonce" >&2
   IFS= read -r cordon_ignored
 fi
