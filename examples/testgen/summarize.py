@@ -14,7 +14,7 @@ for path in sys.argv[1:]:
     a = (r.get("after") or {}).get("coverage") or b
     name = r["repo"].rstrip("/").split("/")[-1]
     gen = sum(c["tests_generated"] for c in r["candidates"])
-    kept = sum(c["tests_kept"] for c in r["candidates"])
+    kept = sum(c["tests_kept"] for c in r["candidates"] if c["status"] == "kept")
     files = sum(1 for c in r["candidates"] if c["status"] == "kept")
     fixes = sum(c["fix_attempts"] for c in r["candidates"])
     t = r["tokens"]
