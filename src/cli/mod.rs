@@ -125,6 +125,26 @@ fn init_tracing(verbose: u8) {
         .try_init();
 }
 
+/// On Ctrl-C or SIGTERM, cancels `token` (so the work in flight removes its sandboxes and
+/// reports); a second Ctrl-C exits at once, leaving `cordon reap` to clean up.
+pub(crate) fn cancel_on_signal(token: tokio_util::sync::CancellationToken, what: &'static str) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("\ncordon: {what} (Ctrl-C again to quit at once)");
+        token.cancel();
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("cordon: quitting without cleanup; `cordon reap` removes what is left");
+        std::process::exit(130);
+    });
+}
+
 /// Prints an error and its causes to stderr, `cordon: error: a\n  caused by: b`.
 pub(crate) fn report_error(e: &(dyn std::error::Error + 'static)) {
     eprintln!("cordon: error: {e}");

@@ -78,24 +78,7 @@ pub async fn run(args: RunArgs) -> u8 {
     let mut printer = Printer::new(args.json, out_dir.clone());
     let mut handle = runner.start(job, preflight, out_dir);
     let cancel = handle.cancel_token();
-    // Ctrl-C or SIGTERM: cancel the job; its sandbox is removed before we exit. A second
-    // Ctrl-C exits at once (the next `cordon` start reaps what is left).
-    tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return,
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        eprintln!("\ncordon: cancelling: removing the sandbox (Ctrl-C again to quit at once)");
-        cancel.cancel();
-        let _ = tokio::signal::ctrl_c().await;
-        eprintln!("cordon: quitting without cleanup; `cordon reap` removes what is left");
-        std::process::exit(130);
-    });
+    super::cancel_on_signal(cancel, "cancelling: removing the sandbox");
 
     let mut status = EXIT_SANDBOX_ERROR;
     while let Some(ev) = handle.next_event().await {

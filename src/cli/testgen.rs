@@ -99,24 +99,7 @@ pub async fn testgen(args: TestgenArgs) -> u8 {
 
     let cancel = CancellationToken::new();
     let token = cancel.clone();
-    tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return,
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        eprintln!(
-            "\ncordon: stopping: removing the sandbox, writing the report (Ctrl-C again to quit at once)"
-        );
-        token.cancel();
-        let _ = tokio::signal::ctrl_c().await;
-        eprintln!("cordon: quitting without cleanup; `cordon reap` removes what is left");
-        std::process::exit(130);
-    });
+    super::cancel_on_signal(token, "stopping: removing the sandbox, writing the report");
 
     let started = Instant::now();
     let progress: pipeline::Progress = Arc::new(move |line: &str| {
