@@ -487,7 +487,8 @@ async fn run_job(
         .await;
         let step_started = Instant::now();
         ctx.running = Some((step.name.clone(), step_started, 0));
-        ctx.sandbox(i)?.release(hold).await?;
+        let command = crate::sandbox::policy::step_command(job, i);
+        ctx.sandbox(i)?.release(&command, hold).await?;
 
         let deadline = tokio::time::Instant::now() + step.timeout;
         let mut step_bytes: u64 = 0;
@@ -670,11 +671,11 @@ async fn prepare_environment(
             )));
         }
     };
-    let proxy_addr = proxy.addr();
+    let command = crate::sandbox::policy::prepare_command(job, proxy.addr());
     ctx.egress = Some((egress.clone(), proxy));
     let sandbox = ctx
         .backend
-        .create_prepare(job, base_image_id, &egress, proxy_addr)
+        .create_prepare(job, base_image_id, &egress)
         .await?;
     ctx.sandboxes.push((PREPARE_SLOT, sandbox));
     if !prep.key_files.is_empty() {
@@ -684,7 +685,7 @@ async fn prepare_environment(
             .await?;
     }
     let mut output = ctx.sandbox(PREPARE_SLOT)?.start().await?;
-    ctx.sandbox(PREPARE_SLOT)?.release(false).await?;
+    ctx.sandbox(PREPARE_SLOT)?.release(&command, false).await?;
 
     let deadline = tokio::time::Instant::now() + prep.timeout;
     let mut used: u64 = 0;

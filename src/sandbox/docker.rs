@@ -28,7 +28,7 @@ use tracing::{debug, warn};
 use super::archive::{self, WorkspaceOptions};
 use super::{
     Backend, ByteStream, Egress, EngineInfo, ExitStatus, OutputStream, ProgressFn, Sandbox,
-    SandboxError, SandboxOutput, Scratch, TarStats, labels, policy,
+    SandboxError, SandboxOutput, Scratch, StepCommand, TarStats, labels, policy,
 };
 use crate::event;
 use crate::spec::{Job, OUT_DIR, Workspace, WorkspaceMode};
@@ -426,10 +426,8 @@ impl Backend for DockerBackend {
         job: &Job,
         base_image_id: &str,
         egress: &Egress,
-        proxy: std::net::SocketAddr,
     ) -> Result<Box<dyn Sandbox>, SandboxError> {
-        let config =
-            policy::prepare_config(job, base_image_id, &egress.network, proxy, &self.owner);
+        let config = policy::prepare_config(job, base_image_id, &egress.network, &self.owner);
         self.create_from(job, config, format!("cordon-{}-prepare", job.id))
             .await
     }
@@ -747,9 +745,9 @@ impl Sandbox for DockerSandbox {
         Ok(id.id)
     }
 
-    async fn release(&mut self, hold: bool) -> Result<(), SandboxError> {
-        let line = format!("{}\n{}\n", self.nonce, if hold { "hold" } else { "go" });
-        self.write_stdin(line.as_bytes(), !hold).await
+    async fn release(&mut self, command: &StepCommand, hold: bool) -> Result<(), SandboxError> {
+        let input = policy::gate_input(&self.nonce, hold, command);
+        self.write_stdin(&input, !hold).await
     }
 
     async fn freeze(&mut self) -> Result<(), SandboxError> {

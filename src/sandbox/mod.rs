@@ -120,6 +120,16 @@ pub struct Egress {
     pub gateway: std::net::IpAddr,
 }
 
+/// What a sandbox runs, given at [`Sandbox::release`]: nothing of it is in the container's
+/// settings, so a sandbox can be made before its job is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepCommand {
+    /// Variables set for the command (names are valid shell identifiers; see `spec`).
+    pub env: std::collections::BTreeMap<String, String>,
+    /// A POSIX shell script.
+    pub run: String,
+}
+
 /// One piece of what a running sandbox reports.
 #[derive(Debug)]
 pub enum SandboxOutput {
@@ -172,14 +182,13 @@ pub trait Backend: Send + Sync {
     async fn create_egress(&self, job: &Job) -> Result<Egress, SandboxError>;
     /// Removes it. Idempotent.
     async fn remove_egress(&self, egress: &Egress) -> Result<(), SandboxError>;
-    /// Creates the container that runs the job's `prepare` on `base_image_id`, reaching out
-    /// only through the proxy at `proxy`.
+    /// Creates the container that runs the job's `prepare` on `base_image_id`, on the
+    /// internal network of `egress` (its command is told where the proxy is).
     async fn create_prepare(
         &self,
         job: &Job,
         base_image_id: &str,
         egress: &Egress,
-        proxy: std::net::SocketAddr,
     ) -> Result<Box<dyn Sandbox>, SandboxError>;
     /// Evicts least-recently-used environment images until they total at most `cap` bytes.
     async fn evict_environments(&self, cap: u64) -> Result<usize, SandboxError>;
@@ -207,10 +216,10 @@ pub trait Sandbox: Send {
         reference: &str,
         labels: std::collections::HashMap<String, String>,
     ) -> Result<String, SandboxError>;
-    /// Lets the command run. With `hold`, the sandbox stays up after the command exits
+    /// Sends the command and lets it run. With `hold`, the sandbox stays up after the command exits
     /// (reporting [`SandboxOutput::CommandDone`]) until [`Sandbox::finish`]; without, it ends
     /// as soon as the command does.
-    async fn release(&mut self, hold: bool) -> Result<(), SandboxError>;
+    async fn release(&mut self, command: &StepCommand, hold: bool) -> Result<(), SandboxError>;
     /// Stops every process in the sandbox in place (the cgroup freezer), so nothing can
     /// change its files while they are read.
     async fn freeze(&mut self) -> Result<(), SandboxError>;

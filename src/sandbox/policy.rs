@@ -12,23 +12,41 @@ use bollard::models::{
     MountType, ResourcesUlimits,
 };
 
-use super::Scratch;
 use super::labels;
+use super::{Scratch, StepCommand};
 use crate::spec::{Job, Network, OUT_DIR, WorkspaceMode};
 
 /// The step's command runs under this small POSIX shell program, the container's main
 /// process (under the engine's init). It waits for cordon's go-ahead on stdin (so the
-/// workspace can be loaded into the running container first), runs the command with stdin
-/// closed, and exits with the command's exit code, so the engine reports that code.
+/// workspace can be loaded into the running container first), reads the step's environment
+/// and command from stdin too (so a container can be made before its job is known: the warm
+/// pool), runs the command with stdin closed, and exits with the command's exit code, so the
+/// engine reports that code. [`gate_input`] writes what it reads.
 ///
 /// In hold mode it then kills every process the command left behind, prints cordon's nonce
-/// on stdout and on stderr (so cordon knows both streams are complete) and waits: the container stays up, with its tmpfs scratch, while cordon freezes
-/// it and copies artifacts out; then cordon closes stdin and it exits. The nonce comes over
-/// stdin, not argv or env. A job that forged it could only make its own artifacts be
-/// collected early; the outcome still comes from the engine's exit code and OOM flag.
+/// on stdout and on stderr (so cordon knows both streams are complete) and waits: the
+/// container stays up, with its tmpfs scratch, while cordon freezes it and copies artifacts
+/// out; then cordon closes stdin and it exits. The nonce comes over stdin, not argv or env. A
+/// job that forged it could only make its own artifacts be collected early; the outcome still
+/// comes from the engine's exit code and OOM flag.
 pub const GATE: &str = r#"IFS= read -r cordon_nonce || exit 125
 IFS= read -r cordon_mode || exit 125
-sh -c "$1" cordon-step </dev/null
+cordon_block() {
+  IFS= read -r cordon_n || exit 125
+  cordon_text=
+  while [ "$cordon_n" -gt 0 ]; do
+    IFS= read -r cordon_line || exit 125
+    cordon_text="$cordon_text$cordon_line
+"
+    cordon_n=$((cordon_n - 1))
+  done
+}
+cordon_block
+eval "$cordon_text"
+cordon_block
+cordon_run=$cordon_text
+unset cordon_text cordon_line cordon_n
+sh -c "$cordon_run" cordon-step </dev/null
 cordon_code=$?
 if [ "$cordon_mode" = hold ]; then
   kill -9 -1 2>/dev/null
@@ -38,6 +56,40 @@ if [ "$cordon_mode" = hold ]; then
   IFS= read -r cordon_ignored
 fi
 exit $cordon_code"#;
+
+/// What [`GATE`] reads on stdin: the nonce, the mode, then the environment (as `export`
+/// lines the gate evaluates) and the command, each block preceded by its line count.
+pub fn gate_input(nonce: &str, hold: bool, command: &StepCommand) -> Vec<u8> {
+    let mut env = String::new();
+    for (k, v) in &command.env {
+        env.push_str(&format!("export {k}={}\n", shell_quote(v)));
+    }
+    let mut run = command.run.clone();
+    if !run.ends_with('\n') {
+        run.push('\n');
+    }
+    let lines = |t: &str| t.bytes().filter(|&b| b == b'\n').count();
+    format!(
+        "{nonce}\n{}\n{}\n{env}{}\n{run}",
+        if hold { "hold" } else { "go" },
+        lines(&env),
+        lines(&run)
+    )
+    .into_bytes()
+}
+
+/// The environment and command of `job.steps[step]`: the job's variables, then the step's,
+/// with `HOME` at `/tmp` unless set.
+pub fn step_command(job: &Job, step: usize) -> StepCommand {
+    let s = &job.steps[step];
+    let mut env = job.env.clone();
+    env.extend(s.env.clone());
+    env.entry("HOME".into()).or_insert_with(|| "/tmp".into());
+    StepCommand {
+        env,
+        run: s.run.clone(),
+    }
+}
 
 /// Labels that identify a job's containers and volumes.
 pub fn job_labels(job: &Job, owner: &str) -> HashMap<String, String> {
@@ -78,14 +130,6 @@ pub fn container_config(
     let p = &job.profile;
     let s = &job.steps[step];
     let limits = &job.limits;
-
-    let mut env: Vec<String> = Vec::new();
-    let mut merged = job.env.clone();
-    merged.extend(s.env.clone());
-    merged.entry("HOME".into()).or_insert_with(|| "/tmp".into());
-    for (k, v) in merged {
-        env.push(format!("{k}={v}"));
-    }
 
     let mut labels = job_labels(job, owner);
     labels.insert(labels::STEP.to_string(), s.name.clone());
@@ -187,10 +231,11 @@ pub fn container_config(
             GATE.into(),
             "cordon-gate".into(),
         ]),
-        cmd: Some(vec![s.run.clone()]),
+        // The step's command and environment arrive over stdin (see [`GATE`]).
+        cmd: Some(vec![]),
         user: Some(format!("{}:{}", p.uid, p.gid)),
         working_dir: Some(ws_path),
-        env: Some(env),
+        env: Some(vec!["HOME=/tmp".to_string()]),
         labels: Some(labels),
         attach_stdin: Some(true),
         attach_stdout: Some(true),
@@ -210,13 +255,12 @@ pub const CA_MOUNT: &str = "/etc/cordon/ca-bundle.crt";
 /// The container that runs a job's `prepare`: the strict settings of a step, except that its
 /// root filesystem is writable (its changes become the environment image) and its only
 /// network is the job's internal egress network, whose only way out is cordon's allowlisting
-/// proxy at `proxy`. The proxy and CA settings are exported by the command itself, not set
-/// in the container's environment, so they are not baked into the committed image.
+/// proxy (see [`prepare_command`]). Its environment is only `HOME`: nothing of the job's is
+/// baked into the committed image.
 pub fn prepare_config(
     job: &Job,
     base_image_id: &str,
     network: &str,
-    proxy: std::net::SocketAddr,
     owner: &str,
 ) -> ContainerCreateBody {
     let prep = job
@@ -224,35 +268,6 @@ pub fn prepare_config(
         .as_ref()
         .expect("prepare_config is called for jobs with a prepare");
     let mut cfg = container_config(job, 0, base_image_id, &Scratch::default(), owner);
-    let proxy_url = format!("http://{proxy}");
-    let mut script = String::new();
-    let mut export = |k: &str, v: &str| {
-        script.push_str(&format!("export {k}={}\n", shell_quote(v)));
-    };
-    for k in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
-        export(k, &proxy_url);
-    }
-    export("NO_PROXY", "localhost,127.0.0.1");
-    export("no_proxy", "localhost,127.0.0.1");
-    if prep.ca_bundle.is_some() {
-        for k in [
-            "SSL_CERT_FILE",
-            "PIP_CERT",
-            "REQUESTS_CA_BUNDLE",
-            "NODE_EXTRA_CA_CERTS",
-            "CURL_CA_BUNDLE",
-            "GIT_SSL_CAINFO",
-        ] {
-            export(k, CA_MOUNT);
-        }
-    }
-    for (k, v) in job.env.iter().chain(prep.env.iter()) {
-        export(k, v);
-    }
-    script.push_str(&prep.run);
-    cfg.cmd = Some(vec![script]);
-    // Only HOME in the container's own environment: nothing of the job's leaks into the image.
-    cfg.env = Some(vec!["HOME=/tmp".to_string()]);
     cfg.network_disabled = Some(false);
     if let Some(labels) = cfg.labels.as_mut() {
         labels.insert(labels::STEP.to_string(), "prepare".to_string());
@@ -278,6 +293,44 @@ pub fn prepare_config(
         h.mounts = Some(mounts);
     }
     cfg
+}
+
+/// What a `prepare` container runs: the proxy settings pointing at cordon's allowlisting proxy
+/// at `proxy`, the CA variables when `ca_bundle` is set, the job's and the prepare's own
+/// variables (in that order, later ones winning), then `prepare.run`. They reach the command
+/// through the gate, so none of them is in the container's environment or the image.
+pub fn prepare_command(job: &Job, proxy: std::net::SocketAddr) -> StepCommand {
+    let prep = job
+        .prepare
+        .as_ref()
+        .expect("prepare_command is called for jobs with a prepare");
+    let proxy_url = format!("http://{proxy}");
+    let mut env = std::collections::BTreeMap::new();
+    for k in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+        env.insert(k.to_string(), proxy_url.clone());
+    }
+    for k in ["NO_PROXY", "no_proxy"] {
+        env.insert(k.to_string(), "localhost,127.0.0.1".to_string());
+    }
+    if prep.ca_bundle.is_some() {
+        for k in [
+            "SSL_CERT_FILE",
+            "PIP_CERT",
+            "REQUESTS_CA_BUNDLE",
+            "NODE_EXTRA_CA_CERTS",
+            "CURL_CA_BUNDLE",
+            "GIT_SSL_CAINFO",
+        ] {
+            env.insert(k.to_string(), CA_MOUNT.to_string());
+        }
+    }
+    env.insert("HOME".to_string(), "/tmp".to_string());
+    env.extend(job.env.clone());
+    env.extend(prep.env.clone());
+    StepCommand {
+        env,
+        run: prep.run.clone(),
+    }
 }
 
 /// `'…'` with embedded quotes escaped, for a POSIX shell.
@@ -420,6 +473,43 @@ mod tests {
         insta::with_settings!({ sort_maps => true }, {
             insta::assert_yaml_snapshot!(cfg);
         });
+    }
+
+    /// The gate, run by the host's `sh` in `go` mode (hold mode kills every process of its
+    /// user, so it is only exercised in a container), gets the environment and the command
+    /// exactly, whatever quotes, newlines and backslashes they hold.
+    #[test]
+    fn the_gate_reads_environment_and_command_exactly() {
+        use std::io::Write;
+        let command = StepCommand {
+            env: [
+                ("PLAIN", "1"),
+                ("QUOTES", "it's \"quoted\" $HOME `x`"),
+                ("LINES", "first\n  second\\n\n"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            run: "printf '%s|' \"$PLAIN\" \"$QUOTES\" \"$LINES\"\necho \"[$0]\"\nexit 7".into(),
+        };
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-c", GATE, "cordon-gate"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(&gate_input("NONCE", false, &command))
+            .expect("write");
+        let out = child.wait_with_output().expect("wait");
+        assert_eq!(out.status.code(), Some(7));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "1|it's \"quoted\" $HOME `x`|first\n  second\\n\n|[cordon-step]\n"
+        );
     }
 
     #[test]
