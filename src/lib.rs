@@ -13,6 +13,8 @@
 //!   implementation; `policy`, the one function that turns a profile into engine settings;
 //!   `archive`, tar streams in (workspace) and out (artifacts, extracted safely); `egress`,
 //!   the allowlisting proxy that is a `prepare` container's only way out.
+//! - [`pool`]: the warm pool: fresh, never-used sandboxes made ahead of time, each handed
+//!   to exactly one job.
 //! - [`runner`]: one job's phases (resolve, create, load, run, collect, destroy), its
 //!   timeouts and cancellation, reported as a stream of [`event::JobEvent`]s.
 //! - [`event`]: the one event type every consumer reads (terminal, JSON, HTTP, pipeline).
@@ -30,6 +32,7 @@ pub mod envcache;
 pub mod event;
 pub mod image;
 pub mod pipeline;
+pub mod pool;
 pub mod report;
 pub mod runner;
 pub mod sandbox;

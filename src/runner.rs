@@ -21,6 +21,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::envcache;
 use crate::event::{JobEvent, Phase};
+use crate::pool::WarmPool;
 use crate::report::{
     EnvironmentResult, JobResult, Outcome, RefusedArtifact, StepResult, TestSummary, junit,
 };
@@ -56,6 +57,7 @@ pub struct Preflight {
 pub struct Runner {
     backend: Arc<dyn Backend>,
     config: RunnerConfig,
+    pool: Option<WarmPool>,
 }
 
 /// A running job: its events, its cancel switch, its result.
@@ -100,6 +102,7 @@ fn panic_result(job_id: &str, error: String) -> JobResult {
         duration_ms: 0,
         error: Some(error),
         environment: None,
+        warm: false,
         steps: vec![],
         tests: None,
         artifacts: vec![],
@@ -114,7 +117,21 @@ fn panic_result(job_id: &str, error: String) -> JobResult {
 
 impl Runner {
     pub fn new(backend: Arc<dyn Backend>, config: RunnerConfig) -> Runner {
-        Runner { backend, config }
+        Runner {
+            backend,
+            config,
+            pool: None,
+        }
+    }
+
+    /// Jobs take their first step's sandbox from `pool` when one is ready.
+    pub fn with_pool(mut self, pool: WarmPool) -> Runner {
+        self.pool = Some(pool);
+        self
+    }
+
+    pub fn pool(&self) -> Option<&WarmPool> {
+        self.pool.as_ref()
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
@@ -162,11 +179,13 @@ impl Runner {
         let job_id = job.id.clone();
         let span = info_span!("job", id = %job.id);
         let backend = self.backend.clone();
+        let pool = self.pool.clone();
         let token = cancel.clone();
         let task = tokio::spawn(
             async move {
                 let mut ctx = Ctx {
                     backend,
+                    pool,
                     events: tx,
                     sandboxes: Vec::new(),
                     scratch: None,
@@ -224,6 +243,7 @@ fn new_result(job: &Job) -> JobResult {
         duration_ms: 0,
         error: None,
         environment: None,
+        warm: false,
         steps: Vec::new(),
         tests: None,
         artifacts: Vec::new(),
@@ -239,6 +259,7 @@ fn new_result(job: &Job) -> JobResult {
 /// The job's state, owned outside the job's future so cleanup survives its cancellation.
 struct Ctx {
     backend: Arc<dyn Backend>,
+    pool: Option<WarmPool>,
     events: mpsc::Sender<JobEvent>,
     /// Every sandbox created and not yet destroyed, by step index.
     sandboxes: Vec<(usize, Box<dyn Sandbox>)>,
@@ -411,8 +432,20 @@ async fn run_job(
         },
     };
 
+    // The first step's sandbox: a warm one if the pool has it (no await between taking it
+    // and recording it, so a cancel cannot lose it), else scratch now and the sandbox below.
     let t = Instant::now();
-    ctx.scratch = Some(ctx.backend.create_scratch(job).await?);
+    let mut warm_output = None;
+    match ctx.pool.as_ref().and_then(|p| p.take(job, &image_id)) {
+        Some(warm) => {
+            debug!(container = warm.sandbox.id(), "sandbox from the warm pool");
+            ctx.scratch = Some(warm.scratch);
+            ctx.sandboxes.push((0, warm.sandbox));
+            warm_output = Some(warm.output);
+            ctx.result.warm = true;
+        }
+        None => ctx.scratch = Some(ctx.backend.create_scratch(job).await?),
+    }
     ctx.phase(Phase::Create, t).await;
 
     let hold_last = !job.artifacts.is_empty();
@@ -424,12 +457,18 @@ async fn run_job(
         let last = i + 1 == job.steps.len();
         let scratch = ctx.scratch.clone().unwrap_or_default();
 
-        let t = Instant::now();
-        let sandbox = ctx.backend.create(job, i, &image_id, &scratch).await?;
-        debug!(step = %step.name, container = sandbox.id(), "sandbox created");
-        ctx.sandboxes.push((i, sandbox));
-        let mut output = ctx.sandbox(i)?.start().await?;
-        ctx.phase(Phase::Create, t).await;
+        let mut output = match warm_output.take() {
+            Some(output) => output,
+            None => {
+                let t = Instant::now();
+                let sandbox = ctx.backend.create(job, i, &image_id, &scratch).await?;
+                debug!(step = %step.name, container = sandbox.id(), "sandbox created");
+                ctx.sandboxes.push((i, sandbox));
+                let output = ctx.sandbox(i)?.start().await?;
+                ctx.phase(Phase::Create, t).await;
+                output
+            }
+        };
 
         if i == 0
             && let Some(ws) = job

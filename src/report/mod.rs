@@ -113,6 +113,9 @@ pub struct JobResult {
     /// Present when the job has a `prepare`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<EnvironmentResult>,
+    /// The first step ran in a sandbox from the warm pool (made before the job, never used).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub warm: bool,
     pub steps: Vec<StepResult>,
     /// Counts from a collected JUnit XML artifact, when there was one.
     pub tests: Option<TestSummary>,

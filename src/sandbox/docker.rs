@@ -31,7 +31,7 @@ use super::{
     SandboxError, SandboxOutput, Scratch, StepCommand, TarStats, labels, policy,
 };
 use crate::event;
-use crate::spec::{Job, OUT_DIR, Workspace, WorkspaceMode};
+use crate::spec::{Job, Workspace};
 
 /// How long an engine API call (not a job) may take before cordon gives up on it.
 const API_TIMEOUT: Duration = Duration::from_secs(120);
@@ -271,30 +271,8 @@ impl Backend for DockerBackend {
     }
 
     async fn create_scratch(&self, job: &Job) -> Result<Scratch, SandboxError> {
-        // Volumes are needed where data must cross the API (an uploaded workspace, collected
-        // artifacts) or outlive one step's container; plain tmpfs mounts do otherwise.
-        let mut wanted = Vec::new();
-        let copy_ws = job
-            .workspace
-            .as_ref()
-            .is_some_and(|w| w.mode == WorkspaceMode::Copy);
-        let ws_artifacts = job
-            .artifacts
-            .iter()
-            .any(|a| a != OUT_DIR && !a.starts_with("/out/"));
-        let bind_ws = job
-            .workspace
-            .as_ref()
-            .is_some_and(|w| w.mode == WorkspaceMode::Bind);
-        if (copy_ws || job.steps.len() > 1 || ws_artifacts) && !bind_ws {
-            wanted.push(("ws", policy::workspace_path(job).to_string()));
-        }
-        if !job.artifacts.is_empty() || job.steps.len() > 1 {
-            wanted.push(("out", OUT_DIR.to_string()));
-        }
         let mut scratch = Scratch::default();
-        for (suffix, target) in wanted {
-            let name = format!("cordon-{}-{suffix}", job.id);
+        for (name, target) in policy::scratch_volumes(job) {
             let opts = HashMap::from([
                 ("type".to_string(), "tmpfs".to_string()),
                 ("device".to_string(), "tmpfs".to_string()),
@@ -361,6 +339,10 @@ impl Backend for DockerBackend {
         let config = policy::container_config(job, step, image_id, scratch, &self.owner);
         self.create_from(job, config, format!("cordon-{}-{}", job.id, step))
             .await
+    }
+
+    fn warm_key(&self, job: &Job, image_id: &str) -> String {
+        policy::warm_key(job, image_id)
     }
 
     async fn create_egress(&self, job: &Job) -> Result<Egress, SandboxError> {

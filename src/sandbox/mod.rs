@@ -176,6 +176,9 @@ pub trait Backend: Send + Sync {
         image_id: &str,
         scratch: &Scratch,
     ) -> Result<Box<dyn Sandbox>, SandboxError>;
+    /// Which warm sandboxes can serve `job`'s first step on `image_id`: equal keys mean
+    /// containers equal in every setting but their names.
+    fn warm_key(&self, job: &Job, image_id: &str) -> String;
     /// Removes containers and scratch left behind by cordon processes that no longer exist.
     async fn reap(&self) -> Result<usize, SandboxError>;
     /// Creates the job's internal network for `prepare`.

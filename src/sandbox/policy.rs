@@ -119,6 +119,79 @@ pub fn workspace_path(job: &Job) -> &str {
         .unwrap_or("/workspace")
 }
 
+/// The job's scratch volumes, as (volume name, mount path). Volumes are needed where data
+/// must cross the API (an uploaded workspace, collected artifacts) or outlive one step's
+/// container; plain tmpfs mounts do otherwise.
+pub fn scratch_volumes(job: &Job) -> Vec<(String, String)> {
+    let mut wanted = Vec::new();
+    let copy_ws = job
+        .workspace
+        .as_ref()
+        .is_some_and(|w| w.mode == WorkspaceMode::Copy);
+    let ws_artifacts = job
+        .artifacts
+        .iter()
+        .any(|a| a != OUT_DIR && !a.starts_with("/out/"));
+    let bind_ws = job
+        .workspace
+        .as_ref()
+        .is_some_and(|w| w.mode == WorkspaceMode::Bind);
+    if (copy_ws || job.steps.len() > 1 || ws_artifacts) && !bind_ws {
+        wanted.push(("ws", workspace_path(job).to_string()));
+    }
+    if !job.artifacts.is_empty() || job.steps.len() > 1 {
+        wanted.push(("out", OUT_DIR.to_string()));
+    }
+    wanted
+        .into_iter()
+        .map(|(suffix, target)| (format!("cordon-{}-{suffix}", job.id), target))
+        .collect()
+}
+
+/// Which sandboxes of the warm pool can serve `job`'s first step: the SHA-256 of that step's
+/// container settings with everything that names the job (its id in volume names, labels)
+/// left out. Two jobs with the same key get containers that differ in nothing else; the
+/// command and environment are not in the settings (see [`GATE`]).
+pub fn warm_key(job: &Job, image_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut anon = job.clone();
+    anon.id = "warm".into();
+    let scratch = Scratch {
+        volumes: scratch_volumes(&anon),
+    };
+    let mut cfg = container_config(&anon, 0, image_id, &scratch, "");
+    cfg.labels = None;
+    let value = serde_json::to_value(&cfg).unwrap_or_default();
+    hex::encode(Sha256::digest(canonical_json(&value).as_bytes()))
+}
+
+/// JSON text with every object's keys sorted, so equal settings give equal text whatever
+/// order their maps iterate in.
+fn canonical_json(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let fields: Vec<String> = keys
+                .into_iter()
+                .map(|k| {
+                    format!(
+                        "{}:{}",
+                        serde_json::Value::String(k.clone()),
+                        canonical_json(&m[k])
+                    )
+                })
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        }
+        serde_json::Value::Array(a) => {
+            let items: Vec<String> = a.iter().map(canonical_json).collect();
+            format!("[{}]", items.join(","))
+        }
+        other => other.to_string(),
+    }
+}
+
 /// The container for `job.steps[step]`.
 pub fn container_config(
     job: &Job,

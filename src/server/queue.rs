@@ -741,6 +741,7 @@ impl Service {
             .unwrap_or(0);
         let result = JobResult {
             environment: None,
+            warm: false,
             job_id: row.id.clone(),
             outcome,
             exit_code: None,

@@ -1,0 +1,328 @@
+//! The warm pool: fresh, never-used sandboxes made ahead of time, so a job skips creation.
+//!
+//! A job's first step asks the pool for a sandbox with its [`Backend::warm_key`]: the hash of
+//! that step's container settings minus the names. The pool keeps up to `per_key` of each
+//! key ready — created, verified, attached and started, the gate waiting for its command —
+//! together with their own empty scratch volumes. A sandbox taken from the pool serves
+//! exactly that job (and its scratch becomes the job's); the runner destroys it after the job
+//! like any other. Each take starts a refill in the background.
+//!
+//! What it costs: nothing in isolation — a pooled container has the same settings as one
+//! made for the job (they are created by the same code and read back the same way), it holds
+//! nothing of any job, and it is never handed out twice. It costs resources while idle: per
+//! ready sandbox one stopped-at-`read` shell, its empty tmpfs volumes and an open attach
+//! connection to the engine. A pooled container was started up to `idle` before its job and
+//! is labelled with the pool's id, not the job's. Keys not used for `idle` are drained;
+//! [`WarmPool::drain`] removes everything on shutdown.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::runner::error_chain;
+use crate::sandbox::{Backend, OutputStream, Sandbox, SandboxError, Scratch};
+use crate::spec::Job;
+
+/// How big the pool is and how long it keeps unused keys.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Ready sandboxes kept per key. 0 disables the pool.
+    pub per_key: usize,
+    /// A key not asked for in this long is drained.
+    pub idle: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            per_key: 1,
+            idle: Duration::from_secs(600),
+        }
+    }
+}
+
+/// A ready sandbox, handed to exactly one job.
+pub struct Warm {
+    pub scratch: Scratch,
+    pub sandbox: Box<dyn Sandbox>,
+    /// Its output, attached before it started.
+    pub output: OutputStream,
+}
+
+/// The pool. Cheap to clone; all clones share it.
+#[derive(Clone)]
+pub struct WarmPool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Arc<dyn Backend>,
+    config: PoolConfig,
+    keys: Mutex<HashMap<String, Slot>>,
+    closed: CancellationToken,
+    tasks: TaskTracker,
+}
+
+struct Slot {
+    /// The job the key was first seen with; pooled sandboxes are made from a copy of it
+    /// under a pool id.
+    template: Job,
+    image_id: String,
+    ready: Vec<Warm>,
+    filling: usize,
+    last_asked: Instant,
+}
+
+/// One key's supply: sandboxes ready, and being made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    pub ready: usize,
+    pub filling: usize,
+}
+
+impl WarmPool {
+    /// A pool over `backend`. Must be called inside a tokio runtime (it starts the idle
+    /// sweeper). Call [`WarmPool::drain`] before the process exits.
+    pub fn new(backend: Arc<dyn Backend>, config: PoolConfig) -> WarmPool {
+        let pool = WarmPool {
+            inner: Arc::new(Inner {
+                backend,
+                config,
+                keys: Mutex::new(HashMap::new()),
+                closed: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+            }),
+        };
+        let sweeper = pool.clone();
+        let every = (pool.inner.config.idle / 4).max(Duration::from_secs(1));
+        pool.inner.tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => sweeper.sweep_idle().await,
+                    _ = sweeper.inner.closed.cancelled() => return,
+                }
+            }
+        });
+        pool
+    }
+
+    pub fn config(&self) -> &PoolConfig {
+        &self.inner.config
+    }
+
+    /// A ready sandbox for `job`'s first step on `image_id`, if one is ready; either way the
+    /// key's supply is topped up in the background. Never waits on the engine.
+    pub fn take(&self, job: &Job, image_id: &str) -> Option<Warm> {
+        if self.inner.closed.is_cancelled() || self.inner.config.per_key == 0 {
+            return None;
+        }
+        let key = self.inner.backend.warm_key(job, image_id);
+        let warm = {
+            let mut keys = self.lock();
+            let slot = keys.entry(key.clone()).or_insert_with(|| Slot {
+                template: job.clone(),
+                image_id: image_id.to_string(),
+                ready: Vec::new(),
+                filling: 0,
+                last_asked: Instant::now(),
+            });
+            slot.last_asked = Instant::now();
+            slot.ready.pop()
+        };
+        self.refill(&key);
+        warm
+    }
+
+    /// Makes sure sandboxes for `job` on `image_id` are being made, without taking one.
+    pub fn prime(&self, job: &Job, image_id: &str) {
+        if self.inner.closed.is_cancelled() || self.inner.config.per_key == 0 {
+            return;
+        }
+        let key = self.inner.backend.warm_key(job, image_id);
+        self.lock().entry(key.clone()).or_insert_with(|| Slot {
+            template: job.clone(),
+            image_id: image_id.to_string(),
+            ready: Vec::new(),
+            filling: 0,
+            last_asked: Instant::now(),
+        });
+        self.refill(&key);
+    }
+
+    /// Ready and in-the-making sandboxes for `job`'s key.
+    pub fn stats(&self, job: &Job, image_id: &str) -> PoolStats {
+        let key = self.inner.backend.warm_key(job, image_id);
+        self.lock()
+            .get(&key)
+            .map(|s| PoolStats {
+                ready: s.ready.len(),
+                filling: s.filling,
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits until `job`'s key has a full supply ready (or `timeout` passes); true if it has.
+    pub async fn wait_ready(&self, job: &Job, image_id: &str, timeout: Duration) -> bool {
+        let until = Instant::now() + timeout;
+        loop {
+            let s = self.stats(job, image_id);
+            if s.ready >= self.inner.config.per_key {
+                return true;
+            }
+            if Instant::now() >= until || self.inner.closed.is_cancelled() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops refilling, waits for sandboxes being made, and removes every unused one.
+    /// Returns how many were removed. Jobs that already took one are not affected.
+    pub async fn drain(&self) -> usize {
+        self.inner.closed.cancel();
+        self.inner.tasks.close();
+        // Makers in flight see the pool closed and remove what they made.
+        self.inner.tasks.wait().await;
+        let unused: Vec<Warm> = {
+            let mut keys = self.lock();
+            keys.drain().flat_map(|(_, s)| s.ready).collect()
+        };
+        let n = unused.len();
+        futures_util::future::join_all(unused.into_iter().map(|w| discard(&self.inner, w))).await;
+        if n > 0 {
+            info!(removed = n, "warm pool drained");
+        }
+        n
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        // A panic while holding the lock cannot leave the map inconsistent (each change is
+        // one statement), so a poisoned lock is still usable.
+        self.inner
+            .keys
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts makers until the key has `per_key` ready or in the making.
+    fn refill(&self, key: &str) {
+        let mut keys = self.lock();
+        let Some(slot) = keys.get_mut(key) else {
+            return;
+        };
+        let want = self
+            .inner
+            .config
+            .per_key
+            .saturating_sub(slot.ready.len() + slot.filling);
+        for _ in 0..want {
+            slot.filling += 1;
+            let mut template = slot.template.clone();
+            template.id = format!("warm-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+            if let Some(step) = template.steps.first_mut() {
+                // Only the step's label shows it; its command is never used.
+                step.name = "warm".into();
+            }
+            let image_id = slot.image_id.clone();
+            let key = key.to_string();
+            let pool = self.clone();
+            // The tracker refuses nothing after close, but a closed pool discards.
+            self.inner.tasks.spawn(async move {
+                let made = make(&pool.inner, &template, &image_id).await;
+                let leftover = {
+                    let mut keys = pool.lock();
+                    let slot = keys.get_mut(&key);
+                    match (made, slot) {
+                        (Ok(w), Some(slot)) if !pool.inner.closed.is_cancelled() => {
+                            slot.filling -= 1;
+                            debug!(sandbox = w.sandbox.id(), "warm sandbox ready");
+                            slot.ready.push(w);
+                            None
+                        }
+                        (made, slot) => {
+                            if let Some(slot) = slot {
+                                slot.filling -= 1;
+                            }
+                            match made {
+                                Ok(w) => Some(w),
+                                Err(e) => {
+                                    warn!(error = %error_chain(&e), "could not make a warm sandbox; jobs create their own");
+                                    None
+                                }
+                            }
+                        }
+                    }
+                };
+                if let Some(w) = leftover {
+                    discard(&pool.inner, w).await;
+                }
+            });
+        }
+    }
+
+    /// Drains keys no job asked for in `idle`.
+    async fn sweep_idle(&self) {
+        let idle = self.inner.config.idle;
+        let stale: Vec<Warm> = {
+            let mut keys = self.lock();
+            let gone: Vec<String> = keys
+                .iter()
+                .filter(|(_, s)| s.last_asked.elapsed() >= idle)
+                .map(|(k, _)| k.clone())
+                .collect();
+            gone.iter()
+                .filter_map(|k| keys.remove(k))
+                .flat_map(|s| s.ready)
+                .collect()
+        };
+        if !stale.is_empty() {
+            debug!(removed = stale.len(), "idle warm sandboxes removed");
+        }
+        futures_util::future::join_all(stale.into_iter().map(|w| discard(&self.inner, w))).await;
+    }
+}
+
+/// Creates, verifies, attaches and starts one sandbox with its own scratch.
+async fn make(inner: &Inner, template: &Job, image_id: &str) -> Result<Warm, SandboxError> {
+    let started = Instant::now();
+    let scratch = inner.backend.create_scratch(template).await?;
+    let mut sandbox = match inner.backend.create(template, 0, image_id, &scratch).await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = inner.backend.remove_scratch(&scratch).await;
+            return Err(e);
+        }
+    };
+    match sandbox.start().await {
+        Ok(output) => {
+            debug!(
+                ms = started.elapsed().as_millis() as u64,
+                "warm sandbox made"
+            );
+            Ok(Warm {
+                scratch,
+                sandbox,
+                output,
+            })
+        }
+        Err(e) => {
+            let _ = sandbox.destroy().await;
+            let _ = inner.backend.remove_scratch(&scratch).await;
+            Err(e)
+        }
+    }
+}
+
+async fn discard(inner: &Inner, mut w: Warm) {
+    drop(w.output);
+    if let Err(e) = w.sandbox.destroy().await {
+        warn!(error = %error_chain(&e), "could not remove an unused warm sandbox; `cordon` removes it at its next start");
+    }
+    if let Err(e) = inner.backend.remove_scratch(&w.scratch).await {
+        warn!(error = %error_chain(&e), "could not remove an unused warm sandbox's scratch");
+    }
+}

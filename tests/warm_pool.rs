@@ -1,0 +1,274 @@
+//! The warm pool against the real engine: a pooled sandbox serves exactly one job, carries
+//! nothing from another, is gone after its job, and the pool leaves nothing behind when
+//! drained.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cordon::event::JobEvent;
+use cordon::pool::{PoolConfig, WarmPool};
+use cordon::report::{JobResult, Outcome};
+use cordon::runner::{Runner, RunnerConfig};
+use cordon::sandbox::docker::DockerBackend;
+use cordon::spec::{self, Job};
+
+fn job(dir: &Path, name: &str, yaml: &str) -> Job {
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, yaml).expect("write spec");
+    spec::load(&path).expect("valid spec")
+}
+
+/// Runs `job`, returning its result and its stdout.
+async fn run(runner: &Runner, job: Job, out: &Path) -> (JobResult, String) {
+    let preflight = runner.preflight(&job).await.expect("preflight");
+    let mut handle = runner.start(job, preflight, out.to_path_buf());
+    let mut stdout = String::new();
+    let mut result = None;
+    while let Some(ev) = handle.next_event().await {
+        match ev {
+            JobEvent::Output { data, .. } => stdout.push_str(&String::from_utf8_lossy(&data)),
+            JobEvent::Finished { result: r } => result = Some(*r),
+            _ => {}
+        }
+    }
+    (result.expect("a result"), stdout)
+}
+
+fn owner() -> String {
+    let host = nix::unistd::gethostname().expect("hostname");
+    format!("{}:{}", host.to_string_lossy(), std::process::id())
+}
+
+/// Containers and volumes this test process created that still exist.
+fn leftovers() -> Vec<String> {
+    let filter = format!("label=org.cordon.owner={}", owner());
+    let mut names = common::docker(&["ps", "-aq", "--filter", &filter])
+        .lines()
+        .map(|l| format!("container {l}"))
+        .collect::<Vec<_>>();
+    names.extend(
+        common::docker(&["volume", "ls", "-q", "--filter", &filter])
+            .lines()
+            .map(|l| format!("volume {l}")),
+    );
+    names
+}
+
+fn container_exists(id_prefix: &str) -> bool {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--no-trunc",
+            "--filter",
+            &format!("id={id_prefix}"),
+        ])
+        .output()
+        .expect("docker ps");
+    !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+}
+
+async fn pool_runner(per_key: usize) -> (Runner, WarmPool) {
+    let backend: Arc<dyn cordon::sandbox::Backend> =
+        Arc::new(DockerBackend::connect().await.expect("a Docker engine"));
+    let pool = WarmPool::new(
+        backend.clone(),
+        PoolConfig {
+            per_key,
+            idle: Duration::from_secs(600),
+        },
+    );
+    let runner = Runner::new(backend, RunnerConfig::default()).with_pool(pool.clone());
+    (runner, pool)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_sandboxes_serve_one_job_each_and_none_is_left_after_drain() {
+    common::require_image();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("repo")).expect("mkdir");
+    let (runner, pool) = pool_runner(2).await;
+
+    let mut hosts = Vec::new();
+    for i in 0..5 {
+        std::fs::write(dir.path().join("repo/input.txt"), format!("round {i}\n")).expect("write");
+        // Each job leaves marks where a reused container would show them to the next one.
+        let spec = format!(
+            r#"workspace: {{ source: ./repo }}
+env: {{ ROUND: "{i}" }}
+steps:
+  - name: check
+    run: |
+      for f in /tmp/used /workspace/used /out/used; do
+        if [ -e "$f" ]; then echo "REUSED: $f exists"; exit 9; fi
+        touch "$f"
+      done
+      echo "host=$(hostname) round=$ROUND input=$(cat /workspace/input.txt)"
+artifacts: [/out/used]
+"#
+        );
+        let j = job(dir.path(), &format!("j{i}"), &spec);
+        let image_id = runner
+            .preflight(&j)
+            .await
+            .expect("preflight")
+            .image_id
+            .expect("image present");
+        if i > 0 {
+            assert!(
+                pool.wait_ready(&j, &image_id, Duration::from_secs(60))
+                    .await,
+                "the pool did not refill within a minute"
+            );
+        }
+        let (result, stdout) = run(&runner, j, &dir.path().join(format!("out{i}"))).await;
+        assert_eq!(result.outcome, Outcome::Passed, "{stdout}\n{result:?}");
+        assert_eq!(result.warm, i > 0, "job {i}: {result:?}");
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("host="))
+            .unwrap_or_else(|| panic!("no report line in {stdout:?}"));
+        assert!(
+            line.ends_with(&format!("round={i} input=round {i}")),
+            "the job's own command, environment and workspace: {line}"
+        );
+        let host = line["host=".len()..]
+            .split(' ')
+            .next()
+            .expect("host")
+            .to_string();
+        assert!(
+            !container_exists(&host),
+            "job {i}'s container {host} is still there after its result"
+        );
+        hosts.push(host);
+    }
+    let mut distinct = hosts.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        hosts.len(),
+        "a container served two jobs: {hosts:?}"
+    );
+
+    assert!(
+        !leftovers().is_empty(),
+        "the pool should hold ready sandboxes before the drain"
+    );
+    let removed = pool.drain().await;
+    assert_eq!(removed, 2, "two ready sandboxes were waiting");
+    assert_eq!(leftovers(), Vec::<String>::new(), "left after the drain");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_with_other_settings_never_gets_a_sandbox_made_for_another() {
+    common::require_image();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (runner, pool) = pool_runner(1).await;
+    let small = job(
+        dir.path(),
+        "small",
+        "steps: [{name: a, run: 'cat /sys/fs/cgroup/memory/memory.limit_in_bytes'}]\nlimits: { memory: 256MiB }\n",
+    );
+    let image_id = runner
+        .preflight(&small)
+        .await
+        .expect("preflight")
+        .image_id
+        .expect("image present");
+    pool.prime(&small, &image_id);
+    assert!(
+        pool.wait_ready(&small, &image_id, Duration::from_secs(60))
+            .await
+    );
+
+    // Same image and profile, other memory limit: a different key, so a fresh container.
+    let big = job(
+        dir.path(),
+        "big",
+        "steps: [{name: a, run: 'cat /sys/fs/cgroup/memory/memory.limit_in_bytes'}]\nlimits: { memory: 384MiB }\n",
+    );
+    let (result, stdout) = run(&runner, big, &dir.path().join("out-big")).await;
+    assert_eq!(result.outcome, Outcome::Passed, "{stdout}");
+    assert!(!result.warm);
+    assert_eq!(stdout.trim(), (384u64 << 20).to_string());
+    assert_eq!(
+        pool.stats(&small, &image_id).ready,
+        1,
+        "the other key's sandbox was taken"
+    );
+
+    // The matching job gets it, under its own limit, and a multi-step job's later steps
+    // share the pooled sandbox's scratch.
+    let two_steps = job(
+        dir.path(),
+        "two",
+        "steps:\n  - {name: a, run: 'cat /sys/fs/cgroup/memory/memory.limit_in_bytes; echo kept > /out/x'}\n  - {name: b, run: 'cat /out/x'}\nlimits: { memory: 256MiB }\n",
+    );
+    let image_id2 = runner
+        .preflight(&two_steps)
+        .await
+        .expect("preflight")
+        .image_id
+        .expect("image present");
+    pool.prime(&two_steps, &image_id2);
+    assert!(
+        pool.wait_ready(&two_steps, &image_id2, Duration::from_secs(60))
+            .await
+    );
+    let (result, stdout) = run(&runner, two_steps, &dir.path().join("out-two")).await;
+    assert_eq!(result.outcome, Outcome::Passed, "{stdout}");
+    assert!(result.warm);
+    assert_eq!(stdout, format!("{}\nkept\n", 256u64 << 20));
+
+    pool.drain().await;
+    assert_eq!(leftovers(), Vec::<String>::new(), "left after the drain");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_job_removes_its_pooled_sandbox() {
+    common::require_image();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (runner, pool) = pool_runner(1).await;
+    let j = job(
+        dir.path(),
+        "slow",
+        "steps: [{name: a, run: 'echo started; sleep 60'}]\n",
+    );
+    let preflight = runner.preflight(&j).await.expect("preflight");
+    let image_id = preflight.image_id.clone().expect("image present");
+    pool.prime(&j, &image_id);
+    assert!(
+        pool.wait_ready(&j, &image_id, Duration::from_secs(60))
+            .await
+    );
+    let mut handle = runner.start(j.clone(), preflight, dir.path().join("out"));
+    while let Some(ev) = handle.next_event().await {
+        if let JobEvent::Output { .. } = ev {
+            handle.cancel();
+        }
+        if let JobEvent::Finished { result } = ev {
+            assert_eq!(result.outcome, Outcome::Cancelled);
+            assert!(result.warm);
+        }
+    }
+    // Only the refill is left, and the drain removes it.
+    assert!(
+        pool.wait_ready(&j, &image_id, Duration::from_secs(60))
+            .await
+    );
+    assert_eq!(
+        leftovers()
+            .iter()
+            .filter(|l| l.starts_with("container"))
+            .count(),
+        1
+    );
+    pool.drain().await;
+    assert_eq!(leftovers(), Vec::<String>::new(), "left after the drain");
+}
