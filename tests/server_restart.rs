@@ -177,3 +177,74 @@ async fn retention_prunes_finished_jobs() {
     }
     assert!(!data.join("jobs").join(&id).exists(), "files left behind");
 }
+
+/// With `warm_pool`, jobs after the first of their kind start in a ready sandbox, each in its
+/// own; on SIGTERM the pool is drained, so the server leaves no container or volume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_warm_pool_serves_jobs_and_sigterm_leaves_nothing() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    let mut srv = start(&data, "concurrency: 1\nwarm_pool: 1\n");
+    let owner_filter = {
+        let host = nix::unistd::gethostname().expect("hostname");
+        format!(
+            "label=org.cordon.owner={}:{}",
+            host.to_string_lossy(),
+            srv.child.id()
+        )
+    };
+    let c = srv.client();
+    let mut hosts = Vec::new();
+    for i in 0..3 {
+        let id = c
+            .submit_ok(&spec(&format!("echo host=$(hostname) job={i}")), None)
+            .await;
+        let st = c.wait_state(&id, "finished", Duration::from_secs(60)).await;
+        assert_eq!(st["outcome"], "passed", "{st}");
+        let evs = c.events(&id, 0).await;
+        let result = &evs.last().expect("events")["result"];
+        assert_eq!(
+            result["warm"].as_bool().unwrap_or(false),
+            i > 0,
+            "job {i}: {result}"
+        );
+        let line = evs
+            .iter()
+            .filter_map(|e| e["data"].as_str())
+            .find(|d| d.starts_with("host="))
+            .unwrap_or_else(|| panic!("no output in {evs:?}"))
+            .to_string();
+        assert!(line.ends_with(&format!("job={i}\n")), "{line}");
+        hosts.push(line);
+        // Give the refill time to finish before the next job, as a refine loop would.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while docker(&["ps", "-q", "--filter", &owner_filter])
+            .trim()
+            .is_empty()
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    hosts.sort();
+    hosts.dedup();
+    assert_eq!(hosts.len(), 3, "a sandbox served two jobs: {hosts:?}");
+    assert!(
+        !docker(&["ps", "-aq", "--filter", &owner_filter])
+            .trim()
+            .is_empty(),
+        "a ready sandbox waits in the pool"
+    );
+    srv.sigterm();
+    assert_eq!(
+        srv.wait_exit(Duration::from_secs(40)),
+        Some(0),
+        "{}",
+        srv.log()
+    );
+    assert_eq!(docker(&["ps", "-aq", "--filter", &owner_filter]).trim(), "");
+    assert_eq!(
+        docker(&["volume", "ls", "-q", "--filter", &owner_filter]).trim(),
+        ""
+    );
+}

@@ -65,6 +65,12 @@ pub struct ServerConfig {
     /// Host variables a spec may ask for in `pass_env`. Empty (the default): none — a remote
     /// client must not read the service's environment.
     pub allow_pass_env: Vec<String>,
+    /// Warm sandboxes kept ready per (image, profile, limits, …) key: a job whose key has one
+    /// skips container creation. 0 (the default) turns the pool off. See `cordon::pool` for
+    /// what it costs (idle resources, not isolation).
+    pub warm_pool: usize,
+    /// A key no job asked for in this long has its warm sandboxes removed.
+    pub warm_pool_idle: Span,
 }
 
 impl Default for ServerConfig {
@@ -84,6 +90,8 @@ impl Default for ServerConfig {
             retention: Span(Duration::from_secs(7 * 24 * 3600)),
             shutdown_grace: Span(Duration::from_secs(30)),
             allow_pass_env: Vec::new(),
+            warm_pool: 0,
+            warm_pool_idle: Span(Duration::from_secs(600)),
         }
     }
 }
@@ -102,6 +110,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("CORDON_PROFILES_DIR", "profiles_dir"),
     ("CORDON_RETENTION", "retention"),
     ("CORDON_SHUTDOWN_GRACE", "shutdown_grace"),
+    ("CORDON_WARM_POOL", "warm_pool"),
 ];
 
 impl ServerConfig {
@@ -188,6 +197,9 @@ impl ServerConfig {
         if let Some(v) = get("CORDON_SHUTDOWN_GRACE") {
             self.shutdown_grace = yaml("CORDON_SHUTDOWN_GRACE", &v)?;
         }
+        if let Some(v) = get("CORDON_WARM_POOL") {
+            self.warm_pool = parse("CORDON_WARM_POOL", &v)?;
+        }
         Ok(())
     }
 
@@ -211,6 +223,15 @@ impl ServerConfig {
         }
         if self.concurrency == Some(0) {
             return Err(invalid("concurrency", "must be at least 1".into()));
+        }
+        if self.warm_pool > 16 {
+            return Err(invalid(
+                "warm_pool",
+                format!(
+                    "{} ready sandboxes per key is more than any queue needs; use at most 16 (about `concurrency`)",
+                    self.warm_pool
+                ),
+            ));
         }
         if self.queue_capacity == 0 {
             return Err(invalid("queue_capacity", "must be at least 1".into()));
@@ -295,6 +316,24 @@ mod tests {
         assert_eq!(c.shutdown_grace.0, Duration::from_secs(5));
         assert_eq!(c.retention.0, Duration::from_secs(3600));
         assert_eq!(c.listen, "127.0.0.1:1");
+    }
+
+    /// The shipped example configuration and the documented one stay valid.
+    #[test]
+    fn the_shipped_configurations_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let deploy = root.join("deploy/cordon.yaml");
+        let text = std::fs::read_to_string(&deploy).expect("deploy/cordon.yaml");
+        let c: ServerConfig = crate::spec::parse_yaml(&text, &deploy).expect("valid");
+        assert_eq!(c.warm_pool, 0);
+        let doc = std::fs::read_to_string(root.join("docs/server.md")).expect("docs/server.md");
+        let block = doc
+            .split("```yaml\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .expect("a yaml block in docs/server.md");
+        crate::spec::parse_yaml::<ServerConfig>(block, Path::new("docs/server.md"))
+            .expect("the documented configuration is valid");
     }
 
     #[test]

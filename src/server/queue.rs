@@ -134,7 +134,18 @@ impl Service {
         })?;
         let jobs_dir = config.data_dir.join("jobs");
         let store = Store::open(&config.data_dir.join("cordon.db"))?;
-        let runner = Runner::new(Arc::new(docker.clone()), Default::default());
+        let backend: Arc<dyn crate::sandbox::Backend> = Arc::new(docker.clone());
+        let mut runner = Runner::new(backend.clone(), Default::default());
+        if config.warm_pool > 0 {
+            info!(per_key = config.warm_pool, "warm pool on");
+            runner = runner.with_pool(crate::pool::WarmPool::new(
+                backend,
+                crate::pool::PoolConfig {
+                    per_key: config.warm_pool,
+                    idle: config.warm_pool_idle.0,
+                },
+            ));
+        }
         let concurrency = config.concurrency();
         let svc = Service {
             inner: Arc::new(Inner {
@@ -537,6 +548,9 @@ impl Service {
             while running() > 0 && tokio::time::Instant::now() < hard {
                 let _ = tokio::time::timeout(Duration::from_millis(200), s.idle.notified()).await;
             }
+        }
+        if let Some(pool) = s.runner.pool() {
+            pool.drain().await;
         }
         info!("drained: no job is running");
     }
