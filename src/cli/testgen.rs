@@ -56,6 +56,11 @@ pub struct TestgenArgs {
     /// The sandbox image the tests run in.
     #[arg(long, default_value = crate::spec::DEFAULT_IMAGE)]
     image: String,
+    /// Sandboxes kept created and started ahead of the next test run, so a refine iteration
+    /// skips container creation. Each serves one run and is removed after it; 0 turns this off.
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=8))]
+    warm_pool: usize,
 }
 
 pub async fn testgen(args: TestgenArgs) -> u8 {
@@ -92,6 +97,7 @@ pub async fn testgen(args: TestgenArgs) -> u8 {
         fix_attempts: args.fix_attempts,
         exec: ExecConfig {
             image: args.image.clone(),
+            warm_pool: args.warm_pool,
             ..ExecConfig::default()
         },
         ..Options::default()

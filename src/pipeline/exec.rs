@@ -13,6 +13,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::event::JobEvent;
+use crate::pool::{PoolConfig, WarmPool};
 use crate::report::{JobResult, Outcome};
 use crate::runner::{Runner, RunnerConfig};
 use crate::sandbox::SandboxError;
@@ -55,6 +56,8 @@ pub struct ExecConfig {
     pub memory: String,
     /// Wall time of one pytest run inside a job.
     pub run_timeout: Duration,
+    /// Warm sandboxes kept ready (0: none), so the next job skips container creation.
+    pub warm_pool: usize,
 }
 
 impl Default for ExecConfig {
@@ -65,6 +68,7 @@ impl Default for ExecConfig {
             cpus: 1.0,
             memory: "1GiB".to_string(),
             run_timeout: Duration::from_secs(120),
+            warm_pool: 1,
         }
     }
 }
@@ -164,9 +168,19 @@ impl Executor {
         // cordon's own candidates go in a clean directory of their own.
         std::fs::create_dir_all(ws.join(".cordon-testgen")).map_err(io)?;
         std::fs::write(ws.join(COVERAGERC), coveragerc(project)).map_err(io)?;
-        let backend = DockerBackend::connect().await?;
+        let backend: Arc<dyn crate::sandbox::Backend> = Arc::new(DockerBackend::connect().await?);
+        let mut runner = Runner::new(backend.clone(), RunnerConfig::default());
+        if cfg.warm_pool > 0 {
+            runner = runner.with_pool(WarmPool::new(
+                backend,
+                PoolConfig {
+                    per_key: cfg.warm_pool,
+                    ..PoolConfig::default()
+                },
+            ));
+        }
         Ok(Executor {
-            runner: Runner::new(Arc::new(backend), RunnerConfig::default()),
+            runner,
             cfg,
             work,
             python_root: project.python_root.clone(),
@@ -174,6 +188,13 @@ impl Executor {
             jobs: AtomicU32::new(0),
             sandbox_ms: Default::default(),
         })
+    }
+
+    /// Removes the warm pool's unused sandboxes. Call once the last job has run.
+    pub async fn close(&self) {
+        if let Some(pool) = self.runner.pool() {
+            pool.drain().await;
+        }
     }
 
     /// The host copy of the repository the jobs load.

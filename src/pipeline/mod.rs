@@ -158,6 +158,7 @@ pub async fn run(
     }
     if let Some(exec) = &exec_holder {
         r.report.sandbox_jobs = exec.jobs_run();
+        exec.close().await;
     }
     r.report.tokens = llm.usage();
     r.report.duration_ms = started.elapsed().as_millis() as u64;
