@@ -4,11 +4,13 @@
 //!     cargo bench --bench job_overhead            # 20 rounds
 //!     BENCH_ROUNDS=50 cargo bench --bench job_overhead
 //!
-//! Three things are timed each round, in turn:
+//! Four things are timed each round, in turn:
 //! - `docker run --rm IMAGE true` (the docker CLI: create, attach, start, wait, remove);
 //! - a cordon job through the library (`Runner`), no CLI process in between: resolve,
 //!   scratch, create with the strict profile (seccomp, limits, verified), attach, start, run
 //!   `true`, wait, inspect, remove;
+//! - the same job with a warm pool: a sandbox made ahead of time (untimed, as between the
+//!   iterations of a refine loop) takes creation off the job's path;
 //! - the same job through the `cordon run --json` binary, for reference.
 //!
 //! Prints the median and p90 of each and the ratios against `docker run --rm`.
@@ -18,6 +20,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cordon::pool::{PoolConfig, WarmPool};
 use cordon::report::Outcome;
 use cordon::runner::{Runner, RunnerConfig};
 use cordon::sandbox::docker::DockerBackend;
@@ -94,59 +97,73 @@ fn main() {
         t.elapsed()
     };
 
-    // Warm up each path once (page cache, engine, image layers).
-    docker_run();
-    cordon_lib();
-    cordon_cli();
+    // The same job with a warm pool: before each timed job (untimed) the pool has a sandbox
+    // ready, as it has in a refine loop between iterations or a service between jobs.
+    let pool = rt.block_on(async {
+        WarmPool::new(
+            runner.backend().clone(),
+            PoolConfig {
+                per_key: 1,
+                ..PoolConfig::default()
+            },
+        )
+    });
+    let pooled = runner.clone().with_pool(pool.clone());
+    let cordon_warm = || {
+        let job = cordon::spec::load(&spec).expect("valid spec");
+        let result = rt.block_on(async {
+            let pre = pooled.preflight(&job).await.expect("preflight");
+            let image_id = pre.image_id.clone().expect("image present");
+            pool.prime(&job, &image_id);
+            assert!(
+                pool.wait_ready(&job, &image_id, Duration::from_secs(60))
+                    .await,
+                "the pool did not fill"
+            );
+            let t = Instant::now();
+            let result = pooled.start(job, pre, dir.path().join("out")).wait().await;
+            (t.elapsed(), result)
+        });
+        assert_eq!(result.1.outcome, Outcome::Passed, "{:?}", result.1);
+        assert!(result.1.warm, "the job did not get the warm sandbox");
+        result.0
+    };
 
-    let (mut d, mut l, mut c) = (Vec::new(), Vec::new(), Vec::new());
+    type Timed<'a> = (&'a str, &'a dyn Fn() -> Duration);
+    let paths: [Timed; 4] = [
+        ("docker run --rm (CLI)", &docker_run),
+        ("cordon job (library, strict profile)", &cordon_lib),
+        ("cordon job, warm pool", &cordon_warm),
+        ("cordon run --json (CLI process)", &cordon_cli),
+    ];
+    // Warm up each path once (page cache, engine, image layers).
+    for (_, f) in &paths {
+        f();
+    }
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); paths.len()];
     for i in 0..rounds {
         // Rotate the order so none always runs on a cooler or warmer engine.
-        match i % 3 {
-            0 => {
-                d.push(docker_run());
-                l.push(cordon_lib());
-                c.push(cordon_cli());
-            }
-            1 => {
-                l.push(cordon_lib());
-                c.push(cordon_cli());
-                d.push(docker_run());
-            }
-            _ => {
-                c.push(cordon_cli());
-                d.push(docker_run());
-                l.push(cordon_lib());
-            }
+        for k in 0..paths.len() {
+            let p = (i + k) % paths.len();
+            times[p].push((paths[p].1)());
         }
     }
+    rt.block_on(pool.drain());
     let stats = |v: &mut Vec<Duration>| {
         v.sort();
         (v[v.len() / 2], v[(v.len() * 9 / 10).min(v.len() - 1)])
     };
-    let (dm, dp) = stats(&mut d);
-    let (lm, lp) = stats(&mut l);
-    let (cm, cp) = stats(&mut c);
     let ms = |x: Duration| x.as_secs_f64() * 1000.0;
+    let (dm, _) = stats(&mut times[0].clone());
     println!("per-job time for `true` in {IMAGE}, {rounds} rounds, interleaved");
-    println!(
-        "  {:<38} median {:>7.1} ms   p90 {:>7.1} ms",
-        "docker run --rm (CLI)",
-        ms(dm),
-        ms(dp)
-    );
-    println!(
-        "  {:<38} median {:>7.1} ms   p90 {:>7.1} ms   ratio {:.2}",
-        "cordon job (library, strict profile)",
-        ms(lm),
-        ms(lp),
-        ms(lm) / ms(dm)
-    );
-    println!(
-        "  {:<38} median {:>7.1} ms   p90 {:>7.1} ms   ratio {:.2}",
-        "cordon run --json (CLI process)",
-        ms(cm),
-        ms(cp),
-        ms(cm) / ms(dm)
-    );
+    for (p, (name, _)) in paths.iter().enumerate() {
+        let (m, p90) = stats(&mut times[p]);
+        println!(
+            "  {:<38} median {:>7.1} ms   p90 {:>7.1} ms   ratio {:.2}",
+            name,
+            ms(m),
+            ms(p90),
+            ms(m) / ms(dm)
+        );
+    }
 }
