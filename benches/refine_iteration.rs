@@ -1,0 +1,282 @@
+//! A refine-loop iteration on a project with real PyPI dependencies (attrs, python-dateutil,
+//! six, tabulate; `benches/refine-project`): the job the test generator runs each time a
+//! generated test changes, driven through the library as `cordon testgen` drives it.
+//!
+//!     cargo bench --bench refine_iteration             # 10 rounds, 2 of them reinstalling
+//!     BENCH_ROUNDS=20 BENCH_REINSTALL=3 cargo bench --bench refine_iteration
+//!
+//! Needs PyPI (the environment is built once, through cordon's allowlisting proxy, with the
+//! host's CA bundle). Timed, interleaved, in one run:
+//! - exec-only: the same pytest command alone in an already-running container of the cached
+//!   environment image (`docker exec`), the floor an iteration is measured against;
+//! - cordon, cached environment, warm pool: a sandbox of the environment image ready (made
+//!   untimed before the job, as while the model writes the next test), then workspace load,
+//!   pytest, JUnit collection, removal;
+//! - cordon, cached environment, no pool: the same with the container created in the job;
+//! - cordon reinstalling: the dependency key changes each time, so `pip install` runs (only
+//!   in the first BENCH_REINSTALL rounds: each takes many seconds).
+//!
+//! Prints medians, the ratio of each cordon path to exec-only (target for the warm one:
+//! ≤ 1.2) and the median phases of the warm job.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cordon::pool::{PoolConfig, WarmPool};
+use cordon::report::{JobResult, Outcome};
+use cordon::runner::{Runner, RunnerConfig};
+use cordon::sandbox::Backend;
+use cordon::sandbox::docker::DockerBackend;
+
+const TEST_CMD: &str = "python -m pytest -q -p no:cacheprovider --junitxml=/out/junit.xml tests";
+const FLOOR: &str = "cordon-bench-refine-floor";
+
+fn spec(requirements: &str) -> String {
+    format!(
+        r#"workspace: {{ source: ./repo }}
+prepare:
+  run: pip install --no-input --disable-pip-version-check -r {requirements}
+  cache_key_files: [{requirements}]
+  allow_hosts: [pypi.org, files.pythonhosted.org]
+  ca_bundle: host
+steps:
+  - {{ name: test, run: "{TEST_CMD}", timeout: 120s }}
+artifacts: [/out/junit.xml]
+limits: {{ cpus: 1, memory: 1GiB, pids: 256, scratch: 256MiB }}
+"#
+    )
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let dest = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_tree(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), dest).expect("copy");
+        }
+    }
+}
+
+fn docker(args: &[&str]) {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
+    assert!(
+        out.status.success(),
+        "docker {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn main() {
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let reinstall_rounds: usize = std::env::var("BENCH_REINSTALL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/refine-project"),
+        &repo,
+    );
+    let cached_spec = dir.path().join("cached.yaml");
+    std::fs::write(&cached_spec, spec("requirements.txt")).expect("write spec");
+
+    let backend: Arc<dyn Backend> = Arc::new(
+        rt.block_on(DockerBackend::connect())
+            .expect("a Docker engine (is dockerd running?)"),
+    );
+    let runner = Runner::new(backend.clone(), RunnerConfig::default());
+    let pool = rt.block_on(async {
+        WarmPool::new(
+            backend.clone(),
+            PoolConfig {
+                per_key: 1,
+                ..PoolConfig::default()
+            },
+        )
+    });
+    let pooled = runner.clone().with_pool(pool.clone());
+
+    let mut n = 0;
+    // `warm`: the id of the environment image the pool should have a sandbox of.
+    let mut run_job = |runner: &Runner, spec: &Path, warm: Option<&str>| -> (Duration, JobResult) {
+        n += 1;
+        let job = cordon::spec::load(spec).expect("valid spec");
+        let out = dir.path().join(format!("out-{n}"));
+        let (elapsed, result) = rt.block_on(async {
+            let pre = runner.preflight(&job).await.expect("preflight");
+            if let Some(env_id) = warm {
+                // Untimed: the pool fills while the model writes the next test.
+                pool.prime(&job, env_id);
+                assert!(
+                    pool.wait_ready(&job, env_id, Duration::from_secs(60)).await,
+                    "the pool did not fill"
+                );
+            }
+            let t = Instant::now();
+            let result = runner.start(job, pre, out.clone()).wait().await;
+            (t.elapsed(), result)
+        });
+        let _ = std::fs::remove_dir_all(&out);
+        assert_eq!(result.outcome, Outcome::Passed, "{result:?}");
+        assert_eq!(
+            result.tests.as_ref().map(|t| t.failed + t.errors),
+            Some(0),
+            "{result:?}"
+        );
+        assert_eq!(result.warm, warm.is_some(), "{result:?}");
+        (elapsed, result)
+    };
+
+    eprintln!(
+        "warming: building the dependency environment once (pip install through cordon's proxy)"
+    );
+    let (_, first) = run_job(&runner, &cached_spec, None);
+    let env_image = first.environment.expect("an environment").image;
+    let env_id = rt
+        .block_on(backend.local_image(&env_image))
+        .expect("engine")
+        .expect("the environment image");
+
+    // The floor: pytest alone, in a long-running container of the same environment image.
+    let _ = Command::new("docker").args(["rm", "-f", FLOOR]).output();
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        FLOOR,
+        "--user",
+        "1000:1000",
+        "--network",
+        "none",
+        "--read-only",
+        "--tmpfs",
+        "/tmp:uid=1000",
+        "--tmpfs",
+        "/out:uid=1000",
+        "--tmpfs",
+        "/workspace:uid=1000,exec",
+        "-w",
+        "/workspace",
+        &env_image,
+        "sleep",
+        "infinity",
+    ]);
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(&repo)
+        .args(["-c", "."])
+        .output()
+        .expect("tar");
+    let mut load = Command::new("docker")
+        .args(["exec", "-i", FLOOR, "tar", "-x", "-C", "/workspace"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("docker exec");
+    std::io::Write::write_all(&mut load.stdin.take().expect("stdin"), &tar.stdout)
+        .expect("load floor workspace");
+    assert!(load.wait().expect("wait").success());
+    let exec_only = || {
+        let t = Instant::now();
+        let st = Command::new("docker")
+            .args(["exec", "-w", "/workspace", FLOOR, "sh", "-c", TEST_CMD])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("docker exec");
+        assert!(st.success(), "pytest in the floor container failed");
+        t.elapsed()
+    };
+    exec_only();
+
+    let (mut floor, mut warm, mut cold, mut reinstall) = (vec![], vec![], vec![], vec![]);
+    let mut phases: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for i in 0..rounds {
+        for k in 0..3 {
+            match (i + k) % 3 {
+                0 => floor.push(exec_only()),
+                1 => {
+                    let (t, r) = run_job(&pooled, &cached_spec, Some(&env_id));
+                    assert!(r.environment.as_ref().is_some_and(|e| e.cached));
+                    for (p, ms) in r.phases_ms {
+                        phases.entry(p).or_default().push(ms);
+                    }
+                    warm.push(t);
+                }
+                _ => {
+                    let (t, r) = run_job(&runner, &cached_spec, None);
+                    assert!(r.environment.as_ref().is_some_and(|e| e.cached));
+                    cold.push(t);
+                }
+            }
+        }
+        if i < reinstall_rounds {
+            let req = format!("requirements-{i}-{}.txt", std::process::id());
+            let mut text = std::fs::read_to_string(repo.join("requirements.txt")).expect("read");
+            text.push_str(&format!("# round {i}\n"));
+            std::fs::write(repo.join(&req), text).expect("write");
+            let s = dir.path().join("reinstall.yaml");
+            std::fs::write(&s, spec(&req)).expect("write spec");
+            let (t, r) = run_job(&runner, &s, None);
+            let env = r.environment.expect("an environment");
+            assert!(!env.cached, "a changed dependency file must rebuild");
+            reinstall.push(t);
+            let _ = std::fs::remove_file(repo.join(&req));
+            let _ = Command::new("docker")
+                .args(["image", "rm", &env.image])
+                .output();
+        }
+    }
+    rt.block_on(pool.drain());
+    let _ = Command::new("docker").args(["rm", "-f", FLOOR]).output();
+
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let f = median(&mut floor);
+    println!("refine iteration, {rounds} rounds interleaved ({reinstall_rounds} reinstalling)");
+    println!(
+        "  {:<52} median {:>8.0} ms",
+        "exec-only (pytest in a running container)",
+        ms(f)
+    );
+    for (name, v) in [
+        ("cordon, cached environment, warm pool", &mut warm),
+        ("cordon, cached environment, no pool", &mut cold),
+        ("cordon, reinstalling the dependencies", &mut reinstall),
+    ] {
+        if v.is_empty() {
+            continue;
+        }
+        let m = median(v);
+        println!(
+            "  {:<52} median {:>8.0} ms   ratio to exec-only {:.2}",
+            name,
+            ms(m),
+            ms(m) / ms(f)
+        );
+    }
+    let phase_text: Vec<String> = phases
+        .iter_mut()
+        .map(|(p, v)| {
+            v.sort();
+            format!("{p} {} ms", v[v.len() / 2])
+        })
+        .collect();
+    println!("  warm job phases (medians): {}", phase_text.join(", "));
+}
