@@ -183,7 +183,12 @@ impl WarmPool {
     /// Stops refilling, waits for sandboxes being made, and removes every unused one.
     /// Returns how many were removed. Jobs that already took one are not affected.
     pub async fn drain(&self) -> usize {
-        self.inner.closed.cancel();
+        {
+            // Under the lock: a refill either started its makers before this (and they are
+            // waited for below) or sees the pool closed and starts none.
+            let _keys = self.lock();
+            self.inner.closed.cancel();
+        }
         self.inner.tasks.close();
         // Makers in flight see the pool closed and remove what they made.
         self.inner.tasks.wait().await;
@@ -211,6 +216,9 @@ impl WarmPool {
     /// Starts makers until the key has `per_key` ready or in the making.
     fn refill(&self, key: &str) {
         let mut keys = self.lock();
+        if self.inner.closed.is_cancelled() {
+            return;
+        }
         let Some(slot) = keys.get_mut(key) else {
             return;
         };

@@ -272,3 +272,42 @@ async fn a_cancelled_job_removes_its_pooled_sandbox() {
     pool.drain().await;
     assert_eq!(leftovers(), Vec::<String>::new(), "left after the drain");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_left_idle_is_drained_on_its_own() {
+    common::require_image();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend: Arc<dyn cordon::sandbox::Backend> =
+        Arc::new(DockerBackend::connect().await.expect("a Docker engine"));
+    let pool = WarmPool::new(
+        backend.clone(),
+        PoolConfig {
+            per_key: 1,
+            idle: Duration::from_secs(1),
+        },
+    );
+    let runner = Runner::new(backend, RunnerConfig::default());
+    let j = job(dir.path(), "idle", "steps: [{name: a, run: 'true'}]\n");
+    let image_id = runner
+        .preflight(&j)
+        .await
+        .expect("preflight")
+        .image_id
+        .expect("image present");
+    pool.prime(&j, &image_id);
+    assert!(
+        pool.wait_ready(&j, &image_id, Duration::from_secs(60))
+            .await
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !leftovers().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        leftovers(),
+        Vec::<String>::new(),
+        "the idle key was not drained"
+    );
+    assert_eq!(pool.stats(&j, &image_id).ready, 0);
+    assert_eq!(pool.drain().await, 0);
+}
