@@ -11,9 +11,9 @@
 //! made for the job (they are created by the same code and read back the same way), it holds
 //! nothing of any job, and it is never handed out twice. It costs resources while idle: per
 //! ready sandbox one stopped-at-`read` shell, its empty tmpfs volumes and an open attach
-//! connection to the engine. A pooled container was started up to `idle` before its job and
-//! is labelled with the pool's id, not the job's. Keys not used for `idle` are drained;
-//! [`WarmPool::drain`] removes everything on shutdown.
+//! connection to the engine, `max_total` of them at most. A pooled container was started up
+//! to `idle` before its job and is labelled with the pool's id, not the job's. Keys not used
+//! for `idle` are drained; [`WarmPool::drain`] removes everything on shutdown.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -34,6 +34,9 @@ pub struct PoolConfig {
     pub per_key: usize,
     /// A key not asked for in this long is drained.
     pub idle: Duration,
+    /// Ready and in-the-making sandboxes across all keys at most, so jobs with many
+    /// different settings cannot make the pool hold the host's memory.
+    pub max_total: usize,
 }
 
 impl Default for PoolConfig {
@@ -41,6 +44,7 @@ impl Default for PoolConfig {
         PoolConfig {
             per_key: 1,
             idle: Duration::from_secs(600),
+            max_total: 8,
         }
     }
 }
@@ -219,6 +223,8 @@ impl WarmPool {
         if self.inner.closed.is_cancelled() {
             return;
         }
+        let total: usize = keys.values().map(|s| s.ready.len() + s.filling).sum();
+        let room = self.inner.config.max_total.saturating_sub(total);
         let Some(slot) = keys.get_mut(key) else {
             return;
         };
@@ -226,7 +232,8 @@ impl WarmPool {
             .inner
             .config
             .per_key
-            .saturating_sub(slot.ready.len() + slot.filling);
+            .saturating_sub(slot.ready.len() + slot.filling)
+            .min(room);
         for _ in 0..want {
             slot.filling += 1;
             let mut template = slot.template.clone();

@@ -80,6 +80,7 @@ async fn pool_runner(per_key: usize) -> (Runner, WarmPool) {
         PoolConfig {
             per_key,
             idle: Duration::from_secs(600),
+            ..PoolConfig::default()
         },
     );
     let runner = Runner::new(backend, RunnerConfig::default()).with_pool(pool.clone());
@@ -284,6 +285,7 @@ async fn a_key_left_idle_is_drained_on_its_own() {
         PoolConfig {
             per_key: 1,
             idle: Duration::from_secs(1),
+            ..PoolConfig::default()
         },
     );
     let runner = Runner::new(backend, RunnerConfig::default());
@@ -310,4 +312,59 @@ async fn a_key_left_idle_is_drained_on_its_own() {
     );
     assert_eq!(pool.stats(&j, &image_id).ready, 0);
     assert_eq!(pool.drain().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_never_holds_more_than_its_total_cap() {
+    common::require_image();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend: Arc<dyn cordon::sandbox::Backend> =
+        Arc::new(DockerBackend::connect().await.expect("a Docker engine"));
+    let pool = WarmPool::new(
+        backend.clone(),
+        PoolConfig {
+            per_key: 1,
+            max_total: 1,
+            ..PoolConfig::default()
+        },
+    );
+    let runner = Runner::new(backend, RunnerConfig::default());
+    let a = job(
+        dir.path(),
+        "a",
+        "steps: [{name: a, run: 'true'}]\nlimits: { pids: 100 }\n",
+    );
+    let b = job(
+        dir.path(),
+        "b",
+        "steps: [{name: b, run: 'true'}]\nlimits: { pids: 101 }\n",
+    );
+    let image_id = runner
+        .preflight(&a)
+        .await
+        .expect("preflight")
+        .image_id
+        .expect("image present");
+    pool.prime(&a, &image_id);
+    assert!(
+        pool.wait_ready(&a, &image_id, Duration::from_secs(60))
+            .await
+    );
+    pool.prime(&b, &image_id);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sb = pool.stats(&b, &image_id);
+    assert_eq!(
+        (sb.ready, sb.filling),
+        (0, 0),
+        "a second key filled past the cap"
+    );
+    assert_eq!(
+        leftovers()
+            .iter()
+            .filter(|l| l.starts_with("container"))
+            .count(),
+        1
+    );
+    assert_eq!(pool.drain().await, 1);
+    assert_eq!(leftovers(), Vec::<String>::new(), "left after the drain");
 }

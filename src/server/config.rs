@@ -71,6 +71,8 @@ pub struct ServerConfig {
     pub warm_pool: usize,
     /// A key no job asked for in this long has its warm sandboxes removed.
     pub warm_pool_idle: Span,
+    /// Warm sandboxes across all keys at most.
+    pub warm_pool_max: usize,
 }
 
 impl Default for ServerConfig {
@@ -92,6 +94,7 @@ impl Default for ServerConfig {
             allow_pass_env: Vec::new(),
             warm_pool: 0,
             warm_pool_idle: Span(Duration::from_secs(600)),
+            warm_pool_max: 8,
         }
     }
 }
@@ -230,6 +233,15 @@ impl ServerConfig {
                 format!(
                     "{} ready sandboxes per key is more than any queue needs; use at most 16 (about `concurrency`)",
                     self.warm_pool
+                ),
+            ));
+        }
+        if self.warm_pool > 0 && self.warm_pool_max < self.warm_pool {
+            return Err(invalid(
+                "warm_pool_max",
+                format!(
+                    "{} is below warm_pool ({}): not even one key could be filled",
+                    self.warm_pool_max, self.warm_pool
                 ),
             ));
         }

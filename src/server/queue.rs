@@ -143,6 +143,7 @@ impl Service {
                 crate::pool::PoolConfig {
                     per_key: config.warm_pool,
                     idle: config.warm_pool_idle.0,
+                    max_total: config.warm_pool_max,
                 },
             ));
         }
