@@ -232,3 +232,76 @@ async fn a_dead_model_endpoint_stops_the_run_with_a_report() {
     assert_eq!((b.tests, b.passed), (1, 1));
     assert!(b.coverage.lines > 0 && b.coverage.lines_covered < b.coverage.lines);
 }
+
+/// A project whose code imports a PyPI package listed in requirements.txt: the install runs
+/// once as a cached `prepare` (through cordon's allowlisting proxy, with the host's CA bundle
+/// for this machine's TLS-intercepting proxy), and the baseline and generated tests import it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requirements_are_installed_in_the_sandbox_and_recorded() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir_all(repo.join("tests")).expect("mkdir");
+    // A comment unique to this run gives the environment a key of its own, removed below.
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    std::fs::write(
+        repo.join("requirements.txt"),
+        format!("six==1.16.0  # {run_id}\n"),
+    )
+    .expect("write");
+    std::fs::write(
+        repo.join("textutil.py"),
+        "import six\n\n\ndef shout(x):\n    if isinstance(x, six.binary_type):\n        x = x.decode()\n    return x.upper()\n",
+    )
+    .expect("write");
+    std::fs::write(
+        repo.join("tests/test_textutil.py"),
+        "from textutil import shout\n\n\ndef test_text():\n    assert shout('a') == 'A'\n",
+    )
+    .expect("write");
+    let script = |_n: usize, req: &serde_json::Value| -> Answer {
+        let u = last_user(req);
+        if u.contains("for the function `shout`") {
+            return Answer::chat(
+                "```python\nimport six\nfrom textutil import shout\n\ndef test_bytes():\n    assert shout(b'ab') == 'AB'\n    assert six.PY3\n```",
+            );
+        }
+        Answer::status(500, "unexpected request")
+    };
+    let s = start(Box::new(script)).await;
+    let llm = Llm::new(llm_config(&s.base_url)).expect("client");
+    let mut o = opts(&repo);
+    o.exec.ca_bundle = Some("host".into());
+    let out = pipeline::run(&o, &llm, CancellationToken::new(), quiet()).await;
+    let r = &out.report;
+    eprintln!("{}", r.markdown());
+    assert_eq!(r.error, None);
+    let install = r.settings.install.as_deref().expect("an install recorded");
+    assert!(
+        install.contains("pip install") && install.contains("requirements.txt"),
+        "{install}"
+    );
+    let base = r.baseline.as_ref().expect("baseline");
+    assert_eq!(
+        (base.tests, base.failed),
+        (1, 0),
+        "six was importable: {base:?}"
+    );
+    assert_eq!(out.kept.len(), 1, "{:?}", r.candidates);
+    assert!(r.markdown().contains("Dependencies: `pip install"));
+
+    // The jobs ran in the environment built from this run's requirements; remove it.
+    let env = r
+        .environment
+        .as_deref()
+        .expect("the environment image is reported");
+    assert!(env.starts_with("cordon-env:"), "{env}");
+    let rm = std::process::Command::new("docker")
+        .args(["image", "rm", env])
+        .output()
+        .expect("docker image rm");
+    assert!(
+        rm.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rm.stderr)
+    );
+}

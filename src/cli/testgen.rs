@@ -10,7 +10,7 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::{EXIT_INVALID, EXIT_SANDBOX_ERROR, report_error};
-use crate::pipeline::exec::{ExecConfig, GENERATED_DIR};
+use crate::pipeline::exec::{ExecConfig, GENERATED_DIR, Install};
 use crate::pipeline::llm::{Llm, LlmConfig};
 use crate::pipeline::{self, Options};
 
@@ -56,6 +56,16 @@ pub struct TestgenArgs {
     /// The sandbox image the tests run in.
     #[arg(long, default_value = crate::spec::DEFAULT_IMAGE)]
     image: String,
+    /// How the project's dependencies are installed in the sandbox: `auto` (the default:
+    /// `pip install -r` every requirements*.txt at the root, if any), `none`, or a command
+    /// (run once with only the dependency files present, reaching only package registries;
+    /// the result is cached as an environment image and reused by every later run).
+    #[arg(long, default_value = "auto", value_name = "auto|none|CMD")]
+    install: String,
+    /// A CA bundle for the install, for networks behind a TLS-intercepting proxy: `host` (the
+    /// host's own bundle) or a path.
+    #[arg(long, value_name = "host|PATH")]
+    ca_bundle: Option<String>,
     /// Sandboxes kept created and started ahead of the next test run, so a refine iteration
     /// skips container creation. Each serves one run and is removed after it; 0 turns this off.
     #[arg(long, default_value_t = 1, value_name = "N",
@@ -82,6 +92,21 @@ pub async fn testgen(args: TestgenArgs) -> u8 {
             return EXIT_INVALID;
         }
     };
+    let ca_bundle = match args.ca_bundle.as_deref() {
+        None => None,
+        Some("host") => Some("host".to_string()),
+        Some(path) => match std::path::Path::new(path).canonicalize() {
+            Ok(p) if p.is_file() => Some(p.display().to_string()),
+            _ => {
+                eprintln!("cordon: error: --ca-bundle {path}: not a readable file (or say `host`)");
+                return EXIT_INVALID;
+            }
+        },
+    };
+    if args.install.trim().is_empty() {
+        eprintln!("cordon: error: --install needs `auto`, `none` or a command");
+        return EXIT_INVALID;
+    }
     let report_dir = args.report.clone().unwrap_or_else(|| {
         let t = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
             .to_string()
@@ -98,6 +123,12 @@ pub async fn testgen(args: TestgenArgs) -> u8 {
         exec: ExecConfig {
             image: args.image.clone(),
             warm_pool: args.warm_pool,
+            install: match args.install.trim() {
+                "auto" => Install::Auto,
+                "none" | "off" => Install::Off,
+                cmd => Install::Command(cmd.to_string()),
+            },
+            ca_bundle,
             ..ExecConfig::default()
         },
         ..Options::default()

@@ -43,6 +43,10 @@ pub enum ExecError {
     Sandbox(#[from] SandboxError),
     #[error("the sandbox job failed: {0}")]
     Job(String),
+    #[error(
+        "installing the project's dependencies failed: {0} (pass --install CMD to say how, or --install none; behind a TLS-intercepting proxy add --ca-bundle host)"
+    )]
+    Install(String),
     #[error("stopped")]
     Cancelled,
 }
@@ -58,6 +62,62 @@ pub struct ExecConfig {
     pub run_timeout: Duration,
     /// Warm sandboxes kept ready (0: none), so the next job skips container creation.
     pub warm_pool: usize,
+    /// How the project's dependencies are installed (a cached `prepare`).
+    pub install: Install,
+    /// `ca_bundle` of the install: `host` or an absolute path to a CA bundle.
+    pub ca_bundle: Option<String>,
+}
+
+/// How the project's dependencies get into the sandbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Install {
+    /// `pip install -r` every `requirements*.txt` at the repository root, if there is one.
+    #[default]
+    Auto,
+    /// This command (`sh -c` in the workspace path, seeing only the dependency files).
+    Command(String),
+    /// Nothing: the image must have what the project imports.
+    Off,
+}
+
+impl Install {
+    /// The `prepare` for `project`, or `None` when nothing is to be installed.
+    pub fn prepare(&self, project: &Project, ca_bundle: Option<&str>) -> Option<spec::PrepareSpec> {
+        let (run, key_files) = match self {
+            Install::Off => return None,
+            Install::Command(cmd) => (cmd.clone(), project.dependency_files.clone()),
+            Install::Auto => {
+                let reqs: Vec<String> = project
+                    .dependency_files
+                    .iter()
+                    .filter(|f| f.starts_with("requirements") && f.ends_with(".txt"))
+                    .cloned()
+                    .collect();
+                if reqs.is_empty() {
+                    return None;
+                }
+                let args: Vec<String> = reqs
+                    .iter()
+                    .map(|r| format!("-r {}", crate::sandbox::policy::shell_quote(r)))
+                    .collect();
+                (
+                    format!(
+                        "pip install --no-input --disable-pip-version-check {}",
+                        args.join(" ")
+                    ),
+                    reqs,
+                )
+            }
+        };
+        Some(spec::PrepareSpec {
+            run,
+            cache_key_files: key_files,
+            allow_hosts: None,
+            ca_bundle: ca_bundle.map(str::to_string),
+            timeout: Some(spec::Span(Duration::from_secs(15 * 60))),
+            env: BTreeMap::new(),
+        })
+    }
 }
 
 impl Default for ExecConfig {
@@ -69,6 +129,8 @@ impl Default for ExecConfig {
             memory: "1GiB".to_string(),
             run_timeout: Duration::from_secs(120),
             warm_pool: 1,
+            install: Install::Auto,
+            ca_bundle: None,
         }
     }
 }
@@ -108,12 +170,16 @@ pub struct JobRuns {
 pub struct Executor {
     runner: Runner,
     cfg: ExecConfig,
+    /// The dependency install every job starts from (cached after the first).
+    prepare: Option<spec::PrepareSpec>,
     work: tempfile::TempDir,
     python_root: String,
     cancel: CancellationToken,
     jobs: AtomicU32,
     /// Total sandbox wall time, ms.
     pub sandbox_ms: std::sync::atomic::AtomicU64,
+    /// The environment image of the last job, when there is an install.
+    environment: std::sync::Mutex<Option<String>>,
 }
 
 /// Copies a repository (no symlinks, no VCS or cache directories) into `dst`.
@@ -179,14 +245,17 @@ impl Executor {
                 },
             ));
         }
+        let prepare = cfg.install.prepare(project, cfg.ca_bundle.as_deref());
         Ok(Executor {
             runner,
+            prepare,
             cfg,
             work,
             python_root: project.python_root.clone(),
             cancel,
             jobs: AtomicU32::new(0),
             sandbox_ms: Default::default(),
+            environment: Default::default(),
         })
     }
 
@@ -195,6 +264,19 @@ impl Executor {
         if let Some(pool) = self.runner.pool() {
             pool.drain().await;
         }
+    }
+
+    /// The environment image the jobs started from, once one has run.
+    pub fn environment(&self) -> Option<String> {
+        self.environment
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The install command every job's environment comes from, if any.
+    pub fn install_command(&self) -> Option<&str> {
+        self.prepare.as_ref().map(|p| p.run.as_str())
     }
 
     /// The host copy of the repository the jobs load.
@@ -265,6 +347,7 @@ impl Executor {
             }],
             artifacts: vec!["/out/r".to_string()],
             limits: limits(&self.cfg),
+            prepare: self.prepare.clone(),
             env,
             ..Default::default()
         };
@@ -291,6 +374,21 @@ impl Executor {
             .fetch_add(result.duration_ms, Ordering::Relaxed);
         if result.outcome == Outcome::Cancelled {
             return Err(ExecError::Cancelled);
+        }
+        if let Some(env) = &result.environment
+            && env.outcome == Outcome::Passed
+        {
+            *self.environment.lock().unwrap_or_else(|p| p.into_inner()) = Some(env.image.clone());
+        }
+        if let Some(env) = &result.environment
+            && env.outcome != Outcome::Passed
+        {
+            return Err(ExecError::Install(
+                result
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| format!("the install ended {}", env.outcome)),
+            ));
         }
         if result.outcome == Outcome::SandboxError {
             return Err(ExecError::Job(

@@ -136,6 +136,7 @@ pub async fn run(
                 repeats: opts.repeats,
                 fix_attempts: opts.fix_attempts,
                 image: opts.exec.image.clone(),
+                install: None,
             },
             ..Default::default()
         },
@@ -158,6 +159,7 @@ pub async fn run(
     }
     if let Some(exec) = &exec_holder {
         r.report.sandbox_jobs = exec.jobs_run();
+        r.report.environment = exec.environment();
         exec.close().await;
     }
     r.report.tokens = llm.usage();
@@ -234,6 +236,12 @@ impl Run<'_> {
         .await?;
         let exec = exec_holder.insert(exec);
         exec.set_generated(&[])?;
+        if let Some(cmd) = exec.install_command() {
+            self.say(&format!(
+                "dependencies: `{cmd}` in a sandbox that reaches only package registries; built once, then cached as an environment image"
+            ));
+            self.report.settings.install = Some(cmd.to_string());
+        }
         self.say("baseline: running the existing tests with branch coverage in the sandbox");
         let base = exec
             .run(

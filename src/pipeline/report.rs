@@ -36,6 +36,9 @@ pub struct Report {
     pub tokens: Usage,
     pub stages_ms: BTreeMap<String, u64>,
     pub sandbox_jobs: u32,
+    /// The cached dependency environment (`cordon-env:…`) the sandbox jobs started from.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub environment: Option<String>,
     /// Kept test files, as they would be written to `tests/generated/`.
     pub kept_files: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -50,6 +53,9 @@ pub struct Settings {
     pub repeats: u32,
     pub fix_attempts: u32,
     pub image: String,
+    /// The dependency install the sandbox jobs started from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -149,6 +155,12 @@ impl Report {
         );
         if let Some(e) = &self.error {
             let _ = writeln!(s, "> **Error:** {e}\n");
+        }
+        if let Some(cmd) = &self.settings.install {
+            let _ = writeln!(
+                s,
+                "Dependencies: `{cmd}` (once, egress to package registries only; every sandbox job started from the cached result).\n"
+            );
         }
         let _ = writeln!(s, "## Coverage\n");
         let _ = writeln!(s, "| | lines | branches | combined |\n|---|---|---|---|");
