@@ -37,6 +37,9 @@ pub struct PoolConfig {
     /// Ready and in-the-making sandboxes across all keys at most, so jobs with many
     /// different settings cannot make the pool hold the host's memory.
     pub max_total: usize,
+    /// Names this pool's containers and volumes (`cordon-warm-<name>-…`), so whoever owns
+    /// it next can remove them after a crash ([`Backend::remove_named`]). Letters and digits.
+    pub name: String,
 }
 
 impl Default for PoolConfig {
@@ -45,7 +48,15 @@ impl Default for PoolConfig {
             per_key: 1,
             idle: Duration::from_secs(600),
             max_total: 8,
+            name: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
         }
+    }
+}
+
+impl PoolConfig {
+    /// The name prefix of everything a pool called `name` creates.
+    pub fn prefix_of(name: &str) -> String {
+        format!("cordon-warm-{name}-")
     }
 }
 
@@ -121,10 +132,11 @@ impl WarmPool {
     /// A ready sandbox for `job`'s first step on `image_id`, if one is ready; either way the
     /// key's supply is topped up in the background. Never waits on the engine.
     pub fn take(&self, job: &Job, image_id: &str) -> Option<Warm> {
-        if self.inner.closed.is_cancelled() || self.inner.config.per_key == 0 {
+        if !self.serves(job) {
             return None;
         }
         let key = self.inner.backend.warm_key(job, image_id);
+        let mut dead = Vec::new();
         let warm = {
             let mut keys = self.lock();
             let slot = keys.entry(key.clone()).or_insert_with(|| Slot {
@@ -135,15 +147,46 @@ impl WarmPool {
                 last_asked: Instant::now(),
             });
             slot.last_asked = Instant::now();
-            slot.ready.pop()
+            loop {
+                let Some(mut w) = slot.ready.pop() else {
+                    break None;
+                };
+                if is_waiting(&mut w) {
+                    break Some(w);
+                }
+                dead.push(w);
+            }
         };
+        if !dead.is_empty() {
+            warn!(
+                count = dead.len(),
+                "warm sandboxes had ended while waiting (engine restarted, or removed by hand); discarding them"
+            );
+            let inner = self.inner.clone();
+            self.inner.tasks.spawn(async move {
+                for w in dead {
+                    discard(&inner, w).await;
+                }
+            });
+        }
         self.refill(&key);
         warm
     }
 
+    /// Whether the pool makes sandboxes for jobs like `job`. A bind-mounted workspace is
+    /// never pooled: the mount would be made before the job, of what the directory was then.
+    fn serves(&self, job: &Job) -> bool {
+        !self.inner.closed.is_cancelled()
+            && self.inner.config.per_key > 0
+            && !job
+                .workspace
+                .as_ref()
+                .is_some_and(|w| w.mode == crate::spec::WorkspaceMode::Bind)
+    }
+
     /// Makes sure sandboxes for `job` on `image_id` are being made, without taking one.
     pub fn prime(&self, job: &Job, image_id: &str) {
-        if self.inner.closed.is_cancelled() || self.inner.config.per_key == 0 {
+        if !self.serves(job) {
             return;
         }
         let key = self.inner.backend.warm_key(job, image_id);
@@ -237,7 +280,11 @@ impl WarmPool {
         for _ in 0..want {
             slot.filling += 1;
             let mut template = slot.template.clone();
-            template.id = format!("warm-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+            template.id = format!(
+                "warm-{}-{}",
+                self.inner.config.name,
+                &uuid::Uuid::new_v4().simple().to_string()[..12]
+            );
             if let Some(step) = template.steps.first_mut() {
                 // Only the step's label shows it; its command is never used.
                 step.name = "warm".into();
@@ -284,15 +331,16 @@ impl WarmPool {
         let idle = self.inner.config.idle;
         let stale: Vec<Warm> = {
             let mut keys = self.lock();
-            let gone: Vec<String> = keys
-                .iter()
-                .filter(|(_, s)| s.last_asked.elapsed() >= idle)
-                .map(|(k, _)| k.clone())
-                .collect();
-            gone.iter()
-                .filter_map(|k| keys.remove(k))
-                .flat_map(|s| s.ready)
-                .collect()
+            let mut stale = Vec::new();
+            keys.retain(|_, s| {
+                if s.last_asked.elapsed() < idle {
+                    return true;
+                }
+                stale.append(&mut s.ready);
+                // Makers still in flight report to their slot (and count against the cap).
+                s.filling > 0
+            });
+            stale
         };
         if !stale.is_empty() {
             debug!(removed = stale.len(), "idle warm sandboxes removed");
@@ -330,6 +378,13 @@ async fn make(inner: &Inner, template: &Job, image_id: &str) -> Result<Warm, San
             Err(e)
         }
     }
+}
+
+/// Whether a ready sandbox's gate is still waiting for its command: it says nothing until
+/// released, so any output or the end of its stream means it is gone or broken.
+fn is_waiting(w: &mut Warm) -> bool {
+    use futures_util::{FutureExt, StreamExt};
+    w.output.next().now_or_never().is_none()
 }
 
 async fn discard(inner: &Inner, mut w: Warm) {

@@ -526,10 +526,19 @@ async fn run_job(
         .await;
         let step_started = Instant::now();
         ctx.running = Some((step.name.clone(), step_started, 0));
-        let command = crate::sandbox::policy::step_command(job, i);
-        ctx.sandbox(i)?.release(&command, hold).await?;
-
+        // The step's time starts now: sending it its command counts.
         let deadline = tokio::time::Instant::now() + step.timeout;
+        let command = crate::sandbox::policy::step_command(job, i);
+        match with_deadline(deadline, ctx.sandbox(i)?.release(&command, hold)).await {
+            Some(sent) => sent?,
+            None => {
+                return Err(SandboxError::Protocol(format!(
+                    "the sandbox did not take step `{}`'s command within its timeout",
+                    step.name
+                )));
+            }
+        }
+
         let mut step_bytes: u64 = 0;
         let ending = loop {
             let next = tokio::select! {

@@ -225,6 +225,8 @@ async fn the_warm_pool_serves_jobs_and_sigterm_leaves_nothing() {
         {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // Started a moment before the pool records it as ready.
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     hosts.sort();
     hosts.dedup();

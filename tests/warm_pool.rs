@@ -1,6 +1,9 @@
 //! The warm pool against the real engine: a pooled sandbox serves exactly one job, carries
 //! nothing from another, is gone after its job, and the pool leaves nothing behind when
 //! drained.
+//!
+//! Leftovers are counted by this process's owner label, so these tests need a process per
+//! test, as `cargo nextest run` (the README's test command) gives them.
 
 mod common;
 
@@ -174,7 +177,7 @@ async fn a_job_with_other_settings_never_gets_a_sandbox_made_for_another() {
     let small = job(
         dir.path(),
         "small",
-        "steps: [{name: a, run: 'cat /sys/fs/cgroup/memory/memory.limit_in_bytes'}]\nlimits: { memory: 256MiB }\n",
+        "steps: [{name: a, run: 'cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes'}]\nlimits: { memory: 256MiB }\n",
     );
     let image_id = runner
         .preflight(&small)
@@ -192,7 +195,7 @@ async fn a_job_with_other_settings_never_gets_a_sandbox_made_for_another() {
     let big = job(
         dir.path(),
         "big",
-        "steps: [{name: a, run: 'cat /sys/fs/cgroup/memory/memory.limit_in_bytes'}]\nlimits: { memory: 384MiB }\n",
+        "steps: [{name: a, run: 'cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes'}]\nlimits: { memory: 384MiB }\n",
     );
     let (result, stdout) = run(&runner, big, &dir.path().join("out-big")).await;
     assert_eq!(result.outcome, Outcome::Passed, "{stdout}");
@@ -209,7 +212,7 @@ async fn a_job_with_other_settings_never_gets_a_sandbox_made_for_another() {
     let two_steps = job(
         dir.path(),
         "two",
-        "steps:\n  - {name: a, run: 'cat /sys/fs/cgroup/memory/memory.limit_in_bytes; echo kept > /out/x'}\n  - {name: b, run: 'cat /out/x'}\nlimits: { memory: 256MiB }\n",
+        "steps:\n  - {name: a, run: 'cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes; echo kept > /out/x'}\n  - {name: b, run: 'cat /out/x'}\nlimits: { memory: 256MiB }\n",
     );
     let image_id2 = runner
         .preflight(&two_steps)
@@ -366,5 +369,91 @@ async fn the_pool_never_holds_more_than_its_total_cap() {
         1
     );
     assert_eq!(pool.drain().await, 1);
+    assert_eq!(leftovers(), Vec::<String>::new(), "left after the drain");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_sandbox_that_died_while_waiting_is_not_handed_out() {
+    common::require_image();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (runner, pool) = pool_runner(1).await;
+    let j = job(dir.path(), "a", "steps: [{name: a, run: 'echo fine'}]\n");
+    let image_id = runner
+        .preflight(&j)
+        .await
+        .expect("preflight")
+        .image_id
+        .expect("image present");
+    pool.prime(&j, &image_id);
+    assert!(
+        pool.wait_ready(&j, &image_id, Duration::from_secs(60))
+            .await
+    );
+    // Someone removes it behind cordon's back (or the engine restarts).
+    let filter = format!("label=org.cordon.owner={}", owner());
+    for id in common::docker(&["ps", "-q", "--filter", &filter]).lines() {
+        common::docker(&["rm", "-f", id]);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (result, stdout) = run(&runner, j, &dir.path().join("out")).await;
+    assert_eq!(result.outcome, Outcome::Passed, "{stdout} {result:?}");
+    assert!(!result.warm, "a dead sandbox was handed out");
+    assert_eq!(stdout, "fine\n");
+    pool.drain().await;
+    assert_eq!(leftovers(), Vec::<String>::new(), "left after the drain");
+}
+
+/// After a crash, whoever runs the pool next removes its sandboxes by name, even when the
+/// owner label names a process it cannot judge (another host, a reused pid).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pools_sandboxes_can_be_removed_by_name() {
+    common::require_image();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend: Arc<dyn cordon::sandbox::Backend> =
+        Arc::new(DockerBackend::connect().await.expect("a Docker engine"));
+    let name = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..7]);
+    let pool = WarmPool::new(
+        backend.clone(),
+        PoolConfig {
+            per_key: 2,
+            name: name.clone(),
+            ..PoolConfig::default()
+        },
+    );
+    let runner = Runner::new(backend.clone(), RunnerConfig::default());
+    let j = job(
+        dir.path(),
+        "a",
+        "steps: [{name: a, run: 'true'}]\nartifacts: [/out/x]\n",
+    );
+    let image_id = runner
+        .preflight(&j)
+        .await
+        .expect("preflight")
+        .image_id
+        .expect("image present");
+    pool.prime(&j, &image_id);
+    assert!(
+        pool.wait_ready(&j, &image_id, Duration::from_secs(60))
+            .await
+    );
+    // Two containers, each with its /out volume.
+    assert_eq!(leftovers().len(), 4, "{:?}", leftovers());
+    let removed = backend
+        .remove_named(&PoolConfig::prefix_of(&name))
+        .await
+        .expect("remove");
+    assert_eq!(removed, 4);
+    assert_eq!(leftovers(), Vec::<String>::new());
+    // The pool notices they are gone and hands none out.
+    let (result, _) = run(
+        &runner.clone().with_pool(pool.clone()),
+        j,
+        &dir.path().join("out"),
+    )
+    .await;
+    assert_eq!(result.outcome, Outcome::Passed);
+    assert!(!result.warm);
+    pool.drain().await;
     assert_eq!(leftovers(), Vec::<String>::new(), "left after the drain");
 }

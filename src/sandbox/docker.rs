@@ -425,6 +425,66 @@ impl Backend for DockerBackend {
             .map_err(|e| SandboxError::Protocol(crate::runner::error_chain(&e)))
     }
 
+    async fn remove_named(&self, prefix: &str) -> Result<usize, SandboxError> {
+        let filters = HashMap::from([
+            (
+                "label".to_string(),
+                vec![format!("{}=true", labels::MANAGED)],
+            ),
+            ("name".to_string(), vec![prefix.to_string()]),
+        ]);
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = api(
+            "listing cordon containers",
+            self.docker.list_containers(Some(opts)),
+        )
+        .await?;
+        let mut removed = 0;
+        for c in containers {
+            // The engine's name filter matches anywhere in the name.
+            let ours = c
+                .names
+                .iter()
+                .flatten()
+                .any(|n| n.trim_start_matches('/').starts_with(prefix));
+            let (true, Some(id)) = (ours, c.id) else {
+                continue;
+            };
+            let opts = RemoveContainerOptionsBuilder::default()
+                .force(true)
+                .v(true)
+                .build();
+            match self.docker.remove_container(&id, Some(opts)).await {
+                Ok(()) => removed += 1,
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => warn!(container = %id, error = %e, "could not remove a leftover sandbox"),
+            }
+        }
+        let vopts = ListVolumesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let volumes = api(
+            "listing cordon volumes",
+            self.docker.list_volumes(Some(vopts)),
+        )
+        .await?;
+        for v in volumes.volumes.unwrap_or_default() {
+            if !v.name.starts_with(prefix) {
+                continue;
+            }
+            let opts = RemoveVolumeOptionsBuilder::default().force(true).build();
+            match self.docker.remove_volume(&v.name, Some(opts)).await {
+                Ok(()) => removed += 1,
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => warn!(volume = %v.name, error = %e, "could not remove a leftover volume"),
+            }
+        }
+        Ok(removed)
+    }
+
     async fn reap(&self) -> Result<usize, SandboxError> {
         let filters = HashMap::from([(
             "label".to_string(),

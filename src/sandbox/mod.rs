@@ -181,6 +181,9 @@ pub trait Backend: Send + Sync {
     fn warm_key(&self, job: &Job, image_id: &str) -> String;
     /// Removes containers and scratch left behind by cordon processes that no longer exist.
     async fn reap(&self) -> Result<usize, SandboxError>;
+    /// Removes every cordon container and volume whose name starts with `prefix`, whoever
+    /// made it (a warm pool's, after its owner crashed on another host or pid).
+    async fn remove_named(&self, prefix: &str) -> Result<usize, SandboxError>;
     /// Creates the job's internal network for `prepare`.
     async fn create_egress(&self, job: &Job) -> Result<Egress, SandboxError>;
     /// Removes it. Idempotent.

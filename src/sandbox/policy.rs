@@ -42,11 +42,11 @@ cordon_block() {
   done
 }
 cordon_block
-eval "$cordon_text"
+cordon_env=$cordon_text
 cordon_block
 cordon_run=$cordon_text
 unset cordon_text cordon_line cordon_n
-sh -c "$cordon_run" cordon-step </dev/null
+(eval "$cordon_env" && exec sh -c -- "$cordon_run" cordon-step) </dev/null
 cordon_code=$?
 if [ "$cordon_mode" = hold ]; then
   kill -9 -1 2>/dev/null
@@ -55,13 +55,18 @@ if [ "$cordon_mode" = hold ]; then
   printf '%s\n' "$cordon_nonce" >&2
   IFS= read -r cordon_ignored
 fi
-exit $cordon_code"#;
+exit "$cordon_code""#;
 
 /// What [`GATE`] reads on stdin: the nonce, the mode, then the environment (as `export`
-/// lines the gate evaluates) and the command, each block preceded by its line count.
+/// lines the gate evaluates, in a subshell of its own so no variable of the job's can change
+/// the gate's) and the command, each block preceded by its line count. A variable whose name
+/// is not a shell identifier is left out (`spec` refuses such names).
 pub fn gate_input(nonce: &str, hold: bool, command: &StepCommand) -> Vec<u8> {
     let mut env = String::new();
     for (k, v) in &command.env {
+        if !crate::spec::is_variable_name(k) {
+            continue;
+        }
         env.push_str(&format!("export {k}={}\n", shell_quote(v)));
     }
     let mut run = command.run.clone();
@@ -583,6 +588,42 @@ mod tests {
             String::from_utf8_lossy(&out.stdout),
             "1|it's \"quoted\" $HOME `x`|first\n  second\\n\n|[cordon-step]\n"
         );
+    }
+
+    /// Variables of the job's cannot change the gate's own (its nonce, mode, exit code) nor
+    /// how it reads them, and a command may start with a dash.
+    #[test]
+    fn the_jobs_variables_stay_out_of_the_gates_way() {
+        use std::io::Write;
+        let command = StepCommand {
+            env: [
+                ("IFS", "0123456789"),
+                ("cordon_code", "0"),
+                ("cordon_mode", "hold"),
+                ("cordon_nonce", "forged"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .chain(std::iter::once(("BAD NAME".to_string(), "x".to_string())))
+            .collect(),
+            run: "-x 2>/dev/null; echo \"$cordon_nonce\"; exit 7".into(),
+        };
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-c", GATE, "cordon-gate"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(&gate_input("NONCE", false, &command))
+            .expect("write");
+        let out = child.wait_with_output().expect("wait");
+        assert_eq!(out.status.code(), Some(7), "{out:?}");
+        // The job sees its own variable; the gate kept its own nonce (it printed none: go).
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "forged\n");
     }
 
     #[test]

@@ -144,6 +144,7 @@ impl Service {
                     per_key: config.warm_pool,
                     idle: config.warm_pool_idle.0,
                     max_total: config.warm_pool_max,
+                    name: pool_name(&config.data_dir),
                 },
             ));
         }
@@ -177,6 +178,14 @@ impl Service {
             let removed = reap_job(&s.docker, &row.id).await;
             warn!(job = %row.id, removed, "the job was running when the service stopped; reporting it lost");
             self.finish_unstarted(&row, Outcome::SandboxError, Some(CONTROLLER_LOST.into()))?;
+        }
+        // This service's warm sandboxes from before a crash (and the first-step containers of
+        // jobs that took one): named after the data directory, whatever host or pid made them.
+        let prefix = crate::pool::PoolConfig::prefix_of(&pool_name(&s.config.data_dir));
+        match s.docker.remove_named(&prefix).await {
+            Ok(0) => {}
+            Ok(n) => info!("removed {n} warm sandbox container(s)/volume(s) of a previous run"),
+            Err(e) => warn!(error = %error_chain(&e), "could not look for leftover warm sandboxes"),
         }
         // Leftovers of other cordon processes that are gone (e.g. a `cordon run` killed).
         match s.docker.reap().await {
@@ -808,6 +817,13 @@ impl Service {
             }
         }
     }
+}
+
+/// The warm pool's name for the service with this data directory: the same across restarts,
+/// hosts and pids, different for two services sharing an engine.
+fn pool_name(data_dir: &std::path::Path) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(data_dir.display().to_string().as_bytes()))[..8].to_string()
 }
 
 /// Removes every container and volume labelled with `job_id` (whoever created them).

@@ -378,6 +378,7 @@ pub fn validate(spec: JobSpec, dir: &Path, spec_path: &Path) -> Result<Job, Spec
             ));
         }
         check_env(&s.env).map_err(|r| invalid(&field("env"), r))?;
+        check_command(&s.run).map_err(|r| invalid(&field("run"), r))?;
         steps.push(Step {
             name: s.name.clone(),
             run: s.run.clone(),
@@ -425,6 +426,12 @@ pub fn validate(spec: JobSpec, dir: &Path, spec_path: &Path) -> Result<Job, Spec
     check_env(&spec.env).map_err(|r| invalid("env", r))?;
     let mut env = spec.env.clone();
     for name in &spec.pass_env {
+        if !is_variable_name(name) {
+            return Err(invalid(
+                "pass_env",
+                format!("`{name}` is not a valid variable name"),
+            ));
+        }
         match std::env::var(name) {
             Ok(v) => {
                 env.insert(name.clone(), v);
@@ -590,6 +597,7 @@ fn validate_prepare(
         ));
     }
     check_env(&p.env).map_err(|r| (field("env"), r))?;
+    check_command(&p.run).map_err(|r| (field("run"), r))?;
     let timeout = p
         .timeout
         .map(|t| t.0)
@@ -655,17 +663,50 @@ fn check_limits(l: &Limits) -> Result<(), (&'static str, String)> {
     Ok(())
 }
 
+/// Whether `k` can name an environment variable in a POSIX shell.
+pub fn is_variable_name(k: &str) -> bool {
+    !k.is_empty()
+        && !k.starts_with(|c: char| c.is_ascii_digit())
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The longest command or variable value: the kernel refuses a longer single argument or
+/// environment string (`MAX_ARG_STRLEN`, 128 KiB), so such a step could never start.
+pub const MAX_COMMAND_BYTES: usize = 100 * 1024;
+/// All of a step's variables together.
+pub const MAX_ENV_BYTES: usize = 256 * 1024;
+
 fn check_env(env: &BTreeMap<String, String>) -> Result<(), String> {
+    let mut total = 0;
     for (k, v) in env {
-        let valid = !k.is_empty()
-            && !k.starts_with(|c: char| c.is_ascii_digit())
-            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid {
+        if !is_variable_name(k) {
             return Err(format!("`{k}` is not a valid variable name"));
         }
         if v.contains('\0') {
             return Err(format!("the value of `{k}` contains a NUL byte"));
         }
+        if v.len() > MAX_COMMAND_BYTES {
+            return Err(format!(
+                "the value of `{k}` is {} bytes, more than the {MAX_COMMAND_BYTES} a variable may hold: put it in a file in the workspace",
+                v.len()
+            ));
+        }
+        total += k.len() + v.len() + 2;
+    }
+    if total > MAX_ENV_BYTES {
+        return Err(format!(
+            "the variables total {total} bytes, more than {MAX_ENV_BYTES}: put large values in files in the workspace"
+        ));
+    }
+    Ok(())
+}
+
+fn check_command(run: &str) -> Result<(), String> {
+    if run.len() > MAX_COMMAND_BYTES {
+        return Err(format!(
+            "the command is {} bytes, more than {MAX_COMMAND_BYTES}: put it in a script in the workspace and run that",
+            run.len()
+        ));
     }
     Ok(())
 }
@@ -804,7 +845,11 @@ env: { PYTHONHASHSEED: "0" }
             ),
             (
                 "steps: [{name: t, run: x}]\npass_env: [CORDON_TEST_SURELY_UNSET]",
-                "is not set",
+                "pass_env",
+            ),
+            (
+                "steps: [{name: t, run: x}]\npass_env: ['X$(id)']",
+                "`X$(id)` is not a valid variable name",
             ),
             (
                 "steps: [{name: t, run: x}]\nprofile: nope",
@@ -839,6 +884,23 @@ env: { PYTHONHASHSEED: "0" }
                 "spec {yaml:?}: error {err:?} lacks {want:?}"
             );
         }
+    }
+
+    #[test]
+    fn commands_and_variables_the_kernel_would_refuse_are_refused_here() {
+        let long = "x".repeat(MAX_COMMAND_BYTES + 1);
+        let err = check(&format!("steps: [{{name: t, run: {long}}}]")).expect_err("too long");
+        assert!(
+            err.contains("`steps[0].run`") && err.contains("script"),
+            "{err}"
+        );
+        let err = check(&format!(
+            "steps: [{{name: t, run: x}}]\nenv: {{ A: {long} }}"
+        ))
+        .expect_err("too long");
+        assert!(err.contains("`env`") && err.contains("`A`"), "{err}");
+        let ok = "x".repeat(MAX_COMMAND_BYTES);
+        check(&format!("steps: [{{name: t, run: {ok}}}]")).expect("at the limit");
     }
 
     #[test]
