@@ -159,6 +159,7 @@ pub async fn run(
     }
     if let Some(exec) = &exec_holder {
         r.report.sandbox_jobs = exec.jobs_run();
+        r.report.sandbox_ms = exec.sandbox_ms.load(std::sync::atomic::Ordering::Relaxed);
         r.report.environment = exec.environment();
         exec.close().await;
     }
@@ -215,6 +216,11 @@ impl Run<'_> {
             project.framework,
             if project.external_imports.is_empty() {
                 String::new()
+            } else if self.opts.exec.install.prepare(&project, None).is_some() {
+                format!(
+                    "; imports from outside the project (to be installed): {}",
+                    project.external_imports.join(", ")
+                )
             } else {
                 format!(
                     "; imports not in the image unless bundled: {}",

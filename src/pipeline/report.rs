@@ -36,6 +36,9 @@ pub struct Report {
     pub tokens: Usage,
     pub stages_ms: BTreeMap<String, u64>,
     pub sandbox_jobs: u32,
+    /// Wall time of those jobs together (install, containers, test runs), ms.
+    #[serde(default)]
+    pub sandbox_ms: u64,
     /// The cached dependency environment (`cordon-env:…`) the sandbox jobs started from.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub environment: Option<String>,
