@@ -92,6 +92,18 @@ struct Slot {
     last_asked: Instant,
 }
 
+impl Slot {
+    fn new(job: &Job, image_id: &str) -> Slot {
+        Slot {
+            template: job.clone(),
+            image_id: image_id.to_string(),
+            ready: Vec::new(),
+            filling: 0,
+            last_asked: Instant::now(),
+        }
+    }
+}
+
 /// One key's supply: sandboxes ready, and being made.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PoolStats {
@@ -139,13 +151,9 @@ impl WarmPool {
         let mut dead = Vec::new();
         let warm = {
             let mut keys = self.lock();
-            let slot = keys.entry(key.clone()).or_insert_with(|| Slot {
-                template: job.clone(),
-                image_id: image_id.to_string(),
-                ready: Vec::new(),
-                filling: 0,
-                last_asked: Instant::now(),
-            });
+            let slot = keys
+                .entry(key.clone())
+                .or_insert_with(|| Slot::new(job, image_id));
             slot.last_asked = Instant::now();
             loop {
                 let Some(mut w) = slot.ready.pop() else {
@@ -190,13 +198,9 @@ impl WarmPool {
             return;
         }
         let key = self.inner.backend.warm_key(job, image_id);
-        self.lock().entry(key.clone()).or_insert_with(|| Slot {
-            template: job.clone(),
-            image_id: image_id.to_string(),
-            ready: Vec::new(),
-            filling: 0,
-            last_asked: Instant::now(),
-        });
+        self.lock()
+            .entry(key.clone())
+            .or_insert_with(|| Slot::new(job, image_id));
         self.refill(&key);
     }
 
