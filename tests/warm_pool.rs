@@ -75,6 +75,26 @@ fn container_exists(id_prefix: &str) -> bool {
     !String::from_utf8_lossy(&out.stdout).trim().is_empty()
 }
 
+/// The id of `job`'s image (present: `require_image`).
+async fn image_of(runner: &Runner, job: &Job) -> String {
+    runner
+        .preflight(job)
+        .await
+        .expect("preflight")
+        .image_id
+        .expect("image present")
+}
+
+/// Asks the pool for sandboxes like `job`'s and waits until they are ready.
+async fn prime(pool: &WarmPool, job: &Job, image_id: &str) {
+    pool.prime(job, image_id);
+    assert!(
+        pool.wait_ready(job, image_id, Duration::from_secs(60))
+            .await,
+        "the pool did not fill within a minute"
+    );
+}
+
 async fn pool_runner(per_key: usize) -> (Runner, WarmPool) {
     let backend: Arc<dyn cordon::sandbox::Backend> =
         Arc::new(DockerBackend::connect().await.expect("a Docker engine"));
@@ -116,12 +136,7 @@ artifacts: [/out/used]
 "#
         );
         let j = job(dir.path(), &format!("j{i}"), &spec);
-        let image_id = runner
-            .preflight(&j)
-            .await
-            .expect("preflight")
-            .image_id
-            .expect("image present");
+        let image_id = image_of(&runner, &j).await;
         if i > 0 {
             assert!(
                 pool.wait_ready(&j, &image_id, Duration::from_secs(60))
@@ -179,17 +194,8 @@ async fn a_job_with_other_settings_never_gets_a_sandbox_made_for_another() {
         "small",
         "steps: [{name: a, run: 'cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes'}]\nlimits: { memory: 256MiB }\n",
     );
-    let image_id = runner
-        .preflight(&small)
-        .await
-        .expect("preflight")
-        .image_id
-        .expect("image present");
-    pool.prime(&small, &image_id);
-    assert!(
-        pool.wait_ready(&small, &image_id, Duration::from_secs(60))
-            .await
-    );
+    let image_id = image_of(&runner, &small).await;
+    prime(&pool, &small, &image_id).await;
 
     // Same image and profile, other memory limit: a different key, so a fresh container.
     let big = job(
@@ -214,17 +220,8 @@ async fn a_job_with_other_settings_never_gets_a_sandbox_made_for_another() {
         "two",
         "steps:\n  - {name: a, run: 'cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes; echo kept > /out/x'}\n  - {name: b, run: 'cat /out/x'}\nlimits: { memory: 256MiB }\n",
     );
-    let image_id2 = runner
-        .preflight(&two_steps)
-        .await
-        .expect("preflight")
-        .image_id
-        .expect("image present");
-    pool.prime(&two_steps, &image_id2);
-    assert!(
-        pool.wait_ready(&two_steps, &image_id2, Duration::from_secs(60))
-            .await
-    );
+    let image_id2 = image_of(&runner, &two_steps).await;
+    prime(&pool, &two_steps, &image_id2).await;
     let (result, stdout) = run(&runner, two_steps, &dir.path().join("out-two")).await;
     assert_eq!(result.outcome, Outcome::Passed, "{stdout}");
     assert!(result.warm);
@@ -246,11 +243,7 @@ async fn a_cancelled_job_removes_its_pooled_sandbox() {
     );
     let preflight = runner.preflight(&j).await.expect("preflight");
     let image_id = preflight.image_id.clone().expect("image present");
-    pool.prime(&j, &image_id);
-    assert!(
-        pool.wait_ready(&j, &image_id, Duration::from_secs(60))
-            .await
-    );
+    prime(&pool, &j, &image_id).await;
     let mut handle = runner.start(j.clone(), preflight, dir.path().join("out"));
     while let Some(ev) = handle.next_event().await {
         if let JobEvent::Output { .. } = ev {
@@ -293,17 +286,8 @@ async fn a_key_left_idle_is_drained_on_its_own() {
     );
     let runner = Runner::new(backend, RunnerConfig::default());
     let j = job(dir.path(), "idle", "steps: [{name: a, run: 'true'}]\n");
-    let image_id = runner
-        .preflight(&j)
-        .await
-        .expect("preflight")
-        .image_id
-        .expect("image present");
-    pool.prime(&j, &image_id);
-    assert!(
-        pool.wait_ready(&j, &image_id, Duration::from_secs(60))
-            .await
-    );
+    let image_id = image_of(&runner, &j).await;
+    prime(&pool, &j, &image_id).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !leftovers().is_empty() && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -342,17 +326,8 @@ async fn the_pool_never_holds_more_than_its_total_cap() {
         "b",
         "steps: [{name: b, run: 'true'}]\nlimits: { pids: 101 }\n",
     );
-    let image_id = runner
-        .preflight(&a)
-        .await
-        .expect("preflight")
-        .image_id
-        .expect("image present");
-    pool.prime(&a, &image_id);
-    assert!(
-        pool.wait_ready(&a, &image_id, Duration::from_secs(60))
-            .await
-    );
+    let image_id = image_of(&runner, &a).await;
+    prime(&pool, &a, &image_id).await;
     pool.prime(&b, &image_id);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sb = pool.stats(&b, &image_id);
@@ -378,17 +353,8 @@ async fn a_warm_sandbox_that_died_while_waiting_is_not_handed_out() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (runner, pool) = pool_runner(1).await;
     let j = job(dir.path(), "a", "steps: [{name: a, run: 'echo fine'}]\n");
-    let image_id = runner
-        .preflight(&j)
-        .await
-        .expect("preflight")
-        .image_id
-        .expect("image present");
-    pool.prime(&j, &image_id);
-    assert!(
-        pool.wait_ready(&j, &image_id, Duration::from_secs(60))
-            .await
-    );
+    let image_id = image_of(&runner, &j).await;
+    prime(&pool, &j, &image_id).await;
     // Someone removes it behind cordon's back (or the engine restarts).
     let filter = format!("label=org.cordon.owner={}", owner());
     for id in common::docker(&["ps", "-q", "--filter", &filter]).lines() {
@@ -426,17 +392,8 @@ async fn a_pools_sandboxes_can_be_removed_by_name() {
         "a",
         "steps: [{name: a, run: 'true'}]\nartifacts: [/out/x]\n",
     );
-    let image_id = runner
-        .preflight(&j)
-        .await
-        .expect("preflight")
-        .image_id
-        .expect("image present");
-    pool.prime(&j, &image_id);
-    assert!(
-        pool.wait_ready(&j, &image_id, Duration::from_secs(60))
-            .await
-    );
+    let image_id = image_of(&runner, &j).await;
+    prime(&pool, &j, &image_id).await;
     // Two containers, each with its /out volume.
     assert_eq!(leftovers().len(), 4, "{:?}", leftovers());
     let removed = backend

@@ -426,13 +426,44 @@ impl Backend for DockerBackend {
     }
 
     async fn remove_named(&self, prefix: &str) -> Result<usize, SandboxError> {
-        let filters = HashMap::from([
-            (
-                "label".to_string(),
-                vec![format!("{}=true", labels::MANAGED)],
-            ),
-            ("name".to_string(), vec![prefix.to_string()]),
-        ]);
+        // The engine's name filter matches anywhere in a name: check the start here.
+        let ours = |name: &str, _: Option<&HashMap<String, String>>| {
+            name.trim_start_matches('/').starts_with(prefix)
+        };
+        self.remove_leftovers(Some(prefix), &ours).await
+    }
+
+    async fn reap(&self) -> Result<usize, SandboxError> {
+        let gone = |_: &str, labels: Option<&HashMap<String, String>>| {
+            owner_is_gone(
+                labels
+                    .and_then(|l| l.get(labels::OWNER))
+                    .map(String::as_str)
+                    .unwrap_or_default(),
+            )
+        };
+        self.remove_leftovers(None, &gone).await
+    }
+}
+
+/// Whether a container or volume (its name, its labels) is to be removed.
+type LeftoverFilter<'a> = dyn Fn(&str, Option<&HashMap<String, String>>) -> bool + Sync + 'a;
+
+impl DockerBackend {
+    /// Removes cordon's containers and volumes (optionally only those whose name contains
+    /// `name`) for which `pick(name, labels)` holds. Returns how many it removed.
+    async fn remove_leftovers(
+        &self,
+        name: Option<&str>,
+        pick: &LeftoverFilter<'_>,
+    ) -> Result<usize, SandboxError> {
+        let mut filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{}=true", labels::MANAGED)],
+        )]);
+        if let Some(name) = name {
+            filters.insert("name".to_string(), vec![name.to_string()]);
+        }
         let opts = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&filters)
@@ -444,13 +475,8 @@ impl Backend for DockerBackend {
         .await?;
         let mut removed = 0;
         for c in containers {
-            // The engine's name filter matches anywhere in the name.
-            let ours = c
-                .names
-                .iter()
-                .flatten()
-                .any(|n| n.trim_start_matches('/').starts_with(prefix));
-            let (true, Some(id)) = (ours, c.id) else {
+            let name = c.names.iter().flatten().next().cloned().unwrap_or_default();
+            let (true, Some(id)) = (pick(&name, c.labels.as_ref()), c.id) else {
                 continue;
             };
             let opts = RemoveContainerOptionsBuilder::default()
@@ -458,7 +484,10 @@ impl Backend for DockerBackend {
                 .v(true)
                 .build();
             match self.docker.remove_container(&id, Some(opts)).await {
-                Ok(()) => removed += 1,
+                Ok(()) => {
+                    removed += 1;
+                    warn!(container = %id, %name, "removed a sandbox a cordon process left behind");
+                }
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => warn!(container = %id, error = %e, "could not remove a leftover sandbox"),
             }
@@ -472,82 +501,19 @@ impl Backend for DockerBackend {
         )
         .await?;
         for v in volumes.volumes.unwrap_or_default() {
-            if !v.name.starts_with(prefix) {
+            if !pick(&v.name, Some(&v.labels)) {
                 continue;
             }
             let opts = RemoveVolumeOptionsBuilder::default().force(true).build();
             match self.docker.remove_volume(&v.name, Some(opts)).await {
                 Ok(()) => removed += 1,
                 Err(e) if is_not_found(&e) => {}
-                Err(e) => warn!(volume = %v.name, error = %e, "could not remove a leftover volume"),
+                Err(e) => {
+                    debug!(volume = %v.name, error = %e, "could not remove a leftover volume")
+                }
             }
         }
         Ok(removed)
-    }
-
-    async fn reap(&self) -> Result<usize, SandboxError> {
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![format!("{}=true", labels::MANAGED)],
-        )]);
-        let opts = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let containers = api(
-            "listing cordon containers",
-            self.docker.list_containers(Some(opts)),
-        )
-        .await?;
-        let mut reaped = 0;
-        for c in containers {
-            let owner = c
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(labels::OWNER))
-                .cloned()
-                .unwrap_or_default();
-            if !owner_is_gone(&owner) {
-                continue;
-            }
-            if let Some(id) = c.id {
-                let opts = RemoveContainerOptionsBuilder::default()
-                    .force(true)
-                    .v(true)
-                    .build();
-                match self.docker.remove_container(&id, Some(opts)).await {
-                    Ok(()) => {
-                        reaped += 1;
-                        warn!(container = %id, %owner, "removed a sandbox left behind by a cordon process that is gone");
-                    }
-                    Err(e) if is_not_found(&e) => {}
-                    Err(e) => {
-                        warn!(container = %id, error = %e, "could not remove a leftover sandbox")
-                    }
-                }
-            }
-        }
-        let vopts = ListVolumesOptionsBuilder::default()
-            .filters(&filters)
-            .build();
-        let volumes = api(
-            "listing cordon volumes",
-            self.docker.list_volumes(Some(vopts)),
-        )
-        .await?;
-        for v in volumes.volumes.unwrap_or_default() {
-            let owner = v.labels.get(labels::OWNER).cloned().unwrap_or_default();
-            if owner_is_gone(&owner) {
-                let opts = RemoveVolumeOptionsBuilder::default().force(true).build();
-                match self.docker.remove_volume(&v.name, Some(opts)).await {
-                    Ok(()) => reaped += 1,
-                    Err(e) => {
-                        debug!(volume = %v.name, error = %e, "could not remove a leftover volume")
-                    }
-                }
-            }
-        }
-        Ok(reaped)
     }
 }
 

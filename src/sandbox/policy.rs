@@ -553,12 +553,30 @@ mod tests {
         });
     }
 
+    /// Runs the gate with the host's `sh` in `go` mode (hold mode kills every process of
+    /// its user, so it is only exercised in a container).
+    fn run_gate(command: &StepCommand) -> std::process::Output {
+        use std::io::Write;
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-c", GATE, "cordon-gate"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(&gate_input("NONCE", false, command))
+            .expect("write");
+        child.wait_with_output().expect("wait")
+    }
+
     /// The gate, run by the host's `sh` in `go` mode (hold mode kills every process of its
     /// user, so it is only exercised in a container), gets the environment and the command
     /// exactly, whatever quotes, newlines and backslashes they hold.
     #[test]
     fn the_gate_reads_environment_and_command_exactly() {
-        use std::io::Write;
         let command = StepCommand {
             env: [
                 ("PLAIN", "1"),
@@ -570,19 +588,7 @@ mod tests {
             .collect(),
             run: "printf '%s|' \"$PLAIN\" \"$QUOTES\" \"$LINES\"\necho \"[$0]\"\nexit 7".into(),
         };
-        let mut child = std::process::Command::new("/bin/sh")
-            .args(["-c", GATE, "cordon-gate"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("sh");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(&gate_input("NONCE", false, &command))
-            .expect("write");
-        let out = child.wait_with_output().expect("wait");
+        let out = run_gate(&command);
         assert_eq!(out.status.code(), Some(7));
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
@@ -594,7 +600,6 @@ mod tests {
     /// how it reads them, and a command may start with a dash.
     #[test]
     fn the_jobs_variables_stay_out_of_the_gates_way() {
-        use std::io::Write;
         let command = StepCommand {
             env: [
                 ("IFS", "0123456789"),
@@ -608,19 +613,7 @@ mod tests {
             .collect(),
             run: "-x 2>/dev/null; echo \"$cordon_nonce\"; exit 7".into(),
         };
-        let mut child = std::process::Command::new("/bin/sh")
-            .args(["-c", GATE, "cordon-gate"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("sh");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(&gate_input("NONCE", false, &command))
-            .expect("write");
-        let out = child.wait_with_output().expect("wait");
+        let out = run_gate(&command);
         assert_eq!(out.status.code(), Some(7), "{out:?}");
         // The job sees its own variable; the gate kept its own nonce (it printed none: go).
         assert_eq!(String::from_utf8_lossy(&out.stdout), "forged\n");
