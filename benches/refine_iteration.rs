@@ -118,7 +118,6 @@ fn main() {
         let job = cordon::spec::load(spec).expect("valid spec");
         let out = dir.path().join(format!("out-{n}"));
         let (elapsed, result) = rt.block_on(async {
-            let pre = runner.preflight(&job).await.expect("preflight");
             if let Some(env_id) = warm {
                 // Untimed: the pool fills while the model writes the next test.
                 pool.prime(&job, env_id);
@@ -127,7 +126,9 @@ fn main() {
                     "the pool did not fill"
                 );
             }
+            // Timed from here: what a refine loop does per iteration.
             let t = Instant::now();
+            let pre = runner.preflight(&job).await.expect("preflight");
             let result = runner.start(job, pre, out.clone()).wait().await;
             (t.elapsed(), result)
         });

@@ -58,7 +58,13 @@ pub struct Runner {
     backend: Arc<dyn Backend>,
     config: RunnerConfig,
     pool: Option<WarmPool>,
+    /// What the engine said and when: a long-lived runner asks again only after
+    /// [`ENGINE_INFO_TTL`], not before every job of a refine loop.
+    engine: Arc<std::sync::Mutex<Option<(Instant, EngineInfo)>>>,
 }
+
+/// How long the engine's facts (limits it enforces, CPUs, memory) are taken as still true.
+const ENGINE_INFO_TTL: Duration = Duration::from_secs(30);
 
 /// A running job: its events, its cancel switch, its result.
 pub struct JobHandle {
@@ -121,6 +127,7 @@ impl Runner {
             backend,
             config,
             pool: None,
+            engine: Default::default(),
         }
     }
 
@@ -141,7 +148,7 @@ impl Runner {
     /// Checks what only the engine can tell: it enforces every limit, it has the CPUs and
     /// memory asked for, and the image is there or is one cordon can build. Creates nothing.
     pub async fn preflight(&self, job: &Job) -> Result<Preflight, SandboxError> {
-        let engine = self.backend.engine().await?;
+        let engine = self.engine_info().await?;
         if !engine.missing_enforcement.is_empty() {
             return Err(SandboxError::LimitNotEnforced {
                 what: engine.missing_enforcement.join(", "),
@@ -170,6 +177,23 @@ impl Runner {
             });
         }
         Ok(Preflight { engine, image_id })
+    }
+
+    async fn engine_info(&self) -> Result<EngineInfo, SandboxError> {
+        let cached = self
+            .engine
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < ENGINE_INFO_TTL)
+            .map(|(_, info)| info.clone());
+        if let Some(info) = cached {
+            return Ok(info);
+        }
+        let info = self.backend.engine().await?;
+        *self.engine.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), info.clone()));
+        Ok(info)
     }
 
     /// Starts a job whose preflight passed. Artifacts go under `out_dir`.
