@@ -1,7 +1,8 @@
 //! Dependency environments: images made by a job's `prepare`, keyed by everything that
 //! determines them, so a repeat job skips the install.
 //!
-//! The key is a SHA-256 of: the base image id, the install command and its environment, the
+//! The key is a SHA-256 of: the base image id, the install command and its environment (the
+//! job's variables and the prepare's own), the
 //! contents of the `cache_key_files`, the allowlist, the sandbox user and the workspace path.
 //! The image is tagged `cordon-env:<first 32 hex of the key>` and labelled with what it was
 //! built from. Last use is the modification time of a marker file under the state directory
@@ -55,9 +56,14 @@ pub fn key(base_image_id: &str, job: &Job, prep: &Prepare) -> String {
         h.update((value.len() as u64).to_le_bytes());
         h.update(value);
     };
-    field("v", b"cordon-env-1");
+    field("v", b"cordon-env-2");
     field("base", base_image_id.as_bytes());
     field("run", prep.run.as_bytes());
+    // The install sees the job's variables too (`policy::prepare_command`): a PIP_INDEX_URL
+    // there changes what gets installed.
+    for (k, v) in &job.env {
+        field("job-env", format!("{k}={v}").as_bytes());
+    }
     for (k, v) in &prep.env {
         field("env", format!("{k}={v}").as_bytes());
     }
@@ -323,6 +329,38 @@ mod tests {
             command: String::new(),
             files: vec![],
         }
+    }
+
+    /// Whatever the install sees is in the key; what only the steps see is not.
+    #[test]
+    fn the_key_covers_what_the_install_sees_and_only_that() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("repo")).expect("mkdir");
+        std::fs::write(dir.path().join("repo/requirements.txt"), "six\n").expect("write");
+        let key_of = |extra: &str| {
+            let path = dir.path().join("job.yaml");
+            std::fs::write(
+                &path,
+                format!("workspace: {{ source: ./repo }}\nprepare: {{ run: pip install -r requirements.txt, cache_key_files: [requirements.txt] }}\n{extra}"),
+            )
+            .expect("write");
+            let job = crate::spec::load(&path).expect("valid");
+            let prep = job.prepare.clone().expect("prepare");
+            key("sha256:base", &job, &prep)
+        };
+        let base = key_of("steps: [{name: t, run: pytest}]\n");
+        assert_eq!(
+            base,
+            key_of("steps: [{name: t, run: 'pytest -x', env: { A: b }}]\n")
+        );
+        assert_ne!(
+            base,
+            key_of(
+                "steps: [{name: t, run: pytest}]\nenv: { PIP_INDEX_URL: 'http://mirror/simple' }\n"
+            )
+        );
+        std::fs::write(dir.path().join("repo/requirements.txt"), "six==1.16.0\n").expect("write");
+        assert_ne!(base, key_of("steps: [{name: t, run: pytest}]\n"));
     }
 
     #[test]

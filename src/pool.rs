@@ -206,9 +206,12 @@ impl WarmPool {
 
     /// Ready and in-the-making sandboxes for `job`'s key.
     pub fn stats(&self, job: &Job, image_id: &str) -> PoolStats {
-        let key = self.inner.backend.warm_key(job, image_id);
+        self.stats_of(&self.inner.backend.warm_key(job, image_id))
+    }
+
+    fn stats_of(&self, key: &str) -> PoolStats {
         self.lock()
-            .get(&key)
+            .get(key)
             .map(|s| PoolStats {
                 ready: s.ready.len(),
                 filling: s.filling,
@@ -218,10 +221,10 @@ impl WarmPool {
 
     /// Waits until `job`'s key has a full supply ready (or `timeout` passes); true if it has.
     pub async fn wait_ready(&self, job: &Job, image_id: &str, timeout: Duration) -> bool {
+        let key = self.inner.backend.warm_key(job, image_id);
         let until = Instant::now() + timeout;
         loop {
-            let s = self.stats(job, image_id);
-            if s.ready >= self.inner.config.per_key {
+            if self.stats_of(&key).ready >= self.inner.config.per_key {
                 return true;
             }
             if Instant::now() >= until || self.inner.closed.is_cancelled() {

@@ -375,20 +375,16 @@ impl Executor {
         if result.outcome == Outcome::Cancelled {
             return Err(ExecError::Cancelled);
         }
-        if let Some(env) = &result.environment
-            && env.outcome == Outcome::Passed
-        {
+        if let Some(env) = &result.environment {
+            if env.outcome != Outcome::Passed {
+                return Err(ExecError::Install(
+                    result
+                        .error
+                        .clone()
+                        .unwrap_or_else(|| format!("the install ended {}", env.outcome)),
+                ));
+            }
             *self.environment.lock().unwrap_or_else(|p| p.into_inner()) = Some(env.image.clone());
-        }
-        if let Some(env) = &result.environment
-            && env.outcome != Outcome::Passed
-        {
-            return Err(ExecError::Install(
-                result
-                    .error
-                    .clone()
-                    .unwrap_or_else(|| format!("the install ended {}", env.outcome)),
-            ));
         }
         if result.outcome == Outcome::SandboxError {
             return Err(ExecError::Job(
