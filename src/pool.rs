@@ -24,7 +24,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::runner::error_chain;
-use crate::sandbox::{Backend, OutputStream, Sandbox, SandboxError, Scratch};
+use crate::sandbox::{Backend, Sandbox, SandboxError, Scratch};
 use crate::spec::Job;
 
 /// How big the pool is and how long it keeps unused keys.
@@ -64,8 +64,6 @@ impl PoolConfig {
 pub struct Warm {
     pub scratch: Scratch,
     pub sandbox: Box<dyn Sandbox>,
-    /// Its output, attached before it started.
-    pub output: OutputStream,
 }
 
 /// The pool. Cheap to clone; all clones share it.
@@ -368,16 +366,12 @@ async fn make(inner: &Inner, template: &Job, image_id: &str) -> Result<Warm, San
         }
     };
     match sandbox.start().await {
-        Ok(output) => {
+        Ok(()) => {
             debug!(
                 ms = started.elapsed().as_millis() as u64,
                 "warm sandbox made"
             );
-            Ok(Warm {
-                scratch,
-                sandbox,
-                output,
-            })
+            Ok(Warm { scratch, sandbox })
         }
         Err(e) => {
             let _ = sandbox.destroy().await;
@@ -390,12 +384,10 @@ async fn make(inner: &Inner, template: &Job, image_id: &str) -> Result<Warm, San
 /// Whether a ready sandbox's gate is still waiting for its command: it says nothing until
 /// released, so any output or the end of its stream means it is gone or broken.
 fn is_waiting(w: &mut Warm) -> bool {
-    use futures_util::{FutureExt, StreamExt};
-    w.output.next().now_or_never().is_none()
+    w.sandbox.is_waiting()
 }
 
 async fn discard(inner: &Inner, mut w: Warm) {
-    drop(w.output);
     if let Err(e) = w.sandbox.destroy().await {
         warn!(error = %error_chain(&e), "could not remove an unused warm sandbox; `cordon` removes it at its next start");
     }

@@ -28,7 +28,8 @@ use crate::report::{
 use crate::sandbox::archive::{self, ExtractLimits};
 use crate::sandbox::egress::EgressProxy;
 use crate::sandbox::{
-    Backend, Egress, EngineInfo, ExitStatus, Sandbox, SandboxError, SandboxOutput, Scratch,
+    Backend, Egress, EngineInfo, ExitStatus, GateMode, OutputStream, Sandbox, SandboxError,
+    SandboxOutput, Scratch,
 };
 use crate::spec::{Job, Prepare, WorkspaceMode};
 
@@ -459,13 +460,11 @@ async fn run_job(
     // The first step's sandbox: a warm one if the pool has it (no await between taking it
     // and recording it, so a cancel cannot lose it), else scratch now and the sandbox below.
     let t = Instant::now();
-    let mut warm_output = None;
     match ctx.pool.as_ref().and_then(|p| p.take(job, &image_id)) {
         Some(warm) => {
             debug!(container = warm.sandbox.id(), "sandbox from the warm pool");
             ctx.scratch = Some(warm.scratch);
             ctx.sandboxes.push((0, warm.sandbox));
-            warm_output = Some(warm.output);
             ctx.result.warm = true;
         }
         None => ctx.scratch = Some(ctx.backend.create_scratch(job).await?),
@@ -481,18 +480,14 @@ async fn run_job(
         let last = i + 1 == job.steps.len();
         let scratch = ctx.scratch.clone().unwrap_or_default();
 
-        let mut output = match warm_output.take() {
-            Some(output) => output,
-            None => {
-                let t = Instant::now();
-                let sandbox = ctx.backend.create(job, i, &image_id, &scratch).await?;
-                debug!(step = %step.name, container = sandbox.id(), "sandbox created");
-                ctx.sandboxes.push((i, sandbox));
-                let output = ctx.sandbox(i)?.start().await?;
-                ctx.phase(Phase::Create, t).await;
-                output
-            }
-        };
+        if !(i == 0 && ctx.result.warm) {
+            let t = Instant::now();
+            let sandbox = ctx.backend.create(job, i, &image_id, &scratch).await?;
+            debug!(step = %step.name, container = sandbox.id(), "sandbox created");
+            ctx.sandboxes.push((i, sandbox));
+            ctx.sandbox(i)?.start().await?;
+            ctx.phase(Phase::Create, t).await;
+        }
 
         if i == 0
             && let Some(ws) = job
@@ -543,6 +538,15 @@ async fn run_job(
         }
 
         let hold = !last || hold_last;
+        // The last step's artifacts come back over the gate's stdout when it can send them:
+        // no freeze, no copy through the engine.
+        let mode = if !hold {
+            GateMode::Go
+        } else if last && ctx.sandbox(i)?.caps().send && sendable(&job.artifacts) {
+            GateMode::Send
+        } else {
+            GateMode::Hold
+        };
         ctx.emit(JobEvent::StepStarted {
             step: step.name.clone(),
             index: i,
@@ -553,15 +557,20 @@ async fn run_job(
         // The step's time starts now: sending it its command counts.
         let deadline = tokio::time::Instant::now() + step.timeout;
         let command = crate::sandbox::policy::step_command(job, i);
-        match with_deadline(deadline, ctx.sandbox(i)?.release(&command, hold)).await {
-            Some(sent) => sent?,
+        let mut output = match with_deadline(
+            deadline,
+            ctx.sandbox(i)?.release(&command, mode, &job.artifacts),
+        )
+        .await
+        {
+            Some(output) => output?,
             None => {
                 return Err(SandboxError::Protocol(format!(
                     "the sandbox did not take step `{}`'s command within its timeout",
                     step.name
                 )));
             }
-        }
+        };
 
         let mut step_bytes: u64 = 0;
         let ending = loop {
@@ -606,11 +615,14 @@ async fn run_job(
                     .await;
                 }
                 Some(Ok(SandboxOutput::CommandDone)) => break Ending::Done,
+                // Only ever after `CommandDone`.
+                Some(Ok(SandboxOutput::Trailer(..))) => {}
                 Some(Err(e)) => return Err(e),
                 None => break Ending::Exited,
             }
         };
-        drop(output);
+        // With `Send`, the artifacts follow on the output.
+        let output = (matches!(ending, Ending::Done) && mode == GateMode::Send).then_some(output);
 
         match ending {
             Ending::Done if !last => {
@@ -622,9 +634,15 @@ async fn run_job(
             }
             Ending::Done => {
                 ctx.phase(Phase::Run, step_started).await;
-                ctx.sandbox(i)?.freeze().await?;
-                collect(ctx, job, i).await;
-                let status = with_deadline(deadline, ctx.sandbox(i)?.finish()).await;
+                if let Some(output) = output {
+                    collect_sent(ctx, job, output, deadline).await;
+                } else {
+                    ctx.sandbox(i)?.freeze().await?;
+                    collect(ctx, job, i).await;
+                }
+                // The command ended in time; collecting may have run past its deadline.
+                let finish_by = deadline.max(tokio::time::Instant::now());
+                let status = with_deadline(finish_by, ctx.sandbox(i)?.finish()).await;
                 let result = match status {
                     Some(status) => step_result(&step.name, status?, step_started, step_bytes),
                     None => {
@@ -756,8 +774,11 @@ async fn prepare_environment(
             .upload_files(&dir, &prep.key_files)
             .await?;
     }
-    let mut output = ctx.sandbox(PREPARE_SLOT)?.start().await?;
-    ctx.sandbox(PREPARE_SLOT)?.release(&command, false).await?;
+    ctx.sandbox(PREPARE_SLOT)?.start().await?;
+    let mut output = ctx
+        .sandbox(PREPARE_SLOT)?
+        .release(&command, GateMode::Go, &[])
+        .await?;
 
     let deadline = tokio::time::Instant::now() + prep.timeout;
     let mut used: u64 = 0;
@@ -783,7 +804,7 @@ async fn prepare_environment(
                 })
                 .await;
             }
-            Some(Ok(SandboxOutput::CommandDone)) => {}
+            Some(Ok(SandboxOutput::CommandDone | SandboxOutput::Trailer(..))) => {}
             Some(Err(e)) => return Err(e),
             None => break,
         }
@@ -933,28 +954,41 @@ fn forced_result(name: &str, outcome: Outcome, started: Instant, bytes: u64) -> 
     }
 }
 
+/// The artifact caps of `job`'s profile, as extraction limits.
+fn artifact_limits(job: &Job) -> ExtractLimits {
+    let caps = &job.profile.artifacts;
+    ExtractLimits {
+        max_total_bytes: caps.max_total.bytes(),
+        max_file_bytes: caps.max_file.bytes(),
+        max_entries: caps.max_entries,
+    }
+}
+
+/// Whether the gate can send `artifacts` as one archive: paths it can be given, none under
+/// another (the engine's API names such entries differently per artifact).
+fn sendable(artifacts: &[String]) -> bool {
+    let nested = |a: &String, b: &String| a == b || b.starts_with(&format!("{a}/"));
+    artifacts
+        .iter()
+        .all(|a| crate::sandbox::policy::sendable_path(a))
+        && !artifacts.iter().enumerate().any(|(i, a)| {
+            artifacts
+                .iter()
+                .enumerate()
+                .any(|(j, b)| i != j && nested(a, b))
+        })
+}
+
 /// Copies the declared artifacts out of a sandbox whose processes are stopped (frozen, or
 /// never released), extracting them safely under the job's out dir. Problems are reported as
 /// events and in the result; they never change the job's outcome.
 async fn collect(ctx: &mut Ctx, job: &Job, step: usize) {
     let t = Instant::now();
-    let caps = &job.profile.artifacts;
-    let mut budget = ExtractLimits {
-        max_total_bytes: caps.max_total.bytes(),
-        max_file_bytes: caps.max_file.bytes(),
-        max_entries: caps.max_entries,
-    };
-    if let Err(e) = std::fs::create_dir_all(&ctx.out_dir) {
-        ctx.emit(JobEvent::Warning {
-            message: format!(
-                "cannot create the artifact directory {}: {e}",
-                ctx.out_dir.display()
-            ),
-        })
-        .await;
+    let mut budget = artifact_limits(job);
+    if !make_out_dir(ctx).await {
         return;
     }
-    let mut tests: Option<TestSummary> = None;
+    let mut found = Found::default();
     for path in &job.artifacts {
         let stream = match ctx.sandbox(step) {
             Ok(s) => s.download(path),
@@ -974,15 +1008,7 @@ async fn collect(ctx: &mut Ctx, job: &Job, step: usize) {
                 } else {
                     msg
                 };
-                ctx.result.artifacts_refused.push(RefusedArtifact {
-                    path: path.clone(),
-                    reason: reason.clone(),
-                });
-                ctx.emit(JobEvent::ArtifactRefused {
-                    path: path.clone(),
-                    reason,
-                })
-                .await;
+                found.refuse(path.clone(), reason);
                 continue;
             }
         };
@@ -995,19 +1021,142 @@ async fn collect(ctx: &mut Ctx, job: &Job, step: usize) {
         budget.max_entries = budget
             .max_entries
             .saturating_sub((extracted.files.len() + extracted.refused.len()) as u64);
-        for mut r in extracted.refused {
-            r.path = parent.join(&r.path).display().to_string();
-            ctx.result.artifacts_refused.push(RefusedArtifact {
-                path: r.path.clone(),
-                reason: r.reason.clone(),
-            });
-            ctx.emit(JobEvent::ArtifactRefused {
-                path: r.path,
-                reason: r.reason,
+        found.add(extracted, &parent);
+    }
+    found.record(ctx).await;
+    ctx.phase(Phase::Collect, t).await;
+}
+
+/// Extracts the artifacts the gate sent after the command (see [`GateMode::Send`]): one
+/// archive of every declared path that exists, names relative to `/`, read from the
+/// sandbox's output until it ends or the caps stop it. Bounded by the step's deadline: a job
+/// that forged the gate's nonce is still running and writing what is read here.
+async fn collect_sent(
+    ctx: &mut Ctx,
+    job: &Job,
+    output: OutputStream,
+    deadline: tokio::time::Instant,
+) {
+    let t = Instant::now();
+    if !make_out_dir(ctx).await {
+        return;
+    }
+    let complaints = Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let heard = complaints.clone();
+    let tar = Box::pin(output.filter_map(move |item| {
+        let kept = match item {
+            Ok(SandboxOutput::Trailer(crate::event::Stream::Stdout, data)) => Some(Ok(data)),
+            Ok(SandboxOutput::Trailer(crate::event::Stream::Stderr, data)) => {
+                let mut h = heard.lock().unwrap_or_else(|p| p.into_inner());
+                let room = 4096usize.saturating_sub(h.len());
+                h.extend_from_slice(&data[..data.len().min(room)]);
+                None
+            }
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        };
+        std::future::ready(kept)
+    }));
+    let roots = archive::ArtifactRoots::new(&job.artifacts);
+    let extracted = tokio::time::timeout_at(
+        deadline,
+        archive::extract_sent_artifacts_stream(
+            tar,
+            ctx.out_dir.clone(),
+            artifact_limits(job),
+            roots,
+        ),
+    )
+    .await;
+    let complaints = String::from_utf8_lossy(&complaints.lock().unwrap_or_else(|p| p.into_inner()))
+        .trim()
+        .to_string();
+    let mut found = Found::default();
+    let extracted = match extracted {
+        Ok(Ok(x)) => Some(x),
+        Ok(Err(archive::ArchiveError::Malformed { extracted, source })) => {
+            found.refuse(
+                "(rest of the artifacts)".into(),
+                format!("the sandbox sent a malformed archive: {source}"),
+            );
+            Some(*extracted)
+        }
+        Ok(Err(e)) => {
+            found.refuse("(artifacts)".into(), error_chain(&e));
+            None
+        }
+        Err(_) => {
+            found.refuse(
+                "(rest of the artifacts)".into(),
+                "the sandbox did not finish sending its artifacts within the step's timeout".into(),
+            );
+            None
+        }
+    };
+    if let Some(x) = extracted {
+        for (path, seen) in job.artifacts.iter().zip(&x.per_root) {
+            if *seen == 0 {
+                let reason = if complaints.is_empty() {
+                    "not produced by the job".to_string()
+                } else {
+                    format!("could not be read in the sandbox: {complaints}")
+                };
+                found.refuse(path.clone(), reason);
+            }
+        }
+        found.add(x, Path::new("/"));
+    }
+    found.record(ctx).await;
+    ctx.phase(Phase::Collect, t).await;
+}
+
+async fn make_out_dir(ctx: &mut Ctx) -> bool {
+    match std::fs::create_dir_all(&ctx.out_dir) {
+        Ok(()) => true,
+        Err(e) => {
+            ctx.emit(JobEvent::Warning {
+                message: format!(
+                    "cannot create the artifact directory {}: {e}",
+                    ctx.out_dir.display()
+                ),
             })
             .await;
+            false
         }
-        for file in extracted.files {
+    }
+}
+
+/// Artifacts extracted and refused, to be recorded in the result and reported as events.
+#[derive(Default)]
+struct Found {
+    files: Vec<PathBuf>,
+    refused: Vec<RefusedArtifact>,
+}
+
+impl Found {
+    fn refuse(&mut self, path: String, reason: String) {
+        self.refused.push(RefusedArtifact { path, reason });
+    }
+
+    /// Adds an extraction whose entry names are relative to `parent` in the sandbox.
+    fn add(&mut self, extracted: archive::Extracted, parent: &Path) {
+        for r in extracted.refused {
+            self.refuse(parent.join(&r.path).display().to_string(), r.reason);
+        }
+        self.files.extend(extracted.files);
+    }
+
+    async fn record(self, ctx: &mut Ctx) {
+        let mut tests: Option<TestSummary> = None;
+        for r in self.refused {
+            ctx.emit(JobEvent::ArtifactRefused {
+                path: r.path.clone(),
+                reason: r.reason.clone(),
+            })
+            .await;
+            ctx.result.artifacts_refused.push(r);
+        }
+        for file in self.files {
             let bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
             if let Some(summary) = junit_summary(&file) {
                 tests.get_or_insert_with(TestSummary::default).add(&summary);
@@ -1019,11 +1168,10 @@ async fn collect(ctx: &mut Ctx, job: &Job, step: usize) {
             .await;
             ctx.result.artifacts.push(file);
         }
+        if tests.is_some() {
+            ctx.result.tests = tests;
+        }
     }
-    if tests.is_some() {
-        ctx.result.tests = tests;
-    }
-    ctx.phase(Phase::Collect, t).await;
 }
 
 fn junit_summary(file: &Path) -> Option<TestSummary> {

@@ -319,3 +319,77 @@ limits: { memory: 64MiB, pids: 32, scratch: 16MiB }
     // The host workspace did not get the build output.
     assert!(!job.path("repo/build").exists());
 }
+
+/// The gate takes the workspace and sends the artifacts itself when the image has GNU tar
+/// and dd; an image without them gets both through the engine's archive API instead. The job
+/// sees the same workspace and the host gets the same artifacts either way.
+#[test]
+fn an_image_without_tar_or_dd_gets_the_same_workspace_and_artifacts_through_the_engine() {
+    common::require_image();
+    let no_tools = "cordon-test/no-tar-no-dd:1";
+    let dockerfile = format!(
+        "FROM {}\nUSER root\nRUN rm -f /usr/bin/tar /bin/tar /usr/bin/dd /bin/dd\n",
+        common::IMAGE
+    );
+    let mut build = std::process::Command::new("docker")
+        .args(["build", "-q", "-t", no_tools, "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("docker build");
+    std::io::Write::write_all(
+        &mut build.stdin.take().expect("stdin"),
+        dockerfile.as_bytes(),
+    )
+    .expect("write the Dockerfile");
+    assert!(
+        build.wait().expect("docker build").success(),
+        "building {no_tools}"
+    );
+
+    let mut trees = Vec::new();
+    for (image, has_tools) in [(common::IMAGE, "yes"), (no_tools, "no")] {
+        let job = Job::new(&format!(
+            r#"
+image: {image}
+workspace: {{ source: ./repo, mode: copy }}
+steps:
+  - name: t
+    run: |
+      set -e
+      if command -v tar >/dev/null; then echo TOOLS=yes; else echo TOOLS=no; fi
+      cp src.txt /out/copied.txt
+      mkdir -p /out/dir/sub build
+      echo deep > /out/dir/sub/d.txt
+      ln /out/copied.txt /out/dir/hard
+      echo built > build/result.txt
+    timeout: 30s
+artifacts: [/out/copied.txt, /out/dir, /out/never.xml, /workspace/build/result.txt]
+limits: {{ memory: 64MiB, pids: 32, scratch: 16MiB }}
+"#
+        ))
+        .file("repo/src.txt", "from the host\n");
+        let r = job.run();
+        r.assert_ended("passed", 0);
+        assert!(
+            r.output().contains(&format!("TOOLS={has_tools}")),
+            "{}",
+            r.context()
+        );
+        refused_reason(&r, "never.xml");
+        assert_eq!(refused(&r).len(), 1, "{}", r.context());
+        assert_eq!(
+            std::fs::read_to_string(job.out().join("copied.txt")).expect("copied.txt"),
+            "from the host\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(job.out().join("dir/hard")).expect("dir/hard"),
+            "from the host\n"
+        );
+        trees.push(tree(&job.out()));
+    }
+    let _ = std::process::Command::new("docker")
+        .args(["image", "rm", "-f", no_tools])
+        .output();
+    assert_eq!(trees[0], trees[1], "the two ways differ");
+}

@@ -658,6 +658,8 @@ pub struct Extracted {
     pub refused: Vec<RefusedEntry>,
     /// Total bytes written.
     pub bytes: u64,
+    /// With [`ArtifactRoots`]: per artifact, the entries found under it.
+    pub per_root: Vec<u64>,
 }
 
 impl Extracted {
@@ -687,6 +689,71 @@ pub fn extract_artifacts<R: Read>(
     dest: &Path,
     limits: &ExtractLimits,
 ) -> Result<Extracted, ArchiveError> {
+    extract(input, dest, limits, None)
+}
+
+/// Which declared artifact an entry of one archive of several belongs to, and the name it is
+/// extracted under: relative to that artifact's parent, as the engine's archive API names
+/// entries (`/out/junit.xml` gives `junit.xml`, `/out` gives `out/…`).
+#[derive(Debug, Clone)]
+pub struct ArtifactRoots {
+    /// Each artifact's path components, in declared order.
+    roots: Vec<Vec<String>>,
+}
+
+impl ArtifactRoots {
+    /// `paths` are absolute, normalized, and none is under another.
+    pub fn new(paths: &[String]) -> ArtifactRoots {
+        ArtifactRoots {
+            roots: paths
+                .iter()
+                .map(|p| {
+                    p.split('/')
+                        .filter(|c| !c.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .collect(),
+        }
+    }
+
+    /// The artifact `components` (relative to `/`) is under, and how many leading components
+    /// to drop; `None` if it is under none.
+    fn place(&self, components: &[&str]) -> Option<(usize, usize)> {
+        self.roots.iter().enumerate().find_map(|(i, root)| {
+            let under = !root.is_empty()
+                && components.len() >= root.len()
+                && root.iter().zip(components).all(|(a, b)| a == b);
+            under.then(|| (i, root.len() - 1))
+        })
+    }
+}
+
+/// [`extract_artifacts_stream`] for one archive of several artifacts whose names are relative
+/// to `/` (what the gate sends): each entry is placed by `roots`, and one under none of them
+/// is refused. [`Extracted::per_root`] counts the entries seen under each.
+pub async fn extract_sent_artifacts_stream<S, E>(
+    stream: S,
+    dest: PathBuf,
+    limits: ExtractLimits,
+    roots: ArtifactRoots,
+) -> Result<Extracted, ArchiveError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    extract_stream(stream, move |reader| {
+        extract(reader, &dest, &limits, Some(&roots))
+    })
+    .await
+}
+
+fn extract<R: Read>(
+    input: R,
+    dest: &Path,
+    limits: &ExtractLimits,
+    roots: Option<&ArtifactRoots>,
+) -> Result<Extracted, ArchiveError> {
     fs::create_dir_all(dest).map_err(|source| ArchiveError::Write {
         path: dest.to_path_buf(),
         source,
@@ -698,7 +765,10 @@ pub fn extract_artifacts<R: Read>(
         remaining: budget,
         state: Rc::clone(&state),
     });
-    let mut out = Extracted::default();
+    let mut out = Extracted {
+        per_root: vec![0; roots.map_or(0, |r| r.roots.len())],
+        ..Default::default()
+    };
     let stopped_by_budget = |out: &mut Extracted, path: String| {
         out.refuse(
             path,
@@ -747,13 +817,26 @@ pub fn extract_artifacts<R: Read>(
             out.refuse(shown, type_reason(kind));
             continue;
         }
-        let components = match check_name(&raw_name) {
+        let mut components = match check_name(&raw_name) {
             Ok(c) => c,
             Err(reason) => {
                 out.refuse(shown, reason);
                 continue;
             }
         };
+        if let Some(roots) = roots {
+            match roots.place(&components) {
+                Some((root, strip)) => {
+                    out.per_root[root] += 1;
+                    components.drain(..strip);
+                }
+                None if components.is_empty() && is_dir => continue,
+                None => {
+                    out.refuse(shown, "not under any declared artifact path");
+                    continue;
+                }
+            }
+        }
         if components.is_empty() {
             if !is_dir {
                 out.refuse(shown, "empty name");
@@ -861,7 +944,7 @@ pub fn extract_artifacts<R: Read>(
 ///
 /// Must be called from within a Tokio runtime.
 pub async fn extract_artifacts_stream<S, E>(
-    mut stream: S,
+    stream: S,
     dest: PathBuf,
     limits: ExtractLimits,
 ) -> Result<Extracted, ArchiveError>
@@ -869,10 +952,21 @@ where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
     E: std::error::Error + Send + Sync + 'static,
 {
+    extract_stream(stream, move |reader| {
+        extract_artifacts(reader, &dest, &limits)
+    })
+    .await
+}
+
+/// Runs `extract` on a blocking thread, feeding it `stream` as fast as it reads.
+async fn extract_stream<S, E, F>(mut stream: S, extract: F) -> Result<Extracted, ArchiveError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+    F: FnOnce(ChannelReader) -> Result<Extracted, ArchiveError> + Send + 'static,
+{
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-    let handle = tokio::task::spawn_blocking(move || {
-        extract_artifacts(ChannelReader::new(rx), &dest, &limits)
-    });
+    let handle = tokio::task::spawn_blocking(move || extract(ChannelReader::new(rx)));
     loop {
         tokio::select! {
             item = stream.next() => {

@@ -5,13 +5,14 @@
 //! Workspace and `/out` live in per-job tmpfs volumes: size-capped, writable while the root
 //! filesystem is read-only, and handed from one step's container to the next.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::Docker;
+use bollard::container::LogOutput;
 use bollard::models::VolumeCreateRequest;
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, InspectContainerOptions,
@@ -32,6 +33,7 @@ use super::{
 };
 use crate::event;
 use crate::spec::{Job, Workspace};
+use policy::GateMode;
 
 /// How long an engine API call (not a job) may take before cordon gives up on it.
 const API_TIMEOUT: Duration = Duration::from_secs(120);
@@ -96,6 +98,8 @@ impl DockerBackend {
             id: created.id.clone(),
             nonce: format!("cordon-done-{}", uuid::Uuid::new_v4().simple()),
             stdin: None,
+            gate: None,
+            caps: policy::GateCaps::default(),
             frozen: false,
             destroyed: false,
             uid: job.profile.uid,
@@ -523,6 +527,9 @@ pub struct DockerSandbox {
     id: String,
     nonce: String,
     stdin: Option<Pin<Box<dyn AsyncWrite + Send>>>,
+    /// The container's output from start to release: the gate's own lines.
+    gate: Option<GateOutput>,
+    caps: policy::GateCaps,
     frozen: bool,
     destroyed: bool,
     uid: u32,
@@ -531,6 +538,92 @@ pub struct DockerSandbox {
 }
 
 impl DockerSandbox {
+    /// Streams the workspace to the gate's `load` over stdin (see [`policy::GATE`]), reading
+    /// its output at the same time so a flood of `tar` errors cannot stall the upload.
+    async fn load_through_gate(
+        &mut self,
+        workspace: &Workspace,
+        opts: WorkspaceOptions,
+    ) -> Result<TarStats, SandboxError> {
+        let (mut tar, writer) = archive::workspace_tar_stream(workspace.source.clone(), opts);
+        let (Some(stdin), Some(gate)) = (self.stdin.as_mut(), self.gate.as_mut()) else {
+            return Err(SandboxError::Protocol(
+                "the sandbox is not waiting for its workspace".into(),
+            ));
+        };
+        let send = async {
+            let mut buf = BytesMut::new();
+            stdin.write_all(policy::LOAD_REQUEST).await?;
+            let mut failed = false;
+            loop {
+                let chunk = tar.next().await;
+                match &chunk {
+                    Some(Ok(data)) => buf.extend_from_slice(data),
+                    // The archiver's error is taken from its handle below.
+                    Some(Err(_)) => failed = true,
+                    None => {}
+                }
+                let end = !matches!(chunk, Some(Ok(_)));
+                if end && !failed && !buf.len().is_multiple_of(512) {
+                    buf.resize(buf.len().next_multiple_of(512), 0);
+                }
+                if buf.len() >= LOAD_FRAME || (end && !buf.is_empty()) {
+                    let data = buf.split_to(buf.len() / 512 * 512);
+                    if !data.is_empty() {
+                        stdin.write_all(&policy::load_frame(&data)).await?;
+                    }
+                }
+                if end {
+                    break;
+                }
+            }
+            stdin.write_all(policy::LOAD_END).await?;
+            stdin.flush().await
+        };
+        let ack = async {
+            let (line, stderr) = gate.line("load the workspace").await?;
+            let code = line
+                .strip_prefix(policy::GATE_LOADED)
+                .and_then(|c| c.trim().parse::<i32>().ok())
+                .ok_or_else(|| {
+                    SandboxError::Protocol(format!(
+                        "the sandbox's gate answered {line:?} to a workspace load"
+                    ))
+                })?;
+            Ok::<_, SandboxError>((code, stderr))
+        };
+        let (sent, acked) = tokio::join!(send, ack);
+        let written = writer
+            .await
+            .map_err(|e| SandboxError::Protocol(format!("the workspace archiver stopped: {e}")))?;
+        // The archiver's own error (an unreadable file, say) explains a failure best.
+        let stats = written.map_err(|source| SandboxError::Archive {
+            action: format!("reading the workspace {}", workspace.source.display()),
+            source,
+        })?;
+        sent.map_err(|e| {
+            SandboxError::Protocol(format!("sending the workspace to the sandbox: {e}"))
+        })?;
+        let (code, stderr) = acked?;
+        if code != 0 {
+            let text = String::from_utf8_lossy(&stderr);
+            return Err(
+                if text.contains("No space left") || text.contains("Wrote only") {
+                    SandboxError::Protocol(format!(
+                        "the workspace ({} files, {} bytes) does not fit in the sandbox's scratch: raise limits.scratch or exclude more",
+                        stats.files, stats.bytes
+                    ))
+                } else {
+                    SandboxError::Protocol(format!(
+                        "extracting the workspace in the sandbox failed (tar exit {code}){}",
+                        stderr_note(&stderr)
+                    ))
+                },
+            );
+        }
+        Ok(stats)
+    }
+
     async fn write_stdin(&mut self, data: &[u8], close: bool) -> Result<(), SandboxError> {
         let Some(stdin) = self.stdin.as_mut() else {
             return Ok(());
@@ -559,7 +652,7 @@ impl Sandbox for DockerSandbox {
         &self.id
     }
 
-    async fn start(&mut self) -> Result<OutputStream, SandboxError> {
+    async fn start(&mut self) -> Result<(), SandboxError> {
         let opts = AttachContainerOptionsBuilder::default()
             .stream(true)
             .stdin(true)
@@ -585,9 +678,35 @@ impl Sandbox for DockerSandbox {
                 source: e,
             })
             .boxed();
-        Ok(Box::pin(
-            MarkerFilter::new(output, self.nonce.clone()).into_stream(),
-        ))
+        let mut gate = GateOutput {
+            stream: output,
+            pending: VecDeque::new(),
+        };
+        let (hello, stderr) = tokio::time::timeout(API_TIMEOUT, gate.line("start"))
+            .await
+            .map_err(|_| {
+                SandboxError::Protocol("the sandbox's gate did not start within 2 minutes".into())
+            })??;
+        self.caps = policy::GateCaps::parse(&hello).ok_or_else(|| {
+            SandboxError::Protocol(format!(
+                "the sandbox's gate did not start properly (it said {hello:?}{}): is the image's /bin/sh a POSIX shell?",
+                stderr_note(&stderr)
+            ))
+        })?;
+        self.gate = Some(gate);
+        Ok(())
+    }
+
+    fn caps(&self) -> policy::GateCaps {
+        self.caps
+    }
+
+    fn is_waiting(&mut self) -> bool {
+        use futures_util::FutureExt;
+        match self.gate.as_mut() {
+            Some(gate) => gate.pending.is_empty() && gate.stream.next().now_or_never().is_none(),
+            None => false,
+        }
     }
 
     async fn load(&mut self, workspace: &Workspace) -> Result<TarStats, SandboxError> {
@@ -598,6 +717,9 @@ impl Sandbox for DockerSandbox {
             max_bytes: u64::MAX,
             max_files: 1_000_000,
         };
+        if self.caps.load && self.gate.is_some() && self.stdin.is_some() {
+            return self.load_through_gate(workspace, opts).await;
+        }
         let (stream, writer) = archive::workspace_tar_stream(workspace.source.clone(), opts);
         let upload_opts = UploadToContainerOptionsBuilder::default()
             .path(&self.workspace_path)
@@ -753,9 +875,25 @@ impl Sandbox for DockerSandbox {
         Ok(id.id)
     }
 
-    async fn release(&mut self, command: &StepCommand, hold: bool) -> Result<(), SandboxError> {
-        let input = policy::gate_input(&self.nonce, hold, command);
-        self.write_stdin(&input, !hold).await
+    async fn release(
+        &mut self,
+        command: &StepCommand,
+        mode: GateMode,
+        artifacts: &[String],
+    ) -> Result<OutputStream, SandboxError> {
+        let gate = self.gate.take().ok_or_else(|| {
+            SandboxError::Protocol("the sandbox was released twice, or never started".into())
+        })?;
+        let mode = if mode == GateMode::Send && !self.caps.send {
+            GateMode::Hold
+        } else {
+            mode
+        };
+        let input = policy::gate_input(&self.nonce, mode, command, artifacts);
+        self.write_stdin(&input, mode == GateMode::Go).await?;
+        Ok(Box::pin(
+            MarkerFilter::new(gate.into_stream(), self.nonce.clone()).into_stream(),
+        ))
     }
 
     async fn freeze(&mut self) -> Result<(), SandboxError> {
@@ -917,9 +1055,90 @@ impl Drop for DockerSandbox {
     }
 }
 
+/// How much of the workspace goes to the gate in one frame (one `dd` in the sandbox).
+const LOAD_FRAME: usize = 4 << 20;
+/// How much of the gate's stderr is kept for an error message.
+const GATE_STDERR_KEPT: usize = 8 << 10;
+
+type RawOutput = Pin<Box<dyn Stream<Item = Result<LogOutput, SandboxError>> + Send>>;
+
+/// A sandbox's output before its command is released: only the gate writes, in lines.
+struct GateOutput {
+    stream: RawOutput,
+    /// Read past the line asked for; given back first.
+    pending: VecDeque<LogOutput>,
+}
+
+impl GateOutput {
+    /// The gate's next line on stdout (without its newline), and what it wrote on stderr
+    /// before it (the first few KiB). `doing` names what the gate was asked to do.
+    async fn line(&mut self, doing: &str) -> Result<(String, Vec<u8>), SandboxError> {
+        let mut line = Vec::new();
+        let mut stderr = Vec::new();
+        loop {
+            let item = match self.pending.pop_front() {
+                Some(item) => Some(Ok(item)),
+                None => self.stream.next().await,
+            };
+            match item {
+                Some(Ok(LogOutput::StdOut { message } | LogOutput::Console { message })) => {
+                    match message.iter().position(|&b| b == b'\n') {
+                        Some(pos) => {
+                            line.extend_from_slice(&message[..pos]);
+                            let rest = message.slice(pos + 1..);
+                            if !rest.is_empty() {
+                                self.pending.push_front(LogOutput::StdOut { message: rest });
+                            }
+                            return Ok((String::from_utf8_lossy(&line).into_owned(), stderr));
+                        }
+                        None => line.extend_from_slice(&message),
+                    }
+                    if line.len() > GATE_STDERR_KEPT {
+                        return Err(SandboxError::Protocol(format!(
+                            "the sandbox's gate wrote an overlong line while asked to {doing}"
+                        )));
+                    }
+                }
+                Some(Ok(LogOutput::StdErr { message })) => {
+                    let room = GATE_STDERR_KEPT.saturating_sub(stderr.len());
+                    stderr.extend_from_slice(&message[..message.len().min(room)]);
+                }
+                Some(Ok(LogOutput::StdIn { .. })) => {}
+                Some(Err(e)) => return Err(e),
+                None => {
+                    return Err(SandboxError::Protocol(format!(
+                        "the sandbox ended while its gate was asked to {doing}{}",
+                        stderr_note(&stderr)
+                    )));
+                }
+            }
+        }
+    }
+
+    /// The rest of the output, starting with what was read ahead.
+    fn into_stream(self) -> RawOutput {
+        futures_util::stream::iter(self.pending.into_iter().map(Ok))
+            .chain(self.stream)
+            .boxed()
+    }
+}
+
+/// `": <stderr>"` for an error message, or nothing.
+fn stderr_note(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let text = text.trim();
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!("; it wrote: {text}")
+    }
+}
+
 /// Splits the gate's nonce out of the output: the gate prints it on stdout and on stderr
 /// once the command is done. Each stream is in order, so only when the nonce has been seen on
 /// both has everything the command wrote arrived; then comes [`SandboxOutput::CommandDone`].
+/// What a stream carries after its nonce is the gate's (the artifacts it sends): it comes
+/// after `CommandDone`, as [`SandboxOutput::Trailer`], whichever stream's nonce came first.
 /// A stream's tail that could be the start of the nonce is held back until more arrives, so a
 /// nonce split across chunks is still found.
 struct MarkerFilter<S> {
@@ -928,6 +1147,8 @@ struct MarkerFilter<S> {
     /// Per stream: held-back bytes and whether its nonce was seen. [stdout, stderr].
     held: [BytesMut; 2],
     found: [bool; 2],
+    /// Per stream: what came after its nonce before the other stream's nonce did.
+    trailer: [BytesMut; 2],
     done: bool,
 }
 
@@ -943,6 +1164,7 @@ where
             marker,
             held: [BytesMut::new(), BytesMut::new()],
             found: [false, false],
+            trailer: [BytesMut::new(), BytesMut::new()],
             done: false,
         }
     }
@@ -963,11 +1185,11 @@ where
                             .into_iter()
                             .enumerate()
                         {
-                            if !me.held[i].is_empty() {
-                                rest.push(SandboxOutput::Chunk(
-                                    stream,
-                                    me.held[i].split().freeze(),
-                                ));
+                            // Without both nonces it was all the job's output.
+                            for part in [&mut me.held[i], &mut me.trailer[i]] {
+                                if !part.is_empty() {
+                                    rest.push(SandboxOutput::Chunk(stream, part.split().freeze()));
+                                }
                             }
                         }
                         if rest.is_empty() {
@@ -994,8 +1216,12 @@ where
         } else {
             event::Stream::Stderr
         };
+        if self.done {
+            return vec![SandboxOutput::Trailer(stream, message)];
+        }
         if self.found[idx] {
-            return vec![SandboxOutput::Chunk(stream, message)];
+            self.trailer[idx].extend_from_slice(&message);
+            return vec![];
         }
         let held = &mut self.held[idx];
         held.extend_from_slice(&message);
@@ -1003,17 +1229,23 @@ where
         if let Some(pos) = find(held, &self.marker) {
             let before = held.split_to(pos).freeze();
             let _ = held.split_to(self.marker.len());
-            let after = held.split().freeze();
+            let after = held.split();
             if !before.is_empty() {
                 out.push(SandboxOutput::Chunk(stream, before));
             }
-            if !after.is_empty() {
-                out.push(SandboxOutput::Chunk(stream, after));
-            }
+            self.trailer[idx] = after;
             self.found[idx] = true;
-            if self.found == [true, true] && !self.done {
+            if self.found == [true, true] {
                 self.done = true;
                 out.push(SandboxOutput::CommandDone);
+                for (i, s) in [event::Stream::Stdout, event::Stream::Stderr]
+                    .into_iter()
+                    .enumerate()
+                {
+                    if !self.trailer[i].is_empty() {
+                        out.push(SandboxOutput::Trailer(s, self.trailer[i].split().freeze()));
+                    }
+                }
             }
             return out;
         }
@@ -1044,17 +1276,51 @@ mod tests {
     use bollard::container::LogOutput;
 
     async fn run(chunks: Vec<LogOutput>) -> (Vec<u8>, Vec<u8>, bool) {
+        let (out, err, done, trailer) = run_all(chunks).await;
+        assert_eq!(trailer, [Vec::<u8>::new(), Vec::new()]);
+        (out, err, done)
+    }
+
+    /// Job output (stdout, stderr), done, and the gate's trailer [stdout, stderr].
+    async fn run_all(chunks: Vec<LogOutput>) -> (Vec<u8>, Vec<u8>, bool, [Vec<u8>; 2]) {
         let s = futures_util::stream::iter(chunks.into_iter().map(Ok));
         let mut f = Box::pin(MarkerFilter::new(s, "NONCE".into()).into_stream());
         let (mut out, mut err, mut done) = (Vec::new(), Vec::new(), false);
+        let mut trailer = [Vec::new(), Vec::new()];
         while let Some(item) = f.next().await {
             match item.expect("no error") {
-                SandboxOutput::Chunk(event::Stream::Stdout, b) => out.extend_from_slice(&b),
-                SandboxOutput::Chunk(event::Stream::Stderr, b) => err.extend_from_slice(&b),
+                SandboxOutput::Chunk(stream, b) => {
+                    assert!(!done, "job output after done");
+                    match stream {
+                        event::Stream::Stdout => out.extend_from_slice(&b),
+                        event::Stream::Stderr => err.extend_from_slice(&b),
+                    }
+                }
                 SandboxOutput::CommandDone => done = true,
+                SandboxOutput::Trailer(stream, b) => {
+                    assert!(done, "trailer before done");
+                    trailer[stream as usize].extend_from_slice(&b);
+                }
             }
         }
-        (out, err, done)
+        (out, err, done, trailer)
+    }
+
+    #[tokio::test]
+    async fn what_follows_the_nonces_is_the_gates_and_comes_after_done() {
+        let (out, err, done, trailer) = run_all(vec![
+            o("job\nNONCE\ntar "),
+            o("bytes"),
+            e("job err\nNON"),
+            e("CE\ntar: warning"),
+            o(" more"),
+        ])
+        .await;
+        assert!(done);
+        assert_eq!(out, b"job\n");
+        assert_eq!(err, b"job err\n");
+        assert_eq!(trailer[0], b"tar bytes more");
+        assert_eq!(trailer[1], b"tar: warning");
     }
 
     fn e(s: &str) -> LogOutput {

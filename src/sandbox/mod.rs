@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! create ─► start (attached, command held) ─► load workspace ─► release ─► output … done
-//!        ─► freeze ─► download artifacts ─► finish (exit code, OOM flag) ─► destroy
+//!        ─► artifacts (sent by the gate, or frozen and downloaded) ─► finish (exit code,
+//!        OOM flag) ─► destroy
 //! ```
 //!
 //! `docker` is the implementation today; a Kubernetes backend would be a second one.
@@ -26,6 +27,7 @@ use crate::event;
 use crate::spec::{Job, Workspace};
 
 pub use archive::TarStats;
+pub use policy::{GateCaps, GateMode};
 
 /// Labels cordon puts on everything it creates, so leftovers can be found and reaped.
 pub mod labels {
@@ -137,6 +139,9 @@ pub enum SandboxOutput {
     /// The step's command has exited and its leftover processes were killed; the sandbox
     /// is still up (so its scratch can be read) until `finish`.
     CommandDone,
+    /// After `CommandDone`: what the gate itself writes. With [`GateMode::Send`], stdout is a
+    /// tar of the artifacts (relative to `/`) and stderr is `tar`'s complaints.
+    Trailer(event::Stream, Bytes),
 }
 
 pub type OutputStream = Pin<Box<dyn Stream<Item = Result<SandboxOutput, SandboxError>> + Send>>;
@@ -204,10 +209,16 @@ pub trait Backend: Send + Sync {
 #[async_trait]
 pub trait Sandbox: Send {
     fn id(&self) -> &str;
-    /// Attaches to its output (so not a byte is missed) and starts it; the step's command
-    /// is held until [`Sandbox::release`].
-    async fn start(&mut self) -> Result<OutputStream, SandboxError>;
-    /// Streams a host directory into the running sandbox's workspace.
+    /// Attaches to its output (so not a byte is missed), starts it, and waits for its gate to
+    /// say what it can do; the step's command is held until [`Sandbox::release`].
+    async fn start(&mut self) -> Result<(), SandboxError>;
+    /// What the started sandbox's gate can do.
+    fn caps(&self) -> GateCaps;
+    /// Whether a started sandbox is still waiting for its command, silent (a warm one that
+    /// said anything, or ended, is broken). Does not wait.
+    fn is_waiting(&mut self) -> bool;
+    /// Streams a host directory into the running sandbox's workspace: through the gate when
+    /// it can take it, else through the engine.
     async fn load(&mut self, workspace: &Workspace) -> Result<TarStats, SandboxError>;
     /// Writes small files (path relative to `dir`, contents) into a sandbox with a writable
     /// root filesystem, before it starts.
@@ -222,10 +233,17 @@ pub trait Sandbox: Send {
         reference: &str,
         labels: std::collections::HashMap<String, String>,
     ) -> Result<String, SandboxError>;
-    /// Sends the command and lets it run. With `hold`, the sandbox stays up after the command exits
-    /// (reporting [`SandboxOutput::CommandDone`]) until [`Sandbox::finish`]; without, it ends
-    /// as soon as the command does.
-    async fn release(&mut self, command: &StepCommand, hold: bool) -> Result<(), SandboxError>;
+    /// Sends the command and lets it run, returning its output. In [`GateMode::Hold`], the
+    /// sandbox stays up after the command exits (reporting [`SandboxOutput::CommandDone`])
+    /// until [`Sandbox::finish`]; in [`GateMode::Go`], it ends as soon as the command does; in
+    /// [`GateMode::Send`] (taken as `Hold` unless [`Sandbox::caps`] has `send`), it reports
+    /// `CommandDone`, sends the existing `artifacts` as a [`SandboxOutput::Trailer`], and ends.
+    async fn release(
+        &mut self,
+        command: &StepCommand,
+        mode: GateMode,
+        artifacts: &[String],
+    ) -> Result<OutputStream, SandboxError>;
     /// Stops every process in the sandbox in place (the cgroup freezer), so nothing can
     /// change its files while they are read.
     async fn freeze(&mut self) -> Result<(), SandboxError>;

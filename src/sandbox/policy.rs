@@ -17,19 +17,49 @@ use super::{Scratch, StepCommand};
 use crate::spec::{Job, Network, OUT_DIR, WorkspaceMode};
 
 /// The step's command runs under this small POSIX shell program, the container's main
-/// process (under the engine's init). It waits for cordon's go-ahead on stdin (so the
-/// workspace can be loaded into the running container first), reads the step's environment
-/// and command from stdin too (so a container can be made before its job is known: the warm
-/// pool), runs the command with stdin closed, and exits with the command's exit code, so the
-/// engine reports that code. [`gate_input`] writes what it reads.
+/// process (under the engine's init). Everything it is told comes over stdin, so a container
+/// can be made before its job is known (the warm pool); [`gate_input`] and [`load_frame`]
+/// write it. In order:
 ///
-/// In hold mode it then kills every process the command left behind, prints cordon's nonce
-/// on stdout and on stderr (so cordon knows both streams are complete) and waits: the
-/// container stays up, with its tmpfs scratch, while cordon freezes it and copies artifacts
-/// out; then cordon closes stdin and it exits. The nonce comes over stdin, not argv or env. A
-/// job that forged it could only make its own artifacts be collected early; the outcome still
-/// comes from the engine's exit code and OOM flag.
-pub const GATE: &str = r#"IFS= read -r cordon_nonce || exit 125
+/// 1. It says hello on stdout: `cordon-gate`, then ` load` if it can take the workspace over
+///    stdin (`dd` with `iflag=fullblock`, and GNU `tar`), ` send` if it can send artifacts
+///    back (GNU `tar`). Images without them get the engine's archive API instead.
+/// 2. Any number of `load` requests: a tar of the workspace in frames (a line with a count of
+///    512-byte blocks, then exactly those blocks; `0` ends it), extracted into the working
+///    directory; it answers `cordon-loaded <tar's exit code>` on stdout.
+/// 3. `run`, then the nonce, the mode (`go`, `hold` or `send`), the environment, the command
+///    and the artifact paths (see [`gate_input`]). It runs the command with stdin closed and
+///    the job's variables set in a subshell of its own, so none of them can change the gate's.
+///
+/// In `go` mode it exits with the command's exit code, so the engine reports that code. In
+/// `hold` and `send` modes it then kills every process the command left behind and prints
+/// cordon's nonce on stdout and on stderr (so cordon knows both streams are complete). `hold`
+/// then waits: the container stays up, with its tmpfs scratch, while cordon freezes it and
+/// copies artifacts out, until cordon closes stdin. `send` instead writes a tar of the
+/// artifact paths that exist (relative to `/`; hard links stored as the files they are) to
+/// stdout, with no job process left to change them, and exits with the command's code.
+///
+/// Before `run`, nothing of the job's runs, so the gate's stdout is its own. The nonce comes
+/// over stdin, not argv or env. A job that forged it could only make its own artifacts be
+/// collected early, or hand cordon a tar of its own making: what it could write to `/out`
+/// anyway, and cordon extracts every artifact archive as hostile. The outcome still comes
+/// from the engine's exit code and OOM flag.
+pub const GATE: &str = r#"cordon_caps=
+if tar --hard-dereference -cf /dev/null -C / --files-from /dev/null 2>/dev/null; then
+  cordon_caps=' send'
+  if dd if=/dev/null of=/dev/null bs=512 count=0 iflag=fullblock 2>/dev/null; then
+    cordon_caps=' load send'
+  fi
+fi
+printf 'cordon-gate%s\n' "$cordon_caps"
+while IFS= read -r cordon_verb || exit 125; [ "$cordon_verb" = load ]; do
+  while IFS= read -r cordon_n && [ "$cordon_n" -gt 0 ]; do
+    dd bs=512 count="$cordon_n" iflag=fullblock 2>/dev/null || break
+  done | { tar -xf -; cordon_t=$?; cat >/dev/null; exit "$cordon_t"; }
+  printf 'cordon-loaded %s\n' "$?"
+done
+[ "$cordon_verb" = run ] || exit 125
+IFS= read -r cordon_nonce || exit 125
 IFS= read -r cordon_mode || exit 125
 cordon_block() {
   IFS= read -r cordon_n || exit 125
@@ -45,23 +75,117 @@ cordon_block
 cordon_env=$cordon_text
 cordon_block
 cordon_run=$cordon_text
+cordon_block
+cordon_paths=$cordon_text
 unset cordon_text cordon_line cordon_n
 (eval "$cordon_env" && exec sh -c -- "$cordon_run" cordon-step) </dev/null
 cordon_code=$?
-if [ "$cordon_mode" = hold ]; then
+if [ "$cordon_mode" != go ]; then
   kill -9 -1 2>/dev/null
   while kill -0 -1 2>/dev/null; do :; done
   printf '%s\n' "$cordon_nonce"
   printf '%s\n' "$cordon_nonce" >&2
-  IFS= read -r cordon_ignored
+  if [ "$cordon_mode" = send ]; then
+    set -f
+    IFS='
+'
+    set --
+    for cordon_p in $cordon_paths; do
+      if [ -e "/$cordon_p" ] || [ -L "/$cordon_p" ]; then set -- "$@" "$cordon_p"; fi
+    done
+    [ "$#" -eq 0 ] || tar --hard-dereference -cf - -C / "$@"
+  else
+    IFS= read -r cordon_ignored
+  fi
 fi
 exit "$cordon_code""#;
 
-/// What [`GATE`] reads on stdin: the nonce, the mode, then the environment (as `export`
-/// lines the gate evaluates, in a subshell of its own so no variable of the job's can change
-/// the gate's) and the command, each block preceded by its line count. A variable whose name
-/// is not a shell identifier is left out (`spec` refuses such names).
-pub fn gate_input(nonce: &str, hold: bool, command: &StepCommand) -> Vec<u8> {
+/// How the gate ends after the step's command exits (see [`GATE`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateMode {
+    /// Exit at once with the command's code.
+    Go,
+    /// Kill leftovers, report done, and keep the container up until told to exit.
+    Hold,
+    /// Kill leftovers, report done, send the artifacts as a tar on stdout, and exit.
+    Send,
+}
+
+impl GateMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            GateMode::Go => "go",
+            GateMode::Hold => "hold",
+            GateMode::Send => "send",
+        }
+    }
+}
+
+/// What the gate says first, on stdout.
+pub const GATE_HELLO: &str = "cordon-gate";
+/// How the gate answers a `load`, on stdout, followed by tar's exit code.
+pub const GATE_LOADED: &str = "cordon-loaded ";
+
+/// What the gate's hello says it can do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GateCaps {
+    /// It takes the workspace over stdin.
+    pub load: bool,
+    /// It sends artifacts over stdout.
+    pub send: bool,
+}
+
+impl GateCaps {
+    /// Reads a hello line (without its newline); `None` if it is not one.
+    pub fn parse(line: &str) -> Option<GateCaps> {
+        let rest = line.strip_prefix(GATE_HELLO)?;
+        let mut caps = GateCaps::default();
+        for word in rest.split_whitespace() {
+            match word {
+                "load" => caps.load = true,
+                "send" => caps.send = true,
+                _ => {}
+            }
+        }
+        (rest.is_empty() || rest.starts_with(' ')).then_some(caps)
+    }
+}
+
+/// An artifact path the gate can be sent in [`GATE`]'s artifact block: one line, nothing a
+/// shell pattern or `tar` option could make of it.
+pub fn sendable_path(path: &str) -> bool {
+    path.starts_with('/')
+        && path.len() > 1
+        && !path[1..].starts_with('-')
+        && !path
+            .chars()
+            .any(|c| c.is_control() || matches!(c, '*' | '?' | '[' | '\\'))
+}
+
+/// The `load` request that precedes a workspace's frames.
+pub const LOAD_REQUEST: &[u8] = b"load\n";
+/// Ends a `load`'s frames.
+pub const LOAD_END: &[u8] = b"0\n";
+
+/// One frame of a `load`: `data` (a whole number of 512-byte blocks) with its header line.
+pub fn load_frame(data: &[u8]) -> Vec<u8> {
+    debug_assert!(data.len().is_multiple_of(512));
+    let mut frame = format!("{}\n", data.len() / 512).into_bytes();
+    frame.extend_from_slice(data);
+    frame
+}
+
+/// What [`GATE`] reads on stdin at `run`: the nonce, the mode, then the environment (as
+/// `export` lines the gate evaluates in a subshell of its own, so no variable of the job's
+/// can change the gate's), the command, and the artifact paths to send (relative to `/`),
+/// each block preceded by its line count. A variable whose name is not a shell identifier is
+/// left out (`spec` refuses such names), and so is a path [`sendable_path`] refuses.
+pub fn gate_input(
+    nonce: &str,
+    mode: GateMode,
+    command: &StepCommand,
+    artifacts: &[String],
+) -> Vec<u8> {
     let mut env = String::new();
     for (k, v) in &command.env {
         if !crate::spec::is_variable_name(k) {
@@ -73,12 +197,18 @@ pub fn gate_input(nonce: &str, hold: bool, command: &StepCommand) -> Vec<u8> {
     if !run.ends_with('\n') {
         run.push('\n');
     }
+    let mut paths = String::new();
+    for p in artifacts.iter().filter(|p| sendable_path(p)) {
+        paths.push_str(p.trim_start_matches('/'));
+        paths.push('\n');
+    }
     let lines = |t: &str| t.bytes().filter(|&b| b == b'\n').count();
     format!(
-        "{nonce}\n{}\n{}\n{env}{}\n{run}",
-        if hold { "hold" } else { "go" },
+        "run\n{nonce}\n{}\n{}\n{env}{}\n{run}{}\n{paths}",
+        mode.as_str(),
         lines(&env),
-        lines(&run)
+        lines(&run),
+        lines(&paths)
     )
     .into_bytes()
 }
@@ -553,23 +683,99 @@ mod tests {
         });
     }
 
-    /// Runs the gate with the host's `sh` in `go` mode (hold mode kills every process of
-    /// its user, so it is only exercised in a container).
-    fn run_gate(command: &StepCommand) -> std::process::Output {
+    /// Runs the gate with the host's `sh` in `go` mode (hold and send modes kill every
+    /// process of their user, so they are only exercised in a container), in `dir`, with
+    /// `before` ahead of the command on stdin. Returns its output with the hello checked and
+    /// taken off.
+    fn run_gate_in(
+        dir: &std::path::Path,
+        before: &[u8],
+        command: &StepCommand,
+    ) -> std::process::Output {
         use std::io::Write;
         let mut child = std::process::Command::new("/bin/sh")
             .args(["-c", GATE, "cordon-gate"])
+            .current_dir(dir)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("sh");
+        let mut input = before.to_vec();
+        input.extend(gate_input("NONCE", GateMode::Go, command, &[]));
         child
             .stdin
             .take()
             .expect("stdin")
-            .write_all(&gate_input("NONCE", false, command))
+            .write_all(&input)
             .expect("write");
-        child.wait_with_output().expect("wait")
+        let mut out = child.wait_with_output().expect("wait");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (hello, rest) = text.split_once('\n').expect("a hello line");
+        assert_eq!(
+            GateCaps::parse(hello),
+            Some(GateCaps {
+                load: true,
+                send: true
+            }),
+            "this host has tar and dd"
+        );
+        out.stdout = rest.as_bytes().to_vec();
+        out
+    }
+
+    fn run_gate(command: &StepCommand) -> std::process::Output {
+        run_gate_in(&std::env::temp_dir(), b"", command)
+    }
+
+    /// A tar of `files` in `frame`-block frames, as a `load` request.
+    fn load_request(files: &[(&str, &[u8])], frame: usize) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, name, *data).expect("append");
+        }
+        let tar = b.into_inner().expect("tar");
+        let mut req = LOAD_REQUEST.to_vec();
+        for chunk in tar.chunks(frame * 512) {
+            req.extend(load_frame(chunk));
+        }
+        req.extend_from_slice(LOAD_END);
+        req
+    }
+
+    /// The workspace comes through `load` in frames, byte-exact: the gate extracts it, says
+    /// so, and then reads the command that follows the binary data correctly. A broken
+    /// archive is reported, not fatal.
+    #[test]
+    fn the_gate_loads_a_framed_workspace_and_reads_on_exactly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let mut input = load_request(&[("a.txt", b"alpha\n"), ("sub/big.bin", &big)], 3);
+        input.extend(LOAD_REQUEST);
+        input.extend(load_frame(&[7u8; 1024]));
+        input.extend(LOAD_END);
+        let command = StepCommand {
+            env: Default::default(),
+            run: "cat a.txt; wc -c < sub/big.bin; exit 3".into(),
+        };
+        let out = run_gate_in(dir.path(), &input, &command);
+        assert_eq!(out.status.code(), Some(3), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some("cordon-loaded 0"));
+        let second = lines.next().expect("second load answered");
+        assert!(
+            second.starts_with(GATE_LOADED) && second != "cordon-loaded 0",
+            "{text}"
+        );
+        assert_eq!(lines.next(), Some("alpha"));
+        assert_eq!(lines.next().map(str::trim), Some("200000"));
+        assert_eq!(
+            std::fs::read(dir.path().join("sub/big.bin")).expect("big"),
+            big
+        );
     }
 
     /// The gate, run by the host's `sh` in `go` mode (hold mode kills every process of its
