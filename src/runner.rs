@@ -1029,8 +1029,9 @@ async fn collect(ctx: &mut Ctx, job: &Job, step: usize) {
 
 /// Extracts the artifacts the gate sent after the command (see [`GateMode::Send`]): one
 /// archive of every declared path that exists, names relative to `/`, read from the
-/// sandbox's output until it ends or the caps stop it. Bounded by the step's deadline: a job
-/// that forged the gate's nonce is still running and writing what is read here.
+/// sandbox's output until it ends or the caps stop it. Bounded by the step's deadline, or
+/// [`SEND_GRACE`] from now if that is later: a job that forged the gate's nonce is still
+/// running and writing what is read here, so it gains at most that before it is killed.
 async fn collect_sent(
     ctx: &mut Ctx,
     job: &Job,
@@ -1059,7 +1060,7 @@ async fn collect_sent(
     }));
     let roots = archive::ArtifactRoots::new(&job.artifacts);
     let extracted = tokio::time::timeout_at(
-        deadline,
+        deadline.max(tokio::time::Instant::now() + SEND_GRACE),
         archive::extract_sent_artifacts_stream(
             tar,
             ctx.out_dir.clone(),
@@ -1096,10 +1097,10 @@ async fn collect_sent(
     if let Some(x) = extracted {
         for (path, seen) in job.artifacts.iter().zip(&x.per_root) {
             if *seen == 0 {
-                let reason = if complaints.is_empty() {
-                    "not produced by the job".to_string()
-                } else {
+                let reason = if complaints.contains(path.trim_start_matches('/')) {
                     format!("could not be read in the sandbox: {complaints}")
+                } else {
+                    "not produced by the job".to_string()
                 };
                 found.refuse(path.clone(), reason);
             }
@@ -1109,6 +1110,9 @@ async fn collect_sent(
     found.record(ctx).await;
     ctx.phase(Phase::Collect, t).await;
 }
+
+/// How long the gate may take to send artifacts when the command ended near its deadline.
+const SEND_GRACE: Duration = Duration::from_secs(5);
 
 async fn make_out_dir(ctx: &mut Ctx) -> bool {
     match std::fs::create_dir_all(&ctx.out_dir) {
@@ -1141,7 +1145,13 @@ impl Found {
     /// Adds an extraction whose entry names are relative to `parent` in the sandbox.
     fn add(&mut self, extracted: archive::Extracted, parent: &Path) {
         for r in extracted.refused {
-            self.refuse(parent.join(&r.path).display().to_string(), r.reason);
+            // `(rest of archive)` names no entry.
+            let path = if r.path.starts_with('(') {
+                r.path
+            } else {
+                parent.join(&r.path).display().to_string()
+            };
+            self.refuse(path, r.reason);
         }
         self.files.extend(extracted.files);
     }

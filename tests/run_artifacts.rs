@@ -252,6 +252,26 @@ limits: { memory: 64MiB, pids: 32, scratch: 16MiB }
 }
 
 #[test]
+fn when_no_artifact_exists_each_is_reported_missing_and_nothing_else() {
+    let job = Job::new(
+        r#"
+steps:
+  - { name: t, run: "exit 1", timeout: 30s }
+artifacts: [/out/junit.xml, /out/report]
+limits: { memory: 64MiB, pids: 32, scratch: 16MiB }
+"#,
+    );
+    let r = job.run();
+    r.assert_ended("failed", 1);
+    let list = refused(&r);
+    assert_eq!(list.len(), 2, "{list:?}\n{}", r.context());
+    for (path, reason) in &list {
+        assert_eq!(reason, "not produced by the job", "{path}\n{}", r.context());
+    }
+    assert_out_is(&job, &[]);
+}
+
+#[test]
 fn a_background_link_swapper_cannot_race_the_copy() {
     // The job leaves a process swapping /out/x between a file and a link to /etc/passwd and
     // exits. Artifacts are copied only once every process of the job has stopped, so what

@@ -109,6 +109,35 @@ limits: { memory: 128MiB, pids: 32, scratch: 16MiB }
 }
 
 #[test]
+fn a_forged_marker_on_one_stream_does_not_let_output_past_the_cap() {
+    // The stolen nonce on stdout only: what follows it waits for stderr's nonce, but only a
+    // little of it; the rest is output, counted against the job's cap.
+    let job = Job::new(
+        r#"
+workspace: { source: ./repo }
+steps:
+  - { name: one, run: "python3 steal.py 2>/dev/null; yes flood", timeout: 20s }
+artifacts: [/out/x]
+limits: { memory: 128MiB, pids: 32, scratch: 16MiB, output: 64KiB }
+"#,
+    )
+    .file("repo/steal.py", STEAL_MARKER);
+    let r = Running::spawn(job.command()).wait_at_most(Duration::from_secs(40));
+    assert!(
+        r.printed("STOLEN").is_some(),
+        "the probe did not run\n{}",
+        r.context()
+    );
+    r.assert_outcome("output_limit_exceeded");
+    assert!(
+        r.elapsed < Duration::from_secs(15),
+        "took {:?}\n{}",
+        r.elapsed,
+        r.context()
+    );
+}
+
+#[test]
 fn exiting_137_by_itself_is_failed_not_oom_killed() {
     // The OOM outcome comes from the engine's OOM flag, not from guessing at exit codes.
     let job = Job::new(
@@ -173,6 +202,29 @@ fn closing_stdout_and_stderr_does_not_escape_the_timeout() {
     let r = job.run();
     r.assert_ended("timed_out", 3);
     assert!(r.elapsed < Duration::from_secs(12), "took {:?}", r.elapsed);
+}
+
+/// The workspace's tmpfs pages count against the job's memory (the sandbox writes them): one
+/// bigger than limits.memory ends the sandbox, and the error says which limit to raise.
+#[test]
+fn a_workspace_bigger_than_the_jobs_memory_is_a_clear_error_and_leaves_nothing() {
+    let job = Job::new(
+        "workspace: { source: ./repo }\nsteps: [{name: t, run: 'true', timeout: 30s}]\nlimits: { memory: 32MiB, scratch: 256MiB }\n",
+    );
+    let data: Vec<u8> = (0..(64u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(job.path("repo/big.bin"), data).expect("write");
+    let r = job.run();
+    assert_eq!(r.code(), Some(5), "{}", r.context());
+    r.assert_outcome("sandbox_error");
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(
+        all.contains("limits.memory"),
+        "the error does not say what to raise\n{}",
+        r.context()
+    );
+    r.assert_no_leftovers();
 }
 
 #[test]

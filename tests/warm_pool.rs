@@ -118,6 +118,7 @@ async fn pooled_sandboxes_serve_one_job_each_and_none_is_left_after_drain() {
     let (runner, pool) = pool_runner(2).await;
 
     let mut hosts = Vec::new();
+    let mut last = None;
     for i in 0..5 {
         std::fs::write(dir.path().join("repo/input.txt"), format!("round {i}\n")).expect("write");
         // Each job leaves marks where a reused container would show them to the next one.
@@ -144,6 +145,7 @@ artifacts: [/out/used]
                 "the pool did not refill within a minute"
             );
         }
+        last = Some((j.clone(), image_id.clone()));
         let (result, stdout) = run(&runner, j, &dir.path().join(format!("out{i}"))).await;
         assert_eq!(result.outcome, Outcome::Passed, "{stdout}\n{result:?}");
         assert_eq!(result.warm, i > 0, "job {i}: {result:?}");
@@ -175,6 +177,13 @@ artifacts: [/out/used]
         "a container served two jobs: {hosts:?}"
     );
 
+    // The refill after the last job: both ready, none still in the making.
+    let (j, image_id) = last.expect("jobs ran");
+    assert!(
+        pool.wait_ready(&j, &image_id, Duration::from_secs(60))
+            .await,
+        "the pool did not refill within a minute"
+    );
     assert!(
         !leftovers().is_empty(),
         "the pool should hold ready sandboxes before the drain"

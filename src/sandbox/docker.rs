@@ -551,9 +551,9 @@ impl DockerSandbox {
                 "the sandbox is not waiting for its workspace".into(),
             ));
         };
-        let send = async {
+        let send = async move {
             let mut buf = BytesMut::new();
-            stdin.write_all(policy::LOAD_REQUEST).await?;
+            write_gate(stdin, policy::LOAD_REQUEST).await?;
             let mut failed = false;
             loop {
                 let chunk = tar.next().await;
@@ -570,14 +570,14 @@ impl DockerSandbox {
                 if buf.len() >= LOAD_FRAME || (end && !buf.is_empty()) {
                     let data = buf.split_to(buf.len() / 512 * 512);
                     if !data.is_empty() {
-                        stdin.write_all(&policy::load_frame(&data)).await?;
+                        write_gate(stdin, &policy::load_frame(&data)).await?;
                     }
                 }
                 if end {
                     break;
                 }
             }
-            stdin.write_all(policy::LOAD_END).await?;
+            write_gate(stdin, policy::LOAD_END).await?;
             stdin.flush().await
         };
         let ack = async {
@@ -592,36 +592,102 @@ impl DockerSandbox {
                 })?;
             Ok::<_, SandboxError>((code, stderr))
         };
-        let (sent, acked) = tokio::join!(send, ack);
+        // Each write, and the answer after the last, must come within API_TIMEOUT: the
+        // image's own tools run the load, and an image a `prepare` tampered with may stall.
+        // The engine keeps the output open while stdin is, so a sandbox that dies (its
+        // memory full of workspace, say) is noticed by waiting on it too.
+        let exited = {
+            let opts = WaitContainerOptionsBuilder::default()
+                .condition("not-running")
+                .build();
+            let mut wait = self.docker.wait_container(&self.id, Some(opts));
+            async move {
+                let _ = wait.next().await;
+            }
+        };
+        let (sent, acked) = {
+            let mut send = std::pin::pin!(send);
+            let mut ack = std::pin::pin!(ack);
+            let mut exited = std::pin::pin!(exited);
+            let (mut sent, mut acked) = (None, None);
+            while acked.is_none() {
+                tokio::select! {
+                    r = &mut send, if sent.is_none() => sent = Some(r),
+                    r = &mut ack => acked = Some(r),
+                    () = &mut exited => {
+                        acked = Some(Err(SandboxError::Protocol(
+                            "the sandbox ended while its gate was loading the workspace".into(),
+                        )));
+                    }
+                    () = tokio::time::sleep(API_TIMEOUT), if sent.is_some() => {
+                        acked = Some(Err(SandboxError::Protocol(
+                            "the sandbox's gate took the workspace but did not answer within 2 minutes".into(),
+                        )));
+                    }
+                }
+            }
+            (sent, acked.unwrap_or(Ok((0, Vec::new()))))
+        };
+        // An unfinished send stopped the archiver; its own error matters only otherwise.
+        let stopped = sent.is_none();
+        let sent = sent.unwrap_or(Ok(()));
         let written = writer
             .await
             .map_err(|e| SandboxError::Protocol(format!("the workspace archiver stopped: {e}")))?;
         // The archiver's own error (an unreadable file, say) explains a failure best.
-        let stats = written.map_err(|source| SandboxError::Archive {
-            action: format!("reading the workspace {}", workspace.source.display()),
-            source,
-        })?;
-        sent.map_err(|e| {
-            SandboxError::Protocol(format!("sending the workspace to the sandbox: {e}"))
-        })?;
-        let (code, stderr) = acked?;
-        if code != 0 {
-            let text = String::from_utf8_lossy(&stderr);
-            return Err(
+        let stats = match written {
+            Ok(stats) => stats,
+            Err(archive::ArchiveError::Cancelled) if stopped => TarStats::default(),
+            Err(source) => {
+                return Err(SandboxError::Archive {
+                    action: format!("reading the workspace {}", workspace.source.display()),
+                    source,
+                });
+            }
+        };
+        let what = if stopped {
+            "the workspace".to_string()
+        } else {
+            format!(
+                "the workspace ({} files, {} bytes)",
+                stats.files, stats.bytes
+            )
+        };
+        let failed = match (sent, acked) {
+            (_, Ok((0, _))) => return Ok(stats),
+            (_, Ok((code, stderr))) => {
+                let text = String::from_utf8_lossy(&stderr);
                 if text.contains("No space left") || text.contains("Wrote only") {
-                    SandboxError::Protocol(format!(
-                        "the workspace ({} files, {} bytes) does not fit in the sandbox's scratch: raise limits.scratch or exclude more",
-                        stats.files, stats.bytes
-                    ))
+                    format!(
+                        "{what} does not fit in the sandbox's scratch: raise limits.scratch or exclude more"
+                    )
                 } else {
-                    SandboxError::Protocol(format!(
-                        "extracting the workspace in the sandbox failed (tar exit {code}){}",
+                    format!(
+                        "extracting {what} in the sandbox failed (tar exit {code}){}; if it is near limits.scratch, raise that or exclude more",
                         stderr_note(&stderr)
-                    ))
-                },
-            );
-        }
-        Ok(stats)
+                    )
+                }
+            }
+            (Err(e), Err(_)) => format!("sending the workspace to the sandbox: {e}"),
+            (Ok(()), Err(e)) => e.to_string(),
+        };
+        // The workspace's tmpfs pages count against the job's memory, so a big one can
+        // end the sandbox that way: say so rather than leave the user guessing.
+        let oom = self
+            .docker
+            .inspect_container(&self.id, None::<InspectContainerOptions>)
+            .await
+            .ok()
+            .and_then(|c| c.state)
+            .and_then(|s| s.oom_killed)
+            .unwrap_or(false);
+        Err(SandboxError::Protocol(if oom {
+            format!(
+                "{what} does not fit in the job's memory: the sandbox's scratch (workspace included) counts against limits.memory; raise it or exclude more"
+            )
+        } else {
+            failed
+        }))
     }
 
     async fn write_stdin(&mut self, data: &[u8], close: bool) -> Result<(), SandboxError> {
@@ -1057,6 +1123,8 @@ impl Drop for DockerSandbox {
 
 /// How much of the workspace goes to the gate in one frame (one `dd` in the sandbox).
 const LOAD_FRAME: usize = 4 << 20;
+/// How much of a stream's trailer is held while the other stream's nonce is awaited.
+const TRAILER_HELD_MAX: usize = 1 << 20;
 /// How much of the gate's stderr is kept for an error message.
 const GATE_STDERR_KEPT: usize = 8 << 10;
 
@@ -1123,7 +1191,23 @@ impl GateOutput {
     }
 }
 
-/// `": <stderr>"` for an error message, or nothing.
+/// Writes to a gate's stdin, giving up after [`API_TIMEOUT`] without progress: the image's own
+/// tools read it, and an image a `prepare` tampered with may stop reading.
+async fn write_gate(
+    stdin: &mut Pin<Box<dyn AsyncWrite + Send>>,
+    data: &[u8],
+) -> std::io::Result<()> {
+    tokio::time::timeout(API_TIMEOUT, stdin.write_all(data))
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the sandbox's gate stopped reading for 2 minutes",
+            ))
+        })
+}
+
+/// `"; it wrote: <stderr>"` for an error message, or nothing.
 fn stderr_note(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
     let text = text.trim();
@@ -1220,7 +1304,13 @@ where
             return vec![SandboxOutput::Trailer(stream, message)];
         }
         if self.found[idx] {
-            self.trailer[idx].extend_from_slice(&message);
+            let trailer = &mut self.trailer[idx];
+            trailer.extend_from_slice(&message);
+            // Waiting for the other stream's nonce holds a little; past that it is output
+            // (counted against the job's cap), not a place for a forger to park data.
+            if trailer.len() > TRAILER_HELD_MAX {
+                return vec![SandboxOutput::Chunk(stream, trailer.split().freeze())];
+            }
             return vec![];
         }
         let held = &mut self.held[idx];
@@ -1233,8 +1323,12 @@ where
             if !before.is_empty() {
                 out.push(SandboxOutput::Chunk(stream, before));
             }
-            self.trailer[idx] = after;
             self.found[idx] = true;
+            if after.len() > TRAILER_HELD_MAX {
+                out.push(SandboxOutput::Chunk(stream, after.freeze()));
+            } else {
+                self.trailer[idx] = after;
+            }
             if self.found == [true, true] {
                 self.done = true;
                 out.push(SandboxOutput::CommandDone);

@@ -54,7 +54,7 @@ fi
 printf 'cordon-gate%s\n' "$cordon_caps"
 while IFS= read -r cordon_verb || exit 125; [ "$cordon_verb" = load ]; do
   while IFS= read -r cordon_n && [ "$cordon_n" -gt 0 ]; do
-    dd bs=512 count="$cordon_n" iflag=fullblock 2>/dev/null || break
+    dd ibs=512 obs=64k count="$cordon_n" iflag=fullblock 2>/dev/null || break
   done | { tar -xf -; cordon_t=$?; cat >/dev/null; exit "$cordon_t"; }
   printf 'cordon-loaded %s\n' "$?"
 done
@@ -93,7 +93,8 @@ if [ "$cordon_mode" != go ]; then
     for cordon_p in $cordon_paths; do
       if [ -e "/$cordon_p" ] || [ -L "/$cordon_p" ]; then set -- "$@" "$cordon_p"; fi
     done
-    [ "$#" -eq 0 ] || tar --hard-dereference -cf - -C / "$@"
+    if [ "$#" -eq 0 ]; then set -- --files-from /dev/null; fi
+    tar --hard-dereference -cf - -C / "$@"
   else
     IFS= read -r cordon_ignored
   fi
