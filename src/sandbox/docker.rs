@@ -956,7 +956,7 @@ impl Sandbox for DockerSandbox {
             mode
         };
         let input = policy::gate_input(&self.nonce, mode, command, artifacts);
-        self.write_stdin(&input, mode == GateMode::Go).await?;
+        self.write_stdin(&input, mode != GateMode::Hold).await?;
         Ok(Box::pin(
             MarkerFilter::new(gate.into_stream(), self.nonce.clone()).into_stream(),
         ))
