@@ -1635,6 +1635,52 @@ mod tests {
         tar
     }
 
+    /// An archive the gate sent (names relative to `/`): each entry lands where the engine's
+    /// API would name it for its artifact, and one under no declared artifact is refused.
+    #[test]
+    fn sent_entries_are_placed_under_their_artifact_or_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut tar = Vec::new();
+        file(&mut tar, "out/junit.xml", b"<testsuite/>");
+        raw_entry(
+            &mut tar,
+            b"out/report/",
+            tar::EntryType::Directory,
+            b"",
+            b"",
+        );
+        file(&mut tar, "out/report/a.txt", b"a");
+        file(&mut tar, "etc/passwd", b"root:x:0:0");
+        file(&mut tar, "out/junit.xml.bak", b"not declared");
+        let roots = ArtifactRoots::new(&[
+            "/out/junit.xml".into(),
+            "/out/report".into(),
+            "/out/none".into(),
+        ]);
+        let x = extract(end(tar).as_slice(), dir.path(), &limits(), Some(&roots)).expect("extract");
+        let mut files: Vec<String> = x
+            .files
+            .iter()
+            .map(|f| {
+                f.strip_prefix(dir.path())
+                    .expect("under dest")
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        files.sort();
+        assert_eq!(files, ["junit.xml", "report/a.txt"]);
+        assert_eq!(x.per_root, [1, 2, 0]);
+        let refused: Vec<String> = x.refused.iter().map(|r| r.path.clone()).collect();
+        assert_eq!(refused, ["etc/passwd", "out/junit.xml.bak"]);
+        assert!(
+            x.refused
+                .iter()
+                .all(|r| r.reason == "not under any declared artifact path")
+        );
+        assert!(!dir.path().join("etc").exists());
+    }
+
     fn reasons(x: &Extracted) -> Vec<(String, String)> {
         x.refused
             .iter()
