@@ -480,7 +480,8 @@ async fn run_job(
         let last = i + 1 == job.steps.len();
         let scratch = ctx.scratch.clone().unwrap_or_default();
 
-        if !(i == 0 && ctx.result.warm) {
+        // Step 0's may have come from the warm pool, started already.
+        if ctx.sandbox(i).is_err() {
             let t = Instant::now();
             let sandbox = ctx.backend.create(job, i, &image_id, &scratch).await?;
             debug!(step = %step.name, container = sandbox.id(), "sandbox created");

@@ -658,9 +658,7 @@ impl DockerSandbox {
             (_, Ok((code, stderr))) => {
                 let text = String::from_utf8_lossy(&stderr);
                 if text.contains("No space left") || text.contains("Wrote only") {
-                    format!(
-                        "{what} does not fit in the sandbox's scratch: raise limits.scratch or exclude more"
-                    )
+                    over_scratch(&what)
                 } else {
                     format!(
                         "extracting {what} in the sandbox failed (tar exit {code}){}; if it is near limits.scratch, raise that or exclude more",
@@ -810,10 +808,10 @@ impl Sandbox for DockerSandbox {
         uploaded.map_err(|source| {
             let msg = source.to_string();
             if msg.contains("no space left") {
-                SandboxError::Protocol(format!(
-                    "the workspace ({} files, {} bytes) does not fit in the sandbox's scratch: raise limits.scratch or exclude more",
+                SandboxError::Protocol(over_scratch(&format!(
+                    "the workspace ({} files, {} bytes)",
                     stats.files, stats.bytes
-                ))
+                )))
             } else {
                 SandboxError::Engine {
                     action: "uploading the workspace".into(),
@@ -1189,6 +1187,11 @@ impl GateOutput {
             .chain(self.stream)
             .boxed()
     }
+}
+
+/// The error for a workspace (`what`) larger than the sandbox's scratch, whichever way it went in.
+fn over_scratch(what: &str) -> String {
+    format!("{what} does not fit in the sandbox's scratch: raise limits.scratch or exclude more")
 }
 
 /// Writes to a gate's stdin, giving up after [`API_TIMEOUT`] without progress: the image's own
