@@ -12,12 +12,15 @@
 //! - cordon, cached environment, warm pool: a sandbox of the environment image ready (made
 //!   untimed before the job, as while the model writes the next test), then workspace load,
 //!   pytest, JUnit collection, removal;
+//! - the same with a pool that makes the replacement as soon as a sandbox is taken
+//!   (`Refill::OnTake`), so it runs during the job, instead of after it (the default);
 //! - cordon, cached environment, no pool: the same with the container created in the job;
 //! - cordon reinstalling: the dependency key changes each time, so `pip install` runs (only
 //!   in the first BENCH_REINSTALL rounds: each takes many seconds).
 //!
-//! Prints medians, the ratio of each cordon path to exec-only (target for the warm one:
-//! ≤ 1.2) and the median phases of the warm job.
+//! Before each measurement both pools are full again (untimed), so one variant's refill never
+//! runs into another's measurement. Prints medians, the ratio of each cordon path to
+//! exec-only (target for the warm one: ≤ 1.2) and the median phases of the warm job.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,7 +28,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cordon::pool::{PoolConfig, WarmPool};
+use cordon::pool::{PoolConfig, Refill, WarmPool};
 use cordon::report::{JobResult, Outcome};
 use cordon::runner::{Runner, RunnerConfig};
 use cordon::sandbox::Backend;
@@ -100,48 +103,56 @@ fn main() {
             .expect("a Docker engine (is dockerd running?)"),
     );
     let runner = Runner::new(backend.clone(), RunnerConfig::default());
-    let pool = rt.block_on(async {
-        WarmPool::new(
-            backend.clone(),
-            PoolConfig {
-                per_key: 1,
-                ..PoolConfig::default()
-            },
-        )
-    });
+    let new_pool = |refill| {
+        rt.block_on(async {
+            WarmPool::new(
+                backend.clone(),
+                PoolConfig {
+                    per_key: 1,
+                    refill,
+                    ..PoolConfig::default()
+                },
+            )
+        })
+    };
+    let pool = new_pool(Refill::AfterJob);
     let pooled = runner.clone().with_pool(pool.clone());
+    let pool_on_take = new_pool(Refill::OnTake);
+    let pooled_on_take = runner.clone().with_pool(pool_on_take.clone());
 
     let mut n = 0;
-    // `warm`: the id of the environment image the pool should have a sandbox of.
-    let mut run_job = |runner: &Runner, spec: &Path, warm: Option<&str>| -> (Duration, JobResult) {
-        n += 1;
-        let job = cordon::spec::load(spec).expect("valid spec");
-        let out = dir.path().join(format!("out-{n}"));
-        let (elapsed, result) = rt.block_on(async {
-            if let Some(env_id) = warm {
-                // Untimed: the pool fills while the model writes the next test.
-                pool.prime(&job, env_id);
-                assert!(
-                    pool.wait_ready(&job, env_id, Duration::from_secs(60)).await,
-                    "the pool did not fill"
-                );
-            }
-            // Timed from here: what a refine loop does per iteration.
-            let t = Instant::now();
-            let pre = runner.preflight(&job).await.expect("preflight");
-            let result = runner.start(job, pre, out.clone()).wait().await;
-            (t.elapsed(), result)
-        });
-        let _ = std::fs::remove_dir_all(&out);
-        assert_eq!(result.outcome, Outcome::Passed, "{result:?}");
-        assert_eq!(
-            result.tests.as_ref().map(|t| t.failed + t.errors),
-            Some(0),
-            "{result:?}"
-        );
-        assert_eq!(result.warm, warm.is_some(), "{result:?}");
-        (elapsed, result)
-    };
+    // `warm`: the pool (the runner's) and the id of the environment image it should have a
+    // sandbox of.
+    let mut run_job =
+        |runner: &Runner, spec: &Path, warm: Option<(&WarmPool, &str)>| -> (Duration, JobResult) {
+            n += 1;
+            let job = cordon::spec::load(spec).expect("valid spec");
+            let out = dir.path().join(format!("out-{n}"));
+            let (elapsed, result) = rt.block_on(async {
+                if let Some((pool, env_id)) = warm {
+                    // Untimed: the pool fills while the model writes the next test.
+                    pool.prime(&job, env_id);
+                    assert!(
+                        pool.wait_ready(&job, env_id, Duration::from_secs(60)).await,
+                        "the pool did not fill"
+                    );
+                }
+                // Timed from here: what a refine loop does per iteration.
+                let t = Instant::now();
+                let pre = runner.preflight(&job).await.expect("preflight");
+                let result = runner.start(job, pre, out.clone()).wait().await;
+                (t.elapsed(), result)
+            });
+            let _ = std::fs::remove_dir_all(&out);
+            assert_eq!(result.outcome, Outcome::Passed, "{result:?}");
+            assert_eq!(
+                result.tests.as_ref().map(|t| t.failed + t.errors),
+                Some(0),
+                "{result:?}"
+            );
+            assert_eq!(result.warm, warm.is_some(), "{result:?}");
+            (elapsed, result)
+        };
 
     eprintln!(
         "warming: building the dependency environment once (pip install through cordon's proxy)"
@@ -203,19 +214,45 @@ fn main() {
     };
     exec_only();
 
-    let (mut floor, mut warm, mut cold, mut reinstall) = (vec![], vec![], vec![], vec![]);
+    let (mut floor, mut warm, mut warm_on_take, mut cold, mut reinstall) =
+        (vec![], vec![], vec![], vec![], vec![]);
     let mut phases: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let cached_job = cordon::spec::load(&cached_spec).expect("valid spec");
+    // Untimed, before each measurement: both pools full again, as they are while the model
+    // writes the next test, so one variant's refill never runs into another's measurement.
+    let settle = || {
+        rt.block_on(async {
+            for p in [&pool, &pool_on_take] {
+                p.prime(&cached_job, &env_id);
+                assert!(
+                    p.wait_ready(&cached_job, &env_id, Duration::from_secs(60))
+                        .await,
+                    "a pool did not fill"
+                );
+            }
+        })
+    };
     for i in 0..rounds {
-        for k in 0..3 {
-            match (i + k) % 3 {
+        for k in 0..4 {
+            settle();
+            match (i + k) % 4 {
                 0 => floor.push(exec_only()),
                 1 => {
-                    let (t, r) = run_job(&pooled, &cached_spec, Some(&env_id));
+                    let (t, r) = run_job(&pooled, &cached_spec, Some((&pool, &env_id)));
                     assert!(r.environment.as_ref().is_some_and(|e| e.cached));
                     for (p, ms) in r.phases_ms {
                         phases.entry(p).or_default().push(ms);
                     }
                     warm.push(t);
+                }
+                2 => {
+                    let (t, r) = run_job(
+                        &pooled_on_take,
+                        &cached_spec,
+                        Some((&pool_on_take, &env_id)),
+                    );
+                    assert!(r.environment.as_ref().is_some_and(|e| e.cached));
+                    warm_on_take.push(t);
                 }
                 _ => {
                     let (t, r) = run_job(&runner, &cached_spec, None);
@@ -242,6 +279,7 @@ fn main() {
         }
     }
     rt.block_on(pool.drain());
+    rt.block_on(pool_on_take.drain());
     let _ = Command::new("docker").args(["rm", "-f", FLOOR]).output();
 
     let median = |v: &mut Vec<Duration>| {
@@ -258,6 +296,10 @@ fn main() {
     );
     for (name, v) in [
         ("cordon, cached environment, warm pool", &mut warm),
+        (
+            "cordon, warm pool replacing during the job",
+            &mut warm_on_take,
+        ),
         ("cordon, cached environment, no pool", &mut cold),
         ("cordon, reinstalling the dependencies", &mut reinstall),
     ] {

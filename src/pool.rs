@@ -5,7 +5,8 @@
 //! key ready — created, verified, attached and started, the gate waiting for its command —
 //! together with their own empty scratch volumes. A sandbox taken from the pool serves
 //! exactly that job (and its scratch becomes the job's); the runner destroys it after the job
-//! like any other. Each take starts a refill in the background.
+//! like any other. Its replacement is made in the background once that job has ended (or at
+//! once, with [`Refill::OnTake`]); a job that finds its key empty starts a refill at once.
 //!
 //! What it costs: nothing in isolation — a pooled container has the same settings as one
 //! made for the job (they are created by the same code and read back the same way), it holds
@@ -37,6 +38,8 @@ pub struct PoolConfig {
     /// Ready and in-the-making sandboxes across all keys at most, so jobs with many
     /// different settings cannot make the pool hold the host's memory.
     pub max_total: usize,
+    /// When a taken sandbox is replaced.
+    pub refill: Refill,
     /// Names this pool's containers and volumes (`cordon-warm-<name>-…`), so whoever owns
     /// it next can remove them after a crash ([`Backend::remove_named`]). Letters and digits.
     pub name: String,
@@ -48,9 +51,24 @@ impl Default for PoolConfig {
             per_key: 1,
             idle: Duration::from_secs(600),
             max_total: 8,
+            refill: Refill::AfterJob,
             name: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
         }
     }
+}
+
+/// When the pool makes the replacement for a sandbox a job took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Refill {
+    /// When that job ends (its containers removed), so making the replacement (engine and
+    /// filesystem work, a few hundred ms of CPU) does not compete with the job for the host.
+    /// A job that finds its key empty starts a refill at once either way. Suits a loop that
+    /// runs one job at a time, such as test generation's refine loop.
+    #[default]
+    AfterJob,
+    /// As soon as the sandbox is taken, so a key asked for by overlapping jobs is ready
+    /// again sooner.
+    OnTake,
 }
 
 impl PoolConfig {
@@ -64,6 +82,26 @@ impl PoolConfig {
 pub struct Warm {
     pub scratch: Scratch,
     pub sandbox: Box<dyn Sandbox>,
+    /// Held by the job until it ends; see [`Refill::AfterJob`].
+    pub lease: Lease,
+}
+
+/// A taken sandbox's claim on a replacement: dropping it starts the refill of its key (with
+/// [`Refill::AfterJob`]; otherwise it is empty).
+#[derive(Default)]
+pub struct Lease {
+    refill: Option<(WarmPool, String)>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some((pool, key)) = self.refill.take()
+            // Makers are tokio tasks; outside a runtime the pool is being torn down anyway.
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            pool.refill(&key);
+        }
+    }
 }
 
 /// The pool. Cheap to clone; all clones share it.
@@ -158,6 +196,9 @@ impl WarmPool {
                     break None;
                 };
                 if is_waiting(&mut w) {
+                    if self.inner.config.refill == Refill::AfterJob {
+                        w.lease.refill = Some((self.clone(), key.clone()));
+                    }
                     break Some(w);
                 }
                 dead.push(w);
@@ -175,7 +216,9 @@ impl WarmPool {
                 }
             });
         }
-        self.refill(&key);
+        if warm.is_none() || self.inner.config.refill == Refill::OnTake {
+            self.refill(&key);
+        }
         warm
     }
 
@@ -371,7 +414,11 @@ async fn make(inner: &Inner, template: &Job, image_id: &str) -> Result<Warm, San
                 ms = started.elapsed().as_millis() as u64,
                 "warm sandbox made"
             );
-            Ok(Warm { scratch, sandbox })
+            Ok(Warm {
+                scratch,
+                sandbox,
+                lease: Lease::default(),
+            })
         }
         Err(e) => {
             let _ = sandbox.destroy().await;

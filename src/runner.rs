@@ -21,7 +21,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::envcache;
 use crate::event::{JobEvent, Phase};
-use crate::pool::WarmPool;
+use crate::pool::{Lease, WarmPool};
 use crate::report::{
     EnvironmentResult, JobResult, Outcome, RefusedArtifact, StepResult, TestSummary, junit,
 };
@@ -211,6 +211,7 @@ impl Runner {
                 let mut ctx = Ctx {
                     backend,
                     pool,
+                    lease: None,
                     events: tx,
                     sandboxes: Vec::new(),
                     scratch: None,
@@ -285,6 +286,8 @@ fn new_result(job: &Job) -> JobResult {
 struct Ctx {
     backend: Arc<dyn Backend>,
     pool: Option<WarmPool>,
+    /// The warm pool's claim for the sandbox this job took, given back when it ends.
+    lease: Option<Lease>,
     events: mpsc::Sender<JobEvent>,
     /// Every sandbox created and not yet destroyed, by step index.
     sandboxes: Vec<(usize, Box<dyn Sandbox>)>,
@@ -366,6 +369,8 @@ impl Ctx {
         if t.elapsed() > Duration::from_millis(1) {
             self.phase(Phase::Destroy, t).await;
         }
+        // Its sandboxes are gone: the pool may make the replacement now.
+        self.lease = None;
     }
 
     fn finish_result(&mut self, job: &Job) {
@@ -465,6 +470,7 @@ async fn run_job(
             debug!(container = warm.sandbox.id(), "sandbox from the warm pool");
             ctx.scratch = Some(warm.scratch);
             ctx.sandboxes.push((0, warm.sandbox));
+            ctx.lease = Some(warm.lease);
             ctx.result.warm = true;
         }
         None => ctx.scratch = Some(ctx.backend.create_scratch(job).await?),

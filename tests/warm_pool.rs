@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cordon::event::JobEvent;
-use cordon::pool::{PoolConfig, WarmPool};
+use cordon::pool::{PoolConfig, PoolStats, Refill, WarmPool};
 use cordon::report::{JobResult, Outcome};
 use cordon::runner::{Runner, RunnerConfig};
 use cordon::sandbox::docker::DockerBackend;
@@ -96,6 +96,10 @@ async fn prime(pool: &WarmPool, job: &Job, image_id: &str) {
 }
 
 async fn pool_runner(per_key: usize) -> (Runner, WarmPool) {
+    pool_runner_with(per_key, Refill::default()).await
+}
+
+async fn pool_runner_with(per_key: usize, refill: Refill) -> (Runner, WarmPool) {
     let backend: Arc<dyn cordon::sandbox::Backend> =
         Arc::new(DockerBackend::connect().await.expect("a Docker engine"));
     let pool = WarmPool::new(
@@ -103,6 +107,7 @@ async fn pool_runner(per_key: usize) -> (Runner, WarmPool) {
         PoolConfig {
             per_key,
             idle: Duration::from_secs(600),
+            refill,
             ..PoolConfig::default()
         },
     );
@@ -190,6 +195,62 @@ artifacts: [/out/used]
     );
     let removed = pool.drain().await;
     assert_eq!(removed, 2, "two ready sandboxes were waiting");
+    assert_eq!(leftovers(), Vec::<String>::new(), "left after the drain");
+}
+
+/// By default a taken sandbox is replaced once its job has ended, so the replacement is not
+/// made while the job runs; with `Refill::OnTake` it is made at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_sandbox_is_replaced_after_its_job_or_on_take_as_configured() {
+    common::require_image();
+    let dir = tempfile::tempdir().expect("tempdir");
+    for refill in [Refill::AfterJob, Refill::OnTake] {
+        let (runner, pool) = pool_runner_with(1, refill).await;
+        let j = job(
+            dir.path(),
+            "a",
+            "steps: [{name: a, run: 'echo started; sleep 2'}]\n",
+        );
+        let preflight = runner.preflight(&j).await.expect("preflight");
+        let image_id = preflight.image_id.clone().expect("image present");
+        prime(&pool, &j, &image_id).await;
+        let mut handle = runner.start(j.clone(), preflight, dir.path().join(format!("{refill:?}")));
+        let mut during = None;
+        let mut result = None;
+        while let Some(ev) = handle.next_event().await {
+            match ev {
+                JobEvent::Output { .. } if during.is_none() => {
+                    // Give a refill started at the take time to show up.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    during = Some(pool.stats(&j, &image_id));
+                }
+                JobEvent::Finished { result: r } => result = Some(*r),
+                _ => {}
+            }
+        }
+        let result = result.expect("a result");
+        assert_eq!(result.outcome, Outcome::Passed, "{result:?}");
+        assert!(result.warm, "{refill:?}: {result:?}");
+        let during = during.expect("the job wrote output");
+        match refill {
+            Refill::AfterJob => assert_eq!(
+                during,
+                PoolStats::default(),
+                "nothing is made for the key while its job runs"
+            ),
+            Refill::OnTake => assert_eq!(
+                during.ready + during.filling,
+                1,
+                "the replacement is made while the job runs"
+            ),
+        }
+        assert!(
+            pool.wait_ready(&j, &image_id, Duration::from_secs(60))
+                .await,
+            "{refill:?}: the pool did not refill after the job"
+        );
+        assert_eq!(pool.drain().await, 1);
+    }
     assert_eq!(leftovers(), Vec::<String>::new(), "left after the drain");
 }
 

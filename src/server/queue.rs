@@ -144,6 +144,7 @@ impl Service {
                     per_key: config.warm_pool,
                     idle: config.warm_pool_idle.0,
                     max_total: config.warm_pool_max,
+                    refill: crate::pool::Refill::default(),
                     name: pool_name(&config.data_dir),
                 },
             ));
