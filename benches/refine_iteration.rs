@@ -14,6 +14,8 @@
 //!   pytest, JUnit collection, removal;
 //! - the same with a pool that makes the replacement as soon as a sandbox is taken
 //!   (`Refill::OnTake`), so it runs during the job, instead of after it (the default);
+//! - the same with a pool that does not prewarm (`Prewarm::Off`; `Auto`, the default,
+//!   prewarms where each container's caches start cold, as on fuse-overlayfs);
 //! - cordon, cached environment, no pool: the same with the container created in the job;
 //! - cordon reinstalling: the dependency key changes each time, so `pip install` runs (only
 //!   in the first BENCH_REINSTALL rounds: each takes many seconds).
@@ -28,7 +30,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cordon::pool::{PoolConfig, Refill, WarmPool};
+use cordon::pool::{PoolConfig, Prewarm, Refill, WarmPool};
 use cordon::report::{JobResult, Outcome};
 use cordon::runner::{Runner, RunnerConfig};
 use cordon::sandbox::Backend;
@@ -103,22 +105,25 @@ fn main() {
             .expect("a Docker engine (is dockerd running?)"),
     );
     let runner = Runner::new(backend.clone(), RunnerConfig::default());
-    let new_pool = |refill| {
+    let new_pool = |refill, prewarm| {
         rt.block_on(async {
             WarmPool::new(
                 backend.clone(),
                 PoolConfig {
                     per_key: 1,
                     refill,
+                    prewarm,
                     ..PoolConfig::default()
                 },
             )
         })
     };
-    let pool = new_pool(Refill::AfterJob);
+    let pool = new_pool(Refill::AfterJob, Prewarm::Auto);
     let pooled = runner.clone().with_pool(pool.clone());
-    let pool_on_take = new_pool(Refill::OnTake);
+    let pool_on_take = new_pool(Refill::OnTake, Prewarm::Auto);
     let pooled_on_take = runner.clone().with_pool(pool_on_take.clone());
+    let pool_unwarmed = new_pool(Refill::AfterJob, Prewarm::Off);
+    let pooled_unwarmed = runner.clone().with_pool(pool_unwarmed.clone());
 
     let mut n = 0;
     // `warm`: the pool (the runner's) and the id of the environment image it should have a
@@ -214,15 +219,15 @@ fn main() {
     };
     exec_only();
 
-    let (mut floor, mut warm, mut warm_on_take, mut cold, mut reinstall) =
-        (vec![], vec![], vec![], vec![], vec![]);
+    let (mut floor, mut warm, mut warm_on_take, mut unwarmed, mut cold, mut reinstall) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
     let mut phases: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let cached_job = cordon::spec::load(&cached_spec).expect("valid spec");
     // Untimed, before each measurement: both pools full again, as they are while the model
     // writes the next test, so one variant's refill never runs into another's measurement.
     let settle = || {
         rt.block_on(async {
-            for p in [&pool, &pool_on_take] {
+            for p in [&pool, &pool_on_take, &pool_unwarmed] {
                 p.prime(&cached_job, &env_id);
                 assert!(
                     p.wait_ready(&cached_job, &env_id, Duration::from_secs(60))
@@ -233,9 +238,9 @@ fn main() {
         })
     };
     for i in 0..rounds {
-        for k in 0..4 {
+        for k in 0..5 {
             settle();
-            match (i + k) % 4 {
+            match (i + k) % 5 {
                 0 => floor.push(exec_only()),
                 1 => {
                     let (t, r) = run_job(&pooled, &cached_spec, Some((&pool, &env_id)));
@@ -253,6 +258,15 @@ fn main() {
                     );
                     assert!(r.environment.as_ref().is_some_and(|e| e.cached));
                     warm_on_take.push(t);
+                }
+                3 => {
+                    let (t, r) = run_job(
+                        &pooled_unwarmed,
+                        &cached_spec,
+                        Some((&pool_unwarmed, &env_id)),
+                    );
+                    assert!(r.environment.as_ref().is_some_and(|e| e.cached));
+                    unwarmed.push(t);
                 }
                 _ => {
                     let (t, r) = run_job(&runner, &cached_spec, None);
@@ -280,6 +294,7 @@ fn main() {
     }
     rt.block_on(pool.drain());
     rt.block_on(pool_on_take.drain());
+    rt.block_on(pool_unwarmed.drain());
     let _ = Command::new("docker").args(["rm", "-f", FLOOR]).output();
 
     let median = |v: &mut Vec<Duration>| {
@@ -300,6 +315,7 @@ fn main() {
             "cordon, warm pool replacing during the job",
             &mut warm_on_take,
         ),
+        ("cordon, warm pool without prewarming", &mut unwarmed),
         ("cordon, cached environment, no pool", &mut cold),
         ("cordon, reinstalling the dependencies", &mut reinstall),
     ] {

@@ -3,8 +3,9 @@
 #
 #   benches/workspace_load.sh [ROUNDS] [FILES] [MB]     (defaults: 3, 20000 files, 200 MB)
 #
-# cordon: the `load` phase of a job (a tar stream through the Engine API into the running
-# sandbox's tmpfs volume; the tree is never held in memory), read from the job's phases_ms.
+# cordon: the `load` phase of a job (a tar stream in frames to the running sandbox's gate over
+# its attached stdin, extracted into its tmpfs volume; the tree is never held in memory), read
+# from the job's phases_ms.
 # docker cp: `docker cp DIR/. CONTAINER:/workspace` into a running container whose
 # /workspace is the same kind of tmpfs volume. Prints medians and the ratio (target <= 1.0).
 set -euo pipefail

@@ -40,6 +40,8 @@ pub struct PoolConfig {
     pub max_total: usize,
     /// When a taken sandbox is replaced.
     pub refill: Refill,
+    /// Whether a pooled sandbox reads its image's library trees before it is ready.
+    pub prewarm: Prewarm,
     /// Names this pool's containers and volumes (`cordon-warm-<name>-…`), so whoever owns
     /// it next can remove them after a crash ([`Backend::remove_named`]). Letters and digits.
     pub name: String,
@@ -52,6 +54,7 @@ impl Default for PoolConfig {
             idle: Duration::from_secs(600),
             max_total: 8,
             refill: Refill::AfterJob,
+            prewarm: Prewarm::Auto,
             name: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
         }
     }
@@ -70,6 +73,41 @@ pub enum Refill {
     /// again sooner.
     OnTake,
 }
+
+/// Whether pooled sandboxes are prewarmed: while it waits, a sandbox's gate reads every file
+/// under the trees its image names in its `org.cordon.warm` label (cordon's Python image:
+/// the standard library, the system packages and `/opt/venv`), so the job's first reads find
+/// warm caches. Measured on fuse-overlayfs, where each container's caches start cold, it
+/// takes a pytest run about 120 ms less and the container's teardown about 30 ms more. It
+/// runs only the image's `find` and `cat`, as the sandbox user, under the sandbox's limits,
+/// before anything of the job is there; it writes nothing and leaves no process. The page
+/// cache it fills counts, reclaimably, against the sandbox's memory limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Prewarm {
+    /// Only where each container's caches start cold ([`Backend::cold_caches`]); elsewhere
+    /// (overlay2) the host's page cache is shared already and it would only cost.
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl std::str::FromStr for Prewarm {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Prewarm::Auto),
+            "on" => Ok(Prewarm::On),
+            "off" => Ok(Prewarm::Off),
+            other => Err(format!("`{other}` is not one of auto, on, off")),
+        }
+    }
+}
+
+/// How long a pooled sandbox may take to read its image's trees. Past it the sandbox is
+/// discarded and the key's sandboxes are made without prewarming from then on.
+const PREWARM_MAX: Duration = Duration::from_secs(60);
 
 impl PoolConfig {
     /// The name prefix of everything a pool called `name` creates.
@@ -126,6 +164,8 @@ struct Slot {
     ready: Vec<Warm>,
     filling: usize,
     last_asked: Instant,
+    /// Cleared when prewarming one of this key's sandboxes failed.
+    prewarm: bool,
 }
 
 impl Slot {
@@ -136,6 +176,7 @@ impl Slot {
             ready: Vec::new(),
             filling: 0,
             last_asked: Instant::now(),
+            prewarm: true,
         }
     }
 }
@@ -260,6 +301,16 @@ impl WarmPool {
             .unwrap_or_default()
     }
 
+    /// Ready and in-the-making sandboxes across all keys.
+    pub fn totals(&self) -> PoolStats {
+        self.lock()
+            .values()
+            .fold(PoolStats::default(), |t, s| PoolStats {
+                ready: t.ready + s.ready.len(),
+                filling: t.filling + s.filling,
+            })
+    }
+
     /// Waits until `job`'s key has a full supply ready (or `timeout` passes); true if it has.
     pub async fn wait_ready(&self, job: &Job, image_id: &str, timeout: Duration) -> bool {
         let key = self.inner.backend.warm_key(job, image_id);
@@ -338,14 +389,20 @@ impl WarmPool {
                 step.name = "warm".into();
             }
             let image_id = slot.image_id.clone();
+            let prewarm = slot.prewarm;
             let key = key.to_string();
             let pool = self.clone();
             // The tracker refuses nothing after close, but a closed pool discards.
             self.inner.tasks.spawn(async move {
-                let made = make(&pool.inner, &template, &image_id).await;
+                let made = make(&pool.inner, &template, &image_id, prewarm).await;
                 let leftover = {
                     let mut keys = pool.lock();
-                    let slot = keys.get_mut(&key);
+                    let mut slot = keys.get_mut(&key);
+                    if let (Err(MakeError::Prewarm(_)), Some(slot)) = (&made, slot.as_deref_mut())
+                    {
+                        slot.prewarm = false;
+                    }
+                    let made = made.map_err(MakeError::into_inner);
                     match (made, slot) {
                         (Ok(w), Some(slot)) if !pool.inner.closed.is_cancelled() => {
                             slot.filling -= 1;
@@ -397,8 +454,72 @@ impl WarmPool {
     }
 }
 
+/// Why a sandbox could not be made for the pool.
+enum MakeError {
+    /// Prewarming it failed (the sandbox is gone).
+    Prewarm(SandboxError),
+    Other(SandboxError),
+}
+
+impl MakeError {
+    fn into_inner(self) -> SandboxError {
+        match self {
+            MakeError::Prewarm(e) => SandboxError::Protocol(format!(
+                "prewarming: {}; this key's sandboxes are made without it from now on",
+                error_chain(&e)
+            )),
+            MakeError::Other(e) => e,
+        }
+    }
+}
+
+/// Makes one sandbox ([`make_started`]) and, if the pool's [`Prewarm`] says so and `prewarm`
+/// (the key's own say) allows, has it read its image's library trees.
+async fn make(
+    inner: &Inner,
+    template: &Job,
+    image_id: &str,
+    prewarm: bool,
+) -> Result<Warm, MakeError> {
+    let prewarm = prewarm
+        && match inner.config.prewarm {
+            Prewarm::On => true,
+            Prewarm::Off => false,
+            Prewarm::Auto => inner.backend.cold_caches().await,
+        };
+    let paths = if prewarm {
+        inner
+            .backend
+            .warm_paths(image_id)
+            .await
+            .map_err(MakeError::Other)?
+    } else {
+        Vec::new()
+    };
+    let mut warm = make_started(inner, template, image_id)
+        .await
+        .map_err(MakeError::Other)?;
+    if paths.is_empty() {
+        return Ok(warm);
+    }
+    let started = Instant::now();
+    match warm.sandbox.prewarm(&paths, PREWARM_MAX).await {
+        Ok(()) => {
+            debug!(
+                ms = started.elapsed().as_millis() as u64,
+                "warm sandbox prewarmed"
+            );
+            Ok(warm)
+        }
+        Err(e) => {
+            discard(inner, warm).await;
+            Err(MakeError::Prewarm(e))
+        }
+    }
+}
+
 /// Creates, verifies, attaches and starts one sandbox with its own scratch.
-async fn make(inner: &Inner, template: &Job, image_id: &str) -> Result<Warm, SandboxError> {
+async fn make_started(inner: &Inner, template: &Job, image_id: &str) -> Result<Warm, SandboxError> {
     let started = Instant::now();
     let scratch = inner.backend.create_scratch(template).await?;
     let mut sandbox = match inner.backend.create(template, 0, image_id, &scratch).await {

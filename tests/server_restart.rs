@@ -217,16 +217,19 @@ async fn the_warm_pool_serves_jobs_and_sigterm_leaves_nothing() {
         assert!(line.ends_with(&format!("job={i}\n")), "{line}");
         hosts.push(line);
         // Give the refill time to finish before the next job, as a refine loop would.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while docker(&["ps", "-q", "--filter", &owner_filter])
-            .trim()
-            .is_empty()
-            && Instant::now() < deadline
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !c
+            .metrics()
+            .await
+            .contains("cordon_warm_sandboxes{state=\"ready\"} 1")
         {
+            assert!(
+                Instant::now() < deadline,
+                "no warm sandbox ready within a minute: {}",
+                c.metrics().await
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        // Started a moment before the pool records it as ready.
-        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     hosts.sort();
     hosts.dedup();

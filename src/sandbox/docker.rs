@@ -46,6 +46,8 @@ pub struct DockerBackend {
     owner: String,
     /// Serializes image builds in this process.
     build_lock: Arc<Mutex<()>>,
+    /// The engine's storage driver, asked once.
+    storage_driver: Arc<tokio::sync::OnceCell<String>>,
 }
 
 impl DockerBackend {
@@ -74,6 +76,7 @@ impl DockerBackend {
             endpoint,
             owner: owner_label(),
             build_lock: Arc::new(Mutex::new(())),
+            storage_driver: Arc::new(tokio::sync::OnceCell::new()),
         })
     }
 
@@ -416,6 +419,35 @@ impl Backend for DockerBackend {
         let config = policy::prepare_config(job, base_image_id, &egress.network, &self.owner);
         self.create_from(job, config, format!("cordon-{}-prepare", job.id))
             .await
+    }
+
+    async fn cold_caches(&self) -> bool {
+        let driver = self
+            .storage_driver
+            .get_or_init(|| async {
+                match self.docker.info().await {
+                    Ok(info) => info.driver.unwrap_or_default(),
+                    Err(e) => {
+                        debug!(error = %e, "could not ask the engine for its storage driver");
+                        String::new()
+                    }
+                }
+            })
+            .await;
+        matches!(driver.as_str(), "fuse-overlayfs" | "vfs")
+    }
+
+    async fn warm_paths(&self, image_id: &str) -> Result<Vec<String>, SandboxError> {
+        let info = api(
+            "inspecting the image for its warm paths",
+            self.docker.inspect_image(image_id),
+        )
+        .await?;
+        Ok(info
+            .config
+            .and_then(|c| c.labels)
+            .and_then(|l| l.get(policy::WARM_LABEL).map(|v| policy::warm_paths(v)))
+            .unwrap_or_default())
     }
 
     async fn evict_environments(&self, cap: u64) -> Result<usize, SandboxError> {
@@ -771,6 +803,39 @@ impl Sandbox for DockerSandbox {
             Some(gate) => gate.pending.is_empty() && gate.stream.next().now_or_never().is_none(),
             None => false,
         }
+    }
+
+    async fn prewarm(&mut self, paths: &[String], within: Duration) -> Result<(), SandboxError> {
+        let (Some(stdin), Some(gate)) = (self.stdin.as_mut(), self.gate.as_mut()) else {
+            return Err(SandboxError::Protocol(
+                "the sandbox is not waiting to be prewarmed".into(),
+            ));
+        };
+        let request = policy::warm_request(paths);
+        let warm = async {
+            let written = match write_gate(stdin, &request).await {
+                Ok(()) => stdin.flush().await,
+                Err(e) => Err(e),
+            };
+            written.map_err(|e| {
+                SandboxError::Protocol(format!("writing to the sandbox's control input: {e}"))
+            })?;
+            let (line, stderr) = gate.line("read the image's library trees").await?;
+            if line == policy::GATE_WARMED {
+                Ok(())
+            } else {
+                Err(SandboxError::Protocol(format!(
+                    "the sandbox's gate answered {line:?} to prewarming{}",
+                    stderr_note(&stderr)
+                )))
+            }
+        };
+        tokio::time::timeout(within, warm).await.map_err(|_| {
+            SandboxError::Protocol(format!(
+                "reading the image's library trees took over {} s",
+                within.as_secs()
+            ))
+        })?
     }
 
     async fn load(&mut self, workspace: &Workspace) -> Result<TarStats, SandboxError> {

@@ -201,6 +201,13 @@ pub trait Backend: Send + Sync {
         base_image_id: &str,
         egress: &Egress,
     ) -> Result<Box<dyn Sandbox>, SandboxError>;
+    /// Whether each sandbox's root filesystem starts with caches of its own, cold (the
+    /// engine's storage driver shares none between containers: fuse-overlayfs, vfs), so
+    /// reading an image's library trees ahead of a job ([`Sandbox::prewarm`]) saves it time.
+    async fn cold_caches(&self) -> bool;
+    /// The trees the image `image_id` names for prewarming (its `org.cordon.warm` label);
+    /// none if it names none.
+    async fn warm_paths(&self, image_id: &str) -> Result<Vec<String>, SandboxError>;
     /// Evicts least-recently-used environment images until they total at most `cap` bytes.
     async fn evict_environments(&self, cap: u64) -> Result<usize, SandboxError>;
 }
@@ -217,6 +224,15 @@ pub trait Sandbox: Send {
     /// Whether a started sandbox is still waiting for its command, silent (a warm one that
     /// said anything, or ended, is broken). Does not wait.
     fn is_waiting(&mut self) -> bool;
+    /// Has the gate read every file under `paths` (absolute) once, so the job's first reads
+    /// find warm caches (see [`Backend::cold_caches`]). Only for a started sandbox that has
+    /// been given nothing yet (the warm pool's); gives up after `within`, leaving the sandbox
+    /// unusable.
+    async fn prewarm(
+        &mut self,
+        paths: &[String],
+        within: std::time::Duration,
+    ) -> Result<(), SandboxError>;
     /// Streams a host directory into the running sandbox's workspace: through the gate when
     /// it can take it, else through the engine.
     async fn load(&mut self, workspace: &Workspace) -> Result<TarStats, SandboxError>;

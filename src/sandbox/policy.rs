@@ -27,7 +27,11 @@ use crate::spec::{Job, Network, OUT_DIR, WorkspaceMode};
 /// 2. Any number of `load` requests: a tar of the workspace in frames (a line with a count of
 ///    512-byte blocks, then exactly those blocks; `0` ends it), extracted into the working
 ///    directory; it answers `cordon-loaded <tar's exit code>` on stdout.
-/// 3. `run`, then the nonce, the mode (`go`, `hold` or `send`), the environment, the command
+/// 3. Only from the warm pool, before any `load`: `warm`, then a block of paths (relative to
+///    `/`, see [`warm_request`]). It reads every file under them once, as the sandbox user,
+///    writing nothing, so the job's first reads find warm caches on storage drivers that
+///    keep them per container (fuse-overlayfs); it answers `cordon-warmed`.
+/// 4. `run`, then the nonce, the mode (`go`, `hold` or `send`), the environment, the command
 ///    and the artifact paths (see [`gate_input`]). It runs the command with stdin closed and
 ///    the job's variables set in a subshell of its own, so none of them can change the gate's.
 ///
@@ -52,15 +56,6 @@ if tar --hard-dereference -cf /dev/null -C / --files-from /dev/null 2>/dev/null;
   fi
 fi
 printf 'cordon-gate%s\n' "$cordon_caps"
-while IFS= read -r cordon_verb || exit 125; [ "$cordon_verb" = load ]; do
-  while IFS= read -r cordon_n && [ "$cordon_n" -gt 0 ]; do
-    dd ibs=512 obs=64k count="$cordon_n" iflag=fullblock 2>/dev/null || break
-  done | { tar -xf -; cordon_t=$?; cat >/dev/null; exit "$cordon_t"; }
-  printf 'cordon-loaded %s\n' "$?"
-done
-[ "$cordon_verb" = run ] || exit 125
-IFS= read -r cordon_nonce || exit 125
-IFS= read -r cordon_mode || exit 125
 cordon_block() {
   IFS= read -r cordon_n || exit 125
   cordon_text=
@@ -71,6 +66,32 @@ cordon_block() {
     cordon_n=$((cordon_n - 1))
   done
 }
+while IFS= read -r cordon_verb || exit 125; do
+  case $cordon_verb in
+  load)
+    while IFS= read -r cordon_n && [ "$cordon_n" -gt 0 ]; do
+      dd ibs=512 obs=64k count="$cordon_n" iflag=fullblock 2>/dev/null || break
+    done | { tar -xf -; cordon_t=$?; cat >/dev/null; exit "$cordon_t"; }
+    printf 'cordon-loaded %s\n' "$?"
+    ;;
+  warm)
+    cordon_block
+    (
+      set -f
+      IFS='
+'
+      for cordon_p in $cordon_text; do
+        find "/$cordon_p" -xdev -type f -exec cat -- {} + >/dev/null 2>&1
+      done
+    )
+    printf 'cordon-warmed\n'
+    ;;
+  *) break ;;
+  esac
+done
+[ "$cordon_verb" = run ] || exit 125
+IFS= read -r cordon_nonce || exit 125
+IFS= read -r cordon_mode || exit 125
 cordon_block
 cordon_env=$cordon_text
 cordon_block
@@ -161,6 +182,39 @@ pub fn sendable_path(path: &str) -> bool {
         && !path
             .chars()
             .any(|c| c.is_control() || matches!(c, '*' | '?' | '[' | '\\'))
+}
+
+/// How the gate answers a `warm`, on stdout.
+pub const GATE_WARMED: &str = "cordon-warmed";
+
+/// The image label that names the trees a warm sandbox reads before its job (see [`GATE`]):
+/// absolute paths separated by `:`, such as a language's standard library and packages.
+pub const WARM_LABEL: &str = "org.cordon.warm";
+
+/// The paths of a [`WARM_LABEL`] value the gate can be given: absolute, and nothing
+/// [`sendable_path`] refuses.
+pub fn warm_paths(label: &str) -> Vec<String> {
+    label
+        .split(':')
+        .map(str::trim)
+        .filter(|p| sendable_path(p))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The `warm` request for `paths` (absolute, as [`warm_paths`] gives them).
+pub fn warm_request(paths: &[String]) -> Vec<u8> {
+    let paths: Vec<&str> = paths
+        .iter()
+        .filter(|p| sendable_path(p))
+        .map(|p| &p[1..])
+        .collect();
+    let mut req = format!("warm\n{}\n", paths.len());
+    for p in paths {
+        req.push_str(p);
+        req.push('\n');
+    }
+    req.into_bytes()
 }
 
 /// The `load` request that precedes a workspace's frames.
@@ -776,6 +830,48 @@ mod tests {
         assert_eq!(
             std::fs::read(dir.path().join("sub/big.bin")).expect("big"),
             big
+        );
+    }
+
+    /// A `warm` request (paths with spaces, one missing) is answered, and the gate goes on to
+    /// load and run exactly, with none of the warm's shell settings left behind.
+    #[test]
+    fn the_gate_reads_the_warm_paths_and_goes_on_unchanged() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tree = dir.path().join("lib dir/pkg");
+        std::fs::create_dir_all(&tree).expect("mkdir");
+        std::fs::write(tree.join("mod.py"), "x = 1\n").expect("write");
+        let paths = vec![
+            dir.path().join("lib dir").to_string_lossy().into_owned(),
+            "/nonexistent/cordon/warm".to_string(),
+        ];
+        let mut input = warm_request(&paths);
+        input.extend(load_request(&[("a.txt", b"alpha\n")], 1));
+        let command = StepCommand {
+            env: [("SPACED", "a  b*\nc")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            run: "printf '%s|' \"$SPACED\" *.txt".into(),
+        };
+        let work = tempfile::tempdir().expect("tempdir");
+        let out = run_gate_in(work.path(), &input, &command);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "cordon-warmed\ncordon-loaded 0\na  b*\nc|a.txt|"
+        );
+    }
+
+    #[test]
+    fn warm_label_paths_are_absolute_and_plain() {
+        assert_eq!(
+            warm_paths("/usr/lib/python3.11: /opt/venv ::relative:/a*b:/-x:/"),
+            vec!["/usr/lib/python3.11".to_string(), "/opt/venv".to_string()]
+        );
+        assert_eq!(
+            warm_request(&["/opt/venv".into(), "/usr/lib/x y".into()]),
+            b"warm\n2\nopt/venv\nusr/lib/x y\n".to_vec()
         );
     }
 

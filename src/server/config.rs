@@ -73,6 +73,11 @@ pub struct ServerConfig {
     pub warm_pool_idle: Span,
     /// Warm sandboxes across all keys at most.
     pub warm_pool_max: usize,
+    /// Whether a warm sandbox reads its image's library trees (its `org.cordon.warm` label)
+    /// while it waits, so its job's first reads are not cold: `auto` (only on storage drivers
+    /// without a page cache shared between containers, such as fuse-overlayfs), `on` or
+    /// `off`. See `cordon::pool::Prewarm`.
+    pub warm_pool_prewarm: crate::pool::Prewarm,
 }
 
 impl Default for ServerConfig {
@@ -95,6 +100,7 @@ impl Default for ServerConfig {
             warm_pool: 0,
             warm_pool_idle: Span(Duration::from_secs(600)),
             warm_pool_max: 8,
+            warm_pool_prewarm: crate::pool::Prewarm::Auto,
         }
     }
 }
@@ -114,6 +120,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("CORDON_RETENTION", "retention"),
     ("CORDON_SHUTDOWN_GRACE", "shutdown_grace"),
     ("CORDON_WARM_POOL", "warm_pool"),
+    ("CORDON_WARM_POOL_PREWARM", "warm_pool_prewarm"),
 ];
 
 impl ServerConfig {
@@ -202,6 +209,9 @@ impl ServerConfig {
         }
         if let Some(v) = get("CORDON_WARM_POOL") {
             self.warm_pool = parse("CORDON_WARM_POOL", &v)?;
+        }
+        if let Some(v) = get("CORDON_WARM_POOL_PREWARM") {
+            self.warm_pool_prewarm = parse("CORDON_WARM_POOL_PREWARM", &v)?;
         }
         Ok(())
     }
@@ -320,9 +330,16 @@ mod tests {
             "CORDON_CONCURRENCY" => Some("5".to_string()),
             "CORDON_MAX_UPLOAD" => Some("2MiB".to_string()),
             "CORDON_SHUTDOWN_GRACE" => Some("5s".to_string()),
+            "CORDON_WARM_POOL_PREWARM" => Some("off".to_string()),
             _ => None,
         };
         c.apply_env(env).expect("valid env");
+        assert_eq!(c.warm_pool_prewarm, crate::pool::Prewarm::Off);
+        let bad = c.apply_env(|k| (k == "CORDON_WARM_POOL_PREWARM").then(|| "always".into()));
+        assert!(
+            bad.is_err_and(|e| e.to_string().contains("auto, on, off")),
+            "an unknown prewarm setting is refused with the choices"
+        );
         assert_eq!(c.concurrency, Some(5));
         assert_eq!(c.max_upload, Size::mib(2));
         assert_eq!(c.shutdown_grace.0, Duration::from_secs(5));
@@ -338,6 +355,7 @@ mod tests {
         let text = std::fs::read_to_string(&deploy).expect("deploy/cordon.yaml");
         let c: ServerConfig = crate::spec::parse_yaml(&text, &deploy).expect("valid");
         assert_eq!(c.warm_pool, 0);
+        assert_eq!(c.warm_pool_prewarm, crate::pool::Prewarm::Auto);
         let doc = std::fs::read_to_string(root.join("docs/server.md")).expect("docs/server.md");
         let block = doc
             .split("```yaml\n")

@@ -87,7 +87,14 @@ impl Metrics {
         (m.job_duration.count > 0).then(|| m.job_duration.sum / m.job_duration.count as f64)
     }
 
-    pub fn render(&self, queued: usize, running: usize, concurrency: usize) -> String {
+    /// `pool`: the warm pool's sandboxes across keys, if the service has a pool.
+    pub fn render(
+        &self,
+        queued: usize,
+        running: usize,
+        concurrency: usize,
+        pool: Option<crate::pool::PoolStats>,
+    ) -> String {
         let m = self.lock();
         let mut out = String::new();
         let _ = writeln!(
@@ -124,6 +131,16 @@ impl Metrics {
             out,
             "# HELP cordon_concurrency_limit Jobs allowed to run at once.\n# TYPE cordon_concurrency_limit gauge\ncordon_concurrency_limit {concurrency}"
         );
+        if let Some(pool) = pool {
+            let _ = writeln!(
+                out,
+                "# HELP cordon_warm_sandboxes Warm pool sandboxes across keys: ready for a job, or being made (and prewarmed).
+# TYPE cordon_warm_sandboxes gauge
+cordon_warm_sandboxes{{state=\"ready\"}} {}
+cordon_warm_sandboxes{{state=\"making\"}} {}",
+                pool.ready, pool.filling
+            );
+        }
         m.job_duration.render(
             &mut out,
             "cordon_job_duration_seconds",
@@ -149,7 +166,18 @@ mod tests {
         m.started(0.3);
         m.finished("passed", Some(1.5));
         m.rejected("queue_full");
-        let text = m.render(4, 2, 2);
+        let text = m.render(
+            4,
+            2,
+            2,
+            Some(crate::pool::PoolStats {
+                ready: 1,
+                filling: 2,
+            }),
+        );
+        assert!(text.contains("cordon_warm_sandboxes{state=\"ready\"} 1"));
+        assert!(text.contains("cordon_warm_sandboxes{state=\"making\"} 2"));
+        assert!(!m.render(0, 0, 1, None).contains("cordon_warm_sandboxes"));
         assert!(text.contains("cordon_jobs_finished_total{outcome=\"passed\"} 1"));
         assert!(text.contains("cordon_queue_depth 4"));
         assert!(text.contains("cordon_jobs_running 2"));

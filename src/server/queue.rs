@@ -145,6 +145,7 @@ impl Service {
                     idle: config.warm_pool_idle.0,
                     max_total: config.warm_pool_max,
                     refill: crate::pool::Refill::default(),
+                    prewarm: config.warm_pool_prewarm,
                     name: pool_name(&config.data_dir),
                 },
             ));
@@ -523,9 +524,10 @@ impl Service {
             let s = self.sched();
             (s.queued.len(), s.running.len())
         };
+        let pool = self.inner.runner.pool().map(|p| p.totals());
         self.inner
             .metrics
-            .render(queued, running, self.inner.concurrency)
+            .render(queued, running, self.inner.concurrency, pool)
     }
 
     pub fn is_draining(&self) -> bool {

@@ -240,6 +240,17 @@ impl Client {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let r = self
+            .req(reqwest::Method::GET, "/metrics")
+            .send()
+            .await
+            .expect("get /metrics");
+        assert_eq!(r.status().as_u16(), 200);
+        r.text().await.expect("metrics text")
+    }
+
     pub async fn status(&self, id: &str) -> Value {
         let (s, v) = self.get(&format!("/v1/jobs/{id}")).await;
         assert_eq!(s, 200, "{v}");
