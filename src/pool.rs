@@ -402,6 +402,7 @@ impl WarmPool {
                     {
                         slot.prewarm = false;
                     }
+                    let closed = matches!(made, Err(MakeError::Closed));
                     let made = made.map_err(MakeError::into_inner);
                     match (made, slot) {
                         (Ok(w), Some(slot)) if !pool.inner.closed.is_cancelled() => {
@@ -416,6 +417,7 @@ impl WarmPool {
                             }
                             match made {
                                 Ok(w) => Some(w),
+                                Err(_) if closed => None,
                                 Err(e) => {
                                     warn!(error = %error_chain(&e), "could not make a warm sandbox; jobs create their own");
                                     None
@@ -458,6 +460,8 @@ impl WarmPool {
 enum MakeError {
     /// Prewarming it failed (the sandbox is gone).
     Prewarm(SandboxError),
+    /// The pool was drained while it was being prewarmed (the sandbox is gone).
+    Closed,
     Other(SandboxError),
 }
 
@@ -468,6 +472,7 @@ impl MakeError {
                 "prewarming: {}; this key's sandboxes are made without it from now on",
                 error_chain(&e)
             )),
+            MakeError::Closed => SandboxError::Protocol("the warm pool was drained".into()),
             MakeError::Other(e) => e,
         }
     }
@@ -488,11 +493,15 @@ async fn make(
             Prewarm::Auto => inner.backend.cold_caches().await,
         };
     let paths = if prewarm {
+        // Without its paths the sandbox is still good, only not prewarmed.
         inner
             .backend
             .warm_paths(image_id)
             .await
-            .map_err(MakeError::Other)?
+            .unwrap_or_else(|e| {
+                debug!(error = %error_chain(&e), "could not read the image's warm paths");
+                Vec::new()
+            })
     } else {
         Vec::new()
     };
@@ -503,7 +512,16 @@ async fn make(
         return Ok(warm);
     }
     let started = Instant::now();
-    match warm.sandbox.prewarm(&paths, PREWARM_MAX).await {
+    // A drain does not wait for a prewarm (up to PREWARM_MAX) to finish.
+    let prewarmed = tokio::select! {
+        r = warm.sandbox.prewarm(&paths, PREWARM_MAX) => Some(r),
+        () = inner.closed.cancelled() => None,
+    };
+    let Some(prewarmed) = prewarmed else {
+        discard(inner, warm).await;
+        return Err(MakeError::Closed);
+    };
+    match prewarmed {
         Ok(()) => {
             debug!(
                 ms = started.elapsed().as_millis() as u64,
