@@ -109,9 +109,11 @@ fn main() {
         )
     });
     let pooled = runner.clone().with_pool(pool.clone());
-    let cordon_warm = || {
+    // Untimed, before each measurement: the pool full again (it replaces a taken sandbox
+    // after the job), so its refill never runs into another path's measurement.
+    let settle = || {
         let job = cordon::spec::load(&spec).expect("valid spec");
-        let result = rt.block_on(async {
+        rt.block_on(async {
             let image_id = pooled
                 .preflight(&job)
                 .await
@@ -124,6 +126,12 @@ fn main() {
                     .await,
                 "the pool did not fill"
             );
+        })
+    };
+    let cordon_warm = || {
+        settle();
+        let job = cordon::spec::load(&spec).expect("valid spec");
+        let result = rt.block_on(async {
             // Timed like the other paths: preflight, then the job.
             let t = Instant::now();
             let pre = pooled.preflight(&job).await.expect("preflight");
@@ -146,25 +154,6 @@ fn main() {
     for (_, f) in &paths {
         f();
     }
-    // Untimed, before each measurement: the pool full again (it replaces a taken sandbox
-    // after the job), so its refill never runs into another path's measurement.
-    let settle = || {
-        let job = cordon::spec::load(&spec).expect("valid spec");
-        rt.block_on(async {
-            let image_id = pooled
-                .preflight(&job)
-                .await
-                .expect("preflight")
-                .image_id
-                .expect("image present");
-            pool.prime(&job, &image_id);
-            assert!(
-                pool.wait_ready(&job, &image_id, Duration::from_secs(60))
-                    .await,
-                "the pool did not fill"
-            );
-        })
-    };
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); paths.len()];
     for i in 0..rounds {
         // Rotate the order so none always runs on a cooler or warmer engine.
