@@ -26,7 +26,8 @@ pub struct SubmitArgs {
     /// The service's base URL, e.g. http://build-host:8420.
     #[arg(long, env = "CORDON_SERVER", value_name = "URL")]
     server: String,
-    /// The service's bearer token.
+    /// The service's bearer token. Prefer --token-file: a command line is visible to other
+    /// users of the machine.
     #[arg(
         long,
         env = "CORDON_TOKEN",
@@ -34,6 +35,10 @@ pub struct SubmitArgs {
         value_name = "TOKEN"
     )]
     token: Option<String>,
+    /// A file holding the bearer token (trailing whitespace ignored), such as the one
+    /// `cordon serve` generates in its data directory when no token is configured.
+    #[arg(long, env = "CORDON_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
     /// Print exactly one JSON object, the result, on stdout; everything else goes to stderr.
     #[arg(long)]
     json: bool,
@@ -99,6 +104,8 @@ impl Client {
     }
 }
 
+/// The service's error as a failure: a 4xx (a refused token or request included) is the
+/// client's to fix, exit 2; anything else is the service's, exit 5.
 async fn api_error(resp: reqwest::Response) -> Failure {
     let status = resp.status();
     let body = resp.text().await.unwrap_or_default();
@@ -107,14 +114,42 @@ async fn api_error(resp: reqwest::Response) -> Failure {
         .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
         .unwrap_or(body);
     let message = format!("the service answered {status}: {message}");
-    if status.is_client_error() && status.as_u16() != 401 && status.as_u16() != 403 {
+    if status.is_client_error() {
         invalid(message)
     } else {
         infra(message)
     }
 }
 
+/// The token from --token / CORDON_TOKEN or --token-file / CORDON_TOKEN_FILE (not both).
+fn token(args: &SubmitArgs) -> Result<Option<String>, Failure> {
+    match (&args.token, &args.token_file) {
+        (Some(_), Some(_)) => Err(invalid(
+            "both --token (or CORDON_TOKEN) and --token-file (or CORDON_TOKEN_FILE) are given: keep one",
+        )),
+        (Some(t), None) => Ok(Some(t.trim().to_string())),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                invalid(format!(
+                    "--token-file {}: cannot read it: {e}",
+                    path.display()
+                ))
+            })?;
+            let t = text.trim_end().to_string();
+            if t.is_empty() {
+                return Err(invalid(format!(
+                    "--token-file {}: the file is empty; it holds the service's bearer token",
+                    path.display()
+                )));
+            }
+            Ok(Some(t))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
 async fn submit_inner(args: &SubmitArgs) -> Result<u8, Failure> {
+    let token = token(args)?;
     let text = std::fs::read_to_string(&args.spec)
         .map_err(|e| invalid(format!("cannot read {}: {e}", args.spec.display())))?;
     let parsed: JobSpec =
@@ -185,7 +220,7 @@ async fn submit_inner(args: &SubmitArgs) -> Result<u8, Failure> {
             .build()
             .map_err(|e| infra(format!("cannot make an HTTP client: {e}")))?,
         base: args.server.trim_end_matches('/').to_string(),
-        token: args.token.clone(),
+        token,
     };
 
     // Submit, waiting out a full queue.
