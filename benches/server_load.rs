@@ -128,6 +128,8 @@ fn main() {
         .env("CORDON_QUEUE_CAPACITY", (jobs + 100).to_string())
         .env("CORDON_LOG", "cordon=warn")
         .env_remove("CORDON_TOKEN")
+        .env_remove("CORDON_TOKEN_FILE")
+        .env_remove("CORDON_SERVER_NAMES")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -151,6 +153,15 @@ fn main() {
         .recv_timeout(Duration::from_secs(30))
         .expect("the server started");
     let url = format!("http://{addr}");
+    // No token configured: the service generated one in its data directory.
+    let token = std::fs::read_to_string(data.join("token")).expect("the generated token");
+    let mut auth = reqwest::header::HeaderMap::new();
+    auth.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", token.trim())
+            .parse()
+            .expect("a header value"),
+    );
     let rss_idle_kib = proc_status_kib(pid, "VmRSS:");
     let cpu_before = proc_cpu_secs(pid);
 
@@ -164,7 +175,14 @@ fn main() {
     eprintln!("load: {jobs} jobs from {clients} clients at once, concurrency {concurrency}");
     let started = Instant::now();
     let results: Vec<Result<(f64, String, Value), String>> = rt.block_on(async {
-        let pool: Vec<reqwest::Client> = (0..clients).map(|_| reqwest::Client::new()).collect();
+        let pool: Vec<reqwest::Client> = (0..clients)
+            .map(|_| {
+                reqwest::Client::builder()
+                    .default_headers(auth.clone())
+                    .build()
+                    .expect("an HTTP client")
+            })
+            .collect();
         let mut tasks = Vec::new();
         for i in 0..jobs {
             let http = pool[i % clients].clone();

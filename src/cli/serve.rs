@@ -1,10 +1,14 @@
 //! `cordon serve`: run the controller service until SIGTERM (or Ctrl-C).
+//!
+//! The process umask is 0o077 from the start: whatever cordon (or SQLite) creates is private
+//! to its user, on top of the explicit modes set on the data directory.
 
 use std::path::PathBuf;
 
 use clap::Args;
 
 use super::{EXIT_INVALID, EXIT_SANDBOX_ERROR, report_error};
+use crate::server::access::{GeneratedToken, ServerNames, Tokens};
 use crate::server::{ServerConfig, ServerError};
 
 #[derive(Args, Debug)]
@@ -18,6 +22,7 @@ pub struct ServeArgs {
 }
 
 pub async fn serve(args: ServeArgs) -> u8 {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let mut config = match ServerConfig::load(args.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -35,10 +40,6 @@ pub async fn serve(args: ServeArgs) -> u8 {
             return EXIT_INVALID;
         }
     };
-    if let Err(e) = config.check_exposure(&addr) {
-        report_error(&e);
-        return EXIT_INVALID;
-    }
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -46,20 +47,42 @@ pub async fn serve(args: ServeArgs) -> u8 {
             return EXIT_SANDBOX_ERROR;
         }
     };
-    let bound = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    let ready = move |config: &ServerConfig| {
+    let bound = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("cordon: error: cannot read the address listened on: {e}");
+            return EXIT_SANDBOX_ERROR;
+        }
+    };
+    let ready = move |config: &ServerConfig, generated: Option<&GeneratedToken>| {
+        if let Some(g) = generated {
+            let path = g.path.display();
+            if g.created {
+                eprintln!(
+                    "cordon: no token is configured: generated one in {path} (mode 0600: only this user can read it)"
+                );
+            } else {
+                eprintln!(
+                    "cordon: no token is configured: using the one generated earlier in {path}"
+                );
+            }
+            eprintln!(
+                "cordon: clients send it as `Authorization: Bearer <the file's content>`, e.g. `cordon submit JOB.yaml --server http://{bound} --token-file {path}`"
+            );
+        }
+        let names = ServerNames::new(&config.server_names, bound);
+        if bound.ip().is_unspecified() && config.server_names.is_empty() {
+            eprintln!(
+                "cordon: warning: listening on {bound} with the default server_names ({}): a client reaching the service by any other name (the host's name or address) gets 403; list the names clients use in `server_names` (CORDON_SERVER_NAMES)",
+                names.describe()
+            );
+        }
         eprintln!(
-            "cordon: serving on http://{bound} (data in {}, {} job(s) at once{})",
+            "cordon: serving on http://{bound} (data in {}, {} job(s) at once, tokens: {}; answering to {})",
             config.data_dir.display(),
             config.concurrency(),
-            if config.token.is_some() {
-                ", token required"
-            } else {
-                ", no token: loopback only"
-            }
+            Tokens::from_config(config).describe(),
+            names.describe()
         );
     };
     let shutdown = async {

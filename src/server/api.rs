@@ -2,11 +2,15 @@
 //! answers (and errors) into responses. The contract is `openapi.yaml` at the repository's
 //! top level, served at `/v1/openapi.yaml`.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{
+    DefaultBodyLimit, Extension, FromRequest, Multipart, Path, Query, Request, State,
+};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -14,8 +18,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::StreamExt;
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
+use tracing::warn;
 
+use super::access::{self, Caller, Header, ServerNames, Tokens};
 use super::queue::{Service, ServiceError};
 use super::upload::UploadError;
 
@@ -37,17 +42,24 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/jobs/{id}/artifacts/{path}"),
 ];
 
+/// The routes a browser-context request and a missing token do not stop: Kubernetes probes
+/// send the pod's IP as `Host` and no token.
+const PROBES: &[&str] = &["/healthz", "/readyz"];
+
 #[derive(Clone)]
 struct App {
     svc: Service,
-    token: Option<String>,
+    tokens: Arc<Tokens>,
+    names: Arc<ServerNames>,
 }
 
-/// The service's router. Probes (`/healthz`, `/readyz`) are open; everything else needs the
-/// bearer token when one is configured.
-pub fn router(svc: Service) -> Router {
+/// The service's router, for a service bound to `bound` (the default `server_names` carry its
+/// port). Probes (`/healthz`, `/readyz`) are open; every other route refuses browser-context
+/// requests (`403`, see [`access::front_door`]) and then needs a bearer token (`401`).
+pub fn router(svc: Service, bound: SocketAddr) -> Router {
     let app = App {
-        token: svc.config().token.clone(),
+        tokens: Arc::new(Tokens::from_config(svc.config())),
+        names: Arc::new(ServerNames::new(&svc.config().server_names, bound)),
         svc: svc.clone(),
     };
     let limit = svc.config().max_upload.bytes() as usize;
@@ -68,6 +80,7 @@ pub fn router(svc: Service) -> Router {
         .route("/readyz", get(ready))
         .merge(protected)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(middleware::from_fn_with_state(app.clone(), front_door))
         .with_state(app)
 }
 
@@ -111,10 +124,55 @@ impl IntoResponse for ServiceError {
     }
 }
 
-async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
-    let Some(expected) = &app.token else {
+/// One header's value for [`access::front_door`]: absent, one readable value, or unreadable
+/// (not visible ASCII, or sent more than once).
+fn one_header<'a>(headers: &'a HeaderMap, name: &str) -> Header<'a> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (None, _) => Header::Absent,
+        (Some(v), None) => v.to_str().map_or(Header::Unreadable, Header::Value),
+        (Some(_), Some(_)) => Header::Unreadable,
+    }
+}
+
+/// Refuses requests from a browser context (another site's page, a rebound DNS name) with
+/// `403`, before the token is even looked at. Probes pass.
+async fn front_door(State(app): State<App>, req: Request, next: Next) -> Response {
+    if PROBES.contains(&req.uri().path()) {
         return next.run(req).await;
+    }
+    let headers = req.headers();
+    // HTTP/2 carries the host in the URI's authority instead of a Host header.
+    let authority = req.uri().authority().map(|a| a.as_str());
+    let host = match one_header(headers, header::HOST.as_str()) {
+        Header::Absent => authority.map_or(Header::Absent, Header::Value),
+        h => h,
     };
+    let verdict = access::front_door(
+        &app.names,
+        host,
+        one_header(headers, header::ORIGIN.as_str()),
+        one_header(headers, "sec-fetch-site"),
+    );
+    match verdict {
+        Ok(()) => next.run(req).await,
+        Err(refusal) => {
+            warn!(
+                method = %req.method(),
+                path = %req.uri().path(),
+                header = refusal.header,
+                server_names = %app.names.describe(),
+                "refused a browser-context request: {}",
+                refusal.message
+            );
+            error(StatusCode::FORBIDDEN, "forbidden", refusal.message)
+        }
+    }
+}
+
+/// Finds whose bearer token the request carries (`401` if nobody's) and hands the handlers
+/// that [`Caller`].
+async fn auth(State(app): State<App>, mut req: Request, next: Next) -> Response {
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -122,17 +180,17 @@ async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim());
-    let ok = given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(expected.as_bytes())));
-    if !ok {
+    let Some(caller) = given.and_then(|g| app.tokens.check(g)) else {
         let mut r = error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "a valid bearer token is required (Authorization: Bearer TOKEN)",
+            "a valid bearer token is required (Authorization: Bearer TOKEN); `cordon submit` takes it with --token-file or --token. With no token configured, the service generated one: its path is printed when `cordon serve` starts (<data_dir>/token)",
         );
         r.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return r;
-    }
+    };
+    req.extensions_mut().insert(caller);
     next.run(req).await
 }
 
@@ -150,7 +208,17 @@ async fn ready(State(app): State<App>) -> Response {
     }
 }
 
-async fn metrics(State(app): State<App>) -> Response {
+async fn metrics(State(app): State<App>, Extension(caller): Extension<Caller>) -> Response {
+    if !caller.admin {
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "`/metrics` needs an admin token, and token `{}` is not one (`admin: true` in its `tokens` entry)",
+                caller.name
+            ),
+        );
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -168,7 +236,11 @@ async fn openapi() -> Response {
 /// `POST /v1/jobs`: `multipart/form-data` with a `spec` part (YAML or JSON) and an optional
 /// `workspace` part (tar.gz); or just the spec as an `application/json` / `application/yaml`
 /// body.
-async fn submit(State(app): State<App>, req: Request) -> Response {
+async fn submit(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    req: Request,
+) -> Response {
     let limit = app.svc.config().max_upload.bytes();
     let declared = req
         .headers()
@@ -281,7 +353,7 @@ async fn submit(State(app): State<App>, req: Request) -> Response {
             "send multipart/form-data (parts `spec` and `workspace`), application/json or application/yaml",
         );
     };
-    match app.svc.submit(spec, workspace).await {
+    match app.svc.submit(spec, workspace, &caller).await {
         Ok(st) => {
             let location = format!("/v1/jobs/{}", st.id);
             let mut r = (StatusCode::ACCEPTED, axum::Json(st)).into_response();
@@ -304,15 +376,23 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> Response {
     error(status, kind, e.body_text())
 }
 
-async fn status(State(app): State<App>, Path(id): Path<String>) -> Response {
-    match app.svc.status(&id) {
+async fn status(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    match app.svc.status(&id, &caller) {
         Ok(st) => axum::Json(st).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-async fn cancel(State(app): State<App>, Path(id): Path<String>) -> Response {
-    match app.svc.cancel(&id, Duration::from_secs(20)).await {
+async fn cancel(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    match app.svc.cancel(&id, &caller, Duration::from_secs(20)).await {
         Ok(st) => axum::Json(st).into_response(),
         Err(e) => e.into_response(),
     }
@@ -329,6 +409,7 @@ struct EventsQuery {
 
 async fn events(
     State(app): State<App>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     headers: HeaderMap,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
@@ -358,7 +439,7 @@ async fn events(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     let from = q.from.or(last_id.map(|l| l + 1)).unwrap_or(0);
-    let stream = match app.svc.events(&id, from) {
+    let stream = match app.svc.events(&id, from, &caller) {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
@@ -390,8 +471,12 @@ async fn events(
     }
 }
 
-async fn artifacts(State(app): State<App>, Path(id): Path<String>) -> Response {
-    match app.svc.artifacts(&id) {
+async fn artifacts(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    match app.svc.artifacts(&id, &caller) {
         Ok(list) => {
             let items: Vec<_> = list
                 .into_iter()
@@ -403,8 +488,12 @@ async fn artifacts(State(app): State<App>, Path(id): Path<String>) -> Response {
     }
 }
 
-async fn artifact(State(app): State<App>, Path((id, path)): Path<(String, String)>) -> Response {
-    let file = match app.svc.artifact(&id, &path) {
+async fn artifact(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    Path((id, path)): Path<(String, String)>,
+) -> Response {
+    let file = match app.svc.artifact(&id, &path, &caller) {
         Ok(f) => f,
         Err(e) => return e.into_response(),
     };

@@ -1,7 +1,8 @@
 //! The service's configuration: a YAML file, then `CORDON_*` environment overrides.
 //!
-//! Every field has a default, so an empty file (or none) is a valid configuration for a
-//! loopback-only service. See `docs/server.md` for the full, commented example.
+//! Every field has a default, so an empty file (or none) is a valid configuration: a service
+//! on loopback whose token is generated at first start (see `super::access`). See
+//! `docs/server.md` for the full, commented example.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -31,14 +32,22 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// Address to listen on. Without a token only a loopback address is allowed.
+    /// Address to listen on.
     pub listen: String,
-    /// The bearer token every API request must carry. Prefer `token_file` or `CORDON_TOKEN`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The names (`host` or `host:port`) clients reach the service by: a request whose `Host`
+    /// is not one of them is refused (`403`). Empty (the default): the listen address's host,
+    /// `localhost`, `127.0.0.1` and `[::1]`, with the port the service is bound to.
+    pub server_names: Vec<String>,
+    /// The admin token (named `admin`). Prefer `token_file` or `CORDON_TOKEN`. With no token
+    /// configured at all, one is generated in `<data_dir>/token`.
+    #[serde(skip_serializing)]
     pub token: Option<String>,
-    /// A file holding the token (trailing whitespace ignored): a Kubernetes secret mount.
+    /// A file holding the admin token (trailing whitespace ignored): a Kubernetes secret mount.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
+    /// More tokens, each with a name: the jobs a token submits are its own; a token that is
+    /// not `admin` sees and cancels only those, and cannot read `/metrics`.
+    pub tokens: Vec<NamedToken>,
     /// Where the job store (`cordon.db`), uploaded workspaces and artifacts live.
     pub data_dir: PathBuf,
     /// Jobs running at once; default: the machine's cores.
@@ -84,8 +93,10 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: "127.0.0.1:8420".into(),
+            server_names: Vec::new(),
             token: None,
             token_file: None,
+            tokens: Vec::new(),
             data_dir: PathBuf::from("cordon-data"),
             concurrency: None,
             queue_capacity: 1000,
@@ -105,9 +116,25 @@ impl Default for ServerConfig {
     }
 }
 
+/// One entry of `tokens`: a name (recorded as the submitter of the jobs it submits), the
+/// secret (`token` or `token_file`) and whether it is an admin's.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedToken {
+    pub name: String,
+    #[serde(default, skip_serializing)]
+    pub token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// An admin token sees and cancels every job and reads `/metrics`.
+    #[serde(default)]
+    pub admin: bool,
+}
+
 /// The environment variables that override the file, and the field each sets.
 pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("CORDON_LISTEN", "listen"),
+    ("CORDON_SERVER_NAMES", "server_names (`,`-separated)"),
     ("CORDON_TOKEN", "token"),
     ("CORDON_TOKEN_FILE", "token_file"),
     ("CORDON_DATA_DIR", "data_dir"),
@@ -170,6 +197,14 @@ impl ServerConfig {
         if let Some(v) = get("CORDON_LISTEN") {
             self.listen = v;
         }
+        if let Some(v) = get("CORDON_SERVER_NAMES") {
+            self.server_names = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+        }
         if let Some(v) = get("CORDON_TOKEN") {
             self.token = Some(v);
         }
@@ -219,21 +254,17 @@ impl ServerConfig {
     fn check(&mut self) -> Result<(), ConfigError> {
         let invalid = |field, reason: String| ConfigError::Invalid { field, reason };
         self.listen_addr()?;
-        if let Some(path) = &self.token_file {
-            let t = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.clone(),
-                source,
-            })?;
-            self.token = Some(t.trim_end().to_string());
+        for name in &self.server_names {
+            if super::access::Authority::parse(name).is_none() {
+                return Err(invalid(
+                    "server_names",
+                    format!(
+                        "`{name}` is not a host name or host:port (like `cordon.example.com`, `build-host:8420` or `[::1]:8420`); give names only, without `http://` or a path"
+                    ),
+                ));
+            }
         }
-        if let Some(t) = &self.token
-            && t.len() < 16
-        {
-            return Err(invalid(
-                "token",
-                "a token needs at least 16 characters (use e.g. `openssl rand -hex 32`)".into(),
-            ));
-        }
+        self.check_tokens()?;
         if self.concurrency == Some(0) {
             return Err(invalid("concurrency", "must be at least 1".into()));
         }
@@ -282,6 +313,101 @@ impl ServerConfig {
         Ok(())
     }
 
+    /// Reads the token files and checks every token: at least 16 characters, names unique and
+    /// plain, no secret used twice.
+    fn check_tokens(&mut self) -> Result<(), ConfigError> {
+        let invalid = |field, reason: String| ConfigError::Invalid { field, reason };
+        let read = |path: &PathBuf| -> Result<String, ConfigError> {
+            std::fs::read_to_string(path)
+                .map(|t| t.trim_end().to_string())
+                .map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })
+        };
+        const SHORT: &str =
+            "a token needs at least 16 characters (make one with e.g. `openssl rand -hex 32`)";
+        if let Some(path) = &self.token_file {
+            if self.token.is_some() {
+                return Err(invalid(
+                    "token_file",
+                    "both `token` and `token_file` are set (CORDON_TOKEN / CORDON_TOKEN_FILE count): keep one".into(),
+                ));
+            }
+            self.token = Some(read(path)?);
+        }
+        if let Some(t) = &self.token
+            && t.len() < 16
+        {
+            return Err(invalid("token", SHORT.into()));
+        }
+        let mut seen: Vec<(String, String)> = Vec::new();
+        let has_admin = self.token.is_some();
+        if let Some(t) = &self.token {
+            seen.push((super::access::ADMIN_NAME.into(), t.clone()));
+        }
+        for (i, t) in self.tokens.iter_mut().enumerate() {
+            let at = format!("`tokens[{i}]` (`{}`)", t.name);
+            if t.name.is_empty()
+                || t.name.len() > 64
+                || !t
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                return Err(invalid(
+                    "tokens",
+                    format!(
+                        "{at}: a name is 1 to 64 letters, digits, `-`, `_` or `.`; it is recorded with each job the token submits"
+                    ),
+                ));
+            }
+            match (&t.token, &t.token_file) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        "tokens",
+                        format!("{at}: give `token` or `token_file`, not both"),
+                    ));
+                }
+                (None, None) => {
+                    return Err(invalid(
+                        "tokens",
+                        format!("{at}: give its secret as `token_file` (or `token`)"),
+                    ));
+                }
+                (None, Some(path)) => t.token = Some(read(path)?),
+                (Some(_), None) => {}
+            }
+            let secret = t.token.clone().unwrap_or_default();
+            if secret.len() < 16 {
+                return Err(invalid("tokens", format!("{at}: {SHORT}")));
+            }
+            if let Some((other, _)) = seen.iter().find(|(n, _)| *n == t.name) {
+                return Err(invalid(
+                    "tokens",
+                    format!(
+                        "{at}: the name `{other}` is taken{}; give each token its own name",
+                        if other == super::access::ADMIN_NAME && has_admin {
+                            " (`admin` is the name of `token` / `token_file`)"
+                        } else {
+                            ""
+                        }
+                    ),
+                ));
+            }
+            if let Some((other, _)) = seen.iter().find(|(_, s)| *s == secret) {
+                return Err(invalid(
+                    "tokens",
+                    format!(
+                        "{at}: the same secret as `{other}`; the token decides whose a job is, so each must be different"
+                    ),
+                ));
+            }
+            seen.push((t.name.clone(), secret));
+        }
+        Ok(())
+    }
+
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
         self.listen.parse().map_err(|e| ConfigError::Invalid {
             field: "listen",
@@ -299,19 +425,6 @@ impl ServerConfig {
                 .map(|n| n.get())
                 .unwrap_or(1)
         })
-    }
-
-    /// Refuses to serve an open API anywhere but loopback.
-    pub fn check_exposure(&self, addr: &SocketAddr) -> Result<(), ConfigError> {
-        if self.token.is_none() && !addr.ip().is_loopback() {
-            return Err(ConfigError::Invalid {
-                field: "token",
-                reason: format!(
-                    "no token is configured, so cordon refuses to listen on the non-loopback address {addr}: set `token`, `token_file` or CORDON_TOKEN"
-                ),
-            });
-        }
-        Ok(())
     }
 }
 
@@ -373,24 +486,75 @@ mod tests {
         assert!(e.to_string().contains("listn"), "{e}");
     }
 
+    fn checked(yaml: &str) -> Result<ServerConfig, String> {
+        let mut c: ServerConfig =
+            crate::spec::parse_yaml(yaml, Path::new("c.yaml")).map_err(|e| e.to_string())?;
+        c.check_tokens().map_err(|e| e.to_string())?;
+        Ok(c)
+    }
+
     #[test]
-    fn no_token_means_loopback_only() {
-        let c = ServerConfig::default();
+    fn named_tokens_are_read_and_checked() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("ci");
+        std::fs::write(&file, "ci-secret-0123456789\n").expect("write");
+        let c = checked(&format!(
+            "token: admin-secret-0123456789\ntokens:\n  - {{ name: ci, token_file: {} }}\n  - {{ name: alice, token: alice-secret-0123456789, admin: true }}\n",
+            file.display()
+        ))
+        .expect("valid");
+        assert_eq!(c.tokens[0].token.as_deref(), Some("ci-secret-0123456789"));
+        assert!(!c.tokens[0].admin && c.tokens[1].admin);
+
+        for (yaml, want) in [
+            ("token: short\n", "`token`: a token needs at least 16"),
+            (
+                "tokens: [{ name: ci, token: short }]\n",
+                "`tokens[0]` (`ci`): a token needs at least 16",
+            ),
+            (
+                "tokens: [{ name: ci }]\n",
+                "`tokens[0]` (`ci`): give its secret as `token_file`",
+            ),
+            (
+                "tokens: [{ name: ci, token: aaaaaaaaaaaaaaaaaaaa, token_file: /x }]\n",
+                "not both",
+            ),
+            (
+                "tokens: [{ name: \"a b\", token: aaaaaaaaaaaaaaaaaaaa }]\n",
+                "a name is 1 to 64 letters",
+            ),
+            (
+                "token: aaaaaaaaaaaaaaaaaaaa\ntokens: [{ name: admin, token: bbbbbbbbbbbbbbbbbbbb }]\n",
+                "the name `admin` is taken (`admin` is the name of `token`",
+            ),
+            (
+                "tokens: [{ name: a, token: aaaaaaaaaaaaaaaaaaaa }, { name: a, token: bbbbbbbbbbbbbbbbbbbb }]\n",
+                "`tokens[1]` (`a`): the name `a` is taken",
+            ),
+            (
+                "token: aaaaaaaaaaaaaaaaaaaa\ntokens: [{ name: ci, token: aaaaaaaaaaaaaaaaaaaa }]\n",
+                "the same secret as `admin`",
+            ),
+            ("tokens: [{ name: ci, secret: x }]\n", "secret"),
+        ] {
+            let e = checked(yaml).expect_err(yaml);
+            assert!(e.contains(want), "{yaml}: {e}");
+        }
+    }
+
+    #[test]
+    fn server_names_are_host_names() {
+        let mut c = ServerConfig::default();
+        c.apply_env(|k| (k == "CORDON_SERVER_NAMES").then(|| "a.example, b:1".into()))
+            .expect("env");
+        assert_eq!(c.server_names, vec!["a.example".to_string(), "b:1".into()]);
+        c.check().expect("valid");
+        c.server_names = vec!["http://a.example".into()];
+        let e = c.check().expect_err("a URL is not a name").to_string();
         assert!(
-            c.check_exposure(&"127.0.0.1:1".parse().expect("addr"))
-                .is_ok()
-        );
-        assert!(
-            c.check_exposure(&"0.0.0.0:1".parse().expect("addr"))
-                .is_err()
-        );
-        let c = ServerConfig {
-            token: Some("x".repeat(20)),
-            ..ServerConfig::default()
-        };
-        assert!(
-            c.check_exposure(&"0.0.0.0:1".parse().expect("addr"))
-                .is_ok()
+            e.contains("`server_names`") && e.contains("http://a.example"),
+            "{e}"
         );
     }
 }

@@ -1,6 +1,8 @@
 //! `cordon serve`: the controller service.
 //!
 //! - `config`: the YAML configuration and its `CORDON_*` environment overrides.
+//! - `access`: the front door (tokens and who they are, refusing browser-context requests)
+//!   and the privacy of the data directory.
 //! - `store`: the durable SQLite store of jobs, their events and results.
 //! - `upload`: a submission (spec + workspace tar.gz) turned into a validated job, safely.
 //! - `queue`: the [`queue::Service`]: bounded queue, concurrency limit, dispatch, event log,
@@ -8,6 +10,7 @@
 //! - `api`: axum handlers that only parse requests into calls on the service.
 //! - `metrics`: Prometheus text.
 
+pub mod access;
 pub mod api;
 pub mod config;
 pub mod metrics;
@@ -40,16 +43,21 @@ pub enum ServerError {
 
 /// Runs the service on `listener` until `shutdown` resolves, then drains: no new jobs, running
 /// ones get `shutdown_grace` to finish before they are cancelled and their sandboxes removed.
-/// Returns once nothing is running. `on_ready` is called once recovery is done and requests
-/// are about to be served.
+/// Returns once nothing is running.
+///
+/// First the data directory is made private (0700, see [`access::secure_data_dir`]) and, if
+/// no token is configured, the generated one is made or read ([`access::ensure_token`]).
+/// `on_ready` is called once recovery is done and requests are about to be served, with the
+/// generated token's file if there is one.
 pub async fn serve(
-    config: ServerConfig,
+    mut config: ServerConfig,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    on_ready: impl FnOnce(&ServerConfig),
+    on_ready: impl FnOnce(&ServerConfig, Option<&access::GeneratedToken>),
 ) -> Result<(), ServerError> {
     let addr = listener.local_addr().map_err(ServerError::Http)?;
-    config.check_exposure(&addr)?;
+    access::secure_data_dir(&config.data_dir)?;
+    let generated = access::ensure_token(&mut config)?;
     let grace = config.shutdown_grace.0;
     let docker = DockerBackend::connect()
         .await
@@ -58,7 +66,7 @@ pub async fn serve(
         .await
         .map_err(ServerError::Service)?;
     info!(%addr, "serving");
-    on_ready(svc.config());
+    on_ready(svc.config(), generated.as_ref());
 
     let drained = tokio_util::sync::CancellationToken::new();
     {
@@ -71,7 +79,7 @@ pub async fn serve(
             drained.cancel();
         });
     }
-    let app = api::router(svc.clone());
+    let app = api::router(svc.clone(), addr);
     let closing = drained.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown({
         let svc = svc.clone();

@@ -24,6 +24,7 @@ use crate::sandbox::docker::DockerBackend;
 use crate::sandbox::{Backend, SandboxError, labels};
 use crate::spec::{self, JobSpec};
 
+use super::access::{self, Caller};
 use super::config::ServerConfig;
 use super::metrics::Metrics;
 use super::store::{JobRow, JobState, Store, StoreError};
@@ -68,6 +69,9 @@ pub struct JobStatus {
     pub outcome: Option<String>,
     /// The result object of `cordon run --json`, once finished.
     pub result: Option<serde_json::Value>,
+    /// The name of the token that submitted the job (absent for jobs from before names).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub submitted_by: Option<String>,
 }
 
 /// One stored event: its offset in the job's stream and its JSON.
@@ -125,7 +129,9 @@ impl Service {
         docker: DockerBackend,
     ) -> Result<Service, ServiceError> {
         let jobs_dir = config.data_dir.join("jobs");
-        std::fs::create_dir_all(&jobs_dir).map_err(|e| {
+        let mut private = std::fs::DirBuilder::new();
+        std::os::unix::fs::DirBuilderExt::mode(private.recursive(true), 0o700);
+        private.create(&jobs_dir).map_err(|e| {
             ServiceError::Internal(format!("cannot create {}: {e}", jobs_dir.display()))
         })?;
         // Absolute, so results name artifacts unambiguously.
@@ -240,11 +246,13 @@ impl Service {
         self.inner.jobs_dir.join(id)
     }
 
-    /// Validates a submission, stores it and queues it. Returns the new job's status.
+    /// Validates a submission, stores it as `caller`'s and queues it. Returns the new job's
+    /// status.
     pub async fn submit(
         &self,
         spec_text: String,
         workspace: Option<bytes::Bytes>,
+        caller: &Caller,
     ) -> Result<JobStatus, ServiceError> {
         let s = &self.inner;
         if s.draining.load(Ordering::SeqCst) {
@@ -265,7 +273,30 @@ impl Service {
         let config = s.config.clone();
         let job_id = id.clone();
         let prepared = tokio::task::spawn_blocking(move || {
-            upload::prepare(&config, &job_id, &spec_text, workspace.as_deref(), &dir)
+            let uploaded = workspace.is_some();
+            let prepared =
+                upload::prepare(&config, &job_id, &spec_text, workspace.as_deref(), &dir)?;
+            let refuse = |e| {
+                let _ = std::fs::remove_dir_all(&dir);
+                e
+            };
+            if uploaded
+                && prepared
+                    .0
+                    .workspace
+                    .as_ref()
+                    .is_some_and(|w| w.mode == spec::WorkspaceMode::Bind)
+            {
+                return Err(refuse(UploadError::Refused(
+                    "`workspace.mode`: `bind` mounts a directory of the service's host, and an uploaded workspace is private to the service; use `mode: copy` (the default)".into(),
+                )));
+            }
+            // The extractor gives files 0644 and directories 0755: private, like the rest of
+            // the data directory.
+            if dir.exists() {
+                access::tighten_tree(&dir).map_err(|e| refuse(UploadError::Io(e)))?;
+            }
+            Ok(prepared)
         })
         .await
         .map_err(|e| ServiceError::Internal(format!("the upload task failed: {e}")))?;
@@ -302,7 +333,7 @@ impl Service {
                     retry_after: self.retry_after(queued),
                 });
             }
-            if let Err(e) = s.store.insert(&id, &spec_json, submitted) {
+            if let Err(e) = s.store.insert(&id, &spec_json, &caller.name, submitted) {
                 drop(sched);
                 let _ = std::fs::remove_dir_all(self.job_dir(&id));
                 return Err(e.into());
@@ -312,8 +343,8 @@ impl Service {
         }
         s.metrics.submitted();
         s.wake.notify_one();
-        info!(job = %id, "queued");
-        self.status(&id)
+        info!(job = %id, submitter = %caller.name, "queued");
+        self.status_of(&id)
     }
 
     fn retry_after(&self, queued: usize) -> u64 {
@@ -322,7 +353,23 @@ impl Service {
         est.ceil().clamp(1.0, 60.0) as u64
     }
 
-    pub fn status(&self, id: &str) -> Result<JobStatus, ServiceError> {
+    /// Job `id` if `caller` may see it: an admin sees every job, any other token only its own.
+    /// A job of another token is [`ServiceError::NotFound`] exactly like one that does not
+    /// exist, so a token cannot learn that others' jobs exist.
+    fn visible_row(&self, id: &str, caller: &Caller) -> Result<JobRow, ServiceError> {
+        match self.inner.store.get(id)? {
+            Some(row) if caller.may_see(row.submitter.as_deref()) => Ok(row),
+            _ => Err(ServiceError::NotFound(id.to_string())),
+        }
+    }
+
+    /// Job `id`'s status, if `caller` may see it.
+    pub fn status(&self, id: &str, caller: &Caller) -> Result<JobStatus, ServiceError> {
+        self.visible_row(id, caller)?;
+        self.status_of(id)
+    }
+
+    fn status_of(&self, id: &str) -> Result<JobStatus, ServiceError> {
         let row = self
             .inner
             .store
@@ -342,17 +389,19 @@ impl Service {
             events: row.events,
             outcome: row.outcome,
             result: row.result.and_then(|r| serde_json::from_str(&r).ok()),
+            submitted_by: row.submitter,
         })
     }
 
-    /// Cancels a job: a queued one never starts; a running one has its sandbox removed.
-    /// Waits (up to `wait`) for it to finish and returns its status.
-    pub async fn cancel(&self, id: &str, wait: Duration) -> Result<JobStatus, ServiceError> {
-        let row = self
-            .inner
-            .store
-            .get(id)?
-            .ok_or_else(|| ServiceError::NotFound(id.to_string()))?;
+    /// Cancels a job `caller` may see: a queued one never starts; a running one has its
+    /// sandbox removed. Waits (up to `wait`) for it to finish and returns its status.
+    pub async fn cancel(
+        &self,
+        id: &str,
+        caller: &Caller,
+        wait: Duration,
+    ) -> Result<JobStatus, ServiceError> {
+        let row = self.visible_row(id, caller)?;
         let dequeued = {
             let mut sched = self.sched();
             if let Some(pos) = sched.queued.iter().position(|q| q == id) {
@@ -388,7 +437,7 @@ impl Service {
                 .await;
             }
         }
-        self.status(id)
+        self.status_of(id)
     }
 
     /// A job's events from offset `from`, live: the stream ends after the result, or when the
@@ -397,10 +446,9 @@ impl Service {
         &self,
         id: &str,
         from: u64,
+        caller: &Caller,
     ) -> Result<impl Stream<Item = EventRecord> + Send + 'static, ServiceError> {
-        if self.inner.store.get(id)?.is_none() {
-            return Err(ServiceError::NotFound(id.to_string()));
-        }
+        self.visible_row(id, caller)?;
         struct St {
             svc: Service,
             id: String,
@@ -467,8 +515,8 @@ impl Service {
     }
 
     /// The host file of artifact `rel` (a relative path under the job's artifact directory).
-    pub fn artifact(&self, id: &str, rel: &str) -> Result<PathBuf, ServiceError> {
-        self.status(id)?;
+    pub fn artifact(&self, id: &str, rel: &str, caller: &Caller) -> Result<PathBuf, ServiceError> {
+        self.visible_row(id, caller)?;
         let not_found = || ServiceError::NotFound(format!("{id}/artifacts/{rel}"));
         let rel_path = Path::new(rel);
         if rel.is_empty()
@@ -488,8 +536,8 @@ impl Service {
     }
 
     /// The job's artifacts, as paths relative to its artifact directory.
-    pub fn artifacts(&self, id: &str) -> Result<Vec<(String, u64)>, ServiceError> {
-        self.status(id)?;
+    pub fn artifacts(&self, id: &str, caller: &Caller) -> Result<Vec<(String, u64)>, ServiceError> {
+        self.visible_row(id, caller)?;
         let root = self.job_dir(id).join("out");
         let mut out = Vec::new();
         for e in walkdir::WalkDir::new(&root)
@@ -675,11 +723,15 @@ impl Service {
                 }
             };
             let Some(ev) = ev else { break };
-            finished |= matches!(ev, JobEvent::Finished { .. });
+            if matches!(ev, JobEvent::Finished { .. }) {
+                finished = true;
+                self.tighten_artifacts(id).await;
+            }
             self.record(id, &mut seq, &ev);
         }
         if !finished {
             let result = handle.wait().await;
+            self.tighten_artifacts(id).await;
             self.record(
                 id,
                 &mut seq,
@@ -687,6 +739,25 @@ impl Service {
                     result: Box::new(result),
                 },
             );
+        }
+    }
+
+    /// Makes the job's artifacts private (the extractor gives them 0644/0755) before its
+    /// result is recorded, so a finished job's files are 0600 in 0700 directories.
+    async fn tighten_artifacts(&self, id: &str) {
+        let out = self.job_dir(id).join("out");
+        let r = tokio::task::spawn_blocking(move || {
+            if out.exists() {
+                access::tighten_tree(&out)
+            } else {
+                Ok(())
+            }
+        })
+        .await;
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(job = %id, error = %e, "cannot make the job's artifacts private"),
+            Err(e) => warn!(job = %id, error = %e, "cannot make the job's artifacts private"),
         }
     }
 

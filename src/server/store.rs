@@ -3,8 +3,10 @@
 //! Write-ahead logging with `synchronous = NORMAL`: a committed event survives the process
 //! dying (`kill -9`); an operating-system crash may lose the last moments of a running job's
 //! stream. Submissions are synced before they are acknowledged (see [`Store::insert`]).
-//! Calls are short and synchronous, made under one mutex.
+//! Calls are short and synchronous, made under one mutex. The database and its `-wal`/`-shm`
+//! files are made 0600 whatever the umask.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -15,13 +17,21 @@ use rusqlite::{Connection, OptionalExtension, params};
 pub struct StoreError {
     action: String,
     #[source]
-    source: rusqlite::Error,
+    source: StoreCause,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum StoreCause {
+    #[error(transparent)]
+    Sql(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
 }
 
 fn ctx(action: &str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
     move |source| StoreError {
         action: action.to_string(),
-        source,
+        source: source.into(),
     }
 }
 
@@ -66,7 +76,12 @@ pub struct JobRow {
     pub result: Option<String>,
     /// How many events the job has.
     pub events: u64,
+    /// The name of the token that submitted it; `None` for jobs stored before names were.
+    pub submitter: Option<String>,
 }
+
+const COLUMNS: &str =
+    "id, state, spec, submitted_ms, started_ms, finished_ms, outcome, result, events, submitter";
 
 pub struct Store {
     conn: Mutex<Connection>,
@@ -90,7 +105,8 @@ impl Store {
                  finished_ms  INTEGER,
                  outcome      TEXT,
                  result       TEXT,
-                 events       INTEGER NOT NULL DEFAULT 0
+                 events       INTEGER NOT NULL DEFAULT 0,
+                 submitter    TEXT
              );
              CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
              CREATE TABLE IF NOT EXISTS events (
@@ -101,6 +117,31 @@ impl Store {
              ) WITHOUT ROWID;",
         )
         .map_err(ctx("creating the schema"))?;
+        // A database made before jobs recorded their submitter gets the column (its jobs keep
+        // NULL: only an admin token sees them).
+        let has_submitter = conn
+            .prepare("SELECT 1 FROM pragma_table_info('jobs') WHERE name = 'submitter'")
+            .and_then(|mut st| st.exists([]))
+            .map_err(ctx("reading the schema"))?;
+        if !has_submitter {
+            conn.execute_batch("ALTER TABLE jobs ADD COLUMN submitter TEXT")
+                .map_err(ctx("adding the submitter column"))?;
+        }
+        // SQLite creates its files 0644 minus the umask, and the -wal/-shm take the database's
+        // mode: set 0600 whatever the umask was.
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(StoreError {
+                        action: format!("making {} private (chmod 0600)", Path::new(&p).display()),
+                        source: e.into(),
+                    });
+                }
+                _ => {}
+            }
+        }
         Ok(Store {
             conn: Mutex::new(conn),
         })
@@ -111,15 +152,23 @@ impl Store {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records a submission. This one commit is synced to disk (`synchronous = FULL`) before
-    /// it returns: a client told `202` keeps its job even through a power loss.
-    pub fn insert(&self, id: &str, spec: &str, now_ms: i64) -> Result<(), StoreError> {
+    /// Records a submission by the token named `submitter`. This one commit is synced to disk
+    /// (`synchronous = FULL`) before it returns: a client told `202` keeps its job even through
+    /// a power loss.
+    pub fn insert(
+        &self,
+        id: &str,
+        spec: &str,
+        submitter: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
         let conn = self.conn();
         conn.execute_batch("PRAGMA synchronous = FULL")
             .map_err(ctx("recording a submission"))?;
         let r = conn.execute(
-            "INSERT INTO jobs (id, state, spec, submitted_ms) VALUES (?1, 'queued', ?2, ?3)",
-            params![id, spec, now_ms],
+            "INSERT INTO jobs (id, state, spec, submitted_ms, submitter)
+             VALUES (?1, 'queued', ?2, ?3, ?4)",
+            params![id, spec, now_ms, submitter],
         );
         conn.execute_batch("PRAGMA synchronous = NORMAL")
             .map_err(ctx("recording a submission"))?;
@@ -183,8 +232,7 @@ impl Store {
     pub fn get(&self, id: &str) -> Result<Option<JobRow>, StoreError> {
         self.conn()
             .query_row(
-                "SELECT id, state, spec, submitted_ms, started_ms, finished_ms, outcome, result, events
-                 FROM jobs WHERE id = ?1",
+                &format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"),
                 params![id],
                 row,
             )
@@ -196,10 +244,9 @@ impl Store {
     pub fn in_state(&self, state: JobState) -> Result<Vec<JobRow>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare(
-                "SELECT id, state, spec, submitted_ms, started_ms, finished_ms, outcome, result, events
-                 FROM jobs WHERE state = ?1 ORDER BY n",
-            )
+            .prepare(&format!(
+                "SELECT {COLUMNS} FROM jobs WHERE state = ?1 ORDER BY n"
+            ))
             .map_err(ctx("listing jobs"))?;
         let rows = stmt
             .query_map(params![state.as_str()], row)
@@ -264,6 +311,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
         outcome: r.get(6)?,
         result: r.get(7)?,
         events: r.get::<_, i64>(8)? as u64,
+        submitter: r.get(9)?,
     })
 }
 
@@ -277,8 +325,8 @@ mod tests {
         let path = dir.path().join("db");
         {
             let s = Store::open(&path).expect("open");
-            s.insert("a", "{}", 1).expect("insert");
-            s.insert("b", "{}", 2).expect("insert");
+            s.insert("a", "{}", "ci", 1).expect("insert");
+            s.insert("b", "{}", "admin", 2).expect("insert");
             s.set_running("a", 3).expect("running");
             s.append_event("a", 0, "{\"type\":\"started\"}")
                 .expect("event");
@@ -290,11 +338,50 @@ mod tests {
         let a = s.get("a").expect("get").expect("exists");
         assert_eq!(a.state, JobState::Finished);
         assert_eq!(a.events, 2);
+        assert_eq!(a.submitter.as_deref(), Some("ci"));
         assert_eq!(s.events("a", 1, 10).expect("events").len(), 1);
         let queued = s.in_state(JobState::Queued).expect("list");
         assert_eq!(queued.len(), 1);
         assert_eq!(queued[0].id, "b");
         assert_eq!(s.prune(5).expect("prune"), vec!["a".to_string()]);
         assert!(s.get("a").expect("get").is_none());
+    }
+
+    /// A database of an older cordon (no submitter column) is migrated in place; its jobs are
+    /// nobody's (an admin's to see). Its files end up 0600 whatever the umask.
+    #[test]
+    fn an_old_database_gets_the_submitter_column() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("cordon.db");
+        {
+            let c = Connection::open(&path).expect("open");
+            c.execute_batch(
+                "CREATE TABLE jobs (
+                     n INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+                     state TEXT NOT NULL, spec TEXT NOT NULL, submitted_ms INTEGER NOT NULL,
+                     started_ms INTEGER, finished_ms INTEGER, outcome TEXT, result TEXT,
+                     events INTEGER NOT NULL DEFAULT 0);
+                 INSERT INTO jobs (id, state, spec, submitted_ms) VALUES ('old', 'queued', '{}', 1);",
+            )
+            .expect("old schema");
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let s = Store::open(&path).expect("migrates");
+        assert_eq!(s.get("old").expect("get").expect("kept").submitter, None);
+        s.insert("new", "{}", "ci", 2).expect("insert");
+        assert_eq!(
+            s.in_state(JobState::Queued).expect("list")[1]
+                .submitter
+                .as_deref(),
+            Some("ci")
+        );
+        for suffix in ["", "-wal", "-shm"] {
+            let p = dir.path().join(format!("cordon.db{suffix}"));
+            let mode = std::fs::metadata(&p).expect("exists").mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", p.display());
+        }
+        drop(s);
+        assert!(Store::open(&path).is_ok(), "opening again changes nothing");
     }
 }

@@ -1,5 +1,8 @@
 //! Helpers for the service's integration tests: a real `cordon serve` process on
 //! `127.0.0.1:0` against the real Docker engine, and a small HTTP client.
+//!
+//! A service always has a token: the one a test's config names (`token: ...`), else the one
+//! the service generated in `<data>/token`, which [`Server::token`] holds once it is up.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -60,6 +63,8 @@ pub struct Server {
     pub child: Child,
     pub url: String,
     pub data: PathBuf,
+    /// The admin token: the configured `token: ` line, else the generated `<data>/token`
+    /// (`None` if the config has only named `tokens`).
     pub token: Option<String>,
     pub log: Arc<Mutex<String>>,
 }
@@ -70,8 +75,23 @@ pub fn start(data: &Path, config: &str) -> Server {
 }
 
 pub fn start_env(data: &Path, config: &str, env: &[(&str, &str)]) -> Server {
+    start_with(data, config, env, None)
+}
+
+/// The config file a test's service reads: next to the data directory, not in it.
+pub fn config_path(data: &Path) -> PathBuf {
+    let name = data
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "data".into());
+    data.with_file_name(format!("{name}.cordon.yaml"))
+}
+
+/// Like [`start_env`]; with `umask` (like `"022"`), `cordon serve` starts under that umask.
+pub fn start_with(data: &Path, config: &str, env: &[(&str, &str)], umask: Option<&str>) -> Server {
+    // Made by the test with its own umask (0755, typically): the service tightens it.
     std::fs::create_dir_all(data).expect("data dir");
-    let cfg = data.join("cordon.yaml");
+    let cfg = config_path(data);
     std::fs::write(
         &cfg,
         format!(
@@ -85,11 +105,25 @@ pub fn start_env(data: &Path, config: &str, env: &[(&str, &str)]) -> Server {
         .lines()
         .find_map(|l| l.strip_prefix("token: "))
         .map(|t| t.trim().to_string());
-    let mut child = Command::new(cordon_bin())
+    let mut cmd = match umask {
+        Some(u) => {
+            let mut c = Command::new("sh");
+            c.args([
+                "-c",
+                &format!("umask {u} && exec \"$0\" \"$@\""),
+                cordon_bin(),
+            ]);
+            c
+        }
+        None => Command::new(cordon_bin()),
+    };
+    let mut child = cmd
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(&cfg)
-        .envs(env.iter().copied())
         .env_remove("CORDON_TOKEN")
+        .env_remove("CORDON_TOKEN_FILE")
+        .env_remove("CORDON_SERVER_NAMES")
+        .envs(env.iter().copied())
         .env("CORDON_LOG", "cordon=info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -125,6 +159,20 @@ pub fn start_env(data: &Path, config: &str, env: &[(&str, &str)]) -> Server {
             panic!("cordon serve did not start: {}", log.lock().expect("log"));
         }
     };
+    // Without a configured token the service generated one before it said "serving on".
+    let has_named = config.lines().any(|l| l.starts_with("tokens:"));
+    let token = token.or_else(|| {
+        if has_named {
+            return None;
+        }
+        let t = std::fs::read_to_string(data.join("token")).unwrap_or_else(|e| {
+            panic!(
+                "no token configured, yet no generated {}: {e}",
+                data.join("token").display()
+            )
+        });
+        Some(t.trim().to_string())
+    });
     Server {
         child,
         url: format!("http://{addr}"),
@@ -141,6 +189,20 @@ impl Server {
             url: self.url.clone(),
             token: self.token.clone(),
         }
+    }
+
+    /// A client with another token (`None`: no token at all).
+    pub fn client_with(&self, token: Option<&str>) -> Client {
+        Client {
+            http: reqwest::Client::new(),
+            url: self.url.clone(),
+            token: token.map(str::to_string),
+        }
+    }
+
+    /// The generated token's file.
+    pub fn token_path(&self) -> PathBuf {
+        self.data.join("token")
     }
 
     pub fn sigterm(&self) {
