@@ -71,7 +71,8 @@ fn main() {
         t.elapsed()
     };
     let cordon_lib = || {
-        let job = cordon::spec::load(&spec).expect("valid spec");
+        let job = cordon::spec::load(&spec, &cordon::spec::OperatorPolicy::for_cli())
+            .expect("valid spec");
         let t = Instant::now();
         let result = rt.block_on(async {
             let pre = runner.preflight(&job).await.expect("preflight");
@@ -112,7 +113,8 @@ fn main() {
     // Untimed, before each measurement: the pool full again (it replaces a taken sandbox
     // after the job), so its refill never runs into another path's measurement.
     let settle = || {
-        let job = cordon::spec::load(&spec).expect("valid spec");
+        let job = cordon::spec::load(&spec, &cordon::spec::OperatorPolicy::for_cli())
+            .expect("valid spec");
         rt.block_on(async {
             let image_id = pooled
                 .preflight(&job)
@@ -130,7 +132,8 @@ fn main() {
     };
     let cordon_warm = || {
         settle();
-        let job = cordon::spec::load(&spec).expect("valid spec");
+        let job = cordon::spec::load(&spec, &cordon::spec::OperatorPolicy::for_cli())
+            .expect("valid spec");
         let result = rt.block_on(async {
             // Timed like the other paths: preflight, then the job.
             let t = Instant::now();

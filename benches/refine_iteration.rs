@@ -131,7 +131,8 @@ fn main() {
     let mut run_job =
         |runner: &Runner, spec: &Path, warm: Option<(&WarmPool, &str)>| -> (Duration, JobResult) {
             n += 1;
-            let job = cordon::spec::load(spec).expect("valid spec");
+            let job = cordon::spec::load(spec, &cordon::spec::OperatorPolicy::for_cli())
+                .expect("valid spec");
             let out = dir.path().join(format!("out-{n}"));
             let (elapsed, result) = rt.block_on(async {
                 if let Some((pool, env_id)) = warm {
@@ -222,7 +223,8 @@ fn main() {
     let (mut floor, mut warm, mut warm_on_take, mut unwarmed, mut cold, mut reinstall) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     let mut phases: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    let cached_job = cordon::spec::load(&cached_spec).expect("valid spec");
+    let cached_job = cordon::spec::load(&cached_spec, &cordon::spec::OperatorPolicy::for_cli())
+        .expect("valid spec");
     // Untimed, before each measurement: both pools full again, as they are while the model
     // writes the next test, so one variant's refill never runs into another's measurement.
     let settle = || {

@@ -344,7 +344,8 @@ mod tests {
                 format!("workspace: {{ source: ./repo }}\nprepare: {{ run: pip install -r requirements.txt, cache_key_files: [requirements.txt] }}\n{extra}"),
             )
             .expect("write");
-            let job = crate::spec::load(&path).expect("valid");
+            let job =
+                crate::spec::load(&path, &crate::spec::OperatorPolicy::for_cli()).expect("valid");
             let prep = job.prepare.clone().expect("prepare");
             key("sha256:base", &job, &prep)
         };

@@ -22,7 +22,7 @@ use cordon::spec::{self, Job};
 fn job(dir: &Path, name: &str, yaml: &str) -> Job {
     let path = dir.join(format!("{name}.yaml"));
     std::fs::write(&path, yaml).expect("write spec");
-    spec::load(&path).expect("valid spec")
+    spec::load(&path, &spec::OperatorPolicy::for_cli()).expect("valid spec")
 }
 
 /// Runs `job`, returning its result and its stdout.

@@ -23,6 +23,11 @@ pub struct RunArgs {
     /// Where artifacts land: an empty or new directory. Default ./cordon-out/<job_id>/.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// The operator's policy (YAML): ceilings for every limit, the images and egress hosts a
+    /// spec may name, the CA bundle `ca_bundle: host` means. Default: the built-in ceilings
+    /// (see the README), every local image, the public package registries.
+    #[arg(long, value_name = "FILE", env = "CORDON_POLICY")]
+    policy: Option<PathBuf>,
 }
 
 pub async fn run(args: RunArgs) -> u8 {
@@ -38,7 +43,14 @@ pub async fn run(args: RunArgs) -> u8 {
         code
     };
 
-    let job = match crate::spec::load(&args.spec) {
+    let policy = match &args.policy {
+        Some(path) => match crate::spec::OperatorPolicy::load(path) {
+            Ok(p) => p,
+            Err(e) => return fail("invalid_input", &e, EXIT_INVALID),
+        },
+        None => crate::spec::OperatorPolicy::for_cli(),
+    };
+    let job = match crate::spec::load(&args.spec, &policy) {
         Ok(j) => j,
         Err(e) => return fail("invalid_input", &e, EXIT_INVALID),
     };

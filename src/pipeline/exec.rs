@@ -64,8 +64,11 @@ pub struct ExecConfig {
     pub warm_pool: usize,
     /// How the project's dependencies are installed (a cached `prepare`).
     pub install: Install,
-    /// `ca_bundle` of the install: `host` or an absolute path to a CA bundle.
+    /// `ca_bundle` of the install: `host` or an absolute path to a CA bundle (given to the
+    /// jobs as the operator's bundle; a spec never names a path).
     pub ca_bundle: Option<String>,
+    /// The operator's policy the generated jobs are validated within.
+    pub policy: spec::OperatorPolicy,
 }
 
 /// How the project's dependencies get into the sandbox.
@@ -113,7 +116,7 @@ impl Install {
             run,
             cache_key_files: key_files,
             allow_hosts: None,
-            ca_bundle: ca_bundle.map(str::to_string),
+            ca_bundle: ca_bundle.map(|_| "host".to_string()),
             timeout: Some(spec::Span(Duration::from_secs(15 * 60))),
             env: BTreeMap::new(),
         })
@@ -131,6 +134,7 @@ impl Default for ExecConfig {
             warm_pool: 1,
             install: Install::Auto,
             ca_bundle: None,
+            policy: spec::OperatorPolicy::for_cli(),
         }
     }
 }
@@ -246,6 +250,10 @@ impl Executor {
             ));
         }
         let prepare = cfg.install.prepare(project, cfg.ca_bundle.as_deref());
+        let mut cfg = cfg;
+        if let Some(path) = cfg.ca_bundle.as_deref().filter(|c| *c != "host") {
+            cfg.policy.ca_bundle = Some(PathBuf::from(path));
+        }
         Ok(Executor {
             runner,
             prepare,
@@ -352,7 +360,12 @@ impl Executor {
             ..Default::default()
         };
         let dir = self.work.path().to_path_buf();
-        let job = spec::validate(job_spec, &dir, &dir.join(format!("job-{n}.yaml")))?;
+        let job = spec::validate(
+            job_spec,
+            &dir,
+            &dir.join(format!("job-{n}.yaml")),
+            &self.cfg.policy,
+        )?;
         let preflight = self.runner.preflight(&job).await?;
         let out_dir = self.work.path().join(format!("out-{n}"));
         let mut handle = self.runner.start(job, preflight, out_dir.clone());

@@ -87,6 +87,9 @@ pub struct ServerConfig {
     /// without a page cache shared between containers, such as fuse-overlayfs), `on` or
     /// `off`. See `cordon::pool::Prewarm`.
     pub warm_pool_prewarm: crate::pool::Prewarm,
+    /// The operator's policy: the most any job may ask for (limits, images, egress hosts,
+    /// the CA bundle `ca_bundle: host` means, root). See `cordon::spec::OperatorPolicy`.
+    pub policy: crate::spec::OperatorPolicy,
 }
 
 impl Default for ServerConfig {
@@ -112,6 +115,7 @@ impl Default for ServerConfig {
             warm_pool_idle: Span(Duration::from_secs(600)),
             warm_pool_max: 8,
             warm_pool_prewarm: crate::pool::Prewarm::Auto,
+            policy: crate::spec::OperatorPolicy::default(),
         }
     }
 }
@@ -286,6 +290,9 @@ impl ServerConfig {
                 ),
             ));
         }
+        self.policy
+            .check()
+            .map_err(|(field, reason)| invalid("policy", format!("`{field}`: {reason}")))?;
         if self.queue_capacity == 0 {
             return Err(invalid("queue_capacity", "must be at least 1".into()));
         }

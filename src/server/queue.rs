@@ -679,8 +679,13 @@ impl Service {
         let job = serde_json::from_str::<JobSpec>(&row.spec)
             .map_err(|e| e.to_string())
             .and_then(|spec| {
-                spec::validate(spec, &s.config.profiles_dir, Path::new("spec"))
-                    .map_err(|e| error_chain(&e))
+                spec::validate(
+                    spec,
+                    &s.config.profiles_dir,
+                    Path::new("spec"),
+                    &s.config.policy,
+                )
+                .map_err(|e| error_chain(&e))
             });
         let mut job = match job {
             Ok(j) => j,

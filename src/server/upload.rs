@@ -101,8 +101,13 @@ fn prepare_inner(
         (None, None) => {}
     }
 
-    let mut job =
-        spec::validate(spec.clone(), &config.profiles_dir, spec_path).map_err(UploadError::Spec)?;
+    let mut job = spec::validate(
+        spec.clone(),
+        &config.profiles_dir,
+        spec_path,
+        &config.policy,
+    )
+    .map_err(UploadError::Spec)?;
     job.id = id.to_string();
     Ok((job, spec))
 }

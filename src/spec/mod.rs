@@ -5,6 +5,8 @@
 //! here talks to an engine: checks that need one (does the image exist, does the host have
 //! that many CPUs) happen in the runner's preflight.
 
+pub mod key_files;
+pub mod operator;
 pub mod profile;
 pub mod units;
 
@@ -14,6 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use operator::{Ceilings, EgressPolicy, HostRule, OperatorPolicy};
 pub use profile::{Limits, LimitsFile, SandboxProfile};
 pub use units::{Size, Span};
 
@@ -135,8 +138,9 @@ pub struct PrepareSpec {
     /// matches subdomains. Default: the public package registries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_hosts: Option<Vec<String>>,
-    /// A CA bundle to trust, for networks behind a TLS-intercepting proxy: `host` for the
-    /// host's own bundle, or a path (relative to the spec).
+    /// A CA bundle to trust, for networks behind a TLS-intercepting proxy: `host` for the one
+    /// the operator configured (the host's own bundle by default). Never a path: the spec is
+    /// the submitter's, the host's files are not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_bundle: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -196,7 +200,12 @@ pub struct Job {
     pub steps: Vec<Step>,
     pub artifacts: Vec<String>,
     pub limits: Limits,
+    /// The job's `env`: every step's, and the `prepare`'s.
     pub env: BTreeMap<String, String>,
+    /// Values of cordon's own variables named in `pass_env`: the steps' only, never the
+    /// `prepare`'s (its install scripts are the submitter's packages) nor the cache key.
+    #[serde(skip)]
+    pub passed_env: BTreeMap<String, String>,
 }
 
 /// A validated `prepare`.
@@ -209,9 +218,16 @@ pub struct Prepare {
     pub key_files: Vec<(String, Vec<u8>)>,
     pub key_patterns: Vec<String>,
     pub allow_hosts: Vec<String>,
+    /// The parsed `allow_hosts`, each within the operator's egress policy.
+    pub allow: Vec<HostRule>,
+    /// The operator's rules for hosts that may resolve to internal addresses.
+    pub internal: Vec<HostRule>,
+    /// The operator's CA bundle, when the spec asked for `ca_bundle: host`.
     pub ca_bundle: Option<PathBuf>,
     #[serde(with = "humantime_serde_compat")]
     pub timeout: Duration,
+    /// The most the install may write to its filesystem.
+    pub disk: Size,
     pub env: BTreeMap<String, String>,
 }
 
@@ -244,8 +260,8 @@ mod humantime_serde_compat {
 /// The directory the sandbox writes its artifacts to.
 pub const OUT_DIR: &str = "/out";
 
-/// Reads, parses and validates a spec file (YAML or JSON).
-pub fn load(path: &Path) -> Result<Job, SpecError> {
+/// Reads, parses and validates a spec file (YAML or JSON) within the operator's `policy`.
+pub fn load(path: &Path, policy: &OperatorPolicy) -> Result<Job, SpecError> {
     let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
         path: path.to_path_buf(),
         source,
@@ -261,7 +277,7 @@ pub fn load(path: &Path) -> Result<Job, SpecError> {
             }
         })
         .unwrap_or(Path::new("."));
-    validate(spec, dir, path)
+    validate(spec, dir, path, policy)
 }
 
 /// Parses YAML (JSON is YAML) into `T`, naming the path of a bad key.
@@ -295,8 +311,14 @@ fn strip_location(msg: &str) -> String {
     }
 }
 
-/// Validates a parsed spec. `dir` is where relative paths start (the spec's folder).
-pub fn validate(spec: JobSpec, dir: &Path, spec_path: &Path) -> Result<Job, SpecError> {
+/// Validates a parsed spec within the operator's `policy`. `dir` is where relative paths
+/// start (the spec's folder).
+pub fn validate(
+    spec: JobSpec,
+    dir: &Path,
+    spec_path: &Path,
+    policy: &OperatorPolicy,
+) -> Result<Job, SpecError> {
     let invalid = |field: &str, reason: String| SpecError::Invalid {
         path: spec_path.to_path_buf(),
         field: field.to_string(),
@@ -313,11 +335,31 @@ pub fn validate(spec: JobSpec, dir: &Path, spec_path: &Path) -> Result<Job, Spec
             format!("`{image}` is not an image reference"),
         ));
     }
+    if !policy.image_allowed(&image) {
+        return Err(invalid(
+            "image",
+            format!(
+                "`{image}` is not among the images the operator allows ({}): use one of those, or ask the operator to add it to `allowed_images`",
+                policy.allowed_images.join(", ")
+            ),
+        ));
+    }
 
     let profile_name = spec.profile.clone().unwrap_or_else(|| "strict".to_string());
     let profile = profile::load(&profile_name, dir)?;
     let limits = profile::merge_limits(&profile.limits, &spec.limits);
     check_limits(&limits).map_err(|(field, reason)| invalid(&format!("limits.{field}"), reason))?;
+    check_ceilings(&limits, &policy.max)
+        .map_err(|(field, reason)| invalid(&format!("limits.{field}"), reason))?;
+    if profile.uid == 0 && !policy.allow_root {
+        return Err(invalid(
+            "profile",
+            format!(
+                "profile `{}` runs the sandbox as root (uid 0), which the operator does not allow (`allow_root`), whatever its `cap_add` says",
+                profile.name
+            ),
+        ));
+    }
 
     let workspace = match &spec.workspace {
         None => None,
@@ -327,7 +369,7 @@ pub fn validate(spec: JobSpec, dir: &Path, spec_path: &Path) -> Result<Job, Spec
     let prepare = match &spec.prepare {
         None => None,
         Some(p) => {
-            Some(validate_prepare(p, workspace.as_ref(), dir).map_err(|(f, r)| invalid(&f, r))?)
+            Some(validate_prepare(p, workspace.as_ref(), policy).map_err(|(f, r)| invalid(&f, r))?)
         }
     };
 
@@ -368,12 +410,13 @@ pub fn validate(spec: JobSpec, dir: &Path, spec_path: &Path) -> Result<Job, Spec
             ));
         }
         let timeout = s.timeout.unwrap_or(limits.timeout).0;
-        if timeout.is_zero() || timeout > Duration::from_secs(24 * 3600) {
+        if timeout.is_zero() || timeout > policy.max.timeout.0 {
             return Err(invalid(
                 &field("timeout"),
                 format!(
-                    "{} is outside 1ms..24h",
-                    humantime::format_duration(timeout)
+                    "{} is outside 1ms..{} (the operator's ceiling `max.timeout`)",
+                    humantime::format_duration(timeout),
+                    policy.max.timeout
                 ),
             ));
         }
@@ -424,7 +467,8 @@ pub fn validate(spec: JobSpec, dir: &Path, spec_path: &Path) -> Result<Job, Spec
     }
 
     check_env(&spec.env).map_err(|r| invalid("env", r))?;
-    let mut env = spec.env.clone();
+    let env = spec.env.clone();
+    let mut passed_env = BTreeMap::new();
     for name in &spec.pass_env {
         if !is_variable_name(name) {
             return Err(invalid(
@@ -434,7 +478,7 @@ pub fn validate(spec: JobSpec, dir: &Path, spec_path: &Path) -> Result<Job, Spec
         }
         match std::env::var(name) {
             Ok(v) => {
-                env.insert(name.clone(), v);
+                passed_env.insert(name.clone(), v);
             }
             Err(_) => {
                 return Err(invalid(
@@ -455,6 +499,7 @@ pub fn validate(spec: JobSpec, dir: &Path, spec_path: &Path) -> Result<Job, Spec
         artifacts,
         limits,
         env,
+        passed_env,
     })
 }
 
@@ -494,10 +539,17 @@ fn validate_workspace(w: &WorkspaceSpec, dir: &Path) -> Result<Workspace, (Strin
         "/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/root", "/run", "/sbin",
         "/sys", "/tmp", "/usr", "/var", OUT_DIR,
     ];
-    if RESERVED.contains(&path.as_str()) {
+    // A mount anywhere under these would shadow or expose what the sandbox relies on
+    // (`/proc/self/fd/7`, `/dev/shm`, `/etc/…`); `/` and `/tmp` themselves only.
+    let under_reserved = RESERVED
+        .iter()
+        .any(|r| path == *r || (*r != "/" && *r != "/tmp" && path.starts_with(&format!("{r}/"))));
+    if under_reserved {
         return Err((
             "workspace.path".into(),
-            format!("`{path}` is a system directory; use a path of its own such as /workspace"),
+            format!(
+                "`{path}` is or is under a system directory; use a path of its own such as /workspace"
+            ),
         ));
     }
     Ok(Workspace {
@@ -514,7 +566,7 @@ fn validate_workspace(w: &WorkspaceSpec, dir: &Path) -> Result<Workspace, (Strin
 fn validate_prepare(
     p: &PrepareSpec,
     ws: Option<&Workspace>,
-    dir: &Path,
+    policy: &OperatorPolicy,
 ) -> Result<Prepare, (String, String)> {
     let field = |f: &str| format!("prepare.{f}");
     if p.run.trim().is_empty() {
@@ -526,92 +578,90 @@ fn validate_prepare(
             "names workspace files, but the job has no workspace".into(),
         ));
     }
-    let mut key_files: Vec<(String, Vec<u8>)> = Vec::new();
-    for (i, pattern) in p.cache_key_files.iter().enumerate() {
-        let at = format!("prepare.cache_key_files[{i}]");
-        let rel = Path::new(pattern);
-        if rel.is_absolute() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
-            return Err((
-                at,
-                format!("`{pattern}` must be a path relative to the workspace, without `..`"),
-            ));
-        }
-        let Some(ws) = ws else { continue };
-        let parent = rel.parent().unwrap_or(Path::new(""));
-        let name = rel.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        let mut matched: Vec<String> = Vec::new();
-        if name.contains('*') {
-            if let Ok(entries) = std::fs::read_dir(ws.source.join(parent)) {
-                for e in entries.flatten() {
-                    let n = e.file_name().to_string_lossy().into_owned();
-                    if e.path().is_file() && wildcard(name, &n) {
-                        matched.push(parent.join(&n).to_string_lossy().into_owned());
-                    }
-                }
-            }
-        } else if ws.source.join(rel).is_file() {
-            matched.push(pattern.clone());
-        }
-        for m in matched {
-            let path = ws.source.join(&m);
-            let contents = std::fs::read(&path).map_err(|e| {
-                (
-                    at.clone(),
-                    format!("{} cannot be read: {e}", path.display()),
-                )
-            })?;
-            if !key_files.iter().any(|(k, _)| *k == m) {
-                key_files.push((m, contents));
-            }
-        }
-    }
-    key_files.sort();
+    let key_files = match ws {
+        Some(ws) => key_files::read_key_files(&ws.source, &p.cache_key_files)?,
+        None => Vec::new(),
+    };
+    let operator_rules = policy.egress_rules();
     let allow_hosts = p
         .allow_hosts
         .clone()
-        .unwrap_or_else(|| DEFAULT_ALLOW_HOSTS.iter().map(|s| s.to_string()).collect());
-    for h in &allow_hosts {
-        let bare = h.strip_prefix("*.").unwrap_or(h);
-        if bare.is_empty()
-            || !bare
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-        {
+        .unwrap_or_else(|| operator_rules.iter().map(ToString::to_string).collect());
+    let mut allow = Vec::new();
+    for (i, h) in allow_hosts.iter().enumerate() {
+        let at = format!("prepare.allow_hosts[{i}]");
+        let rule = HostRule::parse(h).map_err(|r| (at.clone(), r))?;
+        if !operator_rules.iter().any(|o| o.covers(&rule)) {
             return Err((
-                field("allow_hosts"),
-                format!("`{h}` is not a host name (or `*.domain`)"),
+                at,
+                format!(
+                    "`{h}` is not within the operator's egress allowlist ({}): list only those hosts, or ask the operator to add it to `egress.allow_hosts`",
+                    operator_rules
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             ));
         }
+        allow.push(rule);
     }
     let ca_bundle = match p.ca_bundle.as_deref() {
         None => None,
-        Some("host") => Some(PathBuf::from(HOST_CA_BUNDLE)),
-        Some(path) => Some(dir.join(path)),
+        Some("host") => match &policy.ca_bundle {
+            Some(ca) if ca.is_file() => Some(ca.clone()),
+            Some(ca) => {
+                return Err((
+                    field("ca_bundle"),
+                    format!(
+                        "the operator's CA bundle {} is not a readable file: ask the operator to fix `ca_bundle`",
+                        ca.display()
+                    ),
+                ));
+            }
+            None => {
+                return Err((
+                    field("ca_bundle"),
+                    "the operator configured no CA bundle (`ca_bundle`), so `host` is not available".into(),
+                ));
+            }
+        },
+        Some(other) => {
+            return Err((
+                field("ca_bundle"),
+                format!(
+                    "`{other}` is not allowed: a spec names no host file; use `ca_bundle: host` for the bundle the operator configured"
+                ),
+            ));
+        }
     };
-    if let Some(ca) = &ca_bundle
-        && !ca.is_file()
-    {
-        return Err((
-            field("ca_bundle"),
-            format!("{} is not a readable file", ca.display()),
-        ));
-    }
     check_env(&p.env).map_err(|r| (field("env"), r))?;
     check_command(&p.run).map_err(|r| (field("run"), r))?;
+    let ceiling = policy.max.prepare_timeout.0;
     let timeout = p
         .timeout
         .map(|t| t.0)
-        .unwrap_or(Duration::from_secs(15 * 60));
-    if timeout.is_zero() || timeout > Duration::from_secs(24 * 3600) {
-        return Err((field("timeout"), "outside 1ms..24h".into()));
+        .unwrap_or(Duration::from_secs(15 * 60).min(ceiling));
+    if timeout.is_zero() || timeout > ceiling {
+        return Err((
+            field("timeout"),
+            format!(
+                "{} is outside 1ms..{} (the operator's ceiling `max.prepare_timeout`)",
+                humantime::format_duration(timeout),
+                policy.max.prepare_timeout
+            ),
+        ));
     }
     Ok(Prepare {
         run: p.run.clone(),
         key_files,
         key_patterns: p.cache_key_files.clone(),
         allow_hosts,
+        allow,
+        internal: policy.internal_rules(),
         ca_bundle,
         timeout,
+        disk: policy.max.prepare_disk,
         env: p.env.clone(),
     })
 }
@@ -627,6 +677,40 @@ fn wildcard(pattern: &str, name: &str) -> bool {
             (0..=tail.len()).any(|k| tail.is_char_boundary(k) && wildcard(rest, &tail[k..]))
         }
     }
+}
+
+/// A limit beyond the operator's ceiling is refused, naming both.
+fn check_ceilings(l: &Limits, max: &Ceilings) -> Result<(), (&'static str, String)> {
+    let over = |what: &'static str, asked: String, ceiling: String| {
+        Err((
+            what,
+            format!(
+                "{asked} is over the operator's ceiling of {ceiling} (`max.{what}`): ask for less, or ask the operator to raise it"
+            ),
+        ))
+    };
+    if l.cpus > max.cpus {
+        return over("cpus", l.cpus.to_string(), max.cpus.to_string());
+    }
+    if l.memory > max.memory {
+        return over("memory", l.memory.to_string(), max.memory.to_string());
+    }
+    if l.pids > max.pids {
+        return over("pids", l.pids.to_string(), max.pids.to_string());
+    }
+    if l.nofile > max.nofile {
+        return over("nofile", l.nofile.to_string(), max.nofile.to_string());
+    }
+    if l.output > max.output {
+        return over("output", l.output.to_string(), max.output.to_string());
+    }
+    if l.scratch > max.scratch {
+        return over("scratch", l.scratch.to_string(), max.scratch.to_string());
+    }
+    if l.timeout.0 > max.timeout.0 {
+        return over("timeout", l.timeout.to_string(), max.timeout.to_string());
+    }
+    Ok(())
 }
 
 fn check_limits(l: &Limits) -> Result<(), (&'static str, String)> {
@@ -743,7 +827,15 @@ mod tests {
         std::fs::create_dir(dir.path().join("repo")).expect("mkdir");
         let spec_path = dir.path().join("job.yaml");
         std::fs::write(&spec_path, yaml).expect("write");
-        load(&spec_path).map_err(|e| e.to_string())
+        load(&spec_path, &OperatorPolicy::for_cli()).map_err(|e| e.to_string())
+    }
+
+    fn check_as_service(yaml: &str) -> Result<Job, String> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("repo")).expect("mkdir");
+        let spec_path = dir.path().join("job.yaml");
+        std::fs::write(&spec_path, yaml).expect("write");
+        load(&spec_path, &OperatorPolicy::default()).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -787,7 +879,47 @@ env: { PYTHONHASHSEED: "0" }
             ("steps: [{name: t, run: x, timeout: 60}]", "needs a unit"),
             (
                 "steps: [{name: t, run: x, timeout: 3d}]",
-                "outside 1ms..24h",
+                "outside 1ms..1h (the operator's ceiling `max.timeout`)",
+            ),
+            (
+                "steps: [{name: t, run: x}]\nlimits: { memory: 20GiB }",
+                "`limits.memory`: 20GiB is over the operator's ceiling of 4GiB (`max.memory`)",
+            ),
+            (
+                "steps: [{name: t, run: x}]\nlimits: { output: 8GiB }",
+                "`max.output`",
+            ),
+            (
+                "steps: [{name: t, run: x}]\nlimits: { timeout: 24h }",
+                "`max.timeout`",
+            ),
+            (
+                "steps: [{name: t, run: x}]\nprepare: { run: x, timeout: 24h }",
+                "`max.prepare_timeout`",
+            ),
+            (
+                "steps: [{name: t, run: x}]\nprepare: { run: x, allow_hosts: ['127.0.0.1'] }",
+                "`prepare.allow_hosts[0]`: `127.0.0.1` is not within the operator's egress allowlist",
+            ),
+            (
+                "steps: [{name: t, run: x}]\nprepare: { run: x, allow_hosts: [localhost] }",
+                "not within the operator's egress allowlist",
+            ),
+            (
+                "steps: [{name: t, run: x}]\nprepare: { run: x, allow_hosts: ['pypi.org:22'] }",
+                "not within the operator's egress allowlist",
+            ),
+            (
+                "steps: [{name: t, run: x}]\nprepare: { run: x, ca_bundle: /etc/shadow }",
+                "`prepare.ca_bundle`: `/etc/shadow` is not allowed: a spec names no host file",
+            ),
+            (
+                "steps: [{name: t, run: x}]\nworkspace: { source: ./repo, path: /proc/self/fd/7 }",
+                "`workspace.path`: `/proc/self/fd/7` is or is under a system directory",
+            ),
+            (
+                "steps: [{name: t, run: x}]\nworkspace: { source: ./repo, path: /dev/shm/x }",
+                "system directory",
             ),
             (
                 "steps: [{name: t, run: x}]\nlimits: { memory: 12 parsecs }",
@@ -869,11 +1001,11 @@ env: { PYTHONHASHSEED: "0" }
             ),
             (
                 "steps: [{name: t, run: x}]\nprepare: { run: x, allow_hosts: ['a b'] }",
-                "not a host name",
+                "`prepare.allow_hosts[0]`: `a b` is not a host rule",
             ),
             (
                 "steps: [{name: t, run: x}]\nprepare: { run: x, ca_bundle: ./nope.pem }",
-                "not a readable file",
+                "is not allowed",
             ),
             ("steps: {name: t}", "`steps`"),
         ];
@@ -884,6 +1016,30 @@ env: { PYTHONHASHSEED: "0" }
                 "spec {yaml:?}: error {err:?} lacks {want:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_service_allows_only_its_images_and_the_cli_every_local_one() {
+        let err = check_as_service("image: corp/secrets:1\nsteps: [{name: t, run: x}]")
+            .expect_err("not allowed");
+        assert!(
+            err.contains("`image`") && err.contains("allowed_images"),
+            "{err}"
+        );
+        check_as_service("image: cordon/python:3.11\nsteps: [{name: t, run: x}]")
+            .expect("cordon's");
+        check("image: corp/secrets:1\nsteps: [{name: t, run: x}]").expect("the CLI's operator");
+    }
+
+    #[test]
+    fn passed_variables_reach_the_steps_but_not_the_prepare() {
+        let job =
+            check("steps: [{name: t, run: x}]\npass_env: [PATH]\nenv: {A: b}").expect("valid");
+        assert!(job.passed_env.contains_key("PATH"));
+        assert!(
+            !job.env.contains_key("PATH"),
+            "passed values stay out of `env`"
+        );
     }
 
     #[test]
@@ -933,11 +1089,33 @@ env: { PYTHONHASHSEED: "0" }
             "workspace: { source: ./repo }\nprepare: { run: pip install -r requirements.txt, cache_key_files: ['requirements*.txt', pyproject.toml] }\nsteps: [{name: t, run: x}]\n",
         )
         .expect("write");
-        let job = load(&spec_path).expect("valid");
+        let job = load(&spec_path, &OperatorPolicy::for_cli()).expect("valid");
         let p = job.prepare.expect("prepare");
         let names: Vec<&str> = p.key_files.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, vec!["requirements-dev.txt", "requirements.txt"]);
         assert_eq!(p.allow_hosts.len(), DEFAULT_ALLOW_HOSTS.len());
+    }
+
+    #[test]
+    fn a_symlinked_key_file_is_invalid_input_naming_the_field_and_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("repo")).expect("mkdir");
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("repo/requirements.txt"))
+            .expect("symlink");
+        let spec_path = dir.path().join("job.yaml");
+        std::fs::write(
+            &spec_path,
+            "workspace: { source: ./repo }\nprepare: { run: x, cache_key_files: [pyproject.toml, 'requirements*.txt'] }\nsteps: [{name: t, run: x}]\n",
+        )
+        .expect("write");
+        let err = load(&spec_path, &OperatorPolicy::for_cli())
+            .expect_err("a link is not a key file")
+            .to_string();
+        assert!(
+            err.contains("`prepare.cache_key_files[1]`")
+                && err.contains("`requirements.txt` is a symbolic link; key files must be regular files inside the workspace"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -32,6 +32,10 @@ impl Size {
         Size(n << 20)
     }
 
+    pub const fn gib(n: u64) -> Size {
+        Size(n << 30)
+    }
+
     pub fn bytes(self) -> u64 {
         self.0
     }
@@ -128,6 +132,12 @@ impl<'de> Deserialize<'de> for Size {
 /// A duration written the humantime way: `60s`, `5m`, `1h 30m`, `250ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Span(pub Duration);
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
 
 impl Serialize for Span {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
