@@ -94,9 +94,11 @@ pub enum JobEvent {
         image: String,
         cached: bool,
     },
-    /// The `prepare` step tried to reach a destination that is not on its allowlist.
+    /// The `prepare` step tried to reach a destination its egress proxy refused.
     EgressRefused {
         destination: String,
+        /// Why: not on the allowlist, an internal address, …
+        reason: String,
     },
     /// Something the user should know that does not change the outcome.
     Warning {

@@ -26,7 +26,7 @@ use crate::report::{
     EnvironmentResult, JobResult, Outcome, RefusedArtifact, StepResult, TestSummary, junit,
 };
 use crate::sandbox::archive::{self, ExtractLimits};
-use crate::sandbox::egress::EgressProxy;
+use crate::sandbox::egress::{ProxyConfig, Refusal, Upstream};
 use crate::sandbox::{
     Backend, Egress, EngineInfo, ExitStatus, GateMode, OutputStream, Sandbox, SandboxError,
     SandboxOutput, Scratch,
@@ -295,7 +295,7 @@ struct Ctx {
     /// The step running now: (name, started, output bytes so far).
     running: Option<(String, Instant, u64)>,
     /// The `prepare` network and its proxy, while they exist.
-    egress: Option<(Egress, EgressProxy)>,
+    egress: Option<Egress>,
     result: JobResult,
     started: Instant,
     out_dir: PathBuf,
@@ -356,7 +356,7 @@ impl Ctx {
                     .get_or_insert_with(|| format!("cleanup: {}", error_chain(&e)));
             }
         }
-        if let Some((egress, _proxy)) = self.egress.take()
+        if let Some(egress) = self.egress.take()
             && let Err(e) = self.backend.remove_egress(&egress).await
         {
             warn!(error = %error_chain(&e), "could not remove the job's egress network");
@@ -757,19 +757,17 @@ async fn prepare_environment(
         ),
     })
     .await;
-    let egress = ctx.backend.create_egress(job).await?;
-    let proxy = match EgressProxy::start(egress.gateway, prep.allow_hosts.clone()).await {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = ctx.backend.remove_egress(&egress).await;
-            return Err(SandboxError::Protocol(format!(
-                "cannot start the egress proxy on {}: {e} (egress allowlisting needs cordon on the engine's host)",
-                egress.gateway
-            )));
-        }
+    let proxy = ProxyConfig {
+        allow: prep.allow.clone(),
+        internal: prep.internal.clone(),
+        max_connections: 32,
+        // The operator's upstream proxy, from cordon's own environment.
+        upstream: Upstream::from_env(|k| std::env::var(k).ok())
+            .map_err(|e| SandboxError::Protocol(format!("cordon's upstream proxy setting: {e}")))?,
     };
-    let command = crate::sandbox::policy::prepare_command(job, proxy.addr());
-    ctx.egress = Some((egress.clone(), proxy));
+    let (egress, mut refusals) = ctx.backend.create_egress(job, &proxy).await?;
+    let command = crate::sandbox::policy::prepare_command(job, egress.proxy);
+    ctx.egress = Some(egress.clone());
     let sandbox = ctx
         .backend
         .create_prepare(job, base_image_id, &egress)
@@ -782,66 +780,39 @@ async fn prepare_environment(
             .await?;
     }
     ctx.sandbox(PREPARE_SLOT)?.start().await?;
-    let mut output = ctx
+    let output = ctx
         .sandbox(PREPARE_SLOT)?
         .release(&command, GateMode::Go, &[])
         .await?;
-
     let deadline = tokio::time::Instant::now() + prep.timeout;
-    let mut used: u64 = 0;
-    let mut forced: Option<Outcome> = None;
-    loop {
-        let next = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return Ok(None),
-            _ = tokio::time::sleep_until(deadline) => { forced = Some(Outcome::TimedOut); break }
-            n = output.next() => n,
-        };
-        match next {
-            Some(Ok(SandboxOutput::Chunk(stream, data))) => {
-                used += data.len() as u64;
-                if used > job.limits.output.bytes() {
-                    forced = Some(Outcome::OutputLimitExceeded);
-                    break;
-                }
-                ctx.emit(JobEvent::Output {
-                    step: "prepare".into(),
-                    stream,
-                    data,
-                })
-                .await;
-            }
-            Some(Ok(SandboxOutput::CommandDone | SandboxOutput::Trailer(..))) => {}
-            Some(Err(e)) => return Err(e),
-            None => break,
-        }
-    }
-    drop(output);
-    let status = match forced {
-        Some(_) => {
-            ctx.sandbox(PREPARE_SLOT)?.kill().await?;
-            None
-        }
-        None => match with_deadline(deadline, ctx.sandbox(PREPARE_SLOT)?.finish()).await {
-            Some(s) => Some(s?),
-            None => {
-                ctx.sandbox(PREPARE_SLOT)?.kill().await?;
-                forced = Some(Outcome::TimedOut);
-                None
-            }
-        },
+    let mut refused = Vec::new();
+    let Some((mut forced, status)) = watch_prepare(
+        ctx,
+        job,
+        prep,
+        output,
+        &mut refusals,
+        &mut refused,
+        deadline,
+        cancel,
+    )
+    .await?
+    else {
+        return Ok(None);
     };
-    let refused = ctx
-        .egress
-        .as_ref()
-        .map(|(_, p)| p.refused())
-        .unwrap_or_default();
-    for destination in &refused {
-        ctx.emit(JobEvent::EgressRefused {
-            destination: destination.clone(),
-        })
-        .await;
+    // The proxy reports a refusal as it answers it: the last ones may trail the exit a little.
+    while let Ok(Some(r)) = tokio::time::timeout(Duration::from_millis(300), refusals.recv()).await
+    {
+        report_refusal(ctx, r, &mut refused).await;
     }
+    if forced.is_none() && status.is_some_and(|s| s.code == 0 && !s.oom_killed) {
+        // Measured once more before anything is committed.
+        let id = ctx.sandbox(PREPARE_SLOT)?.id().to_string();
+        if ctx.backend.written(&id).await? > prep.disk.bytes() {
+            forced = Some(Outcome::DiskLimitExceeded);
+        }
+    }
+    let refused: Vec<String> = refused.into_iter().map(|r| r.destination).collect();
     let outcome = match (forced, status) {
         (Some(o), _) => o,
         (None, Some(s)) if s.oom_killed => Outcome::OomKilled,
@@ -880,7 +851,7 @@ async fn prepare_environment(
         .commit(&reference, labels)
         .await?;
     ctx.destroy(PREPARE_SLOT).await?;
-    if let Some((egress, _proxy)) = ctx.egress.take() {
+    if let Some(egress) = ctx.egress.take() {
         ctx.backend.remove_egress(&egress).await?;
     }
     envcache::touch(&key);
@@ -903,6 +874,120 @@ async fn prepare_environment(
         }
     }
     Ok(Some(id))
+}
+
+/// How often a running `prepare`'s written bytes are measured against `max.prepare_disk`
+/// (off the output's path: on fuse-overlayfs one measurement walks the image, seconds of the
+/// engine's CPU). It is measured once more before anything is committed.
+const DISK_CHECK_EVERY: Duration = Duration::from_secs(15);
+
+/// Measures what sandbox `id` wrote every [`DISK_CHECK_EVERY`]; resolves once it is over
+/// `cap` (never, if the engine cannot say).
+async fn disk_over(backend: Arc<dyn Backend>, id: String, cap: u64) {
+    loop {
+        tokio::time::sleep(DISK_CHECK_EVERY).await;
+        match backend.written(&id).await {
+            Ok(n) if n > cap => return,
+            Ok(_) => {}
+            Err(e) => debug!(error = %error_chain(&e), "could not measure what the prepare wrote"),
+        }
+    }
+}
+
+/// Follows a running `prepare` to its end: its output (counted against the job's output
+/// limit), its deadline, what it writes to its filesystem (against the operator's cap), and
+/// what its egress proxy refuses. Returns the outcome it was stopped with, if any, and how it
+/// exited; `None` when the job was cancelled.
+#[allow(clippy::too_many_arguments)]
+async fn watch_prepare(
+    ctx: &mut Ctx,
+    job: &Job,
+    prep: &Prepare,
+    mut output: crate::sandbox::OutputStream,
+    refusals: &mut mpsc::Receiver<Refusal>,
+    refused: &mut Vec<Refusal>,
+    deadline: tokio::time::Instant,
+    cancel: &CancellationToken,
+) -> Result<Option<(Option<Outcome>, Option<ExitStatus>)>, SandboxError> {
+    let mut used: u64 = 0;
+    let mut forced: Option<Outcome> = None;
+    let id = ctx.sandbox(PREPARE_SLOT)?.id().to_string();
+    let disk = tokio::spawn(disk_over(ctx.backend.clone(), id, prep.disk.bytes()));
+    let _stop_measuring = AbortOnDrop(disk.abort_handle());
+    let mut disk = std::pin::pin!(disk);
+    let mut refusals_open = true;
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Ok(None),
+            _ = tokio::time::sleep_until(deadline) => { forced = Some(Outcome::TimedOut); break }
+            r = refusals.recv(), if refusals_open => {
+                match r {
+                    Some(r) => report_refusal(ctx, r, refused).await,
+                    None => refusals_open = false,
+                }
+                continue;
+            }
+            _ = &mut disk => { forced = Some(Outcome::DiskLimitExceeded); break }
+            n = output.next() => n,
+        };
+        match next {
+            Some(Ok(SandboxOutput::Chunk(stream, data))) => {
+                used += data.len() as u64;
+                if used > job.limits.output.bytes() {
+                    forced = Some(Outcome::OutputLimitExceeded);
+                    break;
+                }
+                ctx.emit(JobEvent::Output {
+                    step: "prepare".into(),
+                    stream,
+                    data,
+                })
+                .await;
+            }
+            Some(Ok(SandboxOutput::CommandDone | SandboxOutput::Trailer(..))) => {}
+            Some(Err(e)) => return Err(e),
+            None => break,
+        }
+    }
+    drop(output);
+    let status = match forced {
+        Some(_) => {
+            ctx.sandbox(PREPARE_SLOT)?.kill().await?;
+            None
+        }
+        None => match with_deadline(deadline, ctx.sandbox(PREPARE_SLOT)?.finish()).await {
+            Some(s) => Some(s?),
+            None => {
+                ctx.sandbox(PREPARE_SLOT)?.kill().await?;
+                forced = Some(Outcome::TimedOut);
+                None
+            }
+        },
+    };
+    Ok(Some((forced, status)))
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Records a destination the egress proxy refused, and says so as it happens.
+async fn report_refusal(ctx: &mut Ctx, r: Refusal, refused: &mut Vec<Refusal>) {
+    if refused.iter().any(|x| x.destination == r.destination) {
+        return;
+    }
+    ctx.emit(JobEvent::EgressRefused {
+        destination: r.destination.clone(),
+        reason: r.reason.clone(),
+    })
+    .await;
+    refused.push(r);
 }
 
 async fn use_cached(ctx: &mut Ctx, key: &str, reference: &str) {

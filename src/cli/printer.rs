@@ -94,8 +94,11 @@ impl Printer {
                     }
                 }
             }
-            JobEvent::EgressRefused { destination } => self.note(&format!(
-                "prepare: egress to {destination} refused (not on the allowlist)"
+            JobEvent::EgressRefused {
+                destination,
+                reason,
+            } => self.note(&format!(
+                "prepare: egress to {destination} refused ({reason})"
             )),
             JobEvent::Artifact { .. } => {}
             JobEvent::ArtifactRefused { path, reason } => {
@@ -122,6 +125,7 @@ impl Printer {
             Outcome::TimedOut => "TIMED OUT",
             Outcome::OomKilled => "OUT OF MEMORY (oom_killed)",
             Outcome::OutputLimitExceeded => "OUTPUT LIMIT EXCEEDED",
+            Outcome::DiskLimitExceeded => "DISK LIMIT EXCEEDED",
             Outcome::Cancelled => "CANCELLED",
             Outcome::SandboxError => "SANDBOX ERROR",
             Outcome::Skipped => "SKIPPED",

@@ -21,6 +21,9 @@ pub enum Outcome {
     TimedOut,
     OomKilled,
     OutputLimitExceeded,
+    /// A `prepare` wrote more to its filesystem than the operator's `max.prepare_disk`;
+    /// nothing of it was kept.
+    DiskLimitExceeded,
     /// Stopped on request (Ctrl-C, API cancel) before it finished.
     Cancelled,
     /// cordon's own failure, not the job's; `error` says what went wrong.
@@ -36,7 +39,7 @@ impl Outcome {
             Outcome::Passed => 0,
             Outcome::Failed => 1,
             Outcome::TimedOut => 3,
-            Outcome::OomKilled | Outcome::OutputLimitExceeded => 4,
+            Outcome::OomKilled | Outcome::OutputLimitExceeded | Outcome::DiskLimitExceeded => 4,
             Outcome::SandboxError | Outcome::Skipped => 5,
             Outcome::Cancelled => 130,
         }
@@ -49,6 +52,7 @@ impl Outcome {
             Outcome::TimedOut => "timed_out",
             Outcome::OomKilled => "oom_killed",
             Outcome::OutputLimitExceeded => "output_limit_exceeded",
+            Outcome::DiskLimitExceeded => "disk_limit_exceeded",
             Outcome::Cancelled => "cancelled",
             Outcome::SandboxError => "sandbox_error",
             Outcome::Skipped => "skipped",

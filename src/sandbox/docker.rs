@@ -31,6 +31,7 @@ use super::{
     Backend, ByteStream, Egress, EngineInfo, ExitStatus, OutputStream, ProgressFn, Sandbox,
     SandboxError, SandboxOutput, Scratch, StepCommand, TarStats, labels, policy,
 };
+use super::{egress, sidecar};
 use crate::event;
 use crate::spec::{Job, Workspace};
 use policy::GateMode;
@@ -352,12 +353,22 @@ impl Backend for DockerBackend {
         policy::warm_key(job, image_id)
     }
 
-    async fn create_egress(&self, job: &Job) -> Result<Egress, SandboxError> {
-        let name = format!("cordon-{}-egress", job.id);
+    async fn create_egress(
+        &self,
+        job: &Job,
+        proxy: &egress::ProxyConfig,
+    ) -> Result<(Egress, tokio::sync::mpsc::Receiver<egress::Refusal>), SandboxError> {
+        let network = format!("cordon-{}-egress", job.id);
         let req = bollard::models::NetworkCreateRequest {
-            name: name.clone(),
+            name: network.clone(),
             driver: Some("bridge".into()),
             internal: Some(true),
+            // The bridge gets no address on the engine's host, so the network has no way to
+            // any host port; only the proxy's container is on it with the job's.
+            options: Some(HashMap::from([(
+                "com.docker.network.bridge.inhibit_ipv4".to_string(),
+                "true".to_string(),
+            )])),
             labels: Some(policy::job_labels(job, &self.owner)),
             ..Default::default()
         };
@@ -366,48 +377,56 @@ impl Backend for DockerBackend {
             self.docker.create_network(req),
         )
         .await?;
-        let egress = Egress {
-            network: name.clone(),
-            gateway: std::net::IpAddr::from([0, 0, 0, 0]),
-        };
-        let inspected = api(
-            "inspecting the egress network",
-            self.docker.inspect_network(
-                &name,
-                None::<bollard::query_parameters::InspectNetworkOptions>,
-            ),
-        )
+        let proxy_name = format!("cordon-{}-egress-proxy", job.id);
+        let started = async {
+            let image = sidecar::image(&self.docker).await?;
+            let config = policy::egress_proxy_config(job, &image, &self.owner, proxy);
+            let opts = bollard::query_parameters::CreateContainerOptionsBuilder::default()
+                .name(&proxy_name)
+                .build();
+            let created = api(
+                "creating the egress proxy",
+                self.docker.create_container(Some(opts), config),
+            )
+            .await?;
+            sidecar::start(&self.docker, &created.id, &network)
+                .await
+                .map(|(addr, refusals)| (created.id, addr, refusals))
+        }
         .await;
-        let gateway = inspected
-            .ok()
-            .and_then(|n| n.ipam)
-            .and_then(|i| i.config)
-            .and_then(|c| c.into_iter().find_map(|c| c.gateway))
-            .and_then(|g| g.parse::<std::net::IpAddr>().ok());
-        match gateway {
-            Some(gateway) => Ok(Egress { gateway, ..egress }),
-            None => {
-                let _ = self.remove_egress(&egress).await;
-                Err(SandboxError::Protocol(
-                    "the engine gave the egress network no gateway address".into(),
-                ))
+        match started {
+            Ok((proxy_container, proxy, refusals)) => Ok((
+                Egress {
+                    network,
+                    proxy_container,
+                    proxy,
+                },
+                refusals,
+            )),
+            Err(e) => {
+                let _ = self.remove_container_by_name(&proxy_name).await;
+                let _ = self.remove_network(&network).await;
+                Err(e)
             }
         }
     }
 
+    async fn written(&self, id: &str) -> Result<u64, SandboxError> {
+        let opts = bollard::query_parameters::InspectContainerOptionsBuilder::default()
+            .size(true)
+            .build();
+        let got = api(
+            "measuring what the sandbox wrote",
+            self.docker.inspect_container(id, Some(opts)),
+        )
+        .await?;
+        Ok(got.size_rw.unwrap_or(0).max(0) as u64)
+    }
+
     async fn remove_egress(&self, egress: &Egress) -> Result<(), SandboxError> {
-        match tokio::time::timeout(API_TIMEOUT, self.docker.remove_network(&egress.network)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) if is_not_found(&e) => Ok(()),
-            Ok(Err(source)) => Err(SandboxError::Engine {
-                action: format!("removing network {}", egress.network),
-                source,
-            }),
-            Err(_) => Err(SandboxError::Engine {
-                action: format!("removing network {}", egress.network),
-                source: bollard::errors::Error::RequestTimeoutError,
-            }),
-        }
+        self.remove_container_by_name(&egress.proxy_container)
+            .await?;
+        self.remove_network(&egress.network).await
     }
 
     async fn create_prepare(
@@ -482,6 +501,46 @@ impl Backend for DockerBackend {
     }
 }
 
+impl DockerBackend {
+    /// Removes a container (by name or id) with its anonymous volumes. Idempotent.
+    async fn remove_container_by_name(&self, name: &str) -> Result<(), SandboxError> {
+        let opts = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match tokio::time::timeout(API_TIMEOUT, self.docker.remove_container(name, Some(opts)))
+            .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) if is_not_found(&e) => Ok(()),
+            Ok(Err(source)) => Err(SandboxError::Engine {
+                action: format!("removing container {name}"),
+                source,
+            }),
+            Err(_) => Err(SandboxError::Engine {
+                action: format!("removing container {name}"),
+                source: bollard::errors::Error::RequestTimeoutError,
+            }),
+        }
+    }
+
+    /// Removes a network. Idempotent.
+    async fn remove_network(&self, name: &str) -> Result<(), SandboxError> {
+        match tokio::time::timeout(API_TIMEOUT, self.docker.remove_network(name)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) if is_not_found(&e) => Ok(()),
+            Ok(Err(source)) => Err(SandboxError::Engine {
+                action: format!("removing network {name}"),
+                source,
+            }),
+            Err(_) => Err(SandboxError::Engine {
+                action: format!("removing network {name}"),
+                source: bollard::errors::Error::RequestTimeoutError,
+            }),
+        }
+    }
+}
+
 /// Whether a container or volume (its name, its labels) is to be removed.
 type LeftoverFilter<'a> = dyn Fn(&str, Option<&HashMap<String, String>>) -> bool + Sync + 'a;
 
@@ -546,6 +605,30 @@ impl DockerBackend {
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => {
                     debug!(volume = %v.name, error = %e, "could not remove a leftover volume")
+                }
+            }
+        }
+        // Networks last: the engine refuses to remove one while a container is on it.
+        let nopts = bollard::query_parameters::ListNetworksOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let networks = api(
+            "listing cordon networks",
+            self.docker.list_networks(Some(nopts)),
+        )
+        .await?;
+        for n in networks {
+            let name = n.name.clone().unwrap_or_default();
+            if name.is_empty() || !pick(&name, n.labels.as_ref()) {
+                continue;
+            }
+            match self.remove_network(&name).await {
+                Ok(()) => {
+                    removed += 1;
+                    warn!(network = %name, "removed a network a cordon process left behind");
+                }
+                Err(e) => {
+                    debug!(network = %name, error = %e, "could not remove a leftover network")
                 }
             }
         }

@@ -16,6 +16,7 @@ pub mod archive;
 pub mod docker;
 pub mod egress;
 pub mod policy;
+pub(crate) mod sidecar;
 
 use std::pin::Pin;
 
@@ -115,11 +116,15 @@ pub struct Scratch {
     pub volumes: Vec<(String, String)>,
 }
 
-/// A job's private network for `prepare`: no route out but cordon's proxy on `gateway`.
+/// A job's private network for `prepare`: no route anywhere but to its egress proxy (a
+/// sidecar container on the same network), no host address, no name service.
 #[derive(Debug, Clone)]
 pub struct Egress {
     pub network: String,
-    pub gateway: std::net::IpAddr,
+    /// The egress proxy's container.
+    pub proxy_container: String,
+    /// Where the `prepare` container reaches the proxy.
+    pub proxy: std::net::SocketAddr,
 }
 
 /// What a sandbox runs, given at [`Sandbox::release`]: nothing of it is in the container's
@@ -189,9 +194,18 @@ pub trait Backend: Send + Sync {
     /// Removes every cordon container and volume whose name starts with `prefix`, whoever
     /// made it (a warm pool's, after its owner crashed on another host or pid).
     async fn remove_named(&self, prefix: &str) -> Result<usize, SandboxError>;
-    /// Creates the job's internal network for `prepare`.
-    async fn create_egress(&self, job: &Job) -> Result<Egress, SandboxError>;
-    /// Removes it. Idempotent.
+    /// Creates the job's internal network for `prepare` and starts its egress proxy there,
+    /// configured by `proxy`; the receiver yields each destination the proxy refuses, as it
+    /// happens. On error, nothing of it is left.
+    async fn create_egress(
+        &self,
+        job: &Job,
+        proxy: &egress::ProxyConfig,
+    ) -> Result<(Egress, tokio::sync::mpsc::Receiver<egress::Refusal>), SandboxError>;
+    /// Bytes the sandbox `id` has written to its root filesystem so far (its layer), as the
+    /// engine measures it. Costly on some storage drivers (fuse-overlayfs walks the image).
+    async fn written(&self, id: &str) -> Result<u64, SandboxError>;
+    /// Removes the proxy and the network. Idempotent.
     async fn remove_egress(&self, egress: &Egress) -> Result<(), SandboxError>;
     /// Creates the container that runs the job's `prepare` on `base_image_id`, on the
     /// internal network of `egress` (its command is told where the proxy is).

@@ -273,6 +273,7 @@ pub fn gate_input(
 pub fn step_command(job: &Job, step: usize) -> StepCommand {
     let s = &job.steps[step];
     let mut env = job.env.clone();
+    env.extend(job.passed_env.clone());
     env.extend(s.env.clone());
     env.entry("HOME".into()).or_insert_with(|| "/tmp".into());
     StepCommand {
@@ -538,6 +539,11 @@ pub fn prepare_config(
     if let Some(h) = cfg.host_config.as_mut() {
         h.readonly_rootfs = Some(false);
         h.network_mode = Some(network.to_string());
+        // No name service: the proxy is reached by address, and the engine's embedded
+        // resolver would otherwise answer (and forward) the prepare's queries.
+        h.dns = Some(vec![NO_DNS.to_string()]);
+        h.dns_search = Some(vec![]);
+        h.dns_options = Some(vec![]);
         // The workspace path holds the key files in the root filesystem; only /tmp is tmpfs.
         h.tmpfs = Some(HashMap::from([(
             "/tmp".to_string(),
@@ -556,6 +562,62 @@ pub fn prepare_config(
         h.mounts = Some(mounts);
     }
     cfg
+}
+
+/// The resolver a `prepare` container's engine DNS forwards to: a reserved address (class E,
+/// 240.0.0.0/4) that no network routes, dialled from the container's own network, which has
+/// no route anywhere: so nothing is resolved.
+pub const NO_DNS: &str = "240.0.0.1";
+
+/// The egress proxy's sidecar container (see `sandbox::sidecar`): cordon's own program,
+/// run as nobody with every capability dropped, a read-only root and small limits, on the
+/// engine's default bridge (its way out); the job's internal network is connected after
+/// creation. Its settings are the operator's; nothing of the submitter's is in them but the
+/// allowlist, which is within the operator's.
+pub fn egress_proxy_config(
+    job: &Job,
+    image: &str,
+    owner: &str,
+    proxy: &super::egress::ProxyConfig,
+) -> ContainerCreateBody {
+    let host_config = HostConfig {
+        memory: Some(256 << 20),
+        memory_swap: Some(256 << 20),
+        nano_cpus: Some(1_000_000_000),
+        pids_limit: Some(128),
+        ulimits: Some(vec![ResourcesUlimits {
+            name: Some("nofile".into()),
+            soft: Some(1024),
+            hard: Some(1024),
+        }]),
+        cap_drop: Some(vec!["ALL".into()]),
+        cap_add: Some(vec![]),
+        security_opt: Some(vec!["no-new-privileges:true".into()]),
+        privileged: Some(false),
+        readonly_rootfs: Some(true),
+        network_mode: Some("bridge".into()),
+        ipc_mode: Some("private".into()),
+        init: Some(false),
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("json-file".into()),
+            config: Some(HashMap::from([("max-size".into(), "1m".into())])),
+        }),
+        auto_remove: Some(false),
+        publish_all_ports: Some(false),
+        ..Default::default()
+    };
+    ContainerCreateBody {
+        image: Some(image.to_string()),
+        cmd: Some(super::sidecar::command(proxy)),
+        user: Some("65534:65534".into()),
+        env: Some(vec![]),
+        labels: Some(super::sidecar::labels(job_labels(job, owner))),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        tty: Some(false),
+        host_config: Some(host_config),
+        ..Default::default()
+    }
 }
 
 /// What a `prepare` container runs: the proxy settings pointing at cordon's allowlisting proxy
@@ -653,15 +715,50 @@ pub fn verify(asked: &ContainerCreateBody, got: &ContainerInspectResponse) -> Ve
             a.cap_add, g.cap_add
         ));
     }
-    let sec = g.security_opt.clone().unwrap_or_default();
-    for want in a.security_opt.clone().unwrap_or_default() {
-        let key = want
-            .split(['=', ':'])
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        if !sec.iter().any(|s| s.starts_with(&key)) {
-            wrong.push(format!("security_opt: `{key}` is missing"));
+    // The seccomp filter and no-new-privileges must be recorded exactly as sent: the very
+    // filter of the profile (not another, not `unconfined`, not two), the flag set.
+    let sec_asked = a.security_opt.clone().unwrap_or_default();
+    let sec_got = g.security_opt.clone().unwrap_or_default();
+    let key = |s: &str| s.split(['=', ':']).next().unwrap_or_default().to_string();
+    let with_key = |v: &[String], k: &str| {
+        let mut v: Vec<String> = v.iter().filter(|s| key(s) == k).cloned().collect();
+        v.sort();
+        v
+    };
+    let shown = |v: &[String]| {
+        if v.is_empty() {
+            return "none".to_string();
+        }
+        v.iter()
+            .map(|s| match s.split_once('=') {
+                Some(("seccomp", json)) if json.len() > 40 => {
+                    use sha2::Digest as _;
+                    let digest = sha2::Sha256::digest(json.as_bytes());
+                    format!(
+                        "seccomp=<{} bytes, sha256 {}>",
+                        json.len(),
+                        &hex::encode(digest)[..12]
+                    )
+                }
+                _ => s.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for k in ["seccomp", "no-new-privileges"] {
+        let (want, have) = (with_key(&sec_asked, k), with_key(&sec_got, k));
+        if want != have {
+            wrong.push(format!(
+                "security_opt `{k}`: wanted {}, engine has {}",
+                shown(&want),
+                shown(&have)
+            ));
+        }
+    }
+    for want in &sec_asked {
+        let k = key(want);
+        if k != "seccomp" && k != "no-new-privileges" && !sec_got.contains(want) {
+            wrong.push(format!("security_opt: `{want}` is missing"));
         }
     }
     let ulimit = |v: &Option<Vec<ResourcesUlimits>>, n: &str| {
@@ -702,7 +799,7 @@ mod tests {
             "steps: [{name: test, run: 'python3 -m pytest -q', timeout: 60s}]\nworkspace: { source: ./repo }\nartifacts: [/out/junit.xml]\nlimits: { cpus: 1.5, memory: 512MiB, pids: 128, scratch: 64MiB }\nenv: { PYTHONHASHSEED: '0' }\n",
         )
         .expect("write");
-        let mut job = spec::load(&path).expect("valid");
+        let mut job = spec::load(&path, &spec::OperatorPolicy::for_cli()).expect("valid");
         job.id = "job-000000000000".into();
         job.workspace.as_mut().expect("ws").source = "/src/repo".into();
         job
@@ -943,5 +1040,68 @@ mod tests {
         assert_eq!(wrong.len(), 2, "{wrong:?}");
         assert!(wrong[0].starts_with("memory_swap"));
         assert!(wrong[1].starts_with("pids_limit"));
+    }
+
+    /// The engine must record the profile's very seccomp filter and no-new-privileges: a
+    /// different filter, `unconfined`, a second filter or a missing flag is a mismatch.
+    #[test]
+    fn verify_spots_a_seccomp_filter_or_flag_the_engine_did_not_apply() {
+        let job = job();
+        let asked = container_config(&job, 0, "img", &Scratch::default(), "h:1");
+        let sec = asked
+            .host_config
+            .as_ref()
+            .and_then(|h| h.security_opt.clone())
+            .expect("security_opt");
+        let filter = format!("seccomp={}", job.profile.seccomp_json);
+        assert!(sec.contains(&filter), "cordon sends the filter itself");
+        assert!(sec.contains(&"no-new-privileges:true".to_string()));
+        let got_with = |opts: Vec<String>| ContainerInspectResponse {
+            host_config: asked.host_config.clone().map(|h| HostConfig {
+                security_opt: Some(opts),
+                ..h
+            }),
+            config: Some(bollard::models::ContainerConfig {
+                user: asked.user.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        // As asked, in another order: fine.
+        let mut reversed = sec.clone();
+        reversed.reverse();
+        assert!(verify(&asked, &got_with(reversed)).is_empty());
+
+        let nnp = "no-new-privileges:true".to_string();
+        let other = filter.replace("SCMP_ACT_ERRNO", "SCMP_ACT_LOG");
+        assert_ne!(other, filter);
+        for (opts, want) in [
+            (
+                vec![nnp.clone(), other.clone()],
+                "security_opt `seccomp`: wanted seccomp=<",
+            ),
+            (
+                vec![nnp.clone(), "seccomp=unconfined".into()],
+                "engine has seccomp=unconfined",
+            ),
+            (vec![nnp.clone()], "engine has none"),
+            (
+                vec![nnp.clone(), filter.clone(), other],
+                "security_opt `seccomp`",
+            ),
+            (
+                vec![filter.clone()],
+                "security_opt `no-new-privileges`: wanted no-new-privileges:true, engine has none",
+            ),
+            (
+                vec![filter.clone(), "no-new-privileges:false".into()],
+                "engine has no-new-privileges:false",
+            ),
+        ] {
+            let wrong = verify(&asked, &got_with(opts.clone()));
+            assert_eq!(wrong.len(), 1, "{wrong:?}");
+            assert!(wrong[0].contains(want), "{wrong:?} lacks {want:?}");
+            assert!(wrong[0].len() < 300, "the filter is summarised: {wrong:?}");
+        }
     }
 }
