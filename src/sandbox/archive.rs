@@ -232,19 +232,28 @@ fn append_workspace<W: Write>(
     src: &Path,
     opts: &WorkspaceOptions,
 ) -> Result<TarStats, ArchiveError> {
-    let root_meta = fs::metadata(src).map_err(|source| ArchiveError::Read {
-        path: src.to_path_buf(),
+    // The root is resolved once, here: the walk below starts from a real directory and
+    // follows no link from then on (a link to the root swapped meanwhile changes nothing).
+    let given = src;
+    let src = &fs::canonicalize(given).map_err(|source| ArchiveError::Read {
+        path: given.to_path_buf(),
+        source,
+    })?;
+    let root_meta = fs::symlink_metadata(src).map_err(|source| ArchiveError::Read {
+        path: given.to_path_buf(),
         source,
     })?;
     if !root_meta.is_dir() {
         return Err(ArchiveError::Read {
-            path: src.to_path_buf(),
+            path: given.to_path_buf(),
             source: io::Error::new(io::ErrorKind::NotADirectory, "workspace is not a directory"),
         });
     }
+    let src = src.as_path();
     let excludes = Excludes::new(&opts.excludes);
     let mut walk = walkdir::WalkDir::new(src)
         .follow_links(false)
+        .follow_root_links(false)
         .sort_by_file_name()
         .into_iter()
         .filter_entry(|e| e.depth() == 0 || !excludes.matches(src, e.path()));
@@ -350,7 +359,13 @@ fn open_regular(path: &Path, meta: &fs::Metadata) -> Result<File, ArchiveError> 
         path: path.to_path_buf(),
         source,
     };
-    let file = File::open(path).map_err(read_err)?;
+    // No link is followed even if one was swapped in after the walk looked, and a FIFO
+    // swapped in cannot block the open.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits() | nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(read_err)?;
     let opened = file.metadata().map_err(read_err)?;
     if !opened.is_file() || opened.dev() != meta.dev() || opened.ino() != meta.ino() {
         return Err(read_err(io::Error::other(
@@ -1384,6 +1399,44 @@ mod tests {
             !buf.windows(6).any(|w| w == b"SECRET"),
             "read a file through a symlink"
         );
+    }
+
+    /// A hostile checkout's links to host files and directories go into the tar as links
+    /// (resolved inside the sandbox), never as what they point to on the host; a workspace
+    /// given through a link to itself is walked from its real directory.
+    #[test]
+    fn workspace_links_to_host_files_are_sent_as_links() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("ws");
+        write(&root.join("keep.txt"), b"kept", 0o644);
+        symlink("/etc/hostname", root.join("leak")).unwrap();
+        symlink("/etc", root.join("dir")).unwrap();
+        symlink(&root, tmp.path().join("ws-link")).unwrap();
+        let host_files: Vec<Vec<u8>> = ["/etc/hostname", "/etc/passwd"]
+            .iter()
+            .filter_map(|p| fs::read(p).ok())
+            .filter(|c| c.len() >= 4)
+            .collect();
+        assert!(!host_files.is_empty(), "this host has /etc/passwd");
+        for given in [root.clone(), tmp.path().join("ws-link")] {
+            let mut buf = Vec::new();
+            let stats = write_workspace_tar(&given, &opts(), &mut buf).unwrap();
+            let seen = parse(&buf);
+            let names: Vec<&str> = seen.keys().map(String::as_str).collect();
+            assert_eq!(names, ["dir", "keep.txt", "leak"], "a link was descended");
+            assert_eq!(seen["leak"].kind, tar::EntryType::Symlink);
+            assert_eq!(seen["leak"].link.as_deref(), Some("/etc/hostname"));
+            assert_eq!(seen["dir"].kind, tar::EntryType::Symlink);
+            assert_eq!(seen["dir"].link.as_deref(), Some("/etc"));
+            assert!(seen["leak"].data.is_empty() && seen["dir"].data.is_empty());
+            assert_eq!((stats.files, stats.symlinks, stats.bytes), (1, 2, 4));
+            for host in &host_files {
+                assert!(
+                    !buf.windows(host.len()).any(|w| w == host.as_slice()),
+                    "a host file's contents are in the tar"
+                );
+            }
+        }
     }
 
     #[test]

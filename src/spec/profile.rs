@@ -3,6 +3,17 @@
 //! The `strict` profile and its seccomp filter are compiled into the binary, so cordon works
 //! from any directory. A profile file overrides only the fields it names, on top of the profile
 //! it `inherits:` (default: `strict`).
+//!
+//! Rules a profile file is held to as it loads (the spec's folder may be a checkout, and so
+//! the submitter's):
+//! - it cannot take a built-in profile's name: `strict` always means the built-in, and a
+//!   `strict.yaml` in a search dir (or named by path) is an error, unless it is an unchanged
+//!   copy of the built-in;
+//! - its seccomp file must deny what it does not name (`defaultAction`) and be well-formed
+//!   ([`check_seccomp`]); the engine must then record that very filter (`policy::verify`);
+//! - `user: "0:0"` loads: whether root may run is the operator's call, made in
+//!   [`super::validate`] (`allow_root`), whatever `cap_add` says;
+//! - files are read only if regular and at most 1 MiB.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -106,7 +117,8 @@ pub struct SandboxProfile {
 }
 
 /// Where to look for `profile: NAME`: the spec's own `sandbox-profiles/` folder, then
-/// `$CORDON_PROFILE_DIR`, then the profiles compiled into cordon.
+/// `$CORDON_PROFILE_DIR`; a built-in name (`strict`) is never looked up here, it is always
+/// the built-in profile.
 pub fn search_dirs(spec_dir: &Path) -> Vec<PathBuf> {
     let mut dirs = vec![spec_dir.join("sandbox-profiles")];
     if let Some(dir) = std::env::var_os("CORDON_PROFILE_DIR") {
@@ -134,6 +146,18 @@ fn load_depth(
     let is_path = name_or_path.contains('/')
         || name_or_path.ends_with(".yaml")
         || name_or_path.ends_with(".yml");
+    if !is_path && BUILTIN_PROFILES.contains(&name_or_path) {
+        // A built-in name always means the built-in profile: a file in a search dir must not
+        // take its place (a checkout's `sandbox-profiles/strict.yaml` would otherwise turn
+        // every default job into the submitter's profile).
+        for dir in search_dirs(spec_dir) {
+            let candidate = dir.join(format!("{name_or_path}.yaml"));
+            if std::fs::symlink_metadata(&candidate).is_ok() {
+                refuse_builtin_name(name_or_path, &candidate)?;
+            }
+        }
+        return builtin(name_or_path);
+    }
     let file = if is_path {
         let p = spec_dir.join(name_or_path);
         Some(p)
@@ -157,9 +181,6 @@ fn load_depth(
     };
 
     let Some(path) = file else {
-        if name_or_path == "strict" {
-            return builtin_strict();
-        }
         return Err(SpecError::Profile {
             profile: name_or_path.to_string(),
             reason: format!(
@@ -174,27 +195,106 @@ fn load_depth(
         });
     };
 
-    let text = std::fs::read_to_string(&path).map_err(|source| SpecError::Read {
-        path: path.clone(),
-        source,
-    })?;
-    let file: ProfileFile = super::parse_yaml(&text, &path)?;
-    let profile_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let name = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| name_or_path.to_string());
+    if BUILTIN_PROFILES.contains(&name.as_str()) {
+        // Named by path: the same rule, or the job would report a built-in's name for it.
+        refuse_builtin_name(&name, &path)?;
+        return builtin(&name);
+    }
+    let text = read_capped(&path, MAX_PROFILE_BYTES, &name)?;
+    let file: ProfileFile = super::parse_yaml(&text, &path)?;
+    let profile_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let parent_name = file
         .inherits
         .clone()
         .unwrap_or_else(|| "strict".to_string());
-    let parent = if parent_name == name && !is_path {
-        // `strict.yaml` in a profile dir that inherits `strict` means the built-in one.
-        builtin_strict()?
-    } else {
-        load_depth(&parent_name, &profile_dir, depth + 1)?
-    };
+    if parent_name == name {
+        return Err(SpecError::Profile {
+            profile: name,
+            reason: format!(
+                "{} inherits itself (`inherits: {parent_name}`); a profile of your own may `inherits: strict`",
+                path.display()
+            ),
+        });
+    }
+    let parent = load_depth(&parent_name, &profile_dir, depth + 1)?;
     apply(parent, &file, name, &profile_dir)
+}
+
+/// The most a profile file may hold.
+const MAX_PROFILE_BYTES: u64 = 1 << 20;
+/// The most a seccomp file may hold (Docker's default filter is about 20 KiB).
+const MAX_SECCOMP_BYTES: u64 = 1 << 20;
+
+/// The built-in profile called `name`.
+fn builtin(name: &str) -> Result<SandboxProfile, SpecError> {
+    match name {
+        "strict" => builtin_strict(),
+        other => Err(SpecError::Profile {
+            profile: other.to_string(),
+            reason: "not a built-in profile (a bug in cordon)".into(),
+        }),
+    }
+}
+
+/// A profile file at `path` named like the built-in `name`: an error naming the file and the
+/// fix. Only an unchanged copy of the built-in itself (as a deployment may ship beside the
+/// binary) is let through, since loading it gives exactly the built-in.
+fn refuse_builtin_name(name: &str, path: &Path) -> Result<(), SpecError> {
+    let builtin_text = match name {
+        "strict" => STRICT_YAML,
+        _ => "",
+    };
+    let same = std::fs::metadata(path).is_ok_and(|m| m.is_file())
+        && read_capped(path, MAX_PROFILE_BYTES, name).is_ok_and(|t| t == builtin_text);
+    if same {
+        return Ok(());
+    }
+    Err(SpecError::Profile {
+        profile: name.to_string(),
+        reason: format!(
+            "{} is named like the built-in profile `{name}`, which a file cannot replace: rename it; a profile of your own may `inherits: {name}`",
+            path.display()
+        ),
+    })
+}
+
+/// Reads a profile's file (following links: profile files are the operator's or the
+/// spec's), refusing anything but a regular file and more than `cap` bytes.
+fn read_capped(path: &Path, cap: u64, profile: &str) -> Result<String, SpecError> {
+    use std::io::Read;
+    let read_err = |source| SpecError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(SpecError::Profile {
+            profile: profile.to_string(),
+            reason: format!("{} is not a regular file", path.display()),
+        });
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(cap + 1).read_to_end(&mut bytes))
+        .map_err(read_err)?;
+    if bytes.len() as u64 > cap {
+        return Err(SpecError::Profile {
+            profile: profile.to_string(),
+            reason: format!(
+                "{} is larger than {}, the most cordon reads",
+                path.display(),
+                Size(cap)
+            ),
+        });
+    }
+    String::from_utf8(bytes).map_err(|_| SpecError::Profile {
+        profile: profile.to_string(),
+        reason: format!("{} is not UTF-8 text", path.display()),
+    })
 }
 
 /// The built-in `strict` profile.
@@ -278,16 +378,9 @@ fn apply(
     }
     if let Some(s) = &f.seccomp {
         let path = profile_dir.join(s);
-        let json = std::fs::read_to_string(&path).map_err(|source| SpecError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        serde_json::from_str::<serde_json::Value>(&json).map_err(|e| {
-            err(format!(
-                "seccomp file {} is not valid JSON: {e}",
-                path.display()
-            ))
-        })?;
+        let json = read_capped(&path, MAX_SECCOMP_BYTES, &name)?;
+        check_seccomp(&json)
+            .map_err(|reason| err(format!("seccomp file {}: {reason}", path.display())))?;
         p.seccomp_source = path.display().to_string();
         p.seccomp_json = json;
     }
@@ -313,12 +406,89 @@ fn apply(
     if let Some(v) = f.artifacts.max_entries {
         p.artifacts.max_entries = v;
     }
-    if p.uid == 0 && p.cap_add.is_empty() && f.user.is_some() {
-        return Err(err(
-            "`user` must not be root (uid 0): untrusted code never runs as root".into(),
-        ));
-    }
+    // A profile with uid 0 loads; `spec::validate` refuses it unless the operator allows
+    // root (`allow_root`), whatever `cap_add` says. That is the one place that decides.
     Ok(p)
+}
+
+/// Every seccomp action the engine (runc, libseccomp) knows.
+const SECCOMP_ACTIONS: &[&str] = &[
+    "SCMP_ACT_KILL",
+    "SCMP_ACT_KILL_PROCESS",
+    "SCMP_ACT_KILL_THREAD",
+    "SCMP_ACT_TRAP",
+    "SCMP_ACT_ERRNO",
+    "SCMP_ACT_TRACE",
+    "SCMP_ACT_ALLOW",
+    "SCMP_ACT_LOG",
+    "SCMP_ACT_NOTIFY",
+];
+
+/// The actions that deny a syscall: a filter's `defaultAction` must be one of them, so what
+/// the filter does not name is refused, not allowed (or only logged, or handed to a tracer).
+const SECCOMP_DENY_ACTIONS: &[&str] = &[
+    "SCMP_ACT_ERRNO",
+    "SCMP_ACT_KILL",
+    "SCMP_ACT_KILL_PROCESS",
+    "SCMP_ACT_KILL_THREAD",
+    "SCMP_ACT_TRAP",
+];
+
+/// Checks a Docker-format seccomp filter: a JSON object whose `defaultAction` denies and whose
+/// `syscalls` entries each name syscalls (`names`: strings) and a known `action`.
+pub fn check_seccomp(json: &str) -> Result<(), String> {
+    use serde_json::Value;
+    let v: Value = serde_json::from_str(json).map_err(|e| format!("is not valid JSON: {e}"))?;
+    let Some(obj) = v.as_object() else {
+        return Err("is not a JSON object (a Docker-format seccomp profile)".into());
+    };
+    match obj.get("defaultAction") {
+        None => return Err("has no `defaultAction`".into()),
+        Some(Value::String(a)) if SECCOMP_DENY_ACTIONS.contains(&a.as_str()) => {}
+        Some(a) => {
+            return Err(format!(
+                "`defaultAction` is {a}, which does not deny: use one of {} so that what the filter does not name is refused",
+                SECCOMP_DENY_ACTIONS.join(", ")
+            ));
+        }
+    }
+    let syscalls = match obj.get("syscalls") {
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err("`syscalls` is not an array".into()),
+    };
+    for (i, entry) in syscalls.iter().enumerate() {
+        let at = format!("`syscalls[{i}]`");
+        let Some(e) = entry.as_object() else {
+            return Err(format!("{at} is not an object"));
+        };
+        let names_ok = match (e.get("names"), e.get("name")) {
+            (Some(Value::Array(names)), _) => {
+                !names.is_empty()
+                    && names
+                        .iter()
+                        .all(|n| n.as_str().is_some_and(|n| !n.is_empty()))
+            }
+            (None, Some(Value::String(n))) => !n.is_empty(),
+            _ => false,
+        };
+        if !names_ok {
+            return Err(format!(
+                "{at}: `names` must be a non-empty array of syscall names (strings)"
+            ));
+        }
+        match e.get("action") {
+            Some(Value::String(a)) if SECCOMP_ACTIONS.contains(&a.as_str()) => {}
+            Some(a) => {
+                return Err(format!(
+                    "{at}: `action` {a} is not a seccomp action ({})",
+                    SECCOMP_ACTIONS.join(", ")
+                ));
+            }
+            None => return Err(format!("{at} has no `action`")),
+        }
+    }
+    Ok(())
 }
 
 /// Overrides `base` with whatever `over` sets.
@@ -403,9 +573,164 @@ mod tests {
 
     #[test]
     fn root_user_is_refused() {
+        // The profile loads; validate refuses it unless the operator allows root.
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("root.yaml"), "user: \"0:0\"\n").expect("write");
-        let e = load("./root.yaml", dir.path()).unwrap_err().to_string();
-        assert!(e.contains("must not be root"), "{e}");
+        let p = load("./root.yaml", dir.path()).expect("a root profile loads");
+        assert_eq!((p.uid, p.gid), (0, 0));
+        let spec_path = dir.path().join("job.yaml");
+        std::fs::write(
+            &spec_path,
+            "profile: ./root.yaml\nsteps: [{name: t, run: x}]\n",
+        )
+        .expect("write");
+        let e = crate::spec::load(&spec_path, &crate::spec::OperatorPolicy::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`profile`") && e.contains("allow_root"), "{e}");
+    }
+
+    #[test]
+    fn root_with_added_capabilities_is_refused_unless_the_operator_allows_root() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("admin.yaml"),
+            "user: \"0:0\"\ncap_add: [SYS_ADMIN]\n",
+        )
+        .expect("write");
+        let spec_path = dir.path().join("job.yaml");
+        std::fs::write(
+            &spec_path,
+            "profile: ./admin.yaml\nsteps: [{name: t, run: x}]\n",
+        )
+        .expect("write");
+        for policy in [
+            crate::spec::OperatorPolicy::default(),
+            crate::spec::OperatorPolicy::for_cli(),
+        ] {
+            let e = crate::spec::load(&spec_path, &policy)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("runs the sandbox as root") && e.contains("whatever its `cap_add` says"),
+                "{e}"
+            );
+        }
+        let allowed = crate::spec::OperatorPolicy {
+            allow_root: true,
+            ..crate::spec::OperatorPolicy::default()
+        };
+        let job = crate::spec::load(&spec_path, &allowed).expect("the operator allows root");
+        assert_eq!(job.profile.uid, 0);
+        assert_eq!(job.profile.cap_add, vec!["SYS_ADMIN"]);
+    }
+
+    #[test]
+    fn a_file_cannot_take_a_builtin_profiles_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let profiles = dir.path().join("sandbox-profiles");
+        std::fs::create_dir(&profiles).expect("mkdir");
+        std::fs::write(
+            profiles.join("strict.yaml"),
+            "inherits: strict\nuser: \"0:0\"\n",
+        )
+        .expect("write");
+        for name in ["strict", "./sandbox-profiles/strict.yaml"] {
+            let e = load(name, dir.path()).unwrap_err().to_string();
+            assert!(
+                e.contains("profile `strict`")
+                    && e.contains("sandbox-profiles/strict.yaml")
+                    && e.contains("named like the built-in profile `strict`")
+                    && e.contains("rename it; a profile of your own may `inherits: strict`"),
+                "{name}: {e}"
+            );
+        }
+        // Not even as a broken link or a directory.
+        std::fs::remove_file(profiles.join("strict.yaml")).expect("rm");
+        std::os::unix::fs::symlink("/nonexistent", profiles.join("strict.yaml")).expect("ln");
+        let e = load("strict", dir.path()).unwrap_err().to_string();
+        assert!(e.contains("named like the built-in"), "{e}");
+        // An unchanged copy of the built-in is the built-in.
+        std::fs::remove_file(profiles.join("strict.yaml")).expect("rm");
+        std::fs::write(profiles.join("strict.yaml"), STRICT_YAML).expect("write");
+        let p = load("strict", dir.path()).expect("the built-in");
+        assert_eq!(p.seccomp_source, "builtin:strict");
+        // A profile of its own that inherits `strict` gets the built-in under it.
+        std::fs::write(profiles.join("strict.yaml"), "user: \"0:0\"\n").expect("write");
+        std::fs::write(profiles.join("mine.yaml"), "inherits: strict\n").expect("write");
+        let p = load("mine", dir.path()).expect("mine");
+        assert_eq!((p.name.as_str(), p.uid), ("mine", 1000));
+    }
+
+    #[test]
+    fn a_profile_cannot_inherit_itself() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("me.yaml"), "inherits: me\n").expect("write");
+        let e = load("./me.yaml", dir.path()).unwrap_err().to_string();
+        assert!(e.contains("inherits itself"), "{e}");
+    }
+
+    #[test]
+    fn the_builtin_seccomp_filter_passes_its_own_checks() {
+        check_seccomp(STRICT_SECCOMP).expect("strict's filter");
+    }
+
+    #[test]
+    fn seccomp_files_are_checked_when_loaded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cases: &[(&str, &str)] = &[
+            ("{", "is not valid JSON"),
+            ("[]", "is not a JSON object"),
+            ("{\"syscalls\": []}", "has no `defaultAction`"),
+            (
+                "{\"defaultAction\": \"SCMP_ACT_ALLOW\"}",
+                "`defaultAction` is \"SCMP_ACT_ALLOW\", which does not deny",
+            ),
+            ("{\"defaultAction\": \"SCMP_ACT_LOG\"}", "does not deny"),
+            ("{\"defaultAction\": \"SCMP_ACT_TRACE\"}", "does not deny"),
+            (
+                "{\"defaultAction\": \"SCMP_ACT_ERRNO\", \"syscalls\": {}}",
+                "`syscalls` is not an array",
+            ),
+            (
+                "{\"defaultAction\": \"SCMP_ACT_ERRNO\", \"syscalls\": [{\"names\": \"read\", \"action\": \"SCMP_ACT_ALLOW\"}]}",
+                "`syscalls[0]`: `names` must be a non-empty array",
+            ),
+            (
+                "{\"defaultAction\": \"SCMP_ACT_ERRNO\", \"syscalls\": [{\"names\": [\"read\", 3], \"action\": \"SCMP_ACT_ALLOW\"}]}",
+                "`names` must be",
+            ),
+            (
+                "{\"defaultAction\": \"SCMP_ACT_ERRNO\", \"syscalls\": [{\"names\": [\"read\"], \"action\": \"ALLOW\"}]}",
+                "`syscalls[0]`: `action` \"ALLOW\" is not a seccomp action",
+            ),
+            (
+                "{\"defaultAction\": \"SCMP_ACT_ERRNO\", \"syscalls\": [{\"names\": [\"read\"], \"action\": \"SCMP_ACT_ALLOW\"}, {\"names\": [\"write\"]}]}",
+                "`syscalls[1]` has no `action`",
+            ),
+        ];
+        for (json, want) in cases {
+            std::fs::write(dir.path().join("f.json"), json).expect("write");
+            std::fs::write(dir.path().join("p.yaml"), "seccomp: f.json\n").expect("write");
+            let e = load("./p.yaml", dir.path()).unwrap_err().to_string();
+            assert!(
+                e.contains("profile `p`")
+                    && e.contains("seccomp file")
+                    && e.contains("f.json")
+                    && e.contains(want),
+                "{json}: {e} lacks {want:?}"
+            );
+        }
+        std::fs::write(
+            dir.path().join("f.json"),
+            "{\"defaultAction\": \"SCMP_ACT_KILL_PROCESS\", \"syscalls\": [{\"names\": [\"read\"], \"action\": \"SCMP_ACT_ALLOW\"}, {\"name\": \"mkdir\", \"action\": \"SCMP_ACT_ERRNO\"}]}",
+        )
+        .expect("write");
+        let p = load("./p.yaml", dir.path()).expect("a denying filter loads");
+        assert!(p.seccomp_source.ends_with("f.json"));
+        // Not a regular file, or too big: refused before it is read whole.
+        std::fs::write(dir.path().join("p.yaml"), "seccomp: /dev/zero\n").expect("write");
+        let e = load("./p.yaml", dir.path()).unwrap_err().to_string();
+        assert!(e.contains("/dev/zero is not a regular file"), "{e}");
     }
 }
