@@ -692,6 +692,18 @@ impl Service {
             Err(e) => return fail(format!("the stored spec no longer validates: {e}")),
         };
         job.id = id.to_string();
+        // The source was checked at submission; a link planted in a root since then must not
+        // take the job out of it.
+        if let Some(w) = &job.workspace {
+            let own = self.job_dir(id).canonicalize().unwrap_or_default();
+            let roots = &s.config.workspace_roots;
+            if !(w.source.starts_with(&own) || roots.iter().any(|r| w.source.starts_with(r))) {
+                return fail(format!(
+                    "the workspace source {} is no longer under the service's workspace roots (a link was planted after submission)",
+                    w.source.display()
+                ));
+            }
+        }
         let started = now_ms();
         if let Err(e) = s.store.set_running(id, started) {
             return fail(error_chain(&e));

@@ -347,7 +347,9 @@ pub fn validate(
 
     let profile_name = spec.profile.clone().unwrap_or_else(|| "strict".to_string());
     let profile = profile::load(&profile_name, dir)?;
-    let limits = profile::merge_limits(&profile.limits, &spec.limits);
+    // A profile's defaults are capped by the operator's ceilings; only what the spec itself
+    // asks for can be refused for exceeding them.
+    let limits = profile::merge_limits(&capped(&profile.limits, &policy.max), &spec.limits);
     check_limits(&limits).map_err(|(field, reason)| invalid(&format!("limits.{field}"), reason))?;
     check_ceilings(&limits, &policy.max)
         .map_err(|(field, reason)| invalid(&format!("limits.{field}"), reason))?;
@@ -676,6 +678,19 @@ fn wildcard(pattern: &str, name: &str) -> bool {
             };
             (0..=tail.len()).any(|k| tail.is_char_boundary(k) && wildcard(rest, &tail[k..]))
         }
+    }
+}
+
+/// `l` with every limit at most its ceiling.
+fn capped(l: &Limits, max: &Ceilings) -> Limits {
+    Limits {
+        cpus: l.cpus.min(max.cpus),
+        memory: l.memory.min(max.memory),
+        pids: l.pids.min(max.pids),
+        output: l.output.min(max.output),
+        scratch: l.scratch.min(max.scratch),
+        nofile: l.nofile.min(max.nofile),
+        timeout: l.timeout.min(max.timeout),
     }
 }
 
@@ -1029,6 +1044,33 @@ env: { PYTHONHASHSEED: "0" }
         check_as_service("image: cordon/python:3.11\nsteps: [{name: t, run: x}]")
             .expect("cordon's");
         check("image: corp/secrets:1\nsteps: [{name: t, run: x}]").expect("the CLI's operator");
+    }
+
+    #[test]
+    fn profile_defaults_are_capped_by_the_ceilings_and_only_requests_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec_path = dir.path().join("job.yaml");
+        let policy = OperatorPolicy {
+            max: Ceilings {
+                memory: Size::mib(512),
+                timeout: Span(Duration::from_secs(300)),
+                ..Ceilings::default()
+            },
+            ..OperatorPolicy::for_cli()
+        };
+        std::fs::write(&spec_path, "steps: [{name: t, run: x}]\n").expect("write");
+        let job = load(&spec_path, &policy).expect("the profile's 1GiB default is capped");
+        assert_eq!(job.limits.memory, Size::mib(512));
+        assert_eq!(job.steps[0].timeout, Duration::from_secs(300));
+        std::fs::write(
+            &spec_path,
+            "steps: [{name: t, run: x}]\nlimits: {memory: 1GiB}\n",
+        )
+        .expect("write");
+        let err = load(&spec_path, &policy)
+            .expect_err("asked for more")
+            .to_string();
+        assert!(err.contains("`max.memory`"), "{err}");
     }
 
     #[test]
