@@ -3,8 +3,9 @@
 //!
 //! Modules, in the order a job flows through them:
 //!
-//! - [`spec`]: the job spec and sandbox profiles: parsing, units, validation. No I/O beyond
-//!   reading the spec and profile files.
+//! - [`spec`]: the job spec and sandbox profiles: parsing, units, validation within the
+//!   operator's policy ([`spec::OperatorPolicy`]: what a submitter's spec may ask for). No I/O
+//!   beyond reading the spec, profile and key files.
 //! - [`image`]: resolving a job's image locally and building cordon's own images from
 //!   `images/` (never pulling).
 //! - [`envcache`]: dependency environments made by a job's `prepare`, keyed by what
@@ -12,7 +13,8 @@
 //! - [`sandbox`]: the [`sandbox::Backend`] trait an isolation engine implements; the Docker
 //!   implementation; `policy`, the one function that turns a profile into engine settings;
 //!   `archive`, tar streams in (workspace) and out (artifacts, extracted safely); `egress`,
-//!   the allowlisting proxy that is a `prepare` container's only way out.
+//!   the allowlisting proxy that is a `prepare` container's only way out, run by the
+//!   `cordon-egress` program in a sidecar container of its own.
 //! - [`pool`]: the warm pool: fresh, never-used sandboxes made ahead of time, each handed
 //!   to exactly one job.
 //! - [`runner`]: one job's phases (resolve, create, load, run, collect, destroy), its
