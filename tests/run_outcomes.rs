@@ -562,8 +562,15 @@ steps:
 artifacts: [/out/a.txt]
 limits: { memory: 64MiB, pids: 32, output: 8GiB, scratch: 16MiB }
 "#,
+    )
+    // `yes` writes more in 2 s than the default ceiling on output: the operator raises it.
+    .file(
+        "policy.yaml",
+        "allowed_images: ['*']\nmax: { output: 8GiB }\n",
     );
-    let r = common::Running::spawn(job.command()).wait_at_most(Duration::from_secs(30));
+    let mut cmd = job.command();
+    cmd.arg("--policy").arg(job.path("policy.yaml"));
+    let r = common::Running::spawn(cmd).wait_at_most(Duration::from_secs(30));
     r.assert_ended("timed_out", 3);
     assert!(
         r.elapsed < Duration::from_secs(12),

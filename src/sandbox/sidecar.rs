@@ -112,16 +112,34 @@ fn build_context(program: &Path, bytes: &[u8]) -> Result<Vec<u8>, SandboxError> 
 
 /// The egress image, built once per `cordon-egress` program (by content) and engine.
 pub async fn image(docker: &Docker) -> Result<String, SandboxError> {
-    static LOCK: OnceCell<Arc<Mutex<()>>> = OnceCell::const_new();
+    /// The last program hashed: (path, size, modified) and its image reference, so a
+    /// process hashes its `cordon-egress` once.
+    type Known = Option<((PathBuf, u64, Option<std::time::SystemTime>), String)>;
+    static LOCK: OnceCell<Arc<Mutex<Known>>> = OnceCell::const_new();
     let lock = LOCK
-        .get_or_init(|| async { Arc::new(Mutex::new(())) })
+        .get_or_init(|| async { Arc::new(Mutex::new(None)) })
         .await;
-    let _held = lock.lock().await;
+    let mut known = lock.lock().await;
     let program = find_program()?;
-    let bytes = tokio::fs::read(&program)
-        .await
-        .map_err(|e| SandboxError::Protocol(format!("cannot read {}: {e}", program.display())))?;
-    let reference = image_reference(&bytes);
+    let unreadable = |e: std::io::Error| {
+        SandboxError::Protocol(format!("cannot read {}: {e}", program.display()))
+    };
+    let meta = std::fs::metadata(&program).map_err(unreadable)?;
+    let stamp = (program.clone(), meta.len(), meta.modified().ok());
+    if let Some((s, reference)) = known.as_ref()
+        && *s == stamp
+        && docker.inspect_image(reference).await.is_ok()
+    {
+        return Ok(reference.clone());
+    }
+    let bytes = tokio::fs::read(&program).await.map_err(unreadable)?;
+    let (bytes, reference) = tokio::task::spawn_blocking(move || {
+        let r = image_reference(&bytes);
+        (bytes, r)
+    })
+    .await
+    .map_err(|e| SandboxError::Protocol(format!("hashing {PROGRAM}: {e}")))?;
+    *known = Some((stamp, reference.clone()));
     if docker.inspect_image(&reference).await.is_ok() {
         return Ok(reference);
     }
