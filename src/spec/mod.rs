@@ -162,6 +162,9 @@ pub const DEFAULT_ALLOW_HOSTS: &[&str] = &[
     "proxy.golang.org",
 ];
 
+/// The most entries a `prepare.allow_hosts` may have.
+pub const MAX_ALLOW_HOSTS: usize = 256;
+
 /// The host CA bundle used by `ca_bundle: host`.
 pub const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
@@ -589,6 +592,15 @@ fn validate_prepare(
         .allow_hosts
         .clone()
         .unwrap_or_else(|| operator_rules.iter().map(ToString::to_string).collect());
+    if allow_hosts.len() > MAX_ALLOW_HOSTS {
+        return Err((
+            field("allow_hosts"),
+            format!(
+                "{} hosts are more than the {MAX_ALLOW_HOSTS} a prepare may list: use `*.domain` entries",
+                allow_hosts.len()
+            ),
+        ));
+    }
     let mut allow = Vec::new();
     for (i, h) in allow_hosts.iter().enumerate() {
         let at = format!("prepare.allow_hosts[{i}]");
@@ -1071,6 +1083,22 @@ env: { PYTHONHASHSEED: "0" }
             .expect_err("asked for more")
             .to_string();
         assert!(err.contains("`max.memory`"), "{err}");
+    }
+
+    #[test]
+    fn an_endless_allowlist_is_refused() {
+        let hosts: Vec<String> = (0..=MAX_ALLOW_HOSTS)
+            .map(|i| format!("h{i}.pypi.org"))
+            .collect();
+        let err = check(&format!(
+            "steps: [{{name: t, run: x}}]\nprepare: {{ run: x, allow_hosts: [{}] }}",
+            hosts.join(", ")
+        ))
+        .expect_err("too many");
+        assert!(
+            err.contains("`prepare.allow_hosts`") && err.contains("*.domain"),
+            "{err}"
+        );
     }
 
     #[test]
