@@ -508,36 +508,30 @@ impl DockerBackend {
             .force(true)
             .v(true)
             .build();
-        match tokio::time::timeout(API_TIMEOUT, self.docker.remove_container(name, Some(opts)))
-            .await
-        {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) if is_not_found(&e) => Ok(()),
-            Ok(Err(source)) => Err(SandboxError::Engine {
-                action: format!("removing container {name}"),
-                source,
-            }),
-            Err(_) => Err(SandboxError::Engine {
-                action: format!("removing container {name}"),
-                source: bollard::errors::Error::RequestTimeoutError,
-            }),
-        }
+        let r = tokio::time::timeout(API_TIMEOUT, self.docker.remove_container(name, Some(opts)));
+        removal(format!("removing container {name}"), r.await)
     }
 
     /// Removes a network. Idempotent.
     async fn remove_network(&self, name: &str) -> Result<(), SandboxError> {
-        match tokio::time::timeout(API_TIMEOUT, self.docker.remove_network(name)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) if is_not_found(&e) => Ok(()),
-            Ok(Err(source)) => Err(SandboxError::Engine {
-                action: format!("removing network {name}"),
-                source,
-            }),
-            Err(_) => Err(SandboxError::Engine {
-                action: format!("removing network {name}"),
-                source: bollard::errors::Error::RequestTimeoutError,
-            }),
-        }
+        let r = tokio::time::timeout(API_TIMEOUT, self.docker.remove_network(name));
+        removal(format!("removing network {name}"), r.await)
+    }
+}
+
+/// A removal's result: gone already is done; a timeout is an engine error like the others.
+fn removal(
+    action: String,
+    r: Result<Result<(), bollard::errors::Error>, tokio::time::error::Elapsed>,
+) -> Result<(), SandboxError> {
+    match r {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) if is_not_found(&e) => Ok(()),
+        Ok(Err(source)) => Err(SandboxError::Engine { action, source }),
+        Err(_) => Err(SandboxError::Engine {
+            action,
+            source: bollard::errors::Error::RequestTimeoutError,
+        }),
     }
 }
 

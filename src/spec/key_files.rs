@@ -73,7 +73,7 @@ pub fn read_key_files(root: &Path, patterns: &[String]) -> Result<KeyFiles, (Str
             let mut names: Vec<String> = listed
                 .flatten()
                 .filter_map(|e| e.file_name().to_str().map(str::to_string))
-                .filter(|n| super::wildcard(name, n))
+                .filter(|n| super::operator::glob_match(name, n))
                 .collect();
             names.sort();
             for n in names {
