@@ -103,11 +103,11 @@ impl Coverage {
         let mut t = Totals::default();
         for lines in self.files.values() {
             for l in lines.values() {
-                t.lines += 1;
-                t.lines_covered += l.hit as u32;
+                t.lines = t.lines.saturating_add(1);
+                t.lines_covered = t.lines_covered.saturating_add(l.hit as u32);
                 if let Some(b) = &l.branches {
-                    t.branches += b.total;
-                    t.branches_covered += b.covered();
+                    t.branches = t.branches.saturating_add(b.total);
+                    t.branches_covered = t.branches_covered.saturating_add(b.covered());
                 }
             }
         }
@@ -351,12 +351,20 @@ fn attributes(e: &quick_xml::events::BytesStart<'_>) -> BTreeMap<String, String>
 }
 
 /// `condition-coverage="50% (1/2)"` and `missing-branches="7,-1"`.
+/// The most branches one line may claim in a report.
+const MAX_BRANCHES_PER_LINE: u32 = 4096;
+
 fn branch_info(attrs: &BTreeMap<String, String>) -> Option<Branches> {
     let cc = attrs.get("condition-coverage")?;
     let inner = cc.split('(').nth(1)?.trim_end_matches(')');
     let (covered, total) = inner.split_once('/')?;
     let covered: u32 = covered.trim().parse().ok()?;
     let total: u32 = total.trim().parse().ok()?;
+    // A line has a handful of branches; a report claiming more is not believed (the
+    // report comes out of a sandbox).
+    if total > MAX_BRANCHES_PER_LINE || covered > total {
+        return None;
+    }
     let mut missing: BTreeSet<String> = attrs
         .get("missing-branches")
         .map(|m| {
@@ -379,6 +387,18 @@ fn branch_info(attrs: &BTreeMap<String, String>) -> Option<Branches> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `cobertura` fuzz target: a report from a sandbox claiming absurd branch
+    /// counts neither overflows the totals nor makes cordon allocate a name per branch.
+    #[test]
+    fn absurd_branch_counts_are_not_believed() {
+        let huge = br#"<coverage><class filename="a"><line number="1" branch="true" condition-coverage="(0/4000000000)"/></class></coverage>"#;
+        let c = parse(huge, "/workspace").expect("parses");
+        assert_eq!(c.totals().branches, 0);
+        let overflow = br#"<coverage><class filename="a"><line number="1" branch="true" condition-coverage="(4095/4095)"/><line number="2" branch="true" condition-coverage="(1/1)"/></class><class filename="b"><line number="1" branch="true" condition-coverage="(4294967295/4294967295)"/></class></coverage>"#;
+        let c = parse(overflow, "/workspace").expect("parses");
+        assert_eq!(c.totals().branches, 4096);
+    }
 
     const XML: &str = r#"<?xml version="1.0" ?>
 <coverage version="7.2.1" line-rate="0.5" branch-rate="0.5">

@@ -373,6 +373,13 @@ pub fn parse_head(head: &[u8]) -> Result<RequestHead, HeadError> {
     if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(HeadError::Malformed("bad method"));
     }
+    // Visible ASCII only: a control character (a bare CR above all) in what is forwarded
+    // would let a lenient server upstream read a line the proxy never checked.
+    if !target.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(HeadError::Malformed(
+            "control or non-ASCII byte in the target",
+        ));
+    }
     if !matches!(version, "HTTP/1.1" | "HTTP/1.0") {
         return Err(HeadError::Malformed("only HTTP/1.0 and HTTP/1.1"));
     }

@@ -100,8 +100,15 @@ impl fmt::Display for Size {
 }
 
 impl Serialize for Size {
+    /// Exact: a whole number of GiB, MiB or KiB as such (`1GiB`), anything else in bytes. The
+    /// service stores specs this way, so what runs is what was validated, not a rounding of it.
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
+        let b = self.0;
+        if b > 0 && b.is_multiple_of(1 << 10) {
+            s.serialize_str(&self.to_string())
+        } else {
+            s.serialize_str(&format!("{b}B"))
+        }
     }
 }
 
@@ -215,6 +222,18 @@ mod tests {
         assert_eq!(Size(512 << 20).to_string(), "512MiB");
         assert_eq!(Size(1 << 30).to_string(), "1GiB");
         assert_eq!(Size(100).to_string(), "100B");
+    }
+
+    #[test]
+    fn sizes_serialize_exactly() {
+        for text in [
+            "1.04GiB", "1GiB", "1500B", "0", "3KiB", "1.5MiB", "16777217",
+        ] {
+            let size: Size = text.parse().expect(text);
+            let json = serde_json::to_string(&size).expect("serialize");
+            let back: Size = serde_json::from_str(&json).expect("deserialize");
+            assert_eq!(back, size, "{text} came back as {json}");
+        }
     }
 
     #[test]

@@ -74,6 +74,9 @@ fn heads_parse_connect_and_absolute_form_only() {
         b"CONNECT pypi.org:443 HTTP/2\r\n\r\n",
         b"CONNECT pypi.org:443 HTTP/1.1\r\nX-A: b\x01c\r\n\r\n",
         b"CONNECT ::1:443 HTTP/1.1\r\n\r\n",
+        b"GET http://deb.debian.org/x\rHost:evil.example HTTP/1.1\r\n\r\n",
+        b"GET http://deb.debian.org/x\x01 HTTP/1.1\r\n\r\n",
+        b"GET http://deb.debian.org/\xc3\xa9 HTTP/1.1\r\n\r\n",
         b"\xff\xfe",
     ] {
         assert!(
