@@ -314,6 +314,7 @@ async fn auth_is_required_on_every_route() {
     let http = reqwest::Client::new();
     for (method, path) in [
         ("GET", "/v1/jobs/x"),
+        ("GET", "/v1/jobs"),
         ("POST", "/v1/jobs"),
         ("DELETE", "/v1/jobs/x"),
         ("GET", "/v1/jobs/x/events"),
@@ -368,19 +369,28 @@ async fn auth_is_required_on_every_route() {
     );
 }
 
-/// `openapi.yaml` parses, documents every route the router has (and no other), and is served;
-/// the router answers every documented route.
+/// `openapi.yaml` parses, documents every route the router has (and no other), each with its
+/// own `operationId` (what generated clients name their methods after), and is served; the
+/// router answers every documented route.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_lists_every_route() {
     let doc: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(cordon::server::api::OPENAPI).expect("openapi.yaml parses");
     let paths = doc["paths"].as_mapping().expect("paths");
     let mut documented = Vec::new();
+    let mut operation_ids = std::collections::BTreeSet::new();
     for (p, ops) in paths {
-        for (m, _) in ops.as_mapping().expect("operations") {
+        for (m, op) in ops.as_mapping().expect("operations") {
             let m = m.as_str().expect("method");
             if m != "parameters" {
-                documented.push((m.to_string(), p.as_str().expect("path").to_string()));
+                let p = p.as_str().expect("path");
+                let op_id = op["operationId"].as_str().unwrap_or_default();
+                assert!(!op_id.is_empty(), "{m} {p} has no operationId");
+                assert!(
+                    operation_ids.insert(op_id.to_string()),
+                    "{m} {p}: operationId `{op_id}` is used twice"
+                );
+                documented.push((m.to_string(), p.to_string()));
             }
         }
     }

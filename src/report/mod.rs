@@ -33,6 +33,24 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, in the order of the enum.
+    pub const ALL: [Outcome; 9] = [
+        Outcome::Passed,
+        Outcome::Failed,
+        Outcome::TimedOut,
+        Outcome::OomKilled,
+        Outcome::OutputLimitExceeded,
+        Outcome::DiskLimitExceeded,
+        Outcome::Cancelled,
+        Outcome::SandboxError,
+        Outcome::Skipped,
+    ];
+
+    /// The outcome named `s` (as [`Outcome::as_str`] spells it).
+    pub fn parse(s: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+
     /// The exit status of `cordon run` for a job with this outcome.
     pub fn exit_status(self) -> u8 {
         match self {

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use tracing::warn;
 
 use super::access::{self, Caller, Header, ServerNames, Tokens};
+use super::listing::ListQuery;
 use super::queue::{Service, ServiceError};
 use super::upload::UploadError;
 
@@ -34,6 +35,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/readyz"),
     ("get", "/metrics"),
     ("get", "/v1/openapi.yaml"),
+    ("get", "/v1/jobs"),
     ("post", "/v1/jobs"),
     ("get", "/v1/jobs/{id}"),
     ("delete", "/v1/jobs/{id}"),
@@ -68,7 +70,7 @@ pub fn router(svc: Service, bound: SocketAddr) -> Router {
         .route("/v1/openapi.yaml", get(openapi))
         .route(
             "/v1/jobs",
-            axum::routing::post(submit).layer(DefaultBodyLimit::max(limit)),
+            get(list).post(submit).layer(DefaultBodyLimit::max(limit)),
         )
         .route("/v1/jobs/{id}", get(status).delete(cancel))
         .route("/v1/jobs/{id}/events", get(events))
@@ -374,6 +376,33 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> Response {
         "bad_request"
     };
     error(status, kind, e.body_text())
+}
+
+/// `GET /v1/jobs`: a page of the caller's jobs (every job for an admin), newest first.
+async fn list(
+    State(app): State<App>,
+    Extension(caller): Extension<Caller>,
+    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(pairs) = match query {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+    };
+    let query = match ListQuery::parse(&pairs) {
+        Ok(q) => q,
+        Err(bad) => {
+            let body = serde_json::json!({ "error": {
+                "kind": "bad_request",
+                "message": bad.to_string(),
+                "param": bad.param,
+            } });
+            return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+        }
+    };
+    match app.svc.list(&query, &caller) {
+        Ok(page) => axum::Json(page).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn status(

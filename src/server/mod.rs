@@ -4,6 +4,7 @@
 //! - `access`: the front door (tokens and who they are, refusing browser-context requests)
 //!   and the privacy of the data directory.
 //! - `store`: the durable SQLite store of jobs, their events and results.
+//! - `listing`: `GET /v1/jobs`'s filters and cursors, parsed and checked.
 //! - `upload`: a submission (spec + workspace tar.gz) turned into a validated job, safely.
 //! - `queue`: the [`queue::Service`]: bounded queue, concurrency limit, dispatch, event log,
 //!   cancel, crash recovery, retention, drain. No HTTP types.
@@ -13,6 +14,7 @@
 pub mod access;
 pub mod api;
 pub mod config;
+pub mod listing;
 pub mod metrics;
 pub mod queue;
 pub mod store;

@@ -26,8 +26,9 @@ use crate::spec::{self, JobSpec};
 
 use super::access::{self, Caller};
 use super::config::ServerConfig;
+use super::listing::{self, ListQuery};
 use super::metrics::Metrics;
-use super::store::{JobRow, JobState, Store, StoreError};
+use super::store::{JobRow, JobState, ListKey, Store, StoreError};
 use super::upload::{self, UploadError};
 
 /// The error message of a job that was running when its controller died.
@@ -64,6 +65,8 @@ pub struct JobStatus {
     pub submitted_ms: i64,
     pub started_ms: Option<i64>,
     pub finished_ms: Option<i64>,
+    /// The image the job runs in.
+    pub image: String,
     /// Events so far; the stream's offsets are `0..events`.
     pub events: u64,
     pub outcome: Option<String>,
@@ -72,6 +75,14 @@ pub struct JobStatus {
     /// The name of the token that submitted the job (absent for jobs from before names).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub submitted_by: Option<String>,
+}
+
+/// One page of a listing (`GET /v1/jobs`), newest first.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JobPage {
+    pub jobs: Vec<JobStatus>,
+    /// Resumes the listing after this page; `None` when it was the last.
+    pub next_cursor: Option<String>,
 }
 
 /// One stored event: its offset in the job's stream and its JSON.
@@ -86,6 +97,8 @@ struct Sched {
     queued: VecDeque<String>,
     /// Jobs taken off the queue and not yet finished, with their cancel switch.
     running: HashMap<String, CancellationToken>,
+    /// The newest job's `submitted_ms`: the next one gets a later one.
+    last_submitted_ms: i64,
 }
 
 struct Inner {
@@ -216,7 +229,9 @@ impl Service {
         if !queued.is_empty() {
             info!(jobs = queued.len(), "resuming queued jobs");
         }
+        let last_submitted = s.store.max_submitted_ms()?;
         let mut sched = self.sched();
+        sched.last_submitted_ms = last_submitted;
         for row in queued {
             self.live_entry(&row.id, row.events);
             sched.queued.push_back(row.id);
@@ -319,7 +334,6 @@ impl Service {
         }
         let spec_json = serde_json::to_string(&stored_spec)
             .map_err(|e| ServiceError::Internal(format!("cannot encode the spec: {e}")))?;
-        let submitted = now_ms();
         {
             // Check and enqueue under one lock, so the bound holds under concurrent submits.
             let mut sched = self.sched();
@@ -333,11 +347,19 @@ impl Service {
                     retry_after: self.retry_after(queued),
                 });
             }
-            if let Err(e) = s.store.insert(&id, &spec_json, &caller.name, submitted) {
+            // Taken under the lock and strictly increasing (a millisecond later than the last
+            // if the clock has not moved on, or went back): a job stored after a listing was
+            // read is newer than every job on it, so it never shows up on a later page.
+            let submitted = now_ms().max(sched.last_submitted_ms + 1);
+            if let Err(e) = s
+                .store
+                .insert(&id, &spec_json, &job.image, &caller.name, submitted)
+            {
                 drop(sched);
                 let _ = std::fs::remove_dir_all(self.job_dir(&id));
                 return Err(e.into());
             }
+            sched.last_submitted_ms = submitted;
             self.live_entry(&id, 0);
             sched.queued.push_back(id.clone());
         }
@@ -379,18 +401,50 @@ impl Service {
             JobState::Queued => self.sched().queued.iter().position(|q| q == id),
             _ => None,
         };
-        Ok(JobStatus {
-            id: row.id,
-            state: row.state,
-            queue_position,
-            submitted_ms: row.submitted_ms,
-            started_ms: row.started_ms,
-            finished_ms: row.finished_ms,
-            events: row.events,
-            outcome: row.outcome,
-            result: row.result.and_then(|r| serde_json::from_str(&r).ok()),
-            submitted_by: row.submitter,
-        })
+        Ok(status_from(row, queue_position))
+    }
+
+    /// A page of the jobs `caller` may see (an admin every job, any other token its own)
+    /// that match `query`, newest first, with the cursor of the next page if there is one.
+    pub fn list(&self, query: &ListQuery, caller: &Caller) -> Result<JobPage, ServiceError> {
+        let mut filter = query.filter.clone();
+        filter.submitter = (!caller.admin).then(|| caller.name.clone());
+        // One more than asked: whether a next page exists, without a cursor to an empty one.
+        let mut rows = self.inner.store.list(&filter, query.limit + 1)?;
+        let next_cursor = if rows.len() > query.limit {
+            rows.truncate(query.limit);
+            rows.last().map(|r| {
+                listing::cursor(&ListKey {
+                    submitted_ms: r.submitted_ms,
+                    id: r.id.clone(),
+                })
+            })
+        } else {
+            None
+        };
+        let positions: HashMap<String, usize> = if rows.iter().any(|r| r.state == JobState::Queued)
+        {
+            let sched = self.sched();
+            sched
+                .queued
+                .iter()
+                .enumerate()
+                .map(|(i, id)| (id.clone(), i))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        let jobs = rows
+            .into_iter()
+            .map(|row| {
+                let pos = match row.state {
+                    JobState::Queued => positions.get(&row.id).copied(),
+                    _ => None,
+                };
+                status_from(row, pos)
+            })
+            .collect();
+        Ok(JobPage { jobs, next_cursor })
     }
 
     /// Cancels a job `caller` may see: a queued one never starts; a running one has its
@@ -907,6 +961,22 @@ impl Service {
                 _ = self.inner.closed.cancelled() => return,
             }
         }
+    }
+}
+
+fn status_from(row: JobRow, queue_position: Option<usize>) -> JobStatus {
+    JobStatus {
+        id: row.id,
+        state: row.state,
+        queue_position,
+        submitted_ms: row.submitted_ms,
+        started_ms: row.started_ms,
+        finished_ms: row.finished_ms,
+        image: row.image,
+        events: row.events,
+        outcome: row.outcome,
+        result: row.result.and_then(|r| serde_json::from_str(&r).ok()),
+        submitted_by: row.submitter,
     }
 }
 

@@ -45,19 +45,23 @@ pub enum JobState {
 }
 
 impl JobState {
-    fn as_str(self) -> &'static str {
+    /// Every state, in a job's order.
+    pub const ALL: [JobState; 3] = [JobState::Queued, JobState::Running, JobState::Finished];
+
+    pub fn as_str(self) -> &'static str {
         match self {
             JobState::Queued => "queued",
             JobState::Running => "running",
             JobState::Finished => "finished",
         }
     }
+    /// The state named `s`, as a client spells it.
+    pub fn from_name(s: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
     fn parse(s: &str) -> JobState {
-        match s {
-            "queued" => JobState::Queued,
-            "running" => JobState::Running,
-            _ => JobState::Finished,
-        }
+        JobState::from_name(s).unwrap_or(JobState::Finished)
     }
 }
 
@@ -78,10 +82,34 @@ pub struct JobRow {
     pub events: u64,
     /// The name of the token that submitted it; `None` for jobs stored before names were.
     pub submitter: Option<String>,
+    /// The image the job runs in (the spec's, or the default).
+    pub image: String,
 }
 
-const COLUMNS: &str =
-    "id, state, spec, submitted_ms, started_ms, finished_ms, outcome, result, events, submitter";
+const COLUMNS: &str = "id, state, spec, submitted_ms, started_ms, finished_ms, outcome, result, events, submitter, image";
+
+/// Which jobs [`Store::list`] returns. Empty lists match anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    pub states: Vec<JobState>,
+    pub outcomes: Vec<String>,
+    pub images: Vec<String>,
+    /// Submitted at or after this (Unix ms).
+    pub since_ms: Option<i64>,
+    /// Only this token's jobs (`None`: everyone's).
+    pub submitter: Option<String>,
+    /// Only jobs after this one in the listing's order: submitted before it, or at the same
+    /// millisecond with a smaller id.
+    pub after: Option<ListKey>,
+}
+
+/// A job's place in a listing, newest first: `(submitted_ms, id)`, both fixed at submission,
+/// so a page boundary stays put whatever is inserted meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListKey {
+    pub submitted_ms: i64,
+    pub id: String,
+}
 
 pub struct Store {
     conn: Mutex<Connection>,
@@ -106,9 +134,11 @@ impl Store {
                  outcome      TEXT,
                  result       TEXT,
                  events       INTEGER NOT NULL DEFAULT 0,
-                 submitter    TEXT
+                 submitter    TEXT,
+                 image        TEXT
              );
              CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+             CREATE INDEX IF NOT EXISTS jobs_listing ON jobs(submitted_ms, id);
              CREATE TABLE IF NOT EXISTS events (
                  job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
                  seq    INTEGER NOT NULL,
@@ -126,6 +156,21 @@ impl Store {
         if !has_submitter {
             conn.execute_batch("ALTER TABLE jobs ADD COLUMN submitter TEXT")
                 .map_err(ctx("adding the submitter column"))?;
+        }
+        // And the image column, filled from the stored specs (listings filter on it).
+        let has_image = conn
+            .prepare("SELECT 1 FROM pragma_table_info('jobs') WHERE name = 'image'")
+            .and_then(|mut st| st.exists([]))
+            .map_err(ctx("reading the schema"))?;
+        if !has_image {
+            conn.execute_batch("ALTER TABLE jobs ADD COLUMN image TEXT")
+                .and_then(|()| {
+                    conn.execute(
+                        "UPDATE jobs SET image = COALESCE(json_extract(spec, '$.image'), ?1)",
+                        params![crate::spec::DEFAULT_IMAGE],
+                    )
+                })
+                .map_err(ctx("adding the image column"))?;
         }
         // SQLite creates its files 0644 minus the umask, and the -wal/-shm take the database's
         // mode: set 0600 whatever the umask was.
@@ -152,13 +197,14 @@ impl Store {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records a submission by the token named `submitter`. This one commit is synced to disk
-    /// (`synchronous = FULL`) before it returns: a client told `202` keeps its job even through
-    /// a power loss.
+    /// Records a submission of a job in `image` by the token named `submitter`. This one
+    /// commit is synced to disk (`synchronous = FULL`) before it returns: a client told `202`
+    /// keeps its job even through a power loss.
     pub fn insert(
         &self,
         id: &str,
         spec: &str,
+        image: &str,
         submitter: &str,
         now_ms: i64,
     ) -> Result<(), StoreError> {
@@ -166,9 +212,9 @@ impl Store {
         conn.execute_batch("PRAGMA synchronous = FULL")
             .map_err(ctx("recording a submission"))?;
         let r = conn.execute(
-            "INSERT INTO jobs (id, state, spec, submitted_ms, submitter)
-             VALUES (?1, 'queued', ?2, ?3, ?4)",
-            params![id, spec, now_ms, submitter],
+            "INSERT INTO jobs (id, state, spec, submitted_ms, submitter, image)
+             VALUES (?1, 'queued', ?2, ?3, ?4, ?5)",
+            params![id, spec, now_ms, submitter, image],
         );
         conn.execute_batch("PRAGMA synchronous = NORMAL")
             .map_err(ctx("recording a submission"))?;
@@ -256,6 +302,81 @@ impl Store {
         Ok(rows)
     }
 
+    /// The newest job's `submitted_ms` (0 with no jobs).
+    pub fn max_submitted_ms(&self) -> Result<i64, StoreError> {
+        self.conn()
+            .query_row("SELECT COALESCE(MAX(submitted_ms), 0) FROM jobs", [], |r| {
+                r.get(0)
+            })
+            .map_err(ctx("reading the newest job"))
+    }
+
+    /// At most `limit` jobs matching `filter`, newest first: by `submitted_ms`, then by id,
+    /// both descending.
+    pub fn list(&self, filter: &JobFilter, limit: usize) -> Result<Vec<JobRow>, StoreError> {
+        use rusqlite::types::Value;
+        let mut conds: Vec<String> = Vec::new();
+        let mut args: Vec<Value> = Vec::new();
+        // `col IN (?, ?, …)` over `values`.
+        let mut any_of = |col: &str, values: Vec<Value>, conds: &mut Vec<String>| {
+            if values.is_empty() {
+                return;
+            }
+            let marks = vec!["?"; values.len()].join(", ");
+            conds.push(format!("{col} IN ({marks})"));
+            args.extend(values);
+        };
+        any_of(
+            "state",
+            filter
+                .states
+                .iter()
+                .map(|s| Value::Text(s.as_str().into()))
+                .collect(),
+            &mut conds,
+        );
+        any_of(
+            "outcome",
+            filter.outcomes.iter().cloned().map(Value::Text).collect(),
+            &mut conds,
+        );
+        any_of(
+            "image",
+            filter.images.iter().cloned().map(Value::Text).collect(),
+            &mut conds,
+        );
+        any_of(
+            "submitter",
+            filter.submitter.iter().cloned().map(Value::Text).collect(),
+            &mut conds,
+        );
+        if let Some(since) = filter.since_ms {
+            conds.push("submitted_ms >= ?".into());
+            args.push(Value::Integer(since));
+        }
+        if let Some(k) = &filter.after {
+            conds.push("(submitted_ms < ? OR (submitted_ms = ? AND id < ?))".into());
+            args.push(Value::Integer(k.submitted_ms));
+            args.push(Value::Integer(k.submitted_ms));
+            args.push(Value::Text(k.id.clone()));
+        }
+        let mut sql = format!("SELECT {COLUMNS} FROM jobs");
+        if !conds.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conds.join(" AND "));
+        }
+        sql.push_str(" ORDER BY submitted_ms DESC, id DESC LIMIT ?");
+        args.push(Value::Integer(limit.try_into().unwrap_or(i64::MAX)));
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&sql).map_err(ctx("listing jobs"))?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args), row)
+            .map_err(ctx("listing jobs"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ctx("listing jobs"))?;
+        Ok(rows)
+    }
+
     /// Events `from..` (at most `limit`), in order.
     pub fn events(&self, id: &str, from: u64, limit: u64) -> Result<Vec<String>, StoreError> {
         let conn = self.conn();
@@ -312,6 +433,9 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
         result: r.get(7)?,
         events: r.get::<_, i64>(8)? as u64,
         submitter: r.get(9)?,
+        image: r
+            .get::<_, Option<String>>(10)?
+            .unwrap_or_else(|| crate::spec::DEFAULT_IMAGE.to_string()),
     })
 }
 
@@ -325,8 +449,8 @@ mod tests {
         let path = dir.path().join("db");
         {
             let s = Store::open(&path).expect("open");
-            s.insert("a", "{}", "ci", 1).expect("insert");
-            s.insert("b", "{}", "admin", 2).expect("insert");
+            s.insert("a", "{}", "img", "ci", 1).expect("insert");
+            s.insert("b", "{}", "img", "admin", 2).expect("insert");
             s.set_running("a", 3).expect("running");
             s.append_event("a", 0, "{\"type\":\"started\"}")
                 .expect("event");
@@ -362,16 +486,28 @@ mod tests {
                      state TEXT NOT NULL, spec TEXT NOT NULL, submitted_ms INTEGER NOT NULL,
                      started_ms INTEGER, finished_ms INTEGER, outcome TEXT, result TEXT,
                      events INTEGER NOT NULL DEFAULT 0);
-                 INSERT INTO jobs (id, state, spec, submitted_ms) VALUES ('old', 'queued', '{}', 1);",
+                 INSERT INTO jobs (id, state, spec, submitted_ms) VALUES ('old', 'queued', '{}', 1);
+                 INSERT INTO jobs (id, state, spec, submitted_ms)
+                     VALUES ('old2', 'queued', '{\"image\":\"cordon/other:1\"}', 1);",
             )
             .expect("old schema");
         }
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         let s = Store::open(&path).expect("migrates");
-        assert_eq!(s.get("old").expect("get").expect("kept").submitter, None);
-        s.insert("new", "{}", "ci", 2).expect("insert");
+        let old = s.get("old").expect("get").expect("kept");
+        assert_eq!(old.submitter, None);
         assert_eq!(
-            s.in_state(JobState::Queued).expect("list")[1]
+            old.image,
+            crate::spec::DEFAULT_IMAGE,
+            "no image in the spec"
+        );
+        assert_eq!(
+            s.get("old2").expect("get").expect("kept").image,
+            "cordon/other:1"
+        );
+        s.insert("new", "{}", "img", "ci", 2).expect("insert");
+        assert_eq!(
+            s.in_state(JobState::Queued).expect("list")[2]
                 .submitter
                 .as_deref(),
             Some("ci")
@@ -383,5 +519,91 @@ mod tests {
         }
         drop(s);
         assert!(Store::open(&path).is_ok(), "opening again changes nothing");
+    }
+
+    fn ids(rows: &[JobRow]) -> Vec<&str> {
+        rows.iter().map(|r| r.id.as_str()).collect()
+    }
+
+    /// Listings: newest first by (submitted_ms, id); every filter; a key resumes exactly after
+    /// a job, whatever was inserted since.
+    #[test]
+    fn listings_filter_and_resume_after_a_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(&dir.path().join("db")).expect("open");
+        s.insert("a", "{}", "py", "ci", 10).expect("insert");
+        s.insert("c", "{}", "py", "ci", 20).expect("insert");
+        s.insert("b", "{}", "other", "bob", 20).expect("insert");
+        s.insert("d", "{}", "py", "bob", 30).expect("insert");
+        s.set_running("c", 21).expect("running");
+        s.finish("a", 0, "{}", "passed", "{}", 11).expect("finish");
+        s.finish("d", 0, "{}", "failed", "{}", 31).expect("finish");
+
+        let all = JobFilter::default();
+        assert_eq!(ids(&s.list(&all, 10).expect("list")), ["d", "c", "b", "a"]);
+        assert_eq!(s.max_submitted_ms().expect("max"), 30);
+        let page = |after: Option<&JobRow>, f: &JobFilter| {
+            let f = JobFilter {
+                after: after.map(|r| ListKey {
+                    submitted_ms: r.submitted_ms,
+                    id: r.id.clone(),
+                }),
+                ..f.clone()
+            };
+            s.list(&f, 2).expect("list")
+        };
+        let p1 = page(None, &all);
+        assert_eq!(ids(&p1), ["d", "c"]);
+        // Inserted between pages: newer than the key, so never on a later page.
+        s.insert("e", "{}", "py", "ci", 40).expect("insert");
+        s.insert("bb", "{}", "py", "ci", 20).expect("insert");
+        let p2 = page(p1.last(), &all);
+        assert_eq!(ids(&p2), ["bb", "b"], "same millisecond: ordered by id");
+        let p3 = page(p2.last(), &all);
+        assert_eq!(ids(&p3), ["a"]);
+
+        let with = |f: JobFilter| ids(&s.list(&f, 10).expect("list")).join(",");
+        assert_eq!(
+            with(JobFilter {
+                states: vec![JobState::Queued, JobState::Running],
+                ..all.clone()
+            }),
+            "e,c,bb,b"
+        );
+        assert_eq!(
+            with(JobFilter {
+                outcomes: vec!["failed".into()],
+                ..all.clone()
+            }),
+            "d"
+        );
+        assert_eq!(
+            with(JobFilter {
+                images: vec!["other".into()],
+                ..all.clone()
+            }),
+            "b"
+        );
+        assert_eq!(
+            with(JobFilter {
+                since_ms: Some(30),
+                ..all.clone()
+            }),
+            "e,d"
+        );
+        assert_eq!(
+            with(JobFilter {
+                submitter: Some("bob".into()),
+                ..all.clone()
+            }),
+            "d,b"
+        );
+        assert_eq!(
+            with(JobFilter {
+                submitter: Some("nobody".into()),
+                ..all.clone()
+            }),
+            ""
+        );
     }
 }
