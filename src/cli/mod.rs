@@ -1,7 +1,9 @@
 //! The `cordon` command line: a thin consumer of the runner's event stream.
 
 mod cache;
+mod client;
 mod image;
+mod jobs;
 mod printer;
 mod run;
 mod serve;
@@ -60,7 +62,33 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Run a job on a cordon service: upload the workspace, stream the events; the output and
     /// exit status of `cordon run`.
+    #[command(
+        after_help = "Examples:\n  cordon submit job.yaml --server http://build-host:8420 --token-file ~/.cordon-token\n  ID=$(cordon submit job.yaml --detach)     # with CORDON_SERVER and CORDON_TOKEN_FILE set\n  cordon status $ID; cordon logs -f $ID\n\nExit status: that of `cordon run` (0 passed, 1 failed, 2 invalid input or a refused token,\n3 timed out, 4 a resource limit, 5 sandbox or service error, 130 cancelled); 0 with --detach\nonce the job is queued. Ctrl-C cancels the job on the service."
+    )]
     Submit(submit::SubmitArgs),
+    /// List the jobs on a cordon service, newest first: id, state, outcome, image, submitted,
+    /// duration (a token that is not an admin's sees only its own).
+    #[command(
+        after_help = "Examples:\n  cordon jobs --server http://build-host:8420 --token-file ~/.cordon-token\n  cordon jobs --state queued,running          # what is waiting or running now\n  cordon jobs --outcome failed --since 2024-05-01T00:00:00Z --all\n  cordon jobs --json --limit 500 | jq -r '.jobs[].id'\n\nCORDON_SERVER and CORDON_TOKEN_FILE (or CORDON_TOKEN) may replace the flags.\nExit status: 0; 2 for a filter the service refuses or a refused token; 5 if it cannot be reached."
+    )]
+    Jobs(jobs::JobsArgs),
+    /// Show one job on a cordon service: state, outcome, times, steps, tests.
+    #[command(
+        after_help = "Examples:\n  cordon status job-0123456789ab --server http://build-host:8420 --token-file ~/.cordon-token\n  cordon status \"$(cordon submit job.yaml --detach)\" --json | jq .state\n\nExit status: 0 once shown (whatever the job's outcome); 2 if there is no such job (or it is\nanother token's) or the token is refused; 5 if the service cannot be reached."
+    )]
+    Status(jobs::StatusArgs),
+    /// Print a job's output: its stdout on stdout, its stderr on stderr. Without -f, what it
+    /// has written so far; with -f, follow it until the job ends.
+    #[command(
+        after_help = "Examples:\n  cordon logs job-0123456789ab --server http://build-host:8420 --token-file ~/.cordon-token\n  ID=$(cordon submit job.yaml --detach) && cordon logs -f $ID\n\nExit status: 0 without -f; with -f, that of `cordon submit` for the job's outcome (0 passed,\n1 failed, 3 timed out, 4 a resource limit, 5 sandbox error, 130 cancelled). 2 if there is no\nsuch job or the token is refused. Ctrl-C stops following; the job goes on."
+    )]
+    Logs(jobs::LogsArgs),
+    /// Cancel a job on a cordon service: a queued job never starts, a running one is stopped
+    /// and its containers removed.
+    #[command(
+        after_help = "Examples:\n  cordon cancel job-0123456789ab --server http://build-host:8420 --token-file ~/.cordon-token\n\nExit status: 0 once the job is finished (cancelled, or it had already finished: nothing\nchanges); 2 if there is no such job (or it is another token's) or the token is refused;\n5 if the service cannot be reached or has not stopped the job within 20 s."
+    )]
+    Cancel(jobs::CancelArgs),
     /// Generate tests for a Python repository with an LLM; every candidate runs only in the
     /// sandbox, and only those that pass repeatedly and add coverage are kept.
     Testgen(testgen::TestgenArgs),
@@ -99,6 +127,10 @@ pub fn main() -> ExitCode {
             Command::Reap => reap().await,
             Command::Serve(args) => serve::serve(args).await,
             Command::Submit(args) => submit::submit(args).await,
+            Command::Jobs(args) => jobs::jobs(args).await,
+            Command::Status(args) => jobs::status(args).await,
+            Command::Logs(args) => jobs::logs(args).await,
+            Command::Cancel(args) => jobs::cancel(args).await,
             Command::Testgen(args) => testgen::testgen(args).await,
             Command::Profile { name, dir } => profile(&name, &dir),
         }

@@ -11,10 +11,9 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
-use futures_util::StreamExt;
 
+use super::client::{Failure, ServiceArgs, ServiceClient, api_error, infra, invalid, read_json};
 use super::printer::Printer;
-use super::{EXIT_INVALID, EXIT_SANDBOX_ERROR};
 use crate::event::JobEvent;
 use crate::sandbox::archive::{self, WorkspaceOptions};
 use crate::spec::{self, JobSpec};
@@ -23,133 +22,29 @@ use crate::spec::{self, JobSpec};
 pub struct SubmitArgs {
     /// The job spec (YAML or JSON).
     spec: PathBuf,
-    /// The service's base URL, e.g. http://build-host:8420.
-    #[arg(long, env = "CORDON_SERVER", value_name = "URL")]
-    server: String,
-    /// The service's bearer token. Prefer --token-file: a command line is visible to other
-    /// users of the machine.
-    #[arg(
-        long,
-        env = "CORDON_TOKEN",
-        hide_env_values = true,
-        value_name = "TOKEN"
-    )]
-    token: Option<String>,
-    /// A file holding the bearer token (trailing whitespace ignored), such as the one
-    /// `cordon serve` generates in its data directory when no token is configured.
-    #[arg(long, env = "CORDON_TOKEN_FILE", value_name = "FILE")]
-    token_file: Option<PathBuf>,
+    #[command(flatten)]
+    service: ServiceArgs,
     /// Print exactly one JSON object, the result, on stdout; everything else goes to stderr.
     #[arg(long)]
     json: bool,
     /// Where artifacts land: an empty or new directory. Default ./cordon-out/<job_id>/.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Print the job id once it is queued and return, without streaming.
+    /// Print the job id once it is queued and return, without streaming; follow the job
+    /// with `cordon status ID` and `cordon logs -f ID`.
     #[arg(long)]
     detach: bool,
-}
-
-struct Failure {
-    kind: &'static str,
-    message: String,
-    code: u8,
-}
-
-fn invalid(message: impl Into<String>) -> Failure {
-    Failure {
-        kind: "invalid_input",
-        message: message.into(),
-        code: EXIT_INVALID,
-    }
-}
-
-fn infra(message: impl Into<String>) -> Failure {
-    Failure {
-        kind: "sandbox_error",
-        message: message.into(),
-        code: EXIT_SANDBOX_ERROR,
-    }
 }
 
 pub async fn submit(args: SubmitArgs) -> u8 {
     match submit_inner(&args).await {
         Ok(code) => code,
-        Err(f) => {
-            eprintln!("cordon: error: {}", f.message);
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "error": { "kind": f.kind, "message": f.message } })
-                );
-            }
-            f.code
-        }
-    }
-}
-
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    token: Option<String>,
-}
-
-impl Client {
-    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let r = self.http.request(method, format!("{}{path}", self.base));
-        match &self.token {
-            Some(t) => r.bearer_auth(t),
-            None => r,
-        }
-    }
-}
-
-/// The service's error as a failure: a 4xx (a refused token or request included) is the
-/// client's to fix, exit 2; anything else is the service's, exit 5.
-async fn api_error(resp: reqwest::Response) -> Failure {
-    let status = resp.status();
-    let body = resp.text().await.unwrap_or_default();
-    let message = serde_json::from_str::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-        .unwrap_or(body);
-    let message = format!("the service answered {status}: {message}");
-    if status.is_client_error() {
-        invalid(message)
-    } else {
-        infra(message)
-    }
-}
-
-/// The token from --token / CORDON_TOKEN or --token-file / CORDON_TOKEN_FILE (not both).
-fn token(args: &SubmitArgs) -> Result<Option<String>, Failure> {
-    match (&args.token, &args.token_file) {
-        (Some(_), Some(_)) => Err(invalid(
-            "both --token (or CORDON_TOKEN) and --token-file (or CORDON_TOKEN_FILE) are given: keep one",
-        )),
-        (Some(t), None) => Ok(Some(t.trim().to_string())),
-        (None, Some(path)) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                invalid(format!(
-                    "--token-file {}: cannot read it: {e}",
-                    path.display()
-                ))
-            })?;
-            let t = text.trim_end().to_string();
-            if t.is_empty() {
-                return Err(invalid(format!(
-                    "--token-file {}: the file is empty; it holds the service's bearer token",
-                    path.display()
-                )));
-            }
-            Ok(Some(t))
-        }
-        (None, None) => Ok(None),
+        Err(f) => f.report(args.json),
     }
 }
 
 async fn submit_inner(args: &SubmitArgs) -> Result<u8, Failure> {
-    let token = token(args)?;
+    let client = args.service.connect()?;
     let text = std::fs::read_to_string(&args.spec)
         .map_err(|e| invalid(format!("cannot read {}: {e}", args.spec.display())))?;
     let parsed: JobSpec =
@@ -208,21 +103,6 @@ async fn submit_inner(args: &SubmitArgs) -> Result<u8, Failure> {
         None => None,
     };
 
-    if !args.server.starts_with("http://") {
-        return Err(invalid(format!(
-            "--server {}: this cordon speaks plain http:// to the service; reach an https endpoint through a local TLS proxy (or tunnel) and give its http:// address",
-            args.server
-        )));
-    }
-    let client = Client {
-        http: reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| infra(format!("cannot make an HTTP client: {e}")))?,
-        base: args.server.trim_end_matches('/').to_string(),
-        token,
-    };
-
     // Submit, waiting out a full queue.
     let status: serde_json::Value = loop {
         let mut form = reqwest::multipart::Form::new().text("spec", text.clone());
@@ -234,11 +114,12 @@ async fn submit_inner(args: &SubmitArgs) -> Result<u8, Failure> {
             form = form.part("workspace", part);
         }
         let resp = client
-            .req(reqwest::Method::POST, "/v1/jobs")
-            .multipart(form)
-            .send()
-            .await
-            .map_err(|e| infra(format!("cannot reach {}: {e}", client.base)))?;
+            .send(
+                client
+                    .req(reqwest::Method::POST, "/v1/jobs")
+                    .multipart(form),
+            )
+            .await?;
         if resp.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
             let wait = resp
                 .headers()
@@ -253,10 +134,7 @@ async fn submit_inner(args: &SubmitArgs) -> Result<u8, Failure> {
         if !resp.status().is_success() {
             return Err(api_error(resp).await);
         }
-        break resp
-            .json()
-            .await
-            .map_err(|e| infra(format!("unreadable answer from the service: {e}")))?;
+        break read_json(resp).await?;
     };
     let id = status["id"]
         .as_str()
@@ -276,19 +154,14 @@ async fn submit_inner(args: &SubmitArgs) -> Result<u8, Failure> {
 
     // Ctrl-C cancels the job on the service; the stream then ends with its result.
     let cancel = {
-        let http = client.http.clone();
-        let url = format!("{}/v1/jobs/{id}", client.base);
-        let token = client.token.clone();
+        let client = client.clone();
+        let path = format!("/v1/jobs/{id}");
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_err() {
                 return;
             }
             eprintln!("\ncordon: cancelling the job on the service (Ctrl-C again to quit at once)");
-            let mut r = http.delete(&url);
-            if let Some(t) = &token {
-                r = r.bearer_auth(t);
-            }
-            tokio::spawn(r.send());
+            tokio::spawn(client.req(reqwest::Method::DELETE, &path).send());
             let _ = tokio::signal::ctrl_c().await;
             eprintln!("cordon: quitting; the job goes on on the service unless it was cancelled");
             std::process::exit(130);
@@ -305,79 +178,32 @@ async fn submit_inner(args: &SubmitArgs) -> Result<u8, Failure> {
     code
 }
 
-/// Streams the job's events from offset 0 to the result, resuming after a dropped connection.
+/// Prints the job's events from offset 0 to the result (downloading the artifacts before the
+/// summary); returns the exit status of its outcome.
 async fn stream(
-    client: &Client,
+    client: &ServiceClient,
     id: &str,
     out_dir: &Path,
     printer: &mut Printer,
 ) -> Result<u8, Failure> {
-    let mut next: u64 = 0;
-    let mut failures = 0u32;
+    let mut events = client.events(id, 0);
     loop {
-        let resp = client
-            .req(
-                reqwest::Method::GET,
-                &format!("/v1/jobs/{id}/events?from={next}"),
-            )
-            .send()
-            .await;
-        let resp = match resp {
-            Ok(r) if r.status().is_success() => r,
-            Ok(r) if r.status().is_client_error() => return Err(api_error(r).await),
-            Ok(r) => {
-                failures += 1;
-                if failures > 30 {
-                    return Err(api_error(r).await);
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
+        let (_, ev) = events.next().await?;
+        if let JobEvent::Finished { mut result } = ev {
+            if !result.artifacts.is_empty() {
+                result.artifacts = download_artifacts(client, id, out_dir).await;
             }
-            Err(e) => {
-                failures += 1;
-                if failures > 30 {
-                    return Err(infra(format!("lost the service: {e}")));
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        let mut body = resp.bytes_stream();
-        let mut buf: Vec<u8> = Vec::new();
-        while let Some(chunk) = body.next().await {
-            let Ok(chunk) = chunk else { break };
-            buf.extend_from_slice(&chunk);
-            while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=nl).collect();
-                let v: serde_json::Value = serde_json::from_slice(&line)
-                    .map_err(|e| infra(format!("unreadable event from the service: {e}")))?;
-                let seq = v["seq"].as_u64().unwrap_or(next);
-                if seq < next {
-                    continue; // already seen before a reconnect
-                }
-                next = seq + 1;
-                failures = 0;
-                let ev: JobEvent = serde_json::from_value(v)
-                    .map_err(|e| infra(format!("unreadable event from the service: {e}")))?;
-                if let JobEvent::Finished { mut result } = ev {
-                    if !result.artifacts.is_empty() {
-                        result.artifacts = download_artifacts(client, id, out_dir).await;
-                    }
-                    let code = result.outcome.exit_status();
-                    printer.event(&JobEvent::Finished { result });
-                    let _ = std::io::stdout().flush();
-                    return Ok(code);
-                }
-                printer.event(&ev);
-            }
+            let code = result.outcome.exit_status();
+            printer.event(&JobEvent::Finished { result });
+            let _ = std::io::stdout().flush();
+            return Ok(code);
         }
-        // The stream ended before the result (service restart, dropped connection): resume.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        printer.event(&ev);
     }
 }
 
 /// Downloads the job's artifacts under `out_dir`; returns the local paths written.
-async fn download_artifacts(client: &Client, id: &str, out_dir: &Path) -> Vec<PathBuf> {
+async fn download_artifacts(client: &ServiceClient, id: &str, out_dir: &Path) -> Vec<PathBuf> {
     let mut written = Vec::new();
     let list: serde_json::Value = match client
         .req(reqwest::Method::GET, &format!("/v1/jobs/{id}/artifacts"))
