@@ -69,13 +69,14 @@ impl Totals {
     /// coverage.py's combined figure: (covered lines + covered arcs) / (lines + arcs).
     pub fn combined_percent(&self) -> f64 {
         pct(
-            self.lines_covered + self.branches_covered,
-            self.lines + self.branches,
+            u64::from(self.lines_covered) + u64::from(self.branches_covered),
+            u64::from(self.lines) + u64::from(self.branches),
         )
     }
 }
 
-fn pct(a: u32, b: u32) -> f64 {
+fn pct(a: impl Into<u64>, b: impl Into<u64>) -> f64 {
+    let (a, b): (u64, u64) = (a.into(), b.into());
     if b == 0 {
         100.0
     } else {

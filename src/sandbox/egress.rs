@@ -667,8 +667,18 @@ async fn forward_one_request(
         req.path.clone().unwrap_or_else(|| "/".into())
     };
     let mut out = format!("{} {target} {}\r\n", req.method, req.version);
+    // The host that was checked, not the client's word for it: a `Host: other.example`
+    // would ask a shared server (a CDN) for a site off the allowlist.
+    let host = if req.port == 80 {
+        req.destination().trim_end_matches(":80").to_string()
+    } else {
+        req.destination()
+    };
+    out.push_str(&format!("Host: {host}\r\n"));
     for (name, value) in &req.headers {
-        if HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h)) {
+        if name.eq_ignore_ascii_case("host")
+            || HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        {
             continue;
         }
         out.push_str(&format!("{name}: {value}\r\n"));

@@ -245,7 +245,7 @@ async fn a_plain_http_connection_carries_exactly_one_checked_request() {
     .await;
     // A second request (to a host that is not allowed) pipelined behind the first one's body.
     let req = format!(
-        "POST http://localhost:{port}/a HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\nConnection: keep-alive\r\nProxy-Authorization: x\r\n\r\nabc\
+        "POST http://localhost:{port}/a HTTP/1.1\r\nHost: evil.example\r\nContent-Length: 3\r\nConnection: keep-alive\r\nProxy-Authorization: x\r\n\r\nabc\
          GET http://evil.example/ HTTP/1.1\r\nHost: evil.example\r\n\r\n"
     );
     let resp = ask(&p, &req).await;
@@ -253,6 +253,10 @@ async fn a_plain_http_connection_carries_exactly_one_checked_request() {
     let got = String::from_utf8(seen.recv().await.expect("upstream")).expect("utf8");
     assert!(got.starts_with("POST /a HTTP/1.1\r\n"), "{got}");
     assert!(got.contains("Connection: close\r\n"), "{got}");
+    assert!(
+        got.contains(&format!("Host: localhost:{port}\r\n")),
+        "the checked host: {got}"
+    );
     assert!(
         got.ends_with("\r\n\r\nabc"),
         "exactly the declared body: {got:?}"
