@@ -414,6 +414,17 @@ pub fn validate(
                 ),
             ));
         }
+        if s.network == Network::Egress && profile.is_runsc() {
+            // gVisor is registered with `--network=none` (Debian's runsc cannot start a
+            // sandbox with a network in a VM like cordon's CI), so the step would get none.
+            return Err(invalid(
+                &field("network"),
+                format!(
+                    "profile `{}` runs under gVisor (runsc), whose sandboxes have no network but loopback; use `network: none`, or a runc profile for a step that needs egress",
+                    profile.name
+                ),
+            ));
+        }
         let timeout = s.timeout.unwrap_or(limits.timeout).0;
         if timeout.is_zero() || timeout > policy.max.timeout.0 {
             return Err(invalid(
@@ -1030,6 +1041,33 @@ env: { PYTHONHASHSEED: "0" }
                 "spec {yaml:?}: error {err:?} lacks {want:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_step_under_gvisor_cannot_ask_for_egress() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("sandbox-profiles")).expect("mkdir");
+        std::fs::write(
+            dir.path().join("sandbox-profiles/open.yaml"),
+            "inherits: gvisor\nallow_egress: true\n",
+        )
+        .expect("write");
+        let spec_path = dir.path().join("job.yaml");
+        std::fs::write(
+            &spec_path,
+            "profile: open\nsteps: [{name: t, run: x}, {name: u, run: y, network: egress}]\n",
+        )
+        .expect("write");
+        let e = load(&spec_path, &OperatorPolicy::for_cli())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`steps[1].network`") && e.contains("gVisor (runsc)"),
+            "{e}"
+        );
+        std::fs::write(&spec_path, "profile: open\nsteps: [{name: t, run: x}]\n").expect("write");
+        let job = load(&spec_path, &OperatorPolicy::for_cli()).expect("no egress asked");
+        assert!(job.profile.is_runsc());
     }
 
     #[test]

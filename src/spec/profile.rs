@@ -1,7 +1,7 @@
 //! Sandbox profiles: what a job's container may do, and the default limits.
 //!
-//! The `strict` profile and its seccomp filter are compiled into the binary, so cordon works
-//! from any directory. A profile file overrides only the fields it names, on top of the profile
+//! The `strict` profile, its seccomp filter and `gvisor` (strict under runsc) are compiled into
+//! the binary, so cordon works from any directory. A profile file overrides only the fields it names, on top of the profile
 //! it `inherits:` (default: `strict`).
 //!
 //! Rules a profile file is held to as it loads (the spec's folder may be a checkout, and so
@@ -11,6 +11,7 @@
 //!   copy of the built-in;
 //! - its seccomp file must deny what it does not name (`defaultAction`) and be well-formed
 //!   ([`check_seccomp`]); the engine must then record that very filter (`policy::verify`);
+//! - `runtime` is `runc` or `runsc` (gVisor), or unset: the engine's default;
 //! - `user: "0:0"` loads: whether root may run is the operator's call, made in
 //!   [`super::validate`] (`allow_root`), whatever `cap_add` says;
 //! - files are read only if regular and at most 1 MiB.
@@ -25,9 +26,17 @@ use super::units::{Size, Span};
 
 const STRICT_YAML: &str = include_str!("../../sandbox-profiles/strict.yaml");
 const STRICT_SECCOMP: &str = include_str!("../../sandbox-profiles/seccomp-strict.json");
+const GVISOR_YAML: &str = include_str!("../../sandbox-profiles/gvisor.yaml");
 
 /// Names of the profiles compiled into cordon.
-pub const BUILTIN_PROFILES: &[&str] = &["strict"];
+pub const BUILTIN_PROFILES: &[&str] = &["strict", "gvisor"];
+
+/// The OCI runtimes a profile may name: `runc` (what the engine uses by default) and `runsc`
+/// (gVisor). Unset means the engine's default.
+pub const RUNTIMES: &[&str] = &["runc", "runsc"];
+
+/// The runtime name of gVisor.
+pub const RUNSC: &str = "runsc";
 
 /// A profile as written in a file: every field optional.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -114,6 +123,13 @@ pub struct SandboxProfile {
     pub kill_grace: Duration,
     pub limits: Limits,
     pub artifacts: ArtifactCaps,
+}
+
+impl SandboxProfile {
+    /// Whether the sandbox runs under gVisor.
+    pub fn is_runsc(&self) -> bool {
+        self.runtime.as_deref() == Some(RUNSC)
+    }
 }
 
 /// Where to look for `profile: NAME`: the spec's own `sandbox-profiles/` folder, then
@@ -233,6 +249,7 @@ const MAX_SECCOMP_BYTES: u64 = 1 << 20;
 fn builtin(name: &str) -> Result<SandboxProfile, SpecError> {
     match name {
         "strict" => builtin_strict(),
+        "gvisor" => builtin_gvisor(),
         other => Err(SpecError::Profile {
             profile: other.to_string(),
             reason: "not a built-in profile (a bug in cordon)".into(),
@@ -246,6 +263,7 @@ fn builtin(name: &str) -> Result<SandboxProfile, SpecError> {
 fn refuse_builtin_name(name: &str, path: &Path) -> Result<(), SpecError> {
     let builtin_text = match name {
         "strict" => STRICT_YAML,
+        "gvisor" => GVISOR_YAML,
         _ => "",
     };
     let same = std::fs::metadata(path).is_ok_and(|m| m.is_file())
@@ -345,6 +363,19 @@ pub fn builtin_strict() -> Result<SandboxProfile, SpecError> {
     Ok(profile)
 }
 
+/// The built-in `gvisor` profile: `strict` under runsc.
+pub fn builtin_gvisor() -> Result<SandboxProfile, SpecError> {
+    let path = PathBuf::from("<builtin>/gvisor.yaml");
+    let file: ProfileFile = super::parse_yaml(GVISOR_YAML, &path)?;
+    if file.inherits.as_deref() != Some("strict") || file.seccomp.is_some() {
+        return Err(SpecError::Profile {
+            profile: "gvisor".into(),
+            reason: "the built-in profile must inherit strict's filter (a bug in cordon)".into(),
+        });
+    }
+    apply(builtin_strict()?, &file, "gvisor".into(), Path::new("."))
+}
+
 fn apply(
     mut p: SandboxProfile,
     f: &ProfileFile,
@@ -391,6 +422,12 @@ fn apply(
         p.init = v;
     }
     if let Some(v) = &f.runtime {
+        if !RUNTIMES.contains(&v.as_str()) {
+            return Err(err(format!(
+                "`runtime: {v}` is not one cordon knows: use {} (gVisor), or leave it unset for the engine's default",
+                RUNTIMES.join(" or ")
+            )));
+        }
         p.runtime = Some(v.clone());
     }
     if let Some(v) = f.kill_grace {
@@ -660,6 +697,81 @@ mod tests {
         std::fs::write(profiles.join("mine.yaml"), "inherits: strict\n").expect("write");
         let p = load("mine", dir.path()).expect("mine");
         assert_eq!((p.name.as_str(), p.uid), ("mine", 1000));
+    }
+
+    #[test]
+    fn gvisor_is_strict_under_runsc() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let g = load("gvisor", dir.path()).expect("gvisor loads");
+        let s = builtin_strict().expect("strict");
+        assert_eq!(g.name, "gvisor");
+        assert_eq!(g.runtime.as_deref(), Some("runsc"));
+        assert!(g.is_runsc() && !s.is_runsc());
+        assert_eq!((g.uid, g.gid), (s.uid, s.gid));
+        assert_eq!(g.cap_drop, s.cap_drop);
+        assert!(g.read_only_root && g.no_new_privileges && g.init && !g.allow_egress);
+        assert_eq!(g.seccomp_source, "builtin:strict");
+        assert_eq!(g.seccomp_json, s.seccomp_json);
+        assert_eq!(g.limits, s.limits);
+        assert_eq!(g.artifacts, s.artifacts);
+        assert!(g.description.contains("gVisor"), "{}", g.description);
+        // A profile of one's own may start from it.
+        std::fs::write(
+            dir.path().join("mine.yaml"),
+            "inherits: gvisor\nlimits: { memory: 2GiB }\n",
+        )
+        .expect("write");
+        let p = load("./mine.yaml", dir.path()).expect("mine");
+        assert!(p.is_runsc());
+        assert_eq!(p.limits.memory, Size(2 << 30));
+    }
+
+    #[test]
+    fn a_file_cannot_take_the_gvisor_profiles_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let profiles = dir.path().join("sandbox-profiles");
+        std::fs::create_dir(&profiles).expect("mkdir");
+        // The same settings as gvisor, but runc: the name must not carry them.
+        std::fs::write(
+            profiles.join("gvisor.yaml"),
+            "inherits: strict\nruntime: runc\n",
+        )
+        .expect("write");
+        for name in ["gvisor", "./sandbox-profiles/gvisor.yaml"] {
+            let e = load(name, dir.path()).unwrap_err().to_string();
+            assert!(
+                e.contains("named like the built-in profile `gvisor`")
+                    && e.contains("`inherits: gvisor`"),
+                "{name}: {e}"
+            );
+        }
+        std::fs::write(profiles.join("gvisor.yaml"), GVISOR_YAML).expect("write");
+        assert!(load("gvisor", dir.path()).expect("the built-in").is_runsc());
+    }
+
+    #[test]
+    fn a_runtime_is_runc_runsc_or_the_engines_default() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (text, want) in [
+            ("runtime: runc\n", Some("runc")),
+            ("runtime: runsc\n", Some("runsc")),
+            ("runtime: null\n", None),
+            ("limits: { pids: 64 }\n", None),
+        ] {
+            std::fs::write(dir.path().join("p.yaml"), text).expect("write");
+            let p = load("./p.yaml", dir.path()).expect(text);
+            assert_eq!(p.runtime.as_deref(), want, "{text}");
+        }
+        for bad in ["kata", "io.containerd.runc.v2", "RUNSC", "\"\""] {
+            std::fs::write(dir.path().join("p.yaml"), format!("runtime: {bad}\n")).expect("write");
+            let e = load("./p.yaml", dir.path()).unwrap_err().to_string();
+            assert!(
+                e.contains("profile `p`")
+                    && e.contains("is not one cordon knows")
+                    && e.contains("runc or runsc"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]
