@@ -171,6 +171,7 @@ impl Runner {
                 available: format!("{} of memory", crate::spec::Size(engine.memory_bytes)),
             });
         }
+        check_runtime(job, &engine)?;
         let image_id = self.backend.local_image(&job.image).await?;
         if image_id.is_none() && crate::image::recipe_for_reference(&job.image).is_none() {
             return Err(SandboxError::ImageMissing {
@@ -259,6 +260,74 @@ impl Runner {
             task,
         }
     }
+}
+
+/// How gVisor is registered with the Docker engine for cordon: the ptrace platform (no KVM
+/// needed), no network (Debian's runsc cannot start a sandbox with one in a VM like cordon's
+/// CI; steps under runsc have `network: none` anyway, see `spec::validate`), and the profile's
+/// seccomp filter applied inside the sandbox too (without `--oci-seccomp` runsc records the
+/// filter and ignores it).
+pub const RUNSC_DAEMON_JSON: &str = r#"{"runtimes":{"runsc":{"path":"/usr/bin/runsc","runtimeArgs":["--platform=ptrace","--network=none","--oci-seccomp"]}}}"#;
+
+/// What the operator does to make `runsc` usable: the error text of a preflight that finds it
+/// missing or registered without `--oci-seccomp`.
+pub fn runsc_fix() -> String {
+    format!(
+        "install gVisor (Debian: `apt-get install runsc`), register it in the engine's /etc/docker/daemon.json, merged with what is there: {RUNSC_DAEMON_JSON}, then reload the engine with `kill -HUP $(pidof dockerd)`; `docker info --format '{{{{json .Runtimes}}}}'` then lists it"
+    )
+}
+
+/// Whether runtime arguments turn on runsc's `--oci-seccomp` (however it is spelled).
+fn applies_oci_seccomp(args: &[String]) -> bool {
+    args.iter().any(|a| {
+        matches!(
+            a.trim_start_matches('-'),
+            "oci-seccomp" | "oci-seccomp=true" | "oci_seccomp" | "oci_seccomp=true"
+        )
+    })
+}
+
+/// The job's profile names a runtime the engine has (and, for runsc, runs so that the
+/// profile's seccomp filter applies inside the sandbox); otherwise invalid input naming the
+/// fix.
+fn check_runtime(job: &Job, engine: &EngineInfo) -> Result<(), SandboxError> {
+    let Some(runtime) = job.profile.runtime.as_deref() else {
+        return Ok(());
+    };
+    let unusable = |problem: String| SandboxError::RuntimeUnusable {
+        profile: job.profile.name.clone(),
+        runtime: runtime.to_string(),
+        problem,
+        fix: if runtime == crate::spec::profile::RUNSC {
+            runsc_fix()
+        } else {
+            format!("register `{runtime}` with the engine, or leave the profile's `runtime` unset")
+        },
+    };
+    let Some(args) = engine.runtimes.get(runtime) else {
+        let have: Vec<&str> = engine.runtimes.keys().map(String::as_str).collect();
+        return Err(unusable(format!(
+            "the engine at {} does not have it (it has {})",
+            engine.endpoint,
+            if have.is_empty() {
+                "none it names".to_string()
+            } else {
+                have.join(", ")
+            }
+        )));
+    };
+    if runtime == crate::spec::profile::RUNSC && !applies_oci_seccomp(args) {
+        return Err(unusable(format!(
+            "the engine at {} runs it without `--oci-seccomp` (its arguments: {}), so the profile's seccomp filter would be recorded and not applied inside the sandbox",
+            engine.endpoint,
+            if args.is_empty() {
+                "none".to_string()
+            } else {
+                args.join(" ")
+            }
+        )));
+    }
+    Ok(())
 }
 
 fn new_result(job: &Job) -> JobResult {
@@ -1304,4 +1373,88 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
         .map(|s| s.to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(profile: &str) -> Job {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("job.yaml");
+        std::fs::write(
+            &path,
+            format!("profile: {profile}\nsteps: [{{name: t, run: 'true'}}]\n"),
+        )
+        .expect("write");
+        crate::spec::load(&path, &crate::spec::OperatorPolicy::for_cli()).expect("valid")
+    }
+
+    fn engine(runtimes: &[(&str, &[&str])]) -> EngineInfo {
+        EngineInfo {
+            endpoint: "unix:///var/run/docker.sock".into(),
+            server_version: "20.10".into(),
+            cpus: 2,
+            memory_bytes: 1 << 30,
+            cgroup_version: "1".into(),
+            missing_enforcement: vec![],
+            runtimes: runtimes
+                .iter()
+                .map(|(n, a)| (n.to_string(), a.iter().map(|s| s.to_string()).collect()))
+                .collect(),
+            default_runtime: "runc".into(),
+        }
+    }
+
+    /// A runtime the engine lacks, or runsc run without `--oci-seccomp`, is invalid input whose
+    /// message is the fix: the daemon.json entry and the reload.
+    #[test]
+    fn a_runtime_the_engine_cannot_run_as_the_profile_says_is_invalid_input_naming_the_fix() {
+        let gvisor = job("gvisor");
+        let runc_only = engine(&[("runc", &[])]);
+        let e = check_runtime(&gvisor, &runc_only).expect_err("no runsc");
+        assert!(e.is_invalid_input());
+        let msg = e.to_string();
+        for want in [
+            "profile `gvisor` runs under the OCI runtime `runsc`",
+            "does not have it (it has runc)",
+            "apt-get install runsc",
+            "/etc/docker/daemon.json",
+            RUNSC_DAEMON_JSON,
+            "kill -HUP $(pidof dockerd)",
+            "docker info --format '{{json .Runtimes}}'",
+        ] {
+            assert!(msg.contains(want), "{msg} lacks {want:?}");
+        }
+        // The snippet is valid JSON, as an operator would paste it.
+        let v: serde_json::Value = serde_json::from_str(RUNSC_DAEMON_JSON).expect("JSON");
+        assert_eq!(v["runtimes"]["runsc"]["path"], "/usr/bin/runsc");
+
+        let e = check_runtime(
+            &gvisor,
+            &engine(&[
+                ("runc", &[]),
+                ("runsc", &["--platform=ptrace", "--network=none"]),
+            ]),
+        )
+        .expect_err("no --oci-seccomp");
+        assert!(e.is_invalid_input());
+        let msg = e.to_string();
+        assert!(
+            msg.contains("without `--oci-seccomp`")
+                && msg.contains("--platform=ptrace --network=none")
+                && msg.contains(RUNSC_DAEMON_JSON),
+            "{msg}"
+        );
+
+        for args in [
+            &["--platform=ptrace", "--network=none", "--oci-seccomp"][..],
+            &["-oci-seccomp=true"][..],
+        ] {
+            check_runtime(&gvisor, &engine(&[("runc", &[]), ("runsc", args)]))
+                .expect("registered as cordon needs it");
+        }
+        // The engine's default needs nothing registered.
+        check_runtime(&job("strict"), &engine(&[])).expect("strict");
+    }
 }

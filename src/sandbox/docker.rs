@@ -234,6 +234,13 @@ impl Backend for DockerBackend {
                 .map(|v| v.to_string())
                 .unwrap_or_else(|| "1".into()),
             missing_enforcement: missing,
+            runtimes: info
+                .runtimes
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(name, r)| (name, r.runtime_args.unwrap_or_default()))
+                .collect(),
+            default_runtime: info.default_runtime.unwrap_or_default(),
         })
     }
 

@@ -76,6 +76,13 @@ pub enum SandboxError {
         #[source]
         source: crate::image::ImageError,
     },
+    #[error("profile `{profile}` runs under the OCI runtime `{runtime}`, but {problem}: {fix}")]
+    RuntimeUnusable {
+        profile: String,
+        runtime: String,
+        problem: String,
+        fix: String,
+    },
     #[error("the sandbox did not behave as expected: {0}")]
     Protocol(String),
 }
@@ -92,7 +99,9 @@ impl SandboxError {
     pub fn is_invalid_input(&self) -> bool {
         matches!(
             self,
-            SandboxError::ImageMissing { .. } | SandboxError::ImpossibleLimit { .. }
+            SandboxError::ImageMissing { .. }
+                | SandboxError::ImpossibleLimit { .. }
+                | SandboxError::RuntimeUnusable { .. }
         )
     }
 }
@@ -107,6 +116,11 @@ pub struct EngineInfo {
     pub cgroup_version: String,
     /// Limits the engine says it cannot enforce; a job is refused while any is listed.
     pub missing_enforcement: Vec<String>,
+    /// The OCI runtimes registered with the engine, each with the arguments it is run with
+    /// (`runsc` with `--oci-seccomp`, say).
+    pub runtimes: std::collections::BTreeMap<String, Vec<String>>,
+    /// The runtime a container gets when its settings name none.
+    pub default_runtime: String,
 }
 
 /// Per-job scratch storage that outlives a single step's sandbox (volumes, in Docker).
