@@ -546,7 +546,10 @@ async fn run_job(
     }
     ctx.phase(Phase::Create, t).await;
 
-    let hold_last = !job.artifacts.is_empty();
+    // Under runsc the last step is held too, artifacts or not: a sandbox that ends before its
+    // gate reports the command's end is then told apart from a command that exited (gVisor's
+    // kernel stops as a whole when the job exhausts what it needs, see the `Exited` arm).
+    let hold_last = !job.artifacts.is_empty() || job.profile.is_runsc();
     let mut output_used: u64 = 0;
     // The previous step, frozen and held, waiting for the next container to take over.
     let mut held_prev: Option<(usize, Instant, u64, tokio::time::Instant)> = None;
@@ -618,7 +621,11 @@ async fn run_job(
         // no freeze, no copy through the engine.
         let mode = if !hold {
             GateMode::Go
-        } else if last && ctx.sandbox(i)?.caps().send && sendable(&job.artifacts) {
+        } else if last
+            && !job.artifacts.is_empty()
+            && ctx.sandbox(i)?.caps().send
+            && sendable(&job.artifacts)
+        {
             GateMode::Send
         } else {
             GateMode::Hold
@@ -712,7 +719,7 @@ async fn run_job(
                 ctx.phase(Phase::Run, step_started).await;
                 if let Some(output) = output {
                     collect_sent(ctx, job, output, deadline).await;
-                } else {
+                } else if !job.artifacts.is_empty() {
                     ctx.sandbox(i)?.freeze().await?;
                     collect(ctx, job, i).await;
                 }
@@ -745,6 +752,19 @@ async fn run_job(
                 if hold && result.outcome == Outcome::Passed {
                     ctx.emit(JobEvent::Warning {
                         message: format!("step `{}` ended without cordon's completion signal; its scratch (and artifacts) are gone", step.name),
+                    })
+                    .await;
+                } else if hold && job.profile.is_runsc() && result.outcome == Outcome::Failed {
+                    // The gate did not outlive the command: under gVisor, the sandbox's kernel
+                    // (the Sentry) stopped. It does when it cannot make the host thread a new
+                    // process of the job's needs, that is at limits.pids.
+                    ctx.emit(JobEvent::Warning {
+                        message: format!(
+                            "step `{}`: the gVisor sandbox itself ended (exit {}) before the command did; most likely the job reached limits.pids ({}), at which gVisor's kernel stops instead of failing a fork; its scratch (and artifacts) are gone",
+                            step.name,
+                            result.exit_code.unwrap_or_default(),
+                            job.limits.pids
+                        ),
                     })
                     .await;
                 }
@@ -834,6 +854,18 @@ async fn prepare_environment(
         upstream: Upstream::from_env(|k| std::env::var(k).ok())
             .map_err(|e| SandboxError::Protocol(format!("cordon's upstream proxy setting: {e}")))?,
     };
+    if job.profile.is_runsc() {
+        // gVisor here cannot start a sandbox with a network, and a prepare needs one (to its
+        // proxy). It runs no test code: the install, under strict's settings and its egress
+        // proxy, in runc; the steps then run under runsc from the image it made.
+        ctx.emit(JobEvent::Warning {
+            message: format!(
+                "prepare runs under runc, not gVisor: profile `{}` runs its steps under runsc, whose sandboxes here cannot have the network the install needs for its proxy; the install gets strict's other settings and reaches only its allowlist",
+                job.profile.name
+            ),
+        })
+        .await;
+    }
     let (egress, mut refusals) = ctx.backend.create_egress(job, &proxy).await?;
     let command = crate::sandbox::policy::prepare_command(job, egress.proxy);
     ctx.egress = Some(egress.clone());

@@ -109,6 +109,11 @@ impl DockerBackend {
             uid: job.profile.uid,
             gid: job.profile.gid,
             workspace_path: policy::workspace_path(job).to_string(),
+            runsc: config
+                .host_config
+                .as_ref()
+                .and_then(|h| h.runtime.as_deref())
+                == Some(crate::spec::profile::RUNSC),
         };
         // Refuse to run under limits the engine did not apply.
         let mut wrong: Vec<String> = created
@@ -651,6 +656,67 @@ pub struct DockerSandbox {
     uid: u32,
     gid: u32,
     workspace_path: String,
+    /// It runs under gVisor, where the engine's OOM flag can miss (see [`oom_killed`]).
+    runsc: bool,
+}
+
+/// How long after a runsc sandbox's exit the engine's `oom` event may still come.
+const OOM_EVENT_GRACE: Duration = Duration::from_secs(2);
+
+/// Whether the engine saw the sandbox's memory cgroup run out, given its record (`flag`,
+/// the exit `code`). Under runc the flag says it: the OOM killer takes a process of the
+/// job's, the gate lives on, and the engine has the kernel's notice before the exit.
+/// Under runsc the victim is a process of gVisor's own (a stub with the job's memory
+/// mapped), the whole sandbox ends at once with 137, and the engine can handle the exit
+/// before the kernel's notice, leaving the flag unset (2 runs in 30 on a loaded 2-core VM).
+/// The notice still becomes the container's `oom` event: for a runsc sandbox killed by
+/// SIGKILL without the flag, cordon asks the engine's event log for it, waiting up to
+/// [`OOM_EVENT_GRACE`] for a late one. The job cannot raise that event but by filling its
+/// memory limit. (Its memory cgroup's counters are no help: they go with the container.)
+async fn oom_killed(docker: &Docker, id: &str, runsc: bool, flag: bool, code: i64) -> bool {
+    if flag || !runsc || code != 137 {
+        return flag;
+    }
+    let seen = engine_saw_oom(docker, id, OOM_EVENT_GRACE).await;
+    if seen {
+        debug!(
+            container = id,
+            "the engine's OOM flag is unset, its oom event says the sandbox ran out of memory"
+        );
+    }
+    seen
+}
+
+/// Whether the engine has logged an `oom` event for container `id` (the kernel's notice that
+/// its memory cgroup ran out), or does within `within`.
+pub async fn engine_saw_oom(docker: &Docker, id: &str, within: Duration) -> bool {
+    let filters = HashMap::from([
+        ("container".to_string(), vec![id.to_string()]),
+        ("type".to_string(), vec!["container".to_string()]),
+        ("event".to_string(), vec!["oom".to_string()]),
+    ]);
+    // From the start of the engine's log, which it keeps in memory (its last 256 events):
+    // the filter names this container only.
+    let opts = bollard::query_parameters::EventsOptionsBuilder::default()
+        .since("0")
+        .filters(&filters)
+        .build();
+    let mut events = docker.events(Some(opts));
+    let seen = tokio::time::timeout(within, async {
+        while let Some(ev) = events.next().await {
+            match ev {
+                Ok(ev) if ev.action.as_deref() == Some("oom") => return true,
+                Ok(_) => {}
+                Err(e) => {
+                    debug!(error = %e, "reading the engine's events for an OOM");
+                    return false;
+                }
+            }
+        }
+        false
+    })
+    .await;
+    seen.unwrap_or(false)
 }
 
 impl DockerSandbox {
@@ -787,14 +853,21 @@ impl DockerSandbox {
         };
         // The workspace's tmpfs pages count against the job's memory, so a big one can
         // end the sandbox that way: say so rather than leave the user guessing.
-        let oom = self
+        let state = self
             .docker
             .inspect_container(&self.id, None::<InspectContainerOptions>)
             .await
             .ok()
             .and_then(|c| c.state)
-            .and_then(|s| s.oom_killed)
-            .unwrap_or(false);
+            .unwrap_or_default();
+        let oom = oom_killed(
+            &self.docker,
+            &self.id,
+            self.runsc,
+            state.oom_killed.unwrap_or(false),
+            state.exit_code.unwrap_or(0),
+        )
+        .await;
         Err(SandboxError::Protocol(if oom {
             format!(
                 "{what} does not fit in the job's memory: the sandbox's scratch (workspace included) counts against limits.memory; raise it or exclude more"
@@ -1172,9 +1245,17 @@ impl Sandbox for DockerSandbox {
         .await?
         .state
         .unwrap_or_default();
+        let code = state.exit_code.unwrap_or(code);
         Ok(ExitStatus {
-            code: state.exit_code.unwrap_or(code),
-            oom_killed: state.oom_killed.unwrap_or(false),
+            code,
+            oom_killed: oom_killed(
+                &self.docker,
+                &self.id,
+                self.runsc,
+                state.oom_killed.unwrap_or(false),
+                code,
+            )
+            .await,
         })
     }
 

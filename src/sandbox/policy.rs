@@ -442,7 +442,7 @@ pub fn container_config(
         memory: Some(limits.memory.bytes() as i64),
         memory_swap: Some(limits.memory.bytes() as i64),
         nano_cpus: Some((limits.cpus * 1e9).round() as i64),
-        pids_limit: Some(limits.pids),
+        pids_limit: Some(engine_pids_limit(job)),
         ulimits: Some(vec![
             ResourcesUlimits {
                 name: Some("nofile".into()),
@@ -513,6 +513,27 @@ pub fn container_config(
     }
 }
 
+/// Host threads gVisor's kernel takes for itself in a sandbox, beyond the job's processes: the
+/// Sentry (a Go program) and its helpers, about 50 for a waiting sandbox here (ptrace platform).
+pub const RUNSC_PIDS_BASE: i64 = 64;
+/// Host threads per process of the job's under runsc (ptrace platform): each of its address
+/// spaces is a stub process on the host, traced by threads of the Sentry; about 10 each here.
+pub const RUNSC_PIDS_PER_PROCESS: i64 = 10;
+
+/// The pids limit the engine is given for `job`'s sandboxes. Under runc, `limits.pids`: the
+/// job's processes and threads. Under runsc the engine's limit counts host threads, gVisor's
+/// own and about [`RUNSC_PIDS_PER_PROCESS`] per process of the job, so it is scaled to leave
+/// the job about `limits.pids` processes: a fixed 32 would not even start the Sentry.
+pub fn engine_pids_limit(job: &Job) -> i64 {
+    let pids = job.limits.pids;
+    if job.profile.is_runsc() {
+        pids.saturating_mul(RUNSC_PIDS_PER_PROCESS)
+            .saturating_add(RUNSC_PIDS_BASE)
+    } else {
+        pids
+    }
+}
+
 /// Where a `prepare` container finds the CA bundle of `ca_bundle`.
 pub const CA_MOUNT: &str = "/etc/cordon/ca-bundle.crt";
 
@@ -537,6 +558,12 @@ pub fn prepare_config(
         labels.insert(labels::STEP.to_string(), "prepare".to_string());
     }
     if let Some(h) = cfg.host_config.as_mut() {
+        if job.profile.is_runsc() {
+            // gVisor here cannot start a sandbox with a network: the install (no test code)
+            // runs under runc, with runc's meaning of the pids limit; the steps under runsc.
+            h.runtime = Some("runc".to_string());
+            h.pids_limit = Some(job.limits.pids);
+        }
         h.readonly_rootfs = Some(false);
         h.network_mode = Some(network.to_string());
         // No name service: the proxy is reached by address, and the engine's embedded
@@ -692,6 +719,7 @@ pub fn verify(asked: &ContainerCreateBody, got: &ContainerInspectResponse) -> Ve
     );
     check(&mut wrong, "network_mode", &a.network_mode, &g.network_mode);
     check(&mut wrong, "init", &a.init, &g.init);
+    check(&mut wrong, "runtime", &a.runtime, &g.runtime);
     check(&mut wrong, "privileged", &a.privileged, &g.privileged);
     let caps = |v: &Option<Vec<String>>| {
         let mut v: Vec<String> = v
@@ -1017,6 +1045,86 @@ mod tests {
         assert_eq!(out.status.code(), Some(7), "{out:?}");
         // The job sees its own variable; the gate kept its own nonce (it printed none: go).
         assert_eq!(String::from_utf8_lossy(&out.stdout), "forged\n");
+    }
+
+    /// A job with a `prepare` under the built-in `gvisor` profile.
+    fn gvisor_job() -> Job {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("repo")).expect("mkdir");
+        let path = dir.path().join("job.yaml");
+        std::fs::write(
+            &path,
+            "profile: gvisor\nsteps: [{name: test, run: 'true'}]\nworkspace: { source: ./repo }\nprepare: { run: 'pip install x' }\nlimits: { pids: 32 }\n",
+        )
+        .expect("write");
+        let mut job = spec::load(&path, &spec::OperatorPolicy::for_cli()).expect("valid");
+        job.id = "job-000000000000".into();
+        job
+    }
+
+    /// Steps under runsc get the runtime and a pids limit that leaves room for gVisor's own
+    /// threads; the prepare runs under runc with the job's pids limit as it is.
+    #[test]
+    fn gvisor_steps_run_under_runsc_and_its_prepare_under_runc() {
+        let job = gvisor_job();
+        let step = container_config(&job, 0, "img", &Scratch::default(), "h:1");
+        let h = step.host_config.as_ref().expect("host config");
+        assert_eq!(h.runtime.as_deref(), Some("runsc"));
+        assert_eq!(
+            h.pids_limit,
+            Some(RUNSC_PIDS_BASE + 32 * RUNSC_PIDS_PER_PROCESS)
+        );
+        assert_eq!(h.network_mode.as_deref(), Some("none"));
+        let prep = prepare_config(&job, "img", "net", "h:1");
+        let h = prep.host_config.as_ref().expect("host config");
+        assert_eq!(h.runtime.as_deref(), Some("runc"));
+        assert_eq!(h.pids_limit, Some(32));
+        assert_eq!(h.network_mode.as_deref(), Some("net"));
+        // Everything else of the step's settings is strict's: only runtime and pids differ.
+        let strict = {
+            let mut j = job.clone();
+            j.profile = crate::spec::profile::builtin_strict().expect("strict");
+            container_config(&j, 0, "img", &Scratch::default(), "h:1")
+        };
+        let mut step = step;
+        if let Some(h) = step.host_config.as_mut() {
+            h.runtime = None;
+            h.pids_limit = Some(32);
+        }
+        assert_eq!(
+            serde_json::to_value(&step).expect("json"),
+            serde_json::to_value(&strict).expect("json")
+        );
+        // And the pool never hands a runc sandbox to a runsc job.
+        assert_ne!(warm_key(&job, "img"), {
+            let mut j = job.clone();
+            j.profile = crate::spec::profile::builtin_strict().expect("strict");
+            warm_key(&j, "img")
+        });
+    }
+
+    #[test]
+    fn verify_spots_a_runtime_the_engine_did_not_record() {
+        let job = gvisor_job();
+        let asked = container_config(&job, 0, "img", &Scratch::default(), "h:1");
+        let mut got = ContainerInspectResponse {
+            host_config: asked.host_config.clone(),
+            config: Some(bollard::models::ContainerConfig {
+                user: asked.user.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(verify(&asked, &got).is_empty());
+        if let Some(h) = got.host_config.as_mut() {
+            h.runtime = Some("runc".into());
+        }
+        let wrong = verify(&asked, &got);
+        assert_eq!(wrong.len(), 1, "{wrong:?}");
+        assert!(
+            wrong[0].starts_with("runtime: wanted Some(\"runsc\")"),
+            "{wrong:?}"
+        );
     }
 
     #[test]
