@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Finished, Job, snapshot, tree};
+use common::{Finished, Job, Runtime, snapshot, tree};
 
 /// A profile with small artifact caps, next to the spec (`profile: small`).
 const SMALL_PROFILE: &str = "inherits: strict\nartifacts: { max_file: 1MiB, max_total: 2MiB }\n";
@@ -90,8 +90,8 @@ artifacts: [/out/evil, /out/d, /out/up, /out/pipe, /out/big, /out/good.txt]
 limits: { memory: 64MiB, pids: 32, scratch: 16MiB }
 "#;
 
-fn hostile_job(exit: u8) -> Job {
-    Job::new(&format!("{HOSTILE}env: {{ JOB_EXIT: \"{exit}\" }}\n"))
+fn hostile_job(rt: Runtime, exit: u8) -> Job {
+    Job::new_under(rt, &format!("{HOSTILE}env: {{ JOB_EXIT: \"{exit}\" }}\n"))
         .file("sandbox-profiles/small.yaml", SMALL_PROFILE)
 }
 
@@ -118,7 +118,16 @@ fn check_hostile(job: &Job, r: &Finished) {
 
 #[test]
 fn hostile_artifacts_are_refused_and_the_job_still_passes() {
-    let job = hostile_job(0);
+    hostile_passes(Runtime::Runc);
+}
+
+#[test]
+fn hostile_artifacts_are_refused_and_the_job_still_passes_under_gvisor() {
+    hostile_passes(Runtime::Runsc);
+}
+
+fn hostile_passes(rt: Runtime) {
+    let job = hostile_job(rt, 0);
     let before = outside_out(&job);
     let r = job.run();
     r.assert_ended("passed", 0);
@@ -132,7 +141,16 @@ fn hostile_artifacts_are_refused_and_the_job_still_passes() {
 
 #[test]
 fn hostile_artifacts_do_not_change_a_failed_outcome() {
-    let job = hostile_job(9);
+    hostile_fails(Runtime::Runc);
+}
+
+#[test]
+fn hostile_artifacts_do_not_change_a_failed_outcome_under_gvisor() {
+    hostile_fails(Runtime::Runsc);
+}
+
+fn hostile_fails(rt: Runtime) {
+    let job = hostile_job(rt, 9);
     let before = outside_out(&job);
     let r = job.run();
     r.assert_ended("failed", 1);
@@ -147,7 +165,17 @@ fn hostile_artifacts_do_not_change_a_failed_outcome() {
 
 #[test]
 fn a_whole_directory_artifact_keeps_files_and_refuses_links_inside_it() {
-    let job = Job::new(
+    whole_directory(Runtime::Runc);
+}
+
+#[test]
+fn a_whole_directory_artifact_keeps_files_and_refuses_links_inside_it_under_gvisor() {
+    whole_directory(Runtime::Runsc);
+}
+
+fn whole_directory(rt: Runtime) {
+    let job = Job::new_under(
+        rt,
         r#"
 profile: small
 steps:
@@ -201,8 +229,18 @@ limits: { memory: 64MiB, pids: 32, scratch: 16MiB }
 
 #[test]
 fn artifacts_past_the_total_cap_are_refused() {
+    total_cap(Runtime::Runc);
+}
+
+#[test]
+fn artifacts_past_the_total_cap_are_refused_under_gvisor() {
+    total_cap(Runtime::Runsc);
+}
+
+fn total_cap(rt: Runtime) {
     // Three 900 KiB files against max_total 2 MiB: two fit, the third is refused.
-    let job = Job::new(
+    let job = Job::new_under(
+        rt,
         r#"
 profile: small
 steps:
@@ -237,7 +275,17 @@ limits: { memory: 64MiB, pids: 32, scratch: 16MiB }
 
 #[test]
 fn a_missing_artifact_is_reported_without_changing_the_outcome() {
-    let job = Job::new(
+    missing_artifact(Runtime::Runc);
+}
+
+#[test]
+fn a_missing_artifact_is_reported_without_changing_the_outcome_under_gvisor() {
+    missing_artifact(Runtime::Runsc);
+}
+
+fn missing_artifact(rt: Runtime) {
+    let job = Job::new_under(
+        rt,
         r#"
 steps:
   - { name: t, run: "echo made > /out/made.txt", timeout: 30s }
@@ -273,11 +321,21 @@ limits: { memory: 64MiB, pids: 32, scratch: 16MiB }
 
 #[test]
 fn a_background_link_swapper_cannot_race_the_copy() {
+    link_swapper(Runtime::Runc);
+}
+
+#[test]
+fn a_background_link_swapper_cannot_race_the_copy_under_gvisor() {
+    link_swapper(Runtime::Runsc);
+}
+
+fn link_swapper(rt: Runtime) {
     // The job leaves a process swapping /out/x between a file and a link to /etc/passwd and
     // exits. Artifacts are copied only once every process of the job has stopped, so what
     // comes out is one consistent state: the file, or a refusal of the link. Never a link
     // on the host, never the container's /etc/passwd.
-    let job = Job::new(
+    let job = Job::new_under(
+        rt,
         r#"
 steps:
   - name: race
@@ -317,7 +375,17 @@ limits: { memory: 64MiB, pids: 32, scratch: 16MiB }
 
 #[test]
 fn artifacts_under_the_copied_workspace_are_collected() {
-    let job = Job::new(
+    workspace_artifacts(Runtime::Runc);
+}
+
+#[test]
+fn artifacts_under_the_copied_workspace_are_collected_under_gvisor() {
+    workspace_artifacts(Runtime::Runsc);
+}
+
+fn workspace_artifacts(rt: Runtime) {
+    let job = Job::new_under(
+        rt,
         r#"
 workspace: { source: ./repo, mode: copy }
 steps:
@@ -345,8 +413,22 @@ limits: { memory: 64MiB, pids: 32, scratch: 16MiB }
 /// sees the same workspace and the host gets the same artifacts either way.
 #[test]
 fn an_image_without_tar_or_dd_gets_the_same_workspace_and_artifacts_through_the_engine() {
+    without_tar_or_dd(Runtime::Runc);
+}
+
+#[test]
+fn an_image_without_tar_or_dd_gets_the_same_workspace_and_artifacts_through_the_engine_under_gvisor()
+ {
+    without_tar_or_dd(Runtime::Runsc);
+}
+
+fn without_tar_or_dd(rt: Runtime) {
     common::require_image();
-    let no_tools = "cordon-test/no-tar-no-dd:1";
+    // A tag per runtime: the two tests run at once, and each removes its tag at the end.
+    let no_tools = match rt {
+        Runtime::Runc => "cordon-test/no-tar-no-dd:1",
+        Runtime::Runsc => "cordon-test/no-tar-no-dd:gvisor",
+    };
     let dockerfile = format!(
         "FROM {}\nUSER root\nRUN rm -f /usr/bin/tar /bin/tar /usr/bin/dd /bin/dd\n",
         common::IMAGE
@@ -369,8 +451,10 @@ fn an_image_without_tar_or_dd_gets_the_same_workspace_and_artifacts_through_the_
 
     let mut trees = Vec::new();
     for (image, has_tools) in [(common::IMAGE, "yes"), (no_tools, "no")] {
-        let job = Job::new(&format!(
-            r#"
+        let job = Job::new_under(
+            rt,
+            &format!(
+                r#"
 image: {image}
 workspace: {{ source: ./repo, mode: copy }}
 steps:
@@ -387,7 +471,8 @@ steps:
 artifacts: [/out/copied.txt, /out/dir, /out/never.xml, /workspace/build/result.txt]
 limits: {{ memory: 64MiB, pids: 32, scratch: 16MiB }}
 "#
-        ))
+            ),
+        )
         .file("repo/src.txt", "from the host\n");
         let r = job.run();
         r.assert_ended("passed", 0);

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Finished, Job, snapshot};
+use common::{Finished, Job, Runtime, snapshot};
 
 /// Asserts each named check printed `ok`.
 fn assert_checks(r: &Finished, names: &[&str]) {
@@ -94,7 +94,16 @@ sys.exit(1 if fails else 0)
 
 #[test]
 fn network_is_loopback_only_without_dns_or_route() {
-    let job = Job::new(PROBE_SPEC).file("repo/probe.py", NET_PROBE);
+    network_probe(Runtime::Runc);
+}
+
+#[test]
+fn network_is_loopback_only_without_dns_or_route_under_gvisor() {
+    network_probe(Runtime::Runsc);
+}
+
+fn network_probe(rt: Runtime) {
+    let job = Job::new_under(rt, PROBE_SPEC).file("repo/probe.py", NET_PROBE);
     let r = job.run();
     assert_checks(
         &r,
@@ -128,9 +137,21 @@ with open("/proc/self/status") as f:
         status[k] = v.strip()
 print("STATUS", {k: status.get(k) for k in ("Uid", "Gid", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp")}, flush=True)
 
-for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd"):
     check(cap, int(status.get(cap, "1"), 16) == 0, status.get(cap))
-check("no_new_privs", status.get("NoNewPrivs") == "1", status.get("NoNewPrivs"))
+# gVisor's /proc/self/status has no CapAmb or NoNewPrivs line: ask the kernel (the host's, or
+# gVisor's) the same through prctl.
+if "CapAmb" in status:
+    check("CapAmb", int(status["CapAmb"], 16) == 0, status["CapAmb"])
+else:
+    PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET = 47, 1
+    amb = [c for c in range(41) if libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, c, 0, 0) == 1]
+    check("CapAmb", amb == [], amb)
+PR_GET_NO_NEW_PRIVS = 39
+nnp = libc.prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0)
+check("no_new_privs", status.get("NoNewPrivs", "1") == "1" and nnp == 1, (status.get("NoNewPrivs"), nnp))
 check("seccomp_filter", status.get("Seccomp") == "2", status.get("Seccomp"))
 
 check("uid", os.getuid() == 1000 and os.geteuid() == 1000, (os.getuid(), os.geteuid()))
@@ -176,7 +197,6 @@ soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 check("nofile", hard <= 1024 and soft <= 1024, (soft, hard))
 
 # Privileged syscalls the seccomp profile (and missing capabilities) refuse.
-libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWUSER = 0x10000000
 check("unshare_user_ns", libc.unshare(CLONE_NEWUSER) != 0, "unshare(CLONE_NEWUSER) succeeded")
 check("mount", libc.mount(b"none", b"/tmp", b"tmpfs", 0, None) != 0, "mount succeeded")
@@ -195,7 +215,16 @@ sys.exit(1 if fails else 0)
 
 #[test]
 fn no_capabilities_not_root_read_only_root_and_seccomp() {
-    let job = Job::new(PROBE_SPEC).file("repo/probe.py", PRIV_PROBE);
+    privilege_probe(Runtime::Runc);
+}
+
+#[test]
+fn no_capabilities_not_root_read_only_root_and_seccomp_under_gvisor() {
+    privilege_probe(Runtime::Runsc);
+}
+
+fn privilege_probe(rt: Runtime) {
+    let job = Job::new_under(rt, PROBE_SPEC).file("repo/probe.py", PRIV_PROBE);
     let r = job.run();
     assert_checks(
         &r,
@@ -231,9 +260,19 @@ fn no_capabilities_not_root_read_only_root_and_seccomp() {
 
 #[test]
 fn writable_scratch_is_size_capped() {
+    scratch_cap(Runtime::Runc);
+}
+
+#[test]
+fn writable_scratch_is_size_capped_under_gvisor() {
+    scratch_cap(Runtime::Runsc);
+}
+
+fn scratch_cap(rt: Runtime) {
     // limits.scratch caps /tmp, /out and the workspace: writing past it fails (ENOSPC) instead
     // of filling the host's disk.
-    let job = Job::new(
+    let job = Job::new_under(
+        rt,
         r#"
 workspace: { source: ./repo }
 steps:
@@ -341,7 +380,17 @@ fn hostile_workspace(job: &Job) {
 
 #[test]
 fn copy_mode_never_writes_the_host_copy() {
-    let job = Job::new(
+    copy_mode_vandal(Runtime::Runc);
+}
+
+#[test]
+fn copy_mode_never_writes_the_host_copy_under_gvisor() {
+    copy_mode_vandal(Runtime::Runsc);
+}
+
+fn copy_mode_vandal(rt: Runtime) {
+    let job = Job::new_under(
+        rt,
         r#"
 workspace: { source: ./repo, mode: copy }
 steps:

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::Job;
+use common::{Job, Runtime};
 use serde_json::Value;
 
 const PYTEST_SPEC: &str = r#"
@@ -41,7 +41,16 @@ fn tests_field(r: &Value) -> (u64, u64, u64, u64, u64) {
 
 #[test]
 fn passing_pytest_job_reports_junit_counts() {
-    let job = Job::new(PYTEST_SPEC).file(
+    passing_pytest(Runtime::Runc);
+}
+
+#[test]
+fn passing_pytest_job_reports_junit_counts_under_gvisor() {
+    passing_pytest(Runtime::Runsc);
+}
+
+fn passing_pytest(rt: Runtime) {
+    let job = Job::new_under(rt, PYTEST_SPEC).file(
         "repo/test_ok.py",
         r#"
 import pytest
@@ -98,7 +107,16 @@ def test_skipped():
 
 #[test]
 fn failing_pytest_job_reports_junit_counts_and_exits_1() {
-    let job = Job::new(PYTEST_SPEC).file(
+    failing_pytest(Runtime::Runc);
+}
+
+#[test]
+fn failing_pytest_job_reports_junit_counts_and_exits_1_under_gvisor() {
+    failing_pytest(Runtime::Runsc);
+}
+
+fn failing_pytest(rt: Runtime) {
+    let job = Job::new_under(rt, PYTEST_SPEC).file(
         "repo/test_bad.py",
         r#"
 import pytest
@@ -191,7 +209,17 @@ atexit.register(_forge)
 
 #[test]
 fn a_step_exiting_nonzero_is_failed_with_its_exit_code() {
-    let job = Job::new(
+    nonzero_exit(Runtime::Runc);
+}
+
+#[test]
+fn a_step_exiting_nonzero_is_failed_with_its_exit_code_under_gvisor() {
+    nonzero_exit(Runtime::Runsc);
+}
+
+fn nonzero_exit(rt: Runtime) {
+    let job = Job::new_under(
+        rt,
         r#"
 steps:
   - { name: fail, run: "echo about to fail; exit 7", timeout: 30s }
@@ -207,8 +235,18 @@ limits: { memory: 64MiB, pids: 32 }
 
 #[test]
 fn wall_clock_timeout_kills_a_process_that_ignores_sigterm() {
+    stubborn_timeout(Runtime::Runc);
+}
+
+#[test]
+fn wall_clock_timeout_kills_a_process_that_ignores_sigterm_under_gvisor() {
+    stubborn_timeout(Runtime::Runsc);
+}
+
+fn stubborn_timeout(rt: Runtime) {
     let timeout = Duration::from_secs(2);
-    let job = Job::new(
+    let job = Job::new_under(
+        rt,
         r#"
 steps:
   - name: stubborn
@@ -240,9 +278,19 @@ limits: { memory: 128MiB, pids: 32 }
 
 #[test]
 fn timeout_with_artifacts_declared_still_ends_promptly_and_cleans_up() {
+    stubborn_timeout_with_artifacts(Runtime::Runc);
+}
+
+#[test]
+fn timeout_with_artifacts_declared_still_ends_promptly_and_cleans_up_under_gvisor() {
+    stubborn_timeout_with_artifacts(Runtime::Runsc);
+}
+
+fn stubborn_timeout_with_artifacts(rt: Runtime) {
     // With artifacts, the container is held after the command for collection: a timeout on
     // that path must also kill everything and remove the container.
-    let job = Job::new(
+    let job = Job::new_under(
+        rt,
         r#"
 steps:
   - name: stubborn
@@ -267,7 +315,17 @@ limits: { memory: 128MiB, pids: 32, scratch: 16MiB }
 
 #[test]
 fn memory_bomb_is_oom_killed() {
-    let job = Job::new(
+    memory_bomb(Runtime::Runc);
+}
+
+#[test]
+fn memory_bomb_is_oom_killed_under_gvisor() {
+    memory_bomb(Runtime::Runsc);
+}
+
+fn memory_bomb(rt: Runtime) {
+    let job = Job::new_under(
+        rt,
         r#"
 steps:
   - name: bomb
@@ -288,8 +346,18 @@ limits: { memory: 64MiB, pids: 32 }
 
 #[test]
 fn memory_bomb_with_artifacts_declared_is_oom_killed() {
+    memory_bomb_with_artifacts(Runtime::Runc);
+}
+
+#[test]
+fn memory_bomb_with_artifacts_declared_is_oom_killed_under_gvisor() {
+    memory_bomb_with_artifacts(Runtime::Runsc);
+}
+
+fn memory_bomb_with_artifacts(rt: Runtime) {
     // The held-container path (artifacts declared): the gate survives, the bomb does not.
-    let job = Job::new(
+    let job = Job::new_under(
+        rt,
         r#"
 steps:
   - name: bomb
@@ -311,9 +379,19 @@ limits: { memory: 64MiB, pids: 32, scratch: 16MiB }
 
 #[test]
 fn output_flood_is_cut_at_the_cap_and_cordon_stays_small() {
+    output_flood(Runtime::Runc);
+}
+
+#[test]
+fn output_flood_is_cut_at_the_cap_and_cordon_stays_small_under_gvisor() {
+    output_flood(Runtime::Runsc);
+}
+
+fn output_flood(rt: Runtime) {
     // A cap big enough that buffering it would show in cordon's RSS (baseline ~16-20 MiB).
     let cap: u64 = 64 << 20;
-    let job = Job::new(
+    let job = Job::new_under(
+        rt,
         r#"
 steps:
   - { name: flood, run: "yes 'flood flood flood flood flood flood flood flood'", timeout: 60s }
@@ -350,7 +428,17 @@ limits: { memory: 64MiB, pids: 32, output: 64MiB }
 
 #[test]
 fn fork_bomb_is_contained_and_the_job_ends() {
-    let job = Job::new(
+    shell_fork_bomb(Runtime::Runc);
+}
+
+#[test]
+fn fork_bomb_is_contained_and_the_job_ends_under_gvisor() {
+    shell_fork_bomb(Runtime::Runsc);
+}
+
+fn shell_fork_bomb(rt: Runtime) {
+    let job = Job::new_under(
+        rt,
         r#"
 steps:
   - name: forkbomb
@@ -364,12 +452,19 @@ limits: { memory: 128MiB, pids: 32 }
     );
     let r = job.run();
     let outcome = r.outcome();
+    // Under runsc the bomb ends the whole sandbox at the pids limit (failed, exit 2, with a
+    // warning) or at the memory limit, whichever it reaches first (see tests/gvisor.rs).
+    let oom_too = rt == Runtime::Runsc && outcome == "oom_killed";
     assert!(
-        outcome == "timed_out" || outcome == "failed",
+        outcome == "timed_out" || outcome == "failed" || oom_too,
         "a fork bomb should end as timed_out or failed, got {outcome}\n{}",
         r.context()
     );
-    r.assert_exit(if outcome == "timed_out" { 3 } else { 1 });
+    r.assert_exit(match outcome.as_str() {
+        "timed_out" => 3,
+        "oom_killed" => 4,
+        _ => 1,
+    });
     r.assert_no_leftovers();
     assert!(
         r.elapsed < Duration::from_secs(20),
@@ -457,7 +552,16 @@ fn output_without_json_goes_to_stdout_live() {
 
 #[test]
 fn step_two_sees_what_step_one_wrote() {
-    let job = Job::new(
+    two_steps(Runtime::Runc);
+}
+
+#[test]
+fn step_two_sees_what_step_one_wrote_under_gvisor() {
+    two_steps(Runtime::Runsc);
+}
+
+fn two_steps(rt: Runtime) {
+    let job = Job::new_under(rt,
         r#"
 workspace: { source: ./repo }
 steps:
@@ -530,9 +634,19 @@ limits: { memory: 64MiB, pids: 32, scratch: 16MiB }
 
 #[test]
 fn output_flood_with_artifacts_declared_is_output_limit_exceeded_promptly() {
+    output_flood_with_artifacts(Runtime::Runc);
+}
+
+#[test]
+fn output_flood_with_artifacts_declared_is_output_limit_exceeded_promptly_under_gvisor() {
+    output_flood_with_artifacts(Runtime::Runsc);
+}
+
+fn output_flood_with_artifacts(rt: Runtime) {
     // Artifacts declared: the container is held for collection, its control input stays
     // open. Stopping a flooding step on that path must still be prompt and correctly named.
-    let job = Job::new(
+    let job = Job::new_under(
+        rt,
         r#"
 steps:
   - { name: flood, run: "echo a > /out/a.txt; yes", timeout: 60s }

@@ -165,23 +165,93 @@ pub fn events_of_owner(pid: u32, since: SystemTime, until: SystemTime) -> Vec<St
     .collect()
 }
 
+/// The OCI runtime a test job's steps run under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    /// The engine's default: the spec as written (`strict` unless it names a profile).
+    Runc,
+    /// gVisor: the built-in `gvisor` profile (strict under runsc), see [`Job::new_under`].
+    Runsc,
+}
+
+/// Panics with the fix unless the engine has runsc registered as cordon needs it.
+pub fn require_runsc() {
+    static CHECKED: OnceLock<Result<(), String>> = OnceLock::new();
+    let r = CHECKED.get_or_init(|| {
+        let runtimes = docker(&["info", "--format", "{{json .Runtimes}}"]);
+        let v: Value = serde_json::from_str(runtimes.trim()).unwrap_or(Value::Null);
+        let args: Vec<&str> = v["runsc"]["runtimeArgs"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if v["runsc"].is_object() && args.contains(&"--oci-seccomp") {
+            Ok(())
+        } else {
+            Err(format!(
+                "the engine has no runsc registered with --oci-seccomp (it has {}): these tests run jobs under gVisor; `.ci/run` installs and registers it (apt-get install runsc; daemon.json; kill -HUP dockerd)",
+                runtimes.trim()
+            ))
+        }
+    });
+    if let Err(e) = r {
+        panic!("{e}");
+    }
+}
+
+/// `spec` as it runs under `runtime`: under runsc, the `gvisor` profile where the spec names
+/// none (or `strict`). A spec naming a profile of its own keeps it; the job's profile files
+/// inherit `gvisor` instead of `strict` (see [`Job::write`]).
+pub fn spec_under(runtime: Runtime, spec: &str) -> String {
+    if runtime == Runtime::Runc {
+        return spec.to_string();
+    }
+    let mut named = false;
+    let mut out: Vec<String> = spec
+        .lines()
+        .map(|l| {
+            if let Some(p) = l.strip_prefix("profile:") {
+                named = true;
+                if p.trim() == "strict" {
+                    return "profile: gvisor".to_string();
+                }
+            }
+            l.to_string()
+        })
+        .collect();
+    if !named {
+        out.insert(0, "profile: gvisor".to_string());
+    }
+    let mut text = out.join("\n");
+    text.push('\n');
+    text
+}
+
 /// A job under construction: a temp dir holding `job.yaml`, a workspace `repo/`, and the
 /// artifact dir `out/` (created by cordon).
 pub struct Job {
     pub dir: TempDir,
+    pub runtime: Runtime,
 }
 
 impl Job {
     /// A job whose spec is `spec` (YAML), with an empty workspace directory `repo/`.
     pub fn new(spec: &str) -> Job {
+        Job::new_under(Runtime::Runc, spec)
+    }
+
+    /// The job of `spec` with its steps under `runtime` ([`spec_under`]).
+    pub fn new_under(runtime: Runtime, spec: &str) -> Job {
         require_image();
+        if runtime == Runtime::Runsc {
+            require_runsc();
+        }
         let dir = tempfile::Builder::new()
             .prefix("cordon-it-")
             .tempdir()
             .expect("tempdir");
         std::fs::create_dir(dir.path().join("repo")).expect("mkdir repo");
-        std::fs::write(dir.path().join("job.yaml"), spec).expect("write spec");
-        Job { dir }
+        std::fs::write(dir.path().join("job.yaml"), spec_under(runtime, spec)).expect("write spec");
+        Job { dir, runtime }
     }
 
     /// Adds a file (parents created) under the job's directory, e.g. `repo/test_x.py`.
@@ -190,7 +260,14 @@ impl Job {
         self
     }
 
+    /// Writes a file under the job's directory; under runsc, a profile of the job's
+    /// (`sandbox-profiles/…`) that `inherits: strict` inherits `gvisor` instead.
     pub fn write(&self, rel: &str, content: &str) {
+        let content = if self.runtime == Runtime::Runsc && rel.starts_with("sandbox-profiles/") {
+            content.replace("inherits: strict", "inherits: gvisor")
+        } else {
+            content.to_string()
+        };
         let p = self.path(rel);
         if let Some(parent) = p.parent() {
             std::fs::create_dir_all(parent).expect("mkdir");
@@ -230,7 +307,28 @@ impl Job {
 
     /// Runs the job and waits for cordon to exit.
     pub fn run(&self) -> Finished {
-        Running::spawn(self.command()).wait()
+        let r = Running::spawn(self.command()).wait();
+        self.check_profile(&r);
+        r
+    }
+
+    /// Under runsc, a job that ran did so under `gvisor` or a profile the test wrote (which
+    /// inherits it), never under `strict`.
+    pub fn check_profile(&self, r: &Finished) {
+        if self.runtime != Runtime::Runsc {
+            return;
+        }
+        let profile = serde_json::from_str::<Value>(r.stdout.trim())
+            .ok()
+            .and_then(|v| v["profile"].as_str().map(str::to_string));
+        if let Some(p) = profile {
+            assert_ne!(
+                p,
+                "strict",
+                "a gVisor test ran under strict\n{}",
+                r.context()
+            );
+        }
     }
 }
 
