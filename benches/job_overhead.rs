@@ -11,9 +11,13 @@
 //!   `true`, wait, inspect, remove;
 //! - the same job with a warm pool: a sandbox made ahead of time (untimed, as between the
 //!   iterations of a refine loop) takes creation off the job's path;
-//! - the same job through the `cordon run --json` binary, for reference.
+//! - the same job through the `cordon run --json` binary, for reference;
+//! - where the engine has runsc registered as cordon needs it (see `.ci/run`), the same under
+//!   gVisor: `docker run --rm --runtime=runsc --network none IMAGE true`, and the cordon job
+//!   under the `gvisor` profile, cold and with a warm pool.
 //!
-//! Prints the median and p90 of each and the ratios against `docker run --rm`.
+//! Prints the median and p90 of each, the ratio against `docker run --rm`, and for the gVisor
+//! paths the ratio against `docker run --rm --runtime=runsc` too.
 
 use std::path::Path;
 use std::process::Command;
@@ -40,6 +44,12 @@ fn main() {
         format!("image: {IMAGE}\nsteps: [{{name: trivial, run: \"true\"}}]\n"),
     )
     .expect("write spec");
+    let gvisor_spec = dir.path().join("trivial-gvisor.yaml");
+    std::fs::write(
+        &gvisor_spec,
+        format!("image: {IMAGE}\nprofile: gvisor\nsteps: [{{name: trivial, run: \"true\"}}]\n"),
+    )
+    .expect("write spec");
     let cordon_bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/cordon");
     let cordon_bin = if cordon_bin.exists() {
         cordon_bin
@@ -61,18 +71,44 @@ fn main() {
         std::process::exit(2);
     }
 
-    let docker_run = || {
-        let t = Instant::now();
-        let st = Command::new("docker")
-            .args(["run", "--rm", IMAGE, "true"])
-            .status()
-            .expect("docker CLI");
-        assert!(st.success(), "docker run failed");
-        t.elapsed()
-    };
-    let cordon_lib = || {
-        let job = cordon::spec::load(&spec, &cordon::spec::OperatorPolicy::for_cli())
+    // The gVisor paths run only where the engine can run the gvisor profile.
+    let gvisor = {
+        let job = cordon::spec::load(&gvisor_spec, &cordon::spec::OperatorPolicy::for_cli())
             .expect("valid spec");
+        match rt.block_on(runner.preflight(&job)) {
+            Ok(_) => true,
+            Err(e) => {
+                eprintln!("skipping the gVisor paths: {e}");
+                false
+            }
+        }
+    };
+
+    let docker_run_with = |args: &'static [&'static str]| {
+        move || {
+            let t = Instant::now();
+            let st = Command::new("docker")
+                .args(args)
+                .status()
+                .expect("docker CLI");
+            assert!(st.success(), "docker {args:?} failed");
+            t.elapsed()
+        }
+    };
+    let docker_run = docker_run_with(&["run", "--rm", IMAGE, "true"]);
+    // The same with gVisor; no network, as cordon's sandbox (and as runsc here needs).
+    let docker_run_runsc = docker_run_with(&[
+        "run",
+        "--rm",
+        "--runtime=runsc",
+        "--network",
+        "none",
+        IMAGE,
+        "true",
+    ]);
+    let cordon_lib_of = |spec: &Path| {
+        let job =
+            cordon::spec::load(spec, &cordon::spec::OperatorPolicy::for_cli()).expect("valid spec");
         let t = Instant::now();
         let result = rt.block_on(async {
             let pre = runner.preflight(&job).await.expect("preflight");
@@ -82,6 +118,8 @@ fn main() {
         assert_eq!(result.outcome, Outcome::Passed, "{result:?}");
         e
     };
+    let cordon_lib = || cordon_lib_of(&spec);
+    let cordon_lib_gvisor = || cordon_lib_of(&gvisor_spec);
     let cordon_cli = || {
         let t = Instant::now();
         let out = Command::new(&cordon_bin)
@@ -112,9 +150,9 @@ fn main() {
     let pooled = runner.clone().with_pool(pool.clone());
     // Untimed, before each measurement: the pool full again (it replaces a taken sandbox
     // after the job), so its refill never runs into another path's measurement.
-    let settle = || {
-        let job = cordon::spec::load(&spec, &cordon::spec::OperatorPolicy::for_cli())
-            .expect("valid spec");
+    let settle_spec = |spec: &Path| {
+        let job =
+            cordon::spec::load(spec, &cordon::spec::OperatorPolicy::for_cli()).expect("valid spec");
         rt.block_on(async {
             let image_id = pooled
                 .preflight(&job)
@@ -130,10 +168,16 @@ fn main() {
             );
         })
     };
-    let cordon_warm = || {
+    let settle = || {
+        settle_spec(&spec);
+        if gvisor {
+            settle_spec(&gvisor_spec);
+        }
+    };
+    let cordon_warm_of = |spec: &Path| {
         settle();
-        let job = cordon::spec::load(&spec, &cordon::spec::OperatorPolicy::for_cli())
-            .expect("valid spec");
+        let job =
+            cordon::spec::load(spec, &cordon::spec::OperatorPolicy::for_cli()).expect("valid spec");
         let result = rt.block_on(async {
             // Timed like the other paths: preflight, then the job.
             let t = Instant::now();
@@ -145,16 +189,29 @@ fn main() {
         assert!(result.1.warm, "the job did not get the warm sandbox");
         result.0
     };
+    let cordon_warm = || cordon_warm_of(&spec);
+    let cordon_warm_gvisor = || cordon_warm_of(&gvisor_spec);
 
-    type Timed<'a> = (&'a str, &'a dyn Fn() -> Duration);
-    let paths: [Timed; 4] = [
-        ("docker run --rm (CLI)", &docker_run),
-        ("cordon job (library, strict profile)", &cordon_lib),
-        ("cordon job, warm pool", &cordon_warm),
-        ("cordon run --json (CLI process)", &cordon_cli),
+    // (name, what it times, the index of the `docker run` it is compared with too)
+    type Timed<'a> = (&'a str, &'a dyn Fn() -> Duration, usize);
+    let mut paths: Vec<Timed> = vec![
+        ("docker run --rm (CLI)", &docker_run, 0),
+        ("cordon job (library, strict profile)", &cordon_lib, 0),
+        ("cordon job, warm pool", &cordon_warm, 0),
+        ("cordon run --json (CLI process)", &cordon_cli, 0),
     ];
+    if gvisor {
+        let base = paths.len();
+        paths.push(("docker run --rm --runtime=runsc", &docker_run_runsc, base));
+        paths.push((
+            "cordon job (library, gvisor profile)",
+            &cordon_lib_gvisor,
+            base,
+        ));
+        paths.push(("cordon job, gvisor, warm pool", &cordon_warm_gvisor, base));
+    }
     // Warm up each path once (page cache, engine, image layers).
-    for (_, f) in &paths {
+    for (_, f, _) in &paths {
         f();
     }
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); paths.len()];
@@ -172,16 +229,25 @@ fn main() {
         (v[v.len() / 2], v[(v.len() * 9 / 10).min(v.len() - 1)])
     };
     let ms = |x: Duration| x.as_secs_f64() * 1000.0;
-    let (dm, _) = stats(&mut times[0].clone());
+    let medians: Vec<Duration> = times.iter().map(|t| stats(&mut t.clone()).0).collect();
     println!("per-job time for `true` in {IMAGE}, {rounds} rounds, interleaved");
-    for (p, (name, _)) in paths.iter().enumerate() {
+    for (p, (name, _, base)) in paths.iter().enumerate() {
         let (m, p90) = stats(&mut times[p]);
+        let own = if *base > 0 && p != *base {
+            format!(
+                "   ratio to {:?} {:.2}",
+                paths[*base].0,
+                ms(m) / ms(medians[*base])
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "  {:<38} median {:>7.1} ms   p90 {:>7.1} ms   ratio {:.2}",
+            "  {:<38} median {:>7.1} ms   p90 {:>7.1} ms   ratio {:.2}{own}",
             name,
             ms(m),
             ms(p90),
-            ms(m) / ms(dm)
+            ms(m) / ms(medians[0])
         );
     }
 }
