@@ -29,7 +29,7 @@ pub const EXIT_SANDBOX_ERROR: u8 = 5;
 container per step: no network, no capabilities, a non-root user, a read-only root filesystem, \
 seccomp, and hard CPU, memory, pids and output limits. It streams the output back, copies declared \
 artifacts out safely, reports a typed outcome, and removes every container it made.",
-    after_help = "Examples:\n  cordon image build python          build the default image cordon/python:3.11 (once)\n  cordon run examples/demo/job.yaml   run a job, streaming its output\n  cordon run job.yaml --json          print only the result object on stdout\n\nExit status of `run`: 0 passed, 1 failed, 2 invalid input (nothing started), 3 timed out,\n4 a resource limit (oom_killed, output_limit_exceeded), 5 sandbox error, 130 cancelled.\n\nLogs: set CORDON_LOG (e.g. CORDON_LOG=debug) or pass -v."
+    after_help = "Examples:\n  cordon image build python          build the default image cordon/python:3.11 (once)\n  cordon run examples/demo/job.yaml   run a job, streaming its output\n  cordon run job.yaml --json          print only the result object on stdout\n\nExit status of `run`: 0 passed, 1 failed, 2 invalid input (nothing started), 3 timed out,\n4 a resource limit (oom_killed, output_limit_exceeded, disk_limit_exceeded), 5 sandbox error,\n130 cancelled.\n\nLogs: set CORDON_LOG (e.g. CORDON_LOG=debug) or pass -v."
 )]
 pub struct Cli {
     /// More log output on stderr (-v info, -vv debug).
