@@ -1103,18 +1103,23 @@ mod tests {
         });
     }
 
-    #[test]
-    fn verify_spots_a_runtime_the_engine_did_not_record() {
-        let job = gvisor_job();
-        let asked = container_config(&job, 0, "img", &Scratch::default(), "h:1");
-        let mut got = ContainerInspectResponse {
+    /// What an engine that applied every setting of `asked` would report.
+    fn recorded_as_asked(asked: &ContainerCreateBody) -> ContainerInspectResponse {
+        ContainerInspectResponse {
             host_config: asked.host_config.clone(),
             config: Some(bollard::models::ContainerConfig {
                 user: asked.user.clone(),
                 ..Default::default()
             }),
             ..Default::default()
-        };
+        }
+    }
+
+    #[test]
+    fn verify_spots_a_runtime_the_engine_did_not_record() {
+        let job = gvisor_job();
+        let asked = container_config(&job, 0, "img", &Scratch::default(), "h:1");
+        let mut got = recorded_as_asked(&asked);
         assert!(verify(&asked, &got).is_empty());
         if let Some(h) = got.host_config.as_mut() {
             h.runtime = Some("runc".into());
@@ -1131,14 +1136,7 @@ mod tests {
     fn verify_spots_a_limit_the_engine_dropped() {
         let job = job();
         let asked = container_config(&job, 0, "img", &Scratch::default(), "h:1");
-        let mut got = ContainerInspectResponse {
-            host_config: asked.host_config.clone(),
-            config: Some(bollard::models::ContainerConfig {
-                user: asked.user.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let mut got = recorded_as_asked(&asked);
         assert!(verify(&asked, &got).is_empty());
         if let Some(h) = got.host_config.as_mut() {
             h.memory_swap = Some(-1);
