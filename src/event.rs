@@ -100,6 +100,13 @@ pub enum JobEvent {
         /// Why: not on the allowlist, an internal address, …
         reason: String,
     },
+    /// The sandbox a step (or the `prepare`) runs in, as the engine reported it back once
+    /// it was created and before anything ran in it.
+    Sandbox {
+        /// The step's name, or `prepare`.
+        step: String,
+        applied: AppliedSandbox,
+    },
     /// Something the user should know that does not change the outcome.
     Warning {
         message: String,
@@ -107,6 +114,36 @@ pub enum JobEvent {
     Finished {
         result: Box<JobResult>,
     },
+}
+
+/// What the engine recorded for a sandbox container: not what cordon asked for, but what
+/// inspecting the container returned (cordon refuses to start a sandbox where the two differ).
+/// Engine-neutral names; `None` where the engine set no limit.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AppliedSandbox {
+    /// The OCI runtime: `runc`, `runsc` (gVisor).
+    pub runtime: String,
+    /// `uid:gid` the processes run as.
+    pub user: String,
+    pub read_only_rootfs: bool,
+    /// Capabilities dropped (`ALL` for every one) and added back.
+    pub cap_drop: Vec<String>,
+    pub cap_add: Vec<String>,
+    pub no_new_privileges: bool,
+    /// `unconfined`, `engine default`, or `custom: N rules, sha256 <12 hex>` for cordon's own
+    /// filter.
+    pub seccomp: String,
+    /// `none`, or the network the sandbox is on.
+    pub network: String,
+    pub memory_bytes: Option<i64>,
+    /// Memory plus swap; equal to `memory_bytes` when the sandbox has no swap.
+    pub memory_swap_bytes: Option<i64>,
+    pub cpus: Option<f64>,
+    pub pids: Option<i64>,
+    /// The soft limit on open files.
+    pub nofile: Option<i64>,
+    /// Every filesystem mounted into the sandbox, `TARGET (TYPE, ro|rw[, OPTIONS])`.
+    pub mounts: Vec<String>,
 }
 
 fn lossy<S: Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {

@@ -630,6 +630,12 @@ async fn run_job(
         } else {
             GateMode::Hold
         };
+        let applied = ctx.sandbox(i)?.applied().clone();
+        ctx.emit(JobEvent::Sandbox {
+            step: step.name.clone(),
+            applied,
+        })
+        .await;
         ctx.emit(JobEvent::StepStarted {
             step: step.name.clone(),
             index: i,
@@ -873,6 +879,11 @@ async fn prepare_environment(
         .backend
         .create_prepare(job, base_image_id, &egress)
         .await?;
+    ctx.emit(JobEvent::Sandbox {
+        step: "prepare".into(),
+        applied: sandbox.applied().clone(),
+    })
+    .await;
     ctx.sandboxes.push((PREPARE_SLOT, sandbox));
     if !prep.key_files.is_empty() {
         let dir = crate::sandbox::policy::workspace_path(job).to_string();

@@ -47,7 +47,8 @@ impl Printer {
                     ));
                 }
             }
-            JobEvent::Phase { .. } => {}
+            // Shown by `--json` and the service's job page; too long for a terminal.
+            JobEvent::Phase { .. } | JobEvent::Sandbox { .. } => {}
             JobEvent::Progress { message } => self.note(message),
             JobEvent::StepStarted { step, .. } => {
                 if !self.json {

@@ -32,7 +32,7 @@ use super::{
     SandboxError, SandboxOutput, Scratch, StepCommand, TarStats, labels, policy,
 };
 use super::{egress, sidecar};
-use crate::event;
+use crate::event::{self, AppliedSandbox};
 use crate::spec::{Job, Workspace};
 use policy::GateMode;
 
@@ -114,6 +114,7 @@ impl DockerBackend {
                 .as_ref()
                 .and_then(|h| h.runtime.as_deref())
                 == Some(crate::spec::profile::RUNSC),
+            applied: AppliedSandbox::default(),
         };
         // Refuse to run under limits the engine did not apply.
         let mut wrong: Vec<String> = created
@@ -129,7 +130,10 @@ impl DockerBackend {
         )
         .await
         {
-            Ok(got) => wrong.extend(policy::verify(&config, &got)),
+            Ok(got) => {
+                wrong.extend(policy::verify(&config, &got));
+                sandbox.applied = super::readback::applied(&got);
+            }
             Err(e) => {
                 let _ = sandbox.destroy().await;
                 return Err(e);
@@ -658,6 +662,8 @@ pub struct DockerSandbox {
     workspace_path: String,
     /// It runs under gVisor, where the engine's OOM flag can miss (see [`oom_killed`]).
     runsc: bool,
+    /// What the engine recorded for it, read back once created.
+    applied: AppliedSandbox,
 }
 
 /// How long after a runsc sandbox's exit the engine's `oom` event may still come.
@@ -903,6 +909,10 @@ impl DockerSandbox {
 impl Sandbox for DockerSandbox {
     fn id(&self) -> &str {
         &self.id
+    }
+
+    fn applied(&self) -> &AppliedSandbox {
+        &self.applied
     }
 
     async fn start(&mut self) -> Result<(), SandboxError> {

@@ -16,6 +16,7 @@ pub mod archive;
 pub mod docker;
 pub mod egress;
 pub mod policy;
+mod readback;
 pub(crate) mod sidecar;
 
 use std::pin::Pin;
@@ -244,6 +245,9 @@ pub trait Backend: Send + Sync {
 #[async_trait]
 pub trait Sandbox: Send {
     fn id(&self) -> &str;
+    /// The sandbox as the engine recorded it once created (limits, user, capabilities,
+    /// seccomp, network, runtime, mounts).
+    fn applied(&self) -> &crate::event::AppliedSandbox;
     /// Attaches to its output (so not a byte is missed), starts it, and waits for its gate to
     /// say what it can do; the step's command is held until [`Sandbox::release`].
     async fn start(&mut self) -> Result<(), SandboxError>;
