@@ -894,6 +894,17 @@ env: { PYTHONHASHSEED: "0" }
     }
 
     #[test]
+    fn kubernetes_style_quantities_are_read_like_docker_ones() {
+        let job = check(
+            "steps: [{name: t, run: x}]\nlimits: { cpus: 500m, memory: 512Mi, scratch: 1Gi }",
+        )
+        .expect("valid");
+        assert_eq!(job.limits.cpus, 0.5);
+        assert_eq!(job.limits.memory, Size(512 << 20));
+        assert_eq!(job.limits.scratch, Size(1 << 30));
+    }
+
+    #[test]
     fn bad_specs_name_the_field() {
         let cases: &[(&str, &str)] = &[
             ("steps: []", "a job needs at least one step"),
@@ -956,6 +967,14 @@ env: { PYTHONHASHSEED: "0" }
             ),
             (
                 "steps: [{name: t, run: x}]\nlimits: { cpus: 0 }",
+                "`limits.cpus`",
+            ),
+            (
+                "steps: [{name: t, run: x}]\nlimits: { cpus: two }",
+                "limits.cpus",
+            ),
+            (
+                "steps: [{name: t, run: x}]\nlimits: { cpus: 0m }",
                 "`limits.cpus`",
             ),
             (

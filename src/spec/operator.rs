@@ -45,6 +45,7 @@ pub struct OperatorPolicy {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Ceilings {
+    #[serde(deserialize_with = "super::units::cpus")]
     pub cpus: f64,
     pub memory: Size,
     pub pids: i64,

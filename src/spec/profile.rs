@@ -64,6 +64,7 @@ pub struct ProfileFile {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsFile {
+    #[serde(default, deserialize_with = "super::units::cpus_opt")]
     pub cpus: Option<f64>,
     pub memory: Option<Size>,
     pub pids: Option<i64>,

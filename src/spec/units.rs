@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-/// A size in bytes, written `512MiB`, `1GiB`, `4MB`, `64k` or a plain number of bytes.
+/// A size in bytes, written `512MiB`, `1GiB`, Kubernetes-style `512Mi`/`2Gi`, `4MB`, `64k` or a
+/// plain number of bytes. A bare letter (`512m`, `1G`) is binary, as in `docker run -m`, not
+/// decimal as in Kubernetes; `MB`/`GB` are decimal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Size(pub u64);
 
@@ -16,16 +18,74 @@ const UNITS: &[(&str, u64)] = &[
     ("k", 1 << 10),
     ("kb", 1000),
     ("kib", 1 << 10),
+    ("ki", 1 << 10),
     ("m", 1 << 20),
     ("mb", 1000 * 1000),
     ("mib", 1 << 20),
+    ("mi", 1 << 20),
     ("g", 1 << 30),
     ("gb", 1000 * 1000 * 1000),
     ("gib", 1 << 30),
+    ("gi", 1 << 30),
     ("t", 1 << 40),
     ("tb", 1000 * 1000 * 1000 * 1000),
     ("tib", 1 << 40),
+    ("ti", 1 << 40),
 ];
+
+/// A number of CPUs as written in a spec or profile: `1.5`, `"2"`, or Kubernetes-style
+/// millicores `"500m"` (= 0.5). Range checks are the caller's (they name the field).
+pub fn parse_cpus(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let (num, scale) = match t.strip_suffix('m') {
+        Some(n) => (n, 1000.0),
+        None => (t, 1.0),
+    };
+    let value: f64 = num.parse().map_err(|_| {
+        format!(
+            "`{s}` is not a number of CPUs: write 1, 1.5 or Kubernetes-style millicores like 500m"
+        )
+    })?;
+    Ok(value / scale)
+}
+
+/// Deserializes an optional CPU count written as a number or as a string [`parse_cpus`] reads.
+pub fn cpus_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Option<f64>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a number of CPUs such as 1, 1.5 or \"500m\"")
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v as f64))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v as f64))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            parse_cpus(v).map(Some).map_err(E::custom)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_any(V)
+        }
+    }
+    d.deserialize_option(V)
+}
+
+/// Deserializes a required CPU count (see [`cpus_opt`]).
+pub fn cpus<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    cpus_opt(d)?.ok_or_else(|| de::Error::custom("a number of CPUs is required here"))
+}
 
 impl Size {
     pub const fn mib(n: u64) -> Size {
@@ -53,7 +113,7 @@ impl FromStr for Size {
         let unit = unit.trim().to_ascii_lowercase();
         if num.is_empty() {
             return Err(format!(
-                "`{s}` is not a size: expected a number with an optional unit, like 512MiB or 1GiB"
+                "`{s}` is not a size: expected a number with an optional unit, like 512MiB, 512Mi or 1GiB"
             ));
         }
         let factor = if unit.is_empty() {
@@ -64,7 +124,7 @@ impl FromStr for Size {
                 .find(|(u, _)| *u == unit)
                 .map(|(_, f)| *f)
                 .ok_or_else(|| {
-                    format!("`{s}` has an unknown size unit `{unit}`: use B, KiB, MiB, GiB or KB, MB, GB")
+                    format!("`{s}` has an unknown size unit `{unit}`: use B, KiB, MiB, GiB (or Ki, Mi, Gi) or KB, MB, GB")
                 })?
         };
         let value: f64 = num
@@ -198,6 +258,29 @@ mod tests {
         for (text, bytes) in cases {
             assert_eq!(text.parse::<Size>(), Ok(Size(bytes)), "{text}");
         }
+    }
+
+    #[test]
+    fn kubernetes_binary_suffixes_are_sizes_too() {
+        for (text, bytes) in [
+            ("512Mi", 512u64 << 20),
+            ("2Gi", 2 << 30),
+            ("64Ki", 64 << 10),
+            ("1Ti", 1 << 40),
+            ("1.5Gi", 3 << 29),
+        ] {
+            assert_eq!(text.parse::<Size>(), Ok(Size(bytes)), "{text}");
+        }
+        assert!("1Pi".parse::<Size>().unwrap_err().contains("Mi, Gi"));
+    }
+
+    #[test]
+    fn cpus_read_numbers_and_millicores() {
+        assert_eq!(parse_cpus("500m"), Ok(0.5));
+        assert_eq!(parse_cpus("1.5"), Ok(1.5));
+        assert_eq!(parse_cpus(" 2 "), Ok(2.0));
+        assert!(parse_cpus("two").unwrap_err().contains("500m"));
+        assert!(parse_cpus("m").is_err());
     }
 
     #[test]
