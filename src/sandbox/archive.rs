@@ -23,6 +23,8 @@ use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tracing::debug;
 
+use crate::spec::pattern::Excludes;
+
 /// Size of the chunks [`workspace_tar_stream`] emits.
 const CHUNK_SIZE: usize = 64 * 1024;
 /// Chunks buffered between the archiving thread and the consumer (both directions).
@@ -57,6 +59,9 @@ pub enum ArchiveError {
         #[source]
         source: io::Error,
     },
+    /// An exclude pattern is not valid (a spec's are checked before; this is for other callers).
+    #[error("workspace exclude #{index}: {reason}")]
+    BadExclude { index: usize, reason: String },
     /// The sink receiving the workspace tar failed.
     #[error("cannot write the workspace archive")]
     Output {
@@ -250,13 +255,14 @@ fn append_workspace<W: Write>(
         });
     }
     let src = src.as_path();
-    let excludes = Excludes::new(&opts.excludes);
+    let excludes = Excludes::new(src, &opts.excludes)
+        .map_err(|(index, reason)| ArchiveError::BadExclude { index, reason })?;
     let mut walk = walkdir::WalkDir::new(src)
         .follow_links(false)
         .follow_root_links(false)
         .sort_by_file_name()
         .into_iter()
-        .filter_entry(|e| e.depth() == 0 || !excludes.matches(src, e.path()));
+        .filter_entry(|e| e.depth() == 0 || !excludes.matches(e.path(), e.file_type().is_dir()));
 
     let mut stats = TarStats::default();
     while let Some(item) = walk.next() {
@@ -405,80 +411,6 @@ where
         }
     }
     (entries, bytes, true)
-}
-
-/// Exclusion patterns, pre-split.
-struct Excludes {
-    /// Matched against single path components (may contain `*` and `?`).
-    names: Vec<Vec<u8>>,
-    /// Matched against the whole relative path (patterns containing `/`).
-    paths: Vec<Vec<u8>>,
-}
-
-impl Excludes {
-    fn new(patterns: &[String]) -> Self {
-        let mut names = Vec::new();
-        let mut paths = Vec::new();
-        for p in patterns {
-            let p = p.trim();
-            let p = p.strip_prefix("./").unwrap_or(p).trim_matches('/');
-            if p.is_empty() {
-                continue;
-            }
-            if p.contains('/') {
-                paths.push(p.as_bytes().to_vec());
-            } else {
-                names.push(p.as_bytes().to_vec());
-            }
-        }
-        Excludes { names, paths }
-    }
-
-    fn matches(&self, root: &Path, path: &Path) -> bool {
-        if let Some(name) = path.file_name()
-            && self
-                .names
-                .iter()
-                .any(|p| glob_match(p, name.as_encoded_bytes()))
-        {
-            return true;
-        }
-        if self.paths.is_empty() {
-            return false;
-        }
-        let Ok(rel) = path.strip_prefix(root) else {
-            return false;
-        };
-        let rel = rel.as_os_str().as_encoded_bytes();
-        self.paths.iter().any(|p| glob_match(p, rel))
-    }
-}
-
-/// `*` matches any run of bytes, `?` one byte; everything else is literal.
-fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0usize, 0usize);
-    let mut backtrack: Option<(usize, usize)> = None;
-    while t < text.len() {
-        match pattern.get(p) {
-            Some(b'*') => {
-                backtrack = Some((p, t));
-                p += 1;
-            }
-            Some(&c) if c == b'?' || c == text[t] => {
-                p += 1;
-                t += 1;
-            }
-            _ => match backtrack {
-                Some((bp, bt)) => {
-                    p = bp + 1;
-                    t = bt + 1;
-                    backtrack = Some((bp, bt + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
 }
 
 /// A writer that refuses all writes once poisoned (used to suppress `tar::Builder`'s
@@ -1570,20 +1502,35 @@ mod tests {
     }
 
     #[test]
-    fn exclude_globs() {
-        assert!(glob_match(b"*.pyc", b"a.pyc"));
-        assert!(glob_match(b"*.pyc", b".pyc"));
-        assert!(!glob_match(b"*.pyc", b"a.pyc.txt"));
-        assert!(glob_match(b"build*", b"build-out"));
-        assert!(glob_match(b"*cache*", b"__pycache__"));
-        assert!(glob_match(b"a?c", b"abc"));
-        assert!(!glob_match(b".git", b".github"));
-        assert!(glob_match(b"*a*b", b"xaxxab"));
-        let ex = Excludes::new(&["docs/build".into(), ".venv".into()]);
-        let root = Path::new("/r");
-        assert!(ex.matches(root, Path::new("/r/docs/build")));
-        assert!(!ex.matches(root, Path::new("/r/x/docs/build")));
-        assert!(ex.matches(root, Path::new("/r/x/.venv")));
+    fn excludes_are_read_like_gitignore_lines() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        for f in [
+            "a.pyc",
+            "pkg/b.pyc",
+            "docs/x.md",
+            "docs/api/y.md",
+            "build/o",
+            "src/build/k",
+        ] {
+            write(&root.join(f), b"x", 0o644);
+        }
+        let mut o = opts();
+        o.excludes = vec!["*.pyc".into(), "docs/*.md".into(), "/build".into()];
+        let mut tar = Vec::new();
+        write_workspace_tar(root, &o, &mut tar).unwrap();
+        let mut names: Vec<String> = tar::Archive::new(&tar[..])
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.header().entry_type().is_file())
+            .map(|e| e.path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["docs/api/y.md", "src/build/k"]);
+        o.excludes = vec!["x".repeat(crate::spec::pattern::MAX_PATTERN_BYTES + 1)];
+        let err = write_workspace_tar(root, &o, &mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("exclude #0"), "{err}");
     }
 
     #[tokio::test]

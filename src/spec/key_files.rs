@@ -56,11 +56,21 @@ pub fn read_key_files(root: &Path, patterns: &[String]) -> Result<KeyFiles, (Str
         let Some(name) = rel.file_name().and_then(|n| n.to_str()) else {
             return Err(fail(format!("`{pattern}` is not a UTF-8 file name")));
         };
+        if parent.to_str().is_some_and(super::pattern::is_pattern) {
+            return Err(fail(format!(
+                "`{pattern}`: a wildcard may only be in the file's name, not in its directories; list each directory's file"
+            )));
+        }
+        let glob = if super::pattern::is_pattern(name) {
+            Some(super::pattern::file_name(name).map_err(&fail)?)
+        } else {
+            None
+        };
         let Some(dir) = open_dirs(root, parent).map_err(&fail)? else {
             continue; // a directory on the way does not exist: nothing matched
         };
         let mut matched: Vec<String> = Vec::new();
-        if name.contains('*') {
+        if let Some(glob) = &glob {
             // The names come from listing the directory by path; each is then looked at and
             // opened relative to the handle checked above, so a name listed from somewhere
             // else could only fail to be found.
@@ -73,7 +83,7 @@ pub fn read_key_files(root: &Path, patterns: &[String]) -> Result<KeyFiles, (Str
             let mut names: Vec<String> = listed
                 .flatten()
                 .filter_map(|e| e.file_name().to_str().map(str::to_string))
-                .filter(|n| super::operator::glob_match(name, n))
+                .filter(|n| glob.is_match(n))
                 .collect();
             names.sort();
             for n in names {
@@ -359,5 +369,29 @@ mod tests {
             assert_eq!(field, "prepare.cache_key_files[0]", "{p}");
             assert!(reason.contains("without `..`"), "{p}: {reason}");
         }
+        for (p, why) in [
+            ("*/requirements.txt", "only be in the file's name"),
+            ("**/requirements.txt", "only be in the file's name"),
+            ("req[.txt", "not a valid pattern"),
+        ] {
+            let (field, reason) = read_key_files(&root(&d), &patterns(&[p])).unwrap_err();
+            assert_eq!(field, "prepare.cache_key_files[0]", "{p}");
+            assert!(reason.contains(why), "{p}: {reason}");
+        }
+    }
+
+    #[test]
+    fn name_patterns_take_brackets_and_alternatives() {
+        let d = ws();
+        std::fs::write(d.path().join("setup.cfg"), "a").unwrap();
+        std::fs::write(d.path().join("req-1.txt"), "b").unwrap();
+        std::fs::write(d.path().join("req-12.txt"), "c").unwrap();
+        let got = read_key_files(
+            &root(&d),
+            &patterns(&["{setup.cfg,pyproject.toml}", "req-?.txt"]),
+        )
+        .unwrap();
+        let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["req-1.txt", "setup.cfg"]);
     }
 }
