@@ -4,7 +4,7 @@
 mod testgen_support;
 
 use cordon::pipeline::llm::{Llm, LlmError, Message};
-use testgen_support::{Answer, llm_config, start};
+use testgen_support::{Answer, llm_config, start, start_with_models};
 
 fn hello() -> Vec<Message> {
     vec![Message::system("s"), Message::user("write a test")]
@@ -105,4 +105,95 @@ async fn an_oversized_prompt_is_refused_before_sending() {
     let e = llm.chat(&big, 0.2, Some(200)).await.expect_err("too large");
     assert!(matches!(e, LlmError::PromptTooLarge { .. }), "{e:?}");
     assert!(s.requests().is_empty(), "nothing was sent");
+}
+
+#[tokio::test]
+async fn retry_after_is_followed_instead_of_the_backoff() {
+    let s = start(Box::new(|n, _| match n {
+        0 => Answer::status(429, r#"{"error":{"message":"slow down"}}"#)
+            .with_header("retry-after", "1"),
+        _ => Answer::chat("ok"),
+    }))
+    .await;
+    let mut cfg = llm_config(&s.base_url);
+    // A backoff this long would be seen: the server's 1 s must be used instead.
+    cfg.backoff = std::time::Duration::from_secs(20);
+    let llm = Llm::new(cfg).expect("client");
+    llm.chat(&hello(), 0.2, Some(8))
+        .await
+        .expect("succeeds after the wait");
+    let u = llm.usage();
+    assert_eq!(u.retries, 1);
+    assert!(
+        (1000..=1100).contains(&u.retry_wait_ms),
+        "waited {} ms, not Retry-After's 1 s (+ up to 10 % jitter)",
+        u.retry_wait_ms
+    );
+}
+
+#[tokio::test]
+async fn backoff_waits_are_jittered_around_the_doubling() {
+    let s = start(Box::new(|n, _| match n {
+        0..=2 => Answer::status(503, "busy"),
+        _ => Answer::chat("ok"),
+    }))
+    .await;
+    let llm = Llm::new(llm_config(&s.base_url)).expect("client");
+    llm.chat(&hello(), 0.2, Some(8)).await.expect("succeeds");
+    // 20 + 40 + 80 ms, each within ±20 %.
+    let u = llm.usage();
+    assert_eq!(u.retries, 3);
+    assert!(
+        (112..=168).contains(&u.retry_wait_ms),
+        "{}",
+        u.retry_wait_ms
+    );
+}
+
+#[tokio::test]
+async fn the_probe_reads_the_model_list_without_spending_a_request() {
+    let s = start(Box::new(|_, _| Answer::chat("unused"))).await;
+    let llm = Llm::new(llm_config(&s.base_url)).expect("client");
+    let probe = llm.probe().await.expect("answers");
+    assert_eq!(probe.models, Some(vec!["scripted".to_string()]));
+    assert_eq!(probe.lists("scripted"), Some(true));
+    assert_eq!(probe.lists("gpt-x"), Some(false));
+    assert!(s.requests().is_empty(), "no chat request was made");
+}
+
+#[tokio::test]
+async fn a_refused_key_or_a_dead_endpoint_fails_the_probe_naming_the_fix() {
+    let s = start_with_models(
+        Box::new(|_, _| Answer::chat("unused")),
+        Box::new(|| Answer::status(401, r#"{"error":{"message":"bad key"}}"#)),
+    )
+    .await;
+    let llm = Llm::new(llm_config(&s.base_url)).expect("client");
+    let err = llm.probe().await.expect_err("refused");
+    assert!(
+        matches!(err, LlmError::KeyRefused { status: 401, .. }),
+        "{err:?}"
+    );
+    assert!(err.is_fatal());
+    assert!(err.to_string().contains("OPENAI_API_KEY"), "{err}");
+
+    let dead = Llm::new(llm_config("http://127.0.0.1:9/v1")).expect("client");
+    let err = dead.probe().await.expect_err("nothing listens on port 9");
+    assert!(matches!(err, LlmError::Unreachable { .. }), "{err:?}");
+    assert!(err.to_string().contains("OPENAI_BASE_URL"), "{err}");
+}
+
+#[tokio::test]
+async fn an_endpoint_without_a_model_list_is_probed_with_one_token() {
+    let s = start_with_models(
+        Box::new(|_, _| Answer::chat("OK")),
+        Box::new(|| Answer::status(404, "no such route")),
+    )
+    .await;
+    let llm = Llm::new(llm_config(&s.base_url)).expect("client");
+    let probe = llm.probe().await.expect("answers");
+    assert_eq!(probe.models, None);
+    let reqs = s.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0]["max_tokens"], 1);
 }

@@ -1,8 +1,14 @@
 //! The model client: any OpenAI-compatible chat-completions endpoint (async-openai), plain
 //! chat only — no function calling, no price tables. Every request sets `max_tokens`, is
-//! counted against the context budget before it is sent, and is retried with backoff on 429,
-//! 5xx, timeouts and refused connections. An answer cut off by `max_tokens` or stuck repeating
-//! itself is flagged, not trusted.
+//! counted against the context budget before it is sent, and is retried on 429, 5xx, timeouts
+//! and refused connections — after the server's `Retry-After`, else with exponential backoff,
+//! both with jitter ([`retry`]). An answer cut off by `max_tokens` or stuck repeating itself
+//! is flagged, not trusted. [`Llm::probe`] checks the endpoint before any sandbox work.
+
+mod probe;
+mod retry;
+
+pub use probe::Probe;
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -10,7 +16,6 @@ use std::time::Duration;
 use async_openai::Client;
 use async_openai::config::OpenAIConfig;
 use async_openai::error::OpenAIError;
-use async_openai::middleware::ReqwestService;
 use serde::Serialize;
 use serde_json::{Value, json};
 use tracing::{debug, warn};
@@ -31,7 +36,8 @@ pub struct LlmConfig {
     pub timeout: Duration,
     /// Retries of a transient failure (429, 5xx, timeout, refused connection).
     pub retries: u32,
-    /// The first backoff; doubled on each retry, at most 30 s.
+    /// The first backoff; doubled on each retry, at most 30 s, ±20 % (a `Retry-After` from
+    /// the server is followed instead, up to 2 minutes).
     pub backoff: Duration,
 }
 
@@ -85,13 +91,23 @@ pub enum LlmError {
     },
     #[error("the model's answer is malformed: {0}")]
     Malformed(String),
+    #[error(
+        "the model endpoint {url} cannot be reached: {reason}; start the model (the local one: `../shared/llm/local-model.sh start`) or point --base-url / OPENAI_BASE_URL at one"
+    )]
+    Unreachable { url: String, reason: String },
+    #[error(
+        "the model endpoint {url} refused the API key (HTTP {status}); set OPENAI_API_KEY to a key it accepts"
+    )]
+    KeyRefused { url: String, status: u16 },
 }
 
 impl LlmError {
     /// The endpoint is gone or refuses us: no point asking again this run.
     pub fn is_fatal(&self) -> bool {
         match self {
-            LlmError::Unavailable { .. } => true,
+            LlmError::Unavailable { .. }
+            | LlmError::Unreachable { .. }
+            | LlmError::KeyRefused { .. } => true,
             LlmError::Refused { status, .. } => matches!(status, 401 | 403 | 404),
             _ => false,
         }
@@ -143,10 +159,15 @@ pub struct Usage {
     pub completion_tokens: u64,
     pub truncated_answers: u32,
     pub repetitive_answers: u32,
+    /// Time spent waiting between attempts (the server's `Retry-After`, or backoff).
+    #[serde(default)]
+    pub retry_wait_ms: u64,
 }
 
 pub struct Llm {
     client: Client<OpenAIConfig>,
+    /// The HTTP client under `client`, also used by [`Llm::probe`].
+    http: reqwest::Client,
     pub config: LlmConfig,
     usage: Mutex<Usage>,
 }
@@ -187,8 +208,10 @@ impl Llm {
         let oc = OpenAIConfig::new()
             .with_api_base(config.base_url.trim_end_matches('/'))
             .with_api_key(config.api_key.clone());
+        let http = reqwest::Client::new();
         Ok(Llm {
-            client: Client::with_config(oc).with_http_service(ReqwestService::default()),
+            client: Client::with_config(oc).with_http_service(retry::service(http.clone())),
+            http,
             config,
             usage: Mutex::new(Usage::default()),
         })
@@ -239,8 +262,13 @@ impl Llm {
             self.record(|u| u.requests += 1);
             let chat = self.client.chat();
             let call = chat.create_byot(request.clone());
-            let r: Option<Result<Value, OpenAIError>> =
-                tokio::time::timeout(self.config.timeout, call).await.ok();
+            let retry_after = std::cell::Cell::new(None);
+            let (r, retry_after): (Option<Result<Value, OpenAIError>>, _) = retry::RETRY_AFTER
+                .scope(retry_after, async {
+                    let r = tokio::time::timeout(self.config.timeout, call).await.ok();
+                    (r, retry::RETRY_AFTER.with(|c| c.get()))
+                })
+                .await;
             let err = match r {
                 Some(Ok(v)) => return self.reply(v, estimated),
                 Some(Err(e)) => e,
@@ -282,13 +310,17 @@ impl Llm {
                     source: Box::new(err),
                 });
             }
-            let wait = self
-                .config
-                .backoff
-                .saturating_mul(1 << (attempt - 1).min(5))
-                .min(Duration::from_secs(30));
-            warn!(attempt, error = %err, "model request failed; retrying in {wait:?}");
-            self.record(|u| u.retries += 1);
+            let wait = retry::wait(
+                attempt,
+                self.config.backoff,
+                retry_after,
+                retry::unit_random(),
+            );
+            warn!(attempt, error = %err, retry_after = ?retry_after, "model request failed; retrying in {wait:?}");
+            self.record(|u| {
+                u.retries += 1;
+                u.retry_wait_ms += wait.as_millis() as u64;
+            });
             tokio::time::sleep(wait).await;
         }
     }

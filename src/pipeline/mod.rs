@@ -191,7 +191,33 @@ impl Run<'_> {
         }
     }
 
+    /// 0. The model endpoint answers (and takes the key) before any sandbox time is spent.
+    async fn probe_model(&mut self) -> Result<(), Stop> {
+        let t = Instant::now();
+        let cfg = &self.llm.config;
+        self.say(&format!(
+            "model: asking {} for `{}`",
+            cfg.base_url, cfg.model
+        ));
+        let probe = self
+            .llm
+            .probe()
+            .await
+            .map_err(|e| Stop::Fatal(crate::runner::error_chain(&e)))?;
+        if probe.lists(&cfg.model) == Some(false) {
+            let listed = probe.models.clone().unwrap_or_default();
+            self.say(&format!(
+                "model: warning: `{}` is not among the endpoint's models ({}); a server with one model may answer anyway — set --model or OPENAI_MODEL",
+                cfg.model,
+                llm::clip(&listed.join(", "), 200)
+            ));
+        }
+        self.time("probe", t);
+        Ok(())
+    }
+
     async fn go(&mut self, exec_holder: &mut Option<Executor>) -> Result<String, Stop> {
+        self.probe_model().await?;
         // 1. detect
         let t = Instant::now();
         self.say(&format!("detect: reading {}", self.opts.repo.display()));

@@ -280,9 +280,10 @@ impl Report {
         let t = &self.tokens;
         let _ = writeln!(
             s,
-            "## Cost\n\n{} model requests ({} retried, {} failed), {} prompt + {} completion tokens; {} answers cut off at max_tokens, {} runaway. {} sandbox jobs.\n",
+            "## Cost\n\n{} model requests ({} retried after {:.1} s of waiting, {} failed), {} prompt + {} completion tokens; {} answers cut off at max_tokens, {} runaway. {} sandbox jobs.\n",
             t.requests,
             t.retries,
+            t.retry_wait_ms as f64 / 1000.0,
             t.failed_requests,
             t.prompt_tokens,
             t.completion_tokens,

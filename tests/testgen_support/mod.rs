@@ -1,6 +1,8 @@
 //! A scripted OpenAI-compatible server for the test-generation tests: a plain HTTP/1.1
 //! listener on 127.0.0.1:0 whose answers a test decides from each request, and a record of
-//! every request it got.
+//! every request it got. `GET …/models` (the client's probe) is answered apart, by
+//! [`start_with_models`]'s answer (by default a list naming the model `scripted`), and is
+//! neither recorded nor counted.
 #![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
@@ -13,6 +15,8 @@ use tokio::net::TcpListener;
 pub struct Answer {
     pub status: u16,
     pub body: String,
+    /// Extra response headers, e.g. `retry-after`.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Answer {
@@ -37,6 +41,7 @@ impl Answer {
                 "usage": {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150}
             })
             .to_string(),
+            headers: Vec::new(),
         }
     }
 
@@ -44,7 +49,21 @@ impl Answer {
         Answer {
             status,
             body: body.to_string(),
+            headers: Vec::new(),
         }
+    }
+
+    pub fn with_header(mut self, name: &str, value: &str) -> Answer {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// The model list the probe gets by default.
+    pub fn models() -> Answer {
+        Answer::status(
+            200,
+            r#"{"object":"list","data":[{"id":"scripted","object":"model"}]}"#,
+        )
     }
 }
 
@@ -74,6 +93,15 @@ pub fn last_user(req: &Value) -> String {
 
 /// Starts a server; `script(n, request)` answers the `n`th request (0-based).
 pub async fn start(script: Script) -> Scripted {
+    start_with_models(script, Box::new(Answer::models)).await
+}
+
+/// As [`start`], with `models()` answering the probe's `GET …/models`.
+pub async fn start_with_models(
+    script: Script,
+    models: Box<dyn Fn() -> Answer + Send + Sync>,
+) -> Scripted {
+    let models: Arc<dyn Fn() -> Answer + Send + Sync> = Arc::from(models);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let requests: Arc<Mutex<Vec<Value>>> = Arc::default();
@@ -86,6 +114,7 @@ pub async fn start(script: Script) -> Scripted {
             };
             let script = script.clone();
             let reqs = reqs.clone();
+            let models = models.clone();
             tokio::spawn(async move {
                 loop {
                     // Read one request: headers, then Content-Length bytes.
@@ -112,16 +141,28 @@ pub async fn start(script: Script) -> Scripted {
                             Ok(n) => buf.extend_from_slice(&tmp[..n]),
                         }
                     }
-                    let body: Value = serde_json::from_slice(&buf[header_end..header_end + len])
-                        .unwrap_or(Value::Null);
-                    let n = {
-                        let mut r = reqs.lock().expect("not poisoned");
-                        r.push(body.clone());
-                        r.len() - 1
+                    let probe = head.starts_with("get ")
+                        && head.lines().next().is_some_and(|l| l.contains("/models "));
+                    let a = if probe {
+                        models()
+                    } else {
+                        let body: Value =
+                            serde_json::from_slice(&buf[header_end..header_end + len])
+                                .unwrap_or(Value::Null);
+                        let n = {
+                            let mut r = reqs.lock().expect("not poisoned");
+                            r.push(body.clone());
+                            r.len() - 1
+                        };
+                        script(n, &body)
                     };
-                    let a = script(n, &body);
+                    let extra: String = a
+                        .headers
+                        .iter()
+                        .map(|(k, v)| format!("{k}: {v}\r\n"))
+                        .collect();
                     let resp = format!(
-                        "HTTP/1.1 {} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{}",
+                        "HTTP/1.1 {} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}\r\n{}",
                         a.status,
                         a.body.len(),
                         a.body
