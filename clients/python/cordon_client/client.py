@@ -306,8 +306,12 @@ class Job:
     ) -> Result:
         """Follows the job's events to its result; ``on_event`` sees each event on the way
         (an :class:`OutputCollector` keeps the output). Raises :class:`WaitTimeout` after
-        ``timeout`` seconds — the job goes on; cancel it if it should not."""
-        with self.events(0, timeout=timeout) as stream:
+        ``timeout`` seconds — the job goes on; cancel it if it should not.
+
+        Without ``on_event`` the stream is read from the job's latest event, not replayed from
+        the start (the result is always the last event)."""
+        start = 0 if on_event is not None else max(0, self.status().events - 1)
+        with self.events(start, timeout=timeout) as stream:
             for ev in stream:
                 if on_event is not None:
                     on_event(ev)
