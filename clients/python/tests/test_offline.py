@@ -269,6 +269,68 @@ class Https(unittest.TestCase):
         self.assertEqual(FakeTlsFront.seen, [])
 
 
+class FakeEvents(http.server.BaseHTTPRequestHandler):
+    """An event stream that misbehaves as networks and restarts do: the first connection sends
+    two events and half of a third, then drops; the second replays event 1, then goes quiet
+    (a silent job) until released; the third sends the result. Records each ``from``."""
+
+    froms: List[str] = []
+    release = threading.Event()
+
+    def do_GET(self) -> None:
+        FakeEvents.froms.append(self.path.split("from=", 1)[1])
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.end_headers()
+        n = len(FakeEvents.froms)
+
+        def line(seq: int, **ev: object) -> bytes:
+            return (json.dumps({"seq": seq, **ev}) + "\n").encode()
+
+        def out(i: int) -> bytes:
+            return line(i, type="output", step="s", stream="stdout", data=f"chunk {i}\n")
+
+        if n == 1:
+            self.wfile.write(out(0) + out(1) + line(2, type="progress", message="cut")[:10])
+        elif n == 2:
+            self.wfile.write(out(1) + out(2))
+            self.wfile.flush()
+            FakeEvents.release.wait(10)
+        else:
+            result = {
+                "job_id": "job-1", "outcome": "passed", "exit_code": 0, "duration_ms": 1, "steps": [],
+                "tests": None, "artifacts": [], "output_bytes": 0, "output_truncated": False,
+                "image": "i", "profile": "strict", "phases_ms": {},
+            }
+            self.wfile.write(line(3, type="finished", result=result))
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class EventResumption(unittest.TestCase):
+    def test_every_event_once_across_drops_replays_and_silence(self) -> None:
+        from cordon_client.events import EventStream
+
+        FakeEvents.froms = []
+        FakeEvents.release.clear()
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeEvents)
+        httpd.daemon_threads = True
+        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        thread.start()
+        self.addCleanup(httpd.server_close)
+        self.addCleanup(httpd.shutdown)
+        self.addCleanup(FakeEvents.release.set)
+        c = Client(f"http://127.0.0.1:{httpd.server_address[1]}", token=SECRET)
+        stream = EventStream(c._t, "job-000000000001", 0, timeout=60, idle=0.3)
+        seen = [(ev["seq"], ev["type"]) for ev in stream]
+        self.assertEqual(seen, [(0, "output"), (1, "output"), (2, "output"), (3, "finished")])
+        # Resumed after the cut at 2, after the silence at 3.
+        self.assertEqual(FakeEvents.froms, ["0", "2", "3"])
+        self.assertTrue(stream.finished)
+        self.assertEqual(stream.next_seq, 4)
+
+
 class Answers(unittest.TestCase):
     def test_error_answers_map_to_the_clis_exit_classes(self) -> None:
         cases = [

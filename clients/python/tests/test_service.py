@@ -201,6 +201,12 @@ class AgainstTheService(unittest.TestCase):
             self.client.jobs_page(state="bogus")
         self.assertEqual(cm.exception.param, "state")
 
+    def test_readiness_and_the_contract(self) -> None:
+        self.assertTrue(self.client.ready())
+        contract = self.client.openapi()
+        self.assertIn("/v1/jobs/{id}/events:", contract)
+        self.assertIn("operationId: submitJob", contract)
+
     def test_an_unknown_job_is_not_found(self) -> None:
         with self.assertRaises(NotFound) as cm:
             self.client.job("job-000000000000").status()
