@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 try:
-    import cordon_client
+    import cordon_client  # noqa: F401  (only to see whether it is installed)
 except ImportError:  # run from a checkout without `pip install ./clients/python`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "clients" / "python"))
-    import cordon_client
+    import cordon_client  # noqa: F401  (only to see whether it is installed)
 
 from cordon_client import Client, CordonError, OutputCollector, Result
 
@@ -101,14 +101,21 @@ def render_prompt(files: Dict[str, str], failure: Failure) -> str:
 
 
 def read_files(root: Path) -> Dict[str, str]:
-    return {p.relative_to(root).as_posix(): p.read_text() for p in sorted(root.rglob("*.py")) if "__pycache__" not in p.parts}
+    return {
+        p.relative_to(root).as_posix(): p.read_text()
+        for p in sorted(root.rglob("*.py"))
+        if "__pycache__" not in p.parts
+    }
 
 
 def run_tests(client: Client, work: Path, round_no: int) -> "tuple[Result, Failure]":
     job = client.submit(SPEC, work)
     output = OutputCollector(max_chars=4000)
     result = job.wait(timeout=600, on_event=output)
-    print(f"round {round_no}: job {job.id} {result.outcome}" + (f", failing: {', '.join(result.failing_tests)}" if result.failing_tests else ""))
+    print(
+        f"round {round_no}: job {job.id} {result.outcome}"
+        + (f", failing: {', '.join(result.failing_tests)}" if result.failing_tests else "")
+    )
     return result, Failure(result.outcome, result.failing_tests, output.text)
 
 
@@ -140,7 +147,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--server", help="the service's URL (default: $CORDON_SERVER)")
     ap.add_argument("--token-file", help="the token's file (default: $CORDON_TOKEN_FILE, or $CORDON_TOKEN)")
-    ap.add_argument("--project", type=Path, default=HERE / "project", help="the project to fix (it is copied; the copy is changed)")
+    ap.add_argument(
+        "--project", type=Path, default=HERE / "project", help="the project to fix (it is copied; the copy is changed)"
+    )
     ap.add_argument("--work", type=Path, help="where the copy goes (a new directory; default: a temporary one)")
     ap.add_argument("--rounds", type=int, default=5, help="test runs at most (default 5)")
     ap.add_argument("--show-prompt", action="store_true", help="print the prompt a language model would get each round")

@@ -52,11 +52,14 @@ class Transport:
             )
         if url.username or url.password or url.query or url.fragment:
             raise InvalidInput(
-                f"server {url.scheme}://{url.hostname}: the URL may not carry credentials, a query or a fragment; give the token with token= or token_file=",
+                f"server {url.scheme}://{url.hostname}: the URL may not carry credentials, a query or a fragment; "
+                "give the token with token= or token_file=",
                 kind="invalid_input",
             )
         if ca_cert is not None and url.scheme != "https":
-            raise InvalidInput(f"ca_cert is for an https:// server, and {server} is {url.scheme}://", kind="invalid_input")
+            raise InvalidInput(
+                f"ca_cert is for an https:// server, and {server} is {url.scheme}://", kind="invalid_input"
+            )
         try:
             port = url.port
         except ValueError as e:
@@ -72,11 +75,16 @@ class Transport:
         if url.scheme == "https":
             cafile = os.fspath(ca_cert) if ca_cert is not None else None
             if cafile is not None and not os.path.isfile(cafile):
-                raise InvalidInput(f"ca_cert {cafile}: no such file (a PEM bundle of the CA that signed the service's certificate)", kind="invalid_input")
+                raise InvalidInput(
+                    f"ca_cert {cafile}: no such file (a PEM bundle of the CA that signed the service's certificate)",
+                    kind="invalid_input",
+                )
             try:
                 self._ssl = ssl.create_default_context(cafile=cafile)
             except (ssl.SSLError, OSError) as e:
-                raise InvalidInput(f"ca_cert {cafile}: cannot load it as PEM certificates: {e}", kind="invalid_input") from e
+                raise InvalidInput(
+                    f"ca_cert {cafile}: cannot load it as PEM certificates: {e}", kind="invalid_input"
+                ) from e
 
     def __repr__(self) -> str:
         return f"Transport({self.server!r}, token={'<set>' if self._token else None})"
@@ -184,5 +192,7 @@ def job_path(job_id: str, *rest: str) -> str:
     """``/v1/jobs/{id}/...`` with the id checked (as the service makes them: ``job-...``)."""
     ok = 0 < len(job_id) <= 64 and all(c.isascii() and (c.isalnum() or c in "-_") for c in job_id)
     if not ok:
-        raise InvalidInput(f"{job_id!r} is not a job id (like job-0123456789ab); Client.jobs() lists them", kind="invalid_input")
+        raise InvalidInput(
+            f"{job_id!r} is not a job id (like job-0123456789ab); Client.jobs() lists them", kind="invalid_input"
+        )
     return "/".join(["/v1/jobs", job_id, *(quote(r, safe="/") for r in rest)])

@@ -85,7 +85,9 @@ def create_under(dest: Path, name: str) -> "tuple[Path, IO[bytes]]":
             except FileExistsError:
                 pass
             if not stat.S_ISDIR(os.lstat(d).st_mode):
-                raise UnsafeArtifactPath(f"artifact {name!r} refused: {d} is a symbolic link or not a directory", kind="unsafe_path")
+                raise UnsafeArtifactPath(
+                    f"artifact {name!r} refused: {d} is a symbolic link or not a directory", kind="unsafe_path"
+                )
         out = os.open(target, create, 0o644)
     return target, os.fdopen(out, "wb")
 

@@ -33,7 +33,9 @@ def _read_token(token: Optional[str], token_file: Optional[StrPath]) -> Optional
         try:
             text = Path(token_file).read_text(encoding="utf-8")
         except OSError as e:
-            raise InvalidInput(f"token_file {token_file}: cannot read it: {e.strerror or e}", kind="invalid_input") from e
+            raise InvalidInput(
+                f"token_file {token_file}: cannot read it: {e.strerror or e}", kind="invalid_input"
+            ) from e
         token = text.rstrip()
         if not token:
             raise InvalidInput(
@@ -100,7 +102,9 @@ class Client:
 
     # --- submit ----------------------------------------------------------------------------
 
-    def submit(self, spec: Spec, workspace: Optional[StrPath] = None, *, exclude: Optional[Sequence[str]] = None) -> Job:
+    def submit(
+        self, spec: Spec, workspace: Optional[StrPath] = None, *, exclude: Optional[Sequence[str]] = None
+    ) -> Job:
         """Submits a job; returns it once the service has queued it.
 
         ``workspace`` is a directory uploaded as the job's workspace (packed with the spec's
@@ -110,7 +114,9 @@ class Client:
         :class:`AuthError`, :class:`QueueFull`, :class:`ServiceUnavailable`.
         """
         text, ctype, spec_excludes = _spec_text(spec)
-        excludes = list(exclude) if exclude is not None else spec_excludes if spec_excludes is not None else DEFAULT_EXCLUDES
+        excludes = (
+            list(exclude) if exclude is not None else spec_excludes if spec_excludes is not None else DEFAULT_EXCLUDES
+        )
         if workspace is None:
             return self._submit_body(text, ctype, None)
         with tempfile.TemporaryFile(prefix="cordon-workspace-") as tgz:
@@ -141,7 +147,8 @@ class Client:
     def _post_multipart(self, text: str, ctype: str, tgz: Optional[IO[bytes]]) -> Answer:
         boundary = "cordon-" + secrets.token_hex(16)
         head = (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="spec"\r\nContent-Type: {ctype}; charset=utf-8\r\n\r\n'.encode()
+            f'--{boundary}\r\nContent-Disposition: form-data; name="spec"\r\n'.encode()
+            + f"Content-Type: {ctype}; charset=utf-8\r\n\r\n".encode()
             + text.encode("utf-8")
             + b"\r\n"
         )
@@ -243,7 +250,9 @@ class Client:
         even while others are submitted)."""
         cursor: Optional[str] = None
         while True:
-            page = self.jobs_page(state=state, outcome=outcome, image=image, since=since, limit=page_size, cursor=cursor)
+            page = self.jobs_page(
+                state=state, outcome=outcome, image=image, since=since, limit=page_size, cursor=cursor
+            )
             yield from page.jobs
             if page.next_cursor is None:
                 return
@@ -377,7 +386,8 @@ def _spec_text(spec: Spec) -> Tuple[str, str, Optional[List[str]]]:
         one_line = spec.strip()
         if "\n" not in one_line and one_line.endswith((".yaml", ".yml", ".json")):
             raise InvalidInput(
-                f"spec {one_line!r} looks like a file name, and a str is the spec's text: pass pathlib.Path({one_line!r})",
+                f"spec {one_line!r} looks like a file name, and a str is the spec's text: "
+                f"pass pathlib.Path({one_line!r})",
                 kind="invalid_input",
             )
         text = spec
@@ -411,6 +421,9 @@ def _retry_after(value: Optional[str]) -> float:
 def _since(since: Union[_dt.datetime, int, str]) -> str:
     if isinstance(since, _dt.datetime):
         if since.tzinfo is None:
-            raise InvalidInput("since: a naive datetime is ambiguous; give one with a tzinfo (datetime.timezone.utc)", kind="invalid_input")
+            raise InvalidInput(
+                "since: a naive datetime is ambiguous; give one with a tzinfo (datetime.timezone.utc)",
+                kind="invalid_input",
+            )
         return str(int(since.timestamp() * 1000))
     return str(since)

@@ -77,7 +77,8 @@ class EventStream(Iterator[Event]):
         if left <= 0:
             self.close()
             raise WaitTimeout(
-                f"job {self.job_id} had not finished when the wait ran out (at event {self.next_seq}); it goes on on the service",
+                f"job {self.job_id} had not finished when the wait ran out (at event {self.next_seq}); "
+                "it goes on on the service",
                 kind="timeout",
             )
         return left
@@ -90,7 +91,9 @@ class EventStream(Iterator[Event]):
         self.close()
         self._failures += 1
         if self._failures > MAX_FAILURES:
-            raise ServiceUnavailable(f"lost the service {self._t.server} reading job {self.job_id}'s events: {why}", kind="connection")
+            raise ServiceUnavailable(
+                f"lost the service {self._t.server} reading job {self.job_id}'s events: {why}", kind="connection"
+            )
         left = self._remaining()
         time.sleep(1.0 if left is None else min(1.0, left))
 

@@ -455,5 +455,7 @@ def parsed(what: str, make: Callable[[], T]) -> T:
 def as_status(obj: Any) -> JobStatusDict:
     """A decoded JSON value, taken as a job status (checked when it is converted)."""
     if not isinstance(obj, dict):
-        raise ServiceUnavailable("unreadable answer from the service: a job status that is not an object", kind="protocol")
+        raise ServiceUnavailable(
+            "unreadable answer from the service: a job status that is not an object", kind="protocol"
+        )
     return cast(JobStatusDict, obj)

@@ -116,7 +116,10 @@ def _walk(root: Path, rel_dir: str, ex: Excludes, tar: tarfile.TarFile, counts: 
     try:
         entries = sorted(os.scandir(here), key=lambda e: os.fsencode(e.name))
     except OSError as e:
-        raise InvalidInput(f"workspace: cannot read {here}: {e.strerror or e}; check its permissions or exclude it", kind="invalid_input") from e
+        raise InvalidInput(
+            f"workspace: cannot read {here}: {e.strerror or e}; check its permissions or exclude it",
+            kind="invalid_input",
+        ) from e
     for entry in entries:
         rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
         if ex.matches(rel):
@@ -125,7 +128,8 @@ def _walk(root: Path, rel_dir: str, ex: Excludes, tar: tarfile.TarFile, counts: 
         if stat.S_ISLNK(st.st_mode):
             raise UploadRefused(
                 f"workspace: {rel} is a symbolic link, and the service takes regular files and directories only: "
-                "add it to the spec's `workspace.exclude` (which replaces the default list) or exclude= , or replace it with the file",
+                "add it to the spec's `workspace.exclude` (which replaces the default list) or to exclude=, "
+                "or replace it with the file",
                 kind="upload_refused",
             )
         info = tarfile.TarInfo(rel)
@@ -157,7 +161,10 @@ def _open_same(path: Path, seen: os.stat_result) -> IO[bytes]:
     try:
         fd = os.open(path, flags)
     except OSError as e:
-        raise InvalidInput(f"workspace: cannot read {path}: {e.strerror or e}; check its permissions or exclude it", kind="invalid_input") from e
+        raise InvalidInput(
+            f"workspace: cannot read {path}: {e.strerror or e}; check its permissions or exclude it",
+            kind="invalid_input",
+        ) from e
     opened = os.fstat(fd)
     if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != (seen.st_dev, seen.st_ino):
         os.close(fd)

@@ -298,9 +298,18 @@ class FakeEvents(http.server.BaseHTTPRequestHandler):
             FakeEvents.release.wait(10)
         else:
             result = {
-                "job_id": "job-1", "outcome": "passed", "exit_code": 0, "duration_ms": 1, "steps": [],
-                "tests": None, "artifacts": [], "output_bytes": 0, "output_truncated": False,
-                "image": "i", "profile": "strict", "phases_ms": {},
+                "job_id": "job-1",
+                "outcome": "passed",
+                "exit_code": 0,
+                "duration_ms": 1,
+                "steps": [],
+                "tests": None,
+                "artifacts": [],
+                "output_bytes": 0,
+                "output_truncated": False,
+                "image": "i",
+                "profile": "strict",
+                "phases_ms": {},
             }
             self.wfile.write(line(3, type="finished", result=result))
 
