@@ -111,7 +111,14 @@ def read_files(root: Path) -> Dict[str, str]:
 def run_tests(client: Client, work: Path, round_no: int) -> "tuple[Result, Failure]":
     job = client.submit(SPEC, work)
     output = OutputCollector(max_chars=4000)
-    result = job.wait(timeout=600, on_event=output)
+    try:
+        result = job.wait(timeout=600, on_event=output)
+    except BaseException:  # Ctrl-C, a timeout, a lost service: do not leave the run going
+        try:
+            job.cancel()
+        except CordonError:
+            pass
+        raise
     print(
         f"round {round_no}: job {job.id} {result.outcome}"
         + (f", failing: {', '.join(result.failing_tests)}" if result.failing_tests else "")

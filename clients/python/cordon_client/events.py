@@ -27,7 +27,7 @@ class EventStream(Iterator[Event]):
     keep-alive). Keep ``next_seq`` to resume later in a new stream (``job.events(from_seq=...)``).
 
     With ``timeout``, :class:`WaitTimeout` is raised once that many seconds have passed without
-    the stream ending; the stream can be iterated again afterwards.
+    the stream ending; after :meth:`set_timeout` the same stream goes on where it stopped.
     """
 
     def __init__(

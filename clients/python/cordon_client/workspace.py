@@ -148,7 +148,15 @@ def _walk(root: Path, rel_dir: str, ex: Excludes, tar: tarfile.TarFile, counts: 
             info.mode = perm | 0o600
             with _open_same(Path(entry.path), st) as f:
                 info.size = os.fstat(f.fileno()).st_size
-                tar.addfile(info, f)
+                try:
+                    tar.addfile(info, f)
+                except OSError as e:
+                    if e.errno is not None:  # the archive's own file could not be written
+                        raise
+                    raise InvalidInput(
+                        f"workspace: {rel} shrank while it was being packed ({e}); pack a tree nothing writes to",
+                        kind="invalid_input",
+                    ) from e
             counts[0] += 1
             counts[2] += info.size
         else:

@@ -133,16 +133,21 @@ class AgainstTheService(unittest.TestCase):
 
     def test_artifacts_download_under_dest_only(self) -> None:
         job = self.client.submit(
-            spec("mkdir -p /out/d && echo art > /out/d/a.txt && printf 'top' > /out/top.txt", artifacts=["/out"])
+            spec(
+                "mkdir -p /out/d && echo art > /out/d/a.txt && printf 'top' > /out/top.txt"
+                " && printf w > '/out/d/we ird#%?.txt'",
+                artifacts=["/out"],
+            )
         )
         self.assertTrue(job.wait(WAIT).passed)
         arts = {a.path: a.bytes for a in job.artifacts()}
-        self.assertEqual(arts, {"out/d/a.txt": 4, "out/top.txt": 3})
+        self.assertEqual(arts, {"out/d/a.txt": 4, "out/d/we ird#%?.txt": 1, "out/top.txt": 3})
         dest = self.tmp / "got"
         got = job.download_all(dest)
         self.assertEqual(got.refused, [])
-        self.assertEqual(sorted(p.relative_to(dest).as_posix() for p in got.written), ["out/d/a.txt", "out/top.txt"])
+        self.assertEqual(sorted(p.relative_to(dest).as_posix() for p in got.written), sorted(arts))
         self.assertEqual((dest / "out" / "d" / "a.txt").read_text(), "art\n")
+        self.assertEqual((dest / "out" / "d" / "we ird#%?.txt").read_text(), "w")  # the name travels URL-encoded
         # Never overwritten.
         with self.assertRaises(FileExistsError):
             job.download("out/top.txt", dest)
