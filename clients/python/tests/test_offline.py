@@ -8,6 +8,7 @@ import http.server
 import io
 import json
 import os
+import shutil
 import socket
 import ssl
 import tarfile
@@ -24,6 +25,7 @@ from cordon_client import (
     InvalidSpec,
     NotFound,
     OutputCollector,
+    QueueFull,
     Result,
     ServiceUnavailable,
     UnsafeArtifactPath,
@@ -338,6 +340,72 @@ class EventResumption(unittest.TestCase):
         self.assertEqual(FakeEvents.froms, ["0", "2", "3"])
         self.assertTrue(stream.finished)
         self.assertEqual(stream.next_seq, 4)
+
+
+class FakeFullQueue(http.server.BaseHTTPRequestHandler):
+    """``POST /v1/jobs``: ``429`` with ``Retry-After: 0`` for the first ``full`` submissions,
+    then ``202``. Reads each body whole first, as the service does."""
+
+    full = 0
+    posts = 0
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        FakeFullQueue.posts += 1
+        if FakeFullQueue.posts <= FakeFullQueue.full:
+            body = b'{"error": {"kind": "queue_full", "message": "the queue is full"}}'
+            self.send_response(429)
+            self.send_header("Retry-After", "0")
+        else:
+            body = json.dumps(
+                {
+                    "id": "job-000000000002",
+                    "state": "queued",
+                    "queue_position": 3,
+                    "submitted_ms": 1,
+                    "started_ms": None,
+                    "finished_ms": None,
+                    "image": "i",
+                    "events": 0,
+                    "outcome": None,
+                    "result": None,
+                }
+            ).encode()
+            self.send_response(202)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class QueueFullRetry(unittest.TestCase):
+    def setUp(self) -> None:
+        FakeFullQueue.posts = 0
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeFullQueue)
+        thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        thread.start()
+        self.addCleanup(self.httpd.server_close)
+        self.addCleanup(self.httpd.shutdown)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.ws = Path(tempfile.mkdtemp(prefix="cordon-pyclient-"))
+        (self.ws / "f.txt").write_text("x")
+        self.addCleanup(shutil.rmtree, self.ws, True)
+
+    def test_a_full_queue_is_waited_out_and_the_upload_sent_again(self) -> None:
+        FakeFullQueue.full = 2
+        job = Client(self.url, token=SECRET).submit({"steps": []}, self.ws)
+        self.assertEqual((job.id, FakeFullQueue.posts), ("job-000000000002", 3))
+        assert job.submitted is not None
+        self.assertEqual(job.submitted.queue_position, 3)
+
+    def test_a_queue_that_stays_full_is_queue_full(self) -> None:
+        FakeFullQueue.full = 1_000_000
+        with self.assertRaises(QueueFull) as cm:
+            Client(self.url, token=SECRET, queue_full_wait=0.5).submit({"steps": []}, self.ws)
+        self.assertEqual((cm.exception.status, cm.exception.exit_status), (429, 5))
 
 
 class Answers(unittest.TestCase):
