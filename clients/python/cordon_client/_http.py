@@ -139,9 +139,22 @@ class Transport:
         """Sends a request without a body; returns the open connection and the response
         (whatever its status) for the caller to read and close."""
         conn = self.connect(timeout)
+        return conn, self.send(conn, method, path, query=query, headers=headers)
+
+    def send(
+        self,
+        conn: http.client.HTTPConnection,
+        method: str,
+        path: str,
+        *,
+        query: Optional[Iterable[Tuple[str, str]]] = None,
+        headers: Optional[Mapping[str, str]] = None,
+    ) -> http.client.HTTPResponse:
+        """Sends a request without a body on ``conn`` (closed if that fails); returns the
+        response, whatever its status."""
         try:
             conn.request(method, self.url(path, query), headers=self.headers(headers))
-            return conn, conn.getresponse()
+            return conn.getresponse()
         except (OSError, http.client.HTTPException) as e:
             conn.close()
             raise self.unreachable(e) from e

@@ -99,12 +99,16 @@ class EventStream(Iterator[Event]):
 
     def _open(self) -> None:
         try:
-            conn, resp = self._t.start(
+            conn = self._t.connect(self._wait_s())
+            # Kept to set each read's timeout: a response that closes the connection when it
+            # ends (HTTP/1.0, `Connection: close`) takes the socket away from `conn`.
+            sock = conn.sock
+            resp = self._t.send(
+                conn,
                 "GET",
                 self._path,
                 query=[("from", str(self.next_seq))],
                 headers={"Accept": "application/x-ndjson"},
-                timeout=self._wait_s(),
             )
         except ServiceUnavailable as e:
             self._fail(str(e))
@@ -122,7 +126,7 @@ class EventStream(Iterator[Event]):
                 raise err
             self._fail(str(err))
             return
-        self._conn, self._resp, self._sock = conn, resp, conn.sock
+        self._conn, self._resp, self._sock = conn, resp, sock
 
     def _line(self) -> Optional[bytes]:
         """The next whole line, or None after closing a connection that ended or went quiet."""
