@@ -168,3 +168,160 @@ fn python_client_type_checks_strictly() {
         explain("mypy --strict", &out, None)
     );
 }
+
+/// One of each event, in the order of the enum. `event_type`'s match has no catch-all arm: a
+/// new event does not compile until it is named there, and `python_types_match_the_services`
+/// fails until it is made here too and the Python client's union has it.
+fn every_event() -> Vec<cordon::event::JobEvent> {
+    use cordon::event::{JobEvent as E, Phase, Stream};
+    let step: cordon::report::StepResult = serde_json::from_value(serde_json::json!({
+        "name": "s", "outcome": "passed", "exit_code": 0, "duration_ms": 1, "output_bytes": 0
+    }))
+    .expect("a step result");
+    let result: cordon::report::JobResult = serde_json::from_value(serde_json::json!({
+        "job_id": "job-1", "outcome": "passed", "exit_code": 0, "duration_ms": 1, "steps": [],
+        "tests": null, "artifacts": [], "output_bytes": 0, "output_truncated": false,
+        "image": "i", "profile": "strict", "phases_ms": {}
+    }))
+    .expect("a job result");
+    let s = || "s".to_string();
+    vec![
+        E::Started {
+            job_id: s(),
+            image: s(),
+            profile: s(),
+            steps: vec![s()],
+        },
+        E::Phase {
+            phase: Phase::Run,
+            duration_ms: 1,
+        },
+        E::Progress { message: s() },
+        E::StepStarted {
+            step: s(),
+            index: 0,
+        },
+        E::Output {
+            step: s(),
+            stream: Stream::Stdout,
+            data: "x".into(),
+        },
+        E::OutputTruncated {
+            step: s(),
+            limit_bytes: 1,
+        },
+        E::StepFinished { result: step },
+        E::Artifact {
+            path: s(),
+            bytes: 1,
+        },
+        E::ArtifactRefused {
+            path: s(),
+            reason: s(),
+        },
+        E::Environment {
+            key: s(),
+            image: s(),
+            cached: true,
+        },
+        E::EgressRefused {
+            destination: s(),
+            reason: s(),
+        },
+        E::Warning { message: s() },
+        E::Finished {
+            result: Box::new(result),
+        },
+    ]
+}
+
+/// The event's place in the enum.
+fn event_index(ev: &cordon::event::JobEvent) -> usize {
+    use cordon::event::JobEvent as E;
+    match ev {
+        E::Started { .. } => 0,
+        E::Phase { .. } => 1,
+        E::Progress { .. } => 2,
+        E::StepStarted { .. } => 3,
+        E::Output { .. } => 4,
+        E::OutputTruncated { .. } => 5,
+        E::StepFinished { .. } => 6,
+        E::Artifact { .. } => 7,
+        E::ArtifactRefused { .. } => 8,
+        E::Environment { .. } => 9,
+        E::EgressRefused { .. } => 10,
+        E::Warning { .. } => 11,
+        E::Finished { .. } => 12,
+    }
+}
+
+/// The Python client's types name every event type and every outcome the service sends, with
+/// the fields the service sends.
+#[test]
+fn python_types_match_the_services() {
+    let model = std::fs::read_to_string(repo().join("clients/python/cordon_client/model.py"))
+        .expect("model.py");
+    let events = every_event();
+    let places: Vec<usize> = events.iter().map(event_index).collect();
+    assert_eq!(
+        places,
+        (0..events.len()).collect::<Vec<_>>(),
+        "every_event() makes one of each event, in order"
+    );
+    for ev in &events {
+        let json = serde_json::to_value(ev).expect("an event serializes");
+        let name = json["type"].as_str().expect("a type");
+        let marker = format!("    type: Literal[\"{name}\"]\n");
+        let at = model.find(&marker).unwrap_or_else(|| {
+            panic!("clients/python/cordon_client/model.py has no event with type `{name}`")
+        });
+        // The TypedDict's body: from its `type` line to the next blank line.
+        let body = &model[at..];
+        let body = &body[..body.find("\n\n").unwrap_or(body.len())];
+        for field in json.as_object().expect("an object").keys() {
+            assert!(
+                field == "type" || body.contains(&format!("    {field}: ")),
+                "the Python event `{name}` lacks the field `{field}`"
+            );
+        }
+    }
+    // The result, with every optional field present.
+    let result = serde_json::json!({
+        "job_id": "job-1", "outcome": "failed", "exit_code": 1, "duration_ms": 1, "error": "e",
+        "environment": { "key": "k", "image": "i", "cached": false, "outcome": "passed",
+                         "exit_code": 0, "duration_ms": 1, "egress_refused": ["h"] },
+        "warm": true, "steps": [], "tests": null, "artifacts": [],
+        "artifacts_refused": [{ "path": "p", "reason": "r" }], "output_bytes": 0,
+        "output_truncated": false, "image": "i", "profile": "strict", "phases_ms": {}
+    });
+    let typed: cordon::report::JobResult =
+        serde_json::from_value(result.clone()).expect("a job result");
+    let start = model
+        .find("class _JobResultBase")
+        .expect("the result's TypedDict");
+    let end = model
+        .find("class _JobStatusBase")
+        .expect("the status's TypedDict");
+    for field in serde_json::to_value(&typed)
+        .expect("a result serializes")
+        .as_object()
+        .expect("an object")
+        .keys()
+    {
+        assert!(
+            model[start..end].contains(&format!("    {field}: ")),
+            "the Python JobResultDict lacks the field `{field}`"
+        );
+    }
+    for outcome in cordon::report::Outcome::ALL {
+        assert!(
+            model.contains(&format!("    \"{}\",\n", outcome.as_str())),
+            "clients/python/cordon_client/model.py's Outcome lacks `{outcome}`"
+        );
+        let status = format!("\"{}\": {},", outcome.as_str(), outcome.exit_status());
+        assert!(
+            model.contains(&status),
+            "clients/python/cordon_client/model.py's EXIT_STATUS lacks {status}"
+        );
+    }
+}
