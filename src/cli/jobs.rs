@@ -6,7 +6,6 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
@@ -359,7 +358,7 @@ async fn logs_inner(args: &LogsArgs) -> Result<u8, Failure> {
     if until == Some(0) {
         return Ok(0);
     }
-    let mut printer = Printer::new(false, PathBuf::new());
+    let mut printer = Printer::for_logs();
     let mut events = client.events(&args.id, 0);
     loop {
         let (seq, ev) = events.next().await?;
