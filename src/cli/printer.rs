@@ -166,7 +166,9 @@ impl Printer {
                 if *phase == Phase::Resolve {
                     self.resolved = true;
                     if self.work.as_ref().is_some_and(|(k, _)| *k == Work::Image) {
+                        // The image is built: its output is no failure's explanation.
                         self.finish_work();
+                        self.last_work = None;
                     }
                 }
             }
@@ -596,6 +598,43 @@ mod tests {
         );
         assert!(text.contains("\n  Collecting pkg499\n"), "{text}");
         assert!(!text.contains("Collecting pkg469\n"), "{text}");
+    }
+
+    #[test]
+    fn an_image_built_on_demand_is_stages_and_a_tail_if_it_fails() {
+        let (mut p, _, err) = printer(false, Term::default());
+        p.event(&JobEvent::Progress {
+            message: "image cordon/python:3.11 is not built yet; building it now".into(),
+        });
+        for i in 0..300 {
+            p.event(&JobEvent::Progress {
+                message: format!("  I: Retrieving package-{i}"),
+            });
+        }
+        p.event(&JobEvent::Progress {
+            message: "building cordon/python:3.11 from images/python".into(),
+        });
+        p.event(&JobEvent::Progress {
+            message: "  E: no space left on device".into(),
+        });
+        let mut r = failed_result(0);
+        r.outcome = Outcome::SandboxError;
+        r.tests = None;
+        p.event(&JobEvent::Finished {
+            result: Box::new(r),
+        });
+        let text = err.text();
+        assert!(!text.contains("Retrieving package-100\n"), "{text}");
+        assert!(
+            text.contains("cordon: building cordon/python:3.11 from images/python\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("the image build failed; its last 30 of 301 output lines"),
+            "{text}"
+        );
+        assert!(text.contains("\n  E: no space left on device\n"), "{text}");
+        assert!(text.contains("SANDBOX ERROR"), "{text}");
     }
 
     #[test]
