@@ -348,3 +348,40 @@ fn exit_statuses_match_the_docs_without_an_engine() {
     ]));
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
+
+/// A one-request HTTP service on 127.0.0.1 that answers `status` with a JSON error.
+fn refusing_service(status: &'static str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+    let addr = listener.local_addr().expect("address");
+    std::thread::spawn(move || {
+        if let Some(Ok(mut conn)) = listener.incoming().next() {
+            let mut reader = BufReader::new(conn.try_clone().expect("clones"));
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let body = r#"{"error":{"kind":"unauthorized","message":"the token is not one of the service's"}}"#;
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn a_refused_token_is_invalid_input_and_a_failing_service_a_sandbox_error() {
+    let server = refusing_service("401 Unauthorized");
+    let out = run(&mut cordon(&[
+        "jobs", "--server", &server, "--token", "wrong",
+    ]));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("401"), "{}", text(&out.stderr));
+
+    let server = refusing_service("500 Internal Server Error");
+    let out = run(&mut cordon(&["jobs", "--server", &server, "--token", "t"]));
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+}
