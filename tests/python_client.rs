@@ -117,7 +117,7 @@ fn refine_loop_example_reaches_green() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("round 1: ")
-            && stdout.contains("failing: test_calc::test_add, test_calc::test_mean"),
+            && stdout.contains("failing: test_calc.py::test_add, test_calc.py::test_mean"),
         "{report}"
     );
     assert!(
@@ -228,6 +228,10 @@ fn every_event() -> Vec<cordon::event::JobEvent> {
             destination: s(),
             reason: s(),
         },
+        E::Sandbox {
+            step: s(),
+            applied: cordon::event::AppliedSandbox::default(),
+        },
         E::Warning { message: s() },
         E::Finished {
             result: Box::new(result),
@@ -250,8 +254,9 @@ fn event_index(ev: &cordon::event::JobEvent) -> usize {
         E::ArtifactRefused { .. } => 8,
         E::Environment { .. } => 9,
         E::EgressRefused { .. } => 10,
-        E::Warning { .. } => 11,
-        E::Finished { .. } => 12,
+        E::Sandbox { .. } => 11,
+        E::Warning { .. } => 12,
+        E::Finished { .. } => 13,
     }
 }
 

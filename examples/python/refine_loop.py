@@ -58,8 +58,8 @@ class Failure:
 
 # This project's bugs, by the test that catches each: (file, wrong text, right text).
 SCRIPTED_FIXES = {
-    "test_calc::test_add": ("calc.py", "return a - b", "return a + b"),
-    "test_calc::test_mean": ("calc.py", "sum(xs) / (len(xs) - 1)", "sum(xs) / len(xs)"),
+    "test_calc.py::test_add": ("calc.py", "return a - b", "return a + b"),
+    "test_calc.py::test_mean": ("calc.py", "sum(xs) / (len(xs) - 1)", "sum(xs) / len(xs)"),
 }
 
 

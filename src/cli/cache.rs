@@ -13,6 +13,9 @@ use crate::spec::Size;
 pub enum CacheCommand {
     /// List cached environments, most recently used first: key, size, age, last use, and
     /// what each was built from.
+    #[command(
+        after_help = "Exit status: 0 listed (also when there are none), 5 the engine failed."
+    )]
     Ls {
         /// One JSON array on stdout.
         #[arg(long)]
@@ -20,6 +23,9 @@ pub enum CacheCommand {
     },
     /// Remove environments: unused for longer than --older-than, then the least recently
     /// used until the rest fit in --max-size. An environment a running job uses is kept.
+    #[command(
+        after_help = "Exit status: 0 done (also when nothing was removed), 2 a bad --max-size or none of\n--older-than, --max-size, --all, 5 the engine failed."
+    )]
     Prune {
         /// e.g. 7d, 12h.
         #[arg(long, value_name = "AGE")]
@@ -52,7 +58,7 @@ pub async fn cache(cmd: CacheCommand) -> u8 {
                     match serde_json::to_string(&entries) {
                         Ok(s) => println!("{s}"),
                         Err(e) => {
-                            eprintln!("cordon: error: {e}");
+                            eprintln!("cordon: {}: {e}", super::error_word());
                             return EXIT_SANDBOX_ERROR;
                         }
                     }
@@ -102,13 +108,14 @@ pub async fn cache(cmd: CacheCommand) -> u8 {
                 None => None,
                 Some(Ok(s)) => Some(s.bytes()),
                 Some(Err(e)) => {
-                    eprintln!("cordon: error: --max-size: {e}");
+                    eprintln!("cordon: {}: --max-size: {e}", super::error_word());
                     return EXIT_INVALID;
                 }
             };
             if older_than.is_none() && max_total_bytes.is_none() && !all {
                 eprintln!(
-                    "cordon: error: say what to prune: --older-than AGE, --max-size SIZE or --all"
+                    "cordon: {}: say what to prune: --older-than AGE, --max-size SIZE or --all",
+                    super::error_word()
                 );
                 return EXIT_INVALID;
             }

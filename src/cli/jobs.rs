@@ -6,7 +6,6 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
@@ -156,7 +155,10 @@ async fn jobs_inner(args: &JobsArgs) -> Result<u8, Failure> {
     if jobs.is_empty() {
         eprintln!("cordon: no jobs");
     } else {
-        print!("{}", table(&jobs, now_ms()));
+        print!(
+            "{}",
+            table(&jobs, now_ms(), super::term::get().colour_stdout)
+        );
     }
     if let Some(c) = next {
         eprintln!(
@@ -166,8 +168,9 @@ async fn jobs_inner(args: &JobsArgs) -> Result<u8, Failure> {
     Ok(0)
 }
 
-/// The listing as a table: id, state, outcome, image, submitted (UTC), duration.
-fn table(jobs: &[Value], now: i64) -> String {
+/// The listing as a table: id, state, outcome, image, submitted (UTC), duration; with
+/// `colour`, each outcome in its colour.
+fn table(jobs: &[Value], now: i64, colour: bool) -> String {
     let header = ["ID", "STATE", "OUTCOME", "IMAGE", "SUBMITTED", "DURATION"].map(String::from);
     let rows: Vec<[String; 6]> = jobs
         .iter()
@@ -189,11 +192,19 @@ fn table(jobs: &[Value], now: i64) -> String {
         }
     }
     let mut out = String::new();
-    for r in std::iter::once(&header).chain(&rows) {
+    for (n, r) in std::iter::once(&header).chain(&rows).enumerate() {
         let mut line = String::new();
         for (i, (c, w)) in r.iter().zip(widths).enumerate() {
             if i + 1 == r.len() {
                 line.push_str(c);
+            } else if i == 2 && n > 0 && colour {
+                // Padded first, so the escapes do not count towards the width.
+                let padded = format!("{c:<w$}");
+                match crate::report::Outcome::parse(c).map(super::printer::tone) {
+                    Some(t) => line.push_str(&super::term::paint(true, t, &padded)),
+                    None => line.push_str(&padded),
+                }
+                line.push_str("  ");
             } else {
                 let _ = write!(line, "{c:<w$}  ");
             }
@@ -359,7 +370,7 @@ async fn logs_inner(args: &LogsArgs) -> Result<u8, Failure> {
     if until == Some(0) {
         return Ok(0);
     }
-    let mut printer = Printer::new(false, PathBuf::new());
+    let mut printer = Printer::for_logs();
     let mut events = client.events(&args.id, 0);
     loop {
         let (seq, ev) = events.next().await?;
@@ -450,7 +461,7 @@ mod tests {
                 "image": "x", "submitted_ms": 1_714_564_800_000_i64
             }),
         ];
-        let t = table(&jobs, 1_714_564_800_000 + 125_000);
+        let t = table(&jobs, 1_714_564_800_000 + 125_000, false);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(
             lines,
@@ -462,6 +473,16 @@ mod tests {
             ]
         );
         assert_eq!(span(3_725_000), "1h02m");
+        let coloured = table(&jobs, 1_714_564_800_000 + 125_000, true);
+        assert!(
+            coloured.contains("\x1b[1m\x1b[32mpassed \x1b[0m  cordon/python:3.11"),
+            "{coloured}"
+        );
+        assert_eq!(
+            coloured.matches('\x1b').count(),
+            3,
+            "only the outcome: {coloured}"
+        );
     }
 
     #[test]

@@ -43,14 +43,20 @@ pub async fn serve(args: ServeArgs) -> u8 {
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("cordon: error: cannot listen on {addr}: {e}");
+            eprintln!(
+                "cordon: {}: cannot listen on {addr}: {e}",
+                super::error_word()
+            );
             return EXIT_SANDBOX_ERROR;
         }
     };
     let bound = match listener.local_addr() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("cordon: error: cannot read the address listened on: {e}");
+            eprintln!(
+                "cordon: {}: cannot read the address listened on: {e}",
+                super::error_word()
+            );
             return EXIT_SANDBOX_ERROR;
         }
     };
@@ -73,7 +79,8 @@ pub async fn serve(args: ServeArgs) -> u8 {
         let names = ServerNames::new(&config.server_names, bound);
         if bound.ip().is_unspecified() && config.server_names.is_empty() {
             eprintln!(
-                "cordon: warning: listening on {bound} with the default server_names ({}): a client reaching the service by any other name (the host's name or address) gets 403; list the names clients use in `server_names` (CORDON_SERVER_NAMES)",
+                "cordon: {}: listening on {bound} with the default server_names ({}): a client reaching the service by any other name (the host's name or address) gets 403; list the names clients use in `server_names` (CORDON_SERVER_NAMES)",
+                super::warning_word(),
                 names.describe()
             );
         }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use super::{EXIT_INVALID, EXIT_SANDBOX_ERROR, report_error};
+use super::{EXIT_CANCELLED, EXIT_INVALID, EXIT_SANDBOX_ERROR, report_error};
 use crate::pipeline::exec::{ExecConfig, GENERATED_DIR, Install};
 use crate::pipeline::llm::{Llm, LlmConfig};
 use crate::pipeline::{self, Options};
@@ -75,11 +75,18 @@ pub struct TestgenArgs {
 
 pub async fn testgen(args: TestgenArgs) -> u8 {
     if !args.repo.is_dir() {
-        eprintln!("cordon: error: {} is not a directory", args.repo.display());
+        eprintln!(
+            "cordon: {}: {} is not a directory",
+            super::error_word(),
+            args.repo.display()
+        );
         return EXIT_INVALID;
     }
     if !(0.0..=100.0).contains(&args.target_coverage) {
-        eprintln!("cordon: error: --target-coverage must be between 0 and 100");
+        eprintln!(
+            "cordon: {}: --target-coverage must be between 0 and 100",
+            super::error_word()
+        );
         return EXIT_INVALID;
     }
     let mut cfg = LlmConfig::from_env(args.base_url.clone(), args.model.clone());
@@ -98,13 +105,19 @@ pub async fn testgen(args: TestgenArgs) -> u8 {
         Some(path) => match std::path::Path::new(path).canonicalize() {
             Ok(p) if p.is_file() => Some(p.display().to_string()),
             _ => {
-                eprintln!("cordon: error: --ca-bundle {path}: not a readable file (or say `host`)");
+                eprintln!(
+                    "cordon: {}: --ca-bundle {path}: not a readable file (or say `host`)",
+                    super::error_word()
+                );
                 return EXIT_INVALID;
             }
         },
     };
     if args.install.trim().is_empty() {
-        eprintln!("cordon: error: --install needs `auto`, `none` or a command");
+        eprintln!(
+            "cordon: {}: --install needs `auto`, `none` or a command",
+            super::error_word()
+        );
         return EXIT_INVALID;
     }
     let report_dir = args.report.clone().unwrap_or_else(|| {
@@ -152,6 +165,7 @@ pub async fn testgen(args: TestgenArgs) -> u8 {
     let outcome = pipeline::run(&opts, &llm, cancel.clone(), progress).await;
     let mut report = outcome.report;
 
+    let mut lost = Lost::default();
     if args.write && report.status != "stopped" && !outcome.kept.is_empty() {
         let dir = args.repo.join(GENERATED_DIR);
         match write_tests(&dir, &outcome.kept) {
@@ -159,21 +173,24 @@ pub async fn testgen(args: TestgenArgs) -> u8 {
                 eprintln!("cordon: wrote {n} test file(s) to {}", dir.display());
                 report.written_to = Some(dir.display().to_string());
             }
-            Err(e) => eprintln!(
-                "cordon: error: cannot write the tests to {}: {e}",
-                dir.display()
-            ),
+            Err(e) => {
+                lost.tests = true;
+                eprintln!(
+                    "cordon: {}: --write: cannot write the tests to {}: {e}; they are in the report directory",
+                    super::error_word(),
+                    dir.display()
+                );
+            }
         }
     }
-    match report.write(&report_dir, &outcome.kept) {
-        Ok(_) => {}
-        Err(e) => {
-            eprintln!(
-                "cordon: error: cannot write the report to {}: {e}",
-                report_dir.display()
-            );
-            print!("{}", report.markdown());
-        }
+    if let Err(e) = report.write(&report_dir, &outcome.kept) {
+        lost.report = true;
+        eprintln!(
+            "cordon: {}: cannot write the report to {}: {e}; here it is on stdout",
+            super::error_word(),
+            report_dir.display()
+        );
+        print!("{}", report.markdown());
     }
     if let (Some(b), Some(a)) = (&report.baseline, &report.after) {
         eprintln!(
@@ -189,10 +206,28 @@ pub async fn testgen(args: TestgenArgs) -> u8 {
             report.duration_ms as f64 / 1000.0
         );
     }
-    eprintln!("cordon: report: {}", report_dir.join("report.md").display());
-    match report.status.as_str() {
-        "stopped" => 130,
+    if !lost.report {
+        eprintln!("cordon: report: {}", report_dir.join("report.md").display());
+    }
+    exit_status(&report.status, lost)
+}
+
+/// What could not be written at the end.
+#[derive(Clone, Copy, Debug, Default)]
+struct Lost {
+    /// `--write` failed: the kept tests are not in the repository.
+    tests: bool,
+    /// The report directory could not be written.
+    report: bool,
+}
+
+/// The exit status, as `--help` documents it: 130 stopped; 5 the run failed, or `--write` or
+/// the report could not be written; 0 done.
+fn exit_status(status: &str, lost: Lost) -> u8 {
+    match status {
+        "stopped" => EXIT_CANCELLED,
         "failed" => EXIT_SANDBOX_ERROR,
+        _ if lost.tests || lost.report => EXIT_SANDBOX_ERROR,
         _ => 0,
     }
 }
@@ -212,4 +247,28 @@ fn write_tests(dir: &std::path::Path, kept: &[(String, String)]) -> std::io::Res
         n += 1;
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_write_is_not_success() {
+        let none = Lost::default();
+        assert_eq!(exit_status("target_reached", none), 0);
+        assert_eq!(exit_status("budget_spent", none), 0);
+        let tests = Lost {
+            tests: true,
+            ..none
+        };
+        assert_eq!(exit_status("target_reached", tests), EXIT_SANDBOX_ERROR);
+        let report = Lost {
+            report: true,
+            ..none
+        };
+        assert_eq!(exit_status("target_reached", report), EXIT_SANDBOX_ERROR);
+        assert_eq!(exit_status("failed", none), EXIT_SANDBOX_ERROR);
+        assert_eq!(exit_status("stopped", report), EXIT_CANCELLED);
+    }
 }

@@ -16,7 +16,8 @@ pub struct TestSummary {
     pub failed: u64,
     pub skipped: u64,
     pub errors: u64,
-    /// `classname::name` of failing and erroring tests (the first 100).
+    /// Failing and erroring tests (the first 100), as pytest node ids where the report allows
+    /// (`tests/test_x.py::TestC::test_y`: [`node_id`]), so each can be rerun as it is.
     pub failing: Vec<String>,
 }
 
@@ -139,6 +140,7 @@ impl TestSummary {
 fn case_name(e: &quick_xml::events::BytesStart) -> String {
     let mut class = String::new();
     let mut name = String::new();
+    let mut file = String::new();
     for a in e.attributes().flatten() {
         let v = a
             .normalized_value(quick_xml::XmlVersion::Implicit1_0)
@@ -147,14 +149,59 @@ fn case_name(e: &quick_xml::events::BytesStart) -> String {
         match a.key.as_ref() {
             "classname" => class = v,
             "name" => name = v,
+            "file" => file = v,
             _ => {}
         }
     }
-    if class.is_empty() {
-        name
-    } else {
-        format!("{class}::{name}")
+    node_id(&class, &file, &name)
+}
+
+/// A test's pytest node id from its JUnit `classname`, `file` (written by pytest's `xunit1`
+/// family and some other runners; may be empty) and `name`.
+///
+/// pytest's classname is the module's dotted path and then its classes
+/// (`tests.test_x.TestC`). With `file`, the module is the part of the classname the file names
+/// and the rest are classes. Without it, the module is everything up to the first part that
+/// starts with a capital letter (pytest collects classes named `Test…` by default, and
+/// module names are lower case by convention), if that module is named as pytest finds test
+/// files by default (`test_*.py`, `*_test.py`). Anything else (another runner's naming, a
+/// classname that is not the file's path) is kept as it is: `classname::name`.
+pub fn node_id(classname: &str, file: &str, name: &str) -> String {
+    if classname.is_empty() {
+        return name.to_string();
     }
+    let parts: Vec<&str> = classname.split('.').collect();
+    let module_len = if file.is_empty() {
+        parts
+            .iter()
+            .position(|p| p.starts_with(|c: char| c.is_ascii_uppercase()))
+            .unwrap_or(parts.len())
+    } else {
+        let module = file.trim_end_matches(".py").replace(['/', '\\'], ".");
+        let module_parts: Vec<&str> = module.split('.').collect();
+        if parts.starts_with(&module_parts) {
+            module_parts.len()
+        } else {
+            // A classname that is not the file's path (another runner's own naming).
+            return format!("{classname}::{name}");
+        }
+    };
+    let module = &parts[..module_len];
+    let pytest_file = |m: &str| m.starts_with("test_") || m.ends_with("_test");
+    if module.is_empty()
+        || module.iter().any(|p| p.is_empty())
+        || (file.is_empty() && !module.last().is_some_and(|m| pytest_file(m)))
+    {
+        return format!("{classname}::{name}");
+    }
+    let mut id = format!("{}.py", module.join("/"));
+    for class in &parts[module_len..] {
+        id.push_str("::");
+        id.push_str(class);
+    }
+    id.push_str("::");
+    id.push_str(name);
+    id
 }
 
 #[cfg(test)]
@@ -171,7 +218,73 @@ mod tests {
             (s.total, s.passed, s.failed, s.skipped, s.errors),
             (5, 2, 1, 1, 1)
         );
-        assert_eq!(s.failing, vec!["test_m::test_bad", "test_m::test_err"]);
+        assert_eq!(
+            s.failing,
+            vec!["test_m.py::test_bad", "test_m.py::test_err"]
+        );
+    }
+
+    #[test]
+    fn failing_tests_are_named_by_pytest_node_ids() {
+        let cases = [
+            // pytest's default (xunit2): no file attribute.
+            (
+                "tests.test_x.TestC",
+                "",
+                "test_y",
+                "tests/test_x.py::TestC::test_y",
+            ),
+            (
+                "tests.test_x",
+                "",
+                "test_y[1-2]",
+                "tests/test_x.py::test_y[1-2]",
+            ),
+            ("test_m", "", "test_a", "test_m.py::test_a"),
+            (
+                "tests.test_x.TestOuter.TestInner",
+                "",
+                "test_y",
+                "tests/test_x.py::TestOuter::TestInner::test_y",
+            ),
+            // xunit1: the file says where the module ends, whatever its case.
+            (
+                "pkg.Tests.test_x.Checks",
+                "pkg/Tests/test_x.py",
+                "test_y",
+                "pkg/Tests/test_x.py::Checks::test_y",
+            ),
+            (
+                "pkg.test_x",
+                "pkg/test_x.py",
+                "test_y",
+                "pkg/test_x.py::test_y",
+            ),
+            // Not pytest's naming: kept as it is.
+            (
+                "com.example.FooTest",
+                "",
+                "testBar",
+                "com.example.FooTest::testBar",
+            ),
+            ("Suite", "", "case", "Suite::case"),
+            ("other", "pkg/test_x.py", "t", "other::t"),
+            ("", "", "lonely", "lonely"),
+        ];
+        for (class, file, name, want) in cases {
+            assert_eq!(
+                node_id(class, file, name),
+                want,
+                "{class:?} {file:?} {name:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_pytest_xunit1_report_gives_node_ids() {
+        let xml = br#"<testsuite><testcase classname="tests.test_x.TestC" file="tests/test_x.py" line="3" name="test_y"><failure message="boom"/></testcase></testsuite>"#;
+        let s = parse(xml).expect("parses");
+        assert_eq!(s.failing, ["tests/test_x.py::TestC::test_y"]);
     }
 
     #[test]

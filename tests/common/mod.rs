@@ -292,6 +292,9 @@ impl Job {
         let mut c = Command::new(cordon_bin());
         c.arg("run")
             .arg(self.spec())
+            // Every line of a prepare's output, not the progress line a pipe gets without -v:
+            // tests read what the prepare printed.
+            .arg("-v")
             .arg("--json")
             .arg("--out")
             .arg(self.out())

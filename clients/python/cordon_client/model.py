@@ -209,6 +209,32 @@ class EgressRefusedEvent(TypedDict):
     reason: str
 
 
+class AppliedSandbox(TypedDict):
+    """A sandbox as the engine recorded it once created (``None``: no such limit)."""
+
+    runtime: str
+    user: str
+    read_only_rootfs: bool
+    cap_drop: List[str]
+    cap_add: List[str]
+    no_new_privileges: bool
+    seccomp: str
+    network: str
+    memory_bytes: Optional[int]
+    memory_swap_bytes: Optional[int]
+    cpus: Optional[float]
+    pids: Optional[int]
+    nofile: Optional[int]
+    mounts: List[str]
+
+
+class SandboxEvent(TypedDict):
+    seq: int
+    type: Literal["sandbox"]
+    step: str
+    applied: AppliedSandbox
+
+
 class WarningEvent(TypedDict):
     seq: int
     type: Literal["warning"]
@@ -235,6 +261,7 @@ Event = Union[
     ArtifactRefusedEvent,
     EnvironmentEvent,
     EgressRefusedEvent,
+    SandboxEvent,
     WarningEvent,
     FinishedEvent,
 ]

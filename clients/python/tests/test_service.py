@@ -103,7 +103,7 @@ class AgainstTheService(unittest.TestCase):
         self.assertEqual(result.steps[0].outcome, "failed")
         assert result.tests is not None
         self.assertEqual((result.tests.total, result.tests.failed), (2, 1))
-        self.assertEqual(result.failing_tests, ["test_calc::test_add"])
+        self.assertEqual(result.failing_tests, ["test_calc.py::test_add"])
         self.assertEqual(oc.text, "boom\n")
 
     def test_output_streams_live_and_cancel_stops_a_running_job(self) -> None:
