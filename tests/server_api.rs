@@ -442,3 +442,165 @@ async fn openapi_lists_every_route() {
         let _ = r.text().await;
     }
 }
+
+/// One event of each type, in declaration order (the match below fails to compile when a
+/// type is added, until it is added here).
+fn one_event_of_each_type() -> Vec<cordon::event::JobEvent> {
+    use cordon::event::{AppliedSandbox, JobEvent as E, Phase, Stream};
+    use cordon::report::{JobResult, Outcome, StepResult};
+    let s = || "x".to_string();
+    let step = StepResult {
+        name: s(),
+        outcome: Outcome::Passed,
+        exit_code: Some(0),
+        duration_ms: 1,
+        output_bytes: 1,
+    };
+    let result: JobResult = serde_json::from_value(serde_json::json!({
+        "job_id": "job-1", "outcome": "passed", "exit_code": 0, "duration_ms": 1, "steps": [],
+        "tests": null, "artifacts": [], "output_bytes": 0, "output_truncated": false,
+        "image": "i", "profile": "strict", "phases_ms": {}
+    }))
+    .expect("a job result");
+    let events = vec![
+        E::Started {
+            job_id: s(),
+            image: s(),
+            profile: s(),
+            steps: vec![s()],
+        },
+        E::Phase {
+            phase: Phase::Run,
+            duration_ms: 1,
+        },
+        E::Progress { message: s() },
+        E::StepStarted {
+            step: s(),
+            index: 0,
+        },
+        E::Output {
+            step: s(),
+            stream: Stream::Stdout,
+            data: "out".into(),
+        },
+        E::OutputTruncated {
+            step: s(),
+            limit_bytes: 1,
+        },
+        E::StepFinished { result: step },
+        E::Artifact {
+            path: s(),
+            bytes: 1,
+        },
+        E::ArtifactRefused {
+            path: s(),
+            reason: s(),
+        },
+        E::Environment {
+            key: s(),
+            image: s(),
+            cached: true,
+        },
+        E::EgressRefused {
+            destination: s(),
+            reason: s(),
+        },
+        E::Sandbox {
+            step: s(),
+            applied: AppliedSandbox::default(),
+        },
+        E::Warning { message: s() },
+        E::Finished {
+            result: Box::new(result),
+        },
+    ];
+    for (i, e) in events.iter().enumerate() {
+        let place = match e {
+            E::Started { .. } => 0,
+            E::Phase { .. } => 1,
+            E::Progress { .. } => 2,
+            E::StepStarted { .. } => 3,
+            E::Output { .. } => 4,
+            E::OutputTruncated { .. } => 5,
+            E::StepFinished { .. } => 6,
+            E::Artifact { .. } => 7,
+            E::ArtifactRefused { .. } => 8,
+            E::Environment { .. } => 9,
+            E::EgressRefused { .. } => 10,
+            E::Sandbox { .. } => 11,
+            E::Warning { .. } => 12,
+            E::Finished { .. } => 13,
+        };
+        assert_eq!(place, i, "one of each, in order");
+    }
+    events
+}
+
+/// The OpenAPI document's `Event` is the tagged union the code sends: one schema per type
+/// (no more, no fewer), each requiring exactly the fields the code always sends and
+/// documenting every field it may send.
+#[test]
+fn openapi_event_union_matches_the_code() {
+    let doc: serde_json::Value =
+        serde_yaml_ng::from_str(cordon::server::api::OPENAPI).expect("openapi.yaml parses");
+    let schemas = &doc["components"]["schemas"];
+    let mapping = schemas["Event"]["discriminator"]["mapping"]
+        .as_object()
+        .expect("Event has a discriminator mapping");
+    let one_of: Vec<&str> = schemas["Event"]["oneOf"]
+        .as_array()
+        .expect("Event is a oneOf")
+        .iter()
+        .map(|r| r["$ref"].as_str().expect("a $ref"))
+        .collect();
+    let mut sent = Vec::new();
+    for event in one_event_of_each_type() {
+        let mut json = serde_json::to_value(&event).expect("serializes");
+        json["seq"] = 0.into();
+        let ty = json["type"].as_str().expect("tagged").to_string();
+        let reference = mapping
+            .get(&ty)
+            .and_then(|r| r.as_str())
+            .unwrap_or_else(|| panic!("openapi.yaml's Event has no `{ty}`"));
+        assert!(
+            one_of.contains(&reference),
+            "`{ty}`: {reference} is not in oneOf"
+        );
+        let name = reference.trim_start_matches("#/components/schemas/");
+        let schema = &schemas[name];
+        assert_eq!(
+            schema["properties"]["type"]["enum"],
+            serde_json::json!([ty]),
+            "{name}"
+        );
+        let keys: std::collections::BTreeSet<&str> = json
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let required: std::collections::BTreeSet<&str> = schema["required"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name} has no `required`"))
+            .iter()
+            .map(|v| v.as_str().expect("a name"))
+            .collect();
+        assert_eq!(keys, required, "{name}: the fields sent vs. those required");
+        for k in &keys {
+            assert!(
+                schema["properties"].get(k).is_some(),
+                "{name} does not document `{k}`"
+            );
+        }
+        sent.push(ty);
+    }
+    let mut documented: Vec<&String> = mapping.keys().collect();
+    documented.sort();
+    sent.sort();
+    assert_eq!(
+        documented,
+        sent.iter().collect::<Vec<_>>(),
+        "no stale types"
+    );
+    assert_eq!(one_of.len(), sent.len());
+}
