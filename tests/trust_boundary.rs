@@ -172,9 +172,14 @@ fn a_name_the_operator_allows_is_still_refused_when_it_resolves_to_loopback() {
 
 #[test]
 fn passed_variables_reach_the_steps_but_never_the_prepare() {
-    let j = Job::new(
-        "prepare: { run: 'env; echo prepare-saw=${CORDON_TEST_SECRET:-nothing}' }\nsteps: [{name: t, run: 'echo step-saw=$CORDON_TEST_SECRET'}]\npass_env: [CORDON_TEST_SECRET]\n",
-    );
+    // A fresh prepare each run: a cached environment would not run it, and print nothing.
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_nanos();
+    let j = Job::new(&format!(
+        "prepare: {{ run: 'env; echo prepare-saw=${{CORDON_TEST_SECRET:-nothing}} run={nonce}' }}\nsteps: [{{name: t, run: 'echo step-saw=$CORDON_TEST_SECRET'}}]\npass_env: [CORDON_TEST_SECRET]\n"
+    ));
     let mut cmd = j.command();
     cmd.env("CORDON_TEST_SECRET", "s3cret-value");
     let r = Running::spawn(cmd).wait();
