@@ -18,7 +18,10 @@
 //!   prewarms where each container's caches start cold, as on fuse-overlayfs);
 //! - cordon, cached environment, no pool: the same with the container created in the job;
 //! - cordon reinstalling: the dependency key changes each time, so `pip install` runs (only
-//!   in the first BENCH_REINSTALL rounds: each takes many seconds).
+//!   in the first BENCH_REINSTALL rounds: each takes many seconds);
+//! - when the engine has gVisor's `runsc` registered (unless BENCH_RUNSC=0): the floor again
+//!   in a runsc container, and cordon under the `gvisor` profile with a warm pool and
+//!   without, reported as ratios to both floors and to the runc warm path.
 //!
 //! Before each measurement both pools are full again (untimed), so one variant's refill never
 //! runs into another's measurement. Prints medians, the ratio of each cordon path to
@@ -39,9 +42,10 @@ use cordon::sandbox::docker::DockerBackend;
 const TEST_CMD: &str = "python -m pytest -q -p no:cacheprovider --junitxml=/out/junit.xml tests";
 const FLOOR: &str = "cordon-bench-refine-floor";
 
-fn spec(requirements: &str) -> String {
+fn spec(requirements: &str, profile: &str) -> String {
     format!(
-        r#"workspace: {{ source: ./repo }}
+        r#"profile: {profile}
+workspace: {{ source: ./repo }}
 prepare:
   run: pip install --no-input --disable-pip-version-check -r {requirements}
   cache_key_files: [{requirements}]
@@ -66,6 +70,74 @@ fn copy_tree(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), dest).expect("copy");
         }
     }
+}
+
+const FLOOR_RUNSC: &str = "cordon-bench-refine-floor-runsc";
+
+/// Whether the engine has gVisor's runsc registered (and BENCH_RUNSC is not 0).
+fn runsc_registered() -> bool {
+    if std::env::var("BENCH_RUNSC").is_ok_and(|v| v == "0") {
+        return false;
+    }
+    Command::new("docker")
+        .args(["info", "--format", "{{json .Runtimes}}"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("\"runsc\""))
+}
+
+/// A long-running container of the environment image under `runtime`, the project in it.
+fn start_floor(name: &str, runtime: &str, env_image: &str, repo: &Path) {
+    let _ = Command::new("docker").args(["rm", "-f", name]).output();
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--runtime",
+        runtime,
+        "--user",
+        "1000:1000",
+        "--network",
+        "none",
+        "--read-only",
+        "--tmpfs",
+        "/tmp:uid=1000",
+        "--tmpfs",
+        "/out:uid=1000",
+        "--tmpfs",
+        "/workspace:uid=1000,exec",
+        "-w",
+        "/workspace",
+        env_image,
+        "sleep",
+        "infinity",
+    ]);
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(repo)
+        .args(["-c", "."])
+        .output()
+        .expect("tar");
+    let mut load = Command::new("docker")
+        .args(["exec", "-i", name, "tar", "-x", "-C", "/workspace"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("docker exec");
+    std::io::Write::write_all(&mut load.stdin.take().expect("stdin"), &tar.stdout)
+        .expect("load floor workspace");
+    assert!(load.wait().expect("wait").success());
+}
+
+/// pytest alone in the floor container `name`, timed.
+fn exec_in(name: &str) -> Duration {
+    let t = Instant::now();
+    let st = Command::new("docker")
+        .args(["exec", "-w", "/workspace", name, "sh", "-c", TEST_CMD])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("docker exec");
+    assert!(st.success(), "pytest in the floor container {name} failed");
+    t.elapsed()
 }
 
 fn docker(args: &[&str]) {
@@ -98,7 +170,10 @@ fn main() {
         &repo,
     );
     let cached_spec = dir.path().join("cached.yaml");
-    std::fs::write(&cached_spec, spec("requirements.txt")).expect("write spec");
+    std::fs::write(&cached_spec, spec("requirements.txt", "strict")).expect("write spec");
+    let gvisor = runsc_registered();
+    let gvisor_spec = dir.path().join("gvisor.yaml");
+    std::fs::write(&gvisor_spec, spec("requirements.txt", "gvisor")).expect("write spec");
 
     let backend: Arc<dyn Backend> = Arc::new(
         rt.block_on(DockerBackend::connect())
@@ -124,6 +199,8 @@ fn main() {
     let pooled_on_take = runner.clone().with_pool(pool_on_take.clone());
     let pool_unwarmed = new_pool(Refill::AfterJob, Prewarm::Off);
     let pooled_unwarmed = runner.clone().with_pool(pool_unwarmed.clone());
+    let pool_gvisor = new_pool(Refill::AfterJob, Prewarm::Auto);
+    let pooled_gvisor = runner.clone().with_pool(pool_gvisor.clone());
 
     let mut n = 0;
     // `warm`: the pool (the runner's) and the id of the environment image it should have a
@@ -171,57 +248,19 @@ fn main() {
         .expect("the environment image");
 
     // The floor: pytest alone, in a long-running container of the same environment image.
-    let _ = Command::new("docker").args(["rm", "-f", FLOOR]).output();
-    docker(&[
-        "run",
-        "-d",
-        "--name",
-        FLOOR,
-        "--user",
-        "1000:1000",
-        "--network",
-        "none",
-        "--read-only",
-        "--tmpfs",
-        "/tmp:uid=1000",
-        "--tmpfs",
-        "/out:uid=1000",
-        "--tmpfs",
-        "/workspace:uid=1000,exec",
-        "-w",
-        "/workspace",
-        &env_image,
-        "sleep",
-        "infinity",
-    ]);
-    let tar = Command::new("tar")
-        .arg("-C")
-        .arg(&repo)
-        .args(["-c", "."])
-        .output()
-        .expect("tar");
-    let mut load = Command::new("docker")
-        .args(["exec", "-i", FLOOR, "tar", "-x", "-C", "/workspace"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("docker exec");
-    std::io::Write::write_all(&mut load.stdin.take().expect("stdin"), &tar.stdout)
-        .expect("load floor workspace");
-    assert!(load.wait().expect("wait").success());
-    let exec_only = || {
-        let t = Instant::now();
-        let st = Command::new("docker")
-            .args(["exec", "-w", "/workspace", FLOOR, "sh", "-c", TEST_CMD])
-            .stdout(std::process::Stdio::null())
-            .status()
-            .expect("docker exec");
-        assert!(st.success(), "pytest in the floor container failed");
-        t.elapsed()
-    };
+    start_floor(FLOOR, "runc", &env_image, &repo);
+    let exec_only = || exec_in(FLOOR);
     exec_only();
+    if gvisor {
+        start_floor(FLOOR_RUNSC, "runsc", &env_image, &repo);
+        exec_in(FLOOR_RUNSC);
+    }
 
     let (mut floor, mut warm, mut warm_on_take, mut unwarmed, mut cold, mut reinstall) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut floor_runsc, mut gvisor_warm, mut gvisor_cold) = (vec![], vec![], vec![]);
+    let gvisor_job = cordon::spec::load(&gvisor_spec, &cordon::spec::OperatorPolicy::for_cli())
+        .expect("valid spec");
     let mut phases: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let cached_job = cordon::spec::load(&cached_spec, &cordon::spec::OperatorPolicy::for_cli())
         .expect("valid spec");
@@ -237,12 +276,34 @@ fn main() {
                     "a pool did not fill"
                 );
             }
+            if gvisor {
+                pool_gvisor.prime(&gvisor_job, &env_id);
+                assert!(
+                    pool_gvisor
+                        .wait_ready(&gvisor_job, &env_id, Duration::from_secs(60))
+                        .await,
+                    "the gvisor pool did not fill"
+                );
+            }
         })
     };
+    let variants = if gvisor { 8 } else { 5 };
     for i in 0..rounds {
-        for k in 0..5 {
+        for k in 0..variants {
             settle();
-            match (i + k) % 5 {
+            match (i + k) % variants {
+                5 => floor_runsc.push(exec_in(FLOOR_RUNSC)),
+                6 => {
+                    let (t, r) =
+                        run_job(&pooled_gvisor, &gvisor_spec, Some((&pool_gvisor, &env_id)));
+                    assert!(r.environment.as_ref().is_some_and(|e| e.cached));
+                    gvisor_warm.push(t);
+                }
+                7 => {
+                    let (t, r) = run_job(&runner, &gvisor_spec, None);
+                    assert!(r.environment.as_ref().is_some_and(|e| e.cached));
+                    gvisor_cold.push(t);
+                }
                 0 => floor.push(exec_only()),
                 1 => {
                     let (t, r) = run_job(&pooled, &cached_spec, Some((&pool, &env_id)));
@@ -270,11 +331,12 @@ fn main() {
                     assert!(r.environment.as_ref().is_some_and(|e| e.cached));
                     unwarmed.push(t);
                 }
-                _ => {
+                4 => {
                     let (t, r) = run_job(&runner, &cached_spec, None);
                     assert!(r.environment.as_ref().is_some_and(|e| e.cached));
                     cold.push(t);
                 }
+                _ => unreachable!("{variants} variants"),
             }
         }
         if i < reinstall_rounds {
@@ -283,7 +345,7 @@ fn main() {
             text.push_str(&format!("# round {i}\n"));
             std::fs::write(repo.join(&req), text).expect("write");
             let s = dir.path().join("reinstall.yaml");
-            std::fs::write(&s, spec(&req)).expect("write spec");
+            std::fs::write(&s, spec(&req, "strict")).expect("write spec");
             let (t, r) = run_job(&runner, &s, None);
             let env = r.environment.expect("an environment");
             assert!(!env.cached, "a changed dependency file must rebuild");
@@ -297,7 +359,10 @@ fn main() {
     rt.block_on(pool.drain());
     rt.block_on(pool_on_take.drain());
     rt.block_on(pool_unwarmed.drain());
-    let _ = Command::new("docker").args(["rm", "-f", FLOOR]).output();
+    rt.block_on(pool_gvisor.drain());
+    let _ = Command::new("docker")
+        .args(["rm", "-f", FLOOR, FLOOR_RUNSC])
+        .output();
 
     let median = |v: &mut Vec<Duration>| {
         v.sort();
@@ -331,6 +396,36 @@ fn main() {
             ms(m),
             ms(m) / ms(f)
         );
+    }
+    if gvisor {
+        let fr = median(&mut floor_runsc);
+        let w = median(&mut warm);
+        println!(
+            "  {:<52} median {:>8.0} ms   ratio to exec-only {:.2}",
+            "exec-only under runsc (pytest in a running container)",
+            ms(fr),
+            ms(fr) / ms(f)
+        );
+        for (name, v) in [
+            (
+                "cordon gvisor, cached environment, warm pool",
+                &mut gvisor_warm,
+            ),
+            (
+                "cordon gvisor, cached environment, no pool",
+                &mut gvisor_cold,
+            ),
+        ] {
+            let m = median(v);
+            println!(
+                "  {:<52} median {:>8.0} ms   ratio to runsc exec-only {:.2}, to runc exec-only {:.2}, to cordon runc warm {:.2}",
+                name,
+                ms(m),
+                ms(m) / ms(fr),
+                ms(m) / ms(f),
+                ms(m) / ms(w)
+            );
+        }
     }
     let phase_text: Vec<String> = phases
         .iter_mut()

@@ -170,7 +170,7 @@ pub fn main() -> ExitCode {
             Command::Run(args) => run::run(args).await,
             Command::Image { command } => image::image(command).await,
             Command::Cache { command } => cache::cache(command).await,
-            Command::Reap => reap().await,
+            Command::Reap => finish(reap().await),
             Command::Serve(args) => serve::serve(args).await,
             Command::Submit(args) => submit::submit(args).await,
             Command::Jobs(args) => jobs::jobs(args).await,
@@ -178,7 +178,7 @@ pub fn main() -> ExitCode {
             Command::Logs(args) => jobs::logs(args).await,
             Command::Cancel(args) => jobs::cancel(args).await,
             Command::Testgen(args) => testgen::testgen(args).await,
-            Command::Profile { name, dir } => profile(&name, &dir),
+            Command::Profile { name, dir } => finish(profile(&name, &dir)),
             Command::Completions(args) => completions::completions(&args),
             Command::Man(args) => completions::man(&args),
         }
@@ -274,44 +274,58 @@ pub(crate) fn warning_word() -> String {
     term::paint(term::get().colour_stderr, term::Tone::Warn, "warning")
 }
 
-async fn reap() -> u8 {
-    use crate::sandbox::Backend;
-    let backend = match crate::sandbox::docker::DockerBackend::connect().await {
-        Ok(b) => b,
-        Err(e) => {
-            report_error(&e);
-            return EXIT_SANDBOX_ERROR;
+/// The exit status a command's error means: 2 for what the user can fix (a spec, a profile,
+/// the service's configuration, input the engine refused), 5 for the rest (the engine, the
+/// host, cordon itself). Decided from the typed errors anywhere in the chain.
+pub(crate) fn exit_status(e: &anyhow::Error) -> u8 {
+    use crate::sandbox::SandboxError;
+    use crate::server::ServerError;
+    use crate::server::config::ConfigError;
+    use crate::spec::SpecError;
+    for cause in e.chain() {
+        if cause.is::<SpecError>() || cause.is::<ConfigError>() {
+            return EXIT_INVALID;
         }
-    };
-    match backend.reap().await {
-        Ok(n) => {
-            eprintln!("cordon: removed {n} leftover container(s) and volume(s)");
-            0
+        if let Some(ServerError::Config(_)) = cause.downcast_ref::<ServerError>() {
+            return EXIT_INVALID;
         }
+        if let Some(s) = cause.downcast_ref::<SandboxError>() {
+            return if s.is_invalid_input() {
+                EXIT_INVALID
+            } else {
+                EXIT_SANDBOX_ERROR
+            };
+        }
+    }
+    EXIT_SANDBOX_ERROR
+}
+
+/// A command's end at the CLI edge: its status on success, else its error printed (once,
+/// with its causes) and the status [`exit_status`] gives it.
+pub(crate) fn finish(result: anyhow::Result<u8>) -> u8 {
+    match result {
+        Ok(code) => code,
         Err(e) => {
-            report_error(&e);
-            EXIT_SANDBOX_ERROR
+            report_error(e.as_ref());
+            exit_status(&e)
         }
     }
 }
 
-fn profile(name: &str, dir: &std::path::Path) -> u8 {
-    match crate::spec::profile::load(name, dir) {
-        Ok(p) => {
-            match serde_yaml_ng::to_string(&p) {
-                Ok(y) => print!("{y}"),
-                Err(e) => {
-                    eprintln!("cordon: {}: cannot render the profile: {e}", error_word());
-                    return EXIT_SANDBOX_ERROR;
-                }
-            }
-            0
-        }
-        Err(e) => {
-            report_error(&e);
-            EXIT_INVALID
-        }
-    }
+async fn reap() -> anyhow::Result<u8> {
+    use crate::sandbox::Backend;
+    let backend = crate::sandbox::docker::DockerBackend::connect().await?;
+    let n = backend.reap().await?;
+    eprintln!("cordon: removed {n} leftover container(s) and volume(s)");
+    Ok(0)
+}
+
+fn profile(name: &str, dir: &std::path::Path) -> anyhow::Result<u8> {
+    use anyhow::Context as _;
+    let p = crate::spec::profile::load(name, dir)?;
+    let yaml = serde_yaml_ng::to_string(&p).context("cannot render the profile")?;
+    print!("{yaml}");
+    Ok(0)
 }
 
 #[cfg(test)]
@@ -334,6 +348,26 @@ mod tests {
         );
         assert_eq!(flag(&["run", "--", "--color=never"]), ColorChoice::Auto);
         assert_eq!(flag(&["--color=purple"]), ColorChoice::Auto);
+    }
+
+    #[test]
+    fn an_error_s_exit_status_comes_from_the_typed_error_in_its_chain() {
+        use anyhow::Context as _;
+        let spec = crate::spec::SpecError::Invalid {
+            path: "job.yaml".into(),
+            field: "limits.memory".into(),
+            reason: "too much".into(),
+        };
+        assert_eq!(exit_status(&anyhow::Error::new(spec)), EXIT_INVALID);
+        let config = crate::server::config::ConfigError::Env {
+            name: "CORDON_LISTEN",
+            reason: "not an address".into(),
+        };
+        let wrapped: anyhow::Result<()> = Err(config).context("starting the service");
+        assert_eq!(exit_status(&wrapped.unwrap_err()), EXIT_INVALID);
+        let io: anyhow::Result<()> =
+            Err(std::io::Error::other("disk gone")).context("cannot listen on 0.0.0.0:1");
+        assert_eq!(exit_status(&io.unwrap_err()), EXIT_SANDBOX_ERROR);
     }
 
     #[test]

@@ -7,9 +7,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{EXIT_INVALID, EXIT_SANDBOX_ERROR, report_error};
+use anyhow::Context as _;
+
+use crate::server::ServerConfig;
 use crate::server::access::{GeneratedToken, ServerNames, Tokens};
-use crate::server::{ServerConfig, ServerError};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -22,44 +23,22 @@ pub struct ServeArgs {
 }
 
 pub async fn serve(args: ServeArgs) -> u8 {
+    super::finish(run(args).await.map(|()| 0))
+}
+
+async fn run(args: ServeArgs) -> anyhow::Result<()> {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    let mut config = match ServerConfig::load(args.config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            report_error(&e);
-            return EXIT_INVALID;
-        }
-    };
+    let mut config = ServerConfig::load(args.config.as_deref())?;
     if let Some(l) = args.listen {
         config.listen = l;
     }
-    let addr = match config.listen_addr() {
-        Ok(a) => a,
-        Err(e) => {
-            report_error(&e);
-            return EXIT_INVALID;
-        }
-    };
-    let listener = match tokio::net::TcpListener::bind(addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!(
-                "cordon: {}: cannot listen on {addr}: {e}",
-                super::error_word()
-            );
-            return EXIT_SANDBOX_ERROR;
-        }
-    };
-    let bound = match listener.local_addr() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!(
-                "cordon: {}: cannot read the address listened on: {e}",
-                super::error_word()
-            );
-            return EXIT_SANDBOX_ERROR;
-        }
-    };
+    let addr = config.listen_addr()?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let bound = listener
+        .local_addr()
+        .context("cannot read the address listened on")?;
     let ready = move |config: &ServerConfig, generated: Option<&GeneratedToken>| {
         if let Some(g) = generated {
             let path = g.path.display();
@@ -104,18 +83,7 @@ pub async fn serve(args: ServeArgs) -> u8 {
         }
         eprintln!("cordon: shutting down: no new jobs; running jobs get the grace period");
     };
-    match crate::server::serve(config, listener, shutdown, ready).await {
-        Ok(()) => {
-            eprintln!("cordon: stopped; nothing is running");
-            0
-        }
-        Err(e @ ServerError::Config(_)) => {
-            report_error(&e);
-            EXIT_INVALID
-        }
-        Err(e) => {
-            report_error(&e);
-            EXIT_SANDBOX_ERROR
-        }
-    }
+    crate::server::serve(config, listener, shutdown, ready).await?;
+    eprintln!("cordon: stopped; nothing is running");
+    Ok(())
 }
