@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::runner::error_chain;
+use crate::error::error_chain;
 use crate::sandbox::{Backend, Sandbox, SandboxError, Scratch};
 use crate::spec::Job;
 

@@ -108,7 +108,7 @@ impl DockerBackend {
             destroyed: false,
             uid: job.profile.uid,
             gid: job.profile.gid,
-            workspace_path: policy::workspace_path(job).to_string(),
+            workspace_path: job.workspace_path().to_string(),
             runsc: config
                 .host_config
                 .as_ref()
@@ -493,7 +493,7 @@ impl Backend for DockerBackend {
         crate::envcache::prune(&self.docker, &policy)
             .await
             .map(|v| v.len())
-            .map_err(|e| SandboxError::Protocol(crate::runner::error_chain(&e)))
+            .map_err(|e| SandboxError::Protocol(crate::error::error_chain(&e)))
     }
 
     async fn remove_named(&self, prefix: &str) -> Result<usize, SandboxError> {
@@ -733,41 +733,14 @@ impl DockerSandbox {
         workspace: &Workspace,
         opts: WorkspaceOptions,
     ) -> Result<TarStats, SandboxError> {
-        let (mut tar, writer) = archive::workspace_tar_stream(workspace.source.clone(), opts);
+        let (tar, writer) = archive::workspace_tar_stream(workspace.source.clone(), opts);
         let (Some(stdin), Some(gate)) = (self.stdin.as_mut(), self.gate.as_mut()) else {
             return Err(SandboxError::Protocol(
                 "the sandbox is not waiting for its workspace".into(),
             ));
         };
-        let send = async move {
-            let mut buf = BytesMut::new();
-            write_gate(stdin, policy::LOAD_REQUEST).await?;
-            let mut failed = false;
-            loop {
-                let chunk = tar.next().await;
-                match &chunk {
-                    Some(Ok(data)) => buf.extend_from_slice(data),
-                    // The archiver's error is taken from its handle below.
-                    Some(Err(_)) => failed = true,
-                    None => {}
-                }
-                let end = !matches!(chunk, Some(Ok(_)));
-                if end && !failed && !buf.len().is_multiple_of(512) {
-                    buf.resize(buf.len().next_multiple_of(512), 0);
-                }
-                if buf.len() >= LOAD_FRAME || (end && !buf.is_empty()) {
-                    let data = buf.split_to(buf.len() / 512 * 512);
-                    if !data.is_empty() {
-                        write_gate(stdin, &policy::load_frame(&data)).await?;
-                    }
-                }
-                if end {
-                    break;
-                }
-            }
-            write_gate(stdin, policy::LOAD_END).await?;
-            stdin.flush().await
-        };
+        // It owns the archive stream: dropped unfinished, it stops the archiver.
+        let send = send_framed(stdin, tar);
         let ack = async {
             let (line, stderr) = gate.line("load the workspace").await?;
             let code = line
@@ -857,30 +830,7 @@ impl DockerSandbox {
             (Err(e), Err(_)) => format!("sending the workspace to the sandbox: {e}"),
             (Ok(()), Err(e)) => e.to_string(),
         };
-        // The workspace's tmpfs pages count against the job's memory, so a big one can
-        // end the sandbox that way: say so rather than leave the user guessing.
-        let state = self
-            .docker
-            .inspect_container(&self.id, None::<InspectContainerOptions>)
-            .await
-            .ok()
-            .and_then(|c| c.state)
-            .unwrap_or_default();
-        let oom = oom_killed(
-            &self.docker,
-            &self.id,
-            self.runsc,
-            state.oom_killed.unwrap_or(false),
-            state.exit_code.unwrap_or(0),
-        )
-        .await;
-        Err(SandboxError::Protocol(if oom {
-            format!(
-                "{what} does not fit in the job's memory: the sandbox's scratch (workspace included) counts against limits.memory; raise it or exclude more"
-            )
-        } else {
-            failed
-        }))
+        Err(load_failed(&self.docker, &self.id, self.runsc, &what, failed).await)
     }
 
     async fn write_stdin(&mut self, data: &[u8], close: bool) -> Result<(), SandboxError> {
@@ -1436,6 +1386,74 @@ fn over_scratch(what: &str) -> String {
 
 /// Writes to a gate's stdin, giving up after [`API_TIMEOUT`] without progress: the image's own
 /// tools read it, and an image a `prepare` tampered with may stop reading.
+/// The error of a failed workspace load: `failed`, unless the sandbox ran out of memory.
+/// The workspace's tmpfs pages count against the job's memory, so a big one can end the
+/// sandbox that way: say so rather than leave the user guessing.
+async fn load_failed(
+    docker: &Docker,
+    id: &str,
+    runsc: bool,
+    what: &str,
+    failed: String,
+) -> SandboxError {
+    let state = docker
+        .inspect_container(id, None::<InspectContainerOptions>)
+        .await
+        .ok()
+        .and_then(|c| c.state)
+        .unwrap_or_default();
+    let oom = oom_killed(
+        docker,
+        id,
+        runsc,
+        state.oom_killed.unwrap_or(false),
+        state.exit_code.unwrap_or(0),
+    )
+    .await;
+    SandboxError::Protocol(if oom {
+        format!(
+            "{what} does not fit in the job's memory: the sandbox's scratch (workspace included) counts against limits.memory; raise it or exclude more"
+        )
+    } else {
+        failed
+    })
+}
+
+/// Sends a tar stream to the gate's `load` (see [`policy::GATE`]): the request, the archive in
+/// frames of whole 512-byte blocks (the last padded), and the end mark. Stops sending at the
+/// archiver's first error (taken from its handle by the caller).
+async fn send_framed(
+    stdin: &mut Pin<Box<dyn AsyncWrite + Send>>,
+    mut tar: impl Stream<Item = std::io::Result<Bytes>> + Unpin,
+) -> std::io::Result<()> {
+    let mut buf = BytesMut::new();
+    write_gate(stdin, policy::LOAD_REQUEST).await?;
+    let mut failed = false;
+    loop {
+        let chunk = tar.next().await;
+        match &chunk {
+            Some(Ok(data)) => buf.extend_from_slice(data),
+            Some(Err(_)) => failed = true,
+            None => {}
+        }
+        let end = !matches!(chunk, Some(Ok(_)));
+        if end && !failed && !buf.len().is_multiple_of(512) {
+            buf.resize(buf.len().next_multiple_of(512), 0);
+        }
+        if buf.len() >= LOAD_FRAME || (end && !buf.is_empty()) {
+            let data = buf.split_to(buf.len() / 512 * 512);
+            if !data.is_empty() {
+                write_gate(stdin, &policy::load_frame(&data)).await?;
+            }
+        }
+        if end {
+            break;
+        }
+    }
+    write_gate(stdin, policy::LOAD_END).await?;
+    stdin.flush().await
+}
+
 async fn write_gate(
     stdin: &mut Pin<Box<dyn AsyncWrite + Send>>,
     data: &[u8],

@@ -15,7 +15,7 @@
 pub mod archive;
 pub mod docker;
 pub mod egress;
-pub mod policy;
+pub(crate) mod policy;
 mod readback;
 pub(crate) mod sidecar;
 

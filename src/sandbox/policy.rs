@@ -302,14 +302,6 @@ pub fn tmpfs_options(job: &Job, mode: &str) -> String {
     )
 }
 
-/// Where the workspace appears in the sandbox (its working directory).
-pub fn workspace_path(job: &Job) -> &str {
-    job.workspace
-        .as_ref()
-        .map(|w| w.path.as_str())
-        .unwrap_or("/workspace")
-}
-
 /// The job's scratch volumes, as (volume name, mount path). Volumes are needed where data
 /// must cross the API (an uploaded workspace, collected artifacts) or outlive one step's
 /// container; plain tmpfs mounts do otherwise.
@@ -328,7 +320,7 @@ pub fn scratch_volumes(job: &Job) -> Vec<(String, String)> {
         .as_ref()
         .is_some_and(|w| w.mode == WorkspaceMode::Bind);
     if (copy_ws || job.steps.len() > 1 || ws_artifacts) && !bind_ws {
-        wanted.push(("ws", workspace_path(job).to_string()));
+        wanted.push(("ws", job.workspace_path().to_string()));
     }
     if !job.artifacts.is_empty() || job.steps.len() > 1 {
         wanted.push(("out", OUT_DIR.to_string()));
@@ -398,7 +390,7 @@ pub fn container_config(
     let mut labels = job_labels(job, owner);
     labels.insert(labels::STEP.to_string(), s.name.clone());
 
-    let ws_path = workspace_path(job).to_string();
+    let ws_path = job.workspace_path().to_string();
     let mut tmpfs = HashMap::from([("/tmp".to_string(), tmpfs_options(job, "1777"))]);
     let mut mounts = Vec::new();
     for (name, target) in &scratch.volumes {

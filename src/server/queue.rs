@@ -17,9 +17,10 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::error::error_chain;
 use crate::event::JobEvent;
 use crate::report::{JobResult, Outcome};
-use crate::runner::{Runner, error_chain};
+use crate::runner::Runner;
 use crate::sandbox::docker::DockerBackend;
 use crate::sandbox::{Backend, SandboxError, labels};
 use crate::spec::{self, JobSpec};
