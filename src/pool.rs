@@ -581,3 +581,6 @@ async fn discard(inner: &Inner, mut w: Warm) {
         warn!(error = %error_chain(&e), "could not remove an unused warm sandbox's scratch");
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -614,6 +614,9 @@ async fn run_steps(
         else {
             return Ok(());
         };
+        // With `Send`, the artifacts follow on the output; otherwise it goes now (unread, an
+        // attached stream would hold up a sandbox still writing while it is stopped).
+        let output = (matches!(ending, Ending::Done) && mode == GateMode::Send).then_some(output);
         let ran = Ran {
             step: i,
             started: step_started,
@@ -634,11 +637,7 @@ async fn run_steps(
                 ctx.phase(Phase::Run, step_started).await;
                 continue;
             }
-            Ending::Done => {
-                // With `Send`, the artifacts follow on the output.
-                let output = (mode == GateMode::Send).then_some(output);
-                finish_done(ctx, job, &ran, output).await?
-            }
+            Ending::Done => finish_done(ctx, job, &ran, output).await?,
             Ending::Exited => finish_exited(ctx, job, &ran).await?,
             Ending::TimedOut => finish_stopped(ctx, job, &ran, Outcome::TimedOut).await?,
             Ending::OutputCap => {
@@ -1125,8 +1124,10 @@ async fn commit_environment(
         .commit(&env.image, labels)
         .await?;
     ctx.destroy(PREPARE_SLOT).await?;
-    if let Some(egress) = ctx.egress.take() {
+    if let Some(egress) = ctx.egress.clone() {
+        // Forgotten only once gone: if removing it fails, the job's cleanup tries again.
         ctx.backend.remove_egress(&egress).await?;
+        ctx.egress = None;
     }
     envcache::touch(&env.key);
     env.duration_ms = started.elapsed().as_millis() as u64;
@@ -1568,6 +1569,9 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
         .or_else(|| p.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into())
 }
+
+#[cfg(test)]
+mod engine_tests;
 
 #[cfg(test)]
 mod tests {

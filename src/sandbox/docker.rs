@@ -504,6 +504,15 @@ impl Backend for DockerBackend {
         self.remove_leftovers(Some(prefix), &ours).await
     }
 
+    async fn remove_job(&self, job_id: &str) -> Result<usize, SandboxError> {
+        let of_job = |_: &str, labels: Option<&HashMap<String, String>>| {
+            labels
+                .and_then(|l| l.get(labels::JOB))
+                .is_some_and(|j| j == job_id)
+        };
+        self.remove_leftovers(None, &of_job).await
+    }
+
     async fn reap(&self) -> Result<usize, SandboxError> {
         let gone = |_: &str, labels: Option<&HashMap<String, String>>| {
             owner_is_gone(

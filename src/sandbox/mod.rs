@@ -15,6 +15,8 @@
 pub mod archive;
 pub mod docker;
 pub mod egress;
+#[cfg(test)]
+pub(crate) mod fake;
 pub(crate) mod policy;
 mod readback;
 pub(crate) mod sidecar;
@@ -206,6 +208,9 @@ pub trait Backend: Send + Sync {
     fn warm_key(&self, job: &Job, image_id: &str) -> String;
     /// Removes containers and scratch left behind by cordon processes that no longer exist.
     async fn reap(&self) -> Result<usize, SandboxError>;
+    /// Removes every container, volume and network of the job `job_id`, whoever made them
+    /// (a job that was running when its service died). Returns how many it removed.
+    async fn remove_job(&self, job_id: &str) -> Result<usize, SandboxError>;
     /// Removes every cordon container and volume whose name starts with `prefix`, whoever
     /// made it (a warm pool's, after its owner crashed on another host or pid).
     async fn remove_named(&self, prefix: &str) -> Result<usize, SandboxError>;
