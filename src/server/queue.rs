@@ -1000,3 +1000,6 @@ fn pool_name(data_dir: &std::path::Path) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(data_dir.display().to_string().as_bytes()))[..8].to_string()
 }
+
+#[cfg(test)]
+mod tests;
