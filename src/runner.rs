@@ -29,6 +29,7 @@ use crate::report::{
 };
 use crate::sandbox::archive::{self, ExtractLimits};
 use crate::sandbox::egress::{ProxyConfig, Refusal, Upstream};
+use crate::sandbox::policy;
 use crate::sandbox::{
     Backend, Egress, EngineInfo, ExitStatus, GateMode, OutputStream, Sandbox, SandboxError,
     SandboxOutput, Scratch,
@@ -146,6 +147,13 @@ impl Runner {
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
+    }
+
+    /// Everything the engine would be asked to make for `job` on the image `image_id`
+    /// (its scratch volumes, its `prepare`'s network and sandbox, each step's sandbox): the
+    /// job's whole attack surface, in no engine's terms.
+    pub fn plan(&self, job: &Job, image_id: &str) -> crate::sandbox::plan::JobPlan {
+        policy::job_plan(job, image_id)
     }
 
     /// Checks what only the engine can tell: it enforces every limit, it has the CPUs and
@@ -565,7 +573,10 @@ async fn first_sandbox(ctx: &mut Ctx, job: &Job, image_id: &str) -> Result<(), S
             ctx.lease = Some(warm.lease);
             ctx.result.warm = true;
         }
-        None => ctx.scratch = Some(ctx.backend.create_scratch(job).await?),
+        None => {
+            let volumes = policy::scratch_plan(job);
+            ctx.scratch = Some(ctx.backend.create_scratch(&volumes).await?);
+        }
     }
     ctx.phase(Phase::Create, t).await;
     Ok(())
@@ -668,7 +679,8 @@ async fn ready_sandbox(
     if ctx.sandbox(i).is_err() {
         let t = Instant::now();
         let scratch = ctx.scratch.clone().unwrap_or_default();
-        let sandbox = ctx.backend.create(job, i, image_id, &scratch).await?;
+        let plan = policy::step_plan(job, i, image_id, &scratch);
+        let sandbox = ctx.backend.create(&plan).await?;
         debug!(step = %job.steps[i].name, container = sandbox.id(), "sandbox created");
         ctx.sandboxes.push((i, sandbox));
         ctx.sandbox(i)?.start().await?;
@@ -763,7 +775,7 @@ async fn release_step(
     })
     .await;
     ctx.running = Some((step.name.clone(), started, 0));
-    let command = crate::sandbox::policy::step_command(job, i);
+    let command = policy::step_command(job, i);
     match with_deadline(
         deadline,
         ctx.sandbox(i)?.release(&command, mode, &job.artifacts),
@@ -1063,13 +1075,11 @@ async fn start_prepare(
         })
         .await;
     }
-    let (egress, refusals) = ctx.backend.create_egress(job, &proxy).await?;
-    let command = crate::sandbox::policy::prepare_command(job, egress.proxy);
-    ctx.egress = Some(egress.clone());
-    let sandbox = ctx
-        .backend
-        .create_prepare(job, base_image_id, &egress)
-        .await?;
+    let plan = policy::prepare_plan(job, base_image_id);
+    let (egress, refusals) = ctx.backend.create_egress(&plan.network, &proxy).await?;
+    let command = policy::prepare_command(job, egress.proxy);
+    ctx.egress = Some(egress);
+    let sandbox = ctx.backend.create(&plan.sandbox).await?;
     ctx.emit(JobEvent::Sandbox {
         step: "prepare".into(),
         applied: sandbox.applied().clone(),
@@ -1339,9 +1349,7 @@ fn artifact_limits(job: &Job) -> ExtractLimits {
 /// another (the engine's API names such entries differently per artifact).
 fn sendable(artifacts: &[String]) -> bool {
     let nested = |a: &String, b: &String| a == b || b.starts_with(&format!("{a}/"));
-    artifacts
-        .iter()
-        .all(|a| crate::sandbox::policy::sendable_path(a))
+    artifacts.iter().all(|a| policy::sendable_path(a))
         && !artifacts.iter().enumerate().any(|(i, a)| {
             artifacts
                 .iter()

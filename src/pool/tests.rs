@@ -55,7 +55,7 @@ async fn a_taken_sandbox_is_started_and_replaced_once_its_job_ends() {
     assert!(
         calls
             .iter()
-            .any(|c| c.starts_with("create_scratch warm-test-"))
+            .any(|c| c.starts_with("create_scratch cordon-warm-test-"))
     );
     assert!(
         calls
@@ -176,8 +176,8 @@ async fn the_pool_holds_at_most_max_total_and_drains_them_all() {
     let small = job(JOB);
     let big = job(&format!("{JOB}\nlimits: {{memory: 300MiB}}"));
     assert_ne!(
-        engine.warm_key(&small, IMAGE),
-        engine.warm_key(&big, IMAGE),
+        policy::warm_key(&small, IMAGE),
+        policy::warm_key(&big, IMAGE),
         "different settings, different keys"
     );
     pool.prime(&small, IMAGE);

@@ -41,7 +41,7 @@ fn ops(engine: &FakeEngine) -> Vec<String> {
 fn position(calls: &[String], call: &str) -> usize {
     calls
         .iter()
-        .position(|c| c == call)
+        .position(|c| c == call || c.starts_with(&format!("{call} ")))
         .unwrap_or_else(|| panic!("no call `{call}` in {calls:#?}"))
 }
 
@@ -268,7 +268,7 @@ async fn steps_hand_over_their_scratch_before_the_previous_container_goes() {
             < position(&calls, &format!("destroy {first}"))
     );
     // The last step's artifacts came over the gate: nothing was frozen or downloaded.
-    assert!(!calls.contains(&format!("freeze {second}")));
+    assert!(!calls.iter().any(|c| c == &format!("freeze {second}")));
     assert_eq!(engine.count("download"), 0);
     assert_eq!(
         std::fs::read(out.path().join("r.txt")).expect("the artifact"),
@@ -364,7 +364,7 @@ async fn whatever_engine_call_fails_nothing_is_left_behind() {
             prepare_job,
             &[
                 ("create_egress", 1),
-                ("create_prepare", 1),
+                ("create", 1),
                 ("start", 1),
                 ("release", 1),
                 ("finish", 1),
@@ -372,7 +372,7 @@ async fn whatever_engine_call_fails_nothing_is_left_behind() {
                 ("commit", 1),
                 ("remove_egress", 1),
                 ("create_scratch", 1),
-                ("create", 1),
+                ("create", 2),
             ],
         ),
     ];
@@ -437,6 +437,7 @@ async fn a_prepare_is_built_once_behind_its_proxy_then_reused() {
     let j = job(PREPARE);
     let (result, events) = run(&engine, j.clone()).await;
     assert_eq!(result.outcome, Outcome::Passed, "{result:?}");
+    assert_eq!(result.outcome, Outcome::Passed, "{result:?}");
     let env = result.environment.expect("an environment");
     assert!(!env.cached);
     assert_eq!(env.egress_refused, ["evil.example:443"]);
@@ -444,9 +445,14 @@ async fn a_prepare_is_built_once_behind_its_proxy_then_reused() {
         |e| matches!(e, JobEvent::EgressRefused { destination, .. } if destination == "evil.example:443")
     ));
     let calls = ops(&engine);
+    assert!(
+        engine.calls()[position(&calls, "create")]
+            .starts_with(&format!("create cordon-{}-prepare ", j.id)),
+        "the prepare's sandbox is made first"
+    );
     for (a, b) in [
-        ("create_egress", "create_prepare"),
-        ("create_prepare", "start"),
+        ("create_egress", "create"),
+        ("create", "start"),
         ("finish", "written"),
         ("written", "commit"),
         ("commit", "remove_egress"),
@@ -458,6 +464,21 @@ async fn a_prepare_is_built_once_behind_its_proxy_then_reused() {
         );
     }
     assert!(engine.live().is_empty(), "{:?}", engine.live());
+    // The engine was given the plans and nothing else: the prepare's on its internal network
+    // with no resolver, then the step's on none.
+    let plans = engine.plans();
+    assert_eq!(plans.len(), 2);
+    assert_eq!(plans, {
+        let plan = Runner::new(Arc::new(engine.clone()), RunnerConfig::default()).plan(&j, IMAGE);
+        let mut step = plan.steps[0].clone();
+        step.image = plans[1].image.clone();
+        vec![plan.prepare.expect("a prepare").sandbox, step]
+    });
+    assert!(matches!(
+        &plans[0].network,
+        crate::sandbox::plan::NetworkAccess::Internal { dns, .. } if dns == &[policy::NO_DNS]
+    ));
+    assert_eq!(plans[1].network, crate::sandbox::plan::NetworkAccess::None);
 
     // The same dependencies again: the image is there, nothing is installed.
     let again = FakeEngine::new();
@@ -488,7 +509,7 @@ async fn a_prepare_that_fails_or_writes_too_much_commits_nothing() {
         result.error
     );
     assert_eq!(engine.count("commit"), 0);
-    assert_eq!(engine.count("create"), 0, "no step ran");
+    assert_eq!(engine.count("create"), 1, "the prepare's only: no step ran");
     assert!(engine.live().is_empty());
 
     let engine = FakeEngine::new();

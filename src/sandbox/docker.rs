@@ -33,8 +33,12 @@ use super::{
 };
 use super::{egress, sidecar};
 use crate::event::{self, AppliedSandbox};
-use crate::spec::{Job, Workspace};
+use crate::spec::Workspace;
 use policy::GateMode;
+
+mod config;
+
+use super::plan::{NetworkPlan, SandboxPlan, VolumePlan};
 
 /// How long an engine API call (not a job) may take before cordon gives up on it.
 const API_TIMEOUT: Duration = Duration::from_secs(120);
@@ -85,12 +89,12 @@ impl DockerBackend {
     /// setting as asked (and gave no warning).
     async fn create_from(
         &self,
-        job: &Job,
+        plan: &SandboxPlan,
         config: bollard::models::ContainerCreateBody,
-        name: String,
     ) -> Result<Box<dyn Sandbox>, SandboxError> {
+        let name = &plan.name;
         let opts = bollard::query_parameters::CreateContainerOptionsBuilder::default()
-            .name(&name)
+            .name(name)
             .build();
         let created = api(
             "creating the sandbox container",
@@ -106,9 +110,9 @@ impl DockerBackend {
             caps: policy::GateCaps::default(),
             frozen: false,
             destroyed: false,
-            uid: job.profile.uid,
-            gid: job.profile.gid,
-            workspace_path: job.workspace_path().to_string(),
+            uid: plan.user.uid,
+            gid: plan.user.gid,
+            workspace_path: plan.workdir.clone(),
             runsc: config
                 .host_config
                 .as_ref()
@@ -131,7 +135,7 @@ impl DockerBackend {
         .await
         {
             Ok(got) => {
-                wrong.extend(policy::verify(&config, &got));
+                wrong.extend(config::verify(&config, &got));
                 sandbox.applied = super::readback::applied(&got);
             }
             Err(e) => {
@@ -294,27 +298,19 @@ impl Backend for DockerBackend {
         })
     }
 
-    async fn create_scratch(&self, job: &Job) -> Result<Scratch, SandboxError> {
+    async fn create_scratch(&self, volumes: &[VolumePlan]) -> Result<Scratch, SandboxError> {
         let mut scratch = Scratch::default();
-        for (name, target) in policy::scratch_volumes(job) {
+        for v in volumes {
             let opts = HashMap::from([
                 ("type".to_string(), "tmpfs".to_string()),
                 ("device".to_string(), "tmpfs".to_string()),
-                (
-                    "o".to_string(),
-                    format!(
-                        "size={},uid={},gid={},mode=0755,nosuid,nodev",
-                        job.limits.scratch.bytes(),
-                        job.profile.uid,
-                        job.profile.gid
-                    ),
-                ),
+                ("o".to_string(), config::volume_options(&v.tmpfs)),
             ]);
             let req = VolumeCreateRequest {
-                name: Some(name.clone()),
+                name: Some(v.name.clone()),
                 driver: Some("local".into()),
                 driver_opts: Some(opts),
-                labels: Some(policy::job_labels(job, &self.owner)),
+                labels: Some(config::with_owner(&v.labels, &self.owner)),
                 ..Default::default()
             };
             let created = api("creating scratch volume", self.docker.create_volume(req)).await;
@@ -322,7 +318,7 @@ impl Backend for DockerBackend {
                 let _ = self.remove_scratch(&scratch).await;
                 return Err(e);
             }
-            scratch.volumes.push((name, target));
+            scratch.volumes.push((v.name.clone(), v.target.clone()));
         }
         Ok(scratch)
     }
@@ -353,28 +349,17 @@ impl Backend for DockerBackend {
         first_err.map_or(Ok(()), Err)
     }
 
-    async fn create(
-        &self,
-        job: &Job,
-        step: usize,
-        image_id: &str,
-        scratch: &Scratch,
-    ) -> Result<Box<dyn Sandbox>, SandboxError> {
-        let config = policy::container_config(job, step, image_id, scratch, &self.owner);
-        self.create_from(job, config, format!("cordon-{}-{}", job.id, step))
-            .await
-    }
-
-    fn warm_key(&self, job: &Job, image_id: &str) -> String {
-        policy::warm_key(job, image_id)
+    async fn create(&self, plan: &SandboxPlan) -> Result<Box<dyn Sandbox>, SandboxError> {
+        let config = config::container_body(plan, &self.owner);
+        self.create_from(plan, config).await
     }
 
     async fn create_egress(
         &self,
-        job: &Job,
+        plan: &NetworkPlan,
         proxy: &egress::ProxyConfig,
     ) -> Result<(Egress, tokio::sync::mpsc::Receiver<egress::Refusal>), SandboxError> {
-        let network = format!("cordon-{}-egress", job.id);
+        let network = plan.name.clone();
         let req = bollard::models::NetworkCreateRequest {
             name: network.clone(),
             driver: Some("bridge".into()),
@@ -385,7 +370,7 @@ impl Backend for DockerBackend {
                 "com.docker.network.bridge.inhibit_ipv4".to_string(),
                 "true".to_string(),
             )])),
-            labels: Some(policy::job_labels(job, &self.owner)),
+            labels: Some(config::with_owner(&plan.labels, &self.owner)),
             ..Default::default()
         };
         api(
@@ -393,10 +378,10 @@ impl Backend for DockerBackend {
             self.docker.create_network(req),
         )
         .await?;
-        let proxy_name = format!("cordon-{}-egress-proxy", job.id);
+        let proxy_name = format!("{network}-proxy");
         let started = async {
             let image = sidecar::image(&self.docker).await?;
-            let config = policy::egress_proxy_config(job, &image, &self.owner, proxy);
+            let config = config::egress_proxy_body(plan, &image, &self.owner, proxy);
             let opts = bollard::query_parameters::CreateContainerOptionsBuilder::default()
                 .name(&proxy_name)
                 .build();
@@ -443,17 +428,6 @@ impl Backend for DockerBackend {
         self.remove_container_by_name(&egress.proxy_container)
             .await?;
         self.remove_network(&egress.network).await
-    }
-
-    async fn create_prepare(
-        &self,
-        job: &Job,
-        base_image_id: &str,
-        egress: &Egress,
-    ) -> Result<Box<dyn Sandbox>, SandboxError> {
-        let config = policy::prepare_config(job, base_image_id, &egress.network, &self.owner);
-        self.create_from(job, config, format!("cordon-{}-prepare", job.id))
-            .await
     }
 
     async fn cold_caches(&self) -> bool {

@@ -16,10 +16,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
+use super::plan::{NetworkPlan, SandboxPlan, VolumePlan};
 use super::{
     Backend, ByteStream, Egress, EngineInfo, ExitStatus, GateCaps, GateMode, OutputStream,
     ProgressFn, Sandbox, SandboxError, SandboxOutput, Scratch, StepCommand, TarStats, egress,
-    policy,
 };
 use crate::event::{self, AppliedSandbox};
 use crate::spec::{Job, Workspace};
@@ -82,6 +82,8 @@ struct State {
     /// Sandboxes that ended while waiting (an engine restart, say).
     ended: BTreeSet<String>,
     serial: u64,
+    /// Every sandbox plan the engine was given, in order.
+    plans: Vec<SandboxPlan>,
 }
 
 /// The fake engine. Cheap to clone; clones share it.
@@ -164,6 +166,11 @@ impl FakeEngine {
         self.lock().counts.get(op).copied().unwrap_or(0)
     }
 
+    /// Every sandbox plan the engine was given, in order.
+    pub fn plans(&self) -> Vec<SandboxPlan> {
+        self.lock().plans.clone()
+    }
+
     /// What exists in the engine now.
     pub fn live(&self) -> BTreeSet<String> {
         self.lock().live.clone()
@@ -239,13 +246,18 @@ impl Backend for FakeEngine {
         Ok(id)
     }
 
-    async fn create_scratch(&self, job: &Job) -> Result<Scratch, SandboxError> {
-        self.call("create_scratch", &job.id)?;
-        let volumes = policy::scratch_volumes(job);
-        for (name, _) in &volumes {
-            self.add(format!("volume:{name}"));
+    async fn create_scratch(&self, volumes: &[VolumePlan]) -> Result<Scratch, SandboxError> {
+        let names: Vec<&str> = volumes.iter().map(|v| v.name.as_str()).collect();
+        self.call("create_scratch", &names.join(","))?;
+        for v in volumes {
+            self.add(format!("volume:{}", v.name));
         }
-        Ok(Scratch { volumes })
+        Ok(Scratch {
+            volumes: volumes
+                .iter()
+                .map(|v| (v.name.clone(), v.target.clone()))
+                .collect(),
+        })
     }
 
     async fn remove_scratch(&self, scratch: &Scratch) -> Result<(), SandboxError> {
@@ -257,20 +269,10 @@ impl Backend for FakeEngine {
         Ok(())
     }
 
-    async fn create(
-        &self,
-        job: &Job,
-        step: usize,
-        _image_id: &str,
-        _scratch: &Scratch,
-    ) -> Result<Box<dyn Sandbox>, SandboxError> {
-        let name = format!("cordon-{}-{step}", job.id);
-        self.call("create", &name)?;
-        Ok(self.sandbox(name))
-    }
-
-    fn warm_key(&self, job: &Job, image_id: &str) -> String {
-        policy::warm_key(job, image_id)
+    async fn create(&self, plan: &SandboxPlan) -> Result<Box<dyn Sandbox>, SandboxError> {
+        self.call("create", &format!("{} {}", plan.name, plan.image))?;
+        self.lock().plans.push(plan.clone());
+        Ok(self.sandbox(plan.name.clone()))
     }
 
     async fn reap(&self) -> Result<usize, SandboxError> {
@@ -300,12 +302,12 @@ impl Backend for FakeEngine {
 
     async fn create_egress(
         &self,
-        job: &Job,
+        plan: &NetworkPlan,
         _proxy: &egress::ProxyConfig,
     ) -> Result<(Egress, tokio::sync::mpsc::Receiver<egress::Refusal>), SandboxError> {
-        self.call("create_egress", &job.id)?;
-        let network = format!("cordon-{}-egress", job.id);
-        let proxy_container = format!("cordon-{}-egress-proxy", job.id);
+        self.call("create_egress", &plan.name)?;
+        let network = plan.name.clone();
+        let proxy_container = format!("{network}-proxy");
         self.add(format!("network:{network}"));
         self.add(format!("container:{proxy_container}"));
         let refusals = std::mem::take(&mut self.lock().refusals);
@@ -333,17 +335,6 @@ impl Backend for FakeEngine {
         self.remove(&format!("container:{}", egress.proxy_container));
         self.remove(&format!("network:{}", egress.network));
         Ok(())
-    }
-
-    async fn create_prepare(
-        &self,
-        job: &Job,
-        _base_image_id: &str,
-        _egress: &Egress,
-    ) -> Result<Box<dyn Sandbox>, SandboxError> {
-        let name = format!("cordon-{}-prepare", job.id);
-        self.call("create_prepare", &name)?;
-        Ok(self.sandbox(name))
     }
 
     async fn cold_caches(&self) -> bool {

@@ -1,7 +1,8 @@
 //! Isolation engines behind one trait.
 //!
-//! A [`Backend`] makes [`Sandbox`]es: one fresh, locked-down container per step, created from
-//! a job's image under its profile's limits. The runner drives a sandbox through the same
+//! A [`Backend`] makes [`Sandbox`]es: one fresh, locked-down container per step, exactly as a
+//! [`plan::SandboxPlan`] says (`policy` makes the plans from a job; an engine never sees the
+//! job). The runner drives a sandbox through the same
 //! life cycle whatever the engine:
 //!
 //! ```text
@@ -17,6 +18,7 @@ pub mod docker;
 pub mod egress;
 #[cfg(test)]
 pub(crate) mod fake;
+pub mod plan;
 pub(crate) mod policy;
 mod readback;
 pub(crate) mod sidecar;
@@ -28,7 +30,8 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 use crate::event;
-use crate::spec::{Job, Workspace};
+use crate::spec::Workspace;
+use plan::{NetworkPlan, SandboxPlan, VolumePlan};
 
 pub use archive::TarStats;
 pub use policy::{GateCaps, GateMode};
@@ -191,21 +194,13 @@ pub trait Backend: Send + Sync {
         reference: &str,
         progress: ProgressFn<'_>,
     ) -> Result<String, SandboxError>;
-    /// Creates the job's scratch storage.
-    async fn create_scratch(&self, job: &Job) -> Result<Scratch, SandboxError>;
+    /// Creates a job's scratch storage. On error, none of it is left.
+    async fn create_scratch(&self, volumes: &[VolumePlan]) -> Result<Scratch, SandboxError>;
     /// Removes the job's scratch storage. Idempotent.
     async fn remove_scratch(&self, scratch: &Scratch) -> Result<(), SandboxError>;
-    /// Creates the sandbox for `job.steps[step]`, verifying its limits really apply.
-    async fn create(
-        &self,
-        job: &Job,
-        step: usize,
-        image_id: &str,
-        scratch: &Scratch,
-    ) -> Result<Box<dyn Sandbox>, SandboxError>;
-    /// Which warm sandboxes can serve `job`'s first step on `image_id`: equal keys mean
-    /// containers equal in every setting but their names.
-    fn warm_key(&self, job: &Job, image_id: &str) -> String;
+    /// Creates the sandbox `plan` describes, refusing it (and leaving nothing) unless the
+    /// engine recorded every setting as asked.
+    async fn create(&self, plan: &SandboxPlan) -> Result<Box<dyn Sandbox>, SandboxError>;
     /// Removes containers and scratch left behind by cordon processes that no longer exist.
     async fn reap(&self) -> Result<usize, SandboxError>;
     /// Removes every container, volume and network of the job `job_id`, whoever made them
@@ -214,12 +209,12 @@ pub trait Backend: Send + Sync {
     /// Removes every cordon container and volume whose name starts with `prefix`, whoever
     /// made it (a warm pool's, after its owner crashed on another host or pid).
     async fn remove_named(&self, prefix: &str) -> Result<usize, SandboxError>;
-    /// Creates the job's internal network for `prepare` and starts its egress proxy there,
+    /// Creates a job's internal network for `prepare` and starts its egress proxy there,
     /// configured by `proxy`; the receiver yields each destination the proxy refuses, as it
     /// happens. On error, nothing of it is left.
     async fn create_egress(
         &self,
-        job: &Job,
+        network: &NetworkPlan,
         proxy: &egress::ProxyConfig,
     ) -> Result<(Egress, tokio::sync::mpsc::Receiver<egress::Refusal>), SandboxError>;
     /// Bytes the sandbox `id` has written to its root filesystem so far (its layer), as the
@@ -227,14 +222,6 @@ pub trait Backend: Send + Sync {
     async fn written(&self, id: &str) -> Result<u64, SandboxError>;
     /// Removes the proxy and the network. Idempotent.
     async fn remove_egress(&self, egress: &Egress) -> Result<(), SandboxError>;
-    /// Creates the container that runs the job's `prepare` on `base_image_id`, on the
-    /// internal network of `egress` (its command is told where the proxy is).
-    async fn create_prepare(
-        &self,
-        job: &Job,
-        base_image_id: &str,
-        egress: &Egress,
-    ) -> Result<Box<dyn Sandbox>, SandboxError>;
     /// Whether each sandbox's root filesystem starts with caches of its own, cold (the
     /// engine's storage driver shares none between containers: fuse-overlayfs, vfs), so
     /// reading an image's library trees ahead of a job ([`Sandbox::prewarm`]) saves it time.
