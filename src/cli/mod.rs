@@ -188,7 +188,7 @@ pub(crate) fn report_error(e: &(dyn std::error::Error + 'static)) {
 }
 
 async fn reap() -> u8 {
-    use crate::sandbox::Backend;
+    use crate::sandbox::Reaper;
     let backend = match crate::sandbox::docker::DockerBackend::connect().await {
         Ok(b) => b,
         Err(e) => {

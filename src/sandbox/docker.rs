@@ -28,8 +28,9 @@ use tracing::{debug, warn};
 
 use super::archive::{self, WorkspaceOptions};
 use super::{
-    Backend, ByteStream, Egress, EngineInfo, ExitStatus, OutputStream, ProgressFn, Sandbox,
-    SandboxError, SandboxOutput, Scratch, StepCommand, TarStats, labels, policy,
+    Backend, ByteStream, Egress, EgressNetworks, EngineInfo, ExitStatus, Images, OutputStream,
+    ProgressFn, Reaper, Sandbox, SandboxError, SandboxOutput, Scratch, StepCommand, TarStats,
+    labels, policy,
 };
 use super::{egress, sidecar};
 use crate::event::{self, AppliedSandbox};
@@ -257,47 +258,6 @@ impl Backend for DockerBackend {
         })
     }
 
-    async fn local_image(&self, reference: &str) -> Result<Option<String>, SandboxError> {
-        crate::image::local_image_id(&self.docker, reference)
-            .await
-            .map_err(|source| SandboxError::ImageBuild {
-                reference: reference.to_string(),
-                source,
-            })
-    }
-
-    async fn build_image(
-        &self,
-        reference: &str,
-        progress: ProgressFn<'_>,
-    ) -> Result<String, SandboxError> {
-        let Some(recipe) = crate::image::recipe_for_reference(reference) else {
-            return Err(SandboxError::ImageMissing {
-                reference: reference.to_string(),
-            });
-        };
-        let _guard = self.build_lock.lock().await;
-        // Another job may have built it while we waited.
-        if let Some(id) = self.local_image(reference).await? {
-            return Ok(id);
-        }
-        let report = |p: crate::image::ImageProgress| match p {
-            crate::image::ImageProgress::Stage(s) => progress(s),
-            crate::image::ImageProgress::Line(l) => progress(format!("  {l}")),
-        };
-        crate::image::build(
-            &self.docker,
-            recipe,
-            &crate::image::BuildOptions::default(),
-            &report,
-        )
-        .await
-        .map_err(|source| SandboxError::ImageBuild {
-            reference: reference.to_string(),
-            source,
-        })
-    }
-
     async fn create_scratch(&self, volumes: &[VolumePlan]) -> Result<Scratch, SandboxError> {
         let mut scratch = Scratch::default();
         for v in volumes {
@@ -354,6 +314,137 @@ impl Backend for DockerBackend {
         self.create_from(plan, config).await
     }
 
+    async fn written(&self, id: &str) -> Result<u64, SandboxError> {
+        let opts = bollard::query_parameters::InspectContainerOptionsBuilder::default()
+            .size(true)
+            .build();
+        let got = api(
+            "measuring what the sandbox wrote",
+            self.docker.inspect_container(id, Some(opts)),
+        )
+        .await?;
+        Ok(got.size_rw.unwrap_or(0).max(0) as u64)
+    }
+
+    async fn cold_caches(&self) -> bool {
+        let driver = self
+            .storage_driver
+            .get_or_init(|| async {
+                match self.docker.info().await {
+                    Ok(info) => info.driver.unwrap_or_default(),
+                    Err(e) => {
+                        debug!(error = %e, "could not ask the engine for its storage driver");
+                        String::new()
+                    }
+                }
+            })
+            .await;
+        matches!(driver.as_str(), "fuse-overlayfs" | "vfs")
+    }
+}
+
+#[async_trait]
+impl Images for DockerBackend {
+    async fn local_image(&self, reference: &str) -> Result<Option<String>, SandboxError> {
+        crate::image::local_image_id(&self.docker, reference)
+            .await
+            .map_err(|source| SandboxError::ImageBuild {
+                reference: reference.to_string(),
+                source,
+            })
+    }
+
+    async fn build_image(
+        &self,
+        reference: &str,
+        progress: ProgressFn<'_>,
+    ) -> Result<String, SandboxError> {
+        let Some(recipe) = crate::image::recipe_for_reference(reference) else {
+            return Err(SandboxError::ImageMissing {
+                reference: reference.to_string(),
+            });
+        };
+        let _guard = self.build_lock.lock().await;
+        // Another job may have built it while we waited.
+        if let Some(id) = self.local_image(reference).await? {
+            return Ok(id);
+        }
+        let report = |p: crate::image::ImageProgress| match p {
+            crate::image::ImageProgress::Stage(s) => progress(s),
+            crate::image::ImageProgress::Line(l) => progress(format!("  {l}")),
+        };
+        crate::image::build(
+            &self.docker,
+            recipe,
+            &crate::image::BuildOptions::default(),
+            &report,
+        )
+        .await
+        .map_err(|source| SandboxError::ImageBuild {
+            reference: reference.to_string(),
+            source,
+        })
+    }
+
+    async fn warm_paths(&self, image_id: &str) -> Result<Vec<String>, SandboxError> {
+        let info = api(
+            "inspecting the image for its warm paths",
+            self.docker.inspect_image(image_id),
+        )
+        .await?;
+        Ok(info
+            .config
+            .and_then(|c| c.labels)
+            .and_then(|l| l.get(policy::WARM_LABEL).map(|v| policy::warm_paths(v)))
+            .unwrap_or_default())
+    }
+
+    async fn evict_environments(&self, cap: u64) -> Result<usize, SandboxError> {
+        let policy = crate::envcache::PrunePolicy {
+            max_total_bytes: Some(cap),
+            ..Default::default()
+        };
+        crate::envcache::prune(&self.docker, &policy)
+            .await
+            .map(|v| v.len())
+            .map_err(|e| SandboxError::Protocol(crate::error::error_chain(&e)))
+    }
+}
+
+#[async_trait]
+impl Reaper for DockerBackend {
+    async fn remove_named(&self, prefix: &str) -> Result<usize, SandboxError> {
+        // The engine's name filter matches anywhere in a name: check the start here.
+        let ours = |name: &str, _: Option<&HashMap<String, String>>| {
+            name.trim_start_matches('/').starts_with(prefix)
+        };
+        self.remove_leftovers(Some(prefix), &ours).await
+    }
+
+    async fn remove_job(&self, job_id: &str) -> Result<usize, SandboxError> {
+        let of_job = |_: &str, labels: Option<&HashMap<String, String>>| {
+            labels
+                .and_then(|l| l.get(labels::JOB))
+                .is_some_and(|j| j == job_id)
+        };
+        self.remove_leftovers(None, &of_job).await
+    }
+
+    async fn reap(&self) -> Result<usize, SandboxError> {
+        let gone = |_: &str, labels: Option<&HashMap<String, String>>| {
+            owner_is_gone(
+                labels
+                    .and_then(|l| l.get(labels::OWNER))
+                    .map(String::as_str)
+                    .unwrap_or_default(),
+            )
+        };
+        self.remove_leftovers(None, &gone).await
+    }
+}
+
+#[async_trait]
+impl EgressNetworks for DockerBackend {
     async fn create_egress(
         &self,
         plan: &NetworkPlan,
@@ -412,91 +503,10 @@ impl Backend for DockerBackend {
         }
     }
 
-    async fn written(&self, id: &str) -> Result<u64, SandboxError> {
-        let opts = bollard::query_parameters::InspectContainerOptionsBuilder::default()
-            .size(true)
-            .build();
-        let got = api(
-            "measuring what the sandbox wrote",
-            self.docker.inspect_container(id, Some(opts)),
-        )
-        .await?;
-        Ok(got.size_rw.unwrap_or(0).max(0) as u64)
-    }
-
     async fn remove_egress(&self, egress: &Egress) -> Result<(), SandboxError> {
         self.remove_container_by_name(&egress.proxy_container)
             .await?;
         self.remove_network(&egress.network).await
-    }
-
-    async fn cold_caches(&self) -> bool {
-        let driver = self
-            .storage_driver
-            .get_or_init(|| async {
-                match self.docker.info().await {
-                    Ok(info) => info.driver.unwrap_or_default(),
-                    Err(e) => {
-                        debug!(error = %e, "could not ask the engine for its storage driver");
-                        String::new()
-                    }
-                }
-            })
-            .await;
-        matches!(driver.as_str(), "fuse-overlayfs" | "vfs")
-    }
-
-    async fn warm_paths(&self, image_id: &str) -> Result<Vec<String>, SandboxError> {
-        let info = api(
-            "inspecting the image for its warm paths",
-            self.docker.inspect_image(image_id),
-        )
-        .await?;
-        Ok(info
-            .config
-            .and_then(|c| c.labels)
-            .and_then(|l| l.get(policy::WARM_LABEL).map(|v| policy::warm_paths(v)))
-            .unwrap_or_default())
-    }
-
-    async fn evict_environments(&self, cap: u64) -> Result<usize, SandboxError> {
-        let policy = crate::envcache::PrunePolicy {
-            max_total_bytes: Some(cap),
-            ..Default::default()
-        };
-        crate::envcache::prune(&self.docker, &policy)
-            .await
-            .map(|v| v.len())
-            .map_err(|e| SandboxError::Protocol(crate::error::error_chain(&e)))
-    }
-
-    async fn remove_named(&self, prefix: &str) -> Result<usize, SandboxError> {
-        // The engine's name filter matches anywhere in a name: check the start here.
-        let ours = |name: &str, _: Option<&HashMap<String, String>>| {
-            name.trim_start_matches('/').starts_with(prefix)
-        };
-        self.remove_leftovers(Some(prefix), &ours).await
-    }
-
-    async fn remove_job(&self, job_id: &str) -> Result<usize, SandboxError> {
-        let of_job = |_: &str, labels: Option<&HashMap<String, String>>| {
-            labels
-                .and_then(|l| l.get(labels::JOB))
-                .is_some_and(|j| j == job_id)
-        };
-        self.remove_leftovers(None, &of_job).await
-    }
-
-    async fn reap(&self) -> Result<usize, SandboxError> {
-        let gone = |_: &str, labels: Option<&HashMap<String, String>>| {
-            owner_is_gone(
-                labels
-                    .and_then(|l| l.get(labels::OWNER))
-                    .map(String::as_str)
-                    .unwrap_or_default(),
-            )
-        };
-        self.remove_leftovers(None, &gone).await
     }
 }
 

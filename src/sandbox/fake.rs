@@ -18,8 +18,9 @@ use futures_util::StreamExt;
 
 use super::plan::{NetworkPlan, SandboxPlan, VolumePlan};
 use super::{
-    Backend, ByteStream, Egress, EngineInfo, ExitStatus, GateCaps, GateMode, OutputStream,
-    ProgressFn, Sandbox, SandboxError, SandboxOutput, Scratch, StepCommand, TarStats, egress,
+    Backend, ByteStream, Egress, EgressNetworks, EngineInfo, ExitStatus, GateCaps, GateMode,
+    Images, OutputStream, ProgressFn, Reaper, Sandbox, SandboxError, SandboxOutput, Scratch,
+    StepCommand, TarStats, egress,
 };
 use crate::event::{self, AppliedSandbox};
 use crate::spec::{Job, Workspace};
@@ -229,23 +230,6 @@ impl Backend for FakeEngine {
         })
     }
 
-    async fn local_image(&self, reference: &str) -> Result<Option<String>, SandboxError> {
-        self.call("local_image", reference)?;
-        Ok(self.lock().images.get(reference).cloned())
-    }
-
-    async fn build_image(
-        &self,
-        reference: &str,
-        progress: ProgressFn<'_>,
-    ) -> Result<String, SandboxError> {
-        self.call("build_image", reference)?;
-        progress("built".into());
-        let id = format!("sha256:built-{reference}");
-        self.image(reference, &id);
-        Ok(id)
-    }
-
     async fn create_scratch(&self, volumes: &[VolumePlan]) -> Result<Scratch, SandboxError> {
         let names: Vec<&str> = volumes.iter().map(|v| v.name.as_str()).collect();
         self.call("create_scratch", &names.join(","))?;
@@ -275,6 +259,48 @@ impl Backend for FakeEngine {
         Ok(self.sandbox(plan.name.clone()))
     }
 
+    async fn written(&self, id: &str) -> Result<u64, SandboxError> {
+        self.call("written", id)?;
+        Ok(self.lock().written)
+    }
+
+    async fn cold_caches(&self) -> bool {
+        self.lock().cold_caches
+    }
+}
+
+#[async_trait]
+impl Images for FakeEngine {
+    async fn local_image(&self, reference: &str) -> Result<Option<String>, SandboxError> {
+        self.call("local_image", reference)?;
+        Ok(self.lock().images.get(reference).cloned())
+    }
+
+    async fn build_image(
+        &self,
+        reference: &str,
+        progress: ProgressFn<'_>,
+    ) -> Result<String, SandboxError> {
+        self.call("build_image", reference)?;
+        progress("built".into());
+        let id = format!("sha256:built-{reference}");
+        self.image(reference, &id);
+        Ok(id)
+    }
+
+    async fn warm_paths(&self, image_id: &str) -> Result<Vec<String>, SandboxError> {
+        self.call("warm_paths", image_id)?;
+        Ok(vec!["/usr/lib/python3".into()])
+    }
+
+    async fn evict_environments(&self, _cap: u64) -> Result<usize, SandboxError> {
+        self.call("evict_environments", "")?;
+        Ok(0)
+    }
+}
+
+#[async_trait]
+impl Reaper for FakeEngine {
     async fn reap(&self) -> Result<usize, SandboxError> {
         self.call("reap", "")?;
         Ok(0)
@@ -299,7 +325,10 @@ impl Backend for FakeEngine {
         s.live.retain(|l| !l.contains(&infix));
         Ok(before - s.live.len())
     }
+}
 
+#[async_trait]
+impl EgressNetworks for FakeEngine {
     async fn create_egress(
         &self,
         plan: &NetworkPlan,
@@ -325,30 +354,11 @@ impl Backend for FakeEngine {
         ))
     }
 
-    async fn written(&self, id: &str) -> Result<u64, SandboxError> {
-        self.call("written", id)?;
-        Ok(self.lock().written)
-    }
-
     async fn remove_egress(&self, egress: &Egress) -> Result<(), SandboxError> {
         self.call("remove_egress", &egress.network)?;
         self.remove(&format!("container:{}", egress.proxy_container));
         self.remove(&format!("network:{}", egress.network));
         Ok(())
-    }
-
-    async fn cold_caches(&self) -> bool {
-        self.lock().cold_caches
-    }
-
-    async fn warm_paths(&self, image_id: &str) -> Result<Vec<String>, SandboxError> {
-        self.call("warm_paths", image_id)?;
-        Ok(vec!["/usr/lib/python3".into()])
-    }
-
-    async fn evict_environments(&self, _cap: u64) -> Result<usize, SandboxError> {
-        self.call("evict_environments", "")?;
-        Ok(0)
     }
 }
 

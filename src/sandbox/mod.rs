@@ -181,11 +181,34 @@ pub struct ExitStatus {
 
 pub type ProgressFn<'a> = &'a (dyn Fn(String) + Send + Sync);
 
-/// An isolation engine.
+/// An isolation engine: it makes what a plan says, runs it, reads it back and removes it.
+/// What else cordon needs of the engine is in the supertraits, one concern each: [`Images`],
+/// [`Reaper`], [`EgressNetworks`]. A second engine (Kubernetes, say) implements all four;
+/// nothing above `sandbox` names an engine.
 #[async_trait]
-pub trait Backend: Send + Sync {
+pub trait Backend: Images + Reaper + EgressNetworks + Send + Sync {
     /// Checks the engine is reachable and reads what it can enforce.
     async fn engine(&self) -> Result<EngineInfo, SandboxError>;
+    /// Creates a job's scratch storage. On error, none of it is left.
+    async fn create_scratch(&self, volumes: &[VolumePlan]) -> Result<Scratch, SandboxError>;
+    /// Removes the job's scratch storage. Idempotent.
+    async fn remove_scratch(&self, scratch: &Scratch) -> Result<(), SandboxError>;
+    /// Creates the sandbox `plan` describes, refusing it (and leaving nothing) unless the
+    /// engine recorded every setting as asked.
+    async fn create(&self, plan: &SandboxPlan) -> Result<Box<dyn Sandbox>, SandboxError>;
+    /// Bytes the sandbox `id` has written to its root filesystem so far (its layer), as the
+    /// engine measures it. Costly on some storage drivers (fuse-overlayfs walks the image).
+    async fn written(&self, id: &str) -> Result<u64, SandboxError>;
+    /// Whether each sandbox's root filesystem starts with caches of its own, cold (the
+    /// engine's storage driver shares none between containers: fuse-overlayfs, vfs), so
+    /// reading an image's library trees ahead of a job ([`Sandbox::prewarm`]) saves it time.
+    async fn cold_caches(&self) -> bool;
+}
+
+/// The engine's images: finding them (never pulling), building cordon's own, the cache of
+/// dependency environments.
+#[async_trait]
+pub trait Images: Send + Sync {
     /// The local image id for `reference`, or `None`. Never pulls.
     async fn local_image(&self, reference: &str) -> Result<Option<String>, SandboxError>;
     /// Builds one of cordon's own images (see `images/`), reporting progress.
@@ -194,13 +217,16 @@ pub trait Backend: Send + Sync {
         reference: &str,
         progress: ProgressFn<'_>,
     ) -> Result<String, SandboxError>;
-    /// Creates a job's scratch storage. On error, none of it is left.
-    async fn create_scratch(&self, volumes: &[VolumePlan]) -> Result<Scratch, SandboxError>;
-    /// Removes the job's scratch storage. Idempotent.
-    async fn remove_scratch(&self, scratch: &Scratch) -> Result<(), SandboxError>;
-    /// Creates the sandbox `plan` describes, refusing it (and leaving nothing) unless the
-    /// engine recorded every setting as asked.
-    async fn create(&self, plan: &SandboxPlan) -> Result<Box<dyn Sandbox>, SandboxError>;
+    /// The trees the image `image_id` names for prewarming (its `org.cordon.warm` label);
+    /// none if it names none.
+    async fn warm_paths(&self, image_id: &str) -> Result<Vec<String>, SandboxError>;
+    /// Evicts least-recently-used environment images until they total at most `cap` bytes.
+    async fn evict_environments(&self, cap: u64) -> Result<usize, SandboxError>;
+}
+
+/// Finding and removing what cordon processes left behind.
+#[async_trait]
+pub trait Reaper: Send + Sync {
     /// Removes containers and scratch left behind by cordon processes that no longer exist.
     async fn reap(&self) -> Result<usize, SandboxError>;
     /// Removes every container, volume and network of the job `job_id`, whoever made them
@@ -209,6 +235,11 @@ pub trait Backend: Send + Sync {
     /// Removes every cordon container and volume whose name starts with `prefix`, whoever
     /// made it (a warm pool's, after its owner crashed on another host or pid).
     async fn remove_named(&self, prefix: &str) -> Result<usize, SandboxError>;
+}
+
+/// A `prepare`'s private network and the egress proxy that is its only way out.
+#[async_trait]
+pub trait EgressNetworks: Send + Sync {
     /// Creates a job's internal network for `prepare` and starts its egress proxy there,
     /// configured by `proxy`; the receiver yields each destination the proxy refuses, as it
     /// happens. On error, nothing of it is left.
@@ -217,20 +248,8 @@ pub trait Backend: Send + Sync {
         network: &NetworkPlan,
         proxy: &egress::ProxyConfig,
     ) -> Result<(Egress, tokio::sync::mpsc::Receiver<egress::Refusal>), SandboxError>;
-    /// Bytes the sandbox `id` has written to its root filesystem so far (its layer), as the
-    /// engine measures it. Costly on some storage drivers (fuse-overlayfs walks the image).
-    async fn written(&self, id: &str) -> Result<u64, SandboxError>;
     /// Removes the proxy and the network. Idempotent.
     async fn remove_egress(&self, egress: &Egress) -> Result<(), SandboxError>;
-    /// Whether each sandbox's root filesystem starts with caches of its own, cold (the
-    /// engine's storage driver shares none between containers: fuse-overlayfs, vfs), so
-    /// reading an image's library trees ahead of a job ([`Sandbox::prewarm`]) saves it time.
-    async fn cold_caches(&self) -> bool;
-    /// The trees the image `image_id` names for prewarming (its `org.cordon.warm` label);
-    /// none if it names none.
-    async fn warm_paths(&self, image_id: &str) -> Result<Vec<String>, SandboxError>;
-    /// Evicts least-recently-used environment images until they total at most `cap` bytes.
-    async fn evict_environments(&self, cap: u64) -> Result<usize, SandboxError>;
 }
 
 /// One step's sandbox.
