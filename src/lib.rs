@@ -13,12 +13,14 @@
 //!   `images/` (never pulling).
 //! - `envcache` (crate-private): dependency environments made by a job's `prepare`, keyed by
 //!   what determines them; listing, pruning and eviction.
-//! - [`sandbox`]: the [`sandbox::Backend`] trait an isolation engine implements; the Docker
-//!   implementation; `policy` (crate-private), the one function that turns a profile into
-//!   engine settings;
-//!   `archive`, tar streams in (workspace) and out (artifacts, extracted safely); `egress`,
-//!   the allowlisting proxy that is a `prepare` container's only way out, run by the
-//!   `cordon-egress` program in a sidecar container of its own.
+//! - [`sandbox`]: the engine seam. `policy` (crate-private) turns a job and its profile into
+//!   engine-neutral plans ([`sandbox::plan`]); the [`sandbox::Backend`] trait an isolation
+//!   engine implements (make what a plan says, run it, read it back, remove it) with
+//!   [`sandbox::Images`], [`sandbox::Reaper`] and [`sandbox::EgressNetworks`] beside it; the
+//!   Docker implementation; an in-memory one for unit tests; `archive`, tar streams in
+//!   (workspace) and out (artifacts, extracted safely); `egress`, the allowlisting proxy that
+//!   is a `prepare` container's only way out, run by the `cordon-egress` program in a sidecar
+//!   container of its own.
 //! - [`pool`]: the warm pool: fresh, never-used sandboxes made ahead of time, each handed
 //!   to exactly one job.
 //! - [`runner`]: one job's phases (resolve, create, load, run, collect, destroy), its

@@ -205,33 +205,3 @@ async fn a_bind_mounted_workspace_is_never_pooled() {
     settle(&pool).await;
     assert_eq!(engine.count("create"), 0);
 }
-
-#[tokio::test]
-async fn a_job_takes_a_warm_sandbox_and_its_replacement_follows_the_job() {
-    let engine = FakeEngine::new();
-    let pool = pool(&engine, config(1));
-    let j = job(JOB);
-    engine.image(&j.image, IMAGE);
-    pool.prime(&j, IMAGE);
-    assert!(pool.wait_ready(&j, IMAGE, Duration::from_secs(30)).await);
-    let runner = crate::runner::Runner::new(Arc::new(engine.clone()), Default::default())
-        .with_pool(pool.clone());
-    let preflight = runner.preflight(&j).await.expect("preflight");
-    let out = tempfile::tempdir().expect("tempdir");
-    let result = runner
-        .start(j.clone(), preflight, out.path().into())
-        .wait()
-        .await;
-    assert!(result.warm, "{result:?}");
-    assert_eq!(result.outcome, crate::report::Outcome::Passed);
-    assert!(
-        !engine
-            .calls()
-            .iter()
-            .any(|c| c.contains(&format!("cordon-{}-0", j.id))),
-        "the job made no container of its own"
-    );
-    assert!(pool.wait_ready(&j, IMAGE, Duration::from_secs(30)).await);
-    pool.drain().await;
-    assert!(engine.live().is_empty(), "{:?}", engine.live());
-}

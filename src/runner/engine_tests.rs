@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::event::Stream;
+use crate::pool::{PoolConfig, Prewarm, WarmPool};
 use crate::sandbox::fake::{FakeEngine, Script, job};
 
 const IMAGE: &str = "sha256:base";
@@ -518,4 +519,42 @@ async fn a_prepare_that_fails_or_writes_too_much_commits_nothing() {
     assert_eq!(result.outcome, Outcome::DiskLimitExceeded);
     assert_eq!(engine.count("commit"), 0);
     assert!(engine.live().is_empty());
+}
+
+#[tokio::test]
+async fn a_job_takes_a_warm_sandbox_and_its_replacement_follows_the_job() {
+    let engine = FakeEngine::new();
+    let pool = WarmPool::new(
+        Arc::new(engine.clone()),
+        PoolConfig {
+            per_key: 1,
+            prewarm: Prewarm::Off,
+            name: "test".into(),
+            ..Default::default()
+        },
+    );
+    let j = job(TWO_STEPS);
+    engine.image(&j.image, IMAGE);
+    pool.prime(&j, IMAGE);
+    assert!(pool.wait_ready(&j, IMAGE, Duration::from_secs(30)).await);
+    let runner =
+        Runner::new(Arc::new(engine.clone()), RunnerConfig::default()).with_pool(pool.clone());
+    let preflight = runner.preflight(&j).await.expect("preflight");
+    let out = tempfile::tempdir().expect("tempdir");
+    let result = runner
+        .start(j.clone(), preflight, out.path().into())
+        .wait()
+        .await;
+    assert!(result.warm, "{result:?}");
+    assert_eq!(result.outcome, Outcome::Passed);
+    assert!(
+        !engine
+            .calls()
+            .iter()
+            .any(|c| c.contains(&format!("cordon-{}-0", j.id))),
+        "the job made no container of its own"
+    );
+    assert!(pool.wait_ready(&j, IMAGE, Duration::from_secs(30)).await);
+    pool.drain().await;
+    assert!(engine.live().is_empty(), "{:?}", engine.live());
 }
