@@ -43,7 +43,8 @@ pub struct PoolConfig {
     /// Whether a pooled sandbox reads its image's library trees before it is ready.
     pub prewarm: Prewarm,
     /// Names this pool's containers and volumes (`cordon-warm-<name>-…`), so whoever owns
-    /// it next can remove them after a crash ([`Backend::remove_named`]). Letters and digits.
+    /// it next can remove them after a crash ([`crate::sandbox::Reaper::remove_named`]).
+    /// Letters and digits.
     pub name: String,
 }
 

@@ -1,6 +1,6 @@
 //! The Docker Engine backend, through bollard.
 //!
-//! One container per step. Its main process is the [`policy::GATE`] shell under the engine's
+//! One container per step. Its main process is the `policy::GATE` shell under the engine's
 //! init, so the engine's exit code, OOM flag and kill cover the step's whole process tree.
 //! Workspace and `/out` live in per-job tmpfs volumes: size-capped, writable while the root
 //! filesystem is read-only, and handed from one step's container to the next.

@@ -122,7 +122,7 @@ if [ "$cordon_mode" != go ]; then
 fi
 exit "$cordon_code""#;
 
-/// How the gate ends after the step's command exits (see [`GATE`]).
+/// How the gate ends after the step's command exits (see `policy::GATE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GateMode {
     /// Exit at once with the command's code.
