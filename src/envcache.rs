@@ -78,10 +78,7 @@ pub fn key(base_image_id: &str, job: &Job, prep: &Prepare) -> String {
         "user",
         format!("{}:{}", job.profile.uid, job.profile.gid).as_bytes(),
     );
-    field(
-        "path",
-        crate::sandbox::policy::workspace_path(job).as_bytes(),
-    );
+    field("path", job.workspace_path().as_bytes());
     hex::encode(h.finalize())
 }
 

@@ -27,7 +27,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
 /// The image a job runs in when its spec names none.
-pub const DEFAULT_IMAGE: &str = "cordon/python:3.11";
+pub use crate::spec::DEFAULT_IMAGE;
 
 /// Where debootstrap is looked for before `PATH`.
 const DEBOOTSTRAP_CANDIDATES: &[&str] = &["/usr/sbin/debootstrap", "/sbin/debootstrap"];

@@ -1,20 +1,26 @@
 //! cordon runs untrusted code — above all, tests written by an LLM — only ever inside a fresh,
 //! locked-down container per job, and streams the results back.
 //!
-//! Modules, in the order a job flows through them:
+//! Modules, in the order a job flows through them. Each uses only modules listed before it
+//! (and `error`, `event`, `report`, which use nothing above them): no module imports one
+//! that imports it.
 //!
+//! - [`error`]: helpers every layer shares for errors (one line of an error and its causes).
 //! - [`spec`]: the job spec and sandbox profiles: parsing, units, validation within the
 //!   operator's policy ([`spec::OperatorPolicy`]: what a submitter's spec may ask for). No I/O
 //!   beyond reading the spec, profile and key files.
 //! - [`image`]: resolving a job's image locally and building cordon's own images from
 //!   `images/` (never pulling).
-//! - [`envcache`]: dependency environments made by a job's `prepare`, keyed by what
-//!   determines them; listing, pruning and eviction.
-//! - [`sandbox`]: the [`sandbox::Backend`] trait an isolation engine implements; the Docker
-//!   implementation; `policy`, the one function that turns a profile into engine settings;
-//!   `archive`, tar streams in (workspace) and out (artifacts, extracted safely); `egress`,
-//!   the allowlisting proxy that is a `prepare` container's only way out, run by the
-//!   `cordon-egress` program in a sidecar container of its own.
+//! - `envcache` (crate-private): dependency environments made by a job's `prepare`, keyed by
+//!   what determines them; listing, pruning and eviction.
+//! - [`sandbox`]: the engine seam. `policy` (crate-private) turns a job and its profile into
+//!   engine-neutral plans ([`sandbox::plan`]); the [`sandbox::Backend`] trait an isolation
+//!   engine implements (make what a plan says, run it, read it back, remove it) with
+//!   [`sandbox::Images`], [`sandbox::Reaper`] and [`sandbox::EgressNetworks`] beside it; the
+//!   Docker implementation; an in-memory one for unit tests; `archive`, tar streams in
+//!   (workspace) and out (artifacts, extracted safely); `egress`, the allowlisting proxy that
+//!   is a `prepare` container's only way out, run by the `cordon-egress` program in a sidecar
+//!   container of its own.
 //! - [`pool`]: the warm pool: fresh, never-used sandboxes made ahead of time, each handed
 //!   to exactly one job.
 //! - [`runner`]: one job's phases (resolve, create, load, run, collect, destroy), its
@@ -30,7 +36,8 @@
 //! - [`cli`]: the `cordon` command line, a thin consumer of the above.
 
 pub mod cli;
-pub mod envcache;
+pub(crate) mod envcache;
+pub mod error;
 pub mod event;
 pub mod image;
 pub mod pipeline;

@@ -1,7 +1,7 @@
 //! The warm pool: fresh, never-used sandboxes made ahead of time, so a job skips creation.
 //!
-//! A job's first step asks the pool for a sandbox with its [`Backend::warm_key`]: the hash of
-//! that step's container settings minus the names. The pool keeps up to `per_key` of each
+//! A job's first step asks the pool for a sandbox with its warm key (`policy::warm_key`): the
+//! hash of that step's sandbox plan minus the names. The pool keeps up to `per_key` of each
 //! key ready — created, verified, attached and started, the gate waiting for its command —
 //! together with their own empty scratch volumes. A sandbox taken from the pool serves
 //! exactly that job (and its scratch becomes the job's); the runner destroys it after the job
@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::runner::error_chain;
-use crate::sandbox::{Backend, Sandbox, SandboxError, Scratch};
+use crate::error::error_chain;
+use crate::sandbox::{Backend, Sandbox, SandboxError, Scratch, policy};
 use crate::spec::Job;
 
 /// How big the pool is and how long it keeps unused keys.
@@ -43,7 +43,8 @@ pub struct PoolConfig {
     /// Whether a pooled sandbox reads its image's library trees before it is ready.
     pub prewarm: Prewarm,
     /// Names this pool's containers and volumes (`cordon-warm-<name>-…`), so whoever owns
-    /// it next can remove them after a crash ([`Backend::remove_named`]). Letters and digits.
+    /// it next can remove them after a crash ([`crate::sandbox::Reaper::remove_named`]).
+    /// Letters and digits.
     pub name: String,
 }
 
@@ -224,7 +225,7 @@ impl WarmPool {
         if !self.serves(job) {
             return None;
         }
-        let key = self.inner.backend.warm_key(job, image_id);
+        let key = policy::warm_key(job, image_id);
         let mut dead = Vec::new();
         let warm = {
             let mut keys = self.lock();
@@ -279,7 +280,7 @@ impl WarmPool {
         if !self.serves(job) {
             return;
         }
-        let key = self.inner.backend.warm_key(job, image_id);
+        let key = policy::warm_key(job, image_id);
         self.lock()
             .entry(key.clone())
             .or_insert_with(|| Slot::new(job, image_id));
@@ -288,7 +289,7 @@ impl WarmPool {
 
     /// Ready and in-the-making sandboxes for `job`'s key.
     pub fn stats(&self, job: &Job, image_id: &str) -> PoolStats {
-        self.stats_of(&self.inner.backend.warm_key(job, image_id))
+        self.stats_of(&policy::warm_key(job, image_id))
     }
 
     fn stats_of(&self, key: &str) -> PoolStats {
@@ -313,7 +314,7 @@ impl WarmPool {
 
     /// Waits until `job`'s key has a full supply ready (or `timeout` passes); true if it has.
     pub async fn wait_ready(&self, job: &Job, image_id: &str, timeout: Duration) -> bool {
-        let key = self.inner.backend.warm_key(job, image_id);
+        let key = policy::warm_key(job, image_id);
         let until = Instant::now() + timeout;
         loop {
             if self.stats_of(&key).ready >= self.inner.config.per_key {
@@ -539,8 +540,12 @@ async fn make(
 /// Creates, verifies, attaches and starts one sandbox with its own scratch.
 async fn make_started(inner: &Inner, template: &Job, image_id: &str) -> Result<Warm, SandboxError> {
     let started = Instant::now();
-    let scratch = inner.backend.create_scratch(template).await?;
-    let mut sandbox = match inner.backend.create(template, 0, image_id, &scratch).await {
+    let scratch = inner
+        .backend
+        .create_scratch(&policy::scratch_plan(template))
+        .await?;
+    let plan = policy::step_plan(template, 0, image_id, &scratch);
+    let mut sandbox = match inner.backend.create(&plan).await {
         Ok(s) => s,
         Err(e) => {
             let _ = inner.backend.remove_scratch(&scratch).await;
@@ -581,3 +586,6 @@ async fn discard(inner: &Inner, mut w: Warm) {
         warn!(error = %error_chain(&e), "could not remove an unused warm sandbox's scratch");
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -20,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::envcache;
+/// Kept here for the library's users that name it so; it lives in [`crate::error`].
+pub use crate::error::error_chain;
 use crate::event::{JobEvent, Phase};
 use crate::pool::{Lease, WarmPool};
 use crate::report::{
@@ -27,6 +29,7 @@ use crate::report::{
 };
 use crate::sandbox::archive::{self, ExtractLimits};
 use crate::sandbox::egress::{ProxyConfig, Refusal, Upstream};
+use crate::sandbox::policy;
 use crate::sandbox::{
     Backend, Egress, EngineInfo, ExitStatus, GateMode, OutputStream, Sandbox, SandboxError,
     SandboxOutput, Scratch,
@@ -144,6 +147,13 @@ impl Runner {
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
+    }
+
+    /// Everything the engine would be asked to make for `job` on the image `image_id`
+    /// (its scratch volumes, its `prepare`'s network and sandbox, each step's sandbox): the
+    /// job's whole attack surface, in no engine's terms.
+    pub fn plan(&self, job: &Job, image_id: &str) -> crate::sandbox::plan::JobPlan {
+        policy::job_plan(job, image_id)
     }
 
     /// Checks what only the engine can tell: it enforces every limit, it has the CPUs and
@@ -267,11 +277,11 @@ impl Runner {
 /// CI; steps under runsc have `network: none` anyway, see `spec::validate`), and the profile's
 /// seccomp filter applied inside the sandbox too (without `--oci-seccomp` runsc records the
 /// filter and ignores it).
-pub const RUNSC_DAEMON_JSON: &str = r#"{"runtimes":{"runsc":{"path":"/usr/bin/runsc","runtimeArgs":["--platform=ptrace","--network=none","--oci-seccomp"]}}}"#;
+pub(crate) const RUNSC_DAEMON_JSON: &str = r#"{"runtimes":{"runsc":{"path":"/usr/bin/runsc","runtimeArgs":["--platform=ptrace","--network=none","--oci-seccomp"]}}}"#;
 
 /// What the operator does to make `runsc` usable: the error text of a preflight that finds it
 /// missing or registered without `--oci-seccomp`.
-pub fn runsc_fix() -> String {
+pub(crate) fn runsc_fix() -> String {
     format!(
         "install gVisor (Debian: `apt-get install runsc`), register it in the engine's /etc/docker/daemon.json, merged with what is there: {RUNSC_DAEMON_JSON}, then reload the engine with `kill -HUP $(pidof dockerd)`; `docker info --format '{{{{json .Runtimes}}}}'` then lists it"
     )
@@ -442,6 +452,15 @@ impl Ctx {
         self.lease = None;
     }
 
+    /// Reports a step's result and adds it to the job's.
+    async fn record_step(&mut self, result: StepResult) {
+        self.emit(JobEvent::StepFinished {
+            result: result.clone(),
+        })
+        .await;
+        self.result.steps.push(result);
+    }
+
     fn finish_result(&mut self, job: &Job) {
         let r = &mut self.result;
         r.duration_ms = self.started.elapsed().as_millis() as u64;
@@ -499,10 +518,27 @@ async fn run_job(
         steps: job.steps.iter().map(|s| s.name.clone()).collect(),
     })
     .await;
+    let image_id = resolve(ctx, job, preflight.image_id).await?;
+    let image_id = match &job.prepare {
+        None => image_id,
+        Some(prep) => match prepare_environment(ctx, job, prep, &image_id, cancel).await? {
+            Some(env_image) => env_image,
+            // The install did not succeed (the result says why) or the job was cancelled.
+            None => return Ok(()),
+        },
+    };
+    first_sandbox(ctx, job, &image_id).await?;
+    run_steps(ctx, job, &image_id, cancel).await
+}
 
-    // resolve
+/// The job's image id: the one preflight found, or cordon's own image built now.
+async fn resolve(
+    ctx: &mut Ctx,
+    job: &Job,
+    image_id: Option<String>,
+) -> Result<String, SandboxError> {
     let t = Instant::now();
-    let image_id = match preflight.image_id {
+    let image_id = match image_id {
         Some(id) => id,
         None => {
             ctx.emit(JobEvent::Progress {
@@ -521,20 +557,15 @@ async fn run_job(
         }
     };
     ctx.phase(Phase::Resolve, t).await;
+    Ok(image_id)
+}
 
-    let image_id = match &job.prepare {
-        None => image_id,
-        Some(prep) => match prepare_environment(ctx, job, prep, &image_id, cancel).await? {
-            Some(env_image) => env_image,
-            // The install did not succeed (the result says why) or the job was cancelled.
-            None => return Ok(()),
-        },
-    };
-
-    // The first step's sandbox: a warm one if the pool has it (no await between taking it
-    // and recording it, so a cancel cannot lose it), else scratch now and the sandbox below.
+/// The first step's sandbox: a warm one if the pool has it (no await between taking it and
+/// recording it, so a cancel cannot lose it), else the job's scratch now and the sandbox when
+/// its step comes.
+async fn first_sandbox(ctx: &mut Ctx, job: &Job, image_id: &str) -> Result<(), SandboxError> {
     let t = Instant::now();
-    match ctx.pool.as_ref().and_then(|p| p.take(job, &image_id)) {
+    match ctx.pool.as_ref().and_then(|p| p.take(job, image_id)) {
         Some(warm) => {
             debug!(container = warm.sandbox.id(), "sandbox from the warm pool");
             ctx.scratch = Some(warm.scratch);
@@ -542,265 +573,86 @@ async fn run_job(
             ctx.lease = Some(warm.lease);
             ctx.result.warm = true;
         }
-        None => ctx.scratch = Some(ctx.backend.create_scratch(job).await?),
+        None => {
+            let volumes = policy::scratch_plan(job);
+            ctx.scratch = Some(ctx.backend.create_scratch(&volumes).await?);
+        }
     }
     ctx.phase(Phase::Create, t).await;
+    Ok(())
+}
 
+/// A finished step's container, frozen and held until the next step's container holds the
+/// job's scratch.
+struct Held {
+    step: usize,
+    started: Instant,
+    bytes: u64,
+    deadline: tokio::time::Instant,
+}
+
+/// Runs the steps in order, each in its own sandbox, until one does not pass.
+async fn run_steps(
+    ctx: &mut Ctx,
+    job: &Job,
+    image_id: &str,
+    cancel: &CancellationToken,
+) -> Result<(), SandboxError> {
     // Under runsc the last step is held too, artifacts or not: a sandbox that ends before its
     // gate reports the command's end is then told apart from a command that exited (gVisor's
-    // kernel stops as a whole when the job exhausts what it needs, see the `Exited` arm).
+    // kernel stops as a whole when the job exhausts what it needs, see `finish_exited`).
     let hold_last = !job.artifacts.is_empty() || job.profile.is_runsc();
     let mut output_used: u64 = 0;
-    // The previous step, frozen and held, waiting for the next container to take over.
-    let mut held_prev: Option<(usize, Instant, u64, tokio::time::Instant)> = None;
+    let mut held_prev: Option<Held> = None;
 
     for (i, step) in job.steps.iter().enumerate() {
         let last = i + 1 == job.steps.len();
-        let scratch = ctx.scratch.clone().unwrap_or_default();
-
-        // Step 0's may have come from the warm pool, started already.
-        if ctx.sandbox(i).is_err() {
-            let t = Instant::now();
-            let sandbox = ctx.backend.create(job, i, &image_id, &scratch).await?;
-            debug!(step = %step.name, container = sandbox.id(), "sandbox created");
-            ctx.sandboxes.push((i, sandbox));
-            ctx.sandbox(i)?.start().await?;
-            ctx.phase(Phase::Create, t).await;
-        }
-
-        if i == 0
-            && let Some(ws) = job
-                .workspace
-                .as_ref()
-                .filter(|w| w.mode == WorkspaceMode::Copy)
-        {
-            let t = Instant::now();
-            let stats = ctx.sandbox(i)?.load(ws).await?;
-            debug!(files = stats.files, bytes = stats.bytes, "workspace loaded");
-            ctx.phase(Phase::Load, t).await;
-        }
-
+        ready_sandbox(ctx, job, i, image_id).await?;
         // Let the previous step's container go now that this one holds the scratch.
-        if let Some((prev, prev_started, prev_bytes, prev_deadline)) = held_prev.take() {
-            // Still under the previous step's deadline: a forged completion signal must
-            // not let a step run on unbounded.
-            let status = with_deadline(prev_deadline, ctx.sandbox(prev)?.finish()).await;
-            let result = match status {
-                Some(status) => {
-                    step_result(&job.steps[prev].name, status?, prev_started, prev_bytes)
-                }
-                None => {
-                    ctx.sandbox(prev)?.kill().await?;
-                    forced_result(
-                        &job.steps[prev].name,
-                        Outcome::TimedOut,
-                        prev_started,
-                        prev_bytes,
-                    )
-                }
-            };
-            ctx.destroy(prev).await?;
-            ctx.running = None;
-            let passed = result.outcome == Outcome::Passed;
-            ctx.emit(JobEvent::StepFinished {
-                result: result.clone(),
-            })
-            .await;
-            ctx.result.steps.push(result);
-            if !passed {
-                // This container never ran anything: collect from it, then stop.
-                if !job.artifacts.is_empty() {
-                    collect(ctx, job, i).await;
-                }
-                return Ok(());
-            }
-        }
-
-        let hold = !last || hold_last;
-        // The last step's artifacts come back over the gate's stdout when it can send them:
-        // no freeze, no copy through the engine.
-        let mode = if !hold {
-            GateMode::Go
-        } else if last
-            && !job.artifacts.is_empty()
-            && ctx.sandbox(i)?.caps().send
-            && sendable(&job.artifacts)
+        if let Some(prev) = held_prev.take()
+            && !hand_over(ctx, job, prev, i).await?
         {
-            GateMode::Send
-        } else {
-            GateMode::Hold
-        };
-        let applied = ctx.sandbox(i)?.applied().clone();
-        ctx.emit(JobEvent::Sandbox {
-            step: step.name.clone(),
-            applied,
-        })
-        .await;
-        ctx.emit(JobEvent::StepStarted {
-            step: step.name.clone(),
-            index: i,
-        })
-        .await;
+            return Ok(());
+        }
+        let hold = !last || hold_last;
+        let mode = gate_mode(ctx, job, i, last, hold)?;
         let step_started = Instant::now();
-        ctx.running = Some((step.name.clone(), step_started, 0));
         // The step's time starts now: sending it its command counts.
         let deadline = tokio::time::Instant::now() + step.timeout;
-        let command = crate::sandbox::policy::step_command(job, i);
-        let mut output = match with_deadline(
-            deadline,
-            ctx.sandbox(i)?.release(&command, mode, &job.artifacts),
-        )
-        .await
-        {
-            Some(output) => output?,
-            None => {
-                return Err(SandboxError::Protocol(format!(
-                    "the sandbox did not take step `{}`'s command within its timeout",
-                    step.name
-                )));
-            }
+        let output = release_step(ctx, job, i, mode, step_started, deadline).await?;
+        let Some((ending, step_bytes, output)) =
+            stream_step(ctx, job, i, output, deadline, cancel, &mut output_used).await?
+        else {
+            return Ok(());
         };
-
-        let mut step_bytes: u64 = 0;
-        let ending = loop {
-            let next = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => return Ok(()),
-                _ = tokio::time::sleep_until(deadline) => break Ending::TimedOut,
-                n = output.next() => n,
-            };
-            match next {
-                Some(Ok(SandboxOutput::Chunk(stream, data))) => {
-                    let len = data.len() as u64;
-                    step_bytes += len;
-                    if let Some(r) = ctx.running.as_mut() {
-                        r.2 = step_bytes;
-                    }
-                    ctx.result.output_bytes += len;
-                    let room = job.limits.output.bytes().saturating_sub(output_used);
-                    if len > room {
-                        if room > 0 {
-                            ctx.emit(JobEvent::Output {
-                                step: step.name.clone(),
-                                stream,
-                                data: data.slice(..room as usize),
-                            })
-                            .await;
-                        }
-                        ctx.result.output_truncated = true;
-                        ctx.emit(JobEvent::OutputTruncated {
-                            step: step.name.clone(),
-                            limit_bytes: job.limits.output.bytes(),
-                        })
-                        .await;
-                        break Ending::OutputCap;
-                    }
-                    output_used += len;
-                    ctx.emit(JobEvent::Output {
-                        step: step.name.clone(),
-                        stream,
-                        data,
-                    })
-                    .await;
-                }
-                Some(Ok(SandboxOutput::CommandDone)) => break Ending::Done,
-                // Only ever after `CommandDone`.
-                Some(Ok(SandboxOutput::Trailer(..))) => {}
-                Some(Err(e)) => return Err(e),
-                None => break Ending::Exited,
-            }
-        };
-        // With `Send`, the artifacts follow on the output.
+        // With `Send`, the artifacts follow on the output; otherwise it goes now (unread, an
+        // attached stream would hold up a sandbox still writing while it is stopped).
         let output = (matches!(ending, Ending::Done) && mode == GateMode::Send).then_some(output);
-
+        let ran = Ran {
+            step: i,
+            started: step_started,
+            bytes: step_bytes,
+            deadline,
+            hold,
+        };
         match ending {
             Ending::Done if !last => {
                 // Freeze it and keep it: its scratch passes to the next step's container.
                 ctx.sandbox(i)?.freeze().await?;
-                held_prev = Some((i, step_started, step_bytes, deadline));
+                held_prev = Some(Held {
+                    step: i,
+                    started: step_started,
+                    bytes: step_bytes,
+                    deadline,
+                });
                 ctx.phase(Phase::Run, step_started).await;
                 continue;
             }
-            Ending::Done => {
-                ctx.phase(Phase::Run, step_started).await;
-                if let Some(output) = output {
-                    collect_sent(ctx, job, output, deadline).await;
-                } else if !job.artifacts.is_empty() {
-                    ctx.sandbox(i)?.freeze().await?;
-                    collect(ctx, job, i).await;
-                }
-                // The command ended in time; collecting may have run past its deadline.
-                let finish_by = deadline.max(tokio::time::Instant::now());
-                let status = with_deadline(finish_by, ctx.sandbox(i)?.finish()).await;
-                let result = match status {
-                    Some(status) => step_result(&step.name, status?, step_started, step_bytes),
-                    None => {
-                        ctx.sandbox(i)?.kill().await?;
-                        forced_result(&step.name, Outcome::TimedOut, step_started, step_bytes)
-                    }
-                };
-                ctx.emit(JobEvent::StepFinished {
-                    result: result.clone(),
-                })
-                .await;
-                ctx.result.steps.push(result);
-            }
-            Ending::Exited => {
-                ctx.phase(Phase::Run, step_started).await;
-                let status = with_deadline(deadline, ctx.sandbox(i)?.finish()).await;
-                let result = match status {
-                    Some(status) => step_result(&step.name, status?, step_started, step_bytes),
-                    None => {
-                        ctx.sandbox(i)?.kill().await?;
-                        forced_result(&step.name, Outcome::TimedOut, step_started, step_bytes)
-                    }
-                };
-                if hold && result.outcome == Outcome::Passed {
-                    ctx.emit(JobEvent::Warning {
-                        message: format!("step `{}` ended without cordon's completion signal; its scratch (and artifacts) are gone", step.name),
-                    })
-                    .await;
-                } else if hold && job.profile.is_runsc() && result.outcome == Outcome::Failed {
-                    // The gate did not outlive the command: under gVisor, the sandbox's kernel
-                    // (the Sentry) stopped. It does when it cannot make the host thread a new
-                    // process of the job's needs, that is at limits.pids.
-                    ctx.emit(JobEvent::Warning {
-                        message: format!(
-                            "step `{}`: the gVisor sandbox itself ended (exit {}) before the command did; most likely the job reached limits.pids ({}), at which gVisor's kernel stops instead of failing a fork; its scratch (and artifacts) are gone",
-                            step.name,
-                            result.exit_code.unwrap_or_default(),
-                            job.limits.pids
-                        ),
-                    })
-                    .await;
-                }
-                ctx.emit(JobEvent::StepFinished {
-                    result: result.clone(),
-                })
-                .await;
-                ctx.result.steps.push(result);
-            }
-            Ending::TimedOut | Ending::OutputCap => {
-                ctx.phase(Phase::Run, step_started).await;
-                let outcome = if matches!(ending, Ending::TimedOut) {
-                    Outcome::TimedOut
-                } else {
-                    Outcome::OutputLimitExceeded
-                };
-                info!(step = %step.name, %outcome, "stopping the sandbox");
-                // Freeze first: nothing runs on while artifacts are copied, and a fork bomb
-                // stops forking at once. Then kill.
-                let froze = ctx.sandbox(i)?.freeze().await.is_ok();
-                if froze && hold {
-                    collect(ctx, job, i).await;
-                }
-                ctx.sandbox(i)?.kill().await?;
-                let result = forced_result(&step.name, outcome, step_started, step_bytes);
-                ctx.emit(JobEvent::StepFinished {
-                    result: result.clone(),
-                })
-                .await;
-                ctx.result.steps.push(result);
+            Ending::Done => finish_done(ctx, job, &ran, output).await?,
+            Ending::Exited => finish_exited(ctx, job, &ran).await?,
+            Ending::TimedOut => finish_stopped(ctx, job, &ran, Outcome::TimedOut).await?,
+            Ending::OutputCap => {
+                finish_stopped(ctx, job, &ran, Outcome::OutputLimitExceeded).await?
             }
         }
         ctx.destroy(i).await?;
@@ -813,6 +665,295 @@ async fn run_job(
             break;
         }
     }
+    Ok(())
+}
+
+/// Makes sure step `i` has a started sandbox (step 0's may have come from the warm pool),
+/// with the workspace loaded into the first.
+async fn ready_sandbox(
+    ctx: &mut Ctx,
+    job: &Job,
+    i: usize,
+    image_id: &str,
+) -> Result<(), SandboxError> {
+    if ctx.sandbox(i).is_err() {
+        let t = Instant::now();
+        let scratch = ctx.scratch.clone().unwrap_or_default();
+        let plan = policy::step_plan(job, i, image_id, &scratch);
+        let sandbox = ctx.backend.create(&plan).await?;
+        debug!(step = %job.steps[i].name, container = sandbox.id(), "sandbox created");
+        ctx.sandboxes.push((i, sandbox));
+        ctx.sandbox(i)?.start().await?;
+        ctx.phase(Phase::Create, t).await;
+    }
+    if i == 0
+        && let Some(ws) = job
+            .workspace
+            .as_ref()
+            .filter(|w| w.mode == WorkspaceMode::Copy)
+    {
+        let t = Instant::now();
+        let stats = ctx.sandbox(i)?.load(ws).await?;
+        debug!(files = stats.files, bytes = stats.bytes, "workspace loaded");
+        ctx.phase(Phase::Load, t).await;
+    }
+    Ok(())
+}
+
+/// Ends the held previous step now that step `next`'s container holds the scratch, and
+/// records its result. False when it did not pass (what it left is collected from `next`'s
+/// container, which never ran anything): the job stops.
+async fn hand_over(
+    ctx: &mut Ctx,
+    job: &Job,
+    prev: Held,
+    next: usize,
+) -> Result<bool, SandboxError> {
+    let name = &job.steps[prev.step].name;
+    // Still under the previous step's deadline: a forged completion signal must not let a
+    // step run on unbounded.
+    let status = with_deadline(prev.deadline, ctx.sandbox(prev.step)?.finish()).await;
+    let result = match status {
+        Some(status) => step_result(name, status?, prev.started, prev.bytes),
+        None => {
+            ctx.sandbox(prev.step)?.kill().await?;
+            forced_result(name, Outcome::TimedOut, prev.started, prev.bytes)
+        }
+    };
+    ctx.destroy(prev.step).await?;
+    ctx.running = None;
+    let passed = result.outcome == Outcome::Passed;
+    ctx.record_step(result).await;
+    if !passed && !job.artifacts.is_empty() {
+        collect(ctx, job, next).await;
+    }
+    Ok(passed)
+}
+
+/// How step `i`'s gate runs its command. The last step's artifacts come back over the gate's
+/// stdout when it can send them: no freeze, no copy through the engine.
+fn gate_mode(
+    ctx: &mut Ctx,
+    job: &Job,
+    i: usize,
+    last: bool,
+    hold: bool,
+) -> Result<GateMode, SandboxError> {
+    Ok(if !hold {
+        GateMode::Go
+    } else if last
+        && !job.artifacts.is_empty()
+        && ctx.sandbox(i)?.caps().send
+        && sendable(&job.artifacts)
+    {
+        GateMode::Send
+    } else {
+        GateMode::Hold
+    })
+}
+
+/// Reports the sandbox as the engine applied it and the step's start, then gives the gate
+/// the step's command within its deadline.
+async fn release_step(
+    ctx: &mut Ctx,
+    job: &Job,
+    i: usize,
+    mode: GateMode,
+    started: Instant,
+    deadline: tokio::time::Instant,
+) -> Result<OutputStream, SandboxError> {
+    let step = &job.steps[i];
+    let applied = ctx.sandbox(i)?.applied().clone();
+    ctx.emit(JobEvent::Sandbox {
+        step: step.name.clone(),
+        applied,
+    })
+    .await;
+    ctx.emit(JobEvent::StepStarted {
+        step: step.name.clone(),
+        index: i,
+    })
+    .await;
+    ctx.running = Some((step.name.clone(), started, 0));
+    let command = policy::step_command(job, i);
+    match with_deadline(
+        deadline,
+        ctx.sandbox(i)?.release(&command, mode, &job.artifacts),
+    )
+    .await
+    {
+        Some(output) => output,
+        None => Err(SandboxError::Protocol(format!(
+            "the sandbox did not take step `{}`'s command within its timeout",
+            step.name
+        ))),
+    }
+}
+
+/// Streams step `i`'s output as events until the command is done, the sandbox ends, the
+/// deadline passes or the job's output cap (`used` so far, across steps) is reached. Returns
+/// how it ended, the step's bytes and the rest of the output; `None` when the job was
+/// cancelled.
+async fn stream_step(
+    ctx: &mut Ctx,
+    job: &Job,
+    i: usize,
+    mut output: OutputStream,
+    deadline: tokio::time::Instant,
+    cancel: &CancellationToken,
+    used: &mut u64,
+) -> Result<Option<(Ending, u64, OutputStream)>, SandboxError> {
+    let step = &job.steps[i];
+    let mut step_bytes: u64 = 0;
+    let ending = loop {
+        let next = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Ok(None),
+            _ = tokio::time::sleep_until(deadline) => break Ending::TimedOut,
+            n = output.next() => n,
+        };
+        let (stream, data) = match next {
+            Some(Ok(SandboxOutput::Chunk(stream, data))) => (stream, data),
+            Some(Ok(SandboxOutput::CommandDone)) => break Ending::Done,
+            // Only ever after `CommandDone`.
+            Some(Ok(SandboxOutput::Trailer(..))) => continue,
+            Some(Err(e)) => return Err(e),
+            None => break Ending::Exited,
+        };
+        let len = data.len() as u64;
+        step_bytes += len;
+        if let Some(r) = ctx.running.as_mut() {
+            r.2 = step_bytes;
+        }
+        ctx.result.output_bytes += len;
+        let room = job.limits.output.bytes().saturating_sub(*used);
+        if len > room {
+            if room > 0 {
+                ctx.emit(JobEvent::Output {
+                    step: step.name.clone(),
+                    stream,
+                    data: data.slice(..room as usize),
+                })
+                .await;
+            }
+            ctx.result.output_truncated = true;
+            ctx.emit(JobEvent::OutputTruncated {
+                step: step.name.clone(),
+                limit_bytes: job.limits.output.bytes(),
+            })
+            .await;
+            break Ending::OutputCap;
+        }
+        *used += len;
+        ctx.emit(JobEvent::Output {
+            step: step.name.clone(),
+            stream,
+            data,
+        })
+        .await;
+    };
+    Ok(Some((ending, step_bytes, output)))
+}
+
+/// A step whose command has ended or was stopped, with what its result needs.
+struct Ran {
+    step: usize,
+    started: Instant,
+    bytes: u64,
+    deadline: tokio::time::Instant,
+    /// Whether the gate was to hold the sandbox after the command (see [`GateMode`]).
+    hold: bool,
+}
+
+impl Ran {
+    /// The step's result from how the engine says it ended, or timed out if the engine does
+    /// not say so by `by` (the sandbox is then killed).
+    async fn result(
+        &self,
+        ctx: &mut Ctx,
+        job: &Job,
+        by: tokio::time::Instant,
+    ) -> Result<StepResult, SandboxError> {
+        let name = &job.steps[self.step].name;
+        let status = with_deadline(by, ctx.sandbox(self.step)?.finish()).await;
+        Ok(match status {
+            Some(status) => step_result(name, status?, self.started, self.bytes),
+            None => {
+                ctx.sandbox(self.step)?.kill().await?;
+                forced_result(name, Outcome::TimedOut, self.started, self.bytes)
+            }
+        })
+    }
+}
+
+/// The last step's gate reported its command done: collect the artifacts (sent on `output`
+/// by the gate, or copied from the frozen sandbox), then the exit status.
+async fn finish_done(
+    ctx: &mut Ctx,
+    job: &Job,
+    ran: &Ran,
+    output: Option<OutputStream>,
+) -> Result<(), SandboxError> {
+    ctx.phase(Phase::Run, ran.started).await;
+    if let Some(output) = output {
+        collect_sent(ctx, job, output, ran.deadline).await;
+    } else if !job.artifacts.is_empty() {
+        ctx.sandbox(ran.step)?.freeze().await?;
+        collect(ctx, job, ran.step).await;
+    }
+    // The command ended in time; collecting may have run past its deadline.
+    let finish_by = ran.deadline.max(tokio::time::Instant::now());
+    let result = ran.result(ctx, job, finish_by).await?;
+    ctx.record_step(result).await;
+    Ok(())
+}
+
+/// The sandbox ended on its own, without the gate's completion signal.
+async fn finish_exited(ctx: &mut Ctx, job: &Job, ran: &Ran) -> Result<(), SandboxError> {
+    ctx.phase(Phase::Run, ran.started).await;
+    let name = &job.steps[ran.step].name;
+    let result = ran.result(ctx, job, ran.deadline).await?;
+    if ran.hold && result.outcome == Outcome::Passed {
+        ctx.emit(JobEvent::Warning {
+            message: format!("step `{name}` ended without cordon's completion signal; its scratch (and artifacts) are gone"),
+        })
+        .await;
+    } else if ran.hold && job.profile.is_runsc() && result.outcome == Outcome::Failed {
+        // The gate did not outlive the command: under gVisor, the sandbox's kernel (the
+        // Sentry) stopped. It does when it cannot make the host thread a new process of the
+        // job's needs, that is at limits.pids.
+        ctx.emit(JobEvent::Warning {
+            message: format!(
+                "step `{name}`: the gVisor sandbox itself ended (exit {}) before the command did; most likely the job reached limits.pids ({}), at which gVisor's kernel stops instead of failing a fork; its scratch (and artifacts) are gone",
+                result.exit_code.unwrap_or_default(),
+                job.limits.pids
+            ),
+        })
+        .await;
+    }
+    ctx.record_step(result).await;
+    Ok(())
+}
+
+/// cordon stops the step (`outcome`: its deadline or the output cap).
+async fn finish_stopped(
+    ctx: &mut Ctx,
+    job: &Job,
+    ran: &Ran,
+    outcome: Outcome,
+) -> Result<(), SandboxError> {
+    ctx.phase(Phase::Run, ran.started).await;
+    let name = &job.steps[ran.step].name;
+    info!(step = %name, %outcome, "stopping the sandbox");
+    // Freeze first: nothing runs on while artifacts are copied, and a fork bomb stops forking
+    // at once. Then kill.
+    let froze = ctx.sandbox(ran.step)?.freeze().await.is_ok();
+    if froze && ran.hold {
+        collect(ctx, job, ran.step).await;
+    }
+    ctx.sandbox(ran.step)?.kill().await?;
+    let result = forced_result(name, outcome, ran.started, ran.bytes);
+    ctx.record_step(result).await;
     Ok(())
 }
 
@@ -852,50 +993,7 @@ async fn prepare_environment(
         ),
     })
     .await;
-    let proxy = ProxyConfig {
-        allow: prep.allow.clone(),
-        internal: prep.internal.clone(),
-        max_connections: 32,
-        // The operator's upstream proxy, from cordon's own environment.
-        upstream: Upstream::from_env(|k| std::env::var(k).ok())
-            .map_err(|e| SandboxError::Protocol(format!("cordon's upstream proxy setting: {e}")))?,
-    };
-    if job.profile.is_runsc() {
-        // gVisor here cannot start a sandbox with a network, and a prepare needs one (to its
-        // proxy). It runs no test code: the install, under strict's settings and its egress
-        // proxy, in runc; the steps then run under runsc from the image it made.
-        ctx.emit(JobEvent::Warning {
-            message: format!(
-                "prepare runs under runc, not gVisor: profile `{}` runs its steps under runsc, whose sandboxes here cannot have the network the install needs for its proxy; the install gets strict's other settings and reaches only its allowlist",
-                job.profile.name
-            ),
-        })
-        .await;
-    }
-    let (egress, mut refusals) = ctx.backend.create_egress(job, &proxy).await?;
-    let command = crate::sandbox::policy::prepare_command(job, egress.proxy);
-    ctx.egress = Some(egress.clone());
-    let sandbox = ctx
-        .backend
-        .create_prepare(job, base_image_id, &egress)
-        .await?;
-    ctx.emit(JobEvent::Sandbox {
-        step: "prepare".into(),
-        applied: sandbox.applied().clone(),
-    })
-    .await;
-    ctx.sandboxes.push((PREPARE_SLOT, sandbox));
-    if !prep.key_files.is_empty() {
-        let dir = crate::sandbox::policy::workspace_path(job).to_string();
-        ctx.sandbox(PREPARE_SLOT)?
-            .upload_files(&dir, &prep.key_files)
-            .await?;
-    }
-    ctx.sandbox(PREPARE_SLOT)?.start().await?;
-    let output = ctx
-        .sandbox(PREPARE_SLOT)?
-        .release(&command, GateMode::Go, &[])
-        .await?;
+    let (output, mut refusals) = start_prepare(ctx, job, prep, base_image_id).await?;
     let deadline = tokio::time::Instant::now() + prep.timeout;
     let mut refused = Vec::new();
     let Some((mut forced, status)) = watch_prepare(
@@ -924,57 +1022,137 @@ async fn prepare_environment(
             forced = Some(Outcome::DiskLimitExceeded);
         }
     }
-    let refused: Vec<String> = refused.into_iter().map(|r| r.destination).collect();
     let outcome = match (forced, status) {
         (Some(o), _) => o,
         (None, Some(s)) if s.oom_killed => Outcome::OomKilled,
         (None, Some(s)) if s.code == 0 => Outcome::Passed,
         _ => Outcome::Failed,
     };
-    let mut env = EnvironmentResult {
+    let env = EnvironmentResult {
         key: key.clone(),
         image: reference.clone(),
         cached: false,
         outcome,
         exit_code: status.map(|s| s.code),
         duration_ms: started.elapsed().as_millis() as u64,
-        egress_refused: refused,
+        egress_refused: refused.into_iter().map(|r| r.destination).collect(),
     };
     if outcome != Outcome::Passed {
-        ctx.result.outcome = outcome;
-        ctx.result.error = Some(format!(
-            "prepare ({}) did not succeed: {outcome}{}{}",
-            prep.run.lines().next().unwrap_or_default(),
-            env.exit_code
-                .map(|c| format!(", exit {c}"))
-                .unwrap_or_default(),
-            if env.egress_refused.is_empty() {
-                String::new()
-            } else {
-                format!("; refused destinations: {}", env.egress_refused.join(", "))
-            }
-        ));
-        ctx.result.environment = Some(env);
+        prepare_failed(ctx, prep, env);
         return Ok(None);
     }
-    let labels = envcache::image_labels(&key, &job.image, prep);
+    let id = commit_environment(ctx, job, prep, env, started).await?;
+    evict_environments(ctx).await;
+    Ok(Some(id))
+}
+
+/// Starts the `prepare`: its egress network and proxy, then its container (key files
+/// uploaded first), released with the install command. Returns its output and the proxy's
+/// refusals.
+async fn start_prepare(
+    ctx: &mut Ctx,
+    job: &Job,
+    prep: &Prepare,
+    base_image_id: &str,
+) -> Result<(OutputStream, mpsc::Receiver<Refusal>), SandboxError> {
+    let proxy = ProxyConfig {
+        allow: prep.allow.clone(),
+        internal: prep.internal.clone(),
+        max_connections: 32,
+        // The operator's upstream proxy, from cordon's own environment.
+        upstream: Upstream::from_env(|k| std::env::var(k).ok())
+            .map_err(|e| SandboxError::Protocol(format!("cordon's upstream proxy setting: {e}")))?,
+    };
+    if job.profile.is_runsc() {
+        // gVisor here cannot start a sandbox with a network, and a prepare needs one (to its
+        // proxy). It runs no test code: the install, under strict's settings and its egress
+        // proxy, in runc; the steps then run under runsc from the image it made.
+        ctx.emit(JobEvent::Warning {
+            message: format!(
+                "prepare runs under runc, not gVisor: profile `{}` runs its steps under runsc, whose sandboxes here cannot have the network the install needs for its proxy; the install gets strict's other settings and reaches only its allowlist",
+                job.profile.name
+            ),
+        })
+        .await;
+    }
+    let plan = policy::prepare_plan(job, base_image_id);
+    let (egress, refusals) = ctx.backend.create_egress(&plan.network, &proxy).await?;
+    let command = policy::prepare_command(job, egress.proxy);
+    ctx.egress = Some(egress);
+    let sandbox = ctx.backend.create(&plan.sandbox).await?;
+    ctx.emit(JobEvent::Sandbox {
+        step: "prepare".into(),
+        applied: sandbox.applied().clone(),
+    })
+    .await;
+    ctx.sandboxes.push((PREPARE_SLOT, sandbox));
+    if !prep.key_files.is_empty() {
+        let dir = job.workspace_path().to_string();
+        ctx.sandbox(PREPARE_SLOT)?
+            .upload_files(&dir, &prep.key_files)
+            .await?;
+    }
+    ctx.sandbox(PREPARE_SLOT)?.start().await?;
+    let output = ctx
+        .sandbox(PREPARE_SLOT)?
+        .release(&command, GateMode::Go, &[])
+        .await?;
+    Ok((output, refusals))
+}
+
+/// Records an install that did not succeed as the job's outcome, saying why.
+fn prepare_failed(ctx: &mut Ctx, prep: &Prepare, env: EnvironmentResult) {
+    ctx.result.outcome = env.outcome;
+    ctx.result.error = Some(format!(
+        "prepare ({}) did not succeed: {}{}{}",
+        prep.run.lines().next().unwrap_or_default(),
+        env.outcome,
+        env.exit_code
+            .map(|c| format!(", exit {c}"))
+            .unwrap_or_default(),
+        if env.egress_refused.is_empty() {
+            String::new()
+        } else {
+            format!("; refused destinations: {}", env.egress_refused.join(", "))
+        }
+    ));
+    ctx.result.environment = Some(env);
+}
+
+/// Saves the stopped `prepare` container as the environment image, removes it and its
+/// network, and records the environment. Returns the image's id.
+async fn commit_environment(
+    ctx: &mut Ctx,
+    job: &Job,
+    prep: &Prepare,
+    mut env: EnvironmentResult,
+    started: Instant,
+) -> Result<String, SandboxError> {
+    let labels = envcache::image_labels(&env.key, &job.image, prep);
     let id = ctx
         .sandbox(PREPARE_SLOT)?
-        .commit(&reference, labels)
+        .commit(&env.image, labels)
         .await?;
     ctx.destroy(PREPARE_SLOT).await?;
-    if let Some(egress) = ctx.egress.take() {
+    if let Some(egress) = ctx.egress.clone() {
+        // Forgotten only once gone: if removing it fails, the job's cleanup tries again.
         ctx.backend.remove_egress(&egress).await?;
+        ctx.egress = None;
     }
-    envcache::touch(&key);
+    envcache::touch(&env.key);
     env.duration_ms = started.elapsed().as_millis() as u64;
-    ctx.result.environment = Some(env);
     ctx.emit(JobEvent::Environment {
-        key: key.clone(),
-        image: reference.clone(),
+        key: env.key.clone(),
+        image: env.image.clone(),
         cached: false,
     })
     .await;
+    ctx.result.environment = Some(env);
+    Ok(id)
+}
+
+/// Keeps the environment images within `CORDON_ENV_CACHE_MAX`, if it is set.
+async fn evict_environments(ctx: &mut Ctx) {
     if let Some(cap) = envcache::configured_cap() {
         match ctx.backend.evict_environments(cap).await {
             Ok(0) => {}
@@ -985,7 +1163,6 @@ async fn prepare_environment(
             Err(e) => warn!(error = %error_chain(&e), "could not evict environments"),
         }
     }
-    Ok(Some(id))
 }
 
 /// How often a running `prepare`'s written bytes are measured against `max.prepare_disk`
@@ -1015,7 +1192,7 @@ async fn watch_prepare(
     ctx: &mut Ctx,
     job: &Job,
     prep: &Prepare,
-    mut output: crate::sandbox::OutputStream,
+    mut output: OutputStream,
     refusals: &mut mpsc::Receiver<Refusal>,
     refused: &mut Vec<Refusal>,
     deadline: tokio::time::Instant,
@@ -1172,9 +1349,7 @@ fn artifact_limits(job: &Job) -> ExtractLimits {
 /// another (the engine's API names such entries differently per artifact).
 fn sendable(artifacts: &[String]) -> bool {
     let nested = |a: &String, b: &String| a == b || b.starts_with(&format!("{a}/"));
-    artifacts
-        .iter()
-        .all(|a| crate::sandbox::policy::sendable_path(a))
+    artifacts.iter().all(|a| policy::sendable_path(a))
         && !artifacts.iter().enumerate().any(|(i, a)| {
             artifacts
                 .iter()
@@ -1396,27 +1571,15 @@ fn junit_summary(file: &Path) -> Option<TestSummary> {
     junit::parse(&bytes).ok()
 }
 
-/// An error and its causes on one line: `a: b: c`.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
-}
-
 fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
     p.downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into())
 }
+
+#[cfg(test)]
+mod engine_tests;
 
 #[cfg(test)]
 mod tests {

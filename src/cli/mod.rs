@@ -313,7 +313,7 @@ pub(crate) fn finish(result: anyhow::Result<u8>) -> u8 {
 }
 
 async fn reap() -> anyhow::Result<u8> {
-    use crate::sandbox::Backend;
+    use crate::sandbox::Reaper;
     let backend = crate::sandbox::docker::DockerBackend::connect().await?;
     let n = backend.reap().await?;
     eprintln!("cordon: removed {n} leftover container(s) and volume(s)");

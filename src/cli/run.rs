@@ -10,7 +10,7 @@ use super::printer::Printer;
 use super::{EXIT_INVALID, EXIT_SANDBOX_ERROR, report_error};
 use crate::event::JobEvent;
 use crate::runner::{Runner, RunnerConfig};
-use crate::sandbox::Backend;
+use crate::sandbox::Reaper;
 use crate::sandbox::docker::DockerBackend;
 
 #[derive(Args, Debug)]

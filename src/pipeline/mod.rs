@@ -95,7 +95,7 @@ impl From<ExecError> for Stop {
     fn from(e: ExecError) -> Stop {
         match e {
             ExecError::Cancelled => Stop::Cancelled,
-            e => Stop::Fatal(crate::runner::error_chain(&e)),
+            e => Stop::Fatal(crate::error::error_chain(&e)),
         }
     }
 }
@@ -218,11 +218,32 @@ impl Run<'_> {
 
     async fn go(&mut self, exec_holder: &mut Option<Executor>) -> Result<String, Stop> {
         self.probe_model().await?;
-        // 1. detect
+        let project = self.detect()?;
+        // The baseline's time includes making the executor (its preflight).
+        let t = Instant::now();
+        self.check_cancel()?;
+        let exec = Executor::new(
+            &self.opts.repo,
+            &project,
+            self.opts.exec.clone(),
+            self.cancel.clone(),
+        )
+        .await?;
+        let exec = exec_holder.insert(exec);
+        let baseline_cov = self.baseline(exec, &project, t).await?;
+        let (status, current) = self.iterate(exec, &project, baseline_cov).await?;
+        // Final: the existing suite and the kept tests together.
+        self.check_cancel()?;
+        self.final_run(exec, &project, &current).await?;
+        Ok(status)
+    }
+
+    /// 1. detect: what the repository holds, into the report.
+    fn detect(&mut self) -> Result<Project, Stop> {
         let t = Instant::now();
         self.say(&format!("detect: reading {}", self.opts.repo.display()));
         let project = detect::detect(&self.opts.repo)
-            .map_err(|e| Stop::Fatal(crate::runner::error_chain(&e)))?;
+            .map_err(|e| Stop::Fatal(crate::error::error_chain(&e)))?;
         self.report.project = Some(report::ProjectSummary {
             python_root: project.python_root.clone(),
             framework: format!("{:?}", project.framework).to_lowercase(),
@@ -255,18 +276,16 @@ impl Run<'_> {
             }
         ));
         self.time("detect", t);
+        Ok(project)
+    }
 
-        // 2. baseline
-        let t = Instant::now();
-        self.check_cancel()?;
-        let exec = Executor::new(
-            &self.opts.repo,
-            &project,
-            self.opts.exec.clone(),
-            self.cancel.clone(),
-        )
-        .await?;
-        let exec = exec_holder.insert(exec);
+    /// 2. baseline: the existing tests with coverage, in the sandbox. Their coverage.
+    async fn baseline(
+        &mut self,
+        exec: &Executor,
+        project: &Project,
+        t: Instant,
+    ) -> Result<Coverage, Stop> {
         exec.set_generated(&[])?;
         if let Some(cmd) = exec.install_command() {
             self.say(&format!(
@@ -287,7 +306,7 @@ impl Run<'_> {
             )
             .await?;
         let run = base.runs.first().cloned().unwrap_or_default();
-        let (summary, baseline_cov) = summarize(&run, &project);
+        let (summary, baseline_cov) = summarize(&run, project);
         let Some(baseline_cov) = baseline_cov else {
             return Err(Stop::Fatal(format!(
                 "the baseline run produced no coverage report (pytest exit status {:?}): {}",
@@ -310,13 +329,21 @@ impl Run<'_> {
         self.report.baseline = Some(summary);
         self.time("baseline", t);
 
-        // 3-8. iterate
+        Ok(baseline_cov)
+    }
+
+    /// 3-8. gaps → generate → validate → classify → fix, until the target, the budget or
+    /// the gaps run out. How it ended, and the coverage reached.
+    async fn iterate(
+        &mut self,
+        exec: &Executor,
+        project: &Project,
+        baseline_cov: Coverage,
+    ) -> Result<(String, Coverage), Stop> {
         let workspace = exec.workspace();
-        let mut current = baseline_cov.clone();
+        let mut current = baseline_cov;
         let mut tried: BTreeSet<String> = BTreeSet::new();
         let mut status = "budget_spent".to_string();
-        let fixtures = project.fixture_names();
-        let _ = fixtures;
         for it in 1..=self.opts.max_iterations {
             self.check_cancel()?;
             let pct = current.totals().combined_percent();
@@ -325,7 +352,7 @@ impl Run<'_> {
                 break;
             }
             let t = Instant::now();
-            let gaps: Vec<gaps::Gap> = gaps::find(&project, &workspace, &current)
+            let gaps: Vec<gaps::Gap> = gaps::find(project, &workspace, &current)
                 .into_iter()
                 .filter(|g| !tried.contains(&g.key()))
                 .take(self.opts.gaps_per_iteration as usize)
@@ -350,7 +377,7 @@ impl Run<'_> {
                 let n = self.report.candidates.len() as u32 + 1;
                 self.say(&format!("  [{}/{}] {}", i + 1, gaps.len(), gap.key()));
                 let (cr, kept) = self
-                    .one_gap(exec, &project, &workspace, gap, n, &current)
+                    .one_gap(exec, project, &workspace, gap, n, &current)
                     .await?;
                 self.say(&format!(
                     "        {}{}",
@@ -377,10 +404,7 @@ impl Run<'_> {
             status = "target_reached".into();
         }
 
-        // Final: the existing suite and the kept tests together.
-        self.check_cancel()?;
-        self.final_run(exec, &project, &current).await?;
-        Ok(status)
+        Ok((status, current))
     }
 
     async fn final_run(
@@ -469,19 +493,62 @@ impl Run<'_> {
             cr.reason = "the source of the target could not be read".into();
             return Ok((cr, None));
         };
-
-        // Generate, with a second try when an answer is rejected before running.
         let t = Instant::now();
-        let mut cand = None;
+        let generated = self.generate(&ctx, project, &file_name).await?;
+        self.time("generate", t);
+        let mut cand = match generated {
+            Ok(c) => c,
+            Err(reason) => {
+                cr.reason = reason;
+                cr.time_ms = started.elapsed().as_millis() as u64;
+                return Ok((cr, None));
+            }
+        };
+        cr.tests_generated = cand.tests.len() as u32;
+        cr.repairs = cand.repairs.clone();
+        cr.status = "discarded".into();
+        let verdict = self
+            .refine(exec, project, gap, &ctx, &mut cand, &mut cr)
+            .await?;
+        cr.time_ms = started.elapsed().as_millis() as u64;
+        let Some(v) = verdict else {
+            return Ok((cr, None));
+        };
+        let Some(cov) = v.coverage.map(|c| restrict(c, project)) else {
+            cr.reason = "the run produced no coverage report".into();
+            return Ok((cr, None));
+        };
+        let gain = cov.gain_over(current);
+        cr.tests_kept = cand.tests.len() as u32;
+        cr.gain_lines = gain.lines;
+        cr.gain_branches = gain.branches;
+        cr.repairs = cand.repairs.clone();
+        if gain.is_empty() {
+            cr.reason = "passes, but covers nothing new".into();
+            return Ok((cr, None));
+        }
+        cr.status = "kept".into();
+        cr.reason = String::new();
+        Ok((cr, Some((cand, cov))))
+    }
+
+    /// Asks the model for tests of one gap, with another try when an answer is rejected
+    /// before running. `Err(reason)` inside when no answer was usable.
+    async fn generate(
+        &mut self,
+        ctx: &generate::Context,
+        project: &Project,
+        file_name: &str,
+    ) -> Result<Result<Candidate, String>, Stop> {
         let mut last_reason = String::new();
         for attempt in 0..self.opts.generation_attempts.max(1) {
             let Some(mut messages) = (0..=3u8)
-                .map(|s| generate::prompt(&ctx, s))
+                .map(|s| generate::prompt(ctx, s))
                 .find(|m| self.llm.fits(m, self.llm.config.max_tokens).is_ok())
             else {
                 let e = self
                     .llm
-                    .fits(&generate::prompt(&ctx, 3), self.llm.config.max_tokens)
+                    .fits(&generate::prompt(ctx, 3), self.llm.config.max_tokens)
                     .err();
                 last_reason = e.map(|e| e.to_string()).unwrap_or_default();
                 self.say(&format!(
@@ -515,196 +582,63 @@ impl Run<'_> {
                 Some(r) => Err(r),
                 None => match generate::extract(&reply.content) {
                     None => Err(Rejection::NoCode),
-                    Some(code) => generate::check(&code, &ctx, project, &file_name),
+                    Some(code) => generate::check(&code, ctx, project, file_name),
                 },
             };
             match checked {
-                Ok(c) => {
-                    cand = Some(c);
-                    break;
-                }
+                Ok(c) => return Ok(Ok(c)),
                 Err(r) => last_reason = r.to_string(),
             }
         }
-        self.time("generate", t);
-        let Some(mut cand) = cand else {
-            cr.reason = last_reason;
-            cr.time_ms = started.elapsed().as_millis() as u64;
-            return Ok((cr, None));
-        };
-        cr.tests_generated = cand.tests.len() as u32;
-        cr.repairs = cand.repairs.clone();
-        cr.status = "discarded".into();
+        Ok(Err(last_reason))
+    }
 
-        // Validate; classify failures; fix test mistakes; repeat within the budget.
+    /// Validate; classify failures; fix test mistakes; repeat within the budget. The
+    /// validation of what is left in `cand`, or `None` (the reason in `cr`).
+    async fn refine(
+        &mut self,
+        exec: &Executor,
+        project: &Project,
+        gap: &gaps::Gap,
+        ctx: &generate::Context,
+        cand: &mut Candidate,
+        cr: &mut CandidateReport,
+    ) -> Result<Option<validate::Validation>, Stop> {
         let mut history: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut fix_rounds = 0u32;
         let mut pruned_once = false;
-        let verdict = loop {
+        loop {
             self.check_cancel()?;
             let t = Instant::now();
             exec.set_generated(&[(cand.file_name.clone(), cand.content())])?;
             let v =
-                validate::validate(exec, &cand, self.opts.repeats, true, &project.sources).await?;
+                validate::validate(exec, cand, self.opts.repeats, true, &project.sources).await?;
             self.time("validate", t);
             if let Some(h) = &v.harness_error {
                 cr.reason = format!("harness error: {h}");
-                break None;
+                return Ok(None);
             }
             if v.all_stable() {
-                break Some(v);
+                return Ok(Some(v));
             }
             let t = Instant::now();
-            let mut remove: Vec<String> = Vec::new();
-            let mut to_fix: Vec<(String, String)> = Vec::new();
-            for (node, o) in &v.tests {
-                match o.status {
-                    Status::Stable => {}
-                    Status::NotRun => {
-                        remove.push(node.clone());
-                        cr.discarded_tests.push(DiscardedTest {
-                            test: node.clone(),
-                            reason: "not collected".into(),
-                            classification: None,
-                        });
-                    }
-                    Status::Flaky => {
-                        remove.push(node.clone());
-                        cr.discarded_tests.push(DiscardedTest {
-                            test: node.clone(),
-                            reason: "flaky: passed once, failed on a repeat or alone".into(),
-                            classification: None,
-                        });
-                    }
-                    Status::Failed => {
-                        let case = o.case.clone().unwrap_or_else(|| exec::Case {
-                            node: node.clone(),
-                            classname: String::new(),
-                            name: node.clone(),
-                            status: exec::CaseStatus::Error,
-                            message: String::new(),
-                            text: String::new(),
-                        });
-                        let test_src = fix::test_source(&cand, node).unwrap_or_default();
-                        let c = match classify::by_rules(&case, o.end, project) {
-                            Some(c) => c,
-                            None => match self
-                                .with_cancel(classify::by_model(
-                                    self.llm,
-                                    &case,
-                                    &test_src,
-                                    &ctx.source,
-                                ))
-                                .await?
-                            {
-                                Ok(c) => c,
-                                Err(e) if e.is_fatal() => {
-                                    return Err(Stop::Fatal(crate::runner::error_chain(&e)));
-                                }
-                                Err(e) => classify::Classification {
-                                    class: Class::TestMistake,
-                                    by: "default".into(),
-                                    evidence: format!(
-                                        "{} (the model could not classify: {e})",
-                                        classify::error_line(&case)
-                                    ),
-                                },
-                            },
-                        };
-                        match c.class {
-                            Class::LikelyCodeBug => {
-                                remove.push(node.clone());
-                                self.report.suspected_bugs.push(SuspectedBug {
-                                    target: gap.key(),
-                                    test: node.clone(),
-                                    evidence: c.evidence.clone(),
-                                    by: c.by.clone(),
-                                    test_source: test_src,
-                                });
-                                cr.discarded_tests.push(DiscardedTest {
-                                    test: node.clone(),
-                                    reason: "likely code bug (reported, not fixed)".into(),
-                                    classification: Some(c),
-                                });
-                            }
-                            Class::Environment => {
-                                remove.push(node.clone());
-                                cr.discarded_tests.push(DiscardedTest {
-                                    test: node.clone(),
-                                    reason: "environment problem".into(),
-                                    classification: Some(c),
-                                });
-                            }
-                            Class::TestMistake => {
-                                let err = if case.text.is_empty() {
-                                    c.evidence.clone()
-                                } else {
-                                    fix::error_excerpt(&case.text, 30)
-                                };
-                                if fix_rounds < self.opts.fix_attempts && !node.contains("::") {
-                                    to_fix.push((node.clone(), err));
-                                } else {
-                                    remove.push(node.clone());
-                                    cr.discarded_tests.push(DiscardedTest {
-                                        test: node.clone(),
-                                        reason: format!(
-                                            "test mistake ({}), not fixed",
-                                            c.by.trim_start_matches("rule:")
-                                        ),
-                                        classification: Some(c),
-                                    });
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            let fixable = fix_rounds < self.opts.fix_attempts;
+            let (remove, to_fix) = self
+                .sort_failures(&v, project, gap, ctx, cand, fixable, cr)
+                .await?;
             self.time("classify", t);
             if !to_fix.is_empty() {
                 let t = Instant::now();
                 fix_rounds += 1;
                 cr.fix_attempts = fix_rounds;
-                let mut next = cand.clone();
-                for (node, err) in &to_fix {
-                    let Some(src) = fix::test_source(&next, node) else {
-                        continue;
-                    };
-                    let h = history.entry(node.clone()).or_default();
-                    let messages = fix::prompt(&ctx, &src, err, h);
-                    let reply = match self
-                        .chat(&messages, fix::temperature(fix_rounds - 1))
-                        .await?
-                    {
-                        Ok(r) => r,
-                        Err(e) => {
-                            h.push(format!("no usable answer: {e}"));
-                            continue;
-                        }
-                    };
-                    let applied = match generate::extract(&reply.content) {
-                        None => Err("the answer had no code block".to_string()),
-                        Some(_) if reply.truncated => Err("the answer was cut off".to_string()),
-                        Some(code) => fix::apply(&next, node, &code, &ctx, project),
-                    };
-                    match applied {
-                        Ok(c) => {
-                            h.push(format!(
-                                "it failed with: {}",
-                                err.lines()
-                                    .rev()
-                                    .find(|l| l.starts_with("E "))
-                                    .unwrap_or(err.lines().last().unwrap_or(""))
-                            ));
-                            next = c;
-                        }
-                        Err(e) => h.push(e),
-                    }
-                }
+                let next = self
+                    .fix_tests(ctx, project, cand, &to_fix, &mut history, fix_rounds)
+                    .await?;
                 match fix::without(&next, &remove) {
-                    Some(c) => cand = c,
+                    Some(c) => *cand = c,
                     None => {
                         cr.reason = "no test left after removing failing ones".into();
-                        break None;
+                        return Ok(None);
                     }
                 }
                 self.time("fix", t);
@@ -713,37 +647,175 @@ impl Run<'_> {
             // Nothing to fix: drop what failed and validate what is left once more.
             if pruned_once {
                 cr.reason = "the remaining tests did not pass consistently".into();
-                break None;
+                return Ok(None);
             }
             pruned_once = true;
-            match fix::without(&cand, &remove) {
-                Some(c) => cand = c,
+            match fix::without(cand, &remove) {
+                Some(c) => *cand = c,
                 None => {
                     cr.reason = "no test passed".into();
-                    break None;
+                    return Ok(None);
                 }
             }
-        };
-        cr.time_ms = started.elapsed().as_millis() as u64;
-        let Some(v) = verdict else {
-            return Ok((cr, None));
-        };
-        let Some(cov) = v.coverage.map(|c| restrict(c, project)) else {
-            cr.reason = "the run produced no coverage report".into();
-            return Ok((cr, None));
-        };
-        let gain = cov.gain_over(current);
-        cr.tests_kept = cand.tests.len() as u32;
-        cr.gain_lines = gain.lines;
-        cr.gain_branches = gain.branches;
-        cr.repairs = cand.repairs.clone();
-        if gain.is_empty() {
-            cr.reason = "passes, but covers nothing new".into();
-            return Ok((cr, None));
         }
-        cr.status = "kept".into();
-        cr.reason = String::new();
-        Ok((cr, Some((cand, cov))))
+    }
+
+    /// Sorts a validation's unstable tests into those to remove (recorded in `cr`, suspected
+    /// code bugs in the report) and test mistakes to fix (node, error excerpt), which only
+    /// top-level tests are, and only while `fixable`.
+    #[allow(clippy::too_many_arguments)]
+    async fn sort_failures(
+        &mut self,
+        v: &validate::Validation,
+        project: &Project,
+        gap: &gaps::Gap,
+        ctx: &generate::Context,
+        cand: &Candidate,
+        fixable: bool,
+        cr: &mut CandidateReport,
+    ) -> Result<(Vec<String>, Vec<(String, String)>), Stop> {
+        let mut remove: Vec<String> = Vec::new();
+        let mut to_fix: Vec<(String, String)> = Vec::new();
+        let mut discard = |node: &String, reason: String, classification| {
+            remove.push(node.clone());
+            cr.discarded_tests.push(DiscardedTest {
+                test: node.clone(),
+                reason,
+                classification,
+            });
+        };
+        for (node, o) in &v.tests {
+            match o.status {
+                Status::Stable => {}
+                Status::NotRun => discard(node, "not collected".into(), None),
+                Status::Flaky => discard(
+                    node,
+                    "flaky: passed once, failed on a repeat or alone".into(),
+                    None,
+                ),
+                Status::Failed => {
+                    let case = o.case.clone().unwrap_or_else(|| exec::Case {
+                        node: node.clone(),
+                        classname: String::new(),
+                        name: node.clone(),
+                        status: exec::CaseStatus::Error,
+                        message: String::new(),
+                        text: String::new(),
+                    });
+                    let test_src = fix::test_source(cand, node).unwrap_or_default();
+                    let c = self.classify(&case, o.end, project, &test_src, ctx).await?;
+                    match c.class {
+                        Class::LikelyCodeBug => {
+                            self.report.suspected_bugs.push(SuspectedBug {
+                                target: gap.key(),
+                                test: node.clone(),
+                                evidence: c.evidence.clone(),
+                                by: c.by.clone(),
+                                test_source: test_src,
+                            });
+                            discard(
+                                node,
+                                "likely code bug (reported, not fixed)".into(),
+                                Some(c),
+                            );
+                        }
+                        Class::Environment => discard(node, "environment problem".into(), Some(c)),
+                        Class::TestMistake if fixable && !node.contains("::") => {
+                            let err = if case.text.is_empty() {
+                                c.evidence.clone()
+                            } else {
+                                fix::error_excerpt(&case.text, 30)
+                            };
+                            to_fix.push((node.clone(), err));
+                        }
+                        Class::TestMistake => {
+                            let reason = format!(
+                                "test mistake ({}), not fixed",
+                                c.by.trim_start_matches("rule:")
+                            );
+                            discard(node, reason, Some(c));
+                        }
+                    }
+                }
+            }
+        }
+        Ok((remove, to_fix))
+    }
+
+    /// Why a test failed: by the rules, else by the model (a test mistake if it cannot say).
+    async fn classify(
+        &self,
+        case: &exec::Case,
+        end: classify::RunEnd,
+        project: &Project,
+        test_src: &str,
+        ctx: &generate::Context,
+    ) -> Result<classify::Classification, Stop> {
+        if let Some(c) = classify::by_rules(case, end, project) {
+            return Ok(c);
+        }
+        match self
+            .with_cancel(classify::by_model(self.llm, case, test_src, &ctx.source))
+            .await?
+        {
+            Ok(c) => Ok(c),
+            Err(e) if e.is_fatal() => Err(Stop::Fatal(crate::error::error_chain(&e))),
+            Err(e) => Ok(classify::Classification {
+                class: Class::TestMistake,
+                by: "default".into(),
+                evidence: format!(
+                    "{} (the model could not classify: {e})",
+                    classify::error_line(case)
+                ),
+            }),
+        }
+    }
+
+    /// One fix round: asks the model to fix each test in `to_fix` (node, error), keeping per
+    /// test what was tried. Returns the candidate with the fixes that applied.
+    async fn fix_tests(
+        &mut self,
+        ctx: &generate::Context,
+        project: &Project,
+        cand: &Candidate,
+        to_fix: &[(String, String)],
+        history: &mut BTreeMap<String, Vec<String>>,
+        round: u32,
+    ) -> Result<Candidate, Stop> {
+        let mut next = cand.clone();
+        for (node, err) in to_fix {
+            let Some(src) = fix::test_source(&next, node) else {
+                continue;
+            };
+            let h = history.entry(node.clone()).or_default();
+            let messages = fix::prompt(ctx, &src, err, h);
+            let reply = match self.chat(&messages, fix::temperature(round - 1)).await? {
+                Ok(r) => r,
+                Err(e) => {
+                    h.push(format!("no usable answer: {e}"));
+                    continue;
+                }
+            };
+            let applied = match generate::extract(&reply.content) {
+                None => Err("the answer had no code block".to_string()),
+                Some(_) if reply.truncated => Err("the answer was cut off".to_string()),
+                Some(code) => fix::apply(&next, node, &code, ctx, project),
+            };
+            match applied {
+                Ok(c) => {
+                    h.push(format!(
+                        "it failed with: {}",
+                        err.lines()
+                            .rev()
+                            .find(|l| l.starts_with("E "))
+                            .unwrap_or(err.lines().last().unwrap_or(""))
+                    ));
+                    next = c;
+                }
+                Err(e) => h.push(e),
+            }
+        }
+        Ok(next)
     }
 
     /// A chat call that stops on Ctrl-C and ends the run if the endpoint is gone.
@@ -756,7 +828,7 @@ impl Run<'_> {
             .with_cancel(self.llm.chat(messages, temperature, None))
             .await?
         {
-            Err(e) if e.is_fatal() => Err(Stop::Fatal(crate::runner::error_chain(&e))),
+            Err(e) if e.is_fatal() => Err(Stop::Fatal(crate::error::error_chain(&e))),
             r => Ok(r),
         }
     }

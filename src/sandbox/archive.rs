@@ -224,7 +224,7 @@ pub fn workspace_tar_stream(
         };
         match &result {
             Ok(_) | Err(ArchiveError::Cancelled) => writer.done = true,
-            Err(e) => writer.fail(error_chain(e)),
+            Err(e) => writer.fail(crate::error::error_chain(e)),
         }
         result
     });
@@ -539,18 +539,6 @@ impl Drop for ChannelWriter {
             self.fail("workspace archiver stopped unexpectedly".to_string());
         }
     }
-}
-
-/// `err: source: source…`, for the stream's `io::Error` (the typed error is in the handle).
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2056,7 +2044,7 @@ mod tests {
         let err = extract_artifacts_stream(stream, tmp.path().to_path_buf(), limits())
             .await
             .unwrap_err();
-        let chain = error_chain(&err);
+        let chain = crate::error::error_chain(&err);
         assert!(chain.contains("connection reset by daemon"), "{chain}");
         let ArchiveError::Malformed { extracted, .. } = err else {
             panic!("unexpected {err:?}");

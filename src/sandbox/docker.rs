@@ -1,6 +1,6 @@
 //! The Docker Engine backend, through bollard.
 //!
-//! One container per step. Its main process is the [`policy::GATE`] shell under the engine's
+//! One container per step. Its main process is the `policy::GATE` shell under the engine's
 //! init, so the engine's exit code, OOM flag and kill cover the step's whole process tree.
 //! Workspace and `/out` live in per-job tmpfs volumes: size-capped, writable while the root
 //! filesystem is read-only, and handed from one step's container to the next.
@@ -28,13 +28,18 @@ use tracing::{debug, warn};
 
 use super::archive::{self, WorkspaceOptions};
 use super::{
-    Backend, ByteStream, Egress, EngineInfo, ExitStatus, OutputStream, ProgressFn, Sandbox,
-    SandboxError, SandboxOutput, Scratch, StepCommand, TarStats, labels, policy,
+    Backend, ByteStream, Egress, EgressNetworks, EngineInfo, ExitStatus, Images, OutputStream,
+    ProgressFn, Reaper, Sandbox, SandboxError, SandboxOutput, Scratch, StepCommand, TarStats,
+    labels, policy,
 };
 use super::{egress, sidecar};
 use crate::event::{self, AppliedSandbox};
-use crate::spec::{Job, Workspace};
+use crate::spec::Workspace;
 use policy::GateMode;
+
+mod config;
+
+use super::plan::{NetworkPlan, SandboxPlan, VolumePlan};
 
 /// How long an engine API call (not a job) may take before cordon gives up on it.
 const API_TIMEOUT: Duration = Duration::from_secs(120);
@@ -85,12 +90,12 @@ impl DockerBackend {
     /// setting as asked (and gave no warning).
     async fn create_from(
         &self,
-        job: &Job,
+        plan: &SandboxPlan,
         config: bollard::models::ContainerCreateBody,
-        name: String,
     ) -> Result<Box<dyn Sandbox>, SandboxError> {
+        let name = &plan.name;
         let opts = bollard::query_parameters::CreateContainerOptionsBuilder::default()
-            .name(&name)
+            .name(name)
             .build();
         let created = api(
             "creating the sandbox container",
@@ -106,9 +111,9 @@ impl DockerBackend {
             caps: policy::GateCaps::default(),
             frozen: false,
             destroyed: false,
-            uid: job.profile.uid,
-            gid: job.profile.gid,
-            workspace_path: policy::workspace_path(job).to_string(),
+            uid: plan.user.uid,
+            gid: plan.user.gid,
+            workspace_path: plan.workdir.clone(),
             runsc: config
                 .host_config
                 .as_ref()
@@ -131,7 +136,7 @@ impl DockerBackend {
         .await
         {
             Ok(got) => {
-                wrong.extend(policy::verify(&config, &got));
+                wrong.extend(config::verify(&config, &got));
                 sandbox.applied = super::readback::applied(&got);
             }
             Err(e) => {
@@ -253,6 +258,93 @@ impl Backend for DockerBackend {
         })
     }
 
+    async fn create_scratch(&self, volumes: &[VolumePlan]) -> Result<Scratch, SandboxError> {
+        let mut scratch = Scratch::default();
+        for v in volumes {
+            let opts = HashMap::from([
+                ("type".to_string(), "tmpfs".to_string()),
+                ("device".to_string(), "tmpfs".to_string()),
+                ("o".to_string(), config::volume_options(&v.tmpfs)),
+            ]);
+            let req = VolumeCreateRequest {
+                name: Some(v.name.clone()),
+                driver: Some("local".into()),
+                driver_opts: Some(opts),
+                labels: Some(config::with_owner(&v.labels, &self.owner)),
+                ..Default::default()
+            };
+            let created = api("creating scratch volume", self.docker.create_volume(req)).await;
+            if let Err(e) = created {
+                let _ = self.remove_scratch(&scratch).await;
+                return Err(e);
+            }
+            scratch.volumes.push((v.name.clone(), v.target.clone()));
+        }
+        Ok(scratch)
+    }
+
+    async fn remove_scratch(&self, scratch: &Scratch) -> Result<(), SandboxError> {
+        let mut first_err = None;
+        for (name, _) in &scratch.volumes {
+            let opts = RemoveVolumeOptionsBuilder::default().force(true).build();
+            match tokio::time::timeout(API_TIMEOUT, self.docker.remove_volume(name, Some(opts)))
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) if is_not_found(&e) => {}
+                Ok(Err(source)) => {
+                    first_err.get_or_insert(SandboxError::Engine {
+                        action: format!("removing volume {name}"),
+                        source,
+                    });
+                }
+                Err(_) => {
+                    first_err.get_or_insert(SandboxError::Engine {
+                        action: format!("removing volume {name}"),
+                        source: bollard::errors::Error::RequestTimeoutError,
+                    });
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    async fn create(&self, plan: &SandboxPlan) -> Result<Box<dyn Sandbox>, SandboxError> {
+        let config = config::container_body(plan, &self.owner);
+        self.create_from(plan, config).await
+    }
+
+    async fn written(&self, id: &str) -> Result<u64, SandboxError> {
+        let opts = bollard::query_parameters::InspectContainerOptionsBuilder::default()
+            .size(true)
+            .build();
+        let got = api(
+            "measuring what the sandbox wrote",
+            self.docker.inspect_container(id, Some(opts)),
+        )
+        .await?;
+        Ok(got.size_rw.unwrap_or(0).max(0) as u64)
+    }
+
+    async fn cold_caches(&self) -> bool {
+        let driver = self
+            .storage_driver
+            .get_or_init(|| async {
+                match self.docker.info().await {
+                    Ok(info) => info.driver.unwrap_or_default(),
+                    Err(e) => {
+                        debug!(error = %e, "could not ask the engine for its storage driver");
+                        String::new()
+                    }
+                }
+            })
+            .await;
+        matches!(driver.as_str(), "fuse-overlayfs" | "vfs")
+    }
+}
+
+#[async_trait]
+impl Images for DockerBackend {
     async fn local_image(&self, reference: &str) -> Result<Option<String>, SandboxError> {
         crate::image::local_image_id(&self.docker, reference)
             .await
@@ -294,87 +386,71 @@ impl Backend for DockerBackend {
         })
     }
 
-    async fn create_scratch(&self, job: &Job) -> Result<Scratch, SandboxError> {
-        let mut scratch = Scratch::default();
-        for (name, target) in policy::scratch_volumes(job) {
-            let opts = HashMap::from([
-                ("type".to_string(), "tmpfs".to_string()),
-                ("device".to_string(), "tmpfs".to_string()),
-                (
-                    "o".to_string(),
-                    format!(
-                        "size={},uid={},gid={},mode=0755,nosuid,nodev",
-                        job.limits.scratch.bytes(),
-                        job.profile.uid,
-                        job.profile.gid
-                    ),
-                ),
-            ]);
-            let req = VolumeCreateRequest {
-                name: Some(name.clone()),
-                driver: Some("local".into()),
-                driver_opts: Some(opts),
-                labels: Some(policy::job_labels(job, &self.owner)),
-                ..Default::default()
-            };
-            let created = api("creating scratch volume", self.docker.create_volume(req)).await;
-            if let Err(e) = created {
-                let _ = self.remove_scratch(&scratch).await;
-                return Err(e);
-            }
-            scratch.volumes.push((name, target));
-        }
-        Ok(scratch)
+    async fn warm_paths(&self, image_id: &str) -> Result<Vec<String>, SandboxError> {
+        let info = api(
+            "inspecting the image for its warm paths",
+            self.docker.inspect_image(image_id),
+        )
+        .await?;
+        Ok(info
+            .config
+            .and_then(|c| c.labels)
+            .and_then(|l| l.get(policy::WARM_LABEL).map(|v| policy::warm_paths(v)))
+            .unwrap_or_default())
     }
 
-    async fn remove_scratch(&self, scratch: &Scratch) -> Result<(), SandboxError> {
-        let mut first_err = None;
-        for (name, _) in &scratch.volumes {
-            let opts = RemoveVolumeOptionsBuilder::default().force(true).build();
-            match tokio::time::timeout(API_TIMEOUT, self.docker.remove_volume(name, Some(opts)))
-                .await
-            {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) if is_not_found(&e) => {}
-                Ok(Err(source)) => {
-                    first_err.get_or_insert(SandboxError::Engine {
-                        action: format!("removing volume {name}"),
-                        source,
-                    });
-                }
-                Err(_) => {
-                    first_err.get_or_insert(SandboxError::Engine {
-                        action: format!("removing volume {name}"),
-                        source: bollard::errors::Error::RequestTimeoutError,
-                    });
-                }
-            }
-        }
-        first_err.map_or(Ok(()), Err)
-    }
-
-    async fn create(
-        &self,
-        job: &Job,
-        step: usize,
-        image_id: &str,
-        scratch: &Scratch,
-    ) -> Result<Box<dyn Sandbox>, SandboxError> {
-        let config = policy::container_config(job, step, image_id, scratch, &self.owner);
-        self.create_from(job, config, format!("cordon-{}-{}", job.id, step))
+    async fn evict_environments(&self, cap: u64) -> Result<usize, SandboxError> {
+        let policy = crate::envcache::PrunePolicy {
+            max_total_bytes: Some(cap),
+            ..Default::default()
+        };
+        crate::envcache::prune(&self.docker, &policy)
             .await
+            .map(|v| v.len())
+            .map_err(|e| SandboxError::Protocol(crate::error::error_chain(&e)))
+    }
+}
+
+#[async_trait]
+impl Reaper for DockerBackend {
+    async fn remove_named(&self, prefix: &str) -> Result<usize, SandboxError> {
+        // The engine's name filter matches anywhere in a name: check the start here.
+        let ours = |name: &str, _: Option<&HashMap<String, String>>| {
+            name.trim_start_matches('/').starts_with(prefix)
+        };
+        self.remove_leftovers(Some(prefix), &ours).await
     }
 
-    fn warm_key(&self, job: &Job, image_id: &str) -> String {
-        policy::warm_key(job, image_id)
+    async fn remove_job(&self, job_id: &str) -> Result<usize, SandboxError> {
+        let of_job = |_: &str, labels: Option<&HashMap<String, String>>| {
+            labels
+                .and_then(|l| l.get(labels::JOB))
+                .is_some_and(|j| j == job_id)
+        };
+        self.remove_leftovers(None, &of_job).await
     }
 
+    async fn reap(&self) -> Result<usize, SandboxError> {
+        let gone = |_: &str, labels: Option<&HashMap<String, String>>| {
+            owner_is_gone(
+                labels
+                    .and_then(|l| l.get(labels::OWNER))
+                    .map(String::as_str)
+                    .unwrap_or_default(),
+            )
+        };
+        self.remove_leftovers(None, &gone).await
+    }
+}
+
+#[async_trait]
+impl EgressNetworks for DockerBackend {
     async fn create_egress(
         &self,
-        job: &Job,
+        plan: &NetworkPlan,
         proxy: &egress::ProxyConfig,
     ) -> Result<(Egress, tokio::sync::mpsc::Receiver<egress::Refusal>), SandboxError> {
-        let network = format!("cordon-{}-egress", job.id);
+        let network = plan.name.clone();
         let req = bollard::models::NetworkCreateRequest {
             name: network.clone(),
             driver: Some("bridge".into()),
@@ -385,7 +461,7 @@ impl Backend for DockerBackend {
                 "com.docker.network.bridge.inhibit_ipv4".to_string(),
                 "true".to_string(),
             )])),
-            labels: Some(policy::job_labels(job, &self.owner)),
+            labels: Some(config::with_owner(&plan.labels, &self.owner)),
             ..Default::default()
         };
         api(
@@ -393,10 +469,10 @@ impl Backend for DockerBackend {
             self.docker.create_network(req),
         )
         .await?;
-        let proxy_name = format!("cordon-{}-egress-proxy", job.id);
+        let proxy_name = format!("{network}-proxy");
         let started = async {
             let image = sidecar::image(&self.docker).await?;
-            let config = policy::egress_proxy_config(job, &image, &self.owner, proxy);
+            let config = config::egress_proxy_body(plan, &image, &self.owner, proxy);
             let opts = bollard::query_parameters::CreateContainerOptionsBuilder::default()
                 .name(&proxy_name)
                 .build();
@@ -427,93 +503,10 @@ impl Backend for DockerBackend {
         }
     }
 
-    async fn written(&self, id: &str) -> Result<u64, SandboxError> {
-        let opts = bollard::query_parameters::InspectContainerOptionsBuilder::default()
-            .size(true)
-            .build();
-        let got = api(
-            "measuring what the sandbox wrote",
-            self.docker.inspect_container(id, Some(opts)),
-        )
-        .await?;
-        Ok(got.size_rw.unwrap_or(0).max(0) as u64)
-    }
-
     async fn remove_egress(&self, egress: &Egress) -> Result<(), SandboxError> {
         self.remove_container_by_name(&egress.proxy_container)
             .await?;
         self.remove_network(&egress.network).await
-    }
-
-    async fn create_prepare(
-        &self,
-        job: &Job,
-        base_image_id: &str,
-        egress: &Egress,
-    ) -> Result<Box<dyn Sandbox>, SandboxError> {
-        let config = policy::prepare_config(job, base_image_id, &egress.network, &self.owner);
-        self.create_from(job, config, format!("cordon-{}-prepare", job.id))
-            .await
-    }
-
-    async fn cold_caches(&self) -> bool {
-        let driver = self
-            .storage_driver
-            .get_or_init(|| async {
-                match self.docker.info().await {
-                    Ok(info) => info.driver.unwrap_or_default(),
-                    Err(e) => {
-                        debug!(error = %e, "could not ask the engine for its storage driver");
-                        String::new()
-                    }
-                }
-            })
-            .await;
-        matches!(driver.as_str(), "fuse-overlayfs" | "vfs")
-    }
-
-    async fn warm_paths(&self, image_id: &str) -> Result<Vec<String>, SandboxError> {
-        let info = api(
-            "inspecting the image for its warm paths",
-            self.docker.inspect_image(image_id),
-        )
-        .await?;
-        Ok(info
-            .config
-            .and_then(|c| c.labels)
-            .and_then(|l| l.get(policy::WARM_LABEL).map(|v| policy::warm_paths(v)))
-            .unwrap_or_default())
-    }
-
-    async fn evict_environments(&self, cap: u64) -> Result<usize, SandboxError> {
-        let policy = crate::envcache::PrunePolicy {
-            max_total_bytes: Some(cap),
-            ..Default::default()
-        };
-        crate::envcache::prune(&self.docker, &policy)
-            .await
-            .map(|v| v.len())
-            .map_err(|e| SandboxError::Protocol(crate::runner::error_chain(&e)))
-    }
-
-    async fn remove_named(&self, prefix: &str) -> Result<usize, SandboxError> {
-        // The engine's name filter matches anywhere in a name: check the start here.
-        let ours = |name: &str, _: Option<&HashMap<String, String>>| {
-            name.trim_start_matches('/').starts_with(prefix)
-        };
-        self.remove_leftovers(Some(prefix), &ours).await
-    }
-
-    async fn reap(&self) -> Result<usize, SandboxError> {
-        let gone = |_: &str, labels: Option<&HashMap<String, String>>| {
-            owner_is_gone(
-                labels
-                    .and_then(|l| l.get(labels::OWNER))
-                    .map(String::as_str)
-                    .unwrap_or_default(),
-            )
-        };
-        self.remove_leftovers(None, &gone).await
     }
 }
 
@@ -733,41 +726,14 @@ impl DockerSandbox {
         workspace: &Workspace,
         opts: WorkspaceOptions,
     ) -> Result<TarStats, SandboxError> {
-        let (mut tar, writer) = archive::workspace_tar_stream(workspace.source.clone(), opts);
+        let (tar, writer) = archive::workspace_tar_stream(workspace.source.clone(), opts);
         let (Some(stdin), Some(gate)) = (self.stdin.as_mut(), self.gate.as_mut()) else {
             return Err(SandboxError::Protocol(
                 "the sandbox is not waiting for its workspace".into(),
             ));
         };
-        let send = async move {
-            let mut buf = BytesMut::new();
-            write_gate(stdin, policy::LOAD_REQUEST).await?;
-            let mut failed = false;
-            loop {
-                let chunk = tar.next().await;
-                match &chunk {
-                    Some(Ok(data)) => buf.extend_from_slice(data),
-                    // The archiver's error is taken from its handle below.
-                    Some(Err(_)) => failed = true,
-                    None => {}
-                }
-                let end = !matches!(chunk, Some(Ok(_)));
-                if end && !failed && !buf.len().is_multiple_of(512) {
-                    buf.resize(buf.len().next_multiple_of(512), 0);
-                }
-                if buf.len() >= LOAD_FRAME || (end && !buf.is_empty()) {
-                    let data = buf.split_to(buf.len() / 512 * 512);
-                    if !data.is_empty() {
-                        write_gate(stdin, &policy::load_frame(&data)).await?;
-                    }
-                }
-                if end {
-                    break;
-                }
-            }
-            write_gate(stdin, policy::LOAD_END).await?;
-            stdin.flush().await
-        };
+        // It owns the archive stream: dropped unfinished, it stops the archiver.
+        let send = send_framed(stdin, tar);
         let ack = async {
             let (line, stderr) = gate.line("load the workspace").await?;
             let code = line
@@ -857,30 +823,7 @@ impl DockerSandbox {
             (Err(e), Err(_)) => format!("sending the workspace to the sandbox: {e}"),
             (Ok(()), Err(e)) => e.to_string(),
         };
-        // The workspace's tmpfs pages count against the job's memory, so a big one can
-        // end the sandbox that way: say so rather than leave the user guessing.
-        let state = self
-            .docker
-            .inspect_container(&self.id, None::<InspectContainerOptions>)
-            .await
-            .ok()
-            .and_then(|c| c.state)
-            .unwrap_or_default();
-        let oom = oom_killed(
-            &self.docker,
-            &self.id,
-            self.runsc,
-            state.oom_killed.unwrap_or(false),
-            state.exit_code.unwrap_or(0),
-        )
-        .await;
-        Err(SandboxError::Protocol(if oom {
-            format!(
-                "{what} does not fit in the job's memory: the sandbox's scratch (workspace included) counts against limits.memory; raise it or exclude more"
-            )
-        } else {
-            failed
-        }))
+        Err(load_failed(&self.docker, &self.id, self.runsc, &what, failed).await)
     }
 
     async fn write_stdin(&mut self, data: &[u8], close: bool) -> Result<(), SandboxError> {
@@ -1436,6 +1379,74 @@ fn over_scratch(what: &str) -> String {
 
 /// Writes to a gate's stdin, giving up after [`API_TIMEOUT`] without progress: the image's own
 /// tools read it, and an image a `prepare` tampered with may stop reading.
+/// The error of a failed workspace load: `failed`, unless the sandbox ran out of memory.
+/// The workspace's tmpfs pages count against the job's memory, so a big one can end the
+/// sandbox that way: say so rather than leave the user guessing.
+async fn load_failed(
+    docker: &Docker,
+    id: &str,
+    runsc: bool,
+    what: &str,
+    failed: String,
+) -> SandboxError {
+    let state = docker
+        .inspect_container(id, None::<InspectContainerOptions>)
+        .await
+        .ok()
+        .and_then(|c| c.state)
+        .unwrap_or_default();
+    let oom = oom_killed(
+        docker,
+        id,
+        runsc,
+        state.oom_killed.unwrap_or(false),
+        state.exit_code.unwrap_or(0),
+    )
+    .await;
+    SandboxError::Protocol(if oom {
+        format!(
+            "{what} does not fit in the job's memory: the sandbox's scratch (workspace included) counts against limits.memory; raise it or exclude more"
+        )
+    } else {
+        failed
+    })
+}
+
+/// Sends a tar stream to the gate's `load` (see [`policy::GATE`]): the request, the archive in
+/// frames of whole 512-byte blocks (the last padded), and the end mark. Stops sending at the
+/// archiver's first error (taken from its handle by the caller).
+async fn send_framed(
+    stdin: &mut Pin<Box<dyn AsyncWrite + Send>>,
+    mut tar: impl Stream<Item = std::io::Result<Bytes>> + Unpin,
+) -> std::io::Result<()> {
+    let mut buf = BytesMut::new();
+    write_gate(stdin, policy::LOAD_REQUEST).await?;
+    let mut failed = false;
+    loop {
+        let chunk = tar.next().await;
+        match &chunk {
+            Some(Ok(data)) => buf.extend_from_slice(data),
+            Some(Err(_)) => failed = true,
+            None => {}
+        }
+        let end = !matches!(chunk, Some(Ok(_)));
+        if end && !failed && !buf.len().is_multiple_of(512) {
+            buf.resize(buf.len().next_multiple_of(512), 0);
+        }
+        if buf.len() >= LOAD_FRAME || (end && !buf.is_empty()) {
+            let data = buf.split_to(buf.len() / 512 * 512);
+            if !data.is_empty() {
+                write_gate(stdin, &policy::load_frame(&data)).await?;
+            }
+        }
+        if end {
+            break;
+        }
+    }
+    write_gate(stdin, policy::LOAD_END).await?;
+    stdin.flush().await
+}
+
 async fn write_gate(
     stdin: &mut Pin<Box<dyn AsyncWrite + Send>>,
     data: &[u8],

@@ -1,11 +1,11 @@
 //! The allowlisting HTTP proxy that is a `prepare` container's only way out.
 //!
-//! It runs in a sidecar container of its own (`cordon-egress`, see [`policy::egress_proxy_config`](
-//! super::policy::egress_proxy_config)) on two networks: the job's internal network, where the
-//! `prepare` container reaches it and nothing else, and the engine's default bridge, its way
-//! out. So it works wherever the engine is, local or remote, and cordon need not run on the
-//! engine's host. It serves `CONNECT host:port` (HTTPS, tunnelled untouched: TLS stays end to
-//! end) and absolute-URI HTTP requests, and only:
+//! It runs in a sidecar container of its own (`cordon-egress`, see `sandbox::sidecar` and, for
+//! its settings, `docker::config::egress_proxy_body`) on two networks: the job's internal
+//! network, where the `prepare` container reaches it and nothing else, and the engine's
+//! default bridge, its way out. So it works wherever the engine is, local or remote, and
+//! cordon need not run on the engine's host. It serves `CONNECT host:port` (HTTPS, tunnelled
+//! untouched: TLS stays end to end) and absolute-URI HTTP requests, and only:
 //!
 //! - for destinations on the job's allowlist (itself within the operator's), on ports 80 and
 //!   443 unless an entry names another port; an IP address only where one is listed;

@@ -1,7 +1,8 @@
 //! Isolation engines behind one trait.
 //!
-//! A [`Backend`] makes [`Sandbox`]es: one fresh, locked-down container per step, created from
-//! a job's image under its profile's limits. The runner drives a sandbox through the same
+//! A [`Backend`] makes [`Sandbox`]es: one fresh, locked-down container per step, exactly as a
+//! [`plan::SandboxPlan`] says (`policy` makes the plans from a job; an engine never sees the
+//! job). The runner drives a sandbox through the same
 //! life cycle whatever the engine:
 //!
 //! ```text
@@ -15,7 +16,10 @@
 pub mod archive;
 pub mod docker;
 pub mod egress;
-pub mod policy;
+#[cfg(test)]
+pub(crate) mod fake;
+pub mod plan;
+pub(crate) mod policy;
 mod readback;
 pub(crate) mod sidecar;
 
@@ -26,7 +30,8 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 use crate::event;
-use crate::spec::{Job, Workspace};
+use crate::spec::Workspace;
+use plan::{NetworkPlan, SandboxPlan, VolumePlan};
 
 pub use archive::TarStats;
 pub use policy::{GateCaps, GateMode};
@@ -176,11 +181,34 @@ pub struct ExitStatus {
 
 pub type ProgressFn<'a> = &'a (dyn Fn(String) + Send + Sync);
 
-/// An isolation engine.
+/// An isolation engine: it makes what a plan says, runs it, reads it back and removes it.
+/// What else cordon needs of the engine is in the supertraits, one concern each: [`Images`],
+/// [`Reaper`], [`EgressNetworks`]. A second engine (Kubernetes, say) implements all four;
+/// nothing above `sandbox` names an engine.
 #[async_trait]
-pub trait Backend: Send + Sync {
+pub trait Backend: Images + Reaper + EgressNetworks + Send + Sync {
     /// Checks the engine is reachable and reads what it can enforce.
     async fn engine(&self) -> Result<EngineInfo, SandboxError>;
+    /// Creates a job's scratch storage. On error, none of it is left.
+    async fn create_scratch(&self, volumes: &[VolumePlan]) -> Result<Scratch, SandboxError>;
+    /// Removes the job's scratch storage. Idempotent.
+    async fn remove_scratch(&self, scratch: &Scratch) -> Result<(), SandboxError>;
+    /// Creates the sandbox `plan` describes, refusing it (and leaving nothing) unless the
+    /// engine recorded every setting as asked.
+    async fn create(&self, plan: &SandboxPlan) -> Result<Box<dyn Sandbox>, SandboxError>;
+    /// Bytes the sandbox `id` has written to its root filesystem so far (its layer), as the
+    /// engine measures it. Costly on some storage drivers (fuse-overlayfs walks the image).
+    async fn written(&self, id: &str) -> Result<u64, SandboxError>;
+    /// Whether each sandbox's root filesystem starts with caches of its own, cold (the
+    /// engine's storage driver shares none between containers: fuse-overlayfs, vfs), so
+    /// reading an image's library trees ahead of a job ([`Sandbox::prewarm`]) saves it time.
+    async fn cold_caches(&self) -> bool;
+}
+
+/// The engine's images: finding them (never pulling), building cordon's own, the cache of
+/// dependency environments.
+#[async_trait]
+pub trait Images: Send + Sync {
     /// The local image id for `reference`, or `None`. Never pulls.
     async fn local_image(&self, reference: &str) -> Result<Option<String>, SandboxError>;
     /// Builds one of cordon's own images (see `images/`), reporting progress.
@@ -189,56 +217,39 @@ pub trait Backend: Send + Sync {
         reference: &str,
         progress: ProgressFn<'_>,
     ) -> Result<String, SandboxError>;
-    /// Creates the job's scratch storage.
-    async fn create_scratch(&self, job: &Job) -> Result<Scratch, SandboxError>;
-    /// Removes the job's scratch storage. Idempotent.
-    async fn remove_scratch(&self, scratch: &Scratch) -> Result<(), SandboxError>;
-    /// Creates the sandbox for `job.steps[step]`, verifying its limits really apply.
-    async fn create(
-        &self,
-        job: &Job,
-        step: usize,
-        image_id: &str,
-        scratch: &Scratch,
-    ) -> Result<Box<dyn Sandbox>, SandboxError>;
-    /// Which warm sandboxes can serve `job`'s first step on `image_id`: equal keys mean
-    /// containers equal in every setting but their names.
-    fn warm_key(&self, job: &Job, image_id: &str) -> String;
-    /// Removes containers and scratch left behind by cordon processes that no longer exist.
-    async fn reap(&self) -> Result<usize, SandboxError>;
-    /// Removes every cordon container and volume whose name starts with `prefix`, whoever
-    /// made it (a warm pool's, after its owner crashed on another host or pid).
-    async fn remove_named(&self, prefix: &str) -> Result<usize, SandboxError>;
-    /// Creates the job's internal network for `prepare` and starts its egress proxy there,
-    /// configured by `proxy`; the receiver yields each destination the proxy refuses, as it
-    /// happens. On error, nothing of it is left.
-    async fn create_egress(
-        &self,
-        job: &Job,
-        proxy: &egress::ProxyConfig,
-    ) -> Result<(Egress, tokio::sync::mpsc::Receiver<egress::Refusal>), SandboxError>;
-    /// Bytes the sandbox `id` has written to its root filesystem so far (its layer), as the
-    /// engine measures it. Costly on some storage drivers (fuse-overlayfs walks the image).
-    async fn written(&self, id: &str) -> Result<u64, SandboxError>;
-    /// Removes the proxy and the network. Idempotent.
-    async fn remove_egress(&self, egress: &Egress) -> Result<(), SandboxError>;
-    /// Creates the container that runs the job's `prepare` on `base_image_id`, on the
-    /// internal network of `egress` (its command is told where the proxy is).
-    async fn create_prepare(
-        &self,
-        job: &Job,
-        base_image_id: &str,
-        egress: &Egress,
-    ) -> Result<Box<dyn Sandbox>, SandboxError>;
-    /// Whether each sandbox's root filesystem starts with caches of its own, cold (the
-    /// engine's storage driver shares none between containers: fuse-overlayfs, vfs), so
-    /// reading an image's library trees ahead of a job ([`Sandbox::prewarm`]) saves it time.
-    async fn cold_caches(&self) -> bool;
     /// The trees the image `image_id` names for prewarming (its `org.cordon.warm` label);
     /// none if it names none.
     async fn warm_paths(&self, image_id: &str) -> Result<Vec<String>, SandboxError>;
     /// Evicts least-recently-used environment images until they total at most `cap` bytes.
     async fn evict_environments(&self, cap: u64) -> Result<usize, SandboxError>;
+}
+
+/// Finding and removing what cordon processes left behind.
+#[async_trait]
+pub trait Reaper: Send + Sync {
+    /// Removes containers and scratch left behind by cordon processes that no longer exist.
+    async fn reap(&self) -> Result<usize, SandboxError>;
+    /// Removes every container, volume and network of the job `job_id`, whoever made them
+    /// (a job that was running when its service died). Returns how many it removed.
+    async fn remove_job(&self, job_id: &str) -> Result<usize, SandboxError>;
+    /// Removes every cordon container and volume whose name starts with `prefix`, whoever
+    /// made it (a warm pool's, after its owner crashed on another host or pid).
+    async fn remove_named(&self, prefix: &str) -> Result<usize, SandboxError>;
+}
+
+/// A `prepare`'s private network and the egress proxy that is its only way out.
+#[async_trait]
+pub trait EgressNetworks: Send + Sync {
+    /// Creates a job's internal network for `prepare` and starts its egress proxy there,
+    /// configured by `proxy`; the receiver yields each destination the proxy refuses, as it
+    /// happens. On error, nothing of it is left.
+    async fn create_egress(
+        &self,
+        network: &NetworkPlan,
+        proxy: &egress::ProxyConfig,
+    ) -> Result<(Egress, tokio::sync::mpsc::Receiver<egress::Refusal>), SandboxError>;
+    /// Removes the proxy and the network. Idempotent.
+    async fn remove_egress(&self, egress: &Egress) -> Result<(), SandboxError>;
 }
 
 /// One step's sandbox.

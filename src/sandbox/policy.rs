@@ -1,18 +1,18 @@
-//! Profile + limits → Docker engine settings, in exactly one place.
+//! Profile + limits → what the engine makes, in exactly one place, in no engine's terms.
 //!
-//! [`container_config`] is the whole attack surface of a step's container: read it (or its
-//! snapshot test) to see what a job can touch. [`verify`] reads back what the engine recorded
-//! and lists every setting that did not stick, so a job never runs under weaker limits than
-//! it asked for.
+//! [`job_plan`] is the whole attack surface of a job — its scratch volumes, its `prepare`'s
+//! network and sandbox, each step's sandbox — as one [`JobPlan`]: read it (or its snapshot
+//! test) to see what a job can touch. An engine only carries a plan out and reads back what
+//! it made (Docker: `docker::config`, whose `verify` refuses a sandbox where any setting did
+//! not stick). The gate, the program every sandbox runs, and what it is told are here too.
 
-use std::collections::HashMap;
-
-use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, HostConfig, HostConfigLogConfig, Mount,
-    MountType, ResourcesUlimits,
-};
+use std::collections::BTreeMap;
 
 use super::labels;
+use super::plan::{
+    JobPlan, Limits, Mount, NetworkAccess, NetworkPlan, PreparePlan, SandboxPlan, Security, Tmpfs,
+    User, VolumePlan,
+};
 use super::{Scratch, StepCommand};
 use crate::spec::{Job, Network, OUT_DIR, WorkspaceMode};
 
@@ -122,7 +122,7 @@ if [ "$cordon_mode" != go ]; then
 fi
 exit "$cordon_code""#;
 
-/// How the gate ends after the step's command exits (see [`GATE`]).
+/// How the gate ends after the step's command exits (see `policy::GATE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GateMode {
     /// Exit at once with the command's code.
@@ -282,32 +282,22 @@ pub fn step_command(job: &Job, step: usize) -> StepCommand {
     }
 }
 
-/// Labels that identify a job's containers and volumes.
-pub fn job_labels(job: &Job, owner: &str) -> HashMap<String, String> {
-    HashMap::from([
+/// Labels that name a job's containers, volumes and networks (the engine adds its owner).
+pub fn job_labels(job: &Job) -> BTreeMap<String, String> {
+    BTreeMap::from([
         (labels::MANAGED.to_string(), "true".to_string()),
         (labels::JOB.to_string(), job.id.clone()),
-        (labels::OWNER.to_string(), owner.to_string()),
     ])
 }
 
-/// The mount options of a size-capped tmpfs owned by the sandbox user.
-pub fn tmpfs_options(job: &Job, mode: &str) -> String {
-    let p = &job.profile;
-    format!(
-        "rw,nosuid,nodev,size={},uid={},gid={},mode={mode}",
-        job.limits.scratch.bytes(),
-        p.uid,
-        p.gid
-    )
-}
-
-/// Where the workspace appears in the sandbox (its working directory).
-pub fn workspace_path(job: &Job) -> &str {
-    job.workspace
-        .as_ref()
-        .map(|w| w.path.as_str())
-        .unwrap_or("/workspace")
+/// A size-capped tmpfs of the job's scratch size, owned by the sandbox user.
+fn tmpfs(job: &Job, mode: &'static str) -> Tmpfs {
+    Tmpfs {
+        size_bytes: job.limits.scratch.bytes(),
+        uid: job.profile.uid,
+        gid: job.profile.gid,
+        mode,
+    }
 }
 
 /// The job's scratch volumes, as (volume name, mount path). Volumes are needed where data
@@ -328,7 +318,7 @@ pub fn scratch_volumes(job: &Job) -> Vec<(String, String)> {
         .as_ref()
         .is_some_and(|w| w.mode == WorkspaceMode::Bind);
     if (copy_ws || job.steps.len() > 1 || ws_artifacts) && !bind_ws {
-        wanted.push(("ws", workspace_path(job).to_string()));
+        wanted.push(("ws", job.workspace_path().to_string()));
     }
     if !job.artifacts.is_empty() || job.steps.len() > 1 {
         wanted.push(("out", OUT_DIR.to_string()));
@@ -339,10 +329,24 @@ pub fn scratch_volumes(job: &Job) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The job's scratch volumes as the engine makes them: size-capped tmpfs, owned by the
+/// sandbox user, `0755`.
+pub fn scratch_plan(job: &Job) -> Vec<VolumePlan> {
+    scratch_volumes(job)
+        .into_iter()
+        .map(|(name, target)| VolumePlan {
+            name,
+            target,
+            tmpfs: tmpfs(job, "0755"),
+            labels: job_labels(job),
+        })
+        .collect()
+}
+
 /// Which sandboxes of the warm pool can serve `job`'s first step: the SHA-256 of that step's
-/// container settings with everything that names the job (its id in volume names, labels)
-/// left out. Two jobs with the same key get containers that differ in nothing else; the
-/// command and environment are not in the settings (see [`GATE`]).
+/// plan with everything that names the job (its id in names, labels) left out. Two jobs with
+/// the same key get sandboxes that differ in nothing else; the command and environment are
+/// not in the plan (see [`GATE`]).
 pub fn warm_key(job: &Job, image_id: &str) -> String {
     use sha2::{Digest, Sha256};
     let mut anon = job.clone();
@@ -350,166 +354,155 @@ pub fn warm_key(job: &Job, image_id: &str) -> String {
     let scratch = Scratch {
         volumes: scratch_volumes(&anon),
     };
-    let mut cfg = container_config(&anon, 0, image_id, &scratch, "");
-    cfg.labels = None;
-    let value = serde_json::to_value(&cfg).unwrap_or_default();
-    hex::encode(Sha256::digest(canonical_json(&value).as_bytes()))
+    let mut plan = step_plan(&anon, 0, image_id, &scratch);
+    plan.labels.clear();
+    // Maps are ordered and mounts sorted: equal plans give equal text.
+    let text = serde_json::to_string(&plan).unwrap_or_default();
+    hex::encode(Sha256::digest(text.as_bytes()))
 }
 
-/// JSON text with every object's keys sorted, so equal settings give equal text whatever
-/// order their maps iterate in.
-fn canonical_json(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            let fields: Vec<String> = keys
-                .into_iter()
-                .map(|k| {
-                    format!(
-                        "{}:{}",
-                        serde_json::Value::String(k.clone()),
-                        canonical_json(&m[k])
-                    )
-                })
-                .collect();
-            format!("{{{}}}", fields.join(","))
-        }
-        serde_json::Value::Array(a) => {
-            let items: Vec<String> = a.iter().map(canonical_json).collect();
-            format!("[{}]", items.join(","))
-        }
-        other => other.to_string(),
-    }
-}
-
-/// The container for `job.steps[step]`.
-pub fn container_config(
-    job: &Job,
-    step: usize,
-    image_id: &str,
-    scratch: &Scratch,
-    owner: &str,
-) -> ContainerCreateBody {
+/// The sandbox of `job.steps[step]` on `image_id`, with the job's `scratch` volumes.
+pub fn step_plan(job: &Job, step: usize, image_id: &str, scratch: &Scratch) -> SandboxPlan {
     let p = &job.profile;
     let s = &job.steps[step];
     let limits = &job.limits;
-
-    let mut labels = job_labels(job, owner);
+    let mut labels = job_labels(job);
     labels.insert(labels::STEP.to_string(), s.name.clone());
 
-    let ws_path = workspace_path(job).to_string();
-    let mut tmpfs = HashMap::from([("/tmp".to_string(), tmpfs_options(job, "1777"))]);
-    let mut mounts = Vec::new();
+    let ws_path = job.workspace_path().to_string();
+    let mut mounts = vec![Mount::Tmpfs {
+        target: "/tmp".into(),
+        tmpfs: tmpfs(job, "1777"),
+    }];
     for (name, target) in &scratch.volumes {
-        mounts.push(Mount {
-            target: Some(target.clone()),
-            source: Some(name.clone()),
-            typ: Some(MountType::VOLUME),
-            read_only: Some(false),
-            ..Default::default()
+        mounts.push(Mount::Volume {
+            target: target.clone(),
+            volume: name.clone(),
         });
     }
     let has_volume = |path: &str| scratch.volumes.iter().any(|(_, t)| t == path);
     match &job.workspace {
-        Some(w) if w.mode == WorkspaceMode::Bind => {
-            mounts.push(Mount {
-                target: Some(w.path.clone()),
-                source: Some(w.source.display().to_string()),
-                typ: Some(MountType::BIND),
-                read_only: Some(true),
-                ..Default::default()
-            });
-        }
-        _ if !has_volume(&ws_path) => {
-            tmpfs.insert(ws_path.clone(), tmpfs_options(job, "0755"));
-        }
+        Some(w) if w.mode == WorkspaceMode::Bind => mounts.push(Mount::Bind {
+            target: w.path.clone(),
+            source: w.source.display().to_string(),
+        }),
+        _ if !has_volume(&ws_path) => mounts.push(Mount::Tmpfs {
+            target: ws_path.clone(),
+            tmpfs: tmpfs(job, "0755"),
+        }),
         _ => {}
     }
     if !has_volume(OUT_DIR) {
-        tmpfs.insert(OUT_DIR.to_string(), tmpfs_options(job, "0755"));
+        mounts.push(Mount::Tmpfs {
+            target: OUT_DIR.into(),
+            tmpfs: tmpfs(job, "0755"),
+        });
     }
-    mounts.sort_by(|a, b| a.target.cmp(&b.target));
+    mounts.sort_by(|a, b| a.target().cmp(b.target()));
 
-    let mut security_opt = Vec::new();
-    if p.no_new_privileges {
-        security_opt.push("no-new-privileges:true".to_string());
-    }
-    security_opt.push(format!("seccomp={}", p.seccomp_json));
-
-    let host_config = HostConfig {
-        // Memory: a hard limit and no swap on top of it.
-        memory: Some(limits.memory.bytes() as i64),
-        memory_swap: Some(limits.memory.bytes() as i64),
-        nano_cpus: Some((limits.cpus * 1e9).round() as i64),
-        pids_limit: Some(engine_pids_limit(job)),
-        ulimits: Some(vec![
-            ResourcesUlimits {
-                name: Some("nofile".into()),
-                soft: Some(limits.nofile),
-                hard: Some(limits.nofile),
-            },
-            ResourcesUlimits {
-                name: Some("core".into()),
-                soft: Some(0),
-                hard: Some(0),
-            },
-        ]),
-        oom_kill_disable: Some(false),
-        // Identity and privilege.
-        cap_drop: Some(p.cap_drop.clone()),
-        cap_add: Some(p.cap_add.clone()),
-        security_opt: Some(security_opt),
-        privileged: Some(false),
-        // Filesystem.
-        readonly_rootfs: Some(p.read_only_root),
-        tmpfs: Some(tmpfs),
-        mounts: Some(mounts),
-        shm_size: Some(limits.scratch.bytes().min(64 << 20) as i64),
-        // Network and namespaces.
-        network_mode: Some(
-            match s.network {
-                Network::None => "none",
-                Network::Egress => "bridge",
-            }
-            .to_string(),
-        ),
-        ipc_mode: Some("private".into()),
-        init: Some(p.init),
+    SandboxPlan {
+        name: format!("cordon-{}-{step}", job.id),
+        image: image_id.to_string(),
         runtime: p.runtime.clone(),
-        // Output is streamed to cordon only: the engine keeps no log file a flood could fill.
-        log_config: Some(HostConfigLogConfig {
-            typ: Some("none".into()),
-            config: None,
-        }),
-        auto_remove: Some(false),
-        publish_all_ports: Some(false),
-        ..Default::default()
-    };
-
-    ContainerCreateBody {
-        image: Some(image_id.to_string()),
-        entrypoint: Some(vec![
+        user: User {
+            uid: p.uid,
+            gid: p.gid,
+        },
+        workdir: ws_path,
+        command: vec![
             "/bin/sh".into(),
             "-c".into(),
             GATE.into(),
             "cordon-gate".into(),
-        ]),
-        // The step's command and environment arrive over stdin (see [`GATE`]).
-        cmd: Some(vec![]),
-        user: Some(format!("{}:{}", p.uid, p.gid)),
-        working_dir: Some(ws_path),
-        env: Some(vec!["HOME=/tmp".to_string()]),
-        labels: Some(labels),
-        attach_stdin: Some(true),
-        attach_stdout: Some(true),
-        attach_stderr: Some(true),
-        open_stdin: Some(true),
-        stdin_once: Some(true),
-        tty: Some(false),
-        network_disabled: Some(s.network == Network::None),
-        host_config: Some(host_config),
-        ..Default::default()
+        ],
+        env: BTreeMap::from([("HOME".to_string(), "/tmp".to_string())]),
+        security: Security {
+            cap_drop: p.cap_drop.clone(),
+            cap_add: p.cap_add.clone(),
+            no_new_privileges: p.no_new_privileges,
+            seccomp: p.seccomp_json.clone(),
+            read_only_root: p.read_only_root,
+            init: p.init,
+            privileged: false,
+        },
+        limits: Limits {
+            memory_bytes: limits.memory.bytes(),
+            nano_cpus: (limits.cpus * 1e9).round() as i64,
+            pids: engine_pids_limit(job),
+            nofile: limits.nofile,
+            core_bytes: 0,
+            shm_bytes: limits.scratch.bytes().min(64 << 20),
+        },
+        mounts,
+        network: match s.network {
+            Network::None => NetworkAccess::None,
+            Network::Egress => NetworkAccess::Default,
+        },
+        labels,
+    }
+}
+
+/// A job's `prepare`: its internal network, and its sandbox on it with the strict settings
+/// of a step, except that its root filesystem is writable (its changes become the
+/// environment image) and its only network is that one, whose only way out is cordon's
+/// allowlisting proxy (see [`prepare_command`]); no name service. Its environment is only
+/// `HOME`: nothing of the job's is baked into the committed image.
+pub fn prepare_plan(job: &Job, base_image_id: &str) -> PreparePlan {
+    let prep = job
+        .prepare
+        .as_ref()
+        .expect("prepare_plan is called for jobs with a prepare");
+    let network = NetworkPlan {
+        name: format!("cordon-{}-egress", job.id),
+        labels: job_labels(job),
+    };
+    let mut sandbox = step_plan(job, 0, base_image_id, &Scratch::default());
+    sandbox.name = format!("cordon-{}-prepare", job.id);
+    sandbox
+        .labels
+        .insert(labels::STEP.to_string(), "prepare".to_string());
+    if job.profile.is_runsc() {
+        // gVisor here cannot start a sandbox with a network: the install (no test code)
+        // runs under runc, with runc's meaning of the pids limit; the steps under runsc.
+        sandbox.runtime = Some("runc".to_string());
+        sandbox.limits.pids = job.limits.pids;
+    }
+    sandbox.security.read_only_root = false;
+    // No name service: the proxy is reached by address, and the engine's embedded resolver
+    // would otherwise answer (and forward) the prepare's queries.
+    sandbox.network = NetworkAccess::Internal {
+        network: network.name.clone(),
+        dns: vec![NO_DNS.to_string()],
+    };
+    // The workspace path holds the key files in the root filesystem; only /tmp is tmpfs.
+    sandbox.mounts = vec![Mount::Tmpfs {
+        target: "/tmp".into(),
+        tmpfs: tmpfs(job, "1777"),
+    }];
+    if let Some(ca) = &prep.ca_bundle {
+        sandbox.mounts.push(Mount::Bind {
+            target: CA_MOUNT.to_string(),
+            source: ca.display().to_string(),
+        });
+    }
+    PreparePlan { network, sandbox }
+}
+
+/// Everything `job` has the engine make, on `image_id` (its `prepare` on the same base).
+pub fn job_plan(job: &Job, image_id: &str) -> JobPlan {
+    let scratch = scratch_plan(job);
+    let volumes = Scratch {
+        volumes: scratch
+            .iter()
+            .map(|v| (v.name.clone(), v.target.clone()))
+            .collect(),
+    };
+    JobPlan {
+        prepare: job.prepare.as_ref().map(|_| prepare_plan(job, image_id)),
+        steps: (0..job.steps.len())
+            .map(|i| step_plan(job, i, image_id, &volumes))
+            .collect(),
+        scratch,
     }
 }
 
@@ -537,115 +530,10 @@ pub fn engine_pids_limit(job: &Job) -> i64 {
 /// Where a `prepare` container finds the CA bundle of `ca_bundle`.
 pub const CA_MOUNT: &str = "/etc/cordon/ca-bundle.crt";
 
-/// The container that runs a job's `prepare`: the strict settings of a step, except that its
-/// root filesystem is writable (its changes become the environment image) and its only
-/// network is the job's internal egress network, whose only way out is cordon's allowlisting
-/// proxy (see [`prepare_command`]). Its environment is only `HOME`: nothing of the job's is
-/// baked into the committed image.
-pub fn prepare_config(
-    job: &Job,
-    base_image_id: &str,
-    network: &str,
-    owner: &str,
-) -> ContainerCreateBody {
-    let prep = job
-        .prepare
-        .as_ref()
-        .expect("prepare_config is called for jobs with a prepare");
-    let mut cfg = container_config(job, 0, base_image_id, &Scratch::default(), owner);
-    cfg.network_disabled = Some(false);
-    if let Some(labels) = cfg.labels.as_mut() {
-        labels.insert(labels::STEP.to_string(), "prepare".to_string());
-    }
-    if let Some(h) = cfg.host_config.as_mut() {
-        if job.profile.is_runsc() {
-            // gVisor here cannot start a sandbox with a network: the install (no test code)
-            // runs under runc, with runc's meaning of the pids limit; the steps under runsc.
-            h.runtime = Some("runc".to_string());
-            h.pids_limit = Some(job.limits.pids);
-        }
-        h.readonly_rootfs = Some(false);
-        h.network_mode = Some(network.to_string());
-        // No name service: the proxy is reached by address, and the engine's embedded
-        // resolver would otherwise answer (and forward) the prepare's queries.
-        h.dns = Some(vec![NO_DNS.to_string()]);
-        h.dns_search = Some(vec![]);
-        h.dns_options = Some(vec![]);
-        // The workspace path holds the key files in the root filesystem; only /tmp is tmpfs.
-        h.tmpfs = Some(HashMap::from([(
-            "/tmp".to_string(),
-            tmpfs_options(job, "1777"),
-        )]));
-        let mut mounts = Vec::new();
-        if let Some(ca) = &prep.ca_bundle {
-            mounts.push(Mount {
-                target: Some(CA_MOUNT.to_string()),
-                source: Some(ca.display().to_string()),
-                typ: Some(MountType::BIND),
-                read_only: Some(true),
-                ..Default::default()
-            });
-        }
-        h.mounts = Some(mounts);
-    }
-    cfg
-}
-
 /// The resolver a `prepare` container's engine DNS forwards to: a reserved address (class E,
 /// 240.0.0.0/4) that no network routes, dialled from the container's own network, which has
 /// no route anywhere: so nothing is resolved.
 pub const NO_DNS: &str = "240.0.0.1";
-
-/// The egress proxy's sidecar container (see `sandbox::sidecar`): cordon's own program,
-/// run as nobody with every capability dropped, a read-only root and small limits, on the
-/// engine's default bridge (its way out); the job's internal network is connected after
-/// creation. Its settings are the operator's; nothing of the submitter's is in them but the
-/// allowlist, which is within the operator's.
-pub fn egress_proxy_config(
-    job: &Job,
-    image: &str,
-    owner: &str,
-    proxy: &super::egress::ProxyConfig,
-) -> ContainerCreateBody {
-    let host_config = HostConfig {
-        memory: Some(256 << 20),
-        memory_swap: Some(256 << 20),
-        nano_cpus: Some(1_000_000_000),
-        pids_limit: Some(128),
-        ulimits: Some(vec![ResourcesUlimits {
-            name: Some("nofile".into()),
-            soft: Some(1024),
-            hard: Some(1024),
-        }]),
-        cap_drop: Some(vec!["ALL".into()]),
-        cap_add: Some(vec![]),
-        security_opt: Some(vec!["no-new-privileges:true".into()]),
-        privileged: Some(false),
-        readonly_rootfs: Some(true),
-        network_mode: Some("bridge".into()),
-        ipc_mode: Some("private".into()),
-        init: Some(false),
-        log_config: Some(HostConfigLogConfig {
-            typ: Some("json-file".into()),
-            config: Some(HashMap::from([("max-size".into(), "1m".into())])),
-        }),
-        auto_remove: Some(false),
-        publish_all_ports: Some(false),
-        ..Default::default()
-    };
-    ContainerCreateBody {
-        image: Some(image.to_string()),
-        cmd: Some(super::sidecar::command(proxy)),
-        user: Some("65534:65534".into()),
-        env: Some(vec![]),
-        labels: Some(super::sidecar::labels(job_labels(job, owner))),
-        attach_stdout: Some(true),
-        attach_stderr: Some(true),
-        tty: Some(false),
-        host_config: Some(host_config),
-        ..Default::default()
-    }
-}
 
 /// What a `prepare` container runs: the proxy settings pointing at cordon's allowlisting proxy
 /// at `proxy`, the CA variables when `ca_bundle` is set, the job's and the prepare's own
@@ -690,135 +578,12 @@ pub fn shell_quote(v: &str) -> String {
     format!("'{}'", v.replace('\'', "'\\''"))
 }
 
-/// Every setting of `asked` that the engine did not record as asked, as `field: wanted X,
-/// engine has Y`. Empty means the sandbox is what the profile says.
-pub fn verify(asked: &ContainerCreateBody, got: &ContainerInspectResponse) -> Vec<String> {
-    let mut wrong = Vec::new();
-    let (Some(a), Some(g)) = (asked.host_config.as_ref(), got.host_config.as_ref()) else {
-        return vec!["the engine returned no host config".into()];
-    };
-    fn check<T: PartialEq + std::fmt::Debug>(
-        wrong: &mut Vec<String>,
-        what: &str,
-        a: &Option<T>,
-        g: &Option<T>,
-    ) {
-        if a.is_some() && a != g {
-            wrong.push(format!("{what}: wanted {a:?}, engine has {g:?}"));
-        }
-    }
-    check(&mut wrong, "memory", &a.memory, &g.memory);
-    check(&mut wrong, "memory_swap", &a.memory_swap, &g.memory_swap);
-    check(&mut wrong, "nano_cpus", &a.nano_cpus, &g.nano_cpus);
-    check(&mut wrong, "pids_limit", &a.pids_limit, &g.pids_limit);
-    check(
-        &mut wrong,
-        "readonly_rootfs",
-        &a.readonly_rootfs,
-        &g.readonly_rootfs,
-    );
-    check(&mut wrong, "network_mode", &a.network_mode, &g.network_mode);
-    check(&mut wrong, "init", &a.init, &g.init);
-    check(&mut wrong, "runtime", &a.runtime, &g.runtime);
-    check(&mut wrong, "privileged", &a.privileged, &g.privileged);
-    let caps = |v: &Option<Vec<String>>| {
-        let mut v: Vec<String> = v
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| c.trim_start_matches("CAP_").to_ascii_uppercase())
-            .collect();
-        v.sort();
-        v
-    };
-    if caps(&a.cap_drop) != caps(&g.cap_drop) {
-        wrong.push(format!(
-            "cap_drop: wanted {:?}, engine has {:?}",
-            a.cap_drop, g.cap_drop
-        ));
-    }
-    if !caps(&g.cap_add).is_empty() && caps(&a.cap_add) != caps(&g.cap_add) {
-        wrong.push(format!(
-            "cap_add: wanted {:?}, engine has {:?}",
-            a.cap_add, g.cap_add
-        ));
-    }
-    // The seccomp filter and no-new-privileges must be recorded exactly as sent: the very
-    // filter of the profile (not another, not `unconfined`, not two), the flag set.
-    let sec_asked = a.security_opt.clone().unwrap_or_default();
-    let sec_got = g.security_opt.clone().unwrap_or_default();
-    let key = |s: &str| s.split(['=', ':']).next().unwrap_or_default().to_string();
-    let with_key = |v: &[String], k: &str| {
-        let mut v: Vec<String> = v.iter().filter(|s| key(s) == k).cloned().collect();
-        v.sort();
-        v
-    };
-    let shown = |v: &[String]| {
-        if v.is_empty() {
-            return "none".to_string();
-        }
-        v.iter()
-            .map(|s| match s.split_once('=') {
-                Some(("seccomp", json)) if json.len() > 40 => {
-                    use sha2::Digest as _;
-                    let digest = sha2::Sha256::digest(json.as_bytes());
-                    format!(
-                        "seccomp=<{} bytes, sha256 {}>",
-                        json.len(),
-                        &hex::encode(digest)[..12]
-                    )
-                }
-                _ => s.clone(),
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    for k in ["seccomp", "no-new-privileges"] {
-        let (want, have) = (with_key(&sec_asked, k), with_key(&sec_got, k));
-        if want != have {
-            wrong.push(format!(
-                "security_opt `{k}`: wanted {}, engine has {}",
-                shown(&want),
-                shown(&have)
-            ));
-        }
-    }
-    for want in &sec_asked {
-        let k = key(want);
-        if k != "seccomp" && k != "no-new-privileges" && !sec_got.contains(want) {
-            wrong.push(format!("security_opt: `{want}` is missing"));
-        }
-    }
-    let ulimit = |v: &Option<Vec<ResourcesUlimits>>, n: &str| {
-        v.as_ref()
-            .and_then(|u| u.iter().find(|x| x.name.as_deref() == Some(n)))
-            .map(|x| (x.soft, x.hard))
-    };
-    if ulimit(&a.ulimits, "nofile") != ulimit(&g.ulimits, "nofile") {
-        wrong.push("ulimits.nofile: not recorded as asked".into());
-    }
-    if a.tmpfs != g.tmpfs {
-        wrong.push(format!(
-            "tmpfs: wanted {:?}, engine has {:?}",
-            a.tmpfs, g.tmpfs
-        ));
-    }
-    let user = got.config.as_ref().and_then(|c| c.user.clone());
-    if user != asked.user {
-        wrong.push(format!(
-            "user: wanted {:?}, engine has {user:?}",
-            asked.user
-        ));
-    }
-    wrong
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::spec;
 
-    fn job() -> Job {
+    pub(crate) fn job() -> Job {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(dir.path().join("repo")).expect("mkdir");
         let path = dir.path().join("job.yaml");
@@ -833,34 +598,34 @@ mod tests {
         job
     }
 
-    /// The whole attack surface of a strict sandbox, reviewed as one snapshot.
+    /// The whole attack surface of a job, engine-neutral, reviewed as one snapshot: its
+    /// scratch volumes, its `prepare`'s network and sandbox, each step's sandbox (strict).
     #[test]
-    fn strict_container_config_snapshot() {
-        let job = job();
-        let scratch = Scratch {
-            volumes: vec![
-                ("cordon-job-000000000000-ws".into(), "/workspace".into()),
-                ("cordon-job-000000000000-out".into(), "/out".into()),
-            ],
-        };
-        let mut cfg = container_config(&job, 0, "sha256:image", &scratch, "host:1");
-        // The seccomp JSON is long and has its own test; show only that it is there.
-        if let Some(h) = cfg.host_config.as_mut() {
-            h.security_opt = h.security_opt.take().map(|v| {
-                v.into_iter()
-                    .map(|s| {
-                        if s.starts_with("seccomp=") {
-                            "seccomp=<sandbox-profiles/seccomp-strict.json>".into()
-                        } else {
-                            s
-                        }
-                    })
-                    .collect()
-            });
+    fn job_plan_snapshot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("repo")).expect("mkdir");
+        let path = dir.path().join("job.yaml");
+        std::fs::write(
+            &path,
+            "workspace: { source: ./repo }\nprepare: { run: 'pip install -r requirements.txt' }\nsteps: [{name: test, run: pytest}, {name: report, run: 'coverage xml -o /out/cov.xml'}]\nartifacts: [/out/cov.xml]\nlimits: { cpus: 1.5, memory: 512MiB, pids: 128, scratch: 64MiB }\n",
+        )
+        .expect("write");
+        let mut job = spec::load(&path, &spec::OperatorPolicy::for_cli()).expect("valid");
+        job.id = "job-000000000000".into();
+        let mut plan = job_plan(&job, "sha256:image");
+        // The seccomp JSON is long and has its own tests; show only that it is there.
+        let sandboxes = plan
+            .steps
+            .iter_mut()
+            .chain(plan.prepare.as_mut().map(|p| &mut p.sandbox));
+        for s in sandboxes {
+            assert_eq!(s.security.seccomp, job.profile.seccomp_json);
+            s.security.seccomp = "<sandbox-profiles/seccomp-strict.json>".into();
+            // So is the gate.
+            assert_eq!(s.command[2], GATE);
+            s.command[2] = "<policy::GATE>".into();
         }
-        insta::with_settings!({ sort_maps => true }, {
-            insta::assert_yaml_snapshot!(cfg);
-        });
+        insta::assert_yaml_snapshot!(plan);
     }
 
     /// Runs the gate with the host's `sh` in `go` mode (hold and send modes kill every
@@ -1048,7 +813,7 @@ mod tests {
     }
 
     /// A job with a `prepare` under the built-in `gvisor` profile.
-    fn gvisor_job() -> Job {
+    pub(crate) fn gvisor_job() -> Job {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(dir.path().join("repo")).expect("mkdir");
         let path = dir.path().join("job.yaml");
@@ -1060,154 +825,5 @@ mod tests {
         let mut job = spec::load(&path, &spec::OperatorPolicy::for_cli()).expect("valid");
         job.id = "job-000000000000".into();
         job
-    }
-
-    /// Steps under runsc get the runtime and a pids limit that leaves room for gVisor's own
-    /// threads; the prepare runs under runc with the job's pids limit as it is.
-    #[test]
-    fn gvisor_steps_run_under_runsc_and_its_prepare_under_runc() {
-        let job = gvisor_job();
-        let step = container_config(&job, 0, "img", &Scratch::default(), "h:1");
-        let h = step.host_config.as_ref().expect("host config");
-        assert_eq!(h.runtime.as_deref(), Some("runsc"));
-        assert_eq!(
-            h.pids_limit,
-            Some(RUNSC_PIDS_BASE + 32 * RUNSC_PIDS_PER_PROCESS)
-        );
-        assert_eq!(h.network_mode.as_deref(), Some("none"));
-        let prep = prepare_config(&job, "img", "net", "h:1");
-        let h = prep.host_config.as_ref().expect("host config");
-        assert_eq!(h.runtime.as_deref(), Some("runc"));
-        assert_eq!(h.pids_limit, Some(32));
-        assert_eq!(h.network_mode.as_deref(), Some("net"));
-        // Everything else of the step's settings is strict's: only runtime and pids differ.
-        let strict = {
-            let mut j = job.clone();
-            j.profile = crate::spec::profile::builtin_strict().expect("strict");
-            container_config(&j, 0, "img", &Scratch::default(), "h:1")
-        };
-        let mut step = step;
-        if let Some(h) = step.host_config.as_mut() {
-            h.runtime = None;
-            h.pids_limit = Some(32);
-        }
-        assert_eq!(
-            serde_json::to_value(&step).expect("json"),
-            serde_json::to_value(&strict).expect("json")
-        );
-        // And the pool never hands a runc sandbox to a runsc job.
-        assert_ne!(warm_key(&job, "img"), {
-            let mut j = job.clone();
-            j.profile = crate::spec::profile::builtin_strict().expect("strict");
-            warm_key(&j, "img")
-        });
-    }
-
-    /// What an engine that applied every setting of `asked` would report.
-    fn recorded_as_asked(asked: &ContainerCreateBody) -> ContainerInspectResponse {
-        ContainerInspectResponse {
-            host_config: asked.host_config.clone(),
-            config: Some(bollard::models::ContainerConfig {
-                user: asked.user.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn verify_spots_a_runtime_the_engine_did_not_record() {
-        let job = gvisor_job();
-        let asked = container_config(&job, 0, "img", &Scratch::default(), "h:1");
-        let mut got = recorded_as_asked(&asked);
-        assert!(verify(&asked, &got).is_empty());
-        if let Some(h) = got.host_config.as_mut() {
-            h.runtime = Some("runc".into());
-        }
-        let wrong = verify(&asked, &got);
-        assert_eq!(wrong.len(), 1, "{wrong:?}");
-        assert!(
-            wrong[0].starts_with("runtime: wanted Some(\"runsc\")"),
-            "{wrong:?}"
-        );
-    }
-
-    #[test]
-    fn verify_spots_a_limit_the_engine_dropped() {
-        let job = job();
-        let asked = container_config(&job, 0, "img", &Scratch::default(), "h:1");
-        let mut got = recorded_as_asked(&asked);
-        assert!(verify(&asked, &got).is_empty());
-        if let Some(h) = got.host_config.as_mut() {
-            h.memory_swap = Some(-1);
-            h.pids_limit = None;
-        }
-        let wrong = verify(&asked, &got);
-        assert_eq!(wrong.len(), 2, "{wrong:?}");
-        assert!(wrong[0].starts_with("memory_swap"));
-        assert!(wrong[1].starts_with("pids_limit"));
-    }
-
-    /// The engine must record the profile's very seccomp filter and no-new-privileges: a
-    /// different filter, `unconfined`, a second filter or a missing flag is a mismatch.
-    #[test]
-    fn verify_spots_a_seccomp_filter_or_flag_the_engine_did_not_apply() {
-        let job = job();
-        let asked = container_config(&job, 0, "img", &Scratch::default(), "h:1");
-        let sec = asked
-            .host_config
-            .as_ref()
-            .and_then(|h| h.security_opt.clone())
-            .expect("security_opt");
-        let filter = format!("seccomp={}", job.profile.seccomp_json);
-        assert!(sec.contains(&filter), "cordon sends the filter itself");
-        assert!(sec.contains(&"no-new-privileges:true".to_string()));
-        let got_with = |opts: Vec<String>| ContainerInspectResponse {
-            host_config: asked.host_config.clone().map(|h| HostConfig {
-                security_opt: Some(opts),
-                ..h
-            }),
-            config: Some(bollard::models::ContainerConfig {
-                user: asked.user.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        // As asked, in another order: fine.
-        let mut reversed = sec.clone();
-        reversed.reverse();
-        assert!(verify(&asked, &got_with(reversed)).is_empty());
-
-        let nnp = "no-new-privileges:true".to_string();
-        let other = filter.replace("SCMP_ACT_ERRNO", "SCMP_ACT_LOG");
-        assert_ne!(other, filter);
-        for (opts, want) in [
-            (
-                vec![nnp.clone(), other.clone()],
-                "security_opt `seccomp`: wanted seccomp=<",
-            ),
-            (
-                vec![nnp.clone(), "seccomp=unconfined".into()],
-                "engine has seccomp=unconfined",
-            ),
-            (vec![nnp.clone()], "engine has none"),
-            (
-                vec![nnp.clone(), filter.clone(), other],
-                "security_opt `seccomp`",
-            ),
-            (
-                vec![filter.clone()],
-                "security_opt `no-new-privileges`: wanted no-new-privileges:true, engine has none",
-            ),
-            (
-                vec![filter.clone(), "no-new-privileges:false".into()],
-                "engine has no-new-privileges:false",
-            ),
-        ] {
-            let wrong = verify(&asked, &got_with(opts.clone()));
-            assert_eq!(wrong.len(), 1, "{wrong:?}");
-            assert!(wrong[0].contains(want), "{wrong:?} lacks {want:?}");
-            assert!(wrong[0].len() < 300, "the filter is summarised: {wrong:?}");
-        }
     }
 }

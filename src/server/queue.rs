@@ -17,11 +17,12 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::error::error_chain;
 use crate::event::JobEvent;
 use crate::report::{JobResult, Outcome};
-use crate::runner::{Runner, error_chain};
+use crate::runner::Runner;
 use crate::sandbox::docker::DockerBackend;
-use crate::sandbox::{Backend, SandboxError, labels};
+use crate::sandbox::{Backend, SandboxError};
 use crate::spec::{self, JobSpec};
 
 use super::access::{self, Caller};
@@ -106,7 +107,7 @@ struct Inner {
     concurrency: usize,
     store: Store,
     runner: Runner,
-    docker: DockerBackend,
+    backend: Arc<dyn Backend>,
     jobs_dir: PathBuf,
     sched: std::sync::Mutex<Sched>,
     /// Wakes the dispatcher: a job was queued, or the service is draining.
@@ -138,8 +139,16 @@ impl Service {
     /// Opens the store, recovers from a previous run (reaping the containers of jobs that were
     /// running, reporting them lost), requeues what was queued, and starts dispatching.
     pub async fn start(
-        mut config: ServerConfig,
+        config: ServerConfig,
         docker: DockerBackend,
+    ) -> Result<Service, ServiceError> {
+        Service::start_on(config, Arc::new(docker)).await
+    }
+
+    /// [`Service::start`] on any engine.
+    pub(crate) async fn start_on(
+        mut config: ServerConfig,
+        backend: Arc<dyn Backend>,
     ) -> Result<Service, ServiceError> {
         let jobs_dir = config.data_dir.join("jobs");
         let mut private = std::fs::DirBuilder::new();
@@ -153,12 +162,11 @@ impl Service {
         })?;
         let jobs_dir = config.data_dir.join("jobs");
         let store = Store::open(&config.data_dir.join("cordon.db"))?;
-        let backend: Arc<dyn crate::sandbox::Backend> = Arc::new(docker.clone());
         let mut runner = Runner::new(backend.clone(), Default::default());
         if config.warm_pool > 0 {
             info!(per_key = config.warm_pool, "warm pool on");
             runner = runner.with_pool(crate::pool::WarmPool::new(
-                backend,
+                backend.clone(),
                 crate::pool::PoolConfig {
                     per_key: config.warm_pool,
                     idle: config.warm_pool_idle.0,
@@ -175,7 +183,7 @@ impl Service {
                 concurrency,
                 store,
                 runner,
-                docker,
+                backend,
                 jobs_dir,
                 sched: Default::default(),
                 wake: Notify::new(),
@@ -196,20 +204,26 @@ impl Service {
     async fn recover(&self) -> Result<(), ServiceError> {
         let s = &self.inner;
         for row in s.store.in_state(JobState::Running)? {
-            let removed = reap_job(&s.docker, &row.id).await;
+            let removed = match s.backend.remove_job(&row.id).await {
+                Ok(n) => n,
+                Err(e) => {
+                    warn!(job = %row.id, error = %error_chain(&e), "cannot remove a lost job's containers");
+                    0
+                }
+            };
             warn!(job = %row.id, removed, "the job was running when the service stopped; reporting it lost");
             self.finish_unstarted(&row, Outcome::SandboxError, Some(CONTROLLER_LOST.into()))?;
         }
         // This service's warm sandboxes from before a crash (and the first-step containers of
         // jobs that took one): named after the data directory, whatever host or pid made them.
         let prefix = crate::pool::PoolConfig::prefix_of(&pool_name(&s.config.data_dir));
-        match s.docker.remove_named(&prefix).await {
+        match s.backend.remove_named(&prefix).await {
             Ok(0) => {}
             Ok(n) => info!("removed {n} warm sandbox container(s)/volume(s) of a previous run"),
             Err(e) => warn!(error = %error_chain(&e), "could not look for leftover warm sandboxes"),
         }
         // Leftovers of other cordon processes that are gone (e.g. a `cordon run` killed).
-        match s.docker.reap().await {
+        match s.backend.reap().await {
             Ok(0) => {}
             Ok(n) => info!("removed {n} leftover container(s)/volume(s)"),
             Err(e) => warn!(error = %error_chain(&e), "could not look for leftovers"),
@@ -612,7 +626,7 @@ impl Service {
 
     /// Checks the engine answers.
     pub async fn ready(&self) -> Result<(), ServiceError> {
-        match tokio::time::timeout(Duration::from_secs(5), self.inner.docker.engine()).await {
+        match tokio::time::timeout(Duration::from_secs(5), self.inner.backend.engine()).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(ServiceError::Engine(e)),
             Err(_) => Err(ServiceError::Internal(
@@ -987,50 +1001,5 @@ fn pool_name(data_dir: &std::path::Path) -> String {
     hex::encode(Sha256::digest(data_dir.display().to_string().as_bytes()))[..8].to_string()
 }
 
-/// Removes every container and volume labelled with `job_id` (whoever created them).
-async fn reap_job(docker: &DockerBackend, job_id: &str) -> usize {
-    use bollard::query_parameters::{
-        ListContainersOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder,
-        RemoveVolumeOptionsBuilder,
-    };
-    let filters = HashMap::from([(
-        "label".to_string(),
-        vec![format!("{}={job_id}", labels::JOB)],
-    )]);
-    let client = docker.client();
-    let mut removed = 0;
-    let opts = ListContainersOptionsBuilder::default()
-        .all(true)
-        .filters(&filters)
-        .build();
-    match client.list_containers(Some(opts)).await {
-        Ok(list) => {
-            for c in list {
-                let Some(id) = c.id else { continue };
-                let opts = RemoveContainerOptionsBuilder::default()
-                    .force(true)
-                    .v(true)
-                    .build();
-                match client.remove_container(&id, Some(opts)).await {
-                    Ok(()) => removed += 1,
-                    Err(e) => {
-                        warn!(container = %id, error = %e, "cannot remove a lost job's container")
-                    }
-                }
-            }
-        }
-        Err(e) => warn!(job = %job_id, error = %e, "cannot list a lost job's containers"),
-    }
-    let opts = ListVolumesOptionsBuilder::default()
-        .filters(&filters)
-        .build();
-    if let Ok(list) = client.list_volumes(Some(opts)).await {
-        for v in list.volumes.unwrap_or_default() {
-            let opts = RemoveVolumeOptionsBuilder::default().force(true).build();
-            if client.remove_volume(&v.name, Some(opts)).await.is_ok() {
-                removed += 1;
-            }
-        }
-    }
-    removed
-}
+#[cfg(test)]
+mod tests;

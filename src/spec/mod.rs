@@ -212,6 +212,17 @@ pub struct Job {
     pub passed_env: BTreeMap<String, String>,
 }
 
+impl Job {
+    /// Where the workspace appears in the sandbox (its working directory): the spec's
+    /// `workspace.path`, else `/workspace`.
+    pub fn workspace_path(&self) -> &str {
+        self.workspace
+            .as_ref()
+            .map(|w| w.path.as_str())
+            .unwrap_or("/workspace")
+    }
+}
+
 /// A validated `prepare`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Prepare {

@@ -10,7 +10,7 @@
 //!   `strict.yaml` in a search dir (or named by path) is an error, unless it is an unchanged
 //!   copy of the built-in;
 //! - its seccomp file must deny what it does not name (`defaultAction`) and be well-formed
-//!   ([`check_seccomp`]); the engine must then record that very filter (`policy::verify`);
+//!   ([`check_seccomp`]); the engine must then record that very filter (`docker::config::verify`);
 //! - `runtime` is `runc` or `runsc` (gVisor), or unset: the engine's default;
 //! - `user: "0:0"` loads: whether root may run is the operator's call, made in
 //!   [`super::validate`] (`allow_root`), whatever `cap_add` says;
