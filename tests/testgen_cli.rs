@@ -104,15 +104,35 @@ async fn write_copies_kept_tests_into_the_repository() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_stops_cleanly_and_still_reports() {
-    // A model that accepts connections and never answers.
+    // A model that answers the probe (its model list) and never answers a chat request.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let url = format!("http://{}/v1", silent.local_addr().expect("addr"));
     tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((sock, _)) = silent.accept().await {
-            held.push(sock);
+        while let Ok((mut sock, _)) = silent.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if head.starts_with(b"GET ") {
+                    let body = r#"{"object":"list","data":[{"id":"scripted"}]}"#;
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = sock.write_all(answer.as_bytes()).await;
+                }
+                // Hold the connection, silent, until the client goes.
+                let _ = sock.read(&mut buf).await;
+                std::future::pending::<()>().await;
+            });
         }
     });
     let tmp = tempfile::tempdir().expect("tempdir");

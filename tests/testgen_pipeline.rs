@@ -210,7 +210,7 @@ async fn generated_tests_are_checked_fixed_kept_and_never_run_on_the_host() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_model_endpoint_stops_the_run_with_a_report() {
+async fn a_dead_model_endpoint_stops_the_run_before_any_sandbox_work() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let repo = tmp.path().join("repo");
     make_repo(&repo);
@@ -219,6 +219,28 @@ async fn a_dead_model_endpoint_stops_the_run_with_a_report() {
         l.local_addr().expect("addr").port()
     };
     let llm = Llm::new(llm_config(&format!("http://127.0.0.1:{port}/v1"))).expect("client");
+    let out = pipeline::run(&opts(&repo), &llm, CancellationToken::new(), quiet()).await;
+    let r = &out.report;
+    assert_eq!(r.status, "failed");
+    let error = r.error.as_deref().unwrap_or("");
+    assert!(
+        error.contains("cannot be reached") && error.contains("OPENAI_BASE_URL"),
+        "{error}"
+    );
+    // The probe stopped it first: no sandbox job ran.
+    assert!(r.baseline.is_none(), "{:?}", r.baseline);
+    assert_eq!(r.sandbox_jobs, 0);
+}
+
+/// A model that answers the probe and then stops answering: the run stops with what it did so
+/// far in its report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_that_stops_answering_ends_the_run_with_a_report() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    make_repo(&repo);
+    let s = start(Box::new(|_, _| Answer::status(503, "overloaded"))).await;
+    let llm = Llm::new(llm_config(&s.base_url)).expect("client");
     let out = pipeline::run(&opts(&repo), &llm, CancellationToken::new(), quiet()).await;
     let r = &out.report;
     assert_eq!(r.status, "failed");
