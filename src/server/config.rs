@@ -601,6 +601,29 @@ mod tests {
     }
 
     #[test]
+    fn web_settings_are_checked() {
+        let mut c = ServerConfig::default();
+        assert!(!c.web.secure_cookie);
+        c.apply_env(|k| (k == "CORDON_WEB_SECURE_COOKIE").then(|| "true".into()))
+            .expect("env");
+        assert!(c.web.secure_cookie);
+        let bad = c.apply_env(|k| (k == "CORDON_WEB_SECURE_COOKIE").then(|| "yes".into()));
+        assert!(bad.is_err_and(|e| e.to_string().contains("CORDON_WEB_SECURE_COOKIE")));
+        c.check().expect("valid");
+        c.web.max_sessions = 0;
+        let e = c.check().expect_err("no sessions").to_string();
+        assert!(e.contains("`web.max_sessions`"), "{e}");
+        let mut c: ServerConfig =
+            crate::spec::parse_yaml("web: { session_ttl: 10s }\n", Path::new("c.yaml"))
+                .expect("parses");
+        let e = c.check().expect_err("too short").to_string();
+        assert!(e.contains("`web.session_ttl`: 10s"), "{e}");
+        let e = crate::spec::parse_yaml::<ServerConfig>("web: { ttl: 1h }\n", Path::new("c.yaml"))
+            .expect_err("unknown field");
+        assert!(e.to_string().contains("ttl"), "{e}");
+    }
+
+    #[test]
     fn server_names_are_host_names() {
         let mut c = ServerConfig::default();
         c.apply_env(|k| (k == "CORDON_SERVER_NAMES").then(|| "a.example, b:1".into()))
