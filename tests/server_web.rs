@@ -407,6 +407,58 @@ async fn hostile_text_is_shown_as_text() {
     .await;
 }
 
+/// A job writing more output than the page keeps: the page holds the last 1 Mi characters,
+/// says how much it left out, and still shows the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_keeps_the_tail_of_a_big_output() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let srv = start(&tmp.path().join("data"), &format!("token: {TOKEN}\n"));
+    let api = srv.client();
+    // 3 MB of lines, then a last one.
+    let id = api
+        .submit_ok(
+            &long_spec("yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c 3000000; echo THE-END"),
+            None,
+        )
+        .await;
+    let st = api
+        .wait_state(&id, "finished", Duration::from_secs(120))
+        .await;
+    assert_eq!(st["outcome"], "passed", "{st}");
+    let url = srv.url.clone();
+    with_browser(|b| async move {
+        sign_in(&b, &url).await;
+        b.goto(&format!("{url}/jobs/{id}"))
+            .await
+            .expect("the job's page");
+        until(&b, "the whole stream was read", || async {
+            text_of(&b, "#output")
+                .await
+                .is_some_and(|t| t.contains("THE-END"))
+                && text_of(&b, "#outcome").await.as_deref() == Some("passed")
+        })
+        .await;
+        let kept = js(
+            &b,
+            "return document.getElementById('output').textContent.length",
+        )
+        .await;
+        let kept = kept.as_u64().expect("a length");
+        assert!(kept <= 1 << 20, "{kept} characters in the page");
+        assert!(kept > 1 << 19, "it keeps the tail, not nothing: {kept}");
+        let note = text_of(&b, "#omitted").await.expect("the note");
+        assert!(
+            note.contains("are not shown") && note.contains(&format!("cordon logs {id}")),
+            "{note}"
+        );
+        assert_eq!(
+            js(&b, "return document.getElementById('omitted').hidden").await,
+            false
+        );
+    })
+    .await;
+}
+
 // --- plain HTTP: the session and CSRF rules -------------------------------------------------
 
 /// Signs in over HTTP; returns the `Cookie` header value and the CSRF token.
