@@ -91,7 +91,7 @@ const ASSETS: &[Asset] = &[
 /// coming from another site (a link to a job's page in a chat or a CI log must open): it
 /// holds no data, cannot be framed, and `SameSite=Strict` keeps the cookie off such a
 /// navigation. Its `Host` is still checked.
-pub fn is_static(method: &Method, path: &str) -> bool {
+pub(crate) fn is_static(method: &Method, path: &str) -> bool {
     (*method == Method::GET || *method == Method::HEAD)
         && (path == "/"
             || path == "/sign-in"
@@ -100,14 +100,14 @@ pub fn is_static(method: &Method, path: &str) -> bool {
 }
 
 /// The browser-session side of the service.
-pub struct Web {
+pub(crate) struct Web {
     sessions: Sessions,
     secure: bool,
     tokens: Arc<Tokens>,
 }
 
 impl Web {
-    pub fn new(config: &WebConfig, tokens: Arc<Tokens>) -> Web {
+    pub(crate) fn new(config: &WebConfig, tokens: Arc<Tokens>) -> Web {
         Web {
             sessions: Sessions::new(config.session_ttl.0, config.max_sessions),
             secure: config.secure_cookie,
@@ -155,7 +155,7 @@ impl Web {
 }
 
 /// What a request's session cookie makes of it, for the API's `auth` middleware.
-pub enum CookieAuth {
+pub(crate) enum CookieAuth {
     /// No session cookie: the request needs a bearer token.
     None,
     Caller(Caller),
@@ -176,7 +176,7 @@ fn unsigned(message: &str) -> Response {
 /// method but `GET` and `HEAD` also needs the session's CSRF token in `X-Cordon-CSRF`
 /// (compared in constant time): a form or script of another site can make a browser send the
 /// cookie (were the front door and `SameSite` both to fail), never that header's value.
-pub fn cookie_caller(web: &Web, method: &Method, headers: &HeaderMap) -> CookieAuth {
+pub(crate) fn cookie_caller(web: &Web, method: &Method, headers: &HeaderMap) -> CookieAuth {
     let id = match web.cookie_value(headers) {
         Ok(None) => return CookieAuth::None,
         Ok(Some(id)) => id,
@@ -211,7 +211,7 @@ pub fn cookie_caller(web: &Web, method: &Method, headers: &HeaderMap) -> CookieA
 }
 
 /// The web routes: pages, assets and the session endpoints.
-pub fn router(web: Arc<Web>) -> Router {
+pub(crate) fn router(web: Arc<Web>) -> Router {
     Router::new()
         .route("/", get(|| async { page("index.html") }))
         .route("/sign-in", get(|| async { page("sign-in.html") }))
@@ -247,7 +247,7 @@ fn page(name: &str) -> Response {
 /// Adds the browser-facing security headers to every response (API ones too): the CSP,
 /// `nosniff` (an artifact or an event stream is never sniffed into HTML), no referrer (a
 /// job's URL does not leak to a link's target), no framing, and a window of its own.
-pub async fn security_headers(req: Request, next: Next) -> Response {
+pub(crate) async fn security_headers(req: Request, next: Next) -> Response {
     let mut r = next.run(req).await;
     let h = r.headers_mut();
     for (name, value) in [
