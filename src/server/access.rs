@@ -317,7 +317,7 @@ pub fn front_door(
         Header::Unreadable => {
             return refuse(
                 "Origin",
-                "refused: the request has an unreadable or repeated `Origin` header; this API does not serve browsers".into(),
+                "refused: the request has an unreadable or repeated `Origin` header; cordon serves no other site's pages".into(),
             );
         }
         Header::Value(o) => {
@@ -344,7 +344,7 @@ pub fn front_door(
                 return refuse(
                     "Origin",
                     format!(
-                        "refused: the request comes from a web page ({what}); cordon's API does not serve browsers. Use `cordon submit` or an HTTP client, which send no Origin"
+                        "refused: the request comes from another site's web page ({what}); cordon serves only its own page (at `/`). Use `cordon submit` or an HTTP client, which send no Origin"
                     ),
                 );
             }
@@ -358,7 +358,7 @@ pub fn front_door(
             refuse(
                 "Sec-Fetch-Site",
                 format!(
-                    "refused: the browser says another site made this request (`Sec-Fetch-Site: {}`); cordon's API does not serve browsers",
+                    "refused: the browser says another site made this request (`Sec-Fetch-Site: {}`); cordon serves only its own page (at `/`)",
                     v.trim()
                 ),
             )
