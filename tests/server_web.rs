@@ -190,12 +190,13 @@ async fn the_page_follows_a_job_and_cancels_it() {
     let srv = start(&tmp.path().join("data"), &format!("token: {TOKEN}\n"));
     let api = srv.client();
     let url = srv.url.clone();
+    let port = url.rsplit(':').next().expect("a port").to_string();
     with_browser(|b| async move {
         sign_in(&b, &url).await;
         let cookies = b.get_all_cookies().await.expect("cookies");
         let session = cookies
             .iter()
-            .find(|c| c.name() == "cordon_session")
+            .find(|c| c.name() == format!("cordon_session_{port}"))
             .expect("a session cookie");
         assert_eq!(session.http_only(), Some(true));
         assert_eq!(format!("{:?}", session.same_site()), "Some(Strict)");

@@ -66,7 +66,7 @@ struct App {
 pub fn router(svc: Service, bound: SocketAddr) -> Router {
     let tokens = Arc::new(Tokens::from_config(svc.config()));
     let app = App {
-        web: Arc::new(Web::new(&svc.config().web, tokens.clone())),
+        web: Arc::new(Web::new(&svc.config().web, tokens.clone(), bound.port())),
         tokens,
         names: Arc::new(ServerNames::new(&svc.config().server_names, bound)),
         svc: svc.clone(),

@@ -34,11 +34,13 @@ use super::api::error;
 use super::config::WebConfig;
 use session::Sessions;
 
-/// The session cookie's name over plain HTTP.
+/// The session cookie's name over plain HTTP, before `_<port>`: browsers keep cookies per
+/// host name, not per port, so the port the service is bound to keeps two services on one
+/// host from overwriting each other's.
 pub const SESSION_COOKIE: &str = "cordon_session";
-/// Its name with `web.secure_cookie`: the `__Host-` prefix makes browsers refuse it unless it
-/// is `Secure`, has `Path=/` and no `Domain`, so a sibling host cannot plant one.
-pub const SECURE_SESSION_COOKIE: &str = "__Host-cordon_session";
+/// Its prefix with `web.secure_cookie`: the `__Host-` prefix makes browsers refuse it unless
+/// it is `Secure`, has `Path=/` and no `Domain`, so a sibling host cannot plant one.
+pub const SECURE_PREFIX: &str = "__Host-";
 /// The header carrying a session's CSRF token on state-changing requests.
 pub const CSRF_HEADER: &str = "x-cordon-csrf";
 
@@ -103,24 +105,28 @@ pub(crate) fn is_static(method: &Method, path: &str) -> bool {
 pub(crate) struct Web {
     sessions: Sessions,
     secure: bool,
+    cookie_name: String,
     tokens: Arc<Tokens>,
 }
 
 impl Web {
-    pub(crate) fn new(config: &WebConfig, tokens: Arc<Tokens>) -> Web {
+    /// Sessions for a service bound to `port` (in the cookie's name).
+    pub(crate) fn new(config: &WebConfig, tokens: Arc<Tokens>, port: u16) -> Web {
+        let prefix = if config.secure_cookie {
+            SECURE_PREFIX
+        } else {
+            ""
+        };
         Web {
             sessions: Sessions::new(config.session_ttl.0, config.max_sessions),
             secure: config.secure_cookie,
+            cookie_name: format!("{prefix}{SESSION_COOKIE}_{port}"),
             tokens,
         }
     }
 
-    fn cookie_name(&self) -> &'static str {
-        if self.secure {
-            SECURE_SESSION_COOKIE
-        } else {
-            SESSION_COOKIE
-        }
+    fn cookie_name(&self) -> &str {
+        &self.cookie_name
     }
 
     fn cookie(&self, value: &str, max_age_secs: u64) -> HeaderValue {
@@ -380,7 +386,7 @@ mod tests {
             secure_cookie: secure,
             ..WebConfig::default()
         };
-        Web::new(&w, Arc::new(Tokens::from_config(&c)))
+        Web::new(&w, Arc::new(Tokens::from_config(&c)), 8420)
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
@@ -396,12 +402,12 @@ mod tests {
         let plain = web(false).cookie("abc", 60);
         assert_eq!(
             plain,
-            "cordon_session=abc; Path=/; Max-Age=60; HttpOnly; SameSite=Strict"
+            "cordon_session_8420=abc; Path=/; Max-Age=60; HttpOnly; SameSite=Strict"
         );
         let secure = web(true).cookie("abc", 60);
         assert_eq!(
             secure,
-            "__Host-cordon_session=abc; Path=/; Max-Age=60; HttpOnly; SameSite=Strict; Secure"
+            "__Host-cordon_session_8420=abc; Path=/; Max-Age=60; HttpOnly; SameSite=Strict; Secure"
         );
     }
 
@@ -410,7 +416,7 @@ mod tests {
         let w = web(false);
         let (_, d) = w.tokens.identify(&"t".repeat(20)).expect("known");
         let o = w.sessions.open(d).expect("open");
-        let cookie = format!("other=1; cordon_session={}", o.id);
+        let cookie = format!("other=1; cordon_session_9=x; cordon_session_8420={}", o.id);
         let ok = |m: Method, h: &HeaderMap| match cookie_caller(&w, &m, h) {
             CookieAuth::Caller(c) => Ok(c.name),
             CookieAuth::None => Err(0),
@@ -426,12 +432,15 @@ mod tests {
         assert_eq!(ok(Method::DELETE, &right), Ok("admin".into()));
         assert_eq!(ok(Method::GET, &headers(&[])), Err(0));
         assert_eq!(
-            ok(Method::GET, &headers(&[("cookie", "cordon_session=nope")])),
+            ok(
+                Method::GET,
+                &headers(&[("cookie", "cordon_session_8420=nope")])
+            ),
             Err(401)
         );
         let twice = headers(&[
             ("cookie", &cookie),
-            ("cookie", &format!("cordon_session={}", "a".repeat(64))),
+            ("cookie", &format!("cordon_session_8420={}", "a".repeat(64))),
         ]);
         assert_eq!(ok(Method::GET, &twice), Err(401), "a planted second cookie");
         w.sessions.close(&o.id);
