@@ -10,6 +10,10 @@
 //!   service's names (DNS rebinding), whose `Origin` is another site's or `null` (a form or
 //!   script on any web page), or whose `Sec-Fetch-Site` says a browser sent it from another
 //!   site. Command-line clients send no `Origin`.
+//! - **Browser sessions.** The web page signs in with a token and then holds a session
+//!   cookie (`super::web`); [`Tokens::by_digest`] ties each session to its token, and a
+//!   state-changing request from the page must also carry its session's CSRF token
+//!   ([`csrf_matches`]).
 //! - **Data at rest.** The data directory is 0700 and what cordon writes in it 0600 (files)
 //!   or 0700 (directories), whatever the umask: [`secure_data_dir`] at start,
 //!   [`tighten_tree`] for a job's files.
@@ -88,6 +92,25 @@ impl Tokens {
     /// digests, so neither the position of a match nor a token's length shows in the timing).
     pub fn check(&self, given: &str) -> Option<Caller> {
         let d = digest(given);
+        let mut found = None;
+        for (caller, want) in &self.entries {
+            if bool::from(d.ct_eq(want)) {
+                found = Some(caller.clone());
+            }
+        }
+        found
+    }
+
+    /// Like [`Tokens::check`], with the matching token's digest: what a browser session
+    /// keeps instead of the secret (see `super::web`).
+    pub(crate) fn identify(&self, given: &str) -> Option<(Caller, [u8; 32])> {
+        let d = digest(given);
+        self.check(given).map(|c| (c, d))
+    }
+
+    /// The caller whose token has digest `d`, if that token is still configured: a browser
+    /// session asks this at every request, so it never outlives its token.
+    pub(crate) fn by_digest(&self, d: &[u8; 32]) -> Option<Caller> {
         let mut found = None;
         for (caller, want) in &self.entries {
             if bool::from(d.ct_eq(want)) {
@@ -294,7 +317,7 @@ pub fn front_door(
         Header::Unreadable => {
             return refuse(
                 "Origin",
-                "refused: the request has an unreadable or repeated `Origin` header; this API does not serve browsers".into(),
+                "refused: the request has an unreadable or repeated `Origin` header; cordon serves no other site's pages".into(),
             );
         }
         Header::Value(o) => {
@@ -321,7 +344,7 @@ pub fn front_door(
                 return refuse(
                     "Origin",
                     format!(
-                        "refused: the request comes from a web page ({what}); cordon's API does not serve browsers. Use `cordon submit` or an HTTP client, which send no Origin"
+                        "refused: the request comes from another site's web page ({what}); cordon serves only its own page (at `/`). Use `cordon submit` or an HTTP client, which send no Origin"
                     ),
                 );
             }
@@ -335,12 +358,22 @@ pub fn front_door(
             refuse(
                 "Sec-Fetch-Site",
                 format!(
-                    "refused: the browser says another site made this request (`Sec-Fetch-Site: {}`); cordon's API does not serve browsers",
+                    "refused: the browser says another site made this request (`Sec-Fetch-Site: {}`); cordon serves only its own page (at `/`)",
                     v.trim()
                 ),
             )
         }
         _ => Ok(()),
+    }
+}
+
+/// Whether the CSRF token a browser request carries (`X-Cordon-CSRF`) is its session's:
+/// compared as SHA-256 digests in constant time, so neither a prefix nor the length shows in
+/// the timing. An absent header is `None` and never matches.
+pub fn csrf_matches(session_csrf: &str, given: Option<&str>) -> bool {
+    match given {
+        Some(g) => bool::from(digest(g.trim()).ct_eq(&digest(session_csrf))),
+        None => false,
     }
 }
 
@@ -749,6 +782,41 @@ mod tests {
         assert!(!ci.may_see(Some("admin")));
         assert!(!ci.may_see(None));
         assert!(t.check(&"a".repeat(20)).expect("admin").may_see(None));
+    }
+
+    #[test]
+    fn csrf_tokens_match_exactly() {
+        let want = "0123456789abcdef0123456789abcdef";
+        assert!(csrf_matches(want, Some(want)));
+        assert!(csrf_matches(
+            want,
+            Some(" 0123456789abcdef0123456789abcdef ")
+        ));
+        for bad in [None, Some(""), Some("0123456789abcdef"), Some("x")] {
+            assert!(!csrf_matches(want, bad), "{bad:?}");
+        }
+        let mut longer = want.to_string();
+        longer.push('0');
+        assert!(!csrf_matches(want, Some(&longer)));
+    }
+
+    #[test]
+    fn a_session_finds_its_token_by_digest() {
+        let c = ServerConfig {
+            token: Some("a".repeat(20)),
+            ..ServerConfig::default()
+        };
+        let t = Tokens::from_config(&c);
+        let (caller, d) = t.identify(&"a".repeat(20)).expect("known");
+        assert_eq!(caller.name, "admin");
+        assert_eq!(t.by_digest(&d), Some(caller));
+        assert_eq!(t.by_digest(&[0; 32]), None);
+        assert!(t.identify("nope-nope-nope-nope").is_none());
+        let other = Tokens::from_config(&ServerConfig {
+            token: Some("b".repeat(20)),
+            ..ServerConfig::default()
+        });
+        assert_eq!(other.by_digest(&d), None, "a token no longer configured");
     }
 
     fn mode(p: &Path) -> u32 {

@@ -24,6 +24,7 @@ use super::access::{self, Caller, Header, ServerNames, Tokens};
 use super::listing::ListQuery;
 use super::queue::{Service, ServiceError};
 use super::upload::UploadError;
+use super::web::{self, CookieAuth, Web};
 
 /// The OpenAPI document, checked in at the repository's top level.
 pub const OPENAPI: &str = include_str!("../../openapi.yaml");
@@ -53,14 +54,20 @@ struct App {
     svc: Service,
     tokens: Arc<Tokens>,
     names: Arc<ServerNames>,
+    web: Arc<Web>,
 }
 
 /// The service's router, for a service bound to `bound` (the default `server_names` carry its
 /// port). Probes (`/healthz`, `/readyz`) are open; every other route refuses browser-context
-/// requests (`403`, see [`access::front_door`]) and then needs a bearer token (`401`).
+/// requests (`403`, see [`access::front_door`]; a `GET` of a static page only for its
+/// `Host`) and then needs a bearer token or a browser session (`401`). The web page's
+/// routes are [`web::router`]'s. Every response carries the browser-facing security headers
+/// ([`web::security_headers`]).
 pub fn router(svc: Service, bound: SocketAddr) -> Router {
+    let tokens = Arc::new(Tokens::from_config(svc.config()));
     let app = App {
-        tokens: Arc::new(Tokens::from_config(svc.config())),
+        web: Arc::new(Web::new(&svc.config().web, tokens.clone(), bound.port())),
+        tokens,
         names: Arc::new(ServerNames::new(&svc.config().server_names, bound)),
         svc: svc.clone(),
     };
@@ -81,12 +88,14 @@ pub fn router(svc: Service, bound: SocketAddr) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .merge(protected)
+        .with_state(app.clone())
+        .merge(web::router(app.web.clone()))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
-        .layer(middleware::from_fn_with_state(app.clone(), front_door))
-        .with_state(app)
+        .layer(middleware::from_fn_with_state(app, front_door))
+        .layer(middleware::from_fn(web::security_headers))
 }
 
-fn error(status: StatusCode, kind: &str, message: impl std::fmt::Display) -> Response {
+pub(super) fn error(status: StatusCode, kind: &str, message: impl std::fmt::Display) -> Response {
     let body = serde_json::json!({ "error": { "kind": kind, "message": message.to_string() } });
     (status, axum::Json(body)).into_response()
 }
@@ -144,18 +153,23 @@ async fn front_door(State(app): State<App>, req: Request, next: Next) -> Respons
         return next.run(req).await;
     }
     let headers = req.headers();
+    // A static page may be opened from a link on another site; its Host is still checked.
+    let page = web::is_static(req.method(), req.uri().path());
+    let (origin, fetch_site) = if page {
+        (Header::Absent, Header::Absent)
+    } else {
+        (
+            one_header(headers, header::ORIGIN.as_str()),
+            one_header(headers, "sec-fetch-site"),
+        )
+    };
     // HTTP/2 carries the host in the URI's authority instead of a Host header.
     let authority = req.uri().authority().map(|a| a.as_str());
     let host = match one_header(headers, header::HOST.as_str()) {
         Header::Absent => authority.map_or(Header::Absent, Header::Value),
         h => h,
     };
-    let verdict = access::front_door(
-        &app.names,
-        host,
-        one_header(headers, header::ORIGIN.as_str()),
-        one_header(headers, "sec-fetch-site"),
-    );
+    let verdict = access::front_door(&app.names, host, origin, fetch_site);
     match verdict {
         Ok(()) => next.run(req).await,
         Err(refusal) => {
@@ -173,11 +187,22 @@ async fn front_door(State(app): State<App>, req: Request, next: Next) -> Respons
 }
 
 /// Finds whose bearer token the request carries (`401` if nobody's) and hands the handlers
-/// that [`Caller`].
+/// that [`Caller`]. A request without an `Authorization` header may instead carry a browser
+/// session's cookie (and, to change anything, its CSRF token: [`web::cookie_caller`]).
+/// Nothing is read from the query string.
 async fn auth(State(app): State<App>, mut req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
+    let authorization = req.headers().get(header::AUTHORIZATION);
+    if authorization.is_none() {
+        match web::cookie_caller(&app.web, req.method(), req.headers()) {
+            CookieAuth::None => {}
+            CookieAuth::Caller(caller) => {
+                req.extensions_mut().insert(caller);
+                return next.run(req).await;
+            }
+            CookieAuth::Refused(r) => return r,
+        }
+    }
+    let given = authorization
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
@@ -528,7 +553,12 @@ async fn artifact(
     };
     match tokio::fs::File::open(&file).await {
         Ok(f) => (
-            [(header::CONTENT_TYPE, "application/octet-stream")],
+            [
+                (header::CONTENT_TYPE, "application/octet-stream"),
+                // Downloaded, never shown in the service's origin (an artifact is the
+                // submitter's file: an HTML one must not run as the web page).
+                (header::CONTENT_DISPOSITION, "attachment"),
+            ],
             Body::from_stream(tokio_util::io::ReaderStream::new(f)),
         )
             .into_response(),

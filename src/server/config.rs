@@ -90,6 +90,33 @@ pub struct ServerConfig {
     /// The operator's policy: the most any job may ask for (limits, images, egress hosts,
     /// the CA bundle `ca_bundle: host` means, root). See `cordon::spec::OperatorPolicy`.
     pub policy: crate::spec::OperatorPolicy,
+    /// The web page at `/`: browser sessions (see `super::web`).
+    pub web: WebConfig,
+}
+
+/// The web page's settings: how long a browser session lasts, how many there may be, and
+/// whether its cookie is `Secure`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// A browser session ends this long after its sign-in, whatever it did meanwhile.
+    pub session_ttl: Span,
+    /// Sessions at once across all tokens; signing in beyond it ends the oldest session.
+    pub max_sessions: usize,
+    /// Mark the session cookie `Secure` (and name it `__Host-cordon_session`): set it when
+    /// browsers reach the service over https (a TLS-terminating proxy or ingress in front).
+    /// The service itself speaks plain HTTP and does not guess from `X-Forwarded-Proto`.
+    pub secure_cookie: bool,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            session_ttl: Span(Duration::from_secs(12 * 3600)),
+            max_sessions: 1000,
+            secure_cookie: false,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -116,6 +143,7 @@ impl Default for ServerConfig {
             warm_pool_max: 8,
             warm_pool_prewarm: crate::pool::Prewarm::Auto,
             policy: crate::spec::OperatorPolicy::default(),
+            web: WebConfig::default(),
         }
     }
 }
@@ -152,6 +180,10 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("CORDON_SHUTDOWN_GRACE", "shutdown_grace"),
     ("CORDON_WARM_POOL", "warm_pool"),
     ("CORDON_WARM_POOL_PREWARM", "warm_pool_prewarm"),
+    (
+        "CORDON_WEB_SECURE_COOKIE",
+        "web.secure_cookie (true or false)",
+    ),
 ];
 
 impl ServerConfig {
@@ -252,6 +284,9 @@ impl ServerConfig {
         if let Some(v) = get("CORDON_WARM_POOL_PREWARM") {
             self.warm_pool_prewarm = parse("CORDON_WARM_POOL_PREWARM", &v)?;
         }
+        if let Some(v) = get("CORDON_WEB_SECURE_COOKIE") {
+            self.web.secure_cookie = parse("CORDON_WEB_SECURE_COOKIE", &v)?;
+        }
         Ok(())
     }
 
@@ -293,6 +328,21 @@ impl ServerConfig {
         self.policy
             .check()
             .map_err(|(field, reason)| invalid("policy", format!("`{field}`: {reason}")))?;
+        if self.web.max_sessions == 0 {
+            return Err(invalid(
+                "web",
+                "`web.max_sessions` must be at least 1 (each signed-in browser is one)".into(),
+            ));
+        }
+        if self.web.session_ttl.0 < Duration::from_secs(60) {
+            return Err(invalid(
+                "web",
+                format!(
+                    "`web.session_ttl`: {} is under a minute; a session that short signs people out while they read (the default is 12h)",
+                    humantime::format_duration(self.web.session_ttl.0)
+                ),
+            ));
+        }
         if self.queue_capacity == 0 {
             return Err(invalid("queue_capacity", "must be at least 1".into()));
         }
@@ -548,6 +598,29 @@ mod tests {
             let e = checked(yaml).expect_err(yaml);
             assert!(e.contains(want), "{yaml}: {e}");
         }
+    }
+
+    #[test]
+    fn web_settings_are_checked() {
+        let mut c = ServerConfig::default();
+        assert!(!c.web.secure_cookie);
+        c.apply_env(|k| (k == "CORDON_WEB_SECURE_COOKIE").then(|| "true".into()))
+            .expect("env");
+        assert!(c.web.secure_cookie);
+        let bad = c.apply_env(|k| (k == "CORDON_WEB_SECURE_COOKIE").then(|| "yes".into()));
+        assert!(bad.is_err_and(|e| e.to_string().contains("CORDON_WEB_SECURE_COOKIE")));
+        c.check().expect("valid");
+        c.web.max_sessions = 0;
+        let e = c.check().expect_err("no sessions").to_string();
+        assert!(e.contains("`web.max_sessions`"), "{e}");
+        let mut c: ServerConfig =
+            crate::spec::parse_yaml("web: { session_ttl: 10s }\n", Path::new("c.yaml"))
+                .expect("parses");
+        let e = c.check().expect_err("too short").to_string();
+        assert!(e.contains("`web.session_ttl`: 10s"), "{e}");
+        let e = crate::spec::parse_yaml::<ServerConfig>("web: { ttl: 1h }\n", Path::new("c.yaml"))
+            .expect_err("unknown field");
+        assert!(e.to_string().contains("ttl"), "{e}");
     }
 
     #[test]

@@ -10,6 +10,9 @@
 //!   cancel, crash recovery, retention, drain. No HTTP types.
 //! - `api`: axum handlers that only parse requests into calls on the service.
 //! - `metrics`: Prometheus text.
+//! - `web`: the web page at `/` (static pages and scripts embedded in the binary) and its
+//!   browser sessions: sign-in with a token, an `HttpOnly` `SameSite=Strict` cookie, a CSRF
+//!   token for every change.
 
 pub mod access;
 pub mod api;
@@ -19,6 +22,7 @@ pub mod metrics;
 pub mod queue;
 pub mod store;
 pub mod upload;
+pub mod web;
 
 use std::future::Future;
 use std::time::Duration;
