@@ -4,6 +4,7 @@ mod cache;
 mod client;
 mod image;
 mod jobs;
+mod logging;
 mod printer;
 mod run;
 mod serve;
@@ -108,7 +109,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // A service logs what it does by default; a one-shot command only its warnings.
     let serving = matches!(cli.command, Command::Serve(_));
-    init_tracing(cli.verbose.max(u8::from(serving)));
+    logging::init_tracing(cli.verbose.max(u8::from(serving)));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -138,23 +139,6 @@ pub fn main() -> ExitCode {
     // Do not wait for stray blocking tasks (a stuck engine call) at exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     ExitCode::from(code)
-}
-
-fn init_tracing(verbose: u8) {
-    use tracing_subscriber::EnvFilter;
-    let default = match verbose {
-        0 => "cordon=warn",
-        1 => "cordon=info",
-        _ => "cordon=debug",
-    };
-    let filter = EnvFilter::try_from_env("CORDON_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // No colour codes in a journal or a log file.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
 }
 
 /// On Ctrl-C or SIGTERM, cancels `token` (so the work in flight removes its sandboxes and
