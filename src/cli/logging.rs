@@ -2,10 +2,16 @@
 //! (`CORDON_LOG_FORMAT`): text for a person, or one JSON object a line for a log pipeline
 //! (Kubernetes, Loki, Elasticsearch, a journal that parses JSON).
 
+use std::sync::OnceLock;
+
+use tracing::Level;
 use tracing_subscriber::EnvFilter;
 
 /// The variable naming the log format.
 pub(crate) const FORMAT_VAR: &str = "CORDON_LOG_FORMAT";
+
+/// The format in force, once [`init_tracing`] has run.
+static FORMAT: OnceLock<Format> = OnceLock::new();
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +64,8 @@ pub(crate) fn init_tracing(verbose: u8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false);
-    let _ = match Format::from_env() {
+    let format = *FORMAT.get_or_init(Format::from_env);
+    let _ = match format {
         Format::Text => builder
             // No colour codes in a journal or a log file.
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -70,6 +77,35 @@ pub(crate) fn init_tracing(verbose: u8) {
             .with_span_list(true)
             .try_init(),
     };
+}
+
+/// A line for the person running cordon: `cordon: [error: |warning: ]message` on stderr, or,
+/// when logs are JSON, a log event at `level`, so that a log pipeline can read every line.
+pub(crate) fn say(level: Level, message: &str) {
+    if FORMAT.get() == Some(&Format::Json) {
+        match level {
+            Level::ERROR => tracing::error!("{message}"),
+            Level::WARN => tracing::warn!("{message}"),
+            _ => tracing::info!("{message}"),
+        }
+        return;
+    }
+    let prefix = match level {
+        Level::ERROR => "error: ",
+        Level::WARN => "warning: ",
+        _ => "",
+    };
+    eprintln!("cordon: {prefix}{message}");
+}
+
+/// [`say`] for an error and its causes: `cordon: error: a\n  caused by: b` as text, one
+/// event (`a: b`) as JSON.
+pub(crate) fn say_error(e: &(dyn std::error::Error + 'static)) {
+    if FORMAT.get() == Some(&Format::Json) {
+        tracing::error!("{}", crate::runner::error_chain(e));
+    } else {
+        super::report_error(e);
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{EXIT_INVALID, EXIT_SANDBOX_ERROR, report_error};
+use tracing::Level;
+
+use super::logging::{say, say_error};
+use super::{EXIT_INVALID, EXIT_SANDBOX_ERROR};
 use crate::server::access::{GeneratedToken, ServerNames, Tokens};
 use crate::server::{ServerConfig, ServerError};
 
@@ -26,7 +29,7 @@ pub async fn serve(args: ServeArgs) -> u8 {
     let mut config = match ServerConfig::load(args.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
-            report_error(&e);
+            say_error(&e);
             return EXIT_INVALID;
         }
     };
@@ -36,21 +39,24 @@ pub async fn serve(args: ServeArgs) -> u8 {
     let addr = match config.listen_addr() {
         Ok(a) => a,
         Err(e) => {
-            report_error(&e);
+            say_error(&e);
             return EXIT_INVALID;
         }
     };
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("cordon: error: cannot listen on {addr}: {e}");
+            say(Level::ERROR, &format!("cannot listen on {addr}: {e}"));
             return EXIT_SANDBOX_ERROR;
         }
     };
     let bound = match listener.local_addr() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("cordon: error: cannot read the address listened on: {e}");
+            say(
+                Level::ERROR,
+                &format!("cannot read the address listened on: {e}"),
+            );
             return EXIT_SANDBOX_ERROR;
         }
     };
@@ -58,31 +64,44 @@ pub async fn serve(args: ServeArgs) -> u8 {
         if let Some(g) = generated {
             let path = g.path.display();
             if g.created {
-                eprintln!(
-                    "cordon: no token is configured: generated one in {path} (mode 0600: only this user can read it)"
+                say(
+                    Level::INFO,
+                    &format!(
+                        "no token is configured: generated one in {path} (mode 0600: only this user can read it)"
+                    ),
                 );
             } else {
-                eprintln!(
-                    "cordon: no token is configured: using the one generated earlier in {path}"
+                say(
+                    Level::INFO,
+                    &format!("no token is configured: using the one generated earlier in {path}"),
                 );
             }
-            eprintln!(
-                "cordon: clients send it as `Authorization: Bearer <the file's content>`, e.g. `cordon submit JOB.yaml --server http://{bound} --token-file {path}`"
+            say(
+                Level::INFO,
+                &format!(
+                    "clients send it as `Authorization: Bearer <the file's content>`, e.g. `cordon submit JOB.yaml --server http://{bound} --token-file {path}`"
+                ),
             );
         }
         let names = ServerNames::new(&config.server_names, bound);
         if bound.ip().is_unspecified() && config.server_names.is_empty() {
-            eprintln!(
-                "cordon: warning: listening on {bound} with the default server_names ({}): a client reaching the service by any other name (the host's name or address) gets 403; list the names clients use in `server_names` (CORDON_SERVER_NAMES)",
-                names.describe()
+            say(
+                Level::WARN,
+                &format!(
+                    "listening on {bound} with the default server_names ({}): a client reaching the service by any other name (the host's name or address) gets 403; list the names clients use in `server_names` (CORDON_SERVER_NAMES)",
+                    names.describe()
+                ),
             );
         }
-        eprintln!(
-            "cordon: serving on http://{bound} (data in {}, {} job(s) at once, tokens: {}; answering to {})",
-            config.data_dir.display(),
-            config.concurrency(),
-            Tokens::from_config(config).describe(),
-            names.describe()
+        say(
+            Level::INFO,
+            &format!(
+                "serving on http://{bound} (data in {}, {} job(s) at once, tokens: {}; answering to {})",
+                config.data_dir.display(),
+                config.concurrency(),
+                Tokens::from_config(config).describe(),
+                names.describe()
+            ),
         );
     };
     let shutdown = async {
@@ -95,19 +114,22 @@ pub async fn serve(args: ServeArgs) -> u8 {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
-        eprintln!("cordon: shutting down: no new jobs; running jobs get the grace period");
+        say(
+            Level::INFO,
+            "shutting down: no new jobs; running jobs get the grace period",
+        );
     };
     match crate::server::serve(config, listener, shutdown, ready).await {
         Ok(()) => {
-            eprintln!("cordon: stopped; nothing is running");
+            say(Level::INFO, "stopped; nothing is running");
             0
         }
         Err(e @ ServerError::Config(_)) => {
-            report_error(&e);
+            say_error(&e);
             EXIT_INVALID
         }
         Err(e) => {
-            report_error(&e);
+            say_error(&e);
             EXIT_SANDBOX_ERROR
         }
     }
