@@ -194,7 +194,13 @@ async fn post_job(
                     wait_unavailable(&mut backoff, None, why).await?;
                     continue;
                 }
-                return Err(client.unreachable(&e));
+                let mut f = client.unreachable(&e);
+                if workspace.is_some() && cut_off(&e) {
+                    f.message.push_str(
+                        " (the service stopped reading the upload: if the workspace is over its max_upload, exclude what the job does not need with `workspace.exclude`, or ask the operator to raise max_upload)",
+                    );
+                }
+                return Err(f);
             }
         };
         if let Some(a) = archiver
@@ -217,9 +223,36 @@ async fn post_job(
                 let why = api_error(resp).await;
                 wait_unavailable(&mut backoff, after, why).await?;
             }
+            reqwest::StatusCode::PAYLOAD_TOO_LARGE => {
+                // The upload is streamed, so its size is not announced: the service may stop
+                // reading with a generic message.
+                let mut f = api_error(resp).await;
+                f.message.push_str(
+                    " (the upload is over the service's max_upload: exclude what the job does not need with `workspace.exclude`, or ask the operator to raise max_upload)",
+                );
+                return Err(f);
+            }
             _ => return Err(api_error(resp).await),
         }
     }
+}
+
+/// Whether the connection was closed under a request still being sent (a service that
+/// refuses an upload too large may answer and close before the client sees the answer).
+fn cut_off(e: &reqwest::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            )
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// Waits before the next attempt at a submission the service could not take (`why`), or
