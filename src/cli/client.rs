@@ -130,6 +130,12 @@ impl ServiceArgs {
                 tls::CA_FLAG
             ),
             "http" => {}
+            _ if !self.server.contains("://") => {
+                return Err(invalid(format!(
+                    "--server {}: give the scheme too, like https://{} (or http:// on this machine or a network you trust)",
+                    self.server, self.server
+                )));
+            }
             other => {
                 return Err(invalid(format!(
                     "--server {}: `{other}://` is not a scheme cordon speaks; use https:// (or http:// on this machine or a network you trust)",
@@ -355,5 +361,58 @@ impl Events<'_> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loopback(url: &str) -> bool {
+        is_loopback(&reqwest::Url::parse(url).expect("a URL"))
+    }
+
+    #[test]
+    fn only_this_machine_is_loopback() {
+        assert!(loopback("http://localhost:8420"));
+        assert!(loopback("http://LOCALHOST:8420/base"));
+        assert!(loopback("http://svc.localhost:8420"));
+        assert!(loopback("http://127.0.0.1:8420"));
+        assert!(loopback("http://127.9.9.9:8420"));
+        assert!(loopback("http://[::1]:8420"));
+        assert!(!loopback("http://build-host:8420"));
+        assert!(!loopback("http://localhost.example.com:8420"));
+        assert!(!loopback("http://10.0.0.5:8420"));
+        assert!(!loopback("http://[::ffff:10.0.0.5]:8420"));
+        assert!(!loopback("http://0.0.0.0:8420"));
+    }
+
+    fn args(server: &str) -> ServiceArgs {
+        ServiceArgs {
+            server: server.to_string(),
+            token: Some("a-token-of-sixteen-chars".into()),
+            token_file: None,
+            ca_cert: None,
+        }
+    }
+
+    #[test]
+    fn only_http_and_https_are_spoken() {
+        assert!(args("https://build-host:8420").connect().is_ok());
+        assert!(args("http://127.0.0.1:8420").connect().is_ok());
+        let Err(f) = args("ftp://build-host").connect() else {
+            panic!("ftp accepted");
+        };
+        assert_eq!(f.code, EXIT_INVALID);
+        assert!(f.message.contains("use https://"), "{}", f.message);
+        let Err(f) = args("build-host:8420").connect() else {
+            panic!("a URL without a scheme accepted");
+        };
+        assert_eq!(f.code, EXIT_INVALID);
+        assert!(
+            f.message.contains("like https://build-host:8420"),
+            "{}",
+            f.message
+        );
     }
 }
