@@ -21,7 +21,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::envcache;
 /// Kept here for the library's users that name it so; it lives in [`crate::error`].
-pub use crate::error::error_chain;
+use crate::error::error_chain;
 use crate::event::{JobEvent, Phase};
 use crate::pool::{Lease, WarmPool};
 use crate::report::{

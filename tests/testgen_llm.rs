@@ -90,7 +90,7 @@ async fn a_dead_endpoint_is_a_clear_fatal_error() {
     let llm = Llm::new(llm_config(&format!("http://127.0.0.1:{port}/v1"))).expect("client");
     let e = llm.chat(&hello(), 0.2, None).await.expect_err("dead");
     assert!(e.is_fatal());
-    let msg = cordon::runner::error_chain(&e);
+    let msg = cordon::error::error_chain(&e);
     assert!(msg.contains("did not answer after 4 attempts"), "{msg}");
     assert_eq!(llm.usage().retries, 3);
 }

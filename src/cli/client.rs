@@ -1,6 +1,12 @@
 //! What every command that talks to a cordon service shares (`submit`, `jobs`, `status`,
-//! `logs`, `cancel`): the `--server` / `--token` / `--token-file` options, the HTTP client,
-//! how the service's answers become exit statuses, and reading a job's event stream.
+//! `logs`, `cancel`): the `--server` / `--token` / `--token-file` / `--ca-cert` options, the
+//! HTTP client (plain `http://` or `https://` through rustls, see [`tls`]), how the service's
+//! answers become exit statuses, and reading a job's event stream.
+
+mod retry;
+mod tls;
+
+pub(crate) use retry::{Backoff, retry_after};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,7 +22,8 @@ use crate::event::JobEvent;
 /// How to reach the service, and as whom.
 #[derive(Args, Debug, Clone)]
 pub struct ServiceArgs {
-    /// The service's base URL, e.g. http://build-host:8420.
+    /// The service's base URL, e.g. https://build-host:8420. Plain http:// sends the token in
+    /// clear: keep it to this machine or a network you trust (cordon warns otherwise).
     #[arg(long, env = "CORDON_SERVER", value_name = "URL")]
     pub server: String,
     /// The service's bearer token. Prefer --token-file: a command line is visible to other
@@ -32,6 +39,10 @@ pub struct ServiceArgs {
     /// `cordon serve` generates in its data directory when no token is configured.
     #[arg(long, env = "CORDON_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// A CA certificate (PEM) to trust for an https:// service, besides the system's: the
+    /// private CA that signed the service's certificate.
+    #[arg(long, env = "CORDON_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// Why a command stopped, and its exit status: 2 for what the user can fix (flags, a token or
@@ -105,14 +116,37 @@ impl ServiceArgs {
     /// Checks the options and makes the client (no request is sent yet).
     pub fn connect(&self) -> Result<ServiceClient, Failure> {
         let token = self.token()?;
-        if !self.server.starts_with("http://") {
-            return Err(invalid(format!(
-                "--server {}: this cordon speaks plain http:// to the service; reach an https endpoint through a local TLS proxy (or tunnel) and give its http:// address",
+        let url = reqwest::Url::parse(&self.server).map_err(|e| {
+            invalid(format!(
+                "--server {}: not a URL ({e}); give the service's address like https://build-host:8420",
                 self.server
-            )));
+            ))
+        })?;
+        match url.scheme() {
+            "https" => {}
+            "http" if token.is_some() && !is_loopback(&url) => eprintln!(
+                "cordon: warning: --server {} is plain http://: the bearer token crosses the network in clear, readable by anyone on the path; use https:// (with {} for a private CA)",
+                self.server,
+                tls::CA_FLAG
+            ),
+            "http" => {}
+            _ if !self.server.contains("://") => {
+                return Err(invalid(format!(
+                    "--server {}: give the scheme too, like https://{} (or http:// on this machine or a network you trust)",
+                    self.server, self.server
+                )));
+            }
+            other => {
+                return Err(invalid(format!(
+                    "--server {}: `{other}://` is not a scheme cordon speaks; use https:// (or http:// on this machine or a network you trust)",
+                    self.server
+                )));
+            }
         }
+        let tls = tls::client_config(self.ca_cert.as_deref())?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
+            .tls_backend_preconfigured(tls)
             .build()
             .map_err(|e| infra(format!("cannot make an HTTP client: {e}")))?;
         Ok(ServiceClient {
@@ -120,6 +154,21 @@ impl ServiceArgs {
             base: self.server.trim_end_matches('/').to_string(),
             token,
         })
+    }
+}
+
+/// Whether `url` names this machine: `localhost` or a loopback address.
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => {
+            let host = host.to_ascii_lowercase();
+            host == "localhost" || host.ends_with(".localhost")
+        }
     }
 }
 
@@ -159,9 +208,24 @@ impl ServiceClient {
 
     /// Sends `req`; a service that cannot be reached is exit 5.
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, Failure> {
-        req.send()
-            .await
-            .map_err(|e| infra(format!("cannot reach {}: {e}", self.base)))
+        req.send().await.map_err(|e| self.unreachable(&e))
+    }
+
+    /// Whether `e` is a connection that could not be made (nothing sent), for a reason that
+    /// may pass: not a TLS failure.
+    pub fn connection_refused(e: &reqwest::Error) -> bool {
+        e.is_connect() && tls::explain(e, "").is_none()
+    }
+
+    /// A request that got no answer, said for a person: a TLS failure says what to fix.
+    pub fn unreachable(&self, e: &reqwest::Error) -> Failure {
+        infra(tls::explain(e, &self.base).unwrap_or_else(|| {
+            format!(
+                "cannot reach {}: {}",
+                self.base,
+                crate::error::error_chain(e)
+            )
+        }))
     }
 
     /// Sends `req` about job `id` and reads the JSON answer; a `404` is "no such job".
@@ -284,6 +348,10 @@ impl Events<'_> {
                     }
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
+                Err(e) if tls::explain(&e, &self.client.base).is_some() => {
+                    // A certificate does not fix itself: no point in asking again.
+                    return Err(self.client.unreachable(&e));
+                }
                 Err(e) => {
                     self.failures += 1;
                     if self.failures > 30 {
@@ -293,5 +361,58 @@ impl Events<'_> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loopback(url: &str) -> bool {
+        is_loopback(&reqwest::Url::parse(url).expect("a URL"))
+    }
+
+    #[test]
+    fn only_this_machine_is_loopback() {
+        assert!(loopback("http://localhost:8420"));
+        assert!(loopback("http://LOCALHOST:8420/base"));
+        assert!(loopback("http://svc.localhost:8420"));
+        assert!(loopback("http://127.0.0.1:8420"));
+        assert!(loopback("http://127.9.9.9:8420"));
+        assert!(loopback("http://[::1]:8420"));
+        assert!(!loopback("http://build-host:8420"));
+        assert!(!loopback("http://localhost.example.com:8420"));
+        assert!(!loopback("http://10.0.0.5:8420"));
+        assert!(!loopback("http://[::ffff:10.0.0.5]:8420"));
+        assert!(!loopback("http://0.0.0.0:8420"));
+    }
+
+    fn args(server: &str) -> ServiceArgs {
+        ServiceArgs {
+            server: server.to_string(),
+            token: Some("a-token-of-sixteen-chars".into()),
+            token_file: None,
+            ca_cert: None,
+        }
+    }
+
+    #[test]
+    fn only_http_and_https_are_spoken() {
+        assert!(args("https://build-host:8420").connect().is_ok());
+        assert!(args("http://127.0.0.1:8420").connect().is_ok());
+        let Err(f) = args("ftp://build-host").connect() else {
+            panic!("ftp accepted");
+        };
+        assert_eq!(f.code, EXIT_INVALID);
+        assert!(f.message.contains("use https://"), "{}", f.message);
+        let Err(f) = args("build-host:8420").connect() else {
+            panic!("a URL without a scheme accepted");
+        };
+        assert_eq!(f.code, EXIT_INVALID);
+        assert!(
+            f.message.contains("like https://build-host:8420"),
+            "{}",
+            f.message
+        );
     }
 }

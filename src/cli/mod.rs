@@ -5,6 +5,7 @@ mod client;
 mod completions;
 mod image;
 mod jobs;
+mod logging;
 mod printer;
 mod progress;
 mod run;
@@ -151,7 +152,7 @@ pub fn main() -> ExitCode {
     term::init(cli.color, cli.verbose);
     // A service logs what it does by default; a one-shot command only its warnings.
     let serving = matches!(cli.command, Command::Serve(_));
-    init_tracing(cli.verbose.max(u8::from(serving)));
+    logging::init_tracing(cli.verbose.max(u8::from(serving)));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -215,23 +216,6 @@ fn color_flag(args: impl Iterator<Item = std::ffi::OsString>) -> ColorChoice {
         }
     }
     choice
-}
-
-fn init_tracing(verbose: u8) {
-    use tracing_subscriber::EnvFilter;
-    let default = match verbose {
-        0 => "cordon=warn",
-        1 => "cordon=info",
-        _ => "cordon=debug",
-    };
-    let filter = EnvFilter::try_from_env("CORDON_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // No colour codes in a journal or a log file.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
 }
 
 /// On Ctrl-C or SIGTERM, cancels `token` (so the work in flight removes its sandboxes and
@@ -306,7 +290,7 @@ pub(crate) fn finish(result: anyhow::Result<u8>) -> u8 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            report_error(e.as_ref());
+            logging::say_error(e.as_ref());
             exit_status(&e)
         }
     }

@@ -34,7 +34,7 @@ pub async fn run(args: RunArgs) -> u8 {
     let fail = |kind: &str, e: &(dyn std::error::Error + 'static), code: u8| {
         report_error(e);
         if args.json {
-            let msg = crate::runner::error_chain(e);
+            let msg = crate::error::error_chain(e);
             println!(
                 "{}",
                 serde_json::json!({ "error": { "kind": kind, "message": msg } })
@@ -78,7 +78,7 @@ pub async fn run(args: RunArgs) -> u8 {
     match backend.reap().await {
         Ok(0) => {}
         Ok(n) => warn!("removed {n} container(s)/volume(s) left behind by earlier cordon runs"),
-        Err(e) => warn!(error = %crate::runner::error_chain(&e), "could not look for leftovers"),
+        Err(e) => warn!(error = %crate::error::error_chain(&e), "could not look for leftovers"),
     }
     let runner = Runner::new(Arc::new(backend), RunnerConfig::default());
     let preflight = match runner.preflight(&job).await {

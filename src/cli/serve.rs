@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use clap::Args;
 
 use anyhow::Context as _;
+use tracing::Level;
 
+use super::logging::say;
 use crate::server::ServerConfig;
 use crate::server::access::{GeneratedToken, ServerNames, Tokens};
 
@@ -43,32 +45,44 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         if let Some(g) = generated {
             let path = g.path.display();
             if g.created {
-                eprintln!(
-                    "cordon: no token is configured: generated one in {path} (mode 0600: only this user can read it)"
+                say(
+                    Level::INFO,
+                    &format!(
+                        "no token is configured: generated one in {path} (mode 0600: only this user can read it)"
+                    ),
                 );
             } else {
-                eprintln!(
-                    "cordon: no token is configured: using the one generated earlier in {path}"
+                say(
+                    Level::INFO,
+                    &format!("no token is configured: using the one generated earlier in {path}"),
                 );
             }
-            eprintln!(
-                "cordon: clients send it as `Authorization: Bearer <the file's content>`, e.g. `cordon submit JOB.yaml --server http://{bound} --token-file {path}`"
+            say(
+                Level::INFO,
+                &format!(
+                    "clients send it as `Authorization: Bearer <the file's content>`, e.g. `cordon submit JOB.yaml --server http://{bound} --token-file {path}`"
+                ),
             );
         }
         let names = ServerNames::new(&config.server_names, bound);
         if bound.ip().is_unspecified() && config.server_names.is_empty() {
-            eprintln!(
-                "cordon: {}: listening on {bound} with the default server_names ({}): a client reaching the service by any other name (the host's name or address) gets 403; list the names clients use in `server_names` (CORDON_SERVER_NAMES)",
-                super::warning_word(),
-                names.describe()
+            say(
+                Level::WARN,
+                &format!(
+                    "listening on {bound} with the default server_names ({}): a client reaching the service by any other name (the host's name or address) gets 403; list the names clients use in `server_names` (CORDON_SERVER_NAMES)",
+                    names.describe()
+                ),
             );
         }
-        eprintln!(
-            "cordon: serving on http://{bound} (data in {}, {} job(s) at once, tokens: {}; answering to {})",
-            config.data_dir.display(),
-            config.concurrency(),
-            Tokens::from_config(config).describe(),
-            names.describe()
+        say(
+            Level::INFO,
+            &format!(
+                "serving on http://{bound} (data in {}, {} job(s) at once, tokens: {}; answering to {})",
+                config.data_dir.display(),
+                config.concurrency(),
+                Tokens::from_config(config).describe(),
+                names.describe()
+            ),
         );
     };
     let shutdown = async {
@@ -81,9 +95,12 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
-        eprintln!("cordon: shutting down: no new jobs; running jobs get the grace period");
+        say(
+            Level::INFO,
+            "shutting down: no new jobs; running jobs get the grace period",
+        );
     };
     crate::server::serve(config, listener, shutdown, ready).await?;
-    eprintln!("cordon: stopped; nothing is running");
+    say(Level::INFO, "stopped; nothing is running");
     Ok(())
 }

@@ -1,10 +1,14 @@
 //! `cordon submit SPEC --server URL`: run a job on a cordon service, with the output and exit
 //! status of `cordon run`.
 //!
-//! The workspace is archived here (same excludes as `cordon run`), gzip-compressed and
-//! uploaded with the spec; the job's events are streamed back (resuming from the last offset
-//! if the connection drops) and printed by the same printer; artifacts are downloaded to
-//! `--out` (default `./cordon-out/<job_id>/`).
+//! The workspace is archived here (same excludes as `cordon run`) and uploaded with the
+//! spec, gzip-compressed as it is sent ([`upload`]); a full queue (`429`) is waited out, and
+//! a service that is unavailable (`503`, nothing accepted) is retried for `--retry-for`. The
+//! job's events are streamed back (resuming from the last offset if the connection drops) and
+//! printed by the same printer; artifacts are downloaded to `--out` (default
+//! `./cordon-out/<job_id>/`).
+
+mod upload;
 
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
@@ -12,10 +16,12 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::client::{Failure, ServiceArgs, ServiceClient, api_error, infra, invalid, read_json};
+use super::client::{
+    Backoff, Failure, ServiceArgs, ServiceClient, api_error, infra, invalid, read_json, retry_after,
+};
 use super::printer::Printer;
 use crate::event::JobEvent;
-use crate::sandbox::archive::{self, WorkspaceOptions};
+use crate::sandbox::archive::WorkspaceOptions;
 use crate::spec::{self, JobSpec};
 
 #[derive(Args, Debug)]
@@ -34,6 +40,17 @@ pub struct SubmitArgs {
     /// with `cordon status ID` and `cordon logs -f ID`.
     #[arg(long)]
     detach: bool,
+    /// How long to keep trying while the service is unavailable (it answers 503: shutting
+    /// down, restarting, its engine unreachable), with backoff; 0s fails at once. A refused
+    /// submission is never half-accepted, so trying again is safe.
+    #[arg(
+        long,
+        env = "CORDON_RETRY_FOR",
+        value_name = "DURATION",
+        default_value = "2m",
+        value_parser = humantime::parse_duration
+    )]
+    retry_for: Duration,
 }
 
 pub async fn submit(args: SubmitArgs) -> u8 {
@@ -48,7 +65,7 @@ async fn submit_inner(args: &SubmitArgs) -> Result<u8, Failure> {
     let text = std::fs::read_to_string(&args.spec)
         .map_err(|e| invalid(format!("cannot read {}: {e}", args.spec.display())))?;
     let parsed: JobSpec =
-        spec::parse_yaml(&text, &args.spec).map_err(|e| invalid(crate::runner::error_chain(&e)))?;
+        spec::parse_yaml(&text, &args.spec).map_err(|e| invalid(crate::error::error_chain(&e)))?;
     if let Some(dir) = &args.out
         && dir.exists()
         && std::fs::read_dir(dir)
@@ -89,53 +106,11 @@ async fn submit_inner(args: &SubmitArgs) -> Result<u8, Failure> {
                 max_bytes: 4 << 30,
                 max_files: 1_000_000,
             };
-            let tgz = tokio::task::spawn_blocking(move || {
-                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                archive::write_workspace_tar(&src, &opts, &mut gz)?;
-                gz.finish()
-                    .map_err(|source| archive::ArchiveError::Output { source })
-            })
-            .await
-            .map_err(|e| infra(format!("archiving the workspace failed: {e}")))?
-            .map_err(|e| invalid(crate::runner::error_chain(&e)))?;
-            Some(tgz)
+            Some((src, opts))
         }
         None => None,
     };
-
-    // Submit, waiting out a full queue.
-    let status: serde_json::Value = loop {
-        let mut form = reqwest::multipart::Form::new().text("spec", text.clone());
-        if let Some(tgz) = &workspace {
-            let part = reqwest::multipart::Part::bytes(tgz.clone())
-                .file_name("workspace.tar.gz")
-                .mime_str("application/gzip")
-                .map_err(|e| infra(e.to_string()))?;
-            form = form.part("workspace", part);
-        }
-        let resp = client
-            .send(
-                client
-                    .req(reqwest::Method::POST, "/v1/jobs")
-                    .multipart(form),
-            )
-            .await?;
-        if resp.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            let wait = resp
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(5);
-            eprintln!("cordon: the service's queue is full; retrying in {wait}s");
-            tokio::time::sleep(Duration::from_secs(wait)).await;
-            continue;
-        }
-        if !resp.status().is_success() {
-            return Err(api_error(resp).await);
-        }
-        break read_json(resp).await?;
-    };
+    let status = post_job(&client, &text, workspace.as_ref(), args.retry_for).await?;
     let id = status["id"]
         .as_str()
         .ok_or_else(|| infra("the service's answer has no job id"))?
@@ -176,6 +151,132 @@ async fn submit_inner(args: &SubmitArgs) -> Result<u8, Failure> {
     let code = stream(&client, &id, &out_dir, &mut printer).await;
     cancel.abort();
     code
+}
+
+/// Submits the job (spec `text`, the workspace if any) and returns the service's answer,
+/// waiting out a full queue and, for up to `retry_for`, a service that is unavailable.
+async fn post_job(
+    client: &ServiceClient,
+    text: &str,
+    workspace: Option<&(PathBuf, WorkspaceOptions)>,
+    retry_for: Duration,
+) -> Result<serde_json::Value, Failure> {
+    let mut backoff = Backoff::new(retry_for);
+    let mut unavailable = false;
+    loop {
+        let mut form = reqwest::multipart::Form::new().text("spec", text.to_string());
+        let archiver = match workspace {
+            Some((src, opts)) => {
+                let (part, archiver) = upload::workspace_part(src, opts)?;
+                form = form.part("workspace", part);
+                Some(archiver)
+            }
+            None => None,
+        };
+        let sent = client
+            .req(reqwest::Method::POST, "/v1/jobs")
+            .multipart(form)
+            .send()
+            .await;
+        let resp = match sent {
+            Ok(r) if r.status().is_success() => return read_json(r).await,
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(a) = archiver
+                    && let Some(f) = a.failure(true).await
+                {
+                    return Err(f);
+                }
+                // After a 503, a refused connection is the service restarting; nothing was
+                // sent, so it is waited out the same way.
+                if unavailable && ServiceClient::connection_refused(&e) {
+                    let why = client.unreachable(&e);
+                    wait_unavailable(&mut backoff, None, why).await?;
+                    continue;
+                }
+                let mut f = client.unreachable(&e);
+                if workspace.is_some() && cut_off(&e) {
+                    f.message.push_str(
+                        " (the service stopped reading the upload: if the workspace is over its max_upload, exclude what the job does not need with `workspace.exclude`, or ask the operator to raise max_upload)",
+                    );
+                }
+                return Err(f);
+            }
+        };
+        if let Some(a) = archiver
+            && let Some(f) = a.failure(false).await
+        {
+            return Err(f);
+        }
+        match resp.status() {
+            reqwest::StatusCode::TOO_MANY_REQUESTS => {
+                let wait = retry_after(resp.headers()).unwrap_or(Duration::from_secs(5));
+                eprintln!(
+                    "cordon: the service's queue is full; retrying in {}s",
+                    wait.as_secs()
+                );
+                tokio::time::sleep(wait).await;
+            }
+            reqwest::StatusCode::SERVICE_UNAVAILABLE => {
+                unavailable = true;
+                let after = retry_after(resp.headers());
+                let why = api_error(resp).await;
+                wait_unavailable(&mut backoff, after, why).await?;
+            }
+            reqwest::StatusCode::PAYLOAD_TOO_LARGE => {
+                // The upload is streamed, so its size is not announced: the service may stop
+                // reading with a generic message.
+                let mut f = api_error(resp).await;
+                f.message.push_str(
+                    " (the upload is over the service's max_upload: exclude what the job does not need with `workspace.exclude`, or ask the operator to raise max_upload)",
+                );
+                return Err(f);
+            }
+            _ => return Err(api_error(resp).await),
+        }
+    }
+}
+
+/// Whether the connection was closed under a request still being sent (a service that
+/// refuses an upload too large may answer and close before the client sees the answer).
+fn cut_off(e: &reqwest::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            )
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Waits before the next attempt at a submission the service could not take (`why`), or
+/// gives up with `why` once `--retry-for` is spent.
+async fn wait_unavailable(
+    backoff: &mut Backoff,
+    retry_after: Option<Duration>,
+    why: Failure,
+) -> Result<(), Failure> {
+    let Some(wait) = backoff.next_wait(retry_after) else {
+        return Err(infra(format!(
+            "{}; nothing was submitted. Gave up after {:.0?} (--retry-for {}): submit again later, or give a longer --retry-for",
+            why.message,
+            backoff.elapsed(),
+            humantime::format_duration(backoff.budget())
+        )));
+    };
+    eprintln!(
+        "cordon: {}; nothing was submitted, retrying in {:.1}s",
+        why.message,
+        wait.as_secs_f64()
+    );
+    tokio::time::sleep(wait).await;
+    Ok(())
 }
 
 /// Prints the job's events from offset 0 to the result (downloading the artifacts before the

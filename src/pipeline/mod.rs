@@ -203,7 +203,7 @@ impl Run<'_> {
             .llm
             .probe()
             .await
-            .map_err(|e| Stop::Fatal(crate::runner::error_chain(&e)))?;
+            .map_err(|e| Stop::Fatal(crate::error::error_chain(&e)))?;
         if probe.lists(&cfg.model) == Some(false) {
             let listed = probe.models.clone().unwrap_or_default();
             self.say(&format!(

@@ -35,6 +35,8 @@ use super::{
 use super::{egress, sidecar};
 use crate::event::{self, AppliedSandbox};
 use crate::spec::Workspace;
+
+mod tls;
 use policy::GateMode;
 
 mod config;
@@ -57,7 +59,11 @@ pub struct DockerBackend {
 }
 
 impl DockerBackend {
-    /// Connects as `docker` would: `DOCKER_HOST`, else the local socket.
+    /// Connects as `docker` would: `DOCKER_HOST` (`unix://`, `tcp://`, `https://`), else the
+    /// local socket. With `DOCKER_TLS_VERIFY` set (not empty), or an `https://` host: TLS,
+    /// trusting the engine by `ca.pem` and showing it the client certificate `cert.pem` with
+    /// `key.pem`, all three in `DOCKER_CERT_PATH` (default `~/.docker`), see [`tls`]. A missing
+    /// or unreadable file, or a certificate either side refuses, is named with its fix.
     pub async fn connect() -> Result<DockerBackend, SandboxError> {
         let endpoint = std::env::var("DOCKER_HOST")
             .unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string());
@@ -65,18 +71,48 @@ impl DockerBackend {
             endpoint: endpoint.clone(),
             source,
         };
+        // The cause of an unreachable engine, said with the variable or file to change.
+        let because = |message: String| {
+            unreachable(bollard::errors::Error::IOError {
+                err: std::io::Error::other(message),
+            })
+        };
+        let set = |var: &str| std::env::var_os(var).is_some_and(|v| !v.is_empty());
+        let transport = tls::transport(&endpoint, set("DOCKER_TLS_VERIFY"), set("DOCKER_TLS"))
+            .map_err(because)?;
+        let cert_dir = tls::cert_dir(std::env::var_os("DOCKER_CERT_PATH"));
+        let docker = match transport {
+            tls::Transport::Tls => {
+                tls::check_cert_dir(&cert_dir).map_err(because)?;
+                // bollard's TLS needs a process-wide rustls provider: ring, as the client's.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                Docker::connect_with_ssl(
+                    &endpoint,
+                    &cert_dir.join("key.pem"),
+                    &cert_dir.join("cert.pem"),
+                    &cert_dir.join("ca.pem"),
+                    120,
+                    bollard::API_DEFAULT_VERSION,
+                )
+            }
+            // Not `connect_with_defaults`: it takes an empty DOCKER_TLS_VERIFY for a set one.
+            tls::Transport::PlainTcp => {
+                Docker::connect_with_http(&endpoint, 120, bollard::API_DEFAULT_VERSION)
+            }
+            tls::Transport::Local => Docker::connect_with_defaults(),
+        };
         // The client's timeout bounds single API calls; jobs are bounded by cordon's own timers
         // (attach and wait streams may legitimately run for hours).
-        let docker = Docker::connect_with_defaults()
+        let docker = docker
             .map_err(unreachable)?
             .with_timeout(Duration::from_secs(24 * 3600));
         let docker = tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version())
             .await
-            .map_err(|_| SandboxError::EngineUnreachable {
-                endpoint: endpoint.clone(),
-                source: bollard::errors::Error::RequestTimeoutError,
-            })?
-            .map_err(unreachable)?;
+            .map_err(|_| unreachable(bollard::errors::Error::RequestTimeoutError))?
+            .map_err(|e| match tls::explain(&e, &cert_dir) {
+                Some(why) => because(why),
+                None => unreachable(e),
+            })?;
         Ok(DockerBackend {
             docker,
             endpoint,

@@ -102,7 +102,7 @@ pub(super) fn error(status: StatusCode, kind: &str, message: impl std::fmt::Disp
 
 impl IntoResponse for ServiceError {
     fn into_response(self) -> Response {
-        let msg = crate::runner::error_chain(&self);
+        let msg = crate::error::error_chain(&self);
         match &self {
             ServiceError::Invalid(UploadError::Io(_)) => {
                 error(StatusCode::INTERNAL_SERVER_ERROR, "internal", msg)

@@ -157,7 +157,7 @@ fn unpack(tgz: &[u8], dest: &Path, config: &ServerConfig) -> Result<(), UploadEr
             )));
         }
         Err(e) => {
-            return Err(UploadError::Workspace(crate::runner::error_chain(&e)));
+            return Err(UploadError::Workspace(crate::error::error_chain(&e)));
         }
     };
     if !extracted.refused.is_empty() {

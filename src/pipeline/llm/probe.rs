@@ -46,7 +46,7 @@ impl Llm {
             .timeout(PROBE_TIMEOUT)
             .send()
             .await
-            .map_err(|e| unreachable(crate::runner::error_chain(&e)))?;
+            .map_err(|e| unreachable(crate::error::error_chain(&e)))?;
         let status = answer.status().as_u16();
         match status {
             200 => {
