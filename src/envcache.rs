@@ -34,12 +34,6 @@ pub mod labels {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    #[error("cannot use the cache state directory {path}")]
-    State {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("{action} failed")]
     Engine {
         action: String,
@@ -87,19 +81,7 @@ pub fn reference(key: &str) -> String {
     format!("{REPO}:{}", &key[..32.min(key.len())])
 }
 
-/// Where cordon keeps its small state (last-use markers, locks).
-pub fn state_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("CORDON_STATE_DIR") {
-        return PathBuf::from(d);
-    }
-    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(d).join("cordon");
-    }
-    if let Some(home) = std::env::var_os("HOME") {
-        return PathBuf::from(home).join(".cache/cordon");
-    }
-    std::env::temp_dir().join("cordon-state")
-}
+pub use crate::state::state_dir;
 
 fn marker(key: &str) -> PathBuf {
     state_dir().join("envs").join(format!("{key}.used"))
@@ -120,39 +102,9 @@ fn last_used(key: &str) -> Option<SystemTime> {
         .ok()
 }
 
-/// An exclusive, cross-process lock on building one key; released when dropped.
-pub struct BuildLock {
-    _lock: nix::fcntl::Flock<std::fs::File>,
-}
-
-/// Waits for the build lock of `key` (on a blocking thread).
-pub async fn lock(key: &str) -> Result<BuildLock, CacheError> {
-    let dir = state_dir().join("locks");
-    std::fs::create_dir_all(&dir).map_err(|source| CacheError::State {
-        path: dir.clone(),
-        source,
-    })?;
-    let path = dir.join(format!("{key}.lock"));
-    let p = path.clone();
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|source| CacheError::State { path, source })?;
-    tokio::task::spawn_blocking(move || {
-        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-    })
-    .await
-    .map_err(|e| CacheError::State {
-        path: p.clone(),
-        source: std::io::Error::other(e.to_string()),
-    })?
-    .map(|lock| BuildLock { _lock: lock })
-    .map_err(|(_, errno)| CacheError::State {
-        path: p,
-        source: std::io::Error::from(errno),
-    })
+/// Waits for the build lock of environment `key` (see [`crate::state::BuildLock`]).
+pub async fn lock(key: &str) -> Result<crate::state::BuildLock, crate::state::LockError> {
+    crate::state::BuildLock::take(key, || {}).await
 }
 
 /// The labels written on a new environment image.

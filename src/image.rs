@@ -11,13 +11,13 @@
 //! Every stage and every line of debootstrap and build output is reported through a
 //! progress callback, so a first `cordon run` shows what it is doing.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 
 use bollard::Docker;
 use bollard::query_parameters::{BuildImageOptionsBuilder, CreateImageOptionsBuilder};
@@ -152,6 +152,10 @@ pub struct BuildOptions {
 /// Why an image could not be resolved or built.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
+    /// Another build of the same image could not be waited for.
+    #[error(transparent)]
+    Lock(#[from] crate::state::LockError),
+
     #[error("no image recipe named `{name}`; known recipes: {known}")]
     UnknownRecipe { name: String, known: String },
 
@@ -341,25 +345,22 @@ pub async fn build(
     opts: &BuildOptions,
     progress: &(dyn Fn(ImageProgress) + Send + Sync),
 ) -> Result<String, ImageError> {
-    let lock = build_lock(recipe.reference);
-    let _guard = match lock.clone().try_lock_owned() {
-        Ok(guard) => guard,
-        Err(_) => {
-            progress(ImageProgress::Stage(format!(
-                "waiting for another build of {} to finish",
-                recipe.reference
-            )));
-            let guard = lock.lock_owned().await;
-            if let Some(id) = local_image_id(docker, recipe.reference).await? {
-                progress(ImageProgress::Stage(format!(
-                    "{} was just built ({id})",
-                    recipe.reference
-                )));
-                return Ok(id);
-            }
-            guard
-        }
-    };
+    let mut waited = false;
+    let _guard = crate::state::BuildLock::take(recipe.reference, || {
+        waited = true;
+        progress(ImageProgress::Stage(format!(
+            "waiting for another build of {} to finish",
+            recipe.reference
+        )));
+    })
+    .await?;
+    if waited && let Some(id) = local_image_id(docker, recipe.reference).await? {
+        progress(ImageProgress::Stage(format!(
+            "{} was just built ({id})",
+            recipe.reference
+        )));
+        return Ok(id);
+    }
 
     let previous = local_image_id(docker, recipe.reference).await?;
     let previous_base = ensure_base(docker, recipe, opts, progress).await?;
@@ -389,17 +390,6 @@ async fn remove_superseded(docker: &Docker, id: &str) {
     }
 }
 
-/// A process-wide lock per image reference.
-fn build_lock(reference: &'static str) -> Arc<tokio::sync::Mutex<()>> {
-    type Locks = std::sync::Mutex<HashMap<&'static str, Arc<tokio::sync::Mutex<()>>>>;
-    static LOCKS: OnceLock<Locks> = OnceLock::new();
-    let locks = LOCKS.get_or_init(Default::default);
-    let mut map = locks
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    map.entry(reference).or_default().clone()
-}
-
 /// Makes sure the recipe's base image exists; returns the id of the base image it replaced.
 async fn ensure_base(
     docker: &Docker,
@@ -408,7 +398,7 @@ async fn ensure_base(
     progress: &(dyn Fn(ImageProgress) + Send + Sync),
 ) -> Result<Option<String>, ImageError> {
     let base = recipe.base;
-    let _guard = build_lock(base.reference).lock_owned().await;
+    let _guard = crate::state::BuildLock::take(base.reference, || {}).await?;
     let previous = local_image_id(docker, base.reference).await?;
     if let Some(id) = previous.as_deref()
         && !opts.rebuild_base

@@ -2,10 +2,12 @@
 //! locked-down container per job, and streams the results back.
 //!
 //! Modules, in the order a job flows through them. Each uses only modules listed before it
-//! (and `error`, `event`, `report`, which use nothing above them): no module imports one
-//! that imports it.
+//! (and `error`, `state`, `event`, `report`, which use nothing above them): no module imports
+//! one that imports it.
 //!
 //! - [`error`]: helpers every layer shares for errors (one line of an error and its causes).
+//! - [`state`]: where cordon keeps its host state (`CORDON_STATE_DIR`) and the one build lock
+//!   (an `flock`, across threads and processes) that image and environment builds take.
 //! - [`spec`]: the job spec and sandbox profiles: parsing, units, validation within the
 //!   operator's policy ([`spec::OperatorPolicy`]: what a submitter's spec may ask for). No I/O
 //!   beyond reading the spec, profile and key files.
@@ -31,7 +33,7 @@
 //!   live event streams, crash recovery. Its HTTP layer only parses requests into calls on
 //!   [`server::Service`].
 //! - [`pipeline`]: `cordon testgen`, test generation that never runs generated code on the
-//!   host: detect → baseline → gaps → generate → validate → classify → fix → report, every
+//!   host: model probe → detect → baseline → gaps → generate → validate → classify → fix → report, every
 //!   run of target or generated code a sandbox job.
 //! - [`cli`]: the `cordon` command line, a thin consumer of the above.
 
@@ -47,3 +49,4 @@ pub mod runner;
 pub mod sandbox;
 pub mod server;
 pub mod spec;
+pub mod state;

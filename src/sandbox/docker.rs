@@ -23,7 +23,6 @@ use bollard::query_parameters::{
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
 use super::archive::{self, WorkspaceOptions};
@@ -53,7 +52,6 @@ pub struct DockerBackend {
     endpoint: String,
     owner: String,
     /// Serializes image builds in this process.
-    build_lock: Arc<Mutex<()>>,
     /// The engine's storage driver, asked once.
     storage_driver: Arc<tokio::sync::OnceCell<String>>,
 }
@@ -117,7 +115,6 @@ impl DockerBackend {
             docker,
             endpoint,
             owner: owner_label(),
-            build_lock: Arc::new(Mutex::new(())),
             storage_driver: Arc::new(tokio::sync::OnceCell::new()),
         })
     }
@@ -400,11 +397,8 @@ impl Images for DockerBackend {
                 reference: reference.to_string(),
             });
         };
-        let _guard = self.build_lock.lock().await;
-        // Another job may have built it while we waited.
-        if let Some(id) = self.local_image(reference).await? {
-            return Ok(id);
-        }
+        // `image::build` takes the image's build lock, and answers with the image another
+        // build made while it waited.
         let report = |p: crate::image::ImageProgress| match p {
             crate::image::ImageProgress::Stage(s) => progress(s),
             crate::image::ImageProgress::Line(l) => progress(format!("  {l}")),
