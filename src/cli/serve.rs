@@ -84,6 +84,12 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 names.describe()
             ),
         );
+        say(
+            Level::INFO,
+            &format!(
+                "the web page: http://{bound}/ (sign in with a token; behind TLS, set web.secure_cookie)"
+            ),
+        );
     };
     let shutdown = async {
         let mut term =
