@@ -1,0 +1,443 @@
+//! Flow 1: `cordon testgen OWNER/NAME --pr`. The repository's default branch is cloned, the
+//! test-generation pipeline runs on it (every run in the sandbox), and the kept tests go on a
+//! branch `cordon/tests/<commit>` into a **draft** pull request whose description has the
+//! coverage table. The pull request is promoted (GraphQL `markPullRequestReadyForReview`)
+//! only when the combined suite passed in the sandbox, coverage rose and nothing protected
+//! changed; either way one sticky comment says what happened, and a check run does where the
+//! credentials allow. Nothing is pushed when the sandbox never ran the suite.
+
+use std::fmt::Write as _;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::client::{GitHub, GitHubConfig, GitHubError, RepoName};
+use super::git::Git;
+use super::protect::Violation;
+use super::pulls::{CheckRun, PullRequest, truncate};
+use crate::pipeline::exec::{GENERATED_DIR, Install};
+use crate::pipeline::llm::Llm;
+use crate::pipeline::report::Report;
+use crate::pipeline::{self, Options, Progress};
+
+/// The branch prefix of test-generation pull requests.
+pub const BRANCH_PREFIX: &str = "cordon/tests/";
+
+/// Whether a run's pull request may be promoted, and if not why.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Promotion {
+    /// Combined suite green in the sandbox, coverage rose, nothing protected touched.
+    Ready,
+    /// Opened, left a draft: the reasons.
+    Draft(Vec<String>),
+}
+
+/// What became of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivered {
+    /// Nothing pushed: the sandbox never ran the suite, the run was stopped, or no test
+    /// was kept. The reason.
+    NothingPushed(String),
+    /// A pull request, promoted or left a draft.
+    PullRequest {
+        number: u64,
+        url: String,
+        branch: String,
+        promotion: Promotion,
+        promoted: bool,
+        /// Warnings that did not fail the run (a skipped check run, a failed promotion).
+        notes: Vec<String>,
+    },
+}
+
+/// The pipeline's outcome and what was delivered.
+pub struct TestsPr {
+    pub outcome: pipeline::Outcome,
+    pub delivered: Delivered,
+}
+
+/// Decides promotion from the report of the final combined run and the protected paths the
+/// change touched.
+pub fn promotion(report: &Report, violations: &[Violation]) -> Promotion {
+    let mut why = Vec::new();
+    match (&report.baseline, &report.after) {
+        (Some(b), Some(a)) => {
+            if a.failed > 0 {
+                why.push(format!(
+                    "the combined suite had {} failing test(s) in the sandbox",
+                    a.failed
+                ));
+            }
+            if a.coverage.combined_percent() <= b.coverage.combined_percent() {
+                why.push(format!(
+                    "coverage did not rise ({:.1}% → {:.1}%)",
+                    b.coverage.combined_percent(),
+                    a.coverage.combined_percent()
+                ));
+            }
+        }
+        _ => why.push("the combined suite did not run in the sandbox".into()),
+    }
+    if report.status == "failed" {
+        why.push(format!(
+            "the run failed: {}",
+            report.error.as_deref().unwrap_or("see the report")
+        ));
+    }
+    for v in violations {
+        why.push(format!("{v}: changes to it are never promoted"));
+    }
+    if why.is_empty() {
+        Promotion::Ready
+    } else {
+        Promotion::Draft(why)
+    }
+}
+
+/// Runs flow 1 on `repo`. `template` gives the pipeline's settings; its `repo`, image and
+/// install are replaced by the clone and `.cordon.yml` (from the default branch).
+pub async fn run(
+    cfg: &GitHubConfig,
+    repo: RepoName,
+    template: Options,
+    llm: &Llm,
+    cancel: CancellationToken,
+    progress: Progress,
+) -> Result<TestsPr, GitHubError> {
+    let gh = GitHub::connect(cfg, repo).await?;
+    let info = gh.repository().await?;
+    let rc = gh.repo_config(&info.default_branch).await?;
+    let protected = rc.protected().map_err(|reason| GitHubError::Config {
+        field: ".cordon.yml: protected_paths".into(),
+        reason,
+    })?;
+    let work = tempfile::tempdir().map_err(|e| GitHubError::Git {
+        what: "clone".into(),
+        message: format!("cannot make a temporary directory: {e}"),
+    })?;
+    let git = Git::new(&work.path().join("repo"), Some(gh.git_token().clone()));
+    progress(&format!(
+        "github: cloning {}'s {} (no hooks, no submodules)",
+        gh.repo, info.default_branch
+    ));
+    git.clone(&info.clone_url, &info.default_branch).await?;
+    let base_sha = git.head().await?;
+
+    let mut opts = template;
+    opts.repo = git.dir.clone();
+    opts.exec.image = rc.image.clone();
+    opts.exec.install = match rc.install.trim() {
+        "auto" => Install::Auto,
+        "none" | "off" => Install::Off,
+        cmd => Install::Command(cmd.to_string()),
+    };
+    let outcome = pipeline::run(&opts, llm, cancel, progress.clone()).await;
+    let report = &outcome.report;
+    let nothing = |why: String| {
+        progress(&format!("github: nothing pushed: {why}"));
+        Ok(TestsPr {
+            delivered: Delivered::NothingPushed(why),
+            outcome: pipeline::Outcome {
+                report: outcome.report.clone(),
+                kept: outcome.kept.clone(),
+            },
+        })
+    };
+    if report.baseline.is_none() {
+        return nothing(format!(
+            "the sandbox did not run the suite ({})",
+            report.error.as_deref().unwrap_or(&report.status)
+        ));
+    }
+    if report.status == "stopped" {
+        return nothing("the run was stopped".into());
+    }
+    if outcome.kept.is_empty() {
+        return nothing("no generated test was kept".into());
+    }
+
+    let mut paths = Vec::new();
+    let dir = git.dir.join(GENERATED_DIR);
+    std::fs::create_dir_all(&dir).map_err(|e| io_err("writing the tests", e))?;
+    for (name, content) in &outcome.kept {
+        if !crate::pipeline::exec::is_safe_file_name(name) {
+            continue;
+        }
+        std::fs::write(dir.join(name), content).map_err(|e| io_err("writing the tests", e))?;
+        paths.push(format!("{GENERATED_DIR}/{name}"));
+    }
+    let short: String = base_sha.chars().take(7).collect();
+    let branch = format!("{BRANCH_PREFIX}{short}");
+    git.branch(&branch).await?;
+    let changed = git
+        .commit(
+            &paths,
+            &format!("cordon: {} generated test file(s)", paths.len()),
+        )
+        .await?;
+    let violations = protected.check(changed.iter().map(String::as_str));
+    let verdict = promotion(report, &violations);
+    let head_sha = git.head().await?;
+    progress(&format!("github: pushing {branch}"));
+    git.push(&branch).await?;
+
+    let body = pr_body(report, &verdict);
+    let pr = match gh.find_pull(&branch).await? {
+        Some(pr) => {
+            gh.set_body(pr.number, &body).await?;
+            pr
+        }
+        None => {
+            gh.create_draft(
+                &format!("cordon: tests for {short}"),
+                &branch,
+                &info.default_branch,
+                &body,
+            )
+            .await?
+        }
+    };
+    let mut notes = Vec::new();
+    let ready = verdict == Promotion::Ready;
+    match gh
+        .check_run(&head_sha, ready, &headline(report, &verdict), &body)
+        .await
+    {
+        Ok(CheckRun::Made(_)) => {}
+        Ok(CheckRun::Skipped(note)) => notes.push(note),
+        Err(e) => notes.push(format!("no check run: {e}")),
+    }
+    let mut promoted = !pr.draft && ready;
+    if ready && pr.draft {
+        match gh.mark_ready(&pr).await {
+            Ok(()) => promoted = true,
+            Err(e) => {
+                warn!(error = %e, "promotion failed");
+                notes.push(format!("promotion failed: {e}"));
+            }
+        }
+    }
+    gh.sticky_comment(pr.number, &comment(report, &verdict, promoted, &notes))
+        .await?;
+    info!(pr = pr.number, promoted, "pull request delivered");
+    Ok(TestsPr {
+        delivered: delivered(pr, branch, verdict, promoted, notes),
+        outcome,
+    })
+}
+
+fn delivered(
+    pr: PullRequest,
+    branch: String,
+    promotion: Promotion,
+    promoted: bool,
+    notes: Vec<String>,
+) -> Delivered {
+    Delivered::PullRequest {
+        number: pr.number,
+        url: pr.html_url,
+        branch,
+        promotion,
+        promoted,
+        notes,
+    }
+}
+
+fn io_err(what: &str, e: std::io::Error) -> GitHubError {
+    GitHubError::Git {
+        what: what.into(),
+        message: e.to_string(),
+    }
+}
+
+fn headline(report: &Report, verdict: &Promotion) -> String {
+    let kept = report.kept();
+    match verdict {
+        Promotion::Ready => {
+            format!("{kept} test file(s) kept; the combined suite passed in the sandbox")
+        }
+        Promotion::Draft(_) => format!("{kept} test file(s) kept; left a draft"),
+    }
+}
+
+/// The pull request's description: coverage before → after, kept and discarded tests with
+/// reasons, suspected code bugs.
+pub fn pr_body(report: &Report, verdict: &Promotion) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Tests generated by cordon and run in its sandbox (never on a host).\n"
+    );
+    if let (Some(b), Some(a)) = (&report.baseline, &report.after) {
+        let _ = writeln!(s, "| | before | after |\n|---|---|---|");
+        let _ = writeln!(
+            s,
+            "| lines | {:.1}% | {:.1}% |",
+            b.coverage.line_percent(),
+            a.coverage.line_percent()
+        );
+        let _ = writeln!(
+            s,
+            "| branches | {:.1}% | {:.1}% |",
+            b.coverage.branch_percent(),
+            a.coverage.branch_percent()
+        );
+        let _ = writeln!(
+            s,
+            "| combined | {:.1}% | {:.1}% |",
+            b.coverage.combined_percent(),
+            a.coverage.combined_percent()
+        );
+        let _ = writeln!(
+            s,
+            "| tests (passed / failed) | {} / {} | {} / {} |\n",
+            b.passed, b.failed, a.passed, a.failed
+        );
+    }
+    let _ = writeln!(
+        s,
+        "### Candidates\n\n| target | file | status | reason |\n|---|---|---|---|"
+    );
+    for c in &report.candidates {
+        let _ = writeln!(
+            s,
+            "| `{}` | `{}` | {} | {} |",
+            cell(&c.target),
+            cell(&c.file),
+            c.status,
+            cell(&c.reason)
+        );
+    }
+    if !report.suspected_bugs.is_empty() {
+        let _ = writeln!(s, "\n### Suspected code bugs\n");
+        for b in &report.suspected_bugs {
+            let _ = writeln!(
+                s,
+                "- `{}` (test `{}`): {}",
+                cell(&b.target),
+                cell(&b.test),
+                cell(&b.evidence)
+            );
+        }
+    }
+    let _ = writeln!(s, "\n### Promotion\n");
+    match verdict {
+        Promotion::Ready => {
+            let _ = writeln!(
+                s,
+                "Ready for review: the combined suite passed in the sandbox and coverage rose."
+            );
+        }
+        Promotion::Draft(why) => {
+            let _ = writeln!(s, "Left a draft:");
+            for w in why {
+                let _ = writeln!(s, "- {}", cell(w));
+            }
+        }
+    }
+    truncate(&s, 60_000)
+}
+
+/// Text from a model or a repository, made safe for one Markdown table cell or line: no
+/// pipes, newlines or HTML comments (which could fake the sticky marker).
+fn cell(s: &str) -> String {
+    let one: String = s
+        .replace('|', "\\|")
+        .replace("<!--", "&lt;!--")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    truncate(&one, 300)
+}
+
+fn comment(report: &Report, verdict: &Promotion, promoted: bool, notes: &[String]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "**cordon**: {}\n", headline(report, verdict));
+    match (verdict, promoted) {
+        (Promotion::Ready, true) => {
+            let _ = writeln!(s, "Marked ready for review.");
+        }
+        (Promotion::Ready, false) => {
+            let _ = writeln!(
+                s,
+                "Should be ready, but promotion did not go through (see below)."
+            );
+        }
+        (Promotion::Draft(why), _) => {
+            let _ = writeln!(s, "Left a draft because:");
+            for w in why {
+                let _ = writeln!(s, "- {}", cell(w));
+            }
+        }
+    }
+    for n in notes {
+        let _ = writeln!(s, "\n> {}", cell(n));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::coverage::Totals;
+    use crate::pipeline::report::RunSummary;
+
+    fn run(passed: u64, failed: u64, covered: u32) -> RunSummary {
+        RunSummary {
+            tests: passed + failed,
+            passed,
+            failed,
+            coverage: Totals {
+                lines: 10,
+                lines_covered: covered,
+                branches: 0,
+                branches_covered: 0,
+            },
+            ..RunSummary::default()
+        }
+    }
+
+    fn report(after: RunSummary) -> Report {
+        Report {
+            status: "budget_spent".into(),
+            baseline: Some(run(1, 0, 4)),
+            after: Some(after),
+            ..Report::default()
+        }
+    }
+
+    #[test]
+    fn only_green_and_higher_is_ready() {
+        assert_eq!(promotion(&report(run(3, 0, 8)), &[]), Promotion::Ready);
+        let red = promotion(&report(run(2, 1, 8)), &[]);
+        assert!(
+            matches!(&red, Promotion::Draft(w) if w[0].contains("1 failing")),
+            "{red:?}"
+        );
+        let flat = promotion(&report(run(3, 0, 4)), &[]);
+        assert!(
+            matches!(&flat, Promotion::Draft(w) if w[0].contains("did not rise")),
+            "{flat:?}"
+        );
+        let v = Violation {
+            path: ".github/workflows/x.yml".into(),
+            pattern: ".github/workflows/**".into(),
+        };
+        let prot = promotion(&report(run(3, 0, 8)), &[v]);
+        assert!(
+            matches!(&prot, Promotion::Draft(w) if w[0].contains("protected")),
+            "{prot:?}"
+        );
+        let none = Report::default();
+        assert!(matches!(promotion(&none, &[]), Promotion::Draft(_)));
+    }
+
+    #[test]
+    fn model_text_cannot_fake_the_marker_or_break_the_table() {
+        let c = cell("a | b\n<!-- cordon:sticky -->");
+        assert!(
+            !c.contains("<!--") && !c.contains('\n') && c.contains("\\|"),
+            "{c}"
+        );
+    }
+}
