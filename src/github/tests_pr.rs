@@ -64,8 +64,23 @@ pub fn promotion(report: &Report, violations: &[Violation]) -> Promotion {
         (Some(b), Some(a)) => {
             if a.failed > 0 {
                 why.push(format!(
-                    "the combined suite had {} failing test(s) in the sandbox",
+                    "the combined suite had {} failing generated test(s) in the sandbox",
                     a.failed
+                ));
+            }
+            // The existing suite is part of the combined one: tests it already failed
+            // (quarantined, never blamed on generated ones) keep the pull request a draft.
+            if b.failed > 0 || !a.quarantined.is_empty() {
+                let names = a
+                    .quarantined
+                    .iter()
+                    .take(5)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                why.push(format!(
+                    "the existing suite has {} failing test(s) of its own ({names})",
+                    b.failed.max(a.quarantined.len() as u64)
                 ));
             }
             if a.coverage.combined_percent() <= b.coverage.combined_percent() {
@@ -410,6 +425,13 @@ mod tests {
     fn only_green_and_higher_is_ready() {
         assert_eq!(promotion(&report(run(3, 0, 8)), &[]), Promotion::Ready);
         let red = promotion(&report(run(2, 1, 8)), &[]);
+        let mut broken = report(run(3, 0, 8));
+        broken.baseline = Some(run(0, 1, 4));
+        let b = promotion(&broken, &[]);
+        assert!(
+            matches!(&b, Promotion::Draft(w) if w[0].contains("existing suite")),
+            "{b:?}"
+        );
         assert!(
             matches!(&red, Promotion::Draft(w) if w[0].contains("1 failing")),
             "{red:?}"
