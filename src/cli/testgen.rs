@@ -278,7 +278,13 @@ async fn pull_request(
             eprintln!("cordon: no pull request: {why}");
             exit_status(&r.outcome.report.status, Lost::default())
         }
-        Delivered::PullRequest { url, promotion, promoted, notes, .. } => {
+        Delivered::PullRequest {
+            url,
+            promotion,
+            promoted,
+            notes,
+            ..
+        } => {
             let state = match (promotion, promoted) {
                 (_, true) => "ready for review".to_string(),
                 (Promotion::Draft(why), false) => format!("draft: {}", why.join("; ")),

@@ -81,6 +81,7 @@ pub fn router(svc: Service, bound: SocketAddr) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .merge(protected)
+        .merge(super::github_hook::routes(&svc))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(middleware::from_fn_with_state(app.clone(), front_door))
         .with_state(app)

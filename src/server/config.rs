@@ -90,6 +90,98 @@ pub struct ServerConfig {
     /// The operator's policy: the most any job may ask for (limits, images, egress hosts,
     /// the CA bundle `ca_bundle: host` means, root). See `cordon::spec::OperatorPolicy`.
     pub policy: crate::spec::OperatorPolicy,
+    /// GitHub: the webhook (`POST /v1/github/webhook`) and the credentials its work uses.
+    /// Absent: no webhook route.
+    pub github: Option<GitHubSection>,
+}
+
+/// The `github:` section. Secrets only by file, so the configuration can be shown.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitHubSection {
+    /// The webhook's secret (as typed into GitHub's webhook settings), at least 16 characters.
+    pub webhook_secret_file: PathBuf,
+    /// A token (personal or fine-grained) — or `app_id` with `private_key_file`.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// The GitHub App's id (its settings page).
+    #[serde(default)]
+    pub app_id: Option<u64>,
+    /// The GitHub App's private key (.pem).
+    #[serde(default)]
+    pub private_key_file: Option<PathBuf>,
+    /// The API's URL: `https://api.github.com` unless GitHub Enterprise
+    /// (`https://HOST/api/v3`).
+    #[serde(default)]
+    pub api_url: Option<String>,
+    /// The labels that trigger cordon on a pull request or issue.
+    #[serde(default = "default_labels")]
+    pub labels: Vec<String>,
+}
+
+fn default_labels() -> Vec<String> {
+    vec!["cordon".into()]
+}
+
+impl GitHubSection {
+    /// Reads the webhook secret, refusing a short one.
+    pub fn webhook_secret(&self) -> Result<crate::github::Secret, ConfigError> {
+        let s = crate::github::Secret::from_file(&self.webhook_secret_file).map_err(|source| {
+            ConfigError::Read {
+                path: self.webhook_secret_file.clone(),
+                source,
+            }
+        })?;
+        if s.expose().len() < 16 {
+            return Err(ConfigError::Invalid {
+                field: "github.webhook_secret_file",
+                reason: format!(
+                    "{}: the secret is shorter than 16 characters; make one with `openssl rand -hex 32`",
+                    self.webhook_secret_file.display()
+                ),
+            });
+        }
+        Ok(s)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        self.webhook_secret()?;
+        let invalid = |field, reason: String| ConfigError::Invalid { field, reason };
+        match (&self.token_file, self.app_id, &self.private_key_file) {
+            (Some(_), None, None) | (None, Some(_), Some(_)) => {}
+            (None, None, None) => {
+                return Err(invalid(
+                    "github",
+                    "needs credentials: `token_file`, or `app_id` with `private_key_file`".into(),
+                ));
+            }
+            (None, Some(_), None) | (None, None, Some(_)) => {
+                return Err(invalid(
+                    "github.app_id",
+                    "`app_id` and `private_key_file` go together".into(),
+                ));
+            }
+            (Some(_), _, _) => {
+                return Err(invalid(
+                    "github.token_file",
+                    "give `token_file` or `app_id` with `private_key_file`, not both".into(),
+                ));
+            }
+        }
+        for f in [&self.token_file, &self.private_key_file]
+            .into_iter()
+            .flatten()
+        {
+            std::fs::metadata(f).map_err(|source| ConfigError::Read {
+                path: f.clone(),
+                source,
+            })?;
+        }
+        if self.labels.iter().any(|l| l.trim().is_empty()) {
+            return Err(invalid("github.labels", "a label must not be empty".into()));
+        }
+        Ok(())
+    }
 }
 
 impl Default for ServerConfig {
@@ -116,6 +208,7 @@ impl Default for ServerConfig {
             warm_pool_max: 8,
             warm_pool_prewarm: crate::pool::Prewarm::Auto,
             policy: crate::spec::OperatorPolicy::default(),
+            github: None,
         }
     }
 }
@@ -269,6 +362,9 @@ impl ServerConfig {
             }
         }
         self.check_tokens()?;
+        if let Some(g) = &self.github {
+            g.check()?;
+        }
         if self.concurrency == Some(0) {
             return Err(invalid("concurrency", "must be at least 1".into()));
         }

@@ -10,10 +10,12 @@
 //!   cancel, crash recovery, retention, drain. No HTTP types.
 //! - `api`: axum handlers that only parse requests into calls on the service.
 //! - `metrics`: Prometheus text.
+//! - `github_hook`: `POST /v1/github/webhook` (signature, dedup, durable record).
 
 pub mod access;
 pub mod api;
 pub mod config;
+pub(crate) mod github_hook;
 pub mod listing;
 pub mod metrics;
 pub mod queue;
