@@ -16,7 +16,7 @@ use cordon::github::pulls::{CheckRun, STICKY_MARKER};
 use cordon::github::tests_pr::{self, Delivered, Promotion};
 use cordon::pipeline::Options;
 use cordon::pipeline::llm::Llm;
-use github_support::{Failure, GitHubDouble, INSTALL_TOKEN, NAME, OWNER, TOKEN};
+use github_support::{Failure, GitHubDouble, INSTALL_TOKEN, LOGIN, NAME, OWNER, TOKEN};
 use serde_json::json;
 use testgen_support::{Answer, last_user, llm_config};
 use tokio_util::sync::CancellationToken;
@@ -189,18 +189,17 @@ async fn the_sticky_comment_is_found_on_a_later_page_and_updated() {
     let gh = connect(&d).await;
     d.with(|w| {
         for i in 0..150u64 {
-            let body = if i == 130 {
-                format!("{STICKY_MARKER}\nold")
-            } else {
-                format!("comment {i}")
+            let (body, login) = match i {
+                // Someone else's comment faking the marker: never edited.
+                20 => (format!("{STICKY_MARKER}\nfake"), "mallory"),
+                130 => (format!("{STICKY_MARKER}\nold"), LOGIN),
+                _ => (format!("comment {i}"), "someone"),
             };
-            w.comments.push((5, json!({"id": i + 1, "body": body})));
+            w.comments.push((
+                5,
+                json!({"id": i + 1, "body": body, "user": {"login": login}}),
+            ));
         }
-        // A marker inside someone else's comment further down is not the start of a body.
-        w.comments.push((
-            5,
-            json!({"id": 999, "body": format!("quoting {STICKY_MARKER}")}),
-        ));
     });
     let id = gh.sticky_comment(5, "new text").await.expect("updated");
     assert_eq!(id, 131);
@@ -217,6 +216,8 @@ async fn the_sticky_comment_is_found_on_a_later_page_and_updated() {
             .to_string()
     });
     assert!(body.ends_with("new text"), "{body}");
+    let fake = d.with(|w| w.comments[20].1["body"].as_str().expect("body").to_string());
+    assert!(fake.ends_with("fake"), "{fake}");
     // On a pull request without one, it is created, and found again the next time.
     let first = gh.sticky_comment(6, "one").await.expect("created");
     let again = gh.sticky_comment(6, "two").await.expect("updated");
@@ -261,8 +262,9 @@ async fn a_github_app_signs_in_with_an_installation_token() {
     gh.repository().await.expect("with the installation token");
     let calls = d.calls();
     let lines = d.lines();
-    assert_eq!(lines[0], format!("GET /repos/{OWNER}/{NAME}/installation"));
-    assert_eq!(lines[1], "POST /app/installations/42/access_tokens");
+    assert_eq!(lines[0], "GET /app");
+    assert_eq!(lines[1], format!("GET /repos/{OWNER}/{NAME}/installation"));
+    assert_eq!(lines[2], "POST /app/installations/42/access_tokens");
     assert!(
         calls[0]
             .auth
@@ -270,10 +272,14 @@ async fn a_github_app_signs_in_with_an_installation_token() {
             .is_some_and(|a| a.starts_with("Bearer ey"))
     );
     assert_eq!(
-        calls[2].auth.as_deref(),
+        calls[3].auth.as_deref(),
         Some(format!("Bearer {INSTALL_TOKEN}").as_str())
     );
     assert!(!format!("{c:?}").contains("PRIVATE KEY"));
+    // Its comments are found as `<slug>[bot]`'s, without asking GET /user.
+    let first = gh.sticky_comment(9, "one").await.expect("created");
+    assert_eq!(gh.sticky_comment(9, "two").await.expect("updated"), first);
+    assert!(!d.lines().iter().any(|l| l == "GET /user"));
 }
 
 #[tokio::test]

@@ -194,6 +194,8 @@ pub struct GitHub {
     token: Secret,
     pub repo: RepoName,
     cfg: GitHubConfig,
+    /// The login cordon's comments carry (`<app-slug>[bot]` for an App), once known.
+    login: tokio::sync::OnceCell<String>,
 }
 
 impl std::fmt::Debug for GitHub {
@@ -250,7 +252,10 @@ impl GitHub {
                     token: Secret::new(""),
                     repo: repo.clone(),
                     cfg: cfg.clone(),
+                    login: tokio::sync::OnceCell::new(),
                 };
+                let me = probe.call("GET", "/app", None, "reading the App").await?;
+                let slug = me["slug"].as_str().unwrap_or_default().to_string();
                 let inst = probe
                     .call(
                         "GET",
@@ -268,7 +273,15 @@ impl GitHub {
                     .installation_and_token(octocrab::models::InstallationId(id))
                     .await
                     .map_err(|e| app_error(&what, e))?;
-                (crab, Secret::new(token.expose_secret().to_string()))
+                let login = tokio::sync::OnceCell::new();
+                let _ = login.set(format!("{slug}[bot]"));
+                return Ok(GitHub {
+                    crab,
+                    token: Secret::new(token.expose_secret().to_string()),
+                    repo,
+                    cfg: cfg.clone(),
+                    login,
+                });
             }
         };
         Ok(GitHub {
@@ -276,7 +289,28 @@ impl GitHub {
             token,
             repo,
             cfg: cfg.clone(),
+            login: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// The login cordon acts as: the App's `<slug>[bot]`, or the token's user (`GET /user`).
+    pub async fn login(&self) -> Result<&str, GitHubError> {
+        self.login
+            .get_or_try_init(|| async {
+                let me = self
+                    .call("GET", "/user", None, "reading who the token is")
+                    .await?;
+                me["login"]
+                    .as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| GitHubError::Unexpected {
+                        what: "reading who the token is".into(),
+                        status: 200,
+                        message: "no `login`".into(),
+                    })
+            })
+            .await
+            .map(String::as_str)
     }
 
     /// The token for git (never put in a URL: see [`super::git`]).

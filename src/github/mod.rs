@@ -8,9 +8,11 @@
 //! - `protect`: protected paths (workflows, cordon's config, CI and deploy files).
 //! - `webhook`: a delivery's signature and what it asks for (no I/O).
 //! - `pulls`: pull requests, the sticky comment, check runs, promotion.
+//! - `builder`: flow 2's rules (branch, unsafe paths, promotion); its loop is not built.
 //! - `tests_pr`: flow 1, `cordon testgen OWNER/NAME --pr`: the pipeline's kept tests as a
 //!   draft pull request, promoted on a green sandbox run.
 
+pub mod builder;
 pub mod client;
 pub mod git;
 pub mod protect;

@@ -168,10 +168,13 @@ impl GitHub {
         Ok(())
     }
 
-    /// Creates or updates the one comment carrying [`STICKY_MARKER`] on issue or pull request
-    /// `number`, looking through every page of comments. Returns the comment's id.
+    /// Creates or updates the one comment of cordon's (its own login's) that starts with
+    /// [`STICKY_MARKER`] on issue or pull request `number`, looking through every page of
+    /// comments. Someone else's comment carrying the marker is never edited. Returns the
+    /// comment's id.
     pub async fn sticky_comment(&self, number: u64, text: &str) -> Result<u64, GitHubError> {
         let body = format!("{STICKY_MARKER}\n{text}");
+        let me = self.login().await?.to_string();
         let mut page = 1;
         loop {
             let path = format!(
@@ -181,9 +184,10 @@ impl GitHub {
             let v = self.call("GET", &path, None, "listing comments").await?;
             let comments = v.as_array().cloned().unwrap_or_default();
             let mine = comments.iter().find(|c| {
-                c["body"]
-                    .as_str()
-                    .is_some_and(|b| b.starts_with(STICKY_MARKER))
+                c["user"]["login"].as_str() == Some(me.as_str())
+                    && c["body"]
+                        .as_str()
+                        .is_some_and(|b| b.starts_with(STICKY_MARKER))
             });
             if let Some(id) = mine.and_then(|c| c["id"].as_u64()) {
                 self.call(

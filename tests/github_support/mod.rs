@@ -23,6 +23,9 @@ pub const OWNER: &str = "octo";
 pub const NAME: &str = "calc";
 pub const TOKEN: &str = "ghp_doubletoken0123456789";
 pub const INSTALL_TOKEN: &str = "ghs_installationtoken9876543210";
+/// The login the token belongs to, and the App's slug.
+pub const LOGIN: &str = "cordon-user";
+pub const APP_SLUG: &str = "cordon-app";
 
 /// One request the double received.
 #[derive(Debug, Clone)]
@@ -272,6 +275,7 @@ async fn handle(
     }
     // App endpoints take the App's JWT; everything else the token.
     let app_route = path == format!("/repos/{OWNER}/{NAME}/installation")
+        || path == "/app"
         || path.starts_with("/app/installations/");
     let jwt = auth
         .as_deref()
@@ -316,6 +320,22 @@ fn route(
                     "repository_selection": "selected"
                 }),
             );
+        }
+        if method == Method::GET && path == "/app" {
+            return answer(200, json!({"id": 7, "slug": APP_SLUG, "name": "cordon"}));
+        }
+        if method == Method::GET && path == "/user" {
+            let login = if w.calls.last().and_then(|c| c.auth.as_deref())
+                == Some(&format!("Bearer {INSTALL_TOKEN}"))
+            {
+                return answer(
+                    403,
+                    json!({"message": "Resource not accessible by integration"}),
+                );
+            } else {
+                LOGIN
+            };
+            return answer(200, json!({"login": login, "id": 9, "type": "User"}));
         }
         if method == Method::POST && path == "/graphql" {
             return graphql(w, body);
@@ -443,7 +463,15 @@ fn route(
                 return not_found();
             };
             w.next_id += 1;
-            let c = json!({"id": w.next_id, "body": text, "user": {"login": "cordon[bot]", "type": "Bot"}});
+            // The commenter is whoever the credentials are.
+            let user = if w.calls.last().and_then(|c| c.auth.as_deref())
+                == Some(&format!("Bearer {INSTALL_TOKEN}"))
+            {
+                json!({"login": format!("{APP_SLUG}[bot]"), "type": "Bot"})
+            } else {
+                json!({"login": LOGIN, "type": "User"})
+            };
+            let c = json!({"id": w.next_id, "body": text, "user": user});
             w.comments.push((num, c.clone()));
             answer(201, c)
         }
