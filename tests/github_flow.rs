@@ -348,6 +348,7 @@ async fn flow(d: &GitHubDouble) -> Ran {
     let r = tests_pr::run(
         &cfg(d, TOKEN),
         repo(),
+        tests_pr::On::DefaultBranch,
         opts(),
         &llm,
         CancellationToken::new(),

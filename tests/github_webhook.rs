@@ -3,7 +3,9 @@
 //! hook id + delivery id (surviving a restart), only trusted associations queue work,
 //! unknown events acknowledged.
 
+mod github_support;
 mod server_support;
+mod testgen_support;
 
 use std::time::Duration;
 
@@ -21,15 +23,21 @@ fn sign(body: &[u8]) -> String {
 }
 
 fn start(dir: &std::path::Path) -> Server {
+    start_on(dir, "http://127.0.0.1:9", &[])
+}
+
+/// A service whose GitHub is `api_url`, with `env` (the model's settings).
+fn start_on(dir: &std::path::Path, api_url: &str, env: &[(&str, &str)]) -> Server {
     std::fs::write(dir.join("hook-secret"), SECRET).expect("secret");
-    std::fs::write(dir.join("gh-token"), "ghp_notusedbythistest000").expect("token");
-    server_support::start(
+    std::fs::write(dir.join("gh-token"), github_support::TOKEN).expect("token");
+    server_support::start_env(
         &dir.join("data"),
         &format!(
-            "github:\n  webhook_secret_file: {}\n  token_file: {}\n",
+            "github:\n  webhook_secret_file: {}\n  token_file: {}\n  api_url: {api_url}\n",
             dir.join("hook-secret").display(),
             dir.join("gh-token").display()
         ),
+        env,
     )
 }
 
@@ -161,14 +169,17 @@ async fn deliveries_are_verified_deduplicated_and_judged() {
     let (st, v) = deliver(&s, "issue_comment", "1", "d-1", &body, Some(sign(&body))).await;
     assert_eq!((st, v["status"].as_str()), (200, Some("duplicate")), "{v}");
     let store = cordon::server::store::Store::open(&tmp.path().join("data/cordon.db")).expect("db");
-    let queued = store.deliveries("queued").expect("rows");
-    assert_eq!(queued.len(), 2, "{queued:?}");
-    assert!(
-        queued[0]
-            .work
+    // The two queued ones went to the worker (whose GitHub, here, does not answer).
+    let mut work = Vec::new();
+    for state in ["queued", "running", "done", "failed"] {
+        work.extend(store.deliveries(state).expect("rows"));
+    }
+    assert_eq!(work.len(), 2, "{work:?}");
+    assert!(work.iter().all(|d| {
+        d.work
             .as_deref()
             .is_some_and(|w| w.contains("tests_for_pr"))
-    );
+    }));
     assert_eq!(store.deliveries("ignored").expect("rows").len(), 3);
 }
 
@@ -196,4 +207,86 @@ async fn a_github_section_without_credentials_is_refused_by_name() {
         err.contains("github") && err.contains("token_file"),
         "{err}"
     );
+}
+
+/// A collaborator's `/cordon` on a pull request: the service runs flow 1 on the pull
+/// request's branch (scripted model, real sandbox) and opens the tests' pull request into it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_pull_request_gets_its_tests_as_a_pull_request_into_it() {
+    let calc = "def add(a, b):\n    return a + b\n\n\ndef clamp(x, lo, hi):\n    if x < lo:\n        return lo\n    if x > hi:\n        return hi\n    return x\n";
+    let d = github_support::start(&[
+        ("calc.py", calc),
+        (
+            "tests/test_calc.py",
+            "from calc import add\n\n\ndef test_add():\n    assert add(1, 2) == 3\n",
+        ),
+    ])
+    .await;
+    github_support::git(&d.bare, &["branch", "feature", "main"]);
+    d.with(|w| {
+        w.pulls.push(json!({
+            "number": 1, "node_id": "PR_node1", "state": "open", "draft": false,
+            "head": {"ref": "feature", "repo": {"full_name": "octo/calc"}},
+            "base": {"ref": "main"}, "html_url": "x"
+        }))
+    });
+    let model = testgen_support::start(Box::new(|_n, req| {
+        if testgen_support::last_user(req).contains("for the function `clamp`") {
+            return testgen_support::Answer::chat("```python\nfrom calc import clamp\n\ndef test_clamp():\n    assert clamp(-1, 0, 3) == 0\n    assert clamp(5, 0, 3) == 3\n    assert clamp(2, 0, 3) == 2\n```");
+        }
+        testgen_support::Answer::chat("I cannot help with that.")
+    }))
+    .await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let s = start_on(
+        tmp.path(),
+        &d.url,
+        &[
+            ("OPENAI_BASE_URL", model.base_url.as_str()),
+            ("OPENAI_MODEL", "scripted"),
+            ("OPENAI_API_KEY", "test-key"),
+        ],
+    );
+    let body = json!({
+        "action": "created",
+        "repository": {"full_name": "octo/calc"},
+        "issue": {"number": 1, "pull_request": {"url": "x"}, "author_association": "OWNER"},
+        "comment": {"body": "/cordon", "author_association": "OWNER", "user": {"login": "ann"}},
+        "sender": {"login": "ann"}
+    })
+    .to_string()
+    .into_bytes();
+    let (st, _) = deliver(&s, "issue_comment", "9", "run-1", &body, Some(sign(&body))).await;
+    assert_eq!(st, 202);
+    // However long the sandbox takes on this machine: wait for the outcome to be recorded.
+    let db = tmp.path().join("data/cordon.db");
+    let mut done = Vec::new();
+    for _ in 0..600 {
+        let store = cordon::server::store::Store::open(&db).expect("db");
+        done = store.deliveries("done").expect("rows");
+        done.extend(store.deliveries("failed").expect("rows"));
+        if !done.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(done.len(), 1, "never finished: {}", s.log());
+    assert_eq!(done[0].state, "done", "{:?}\n{}", done[0].reason, s.log());
+    let opened = d
+        .calls()
+        .into_iter()
+        .find(|c| c.method == "POST" && c.path.ends_with("/pulls"))
+        .expect("a pull request");
+    assert_eq!(
+        opened.body["base"], "feature",
+        "into the pull request's branch"
+    );
+    assert!(
+        opened.body["head"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("cordon/tests/pr-1-")),
+        "{}",
+        opened.body
+    );
+    assert!(!s.log().contains(github_support::TOKEN));
 }

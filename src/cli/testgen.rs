@@ -258,7 +258,16 @@ async fn pull_request(
         llm.config.model,
         report_dir.display()
     );
-    let result = tests_pr::run(&cfg, repo, opts, llm, cancel, progress).await;
+    let result = tests_pr::run(
+        &cfg,
+        repo,
+        tests_pr::On::DefaultBranch,
+        opts,
+        llm,
+        cancel,
+        progress,
+    )
+    .await;
     let r = match result {
         Ok(r) => r,
         Err(e) => {

@@ -32,6 +32,14 @@ pub struct PullRequest {
     pub draft: bool,
 }
 
+/// A pull request's head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullHead {
+    pub branch: String,
+    /// `owner/name` of the repository the branch is in (another one for a fork).
+    pub repo: String,
+}
+
 /// A check run's fate: made, or skipped because the credentials may not make one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckRun {
@@ -116,6 +124,32 @@ impl GitHub {
             field: format!("{}: {}", repo_config::FILE, e.field),
             reason: e.reason,
         })
+    }
+
+    /// Pull request `number`'s head: its branch and the repository (`owner/name`) it is in.
+    pub async fn pull_head(&self, number: u64) -> Result<PullHead, GitHubError> {
+        let what = format!("reading pull request #{number}");
+        let v = self
+            .call(
+                "GET",
+                &format!("/repos/{}/pulls/{number}", self.repo),
+                None,
+                &what,
+            )
+            .await?;
+        let branch = v["head"]["ref"].as_str();
+        let repo = v["head"]["repo"]["full_name"].as_str();
+        match (branch, repo) {
+            (Some(b), Some(r)) => Ok(PullHead {
+                branch: b.to_string(),
+                repo: r.to_string(),
+            }),
+            _ => Err(GitHubError::Unexpected {
+                what,
+                status: 200,
+                message: "no head branch (was its repository deleted?)".into(),
+            }),
+        }
     }
 
     /// The open pull request from `head` (a branch of this repository), if any.

@@ -32,6 +32,16 @@ pub enum Promotion {
     Draft(Vec<String>),
 }
 
+/// What the tests are written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum On {
+    /// The default branch; the pull request goes into it.
+    DefaultBranch,
+    /// A pull request's branch (of the same repository); the tests' pull request goes into
+    /// that branch, on a branch `cordon/tests/pr-<n>-<commit>`.
+    PullRequest(u64),
+}
+
 /// What became of a run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Delivered {
@@ -114,6 +124,7 @@ pub fn promotion(report: &Report, violations: &[Violation]) -> Promotion {
 pub async fn run(
     cfg: &GitHubConfig,
     repo: RepoName,
+    on: On,
     template: Options,
     llm: &Llm,
     cancel: CancellationToken,
@@ -122,6 +133,23 @@ pub async fn run(
     let gh = GitHub::connect(cfg, repo).await?;
     let info = gh.repository().await?;
     let rc = gh.repo_config(&info.default_branch).await?;
+    // What the tests are for, and where their pull request goes.
+    let (base, prefix) = match on {
+        On::DefaultBranch => (info.default_branch.clone(), String::new()),
+        On::PullRequest(n) => {
+            let head = gh.pull_head(n).await?;
+            if head.repo != gh.repo.to_string() {
+                return Err(GitHubError::Config {
+                    field: format!("pull request #{n}"),
+                    reason: format!(
+                        "its branch is in another repository ({}); tests for pull requests from forks are not supported yet",
+                        head.repo
+                    ),
+                });
+            }
+            (head.branch, format!("pr-{n}-"))
+        }
+    };
     let protected = rc.protected().map_err(|reason| GitHubError::Config {
         field: ".cordon.yml: protected_paths".into(),
         reason,
@@ -133,9 +161,9 @@ pub async fn run(
     let git = Git::new(&work.path().join("repo"), Some(gh.git_token().clone()));
     progress(&format!(
         "github: cloning {}'s {} (no hooks, no submodules)",
-        gh.repo, info.default_branch
+        gh.repo, base
     ));
-    git.clone(&info.clone_url, &info.default_branch).await?;
+    git.clone(&info.clone_url, &base).await?;
     let base_sha = git.head().await?;
 
     let mut opts = template;
@@ -182,7 +210,7 @@ pub async fn run(
         paths.push(format!("{GENERATED_DIR}/{name}"));
     }
     let short: String = base_sha.chars().take(7).collect();
-    let branch = format!("{BRANCH_PREFIX}{short}");
+    let branch = format!("{BRANCH_PREFIX}{prefix}{short}");
     git.branch(&branch).await?;
     let changed = git
         .commit(
@@ -203,13 +231,8 @@ pub async fn run(
             pr
         }
         None => {
-            gh.create_draft(
-                &format!("cordon: tests for {short}"),
-                &branch,
-                &info.default_branch,
-                &body,
-            )
-            .await?
+            gh.create_draft(&format!("cordon: tests for {short}"), &branch, &base, &body)
+                .await?
         }
     };
     let mut notes = Vec::new();

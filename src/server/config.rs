@@ -144,6 +144,34 @@ impl GitHubSection {
         Ok(s)
     }
 
+    /// The API client's settings: the token or App from their files, `api_url`.
+    pub fn client_config(&self) -> Result<crate::github::GitHubConfig, ConfigError> {
+        let read = |p: &PathBuf| {
+            crate::github::Secret::from_file(p).map_err(|source| ConfigError::Read {
+                path: p.clone(),
+                source,
+            })
+        };
+        let credentials = match (&self.token_file, self.app_id, &self.private_key_file) {
+            (Some(t), _, _) => crate::github::Credentials::Token(read(t)?),
+            (None, Some(app_id), Some(k)) => crate::github::Credentials::App {
+                app_id,
+                private_key: read(k)?,
+            },
+            _ => {
+                return Err(ConfigError::Invalid {
+                    field: "github",
+                    reason: "needs credentials: `token_file`, or `app_id` with `private_key_file`"
+                        .into(),
+                });
+            }
+        };
+        Ok(crate::github::GitHubConfig::new(
+            self.api_url.clone(),
+            credentials,
+        ))
+    }
+
     fn check(&self) -> Result<(), ConfigError> {
         self.webhook_secret()?;
         let invalid = |field, reason: String| ConfigError::Invalid { field, reason };

@@ -18,6 +18,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::json;
+use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
 use super::queue::Service;
@@ -36,6 +37,8 @@ struct Hook {
     secret: Secret,
     labels: Arc<Vec<String>>,
     store: Arc<Store>,
+    /// Wakes the worker: work was queued.
+    wake: Arc<Notify>,
 }
 
 /// The webhook's route when the configuration has a `github:` section (none otherwise). Its
@@ -54,13 +57,22 @@ pub(crate) fn routes<S: Clone + Send + Sync + 'static>(svc: &Service) -> Router<
                     secret,
                     labels: Arc::new(gh.labels.clone()),
                     store: Arc::new(store),
+                    wake: Arc::new(Notify::new()),
                 })
                 .map_err(|e| e.to_string())
         });
     match hook {
-        Ok(hook) => Router::new()
-            .route(PATH, post(receive).layer(DefaultBodyLimit::max(MAX_BODY)))
-            .with_state(hook),
+        Ok(hook) => {
+            let worker = Worker {
+                store: hook.store.clone(),
+                wake: hook.wake.clone(),
+                section: gh.clone(),
+            };
+            tokio::spawn(worker.run());
+            Router::new()
+                .route(PATH, post(receive).layer(DefaultBodyLimit::max(MAX_BODY)))
+                .with_state(hook)
+        }
         Err(e) => {
             error!(error = %e, "the GitHub webhook cannot start; it answers 503");
             Router::new().route(
@@ -162,6 +174,7 @@ async fn receive(State(h): State<Hook>, headers: HeaderMap, body: Bytes) -> Resp
     match verdict {
         Verdict::Queue { work, by } => {
             info!(delivery, event, ?work, by, "GitHub webhook: work queued");
+            h.wake.notify_one();
             answer(
                 StatusCode::ACCEPTED,
                 json!({"status": "queued", "work": work}),
@@ -171,5 +184,105 @@ async fn receive(State(h): State<Hook>, headers: HeaderMap, body: Bytes) -> Resp
             info!(delivery, event, reason = %why, "GitHub webhook: ignored");
             answer(StatusCode::OK, json!({"status": "ignored", "reason": why}))
         }
+    }
+}
+
+/// Runs queued deliveries one at a time, oldest first: flow 1 for a pull request (tests for
+/// its branch, as a pull request into it). The builder's work (an issue) is not built yet:
+/// such deliveries end `failed` with that reason. Deliveries left `running` by a crash are
+/// run again.
+struct Worker {
+    store: Arc<Store>,
+    wake: Arc<Notify>,
+    section: super::config::GitHubSection,
+}
+
+impl Worker {
+    async fn run(self) {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.requeue_running_deliveries()).await {
+            Ok(Ok(n)) if n > 0 => info!(n, "GitHub: deliveries interrupted by a restart run again"),
+            Ok(Err(e)) => error!(error = %e, "GitHub: cannot requeue interrupted deliveries"),
+            _ => {}
+        }
+        loop {
+            let store = self.store.clone();
+            match tokio::task::spawn_blocking(move || store.claim_delivery()).await {
+                Ok(Ok(Some(d))) => self.work(d).await,
+                Ok(Ok(None)) => {
+                    tokio::select! {
+                        _ = self.wake.notified() => {}
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => {}
+                    }
+                }
+                Ok(Err(e)) => {
+                    error!(error = %e, "GitHub: cannot read queued deliveries");
+                    tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    async fn work(&self, d: Delivery) {
+        let (state, outcome) = match self.run_one(&d).await {
+            Ok(o) => ("done", o),
+            Err(e) => ("failed", e),
+        };
+        info!(delivery = %d.delivery_id, state, %outcome, "GitHub: delivery handled");
+        let store = self.store.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            store.set_delivery_state(&d, state, Some(&outcome))
+        })
+        .await;
+        if !matches!(r, Ok(Ok(()))) {
+            error!("GitHub: cannot record a delivery's outcome");
+        }
+    }
+
+    async fn run_one(&self, d: &Delivery) -> Result<String, String> {
+        use crate::github::tests_pr::{self, Delivered, On};
+        use crate::github::webhook::Work;
+        let chain = |e: &(dyn std::error::Error + 'static)| crate::runner::error_chain(e);
+        let work: Work = serde_json::from_str(d.work.as_deref().unwrap_or(""))
+            .map_err(|e| format!("unreadable work: {e}"))?;
+        let (repo, number) = match work {
+            Work::TestsForPr { repo, number } => (repo, number),
+            Work::BuildIssue { repo, number } => {
+                return Err(format!(
+                    "{repo}#{number}: building an issue (flow 2) is not built yet"
+                ));
+            }
+        };
+        let cfg = self.section.client_config().map_err(|e| chain(&e))?;
+        let repo = crate::github::RepoName::parse(&repo).map_err(|e| chain(&e))?;
+        let llm =
+            crate::pipeline::llm::Llm::new(crate::pipeline::llm::LlmConfig::from_env(None, None))
+                .map_err(|e| chain(&e))?;
+        let id = d.delivery_id.clone();
+        let progress: crate::pipeline::Progress =
+            Arc::new(move |l: &str| info!(delivery = %id, "{l}"));
+        let r = tests_pr::run(
+            &cfg,
+            repo.clone(),
+            On::PullRequest(number),
+            crate::pipeline::Options::default(),
+            &llm,
+            tokio_util::sync::CancellationToken::new(),
+            progress,
+        )
+        .await
+        .map_err(|e| chain(&e))?;
+        Ok(match r.delivered {
+            Delivered::NothingPushed(why) => format!("{repo}#{number}: nothing pushed: {why}"),
+            Delivered::PullRequest { url, promoted, .. } => format!(
+                "{repo}#{number}: tests in {url} ({})",
+                if promoted {
+                    "ready for review"
+                } else {
+                    "draft"
+                }
+            ),
+        })
     }
 }

@@ -473,6 +473,45 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Takes the oldest `queued` delivery and marks it `running`.
+    pub fn claim_delivery(&self) -> Result<Option<Delivery>, StoreError> {
+        let Some(d) = self.deliveries("queued")?.into_iter().next() else {
+            return Ok(None);
+        };
+        self.set_delivery_state(&d, "running", None)?;
+        Ok(Some(Delivery {
+            state: "running".into(),
+            ..d
+        }))
+    }
+
+    /// Sets a delivery's state (`running`, `done`, `failed`) and the reason or outcome.
+    pub fn set_delivery_state(
+        &self,
+        d: &Delivery,
+        state: &str,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE github_deliveries SET state = ?3, reason = COALESCE(?4, reason)
+                 WHERE hook_id = ?1 AND delivery_id = ?2",
+                params![d.hook_id, d.delivery_id, state, reason],
+            )
+            .map_err(ctx("updating a GitHub delivery"))?;
+        Ok(())
+    }
+
+    /// After a crash: deliveries left `running` are `queued` again.
+    pub fn requeue_running_deliveries(&self) -> Result<usize, StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE github_deliveries SET state = 'queued' WHERE state = 'running'",
+                [],
+            )
+            .map_err(ctx("requeueing GitHub deliveries"))
+    }
+
     /// Deliveries in `state`, oldest first.
     pub fn deliveries(&self, state: &str) -> Result<Vec<Delivery>, StoreError> {
         let conn = self.conn();

@@ -416,11 +416,22 @@ fn route(
                 "id": w.next_id, "number": number, "node_id": format!("PR_node{number}"),
                 "state": "open", "draft": body["draft"].as_bool().unwrap_or(false),
                 "title": body["title"], "body": body["body"],
-                "head": {"ref": head}, "base": {"ref": body["base"]},
+                "head": {"ref": head, "repo": {"full_name": format!("{OWNER}/{NAME}")}},
+                "base": {"ref": body["base"]},
                 "html_url": format!("{}/{OWNER}/{NAME}/pull/{number}", d.base),
             });
             w.pulls.push(pr.clone());
             answer(201, pr)
+        }
+        ("GET", ["pulls", n]) => {
+            match w
+                .pulls
+                .iter()
+                .find(|p| n.parse::<u64>().ok() == p["number"].as_u64())
+            {
+                Some(pr) => answer(200, pr.clone()),
+                None => not_found(),
+            }
         }
         ("PATCH", ["pulls", n]) => {
             let Some(pr) = w
