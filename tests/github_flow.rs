@@ -184,6 +184,27 @@ async fn api_errors_are_typed_and_retried_where_github_says_so() {
 }
 
 #[tokio::test]
+async fn github_enterprise_paths_rest_under_v3_graphql_beside_it() {
+    let d = github_support::start(&[("calc.py", CALC)]).await;
+    github_support::git(&d.bare, &["branch", "cordon/tests/x", "main"]);
+    let mut c = cfg(&d, TOKEN);
+    c.api_url = format!("{}/api/v3", d.url);
+    let gh = GitHub::connect(&c, repo()).await.expect("connects");
+    let pr = gh
+        .create_draft("t", "cordon/tests/x", "main", "b")
+        .await
+        .expect("opened");
+    gh.mark_ready(&pr).await.expect("promoted");
+    assert_eq!(
+        d.lines(),
+        [
+            format!("POST /api/v3/repos/{OWNER}/{NAME}/pulls"),
+            "POST /api/graphql".to_string()
+        ]
+    );
+}
+
+#[tokio::test]
 async fn the_sticky_comment_is_found_on_a_later_page_and_updated() {
     let d = github_support::start(&[("calc.py", CALC)]).await;
     let gh = connect(&d).await;

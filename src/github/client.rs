@@ -190,6 +190,9 @@ impl GitHubError {
 /// A signed-in client for one repository.
 pub struct GitHub {
     crab: Octocrab,
+    /// GitHub Enterprise serves GraphQL at `/api/graphql`, beside (not under) `/api/v3`: a
+    /// client for that base, when it differs.
+    gql: Option<Octocrab>,
     /// The token git pushes with (the installation token for an App).
     token: Secret,
     pub repo: RepoName,
@@ -249,6 +252,7 @@ impl GitHub {
                     .map_err(transport(&what))?;
                 let probe = GitHub {
                     crab: app.clone(),
+                    gql: None,
                     token: Secret::new(""),
                     repo: repo.clone(),
                     cfg: cfg.clone(),
@@ -275,9 +279,11 @@ impl GitHub {
                     .map_err(|e| app_error(&what, e))?;
                 let login = tokio::sync::OnceCell::new();
                 let _ = login.set(format!("{slug}[bot]"));
+                let token = Secret::new(token.expose_secret().to_string());
                 return Ok(GitHub {
                     crab,
-                    token: Secret::new(token.expose_secret().to_string()),
+                    gql: graphql_client(cfg, &token)?,
+                    token,
                     repo,
                     cfg: cfg.clone(),
                     login,
@@ -286,6 +292,7 @@ impl GitHub {
         };
         Ok(GitHub {
             crab,
+            gql: graphql_client(cfg, &token)?,
             token,
             repo,
             cfg: cfg.clone(),
@@ -330,11 +337,15 @@ impl GitHub {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let crab = match &self.gql {
+                Some(gql) if path == "/graphql" => gql,
+                _ => &self.crab,
+            };
             let sent = match method {
-                "GET" => self.crab._get(path).await,
-                "POST" => self.crab._post(path, body).await,
-                "PATCH" => self.crab._patch(path, body).await,
-                "PUT" => self.crab._put(path, body).await,
+                "GET" => crab._get(path).await,
+                "POST" => crab._post(path, body).await,
+                "PATCH" => crab._patch(path, body).await,
+                "PUT" => crab._put(path, body).await,
                 other => {
                     return Err(GitHubError::Config {
                         field: "method".into(),
@@ -461,6 +472,29 @@ impl GitHub {
     }
 }
 
+/// Where `/graphql` is: `https://HOST/api` for GitHub Enterprise's `https://HOST/api/v3`,
+/// else the API's own base.
+pub fn graphql_base(api_url: &str) -> &str {
+    api_url.strip_suffix("/v3").unwrap_or(api_url)
+}
+
+fn graphql_client(cfg: &GitHubConfig, token: &Secret) -> Result<Option<Octocrab>, GitHubError> {
+    let base = graphql_base(&cfg.api_url);
+    if base == cfg.api_url {
+        return Ok(None);
+    }
+    let crab = Octocrab::builder()
+        .base_uri(base)
+        .map_err(|e| GitHubError::Config {
+            field: "GITHUB_API_URL".into(),
+            reason: format!("`{base}` is not a URL: {e}"),
+        })?
+        .personal_token(token.expose().to_string())
+        .build()
+        .map_err(transport("making the GraphQL client"))?;
+    Ok(Some(crab))
+}
+
 fn app_error(what: &str, e: octocrab::Error) -> GitHubError {
     match &e {
         octocrab::Error::GitHub { source, .. } => {
@@ -502,6 +536,18 @@ mod tests {
         for bad in ["octo", "../x", "o/..", "o/r/x", "o/r?x=1", "/r", "o/ r"] {
             assert!(RepoName::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn enterprise_graphql_is_beside_v3() {
+        assert_eq!(
+            graphql_base("https://ghe.example.com/api/v3"),
+            "https://ghe.example.com/api"
+        );
+        assert_eq!(
+            graphql_base("https://api.github.com"),
+            "https://api.github.com"
+        );
     }
 
     #[test]

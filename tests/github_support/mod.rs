@@ -233,10 +233,20 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let path = uri.path().to_string();
+    let raw = uri.path().to_string();
     let full = match &query {
-        Some(q) => format!("{path}?{q}"),
-        None => path.clone(),
+        Some(q) => format!("{raw}?{q}"),
+        None => raw.clone(),
+    };
+    // GitHub Enterprise: REST under /api/v3, GraphQL at /api/graphql (not /api/v3/graphql).
+    let path = if raw == "/api/v3/graphql" {
+        "/nowhere".to_string()
+    } else if let Some(p) = raw.strip_prefix("/api/v3/") {
+        format!("/{p}")
+    } else if raw == "/api/graphql" {
+        "/graphql".to_string()
+    } else {
+        raw.clone()
     };
     let json_body: Value = if body.is_empty() {
         Value::Null
