@@ -526,3 +526,70 @@ async fn nothing_is_pushed_when_the_sandbox_cannot_run_the_suite() {
     );
     no_token_anywhere(&d, &ran);
 }
+
+fn cordon() -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_cordon"));
+    c.env_remove("GITHUB_TOKEN")
+        .env_remove("GITHUB_APP_ID")
+        .env_remove("GITHUB_API_URL")
+        .env("NO_COLOR", "1");
+    c
+}
+
+#[tokio::test]
+async fn testgen_pr_refuses_a_bad_name_or_no_credentials_by_name() {
+    let out = cordon()
+        .args(["testgen", "not-a-repo", "--pr"])
+        .env("GITHUB_TOKEN", "ghp_x")
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("OWNER/NAME"), "{err}");
+    let out = cordon()
+        .args(["testgen", "octo/calc", "--pr"])
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("GITHUB_TOKEN") && err.contains("GITHUB_APP_ID"),
+        "{err}"
+    );
+}
+
+/// `cordon testgen OWNER/NAME --pr` end to end: the pull request's URL on stdout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn testgen_pr_on_the_command_line_prints_the_pull_request() {
+    let d = github_support::start(&[("calc.py", CALC), ("tests/test_calc.py", TEST_ADD)]).await;
+    let s = testgen_support::start(model()).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = cordon()
+        .args([
+            "testgen",
+            "octo/calc",
+            "--pr",
+            "--max-iterations",
+            "1",
+            "--repeats",
+            "1",
+        ])
+        .args(["--model", "scripted", "--base-url", &s.base_url, "--report"])
+        .arg(tmp.path().join("report"))
+        .env("GITHUB_TOKEN", TOKEN)
+        .env("GITHUB_API_URL", &d.url)
+        .env("OPENAI_API_KEY", "test-key")
+        .output()
+        .await
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let url = String::from_utf8_lossy(&out.stdout);
+    assert!(url.trim().ends_with("/octo/calc/pull/1"), "{url}");
+    assert!(err.contains("ready for review"), "{err}");
+    assert!(!err.contains(TOKEN));
+    let report = std::fs::read_to_string(tmp.path().join("report/report.json")).expect("report");
+    assert!(!report.contains(TOKEN));
+}
