@@ -368,8 +368,11 @@ async fn flow(d: &GitHubDouble) -> Ran {
     });
     let r = tests_pr::run(
         &cfg(d, TOKEN),
-        repo(),
-        tests_pr::On::DefaultBranch,
+        tests_pr::Target {
+            repo: repo(),
+            on: tests_pr::On::DefaultBranch,
+            policy: &cordon::spec::OperatorPolicy::default(),
+        },
         opts(),
         &llm,
         CancellationToken::new(),
@@ -534,6 +537,36 @@ fn cordon() -> tokio::process::Command {
         .env_remove("GITHUB_API_URL")
         .env("NO_COLOR", "1");
     c
+}
+
+#[tokio::test]
+async fn an_image_outside_the_operators_policy_is_refused_before_cloning() {
+    let d = github_support::start(&[("calc.py", CALC)]).await;
+    d.with(|w| w.cordon_yml = Some("image: attacker/anything:latest\n".into()));
+    let s = testgen_support::start(model()).await;
+    let llm = Llm::new(llm_config(&s.base_url)).expect("client");
+    let quiet: cordon::pipeline::Progress = Arc::new(|_: &str| {});
+    let e = tests_pr::run(
+        &cfg(&d, TOKEN),
+        tests_pr::Target {
+            repo: repo(),
+            on: tests_pr::On::DefaultBranch,
+            policy: &cordon::spec::OperatorPolicy::default(),
+        },
+        opts(),
+        &llm,
+        CancellationToken::new(),
+        quiet,
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert!(
+        e.to_string().contains(".cordon.yml: image") && e.to_string().contains("cordon/*"),
+        "{e}"
+    );
+    assert!(s.requests().is_empty(), "the model was not asked");
+    assert_eq!(d.branches(), ["main"]);
 }
 
 #[tokio::test]

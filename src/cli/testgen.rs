@@ -260,8 +260,12 @@ async fn pull_request(
     );
     let result = tests_pr::run(
         &cfg,
-        repo,
-        tests_pr::On::DefaultBranch,
+        // The repository's .cordon.yml names the image: only cordon's own (`cordon/*`).
+        tests_pr::Target {
+            repo,
+            on: tests_pr::On::DefaultBranch,
+            policy: &crate::spec::OperatorPolicy::default(),
+        },
         opts,
         llm,
         cancel,

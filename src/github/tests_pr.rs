@@ -42,6 +42,13 @@ pub enum On {
     PullRequest(u64),
 }
 
+/// Which repository, what in it, and the operator's policy for what `.cordon.yml` may ask.
+pub struct Target<'a> {
+    pub repo: RepoName,
+    pub on: On,
+    pub policy: &'a crate::spec::OperatorPolicy,
+}
+
 /// What became of a run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Delivered {
@@ -120,19 +127,31 @@ pub fn promotion(report: &Report, violations: &[Violation]) -> Promotion {
 }
 
 /// Runs flow 1 on `repo`. `template` gives the pipeline's settings; its `repo`, image and
-/// install are replaced by the clone and `.cordon.yml` (from the default branch).
+/// install are replaced by the clone and `.cordon.yml` (from the default branch), whose image
+/// must be one `policy` allows.
 pub async fn run(
     cfg: &GitHubConfig,
-    repo: RepoName,
-    on: On,
+    target: Target<'_>,
     template: Options,
     llm: &Llm,
     cancel: CancellationToken,
     progress: Progress,
 ) -> Result<TestsPr, GitHubError> {
+    let Target { repo, on, policy } = target;
     let gh = GitHub::connect(cfg, repo).await?;
     let info = gh.repository().await?;
     let rc = gh.repo_config(&info.default_branch).await?;
+    // The repository picks its image; the operator's policy decides whether it may.
+    if !policy.image_allowed(&rc.image) {
+        return Err(GitHubError::Config {
+            field: ".cordon.yml: image".into(),
+            reason: format!(
+                "`{}` is not among the operator's allowed images ({})",
+                rc.image,
+                policy.allowed_images.join(", ")
+            ),
+        });
+    }
     // What the tests are for, and where their pull request goes.
     let (base, prefix) = match on {
         On::DefaultBranch => (info.default_branch.clone(), String::new()),

@@ -67,6 +67,7 @@ pub(crate) fn routes<S: Clone + Send + Sync + 'static>(svc: &Service) -> Router<
                 store: hook.store.clone(),
                 wake: hook.wake.clone(),
                 section: gh.clone(),
+                policy: cfg.policy.clone(),
             };
             tokio::spawn(worker.run());
             Router::new()
@@ -195,6 +196,8 @@ struct Worker {
     store: Arc<Store>,
     wake: Arc<Notify>,
     section: super::config::GitHubSection,
+    /// The operator's policy: which images a repository's `.cordon.yml` may name.
+    policy: crate::spec::OperatorPolicy,
 }
 
 impl Worker {
@@ -264,8 +267,11 @@ impl Worker {
             Arc::new(move |l: &str| info!(delivery = %id, "{l}"));
         let r = tests_pr::run(
             &cfg,
-            repo.clone(),
-            On::PullRequest(number),
+            tests_pr::Target {
+                repo: repo.clone(),
+                on: On::PullRequest(number),
+                policy: &self.policy,
+            },
             crate::pipeline::Options::default(),
             &llm,
             tokio_util::sync::CancellationToken::new(),
