@@ -289,4 +289,17 @@ async fn a_queued_pull_request_gets_its_tests_as_a_pull_request_into_it() {
         opened.body
     );
     assert!(!s.log().contains(github_support::TOKEN));
+    // The pull request that asked is told where its tests are (the tests' own pull
+    // request is #2).
+    let told = d.with(|w| {
+        w.comments
+            .iter()
+            .find(|(n, _)| *n == 1)
+            .map(|(_, c)| c["body"].as_str().unwrap_or("").to_string())
+    });
+    let told = told.expect("a comment on #1");
+    assert!(
+        told.contains("/octo/calc/pull/2") && told.contains("run-1"),
+        "{told}"
+    );
 }

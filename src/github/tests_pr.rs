@@ -250,8 +250,19 @@ pub async fn run(
             pr
         }
         None => {
-            gh.create_draft(&format!("cordon: tests for {short}"), &branch, &base, &body)
-                .await?
+            let title = format!("cordon: tests for {short}");
+            match gh.create_draft(&title, &branch, &base, &body).await {
+                Ok(pr) => pr,
+                // A retried POST whose first attempt did go through: GitHub says the pull
+                // request exists (422); use it.
+                Err(GitHubError::Invalid { .. })
+                    if let Some(pr) = gh.find_pull(&branch).await? =>
+                {
+                    gh.set_body(pr.number, &body).await?;
+                    pr
+                }
+                Err(e) => return Err(e),
+            }
         }
     };
     let mut notes = Vec::new();

@@ -233,6 +233,7 @@ impl Worker {
             Err(e) => ("failed", e),
         };
         info!(delivery = %d.delivery_id, state, %outcome, "GitHub: delivery handled");
+        self.tell(&d, state == "done", &outcome).await;
         let store = self.store.clone();
         let r = tokio::task::spawn_blocking(move || {
             store.set_delivery_state(&d, state, Some(&outcome))
@@ -240,6 +241,36 @@ impl Worker {
         .await;
         if !matches!(r, Ok(Ok(()))) {
             error!("GitHub: cannot record a delivery's outcome");
+        }
+    }
+
+    /// Says on the triggering pull request or issue what became of its request (one sticky
+    /// comment, updated by later runs). A failure to say it is logged only.
+    async fn tell(&self, d: &Delivery, ok: bool, outcome: &str) {
+        use crate::github::webhook::Work;
+        let Some(Ok(work)) = d.work.as_deref().map(serde_json::from_str::<Work>) else {
+            return;
+        };
+        let (Work::TestsForPr { repo, number } | Work::BuildIssue { repo, number }) = work;
+        let said = async {
+            let cfg = self.section.client_config().map_err(|e| e.to_string())?;
+            let repo = crate::github::RepoName::parse(&repo).map_err(|e| e.to_string())?;
+            let gh = crate::github::GitHub::connect(&cfg, repo)
+                .await
+                .map_err(|e| e.to_string())?;
+            let text = format!(
+                "**cordon** ({}): {}\n\nDelivery `{}`.",
+                if ok { "done" } else { "could not do it" },
+                crate::github::pulls::truncate(&outcome.replace("<!--", "&lt;!--"), 4000),
+                d.delivery_id
+            );
+            gh.sticky_comment(number, &text)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        if let Err(e) = said {
+            warn!(delivery = %d.delivery_id, error = %e, "GitHub: cannot comment the outcome");
         }
     }
 
