@@ -1,7 +1,7 @@
 //! Protected paths: files a change by cordon may never touch and still be promoted (CI
 //! workflows, cordon's own configuration, deployment files). Matched with `globset`.
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 /// Always protected, whatever `.cordon.yml` says: a repository's configuration can add paths,
 /// never remove these.
@@ -53,14 +53,13 @@ impl Protected {
         patterns.extend(extra.iter().cloned());
         let mut b = GlobSetBuilder::new();
         for p in &patterns {
-            let g = globset::GlobBuilder::new(p)
+            let g = GlobBuilder::new(p)
                 .literal_separator(true)
                 .build()
                 .map_err(|e| format!("protected_paths: `{p}` is not a glob: {e}"))?;
             b.add(g);
         }
         let set = b.build().map_err(|e| format!("protected_paths: {e}"))?;
-        let _ = Glob::new; // the builder above is Glob with literal separators
         Ok(Protected { patterns, set })
     }
 

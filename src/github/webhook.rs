@@ -93,10 +93,9 @@ struct User {
 /// Decides what a delivery of `event` with this (signature-checked) `body` asks for. `labels`
 /// are the labels that trigger.
 ///
-/// - `pull_request` / `issues` `labeled` with a trigger label: queued. Adding a label needs
-///   triage access to the repository, so GitHub has already checked who did it; the
-///   item's author is also required to be trusted, so an outsider's pull request is never
-///   run on a label alone... unless a trusted person comments `/cordon` on it.
+/// - `pull_request` / `issues` `labeled` with a trigger label, on an item whose author is an
+///   OWNER, MEMBER or COLLABORATOR: queued. (Adding a label already needs triage access;
+///   an outsider's pull request is run only when a trusted person comments `/cordon`.)
 /// - `issue_comment` `created` whose body starts with `/cordon`, by an OWNER, MEMBER or
 ///   COLLABORATOR (the comment's `author_association`): queued.
 /// - anything else: ignored with the reason.
