@@ -429,26 +429,7 @@ impl GitHub {
                     message,
                 });
             }
-            return Err(match status {
-                401 => GitHubError::Unauthorized {
-                    what: what.into(),
-                    message,
-                },
-                403 => GitHubError::Forbidden {
-                    what: what.into(),
-                    message,
-                },
-                404 => GitHubError::NotFound { what: what.into() },
-                422 => GitHubError::Invalid {
-                    what: what.into(),
-                    message,
-                },
-                _ => GitHubError::Unexpected {
-                    what: what.into(),
-                    status,
-                    message,
-                },
-            });
+            return Err(status_error(status, what, message));
         }
     }
 
@@ -469,6 +450,22 @@ impl GitHub {
             });
         }
         Ok(v["data"].clone())
+    }
+}
+
+/// The error for a final (not retried) non-2xx answer.
+fn status_error(status: u16, what: &str, message: String) -> GitHubError {
+    let what = what.to_string();
+    match status {
+        401 => GitHubError::Unauthorized { what, message },
+        403 => GitHubError::Forbidden { what, message },
+        404 => GitHubError::NotFound { what },
+        422 => GitHubError::Invalid { what, message },
+        _ => GitHubError::Unexpected {
+            what,
+            status,
+            message,
+        },
     }
 }
 

@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use super::client::{GitHub, GitHubConfig, GitHubError, RepoName};
 use super::git::Git;
-use super::protect::Violation;
+use super::protect::{Protected, Violation};
 use super::pulls::{CheckRun, PullRequest, truncate};
 use crate::pipeline::exec::{GENERATED_DIR, Install};
 use crate::pipeline::llm::Llm;
@@ -218,19 +218,37 @@ pub async fn run(
         return nothing("no generated test was kept".into());
     }
 
+    let short: String = base_sha.chars().take(7).collect();
+    let branch = format!("{BRANCH_PREFIX}{prefix}{short}");
+    let (verdict, head_sha) = commit(&git, &protected, report, &outcome.kept, &branch).await?;
+    progress(&format!("github: pushing {branch}"));
+    git.push(&branch).await?;
+    let title = format!("cordon: tests for {short}");
+    let delivered =
+        open_and_promote(&gh, report, verdict, branch, &base, &title, &head_sha).await?;
+    Ok(TestsPr { delivered, outcome })
+}
+
+/// Writes the kept tests to `tests/generated/`, commits them on `branch`, and judges the
+/// change: the promotion verdict and the new commit.
+async fn commit(
+    git: &Git,
+    protected: &Protected,
+    report: &Report,
+    kept: &[(String, String)],
+    branch: &str,
+) -> Result<(Promotion, String), GitHubError> {
     let mut paths = Vec::new();
     let dir = git.dir.join(GENERATED_DIR);
     std::fs::create_dir_all(&dir).map_err(|e| io_err("writing the tests", e))?;
-    for (name, content) in &outcome.kept {
+    for (name, content) in kept {
         if !crate::pipeline::exec::is_safe_file_name(name) {
             continue;
         }
         std::fs::write(dir.join(name), content).map_err(|e| io_err("writing the tests", e))?;
         paths.push(format!("{GENERATED_DIR}/{name}"));
     }
-    let short: String = base_sha.chars().take(7).collect();
-    let branch = format!("{BRANCH_PREFIX}{prefix}{short}");
-    git.branch(&branch).await?;
+    git.branch(branch).await?;
     let changed = git
         .commit(
             &paths,
@@ -238,37 +256,57 @@ pub async fn run(
         )
         .await?;
     let violations = protected.check(changed.iter().map(String::as_str));
-    let verdict = promotion(report, &violations);
-    let head_sha = git.head().await?;
-    progress(&format!("github: pushing {branch}"));
-    git.push(&branch).await?;
+    Ok((promotion(report, &violations), git.head().await?))
+}
 
+/// Opens (or updates) the draft pull request from the pushed `branch` into `base`, makes
+/// the check run, promotes it if `verdict` allows, and writes the sticky comment.
+async fn open_and_promote(
+    gh: &GitHub,
+    report: &Report,
+    verdict: Promotion,
+    branch: String,
+    base: &str,
+    title: &str,
+    head_sha: &str,
+) -> Result<Delivered, GitHubError> {
     let body = pr_body(report, &verdict);
-    let pr = match gh.find_pull(&branch).await? {
-        Some(pr) => {
-            gh.set_body(pr.number, &body).await?;
-            pr
-        }
-        None => {
-            let title = format!("cordon: tests for {short}");
-            match gh.create_draft(&title, &branch, &base, &body).await {
-                Ok(pr) => pr,
-                // A retried POST whose first attempt did go through: GitHub says the pull
-                // request exists (422); use it.
-                Err(GitHubError::Invalid { .. })
-                    if let Some(pr) = gh.find_pull(&branch).await? =>
-                {
-                    gh.set_body(pr.number, &body).await?;
-                    pr
-                }
-                Err(e) => return Err(e),
+    let existing = match gh.find_pull(&branch).await? {
+        Some(pr) => pr,
+        None => match gh.create_draft(title, &branch, base, &body).await {
+            Ok(pr) => return finish(gh, report, verdict, branch, pr, head_sha, &body).await,
+            // A retried POST whose first attempt went through: GitHub says the pull request
+            // exists (422); look it up.
+            Err(GitHubError::Invalid { message, .. }) => {
+                gh.find_pull(&branch)
+                    .await?
+                    .ok_or_else(|| GitHubError::Invalid {
+                        what: "opening the draft pull request".into(),
+                        message,
+                    })?
             }
-        }
+            Err(e) => return Err(e),
+        },
     };
+    gh.set_body(existing.number, &body).await?;
+    let pr = existing;
+    finish(gh, report, verdict, branch, pr, head_sha, &body).await
+}
+
+/// The check run, promotion and the sticky comment on `pr`.
+async fn finish(
+    gh: &GitHub,
+    report: &Report,
+    verdict: Promotion,
+    branch: String,
+    pr: PullRequest,
+    head_sha: &str,
+    body: &str,
+) -> Result<Delivered, GitHubError> {
     let mut notes = Vec::new();
     let ready = verdict == Promotion::Ready;
     match gh
-        .check_run(&head_sha, ready, &headline(report, &verdict), &body)
+        .check_run(head_sha, ready, &headline(report, &verdict), body)
         .await
     {
         Ok(CheckRun::Made(_)) => {}
@@ -288,10 +326,7 @@ pub async fn run(
     gh.sticky_comment(pr.number, &comment(report, &verdict, promoted, &notes))
         .await?;
     info!(pr = pr.number, promoted, "pull request delivered");
-    Ok(TestsPr {
-        delivered: delivered(pr, branch, verdict, promoted, notes),
-        outcome,
-    })
+    Ok(delivered(pr, branch, verdict, promoted, notes))
 }
 
 fn delivered(
