@@ -35,12 +35,16 @@
 //! - [`pipeline`]: `cordon testgen`, test generation that never runs generated code on the
 //!   host: model probe → detect → baseline → gaps → generate → validate → classify → fix → report, every
 //!   run of target or generated code a sandbox job.
+//! - [`github`]: GitHub delivery: a token or App (octocrab), safe git, `.cordon.yml`,
+//!   protected paths, webhook judgement, and flow 1 (kept tests as a draft pull request,
+//!   promoted only on a green sandbox run). Above `pipeline` and `server`, below `cli`.
 //! - [`cli`]: the `cordon` command line, a thin consumer of the above.
 
 pub mod cli;
 pub(crate) mod envcache;
 pub mod error;
 pub mod event;
+pub mod github;
 pub mod image;
 pub mod pipeline;
 pub mod pool;

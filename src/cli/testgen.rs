@@ -17,7 +17,16 @@ use crate::pipeline::{self, Options};
 #[derive(Args, Debug)]
 pub struct TestgenArgs {
     /// The repository (a directory of Python code). Read only; written only with --write.
+    /// With --pr: a GitHub repository, OWNER/NAME.
     repo: PathBuf,
+    /// Deliver the kept tests as a GitHub pull request on REPO (OWNER/NAME): its default
+    /// branch is cloned (no hooks, no submodules), `.cordon.yml` is read from it, the kept
+    /// tests go on a branch `cordon/tests/<commit>` into a draft pull request, marked ready
+    /// for review only if the combined suite passed in the sandbox and coverage rose.
+    /// Credentials: $GITHUB_TOKEN, or $GITHUB_APP_ID and $GITHUB_APP_PRIVATE_KEY_FILE (a
+    /// GitHub App); $GITHUB_API_URL for GitHub Enterprise. They never enter a container.
+    #[arg(long, conflicts_with = "write")]
+    pr: bool,
     /// Stop once combined line+branch coverage reaches this percentage.
     #[arg(long, default_value_t = 90.0, value_name = "PERCENT")]
     target_coverage: f64,
@@ -74,7 +83,7 @@ pub struct TestgenArgs {
 }
 
 pub async fn testgen(args: TestgenArgs) -> u8 {
-    if !args.repo.is_dir() {
+    if !args.pr && !args.repo.is_dir() {
         eprintln!(
             "cordon: {}: {} is not a directory",
             super::error_word(),
@@ -150,6 +159,9 @@ pub async fn testgen(args: TestgenArgs) -> u8 {
     let cancel = CancellationToken::new();
     let token = cancel.clone();
     super::cancel_on_signal(token, "stopping: removing the sandbox, writing the report");
+    if args.pr {
+        return pull_request(&args, opts, &llm, cancel, &report_dir).await;
+    }
 
     let started = Instant::now();
     let progress: pipeline::Progress = Arc::new(move |line: &str| {
@@ -210,6 +222,95 @@ pub async fn testgen(args: TestgenArgs) -> u8 {
         eprintln!("cordon: report: {}", report_dir.join("report.md").display());
     }
     exit_status(&report.status, lost)
+}
+
+/// `--pr`: flow 1 on a GitHub repository; prints where the pull request is.
+async fn pull_request(
+    args: &TestgenArgs,
+    opts: Options,
+    llm: &Llm,
+    cancel: CancellationToken,
+    report_dir: &std::path::Path,
+) -> u8 {
+    use crate::github::tests_pr::{self, Delivered, Promotion};
+    use crate::github::{GitHubConfig, RepoName};
+    let repo = match RepoName::parse(&args.repo.display().to_string()) {
+        Ok(r) => r,
+        Err(e) => {
+            report_error(&e);
+            return EXIT_INVALID;
+        }
+    };
+    let cfg = match GitHubConfig::from_env(|k| std::env::var(k).ok()) {
+        Ok(c) => c,
+        Err(e) => {
+            report_error(&e);
+            return EXIT_INVALID;
+        }
+    };
+    let started = Instant::now();
+    let progress: pipeline::Progress = Arc::new(move |line: &str| {
+        eprintln!("[{:>6.1}s] {line}", started.elapsed().as_secs_f64());
+    });
+    eprintln!(
+        "cordon testgen: {repo} on {} with {}; report in {}",
+        cfg.api_url,
+        llm.config.model,
+        report_dir.display()
+    );
+    let result = tests_pr::run(
+        &cfg,
+        // The repository's .cordon.yml names the image: only cordon's own (`cordon/*`).
+        tests_pr::Target {
+            repo,
+            on: tests_pr::On::DefaultBranch,
+            policy: &crate::spec::OperatorPolicy::default(),
+        },
+        opts,
+        llm,
+        cancel,
+        progress,
+    )
+    .await;
+    let r = match result {
+        Ok(r) => r,
+        Err(e) => {
+            report_error(&e);
+            return EXIT_SANDBOX_ERROR;
+        }
+    };
+    if let Err(e) = r.outcome.report.write(report_dir, &r.outcome.kept) {
+        eprintln!(
+            "cordon: {}: cannot write the report to {}: {e}",
+            super::error_word(),
+            report_dir.display()
+        );
+    }
+    match &r.delivered {
+        Delivered::NothingPushed(why) => {
+            eprintln!("cordon: no pull request: {why}");
+            exit_status(&r.outcome.report.status, Lost::default())
+        }
+        Delivered::PullRequest {
+            url,
+            promotion,
+            promoted,
+            notes,
+            ..
+        } => {
+            let state = match (promotion, promoted) {
+                (_, true) => "ready for review".to_string(),
+                (Promotion::Draft(why), false) => format!("draft: {}", why.join("; ")),
+                (Promotion::Ready, false) => "draft (promotion failed)".to_string(),
+            };
+            println!("{url}");
+            eprintln!("cordon: pull request {url}: {state}");
+            for n in notes {
+                eprintln!("cordon: note: {n}");
+            }
+            exit_status(&r.outcome.report.status, Lost::default())
+        }
+    }
 }
 
 /// What could not be written at the end.

@@ -88,6 +88,7 @@ pub fn router(svc: Service, bound: SocketAddr) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .merge(protected)
+        .merge(super::github_hook::routes(&svc))
         .with_state(app.clone())
         .merge(web::router(app.web.clone()))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })

@@ -92,6 +92,126 @@ pub struct ServerConfig {
     pub policy: crate::spec::OperatorPolicy,
     /// The web page at `/`: browser sessions (see `super::web`).
     pub web: WebConfig,
+    /// GitHub: the webhook (`POST /v1/github/webhook`) and the credentials its work uses.
+    /// Absent: no webhook route.
+    pub github: Option<GitHubSection>,
+}
+
+/// The `github:` section. Secrets only by file, so the configuration can be shown.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitHubSection {
+    /// The webhook's secret (as typed into GitHub's webhook settings), at least 16 characters.
+    pub webhook_secret_file: PathBuf,
+    /// A token (personal or fine-grained) — or `app_id` with `private_key_file`.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// The GitHub App's id (its settings page).
+    #[serde(default)]
+    pub app_id: Option<u64>,
+    /// The GitHub App's private key (.pem).
+    #[serde(default)]
+    pub private_key_file: Option<PathBuf>,
+    /// The API's URL: `https://api.github.com` unless GitHub Enterprise
+    /// (`https://HOST/api/v3`).
+    #[serde(default)]
+    pub api_url: Option<String>,
+    /// The labels that trigger cordon on a pull request or issue.
+    #[serde(default = "default_labels")]
+    pub labels: Vec<String>,
+}
+
+fn default_labels() -> Vec<String> {
+    vec!["cordon".into()]
+}
+
+impl GitHubSection {
+    /// Reads the webhook secret, refusing a short one.
+    pub fn webhook_secret(&self) -> Result<crate::github::Secret, ConfigError> {
+        let s = crate::github::Secret::from_file(&self.webhook_secret_file).map_err(|source| {
+            ConfigError::Read {
+                path: self.webhook_secret_file.clone(),
+                source,
+            }
+        })?;
+        if s.expose().len() < 16 {
+            return Err(ConfigError::Invalid {
+                field: "github.webhook_secret_file",
+                reason: format!(
+                    "{}: the secret is shorter than 16 characters; make one with `openssl rand -hex 32`",
+                    self.webhook_secret_file.display()
+                ),
+            });
+        }
+        Ok(s)
+    }
+
+    /// The API client's settings: the token or App from their files, `api_url`.
+    pub fn client_config(&self) -> Result<crate::github::GitHubConfig, ConfigError> {
+        let read = |p: &PathBuf| {
+            crate::github::Secret::from_file(p).map_err(|source| ConfigError::Read {
+                path: p.clone(),
+                source,
+            })
+        };
+        let credentials = match (&self.token_file, self.app_id, &self.private_key_file) {
+            (Some(t), _, _) => crate::github::Credentials::Token(read(t)?),
+            (None, Some(app_id), Some(k)) => crate::github::Credentials::App {
+                app_id,
+                private_key: read(k)?,
+            },
+            _ => {
+                return Err(ConfigError::Invalid {
+                    field: "github",
+                    reason: "needs credentials: `token_file`, or `app_id` with `private_key_file`"
+                        .into(),
+                });
+            }
+        };
+        Ok(crate::github::GitHubConfig::new(
+            self.api_url.clone(),
+            credentials,
+        ))
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        self.webhook_secret()?;
+        let invalid = |field, reason: String| ConfigError::Invalid { field, reason };
+        match (&self.token_file, self.app_id, &self.private_key_file) {
+            (Some(_), None, None) | (None, Some(_), Some(_)) => {}
+            (None, None, None) => {
+                return Err(invalid(
+                    "github",
+                    "needs credentials: `token_file`, or `app_id` with `private_key_file`".into(),
+                ));
+            }
+            (None, Some(_), None) | (None, None, Some(_)) => {
+                return Err(invalid(
+                    "github.app_id",
+                    "`app_id` and `private_key_file` go together".into(),
+                ));
+            }
+            (Some(_), _, _) => {
+                return Err(invalid(
+                    "github.token_file",
+                    "give `token_file` or `app_id` with `private_key_file`, not both".into(),
+                ));
+            }
+        }
+        for f in [&self.token_file, &self.private_key_file]
+            .into_iter()
+            .flatten()
+        {
+            std::fs::metadata(f).map_err(|source| ConfigError::Read {
+                path: f.clone(),
+                source,
+            })?;
+        }
+        if self.labels.iter().any(|l| l.trim().is_empty()) {
+            return Err(invalid("github.labels", "a label must not be empty".into()));
+        }
+        Ok(())
+    }
 }
 
 /// The web page's settings: how long a browser session lasts, how many there may be, and
@@ -144,6 +264,7 @@ impl Default for ServerConfig {
             warm_pool_prewarm: crate::pool::Prewarm::Auto,
             policy: crate::spec::OperatorPolicy::default(),
             web: WebConfig::default(),
+            github: None,
         }
     }
 }
@@ -304,6 +425,9 @@ impl ServerConfig {
             }
         }
         self.check_tokens()?;
+        if let Some(g) = &self.github {
+            g.check()?;
+        }
         if self.concurrency == Some(0) {
             return Err(invalid("concurrency", "must be at least 1".into()));
         }

@@ -13,10 +13,12 @@
 //! - `web`: the web page at `/` (static pages and scripts embedded in the binary) and its
 //!   browser sessions: sign-in with a token, an `HttpOnly` `SameSite=Strict` cookie, a CSRF
 //!   token for every change.
+//! - `github_hook`: `POST /v1/github/webhook` (signature, dedup, durable record).
 
 pub mod access;
 pub mod api;
 pub mod config;
+pub(crate) mod github_hook;
 pub mod listing;
 pub mod metrics;
 pub mod queue;

@@ -172,6 +172,22 @@ impl Store {
                 })
                 .map_err(ctx("adding the image column"))?;
         }
+        // GitHub webhook deliveries, deduplicated by (hook id, delivery id): a redelivery
+        // reuses its delivery id.
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS github_deliveries (
+                 hook_id     TEXT NOT NULL,
+                 delivery_id TEXT NOT NULL,
+                 event       TEXT NOT NULL,
+                 received_ms INTEGER NOT NULL,
+                 state       TEXT NOT NULL,
+                 work        TEXT,
+                 reason      TEXT,
+                 PRIMARY KEY (hook_id, delivery_id)
+             ) WITHOUT ROWID;
+             CREATE INDEX IF NOT EXISTS github_deliveries_state ON github_deliveries(state);",
+        )
+        .map_err(ctx("creating the github_deliveries table"))?;
         // SQLite creates its files 0644 minus the umask, and the -wal/-shm take the database's
         // mode: set 0600 whatever the umask was.
         for suffix in ["", "-wal", "-shm"] {
@@ -418,6 +434,108 @@ impl Store {
         }
         tx.commit().map_err(ctx("pruning old jobs"))?;
         Ok(ids)
+    }
+}
+
+/// A GitHub webhook delivery as recorded: `queued` (with its work, JSON) or `ignored` (with
+/// the reason).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub hook_id: String,
+    pub delivery_id: String,
+    pub event: String,
+    pub received_ms: i64,
+    pub state: String,
+    pub work: Option<String>,
+    pub reason: Option<String>,
+}
+
+impl Store {
+    /// Records a delivery; `false` if this (hook id, delivery id) was recorded before.
+    pub fn record_delivery(&self, d: &Delivery) -> Result<bool, StoreError> {
+        let n = self
+            .conn()
+            .execute(
+                "INSERT OR IGNORE INTO github_deliveries
+                     (hook_id, delivery_id, event, received_ms, state, work, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    d.hook_id,
+                    d.delivery_id,
+                    d.event,
+                    d.received_ms,
+                    d.state,
+                    d.work,
+                    d.reason
+                ],
+            )
+            .map_err(ctx("recording a GitHub delivery"))?;
+        Ok(n == 1)
+    }
+
+    /// Takes the oldest `queued` delivery and marks it `running`.
+    pub fn claim_delivery(&self) -> Result<Option<Delivery>, StoreError> {
+        let Some(d) = self.deliveries("queued")?.into_iter().next() else {
+            return Ok(None);
+        };
+        self.set_delivery_state(&d, "running", None)?;
+        Ok(Some(Delivery {
+            state: "running".into(),
+            ..d
+        }))
+    }
+
+    /// Sets a delivery's state (`running`, `done`, `failed`) and the reason or outcome.
+    pub fn set_delivery_state(
+        &self,
+        d: &Delivery,
+        state: &str,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE github_deliveries SET state = ?3, reason = COALESCE(?4, reason)
+                 WHERE hook_id = ?1 AND delivery_id = ?2",
+                params![d.hook_id, d.delivery_id, state, reason],
+            )
+            .map_err(ctx("updating a GitHub delivery"))?;
+        Ok(())
+    }
+
+    /// After a crash: deliveries left `running` are `queued` again.
+    pub fn requeue_running_deliveries(&self) -> Result<usize, StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE github_deliveries SET state = 'queued' WHERE state = 'running'",
+                [],
+            )
+            .map_err(ctx("requeueing GitHub deliveries"))
+    }
+
+    /// Deliveries in `state`, oldest first.
+    pub fn deliveries(&self, state: &str) -> Result<Vec<Delivery>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare(
+                "SELECT hook_id, delivery_id, event, received_ms, state, work, reason
+                 FROM github_deliveries WHERE state = ?1 ORDER BY received_ms",
+            )
+            .map_err(ctx("listing GitHub deliveries"))?;
+        let rows = st
+            .query_map(params![state], |r| {
+                Ok(Delivery {
+                    hook_id: r.get(0)?,
+                    delivery_id: r.get(1)?,
+                    event: r.get(2)?,
+                    received_ms: r.get(3)?,
+                    state: r.get(4)?,
+                    work: r.get(5)?,
+                    reason: r.get(6)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(ctx("listing GitHub deliveries"))?;
+        Ok(rows)
     }
 }
 

@@ -1,0 +1,218 @@
+//! git, run safely on a repository cordon does not trust: no hooks (`core.hooksPath` is
+//! `/dev/null`), no submodules, no user or system configuration, no prompts, and the token
+//! handed over by a credential helper that reads it from the child's environment, so it is
+//! never in a remote URL, a command line or `.git/config`.
+
+use std::path::{Path, PathBuf};
+
+use tokio::process::Command;
+
+use super::client::GitHubError;
+use super::secret::Secret;
+
+/// The environment variable the credential helper reads the token from (set only on git's
+/// own process).
+const TOKEN_ENV: &str = "CORDON_GIT_TOKEN";
+
+/// The helper: prints GitHub's token-as-password form for `get`, nothing for `store`/`erase`.
+const HELPER: &str = "!f() { test \"$1\" = get && echo username=x-access-token && echo \"password=${CORDON_GIT_TOKEN}\"; }; f";
+
+/// git for one working copy.
+#[derive(Debug, Clone)]
+pub struct Git {
+    token: Option<Secret>,
+    pub dir: PathBuf,
+}
+
+impl Git {
+    pub fn new(dir: &Path, token: Option<Secret>) -> Git {
+        Git {
+            token: token.filter(|t| !t.is_empty()),
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn command(&self, cwd: &Path) -> Command {
+        let mut c = Command::new("git");
+        c.current_dir(cwd)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", "/nonexistent")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_ASKPASS", "/bin/false")
+            .env("GIT_AUTHOR_NAME", "cordon")
+            .env("GIT_AUTHOR_EMAIL", "cordon@users.noreply.github.com")
+            .env("GIT_COMMITTER_NAME", "cordon")
+            .env("GIT_COMMITTER_EMAIL", "cordon@users.noreply.github.com")
+            .args([
+                "-c",
+                "core.hooksPath=/dev/null",
+                "-c",
+                "submodule.recurse=false",
+                "-c",
+                "protocol.ext.allow=never",
+                "-c",
+                "core.fsmonitor=false",
+                "-c",
+                "credential.helper=",
+                "-c",
+            ])
+            .arg(format!("credential.helper={HELPER}"))
+            .kill_on_drop(true);
+        if let Some(t) = &self.token {
+            c.env(TOKEN_ENV, t.expose());
+        }
+        c
+    }
+
+    async fn run_in(&self, cwd: &Path, what: &str, args: &[&str]) -> Result<String, GitHubError> {
+        let out = self
+            .command(cwd)
+            .args(args)
+            .output()
+            .await
+            .map_err(|e| GitHubError::Git {
+                what: what.into(),
+                message: format!("cannot run git: {e}"),
+            })?;
+        let scrub = |b: &[u8]| {
+            let s = String::from_utf8_lossy(b).into_owned();
+            self.token.as_ref().map_or(s.clone(), |t| t.scrub(&s))
+        };
+        if !out.status.success() {
+            return Err(GitHubError::Git {
+                what: what.into(),
+                message: scrub(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(scrub(&out.stdout))
+    }
+
+    async fn run(&self, what: &str, args: &[&str]) -> Result<String, GitHubError> {
+        self.run_in(&self.dir, what, args).await
+    }
+
+    /// Clones `branch` of `url` (shallow, no submodules, no checkout hooks) into `self.dir`.
+    pub async fn clone(&self, url: &str, branch: &str) -> Result<(), GitHubError> {
+        if url.contains('@')
+            && url.contains("://")
+            && url
+                .split("://")
+                .nth(1)
+                .is_some_and(|r| r.split('/').next().is_some_and(|h| h.contains('@')))
+        {
+            return Err(GitHubError::Git {
+                what: "clone".into(),
+                message: "the remote URL carries credentials; cordon passes them by a credential helper only".into(),
+            });
+        }
+        let parent = self.dir.parent().unwrap_or(Path::new("/"));
+        let dir = self.dir.display().to_string();
+        self.run_in(
+            parent,
+            "clone",
+            &[
+                "clone",
+                "--quiet",
+                "--depth=1",
+                "--no-recurse-submodules",
+                "--single-branch",
+                "--branch",
+                branch,
+                "--",
+                url,
+                &dir,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The commit `HEAD` names.
+    pub async fn head(&self) -> Result<String, GitHubError> {
+        Ok(self
+            .run("rev-parse", &["rev-parse", "HEAD"])
+            .await?
+            .trim()
+            .to_string())
+    }
+
+    /// Starts (or restarts) `branch` at `HEAD`.
+    pub async fn branch(&self, branch: &str) -> Result<(), GitHubError> {
+        self.run("checkout", &["checkout", "--quiet", "-B", branch])
+            .await?;
+        Ok(())
+    }
+
+    /// Stages `paths` and commits them; the paths changed relative to the parent.
+    pub async fn commit(
+        &self,
+        paths: &[String],
+        message: &str,
+    ) -> Result<Vec<String>, GitHubError> {
+        let mut args = vec!["add", "--"];
+        args.extend(paths.iter().map(String::as_str));
+        self.run("add", &args).await?;
+        self.run(
+            "commit",
+            &["commit", "--quiet", "--no-verify", "-m", message],
+        )
+        .await?;
+        let changed = self
+            .run("diff", &["diff", "--name-only", "HEAD~1", "HEAD"])
+            .await?;
+        Ok(changed.lines().map(str::to_string).collect())
+    }
+
+    /// Pushes `branch` to `origin`, replacing cordon's earlier push of it.
+    pub async fn push(&self, branch: &str) -> Result<(), GitHubError> {
+        let refspec = format!("+HEAD:refs/heads/{branch}");
+        self.run(
+            "push",
+            &["push", "--quiet", "--no-verify", "origin", &refspec],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The helper hands git the token for `get`, and git never writes it to the config.
+    #[tokio::test]
+    async fn the_helper_gives_the_token_to_git_only() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let git = Git::new(dir.path(), Some(Secret::new("ghs_helpertoken42")));
+        let mut c = git.command(dir.path());
+        c.args(["credential", "fill"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
+        let mut child = c.spawn().expect("git");
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(b"protocol=https\nhost=github.com\n\n")
+            .await
+            .expect("write");
+        drop(stdin);
+        let out = child.wait_with_output().await.expect("waits");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("username=x-access-token"), "{text}");
+        assert!(text.contains("password=ghs_helpertoken42"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_url_with_credentials_is_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let git = Git::new(&dir.path().join("c"), None);
+        let e = git
+            .clone("https://x-access-token:abc@github.com/o/r.git", "main")
+            .await
+            .expect_err("refused");
+        assert!(e.to_string().contains("credential helper"), "{e}");
+    }
+}

@@ -1,0 +1,628 @@
+//! GitHub delivery against the GitHub double (tests/github_support): the API's errors and
+//! retries, App sign-in, the sticky comment's pagination, the pre-receive hook; and flow 1
+//! end to end with the scripted model and the real sandbox: promoted on green, left a draft
+//! with a comment on red, nothing pushed when the sandbox could not run the suite.
+
+mod github_support;
+mod testgen_support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cordon::github::Secret;
+use cordon::github::client::{Credentials, GitHub, GitHubConfig, GitHubError, RepoName};
+use cordon::github::git::Git;
+use cordon::github::pulls::{CheckRun, STICKY_MARKER};
+use cordon::github::tests_pr::{self, Delivered, Promotion};
+use cordon::pipeline::Options;
+use cordon::pipeline::llm::Llm;
+use github_support::{Failure, GitHubDouble, INSTALL_TOKEN, LOGIN, NAME, OWNER, TOKEN};
+use serde_json::json;
+use testgen_support::{Answer, last_user, llm_config};
+use tokio_util::sync::CancellationToken;
+
+fn cfg(double: &GitHubDouble, token: &str) -> GitHubConfig {
+    let mut c = GitHubConfig::new(
+        Some(double.url.clone()),
+        Credentials::Token(Secret::new(token)),
+    );
+    c.backoff = Duration::from_millis(10);
+    c.max_retry_after = Duration::from_secs(5);
+    c
+}
+
+fn repo() -> RepoName {
+    RepoName::parse(&format!("{OWNER}/{NAME}")).expect("name")
+}
+
+async fn connect(double: &GitHubDouble) -> GitHub {
+    GitHub::connect(&cfg(double, TOKEN), repo())
+        .await
+        .expect("connects")
+}
+
+const CALC: &str = "def add(a, b):\n    return a + b\n\n\ndef clamp(x, lo, hi):\n    if x < lo:\n        return lo\n    if x > hi:\n        return hi\n    return x\n";
+const TEST_ADD: &str = "from calc import add\n\n\ndef test_add():\n    assert add(1, 2) == 3\n";
+
+#[tokio::test]
+async fn api_errors_are_typed_and_retried_where_github_says_so() {
+    let d = github_support::start(&[("calc.py", CALC)]).await;
+    let wrong = GitHub::connect(&cfg(&d, "ghp_wrong_token_0000"), repo())
+        .await
+        .expect("builds");
+    let e = wrong.repository().await.expect_err("401");
+    assert!(matches!(e, GitHubError::Unauthorized { .. }), "{e}");
+    assert!(!e.to_string().contains("ghp_wrong"), "{e}");
+
+    let gh = connect(&d).await;
+    let path = format!("/repos/{OWNER}/{NAME}");
+    // Server errors are retried.
+    d.fail(Failure {
+        method: "GET",
+        path: path.clone(),
+        times: 2,
+        status: 502,
+        headers: vec![],
+        body: json!({"message": "Bad Gateway"}),
+    });
+    let r = gh.repository().await.expect("third attempt");
+    assert_eq!(r.default_branch, "main");
+    assert!(r.clone_url.starts_with("file://"));
+    // ...but not forever.
+    d.fail(Failure {
+        method: "GET",
+        path: path.clone(),
+        times: 3,
+        status: 500,
+        headers: vec![],
+        body: json!({"message": "boom"}),
+    });
+    let e = gh.repository().await.expect_err("gives up");
+    assert!(
+        matches!(
+            e,
+            GitHubError::Server {
+                status: 500,
+                attempts: 3,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // A secondary rate limit is waited out as Retry-After says...
+    d.fail(Failure {
+        method: "GET",
+        path: path.clone(),
+        times: 1,
+        status: 403,
+        headers: vec![("retry-after", "1".into())],
+        body: json!({"message": "You have exceeded a secondary rate limit."}),
+    });
+    let before = d.calls().len();
+    gh.repository().await.expect("after the wait");
+    assert_eq!(d.calls().len() - before, 2);
+    // ...unless it asks for longer than cordon waits.
+    d.fail(Failure {
+        method: "GET",
+        path: path.clone(),
+        times: 1,
+        status: 429,
+        headers: vec![("retry-after", "3600".into())],
+        body: json!({"message": "slow down"}),
+    });
+    let e = gh.repository().await.expect_err("too long");
+    assert!(
+        matches!(
+            e,
+            GitHubError::RateLimited {
+                retry_after: Some(3600),
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // 404 and 403 say what to check.
+    d.fail(Failure {
+        method: "GET",
+        path: path.clone(),
+        times: 1,
+        status: 404,
+        headers: vec![],
+        body: json!({"message": "Not Found"}),
+    });
+    let e = gh.repository().await.expect_err("404");
+    assert!(
+        matches!(e, GitHubError::NotFound { .. }) && e.to_string().contains("cannot see it"),
+        "{e}"
+    );
+    d.fail(Failure {
+        method: "GET",
+        path: path.clone(),
+        times: 1,
+        status: 403,
+        headers: vec![],
+        body: json!({"message": "Resource not accessible by integration"}),
+    });
+    let e = gh.repository().await.expect_err("403");
+    assert!(
+        matches!(e, GitHubError::Forbidden { .. }) && e.to_string().contains("permission"),
+        "{e}"
+    );
+    // 422: a pull request from a branch that was never pushed.
+    let e = gh
+        .create_draft("t", "cordon/tests/none", "main", "b")
+        .await
+        .expect_err("422");
+    assert!(matches!(e, GitHubError::Invalid { .. }), "{e}");
+    // A token that may not make check runs: skipped with a note, not an error.
+    d.with(|w| w.checks_forbidden = true);
+    let c = gh.check_run("abc", true, "t", "s").await.expect("skipped");
+    assert!(
+        matches!(&c, CheckRun::Skipped(n) if n.contains("checks: write")),
+        "{c:?}"
+    );
+    // No .cordon.yml: the defaults. A bad one names the field.
+    assert_eq!(
+        gh.repo_config("main").await.expect("defaults").install,
+        "auto"
+    );
+    d.with(|w| w.cordon_yml = Some("instal: pip install .\n".into()));
+    let e = gh.repo_config("main").await.expect_err("unknown field");
+    assert!(e.to_string().contains("instal"), "{e}");
+
+    for c in d.calls() {
+        assert!(!c.path.contains(TOKEN));
+        if c.auth.as_deref() != Some("Bearer ghp_wrong_token_0000") {
+            assert_eq!(
+                c.auth.as_deref(),
+                Some(format!("Bearer {TOKEN}").as_str()),
+                "{c:?}"
+            );
+        }
+    }
+    assert!(!format!("{gh:?}").contains(TOKEN));
+}
+
+#[tokio::test]
+async fn github_enterprise_paths_rest_under_v3_graphql_beside_it() {
+    let d = github_support::start(&[("calc.py", CALC)]).await;
+    github_support::git(&d.bare, &["branch", "cordon/tests/x", "main"]);
+    let mut c = cfg(&d, TOKEN);
+    c.api_url = format!("{}/api/v3", d.url);
+    let gh = GitHub::connect(&c, repo()).await.expect("connects");
+    let pr = gh
+        .create_draft("t", "cordon/tests/x", "main", "b")
+        .await
+        .expect("opened");
+    gh.mark_ready(&pr).await.expect("promoted");
+    assert_eq!(
+        d.lines(),
+        [
+            format!("POST /api/v3/repos/{OWNER}/{NAME}/pulls"),
+            "POST /api/graphql".to_string()
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_sticky_comment_is_found_on_a_later_page_and_updated() {
+    let d = github_support::start(&[("calc.py", CALC)]).await;
+    let gh = connect(&d).await;
+    d.with(|w| {
+        for i in 0..150u64 {
+            let (body, login) = match i {
+                // Someone else's comment faking the marker: never edited.
+                20 => (format!("{STICKY_MARKER}\nfake"), "mallory"),
+                130 => (format!("{STICKY_MARKER}\nold"), LOGIN),
+                _ => (format!("comment {i}"), "someone"),
+            };
+            w.comments.push((
+                5,
+                json!({"id": i + 1, "body": body, "user": {"login": login}}),
+            ));
+        }
+    });
+    let id = gh.sticky_comment(5, "new text").await.expect("updated");
+    assert_eq!(id, 131);
+    let lines = d.lines();
+    assert!(
+        lines.iter().any(|l| l.contains("per_page=100&page=2")),
+        "{lines:?}"
+    );
+    assert!(!lines.iter().any(|l| l.starts_with("POST")), "{lines:?}");
+    let body = d.with(|w| {
+        w.comments[130].1["body"]
+            .as_str()
+            .expect("body")
+            .to_string()
+    });
+    assert!(body.ends_with("new text"), "{body}");
+    let fake = d.with(|w| w.comments[20].1["body"].as_str().expect("body").to_string());
+    assert!(fake.ends_with("fake"), "{fake}");
+    // On a pull request without one, it is created, and found again the next time.
+    let first = gh.sticky_comment(6, "one").await.expect("created");
+    let again = gh.sticky_comment(6, "two").await.expect("updated");
+    assert_eq!(first, again);
+    assert_eq!(
+        d.with(|w| w.comments.iter().filter(|(n, _)| *n == 6).count()),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_github_app_signs_in_with_an_installation_token() {
+    let d = github_support::start(&[("calc.py", CALC)]).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let key = dir.path().join("app.pem");
+    let out = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&key)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut c = cfg(&d, "unused");
+    c.credentials = Credentials::App {
+        app_id: 7,
+        private_key: Secret::from_file(&key).expect("key"),
+    };
+    let gh = GitHub::connect(&c, repo())
+        .await
+        .expect("installation token");
+    assert_eq!(gh.git_token().expose(), INSTALL_TOKEN);
+    gh.repository().await.expect("with the installation token");
+    let calls = d.calls();
+    let lines = d.lines();
+    assert_eq!(lines[0], "GET /app");
+    assert_eq!(lines[1], format!("GET /repos/{OWNER}/{NAME}/installation"));
+    assert_eq!(lines[2], "POST /app/installations/42/access_tokens");
+    assert!(
+        calls[0]
+            .auth
+            .as_deref()
+            .is_some_and(|a| a.starts_with("Bearer ey"))
+    );
+    assert_eq!(
+        calls[3].auth.as_deref(),
+        Some(format!("Bearer {INSTALL_TOKEN}").as_str())
+    );
+    assert!(!format!("{c:?}").contains("PRIVATE KEY"));
+    // Its comments are found as `<slug>[bot]`'s, without asking GET /user.
+    let first = gh.sticky_comment(9, "one").await.expect("created");
+    assert_eq!(gh.sticky_comment(9, "two").await.expect("updated"), first);
+    assert!(!d.lines().iter().any(|l| l == "GET /user"));
+}
+
+#[tokio::test]
+async fn a_push_touching_workflows_is_refused_like_github_does() {
+    let d = github_support::start(&[("calc.py", CALC)]).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let git = Git::new(&dir.path().join("c"), Some(Secret::new(TOKEN)));
+    git.clone(&format!("file://{}", d.bare.display()), "main")
+        .await
+        .expect("clone");
+    std::fs::create_dir_all(git.dir.join(".github/workflows")).expect("mkdir");
+    std::fs::write(git.dir.join(".github/workflows/ci.yml"), "on: push\n").expect("write");
+    git.branch("cordon/x").await.expect("branch");
+    let changed = git
+        .commit(&[".github/workflows/ci.yml".into()], "ci")
+        .await
+        .expect("commit");
+    assert_eq!(changed, [".github/workflows/ci.yml"]);
+    let e = git.push("cordon/x").await.expect_err("refused");
+    assert!(e.to_string().contains("workflows"), "{e}");
+    assert_eq!(d.branches(), ["main"]);
+    // The clone's configuration holds no credential.
+    let config = std::fs::read_to_string(git.dir.join(".git/config")).expect("config");
+    assert!(!config.contains(TOKEN), "{config}");
+}
+
+/// The scripted model: tests for `clamp` that cover every branch.
+fn model() -> testgen_support::Script {
+    Box::new(|_n, req| {
+        let u = last_user(req);
+        if u.contains("for the function `clamp`") {
+            return Answer::chat(
+                "```python\nfrom calc import clamp\n\ndef test_clamp_low():\n    assert clamp(-1, 0, 3) == 0\n\ndef test_clamp_high():\n    assert clamp(5, 0, 3) == 3\n\ndef test_clamp_mid():\n    assert clamp(2, 0, 3) == 2\n```",
+            );
+        }
+        Answer::chat("I cannot help with that.")
+    })
+}
+
+fn opts() -> Options {
+    Options {
+        target_coverage: 100.0,
+        max_iterations: 1,
+        gaps_per_iteration: 3,
+        repeats: 1,
+        fix_attempts: 0,
+        ..Options::default()
+    }
+}
+
+struct Ran {
+    delivered: Delivered,
+    printed: String,
+    report_json: String,
+}
+
+async fn flow(d: &GitHubDouble) -> Ran {
+    let s = testgen_support::start(model()).await;
+    let llm = Llm::new(llm_config(&s.base_url)).expect("client");
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let l2 = lines.clone();
+    let progress: cordon::pipeline::Progress = Arc::new(move |l: &str| {
+        eprintln!("{l}");
+        l2.lock().expect("lock").push(l.to_string());
+    });
+    let r = tests_pr::run(
+        &cfg(d, TOKEN),
+        tests_pr::Target {
+            repo: repo(),
+            on: tests_pr::On::DefaultBranch,
+            policy: &cordon::spec::OperatorPolicy::default(),
+        },
+        opts(),
+        &llm,
+        CancellationToken::new(),
+        progress,
+    )
+    .await
+    .expect("flow 1 runs");
+    let printed = lines.lock().expect("lock").join("\n");
+    Ran {
+        delivered: r.delivered,
+        printed,
+        report_json: serde_json::to_string(&r.outcome.report).expect("json"),
+    }
+}
+
+fn no_token_anywhere(d: &GitHubDouble, ran: &Ran) {
+    assert!(!ran.printed.contains(TOKEN));
+    assert!(!ran.report_json.contains(TOKEN));
+    for c in d.calls() {
+        assert!(
+            !c.path.contains(TOKEN) && !c.body.to_string().contains(TOKEN),
+            "{c:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn green_tests_become_a_pull_request_promoted_to_ready() {
+    let d = github_support::start(&[("calc.py", CALC), ("tests/test_calc.py", TEST_ADD)]).await;
+    let ran = flow(&d).await;
+    let Delivered::PullRequest {
+        number,
+        branch,
+        promotion,
+        promoted,
+        notes,
+        ..
+    } = &ran.delivered
+    else {
+        panic!("no pull request: {:?}", ran.delivered);
+    };
+    assert_eq!(*promotion, Promotion::Ready);
+    assert!(*promoted, "{notes:?}");
+    assert!(branch.starts_with("cordon/tests/"));
+    assert!(d.branches().contains(branch), "{:?}", d.branches());
+    let listed = github_support::git(&d.bare, &["ls-tree", "-r", "--name-only", branch]);
+    let generated: Vec<&str> = listed
+        .lines()
+        .filter(|l| l.starts_with("tests/generated/"))
+        .collect();
+    assert_eq!(generated.len(), 1, "{listed}");
+    let file = d.show(&format!("{branch}:{}", generated[0]));
+    assert!(file.contains("def test_clamp_high"), "{file}");
+    let lines = d.lines();
+    let create = d
+        .calls()
+        .into_iter()
+        .find(|c| c.method == "POST" && c.path.ends_with("/pulls"))
+        .expect("opened");
+    assert_eq!(create.body["draft"], true, "opened as a draft first");
+    assert_eq!(create.body["base"], "main");
+    let body = create.body["body"].as_str().expect("body");
+    assert!(
+        body.contains("| combined |") && body.contains("calc.py::clamp"),
+        "{body}"
+    );
+    assert!(lines.iter().any(|l| l == "POST /graphql"), "{lines:?}");
+    let pr = d.with(|w| w.pulls[0].clone());
+    assert_eq!(pr["draft"], false);
+    assert_eq!(pr["number"], *number);
+    let comments = d.with(|w| w.comments.clone());
+    assert_eq!(comments.len(), 1);
+    assert!(
+        comments[0].1["body"]
+            .as_str()
+            .expect("body")
+            .contains("Marked ready")
+    );
+    assert_eq!(d.with(|w| w.check_runs[0]["conclusion"].clone()), "success");
+    no_token_anywhere(&d, &ran);
+
+    // A re-run updates the same pull request and the same comment.
+    let again = flow(&d).await;
+    assert!(matches!(again.delivered, Delivered::PullRequest { number: n, .. } if n == *number));
+    assert_eq!(d.with(|w| (w.pulls.len(), w.comments.len())), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_red_combined_suite_leaves_a_draft_with_a_comment() {
+    let d = github_support::start(&[
+        ("calc.py", CALC),
+        ("tests/test_calc.py", TEST_ADD),
+        (
+            "tests/test_broken.py",
+            "def test_broken():\n    assert 1 == 2\n",
+        ),
+    ])
+    .await;
+    d.with(|w| w.checks_forbidden = true);
+    let ran = flow(&d).await;
+    let Delivered::PullRequest {
+        promotion,
+        promoted,
+        notes,
+        ..
+    } = &ran.delivered
+    else {
+        panic!("no pull request: {:?}", ran.delivered);
+    };
+    assert!(
+        matches!(promotion, Promotion::Draft(w) if w.iter().any(|x| x.contains("existing suite has 1 failing"))),
+        "{promotion:?}"
+    );
+    assert!(!promoted);
+    assert!(
+        notes.iter().any(|n| n.contains("no check run")),
+        "{notes:?}"
+    );
+    assert!(!d.lines().iter().any(|l| l == "POST /graphql"));
+    assert_eq!(d.with(|w| w.pulls[0]["draft"].clone()), true);
+    let comment = d.with(|w| w.comments[0].1["body"].as_str().expect("body").to_string());
+    assert!(
+        comment.starts_with(STICKY_MARKER)
+            && comment.contains("Left a draft")
+            && comment.contains("failing"),
+        "{comment}"
+    );
+    no_token_anywhere(&d, &ran);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_pushed_when_the_sandbox_cannot_run_the_suite() {
+    let d = github_support::start(&[("calc.py", CALC), ("tests/test_calc.py", TEST_ADD)]).await;
+    d.with(|w| w.cordon_yml = Some("image: cordon/no-such-image:0\n".into()));
+    let ran = flow(&d).await;
+    assert!(
+        matches!(&ran.delivered, Delivered::NothingPushed(why) if why.contains("sandbox")),
+        "{:?}",
+        ran.delivered
+    );
+    assert_eq!(d.branches(), ["main"]);
+    let lines = d.lines();
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.starts_with("POST") || l.starts_with("PATCH")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("/contents/.cordon.yml?ref=main")),
+        "{lines:?}"
+    );
+    no_token_anywhere(&d, &ran);
+}
+
+fn cordon() -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_cordon"));
+    c.env_remove("GITHUB_TOKEN")
+        .env_remove("GITHUB_APP_ID")
+        .env_remove("GITHUB_API_URL")
+        .env("NO_COLOR", "1");
+    c
+}
+
+#[tokio::test]
+async fn an_image_outside_the_operators_policy_is_refused_before_cloning() {
+    let d = github_support::start(&[("calc.py", CALC)]).await;
+    d.with(|w| w.cordon_yml = Some("image: attacker/anything:latest\n".into()));
+    let s = testgen_support::start(model()).await;
+    let llm = Llm::new(llm_config(&s.base_url)).expect("client");
+    let quiet: cordon::pipeline::Progress = Arc::new(|_: &str| {});
+    let e = tests_pr::run(
+        &cfg(&d, TOKEN),
+        tests_pr::Target {
+            repo: repo(),
+            on: tests_pr::On::DefaultBranch,
+            policy: &cordon::spec::OperatorPolicy::default(),
+        },
+        opts(),
+        &llm,
+        CancellationToken::new(),
+        quiet,
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert!(
+        e.to_string().contains(".cordon.yml: image") && e.to_string().contains("cordon/*"),
+        "{e}"
+    );
+    assert!(s.requests().is_empty(), "the model was not asked");
+    assert_eq!(d.branches(), ["main"]);
+}
+
+#[tokio::test]
+async fn testgen_pr_refuses_a_bad_name_or_no_credentials_by_name() {
+    let out = cordon()
+        .args(["testgen", "not-a-repo", "--pr"])
+        .env("GITHUB_TOKEN", "ghp_x")
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("OWNER/NAME"), "{err}");
+    let out = cordon()
+        .args(["testgen", "octo/calc", "--pr"])
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("GITHUB_TOKEN") && err.contains("GITHUB_APP_ID"),
+        "{err}"
+    );
+}
+
+/// `cordon testgen OWNER/NAME --pr` end to end: the pull request's URL on stdout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn testgen_pr_on_the_command_line_prints_the_pull_request() {
+    let d = github_support::start(&[("calc.py", CALC), ("tests/test_calc.py", TEST_ADD)]).await;
+    let s = testgen_support::start(model()).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = cordon()
+        .args([
+            "testgen",
+            "octo/calc",
+            "--pr",
+            "--max-iterations",
+            "1",
+            "--repeats",
+            "1",
+        ])
+        .args(["--model", "scripted", "--base-url", &s.base_url, "--report"])
+        .arg(tmp.path().join("report"))
+        .env("GITHUB_TOKEN", TOKEN)
+        .env("GITHUB_API_URL", &d.url)
+        .env("OPENAI_API_KEY", "test-key")
+        .output()
+        .await
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let url = String::from_utf8_lossy(&out.stdout);
+    assert!(url.trim().ends_with("/octo/calc/pull/1"), "{url}");
+    assert!(err.contains("ready for review"), "{err}");
+    assert!(!err.contains(TOKEN));
+    let report = std::fs::read_to_string(tmp.path().join("report/report.json")).expect("report");
+    assert!(!report.contains(TOKEN));
+}
