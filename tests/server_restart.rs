@@ -30,7 +30,13 @@ async fn sigterm_drains_and_queued_jobs_run_after_restart() {
     c.wait_state(&running, "running", Duration::from_secs(30))
         .await;
     srv.sigterm();
-    // New work is refused while draining (if the listener still answers).
+    // Once the service has taken the signal (it says so), new work is refused while it
+    // drains (if the listener still answers). Before that, a request may still be accepted.
+    let t = Instant::now();
+    while !srv.log().contains("shutting down") && t.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(srv.log().contains("shutting down"), "{}", srv.log());
     if let Ok(r) = c
         .req(reqwest::Method::POST, "/v1/jobs")
         .header("content-type", "application/yaml")
