@@ -16,6 +16,26 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// The rustls error among `e`'s causes. An `io::Error` hides what it wraps from `source()`,
+/// so it is looked into.
+pub(crate) fn find_rustls_error<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::Error> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<rustls::Error>() {
+            return Some(t);
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(t) = io.get_ref().and_then(|inner| find_rustls_error(inner))
+        {
+            return Some(t);
+        }
+        cur = err.source();
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,10 +2,11 @@
 //! locked-down container per job, and streams the results back.
 //!
 //! Modules, in the order a job flows through them. Each uses only modules listed before it
-//! (and `error`, `state`, `event`, `report`, which use nothing above them): no module imports
-//! one that imports it.
+//! (and `error`, `retry`, `state`, `event`, `report`, which use nothing above them): no module
+//! imports one that imports it.
 //!
 //! - [`error`]: helpers every layer shares for errors (one line of an error and its causes).
+//! - [`retry`]: what every retrying client shares: reading `Retry-After`, jitter.
 //! - [`state`]: where cordon keeps its host state (`CORDON_STATE_DIR`) and the one build lock
 //!   (an `flock`, across threads and processes) that image and environment builds take.
 //! - [`spec`]: the job spec and sandbox profiles: parsing, units, validation within the
@@ -49,6 +50,7 @@ pub mod image;
 pub mod pipeline;
 pub mod pool;
 pub mod report;
+pub mod retry;
 pub mod runner;
 pub mod sandbox;
 pub mod server;

@@ -364,8 +364,9 @@ impl GitHub {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string)
             };
-            let retry_after: Option<u64> =
-                header("retry-after").and_then(|v| v.trim().parse().ok());
+            let retry_after: Option<u64> = header("retry-after")
+                .and_then(|v| crate::retry::parse_retry_after(&v, std::time::SystemTime::now()))
+                .map(|d| d.as_secs());
             let remaining = header("x-ratelimit-remaining");
             let text = self
                 .crab

@@ -6,7 +6,7 @@
 //! answered `503` (cordon's service answers it before it stores a job) — never one whose
 //! outcome is unknown.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// The first wait without a `Retry-After`; it doubles each attempt, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -71,23 +71,10 @@ fn wait_for(attempt: u32, retry_after: Option<Duration>, jitter: f64) -> Duratio
     base + base.mul_f64(jitter.clamp(0.0, 1.0) / 4.0)
 }
 
-/// A uniform number in `[0, 1)` (`0` if the OS will not give randomness: no jitter then).
-fn jitter() -> f64 {
-    getrandom::u32().map_or(0.0, |r| f64::from(r) / (f64::from(u32::MAX) + 1.0))
-}
+pub(crate) use crate::retry::retry_after;
 
-/// A `Retry-After` header: delay-seconds or an HTTP date (RFC 9110 §10.2.3).
-pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let v = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(v).ok()?;
-    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+fn jitter() -> f64 {
+    crate::retry::unit_random()
 }
 
 #[cfg(test)]
@@ -133,30 +120,5 @@ mod tests {
         }
         assert!(total <= Duration::from_secs(10), "{total:?}");
         assert!(some.attempt >= 2, "{}", some.attempt);
-    }
-
-    #[test]
-    fn retry_after_reads_seconds_and_dates() {
-        let mut h = reqwest::header::HeaderMap::new();
-        assert_eq!(retry_after(&h), None);
-        h.insert(reqwest::header::RETRY_AFTER, "7".parse().expect("value"));
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
-        let later = SystemTime::now() + Duration::from_secs(120);
-        h.insert(
-            reqwest::header::RETRY_AFTER,
-            httpdate::fmt_http_date(later).parse().expect("value"),
-        );
-        let d = retry_after(&h).expect("a date");
-        assert!(
-            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
-            "{d:?}"
-        );
-        h.insert(
-            reqwest::header::RETRY_AFTER,
-            "Wed, 21 Oct 2015 07:28:00 GMT".parse().expect("value"),
-        );
-        assert_eq!(retry_after(&h), Some(Duration::ZERO));
-        h.insert(reqwest::header::RETRY_AFTER, "soon".parse().expect("value"));
-        assert_eq!(retry_after(&h), None);
     }
 }

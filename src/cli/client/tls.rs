@@ -71,7 +71,7 @@ fn read_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, Failure> {
 
 /// What went wrong in TLS, said for a person, if `e` (or what caused it) is a TLS error.
 pub(crate) fn explain(e: &(dyn std::error::Error + 'static), base: &str) -> Option<String> {
-    let tls = find_rustls_error(e)?;
+    let tls = crate::error::find_rustls_error(e)?;
     use rustls::CertificateError as C;
     let why = match tls {
         rustls::Error::InvalidCertificate(C::UnknownIssuer)
@@ -98,25 +98,6 @@ pub(crate) fn explain(e: &(dyn std::error::Error + 'static), base: &str) -> Opti
         other => format!("the TLS handshake failed: {other}"),
     };
     Some(format!("cannot reach {base}: {why}"))
-}
-
-/// The rustls error in `e`'s causes. An `io::Error` hides what it wraps from `source()`, so
-/// it is looked into.
-fn find_rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if let Some(t) = err.downcast_ref::<rustls::Error>() {
-            return Some(t);
-        }
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && let Some(inner) = io.get_ref()
-            && let Some(t) = find_rustls_error(inner)
-        {
-            return Some(t);
-        }
-        cur = err.source();
-    }
-    None
 }
 
 #[cfg(test)]

@@ -50,18 +50,10 @@ pub(crate) fn service(
     })
 }
 
-/// A `Retry-After` value: seconds, or an HTTP date (RFC 9110 §10.2.3), capped at
-/// [`MAX_RETRY_AFTER`]. `None` for anything else.
+/// A `Retry-After` value (see [`crate::retry::parse_retry_after`]), capped at
+/// [`MAX_RETRY_AFTER`].
 pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let v = value.trim();
-    let wait = match v.parse::<u64>() {
-        Ok(secs) => Duration::from_secs(secs),
-        Err(_) => httpdate::parse_http_date(v)
-            .ok()?
-            .duration_since(now)
-            .unwrap_or(Duration::ZERO),
-    };
-    Some(wait.min(MAX_RETRY_AFTER))
+    crate::retry::parse_retry_after(value, now).map(|w| w.min(MAX_RETRY_AFTER))
 }
 
 /// How long to wait before attempt `attempt + 1` (`attempt` ≥ 1 failed): the server's
@@ -84,34 +76,18 @@ pub(crate) fn wait(
     }
 }
 
-/// A random number in [0, 1) from the operating system (a failure means no jitter).
-pub(crate) fn unit_random() -> f64 {
-    let mut b = [0u8; 8];
-    match getrandom::fill(&mut b) {
-        Ok(()) => (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64,
-        Err(_) => 0.5,
-    }
-}
+pub(crate) use crate::retry::unit_random;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn retry_after_reads_seconds_and_dates_and_is_capped() {
+    fn retry_after_is_capped() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("86400", now), Some(MAX_RETRY_AFTER));
-        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        assert_eq!(
-            parse_retry_after(&later, now),
-            Some(Duration::from_secs(30))
-        );
-        let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
-        assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
-        assert_eq!(parse_retry_after("-3", now), None);
     }
 
     #[test]
@@ -127,12 +103,5 @@ mod tests {
         assert_eq!(wait(3, base, None, 0.0), Duration::from_millis(3200));
         assert!(wait(3, base, None, 0.999) < Duration::from_millis(4800));
         assert_eq!(wait(20, base, None, 0.5), Duration::from_secs(30));
-    }
-
-    #[test]
-    fn random_units_spread_within_zero_and_one() {
-        let draws: Vec<f64> = (0..64).map(|_| unit_random()).collect();
-        assert!(draws.iter().all(|u| (0.0..1.0).contains(u)));
-        assert!(draws.iter().any(|u| *u != draws[0]), "not all equal");
     }
 }

@@ -90,7 +90,7 @@ pub(super) fn check_cert_dir(dir: &Path) -> Result<(), String> {
 /// What to fix, if `e` (a failed first call to the engine) is a TLS failure.
 pub(super) fn explain(e: &(dyn std::error::Error + 'static), dir: &Path) -> Option<String> {
     let dir = dir.display();
-    Some(match find_rustls_error(e)? {
+    Some(match crate::error::find_rustls_error(e)? {
         rustls::Error::InvalidCertificate(c) => format!(
             "the engine's TLS certificate is refused ({c:?}): {dir}/ca.pem (DOCKER_CERT_PATH) must be the CA that signed it, and DOCKER_HOST must name a host or IP address the certificate carries"
         ),
@@ -101,24 +101,6 @@ pub(super) fn explain(e: &(dyn std::error::Error + 'static), dir: &Path) -> Opti
             "the TLS handshake with the engine failed ({other}): is DOCKER_HOST a TLS port (2376), and DOCKER_CERT_PATH={dir} right?"
         ),
     })
-}
-
-/// The rustls error among `e`'s causes. An `io::Error` hides what it wraps from `source()`,
-/// so it is looked into.
-fn find_rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if let Some(t) = err.downcast_ref::<rustls::Error>() {
-            return Some(t);
-        }
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && let Some(t) = io.get_ref().and_then(|inner| find_rustls_error(inner))
-        {
-            return Some(t);
-        }
-        cur = err.source();
-    }
-    None
 }
 
 #[cfg(test)]
