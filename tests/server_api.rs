@@ -1,6 +1,7 @@
 //! The service's API against a real `cordon serve` and the real engine: submit, stream,
 //! result; late and resumed subscribers; cancel; auth; the OpenAPI document.
 
+mod events_support;
 mod server_support;
 
 use std::process::Command;
@@ -443,99 +444,6 @@ async fn openapi_lists_every_route() {
     }
 }
 
-/// One event of each type, in declaration order (the match below fails to compile when a
-/// type is added, until it is added here).
-fn one_event_of_each_type() -> Vec<cordon::event::JobEvent> {
-    use cordon::event::{AppliedSandbox, JobEvent as E, Phase, Stream};
-    use cordon::report::{JobResult, Outcome, StepResult};
-    let s = || "x".to_string();
-    let step = StepResult {
-        name: s(),
-        outcome: Outcome::Passed,
-        exit_code: Some(0),
-        duration_ms: 1,
-        output_bytes: 1,
-    };
-    let result: JobResult = serde_json::from_value(serde_json::json!({
-        "job_id": "job-1", "outcome": "passed", "exit_code": 0, "duration_ms": 1, "steps": [],
-        "tests": null, "artifacts": [], "output_bytes": 0, "output_truncated": false,
-        "image": "i", "profile": "strict", "phases_ms": {}
-    }))
-    .expect("a job result");
-    let events = vec![
-        E::Started {
-            job_id: s(),
-            image: s(),
-            profile: s(),
-            steps: vec![s()],
-        },
-        E::Phase {
-            phase: Phase::Run,
-            duration_ms: 1,
-        },
-        E::Progress { message: s() },
-        E::StepStarted {
-            step: s(),
-            index: 0,
-        },
-        E::Output {
-            step: s(),
-            stream: Stream::Stdout,
-            data: "out".into(),
-        },
-        E::OutputTruncated {
-            step: s(),
-            limit_bytes: 1,
-        },
-        E::StepFinished { result: step },
-        E::Artifact {
-            path: s(),
-            bytes: 1,
-        },
-        E::ArtifactRefused {
-            path: s(),
-            reason: s(),
-        },
-        E::Environment {
-            key: s(),
-            image: s(),
-            cached: true,
-        },
-        E::EgressRefused {
-            destination: s(),
-            reason: s(),
-        },
-        E::Sandbox {
-            step: s(),
-            applied: AppliedSandbox::default(),
-        },
-        E::Warning { message: s() },
-        E::Finished {
-            result: Box::new(result),
-        },
-    ];
-    for (i, e) in events.iter().enumerate() {
-        let place = match e {
-            E::Started { .. } => 0,
-            E::Phase { .. } => 1,
-            E::Progress { .. } => 2,
-            E::StepStarted { .. } => 3,
-            E::Output { .. } => 4,
-            E::OutputTruncated { .. } => 5,
-            E::StepFinished { .. } => 6,
-            E::Artifact { .. } => 7,
-            E::ArtifactRefused { .. } => 8,
-            E::Environment { .. } => 9,
-            E::EgressRefused { .. } => 10,
-            E::Sandbox { .. } => 11,
-            E::Warning { .. } => 12,
-            E::Finished { .. } => 13,
-        };
-        assert_eq!(place, i, "one of each, in order");
-    }
-    events
-}
-
 /// The OpenAPI document's `Event` is the tagged union the code sends: one schema per type
 /// (no more, no fewer), each requiring exactly the fields the code always sends and
 /// documenting every field it may send.
@@ -554,7 +462,7 @@ fn openapi_event_union_matches_the_code() {
         .map(|r| r["$ref"].as_str().expect("a $ref"))
         .collect();
     let mut sent = Vec::new();
-    for event in one_event_of_each_type() {
+    for event in events_support::every_event() {
         let mut json = serde_json::to_value(&event).expect("serializes");
         json["seq"] = 0.into();
         let ty = json["type"].as_str().expect("tagged").to_string();
