@@ -150,6 +150,42 @@ pub fn detect(root: &Path) -> Result<Project, DetectError> {
         path: root.to_path_buf(),
         source,
     })?;
+    let (py_files, dependency_files) = list_files(root);
+    let python_root = python_root(&py_files);
+    let (sources, tests, conftests) = classify(&py_files, &python_root);
+    if sources.is_empty() {
+        return Err(DetectError::NoPython(root.to_path_buf()));
+    }
+    let conftest_fixtures = conftests
+        .iter()
+        .map(|c| {
+            let fixtures = std::fs::read_to_string(root.join(c))
+                .ok()
+                .and_then(|s| python::parse(&s))
+                .map(|p| p.fixtures())
+                .unwrap_or_default();
+            (c.clone(), fixtures)
+        })
+        .collect();
+    let mut project = Project {
+        language: Language::Python,
+        framework: Framework::Plain,
+        python_root,
+        sources,
+        tests,
+        conftest_fixtures,
+        dependency_files,
+        pytest_config: pytest_config(root),
+        external_imports: Vec::new(),
+        own_modules: Vec::new(),
+    };
+    read_imports(root, &mut project);
+    Ok(project)
+}
+
+/// The Python files and the top-level dependency files under `root`, sorted, skipping
+/// hidden, virtual-environment and build directories.
+fn list_files(root: &Path) -> (Vec<String>, Vec<String>) {
     let mut py_files: Vec<String> = Vec::new();
     let mut dependency_files = Vec::new();
     let walker = walkdir::WalkDir::new(root)
@@ -181,22 +217,30 @@ pub fn detect(root: &Path) -> Result<Project, DetectError> {
     }
     py_files.sort();
     dependency_files.sort();
+    (py_files, dependency_files)
+}
 
-    // src layout when src/ holds Python and the root holds no package of its own.
-    let python_root = if py_files.iter().any(|f| f.starts_with("src/"))
+/// `src` for a src layout (src/ holds Python and the root holds no package of its own), else
+/// the root (empty).
+fn python_root(py_files: &[String]) -> String {
+    let src_layout = py_files.iter().any(|f| f.starts_with("src/"))
         && !py_files.iter().any(|f| {
             let parts: Vec<&str> = f.split('/').collect();
             parts.len() == 2 && parts[1] == "__init__.py" && !NON_SOURCE_DIRS.contains(&parts[0])
-        }) {
+        });
+    if src_layout {
         "src".to_string()
     } else {
         String::new()
-    };
+    }
+}
 
+/// The Python files as (sources under the Python root, tests, conftests).
+fn classify(py_files: &[String], python_root: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
     let mut tests = Vec::new();
     let mut sources = Vec::new();
     let mut conftests = Vec::new();
-    for f in &py_files {
+    for f in py_files {
         let parts: Vec<&str> = f.split('/').collect();
         let name = *parts.last().unwrap_or(&"");
         if name == "conftest.py" {
@@ -218,32 +262,12 @@ pub fn detect(root: &Path) -> Result<Project, DetectError> {
             sources.push(f.clone());
         }
     }
-    if sources.is_empty() {
-        return Err(DetectError::NoPython(root.to_path_buf()));
-    }
+    (sources, tests, conftests)
+}
 
-    let mut conftest_fixtures = BTreeMap::new();
-    for c in &conftests {
-        let fixtures = std::fs::read_to_string(root.join(c))
-            .ok()
-            .and_then(|s| python::parse(&s))
-            .map(|p| p.fixtures())
-            .unwrap_or_default();
-        conftest_fixtures.insert(c.clone(), fixtures);
-    }
-
-    let mut project = Project {
-        language: Language::Python,
-        framework: Framework::Plain,
-        python_root,
-        sources,
-        tests,
-        conftest_fixtures,
-        dependency_files,
-        pytest_config: None,
-        external_imports: Vec::new(),
-        own_modules: Vec::new(),
-    };
+/// What the sources import: the framework, the imports from outside the project (to be
+/// installed) and the project's own top-level modules.
+fn read_imports(root: &Path, project: &mut Project) {
     let own: BTreeSet<String> = project
         .sources
         .iter()
@@ -285,7 +309,11 @@ pub fn detect(root: &Path) -> Result<Project, DetectError> {
         .filter(|m| !own.contains(m) && !STDLIB.contains(&m.as_str()))
         .collect();
     project.own_modules = own.into_iter().collect();
-    project.pytest_config = ["pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg"]
+}
+
+/// The file that configures pytest, if any.
+fn pytest_config(root: &Path) -> Option<String> {
+    ["pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg"]
         .iter()
         .find(|f| {
             std::fs::read_to_string(root.join(f))
@@ -297,8 +325,7 @@ pub fn detect(root: &Path) -> Result<Project, DetectError> {
                 })
                 .unwrap_or(false)
         })
-        .map(|s| s.to_string());
-    Ok(project)
+        .map(|s| s.to_string())
 }
 
 /// Python 3.11's standard library top-level modules that projects commonly import.

@@ -312,7 +312,26 @@ pub fn check(
     file_name: &str,
 ) -> Result<Candidate, Rejection> {
     let mut repairs = Vec::new();
-    // `from __future__` must be first; cordon's header goes first instead (3.11 needs none).
+    let (mut body, parsed) = parse_answer(code)?;
+    refuse_forbidden(&parsed, ctx)?;
+    let parsed = correct_import_paths(&mut body, parsed, ctx, project, &mut repairs)?;
+    let parsed = drop_unknown_imports(&mut body, parsed, ctx, &mut repairs)?;
+    let (parsed, tests) =
+        strip_shadows_and_placeholders(&mut body, parsed, ctx, project, &mut repairs)?;
+    let top = check_reaches_target(&parsed, &tests, ctx)?;
+    let header = import_header(&parsed, &body, ctx, &top);
+    Ok(Candidate {
+        file_name: file_name.to_string(),
+        header,
+        body,
+        tests: tests.into_iter().map(|t| t.node_id).collect(),
+        repairs,
+    })
+}
+
+/// The answer's code without `from __future__` lines (cordon's header goes first instead;
+/// 3.11 needs none), parsed; refused if it does not parse.
+fn parse_answer(code: &str) -> Result<(String, python::Parsed), Rejection> {
     let mut body: String = code
         .lines()
         .filter(|l| !l.trim_start().starts_with("from __future__ import"))
@@ -323,8 +342,11 @@ pub fn check(
     if let Some(line) = parsed.first_error_line() {
         return Err(Rejection::Unparseable { line });
     }
+    Ok((body, parsed))
+}
 
-    // Network, processes, dynamic code — unless the module under test uses them itself.
+/// Network, processes, dynamic code — unless the module under test uses them itself.
+fn refuse_forbidden(parsed: &python::Parsed, ctx: &Context) -> Result<(), Rejection> {
     for m in parsed.imported_modules() {
         let top = m.split('.').next().unwrap_or("");
         if FORBIDDEN_MODULES.contains(&top)
@@ -342,8 +364,30 @@ pub fn check(
             what: f.to_string(),
         });
     }
+    Ok(())
+}
 
-    // Imports of the target under a wrong module path (`from core import f` for `pkg.core`).
+/// Applies `edits` (byte range → text) to `body` from the end backwards, and parses it again.
+fn apply_edits(
+    body: &mut String,
+    mut edits: Vec<(std::ops::Range<usize>, String)>,
+) -> Result<python::Parsed, Rejection> {
+    edits.sort_by_key(|(r, _)| std::cmp::Reverse(r.start));
+    for (r, t) in edits {
+        body.replace_range(r, &t);
+    }
+    python::parse(body).ok_or(Rejection::Unparseable { line: 1 })
+}
+
+/// Imports of the target under a wrong module path (`from core import f` for `pkg.core`),
+/// relative, or of an own module that does not exist: corrected to the target's module.
+fn correct_import_paths(
+    body: &mut String,
+    parsed: python::Parsed,
+    ctx: &Context,
+    project: &Project,
+    repairs: &mut Vec<String>,
+) -> Result<python::Parsed, Rejection> {
     let module = &ctx.gap.module;
     let leaf_module = module.rsplit('.').next().unwrap_or(module);
     let file_stem = Path::new(&ctx.gap.file)
@@ -369,65 +413,70 @@ pub fn check(
             repairs.push(format!("import path `{m}` corrected to `{module}`"));
         }
     }
-    let parsed = if fixes.is_empty() {
-        parsed
-    } else {
-        fixes.sort_by_key(|(r, _)| std::cmp::Reverse(r.start));
-        for (r, m) in fixes {
-            body.replace_range(r, &m);
-        }
-        python::parse(&body).ok_or(Rejection::Unparseable { line: 1 })?
-    };
+    if fixes.is_empty() {
+        return Ok(parsed);
+    }
+    apply_edits(body, fixes)
+}
 
-    // Names imported from the target module that it does not have (an ImportError for the
-    // whole file): dropped from the import; tests that use them fail alone and are fixed.
-    let parsed = match &ctx.module_identifiers {
-        None => parsed,
-        Some(known) => {
-            let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
-            for (range, m, names) in parsed.from_imports() {
-                if m != *module || names.is_empty() {
-                    continue;
-                }
-                let (keep, drop): (Vec<_>, Vec<_>) =
-                    names.into_iter().partition(|(n, _)| known.contains(n));
-                if drop.is_empty() {
-                    continue;
-                }
-                repairs.push(format!(
-                    "dropped `{}` from the import of `{module}`: the module has no such name",
-                    drop.iter()
-                        .map(|(n, _)| n.as_str())
-                        .collect::<Vec<_>>()
-                        .join("`, `")
-                ));
-                let stmt = if keep.is_empty() {
-                    "pass".to_string()
-                } else {
-                    let list: Vec<String> = keep
-                        .iter()
-                        .map(|(n, a)| match a {
-                            Some(a) => format!("{n} as {a}"),
-                            None => n.clone(),
-                        })
-                        .collect();
-                    format!("from {module} import {}", list.join(", "))
-                };
-                edits.push((range, stmt));
-            }
-            if edits.is_empty() {
-                parsed
-            } else {
-                edits.sort_by_key(|(r, _)| std::cmp::Reverse(r.start));
-                for (r, t) in edits {
-                    body.replace_range(r, &t);
-                }
-                python::parse(&body).ok_or(Rejection::Unparseable { line: 1 })?
-            }
-        }
+/// Names imported from the target module that it does not have (an ImportError for the
+/// whole file): dropped from the import; tests that use them fail alone and are fixed.
+fn drop_unknown_imports(
+    body: &mut String,
+    parsed: python::Parsed,
+    ctx: &Context,
+    repairs: &mut Vec<String>,
+) -> Result<python::Parsed, Rejection> {
+    let Some(known) = &ctx.module_identifiers else {
+        return Ok(parsed);
     };
+    let module = &ctx.gap.module;
+    let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
+    for (range, m, names) in parsed.from_imports() {
+        if m != *module || names.is_empty() {
+            continue;
+        }
+        let (keep, drop): (Vec<_>, Vec<_>) =
+            names.into_iter().partition(|(n, _)| known.contains(n));
+        if drop.is_empty() {
+            continue;
+        }
+        repairs.push(format!(
+            "dropped `{}` from the import of `{module}`: the module has no such name",
+            drop.iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join("`, `")
+        ));
+        let stmt = if keep.is_empty() {
+            "pass".to_string()
+        } else {
+            let list: Vec<String> = keep
+                .iter()
+                .map(|(n, a)| match a {
+                    Some(a) => format!("{n} as {a}"),
+                    None => n.clone(),
+                })
+                .collect();
+            format!("from {module} import {}", list.join(", "))
+        };
+        edits.push((range, stmt));
+    }
+    if edits.is_empty() {
+        return Ok(parsed);
+    }
+    apply_edits(body, edits)
+}
 
-    // Top-level definitions that shadow the module's names or the project's fixtures.
+/// Removes top-level definitions that shadow the module's names or the project's fixtures,
+/// and placeholder tests; returns the parse of what is left and its real tests.
+fn strip_shadows_and_placeholders(
+    body: &mut String,
+    parsed: python::Parsed,
+    ctx: &Context,
+    project: &Project,
+    repairs: &mut Vec<String>,
+) -> Result<(python::Parsed, Vec<python::TestFn>), Rejection> {
     let fixtures = project.fixture_names();
     let mut strip = Vec::new();
     for t in parsed.top_level() {
@@ -448,7 +497,6 @@ pub fn check(
             ));
         }
     }
-    // Placeholder test functions.
     let tests = parsed.test_functions();
     if tests.is_empty() {
         return Err(Rejection::NoTests);
@@ -463,8 +511,8 @@ pub fn check(
     let parsed = if strip.is_empty() {
         parsed
     } else {
-        body = python::remove_ranges(&body, &strip);
-        let p = python::parse(&body).ok_or(Rejection::Unparseable { line: 1 })?;
+        *body = python::remove_ranges(body, &strip);
+        let p = python::parse(body).ok_or(Rejection::Unparseable { line: 1 })?;
         if let Some(line) = p.first_error_line() {
             return Err(Rejection::Unparseable { line });
         }
@@ -478,8 +526,16 @@ pub fn check(
     if tests.is_empty() {
         return Err(Rejection::Placeholder);
     }
+    Ok((parsed, tests))
+}
 
-    // Tests must reach the target.
+/// The tests must use the target (its top-level name, or a method's own name); returns the
+/// top-level name.
+fn check_reaches_target(
+    parsed: &python::Parsed,
+    tests: &[python::TestFn],
+    ctx: &Context,
+) -> Result<String, Rejection> {
     let top = ctx.gap.top_name().to_string();
     let leaf = ctx
         .gap
@@ -492,18 +548,22 @@ pub fn check(
         .iter()
         .flat_map(|t| parsed.identifiers_in(t.bytes.clone()))
         .collect();
-    let all_idents = parsed.identifiers_in(0..body.len());
     let reaches = used.contains(&top) || (ctx.gap.kind == UnitKind::Method && used.contains(&leaf));
     if !reaches {
         return Err(Rejection::DoesNotUseTarget { name: top });
     }
+    Ok(top)
+}
 
-    // Deterministic imports: every name of the module the code uses but does not bind.
+/// Deterministic imports: every name of the module the code uses but does not bind, and the
+/// target's own name.
+fn import_header(parsed: &python::Parsed, body: &str, ctx: &Context, top: &str) -> String {
+    let all_idents = parsed.identifiers_in(0..body.len());
     let bound: BTreeSet<String> = parsed
         .top_level()
         .into_iter()
         .map(|t| t.name)
-        .chain(imported_names(&parsed))
+        .chain(imported_names(parsed))
         .collect();
     let mut needed: Vec<String> = ctx
         .module_names
@@ -511,8 +571,8 @@ pub fn check(
         .filter(|n| all_idents.contains(*n) && !bound.contains(*n))
         .cloned()
         .collect();
-    if !needed.contains(&top) && !bound.contains(&top) && ctx.module_names.contains(&top) {
-        needed.push(top.clone());
+    if !needed.iter().any(|n| n == top) && !bound.contains(top) && ctx.module_names.contains(top) {
+        needed.push(top.to_string());
     }
     needed.sort();
     needed.dedup();
@@ -520,19 +580,13 @@ pub fn check(
     header.push_str("import pytest  # noqa: F401\n");
     if !needed.is_empty() {
         header.push_str(&format!(
-            "from {module} import {}  # noqa: F401\n",
+            "from {} import {}  # noqa: F401\n",
+            ctx.gap.module,
             needed.join(", ")
         ));
     }
     header.push('\n');
-
-    Ok(Candidate {
-        file_name: file_name.to_string(),
-        header,
-        body,
-        tests: tests.into_iter().map(|t| t.node_id).collect(),
-        repairs,
-    })
+    header
 }
 
 /// Names bound by import statements anywhere at the top level.

@@ -146,6 +146,15 @@ impl Report {
 
     pub fn markdown(&self) -> String {
         let mut s = String::new();
+        self.md_header(&mut s);
+        self.md_coverage(&mut s);
+        self.md_tests(&mut s);
+        self.md_suspected_bugs(&mut s);
+        self.md_cost(&mut s);
+        s
+    }
+
+    fn md_header(&self, s: &mut String) {
         let _ = writeln!(s, "# cordon testgen report\n");
         let _ = writeln!(
             s,
@@ -165,6 +174,9 @@ impl Report {
                 "Dependencies: `{cmd}` (once, egress to package registries only; every sandbox job started from the cached result).\n"
             );
         }
+    }
+
+    fn md_coverage(&self, s: &mut String) {
         let _ = writeln!(s, "## Coverage\n");
         let _ = writeln!(s, "| | lines | branches | combined |\n|---|---|---|---|");
         let row = |name: &str, t: &Totals| {
@@ -209,6 +221,9 @@ impl Report {
                 }
             );
         }
+    }
+
+    fn md_tests(&self, s: &mut String) {
         let generated: u32 = self.candidates.iter().map(|c| c.tests_generated).sum();
         let kept: u32 = self.candidates.iter().map(|c| c.tests_kept).sum();
         let _ = writeln!(
@@ -267,6 +282,9 @@ impl Report {
             );
         }
         s.push('\n');
+    }
+
+    fn md_suspected_bugs(&self, s: &mut String) {
         if !self.suspected_bugs.is_empty() {
             let _ = writeln!(s, "## Suspected code bugs\n");
             for b in &self.suspected_bugs {
@@ -277,6 +295,9 @@ impl Report {
                 );
             }
         }
+    }
+
+    fn md_cost(&self, s: &mut String) {
         let t = &self.tokens;
         let _ = writeln!(
             s,
@@ -295,6 +316,5 @@ impl Report {
         for (k, v) in &self.stages_ms {
             let _ = writeln!(s, "- {k}: {:.1} s", *v as f64 / 1000.0);
         }
-        s
     }
 }
