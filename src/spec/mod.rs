@@ -334,12 +334,65 @@ pub fn validate(
     spec_path: &Path,
     policy: &OperatorPolicy,
 ) -> Result<Job, SpecError> {
-    let invalid = |field: &str, reason: String| SpecError::Invalid {
+    let invalid = |(field, reason): (String, String)| SpecError::Invalid {
         path: spec_path.to_path_buf(),
-        field: field.to_string(),
+        field,
         reason,
     };
+    let image = validate_image(&spec, policy).map_err(invalid)?;
+    let profile_name = spec.profile.clone().unwrap_or_else(|| "strict".to_string());
+    let profile = profile::load(&profile_name, dir)?;
+    // A profile's defaults are capped by the operator's ceilings; only what the spec itself
+    // asks for can be refused for exceeding them.
+    let limits = profile::merge_limits(&capped(&profile.limits, &policy.max), &spec.limits);
+    check_limits(&limits)
+        .and_then(|()| check_ceilings(&limits, &policy.max))
+        .map_err(|(field, reason)| invalid((format!("limits.{field}"), reason)))?;
+    if profile.uid == 0 && !policy.allow_root {
+        return Err(invalid((
+            "profile".into(),
+            format!(
+                "profile `{}` runs the sandbox as root (uid 0), which the operator does not allow (`allow_root`), whatever its `cap_add` says",
+                profile.name
+            ),
+        )));
+    }
+    let workspace = match &spec.workspace {
+        None => None,
+        Some(w) => Some(validate_workspace(w, dir).map_err(invalid)?),
+    };
+    let prepare = match &spec.prepare {
+        None => None,
+        Some(p) => Some(validate_prepare(p, workspace.as_ref(), policy).map_err(invalid)?),
+    };
+    let steps = validate_steps(&spec, &profile, &limits, policy).map_err(invalid)?;
+    let artifacts = validate_artifacts(&spec, workspace.as_ref()).map_err(invalid)?;
+    check_env(&spec.env).map_err(|r| invalid(("env".into(), r)))?;
+    let passed_env = read_pass_env(&spec).map_err(invalid)?;
+    Ok(Job {
+        id: new_job_id(),
+        image,
+        profile,
+        workspace,
+        prepare,
+        steps,
+        artifacts,
+        limits,
+        env: spec.env.clone(),
+        passed_env,
+    })
+}
 
+/// Errors of the parts of a spec: (the field, why).
+type FieldError = (String, String);
+
+fn field_error(field: &str, reason: String) -> FieldError {
+    (field.to_string(), reason)
+}
+
+/// The spec's image (or the default), if it is a reference the operator allows.
+fn validate_image(spec: &JobSpec, policy: &OperatorPolicy) -> Result<String, FieldError> {
+    let invalid = field_error;
     let image = spec
         .image
         .clone()
@@ -360,36 +413,18 @@ pub fn validate(
         ));
     }
 
-    let profile_name = spec.profile.clone().unwrap_or_else(|| "strict".to_string());
-    let profile = profile::load(&profile_name, dir)?;
-    // A profile's defaults are capped by the operator's ceilings; only what the spec itself
-    // asks for can be refused for exceeding them.
-    let limits = profile::merge_limits(&capped(&profile.limits, &policy.max), &spec.limits);
-    check_limits(&limits).map_err(|(field, reason)| invalid(&format!("limits.{field}"), reason))?;
-    check_ceilings(&limits, &policy.max)
-        .map_err(|(field, reason)| invalid(&format!("limits.{field}"), reason))?;
-    if profile.uid == 0 && !policy.allow_root {
-        return Err(invalid(
-            "profile",
-            format!(
-                "profile `{}` runs the sandbox as root (uid 0), which the operator does not allow (`allow_root`), whatever its `cap_add` says",
-                profile.name
-            ),
-        ));
-    }
+    Ok(image)
+}
 
-    let workspace = match &spec.workspace {
-        None => None,
-        Some(w) => Some(validate_workspace(w, dir).map_err(|(f, r)| invalid(&f, r))?),
-    };
-
-    let prepare = match &spec.prepare {
-        None => None,
-        Some(p) => {
-            Some(validate_prepare(p, workspace.as_ref(), policy).map_err(|(f, r)| invalid(&f, r))?)
-        }
-    };
-
+/// Each step: a unique name, a command, a network the profile allows, a timeout within the
+/// operator's ceiling, variables and a command the kernel would take.
+fn validate_steps(
+    spec: &JobSpec,
+    profile: &SandboxProfile,
+    limits: &Limits,
+    policy: &OperatorPolicy,
+) -> Result<Vec<Step>, FieldError> {
+    let invalid = field_error;
     if spec.steps.is_empty() {
         return Err(invalid("steps", "a job needs at least one step".into()));
     }
@@ -459,7 +494,16 @@ pub fn validate(
         });
     }
 
-    let ws_path = workspace.as_ref().map(|w| w.path.clone());
+    Ok(steps)
+}
+
+/// Artifacts: absolute paths without `..`, under /out or a copied workspace.
+fn validate_artifacts(
+    spec: &JobSpec,
+    workspace: Option<&Workspace>,
+) -> Result<Vec<String>, FieldError> {
+    let invalid = field_error;
+    let ws_path = workspace.map(|w| w.path.clone());
     let mut artifacts = Vec::new();
     for (i, a) in spec.artifacts.iter().enumerate() {
         let norm = normalize_abs(a).ok_or_else(|| {
@@ -471,10 +515,7 @@ pub fn validate(
         let under = |root: &str| norm == root || norm.starts_with(&format!("{root}/"));
         let ok = under(OUT_DIR)
             || ws_path.as_deref().is_some_and(|w| {
-                under(w)
-                    && workspace
-                        .as_ref()
-                        .is_some_and(|ws| ws.mode == WorkspaceMode::Copy)
+                under(w) && workspace.is_some_and(|ws| ws.mode == WorkspaceMode::Copy)
             });
         if !ok {
             return Err(invalid(
@@ -494,8 +535,12 @@ pub fn validate(
         artifacts.push(norm);
     }
 
-    check_env(&spec.env).map_err(|r| invalid("env", r))?;
-    let env = spec.env.clone();
+    Ok(artifacts)
+}
+
+/// `pass_env`: the values of cordon's own variables the spec names, each of which must be set.
+fn read_pass_env(spec: &JobSpec) -> Result<BTreeMap<String, String>, FieldError> {
+    let invalid = field_error;
     let mut passed_env = BTreeMap::new();
     for name in &spec.pass_env {
         if !is_variable_name(name) {
@@ -517,18 +562,7 @@ pub fn validate(
         }
     }
 
-    Ok(Job {
-        id: new_job_id(),
-        image,
-        profile,
-        workspace,
-        prepare,
-        steps,
-        artifacts,
-        limits,
-        env,
-        passed_env,
-    })
+    Ok(passed_env)
 }
 
 fn validate_workspace(w: &WorkspaceSpec, dir: &Path) -> Result<Workspace, (String, String)> {
