@@ -83,20 +83,52 @@ pub struct TestgenArgs {
 }
 
 pub async fn testgen(args: TestgenArgs) -> u8 {
+    let (opts, llm, report_dir) = match options(&args) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
+    let cancel = CancellationToken::new();
+    let token = cancel.clone();
+    super::cancel_on_signal(token, "stopping: removing the sandbox, writing the report");
+    if args.pr {
+        return pull_request(&args, opts, &llm, cancel, &report_dir).await;
+    }
+
+    let started = Instant::now();
+    let progress: pipeline::Progress = Arc::new(move |line: &str| {
+        eprintln!("[{:>6.1}s] {line}", started.elapsed().as_secs_f64());
+    });
+    eprintln!(
+        "cordon testgen: {} with {} at {}; report in {}",
+        args.repo.display(),
+        llm.config.model,
+        llm.config.base_url,
+        report_dir.display()
+    );
+    let outcome = pipeline::run(&opts, &llm, cancel.clone(), progress).await;
+    let mut report = outcome.report;
+
+    let lost = deliver(&args, &mut report, &outcome.kept, &report_dir);
+    exit_status(&report.status, lost)
+}
+
+/// The run's options, model client and report directory from the flags; an invalid flag is
+/// reported and its exit status returned.
+fn options(args: &TestgenArgs) -> Result<(Options, Llm, PathBuf), u8> {
     if !args.pr && !args.repo.is_dir() {
         eprintln!(
             "cordon: {}: {} is not a directory",
             super::error_word(),
             args.repo.display()
         );
-        return EXIT_INVALID;
+        return Err(EXIT_INVALID);
     }
     if !(0.0..=100.0).contains(&args.target_coverage) {
         eprintln!(
             "cordon: {}: --target-coverage must be between 0 and 100",
             super::error_word()
         );
-        return EXIT_INVALID;
+        return Err(EXIT_INVALID);
     }
     let mut cfg = LlmConfig::from_env(args.base_url.clone(), args.model.clone());
     cfg.context_tokens = args.context_tokens;
@@ -105,7 +137,7 @@ pub async fn testgen(args: TestgenArgs) -> u8 {
         Ok(l) => l,
         Err(e) => {
             report_error(&e);
-            return EXIT_INVALID;
+            return Err(EXIT_INVALID);
         }
     };
     let ca_bundle = match args.ca_bundle.as_deref() {
@@ -118,7 +150,7 @@ pub async fn testgen(args: TestgenArgs) -> u8 {
                     "cordon: {}: --ca-bundle {path}: not a readable file (or say `host`)",
                     super::error_word()
                 );
-                return EXIT_INVALID;
+                return Err(EXIT_INVALID);
             }
         },
     };
@@ -127,7 +159,7 @@ pub async fn testgen(args: TestgenArgs) -> u8 {
             "cordon: {}: --install needs `auto`, `none` or a command",
             super::error_word()
         );
-        return EXIT_INVALID;
+        return Err(EXIT_INVALID);
     }
     let report_dir = args.report.clone().unwrap_or_else(|| {
         let t = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
@@ -156,31 +188,21 @@ pub async fn testgen(args: TestgenArgs) -> u8 {
         ..Options::default()
     };
 
-    let cancel = CancellationToken::new();
-    let token = cancel.clone();
-    super::cancel_on_signal(token, "stopping: removing the sandbox, writing the report");
-    if args.pr {
-        return pull_request(&args, opts, &llm, cancel, &report_dir).await;
-    }
+    Ok((opts, llm, report_dir))
+}
 
-    let started = Instant::now();
-    let progress: pipeline::Progress = Arc::new(move |line: &str| {
-        eprintln!("[{:>6.1}s] {line}", started.elapsed().as_secs_f64());
-    });
-    eprintln!(
-        "cordon testgen: {} with {} at {}; report in {}",
-        args.repo.display(),
-        llm.config.model,
-        llm.config.base_url,
-        report_dir.display()
-    );
-    let outcome = pipeline::run(&opts, &llm, cancel.clone(), progress).await;
-    let mut report = outcome.report;
-
+/// Writes the kept tests (`--write`) and the report, and prints the summary; says what could
+/// not be written.
+fn deliver(
+    args: &TestgenArgs,
+    report: &mut pipeline::report::Report,
+    kept: &[(String, String)],
+    report_dir: &std::path::Path,
+) -> Lost {
     let mut lost = Lost::default();
-    if args.write && report.status != "stopped" && !outcome.kept.is_empty() {
+    if args.write && report.status != "stopped" && !kept.is_empty() {
         let dir = args.repo.join(GENERATED_DIR);
-        match write_tests(&dir, &outcome.kept) {
+        match write_tests(&dir, kept) {
             Ok(n) => {
                 eprintln!("cordon: wrote {n} test file(s) to {}", dir.display());
                 report.written_to = Some(dir.display().to_string());
@@ -195,7 +217,7 @@ pub async fn testgen(args: TestgenArgs) -> u8 {
             }
         }
     }
-    if let Err(e) = report.write(&report_dir, &outcome.kept) {
+    if let Err(e) = report.write(report_dir, kept) {
         lost.report = true;
         eprintln!(
             "cordon: {}: cannot write the report to {}: {e}; here it is on stdout",
@@ -221,7 +243,7 @@ pub async fn testgen(args: TestgenArgs) -> u8 {
     if !lost.report {
         eprintln!("cordon: report: {}", report_dir.join("report.md").display());
     }
-    exit_status(&report.status, lost)
+    lost
 }
 
 /// `--pr`: flow 1 on a GitHub repository; prints where the pull request is.
