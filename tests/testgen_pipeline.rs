@@ -327,3 +327,43 @@ async fn requirements_are_installed_in_the_sandbox_and_recorded() {
         String::from_utf8_lossy(&rm.stderr)
     );
 }
+
+/// `--only calc.py::parity`: the model is asked about that function and nothing else, and an
+/// aim at a file that is not a source stops the run before the baseline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_aims_the_run_at_the_named_function() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    make_repo(&repo);
+    let script = |_n: usize, req: &serde_json::Value| -> Answer {
+        let u = last_user(req);
+        assert!(
+            u.contains("parity") && !u.contains("`clamp`") && !u.contains("`divide`"),
+            "a prompt about another function: {u}"
+        );
+        Answer::chat(
+            "```python\nfrom calc import parity\n\n\ndef test_parity_odd():\n    assert parity(3) == \"odd\"\n\n\ndef test_parity_even():\n    assert parity(4) == \"even\"\n```",
+        )
+    };
+    let s = start(Box::new(script)).await;
+    let llm = Llm::new(llm_config(&s.base_url)).expect("client");
+    let mut o = opts(&repo);
+    o.only = vec![pipeline::gaps::Aim::parse("calc.py::parity").expect("valid")];
+    let out = pipeline::run(&o, &llm, CancellationToken::new(), quiet()).await;
+    let r = &out.report;
+    assert!(!s.requests().is_empty(), "the model was asked");
+    assert!(
+        r.candidates.iter().all(|c| c.target.ends_with("::parity")),
+        "{:?}",
+        r.candidates.iter().map(|c| &c.target).collect::<Vec<_>>()
+    );
+    assert_eq!(r.settings.only, ["calc.py::parity"]);
+
+    let mut o = opts(&repo);
+    o.only = vec![pipeline::gaps::Aim::parse("tests/test_calc.py").expect("valid")];
+    let out = pipeline::run(&o, &llm, CancellationToken::new(), quiet()).await;
+    assert_eq!(out.report.status, "failed");
+    let error = out.report.error.as_deref().unwrap_or("");
+    assert!(error.contains("--only tests/test_calc.py"), "{error}");
+    assert!(out.report.baseline.is_none(), "stopped before the baseline");
+}

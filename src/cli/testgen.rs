@@ -36,6 +36,11 @@ pub struct TestgenArgs {
     /// Functions or methods to write tests for in each round.
     #[arg(long, default_value_t = 6, value_name = "N")]
     gaps_per_iteration: u32,
+    /// Aim at one source file or directory, and in it optionally one function, class or
+    /// method: `--only pkg/core.py`, `--only pkg/core.py::Parser.feed`, `--only pkg/`.
+    /// Repeatable; without it, every gap of the project is a candidate, largest first.
+    #[arg(long = "only", value_name = "PATH[::NAME]")]
+    only: Vec<String>,
     /// A test is kept only if it passes this many runs (and alone).
     #[arg(long, default_value_t = 3)]
     repeats: u32,
@@ -167,8 +172,19 @@ fn options(args: &TestgenArgs) -> Result<(Options, Llm, PathBuf), u8> {
             .replace(':', "-");
         PathBuf::from("cordon-testgen").join(t)
     });
+    let mut only = Vec::new();
+    for text in &args.only {
+        match crate::pipeline::gaps::Aim::parse(text) {
+            Ok(aim) => only.push(aim),
+            Err(e) => {
+                eprintln!("cordon: {}: --only {e}", super::error_word());
+                return Err(EXIT_INVALID);
+            }
+        }
+    }
     let opts = Options {
         repo: args.repo.clone(),
+        only,
         target_coverage: args.target_coverage,
         max_iterations: args.max_iterations,
         gaps_per_iteration: args.gaps_per_iteration,

@@ -50,6 +50,73 @@ impl Gap {
     }
 }
 
+/// What `--only PATH[::NAME]` aims test generation at: a source file or directory (relative
+/// to the repository), and in it, optionally, one function, class or method (`func`,
+/// `Class`, `Class.method`; a class takes its methods along).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Aim {
+    pub path: String,
+    pub name: Option<String>,
+}
+
+impl Aim {
+    /// Reads `PATH[::NAME]`; the error says what is wrong with it.
+    pub fn parse(text: &str) -> Result<Aim, String> {
+        let (path, name) = match text.split_once("::") {
+            Some((p, n)) => (p, Some(n)),
+            None => (text, None),
+        };
+        let path = path.trim().trim_start_matches("./").trim_end_matches('/');
+        let rel = Path::new(path);
+        if path.is_empty()
+            || rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(format!(
+                "`{text}`: PATH must be a file or directory inside the repository, relative to it, without `..`"
+            ));
+        }
+        let name = match name.map(str::trim) {
+            None => None,
+            Some(n)
+                if !n.is_empty()
+                    && n.split('.').all(|part| {
+                        !part.is_empty()
+                            && !part.starts_with(|c: char| c.is_ascii_digit())
+                            && part.chars().all(|c| c.is_alphanumeric() || c == '_')
+                    }) =>
+            {
+                Some(n.to_string())
+            }
+            Some(n) => {
+                return Err(format!(
+                    "`{text}`: `{n}` is not a function, class or method name (`func`, `Class`, `Class.method`)"
+                ));
+            }
+        };
+        Ok(Aim {
+            path: path.to_string(),
+            name,
+        })
+    }
+
+    /// Whether the source file `file` (repository-relative) is under this aim's path.
+    pub fn covers_file(&self, file: &str) -> bool {
+        file == self.path || file.starts_with(&format!("{}/", self.path))
+    }
+
+    /// Whether `gap` is what this aim names.
+    pub fn covers(&self, gap: &Gap) -> bool {
+        self.covers_file(&gap.file)
+            && self
+                .name
+                .as_ref()
+                .is_none_or(|n| gap.qualname == *n || gap.qualname.starts_with(&format!("{n}.")))
+    }
+}
+
 /// The gaps of every source file, largest first. Lines outside any function or class
 /// (module level) are left out: they run on import.
 pub fn find(project: &Project, repo: &Path, coverage: &Coverage) -> Vec<Gap> {
@@ -161,5 +228,48 @@ mod tests {
         );
         assert_eq!(gaps[1].module, "pkg.core");
         assert_eq!(gaps[1].top_name(), "K");
+    }
+
+    #[test]
+    fn aims_name_files_directories_and_units() {
+        let gap = |file: &str, qualname: &str| Gap {
+            file: file.into(),
+            module: "m".into(),
+            qualname: qualname.into(),
+            kind: UnitKind::Function,
+            start_line: 1,
+            end_line: 2,
+            missing_lines: vec![2],
+            partial_lines: vec![],
+        };
+        let file = Aim::parse("./pkg/core.py").expect("valid");
+        assert!(file.covers(&gap("pkg/core.py", "f")));
+        assert!(!file.covers(&gap("pkg/core_extra.py", "f")));
+        let dir = Aim::parse("pkg/").expect("valid");
+        assert!(dir.covers(&gap("pkg/sub/x.py", "f")));
+        assert!(!dir.covers(&gap("pkgs/x.py", "f")));
+        let class = Aim::parse("pkg/core.py::Parser").expect("valid");
+        assert!(class.covers(&gap("pkg/core.py", "Parser")));
+        assert!(class.covers(&gap("pkg/core.py", "Parser.feed")));
+        assert!(!class.covers(&gap("pkg/core.py", "ParserError")));
+        let method = Aim::parse("pkg/core.py::Parser.feed").expect("valid");
+        assert!(method.covers(&gap("pkg/core.py", "Parser.feed")));
+        assert!(!method.covers(&gap("pkg/core.py", "Parser.close")));
+    }
+
+    #[test]
+    fn bad_aims_say_what_is_wrong() {
+        for (text, why) in [
+            ("../x.py", "without `..`"),
+            ("/etc/x.py", "relative"),
+            ("", "PATH must be"),
+            ("a.py::", "not a function"),
+            ("a.py::1x", "not a function"),
+            ("a.py::f()", "not a function"),
+            ("a.py::A..b", "not a function"),
+        ] {
+            let err = Aim::parse(text).expect_err(text);
+            assert!(err.contains(why), "{text}: {err}");
+        }
     }
 }

@@ -59,6 +59,8 @@ pub struct Options {
     pub fix_attempts: u32,
     /// Generation attempts per gap when an answer is rejected before running.
     pub generation_attempts: u32,
+    /// `--only`: work only on the gaps these name (all gaps when empty).
+    pub only: Vec<gaps::Aim>,
     pub exec: ExecConfig,
 }
 
@@ -72,6 +74,7 @@ impl Default for Options {
             repeats: 3,
             fix_attempts: 2,
             generation_attempts: 2,
+            only: Vec::new(),
             exec: ExecConfig::default(),
         }
     }
@@ -137,6 +140,14 @@ pub async fn run(
                 fix_attempts: opts.fix_attempts,
                 image: opts.exec.image.clone(),
                 install: None,
+                only: opts
+                    .only
+                    .iter()
+                    .map(|a| match &a.name {
+                        Some(n) => format!("{}::{n}", a.path),
+                        None => a.path.clone(),
+                    })
+                    .collect(),
             },
             ..Default::default()
         },
@@ -244,6 +255,17 @@ impl Run<'_> {
         self.say(&format!("detect: reading {}", self.opts.repo.display()));
         let project = detect::detect(&self.opts.repo)
             .map_err(|e| Stop::Fatal(crate::error::error_chain(&e)))?;
+        if let Some(aim) = self
+            .opts
+            .only
+            .iter()
+            .find(|a| !project.sources.iter().any(|f| a.covers_file(f)))
+        {
+            return Err(Stop::Fatal(format!(
+                "--only {}: no source file of the project is there (the sources are those `detect` lists; tests are never aimed at)",
+                aim.path
+            )));
+        }
         self.report.project = Some(report::ProjectSummary {
             python_root: project.python_root.clone(),
             framework: format!("{:?}", project.framework).to_lowercase(),
@@ -354,6 +376,7 @@ impl Run<'_> {
             let t = Instant::now();
             let gaps: Vec<gaps::Gap> = gaps::find(project, &workspace, &current)
                 .into_iter()
+                .filter(|g| self.opts.only.is_empty() || self.opts.only.iter().any(|a| a.covers(g)))
                 .filter(|g| !tried.contains(&g.key()))
                 .take(self.opts.gaps_per_iteration as usize)
                 .collect();

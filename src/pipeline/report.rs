@@ -59,6 +59,9 @@ pub struct Settings {
     /// The dependency install the sandbox jobs started from, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub install: Option<String>,
+    /// `--only`: what the run was aimed at (`PATH[::NAME]`), if anything.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub only: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
