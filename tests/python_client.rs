@@ -241,3 +241,91 @@ fn python_types_match_the_services() {
         );
     }
 }
+
+/// The Python client leaves out exactly what cordon does: the same exclude patterns over the
+/// same paths, decided by `cordon_client.workspace.Excludes` and by `spec::pattern::Excludes`.
+#[test]
+fn python_excludes_agree_with_cordons() {
+    let patterns = [
+        "*.pyc",
+        ".git",
+        "/build",
+        "docs/*.md",
+        "cache/",
+        "**/tmp/*.log",
+        "./dist",
+        "req-[0-9].txt",
+        "[unclosed",
+        "*.txt",
+        "!keep.txt",
+        "a/**/z",
+        "?x",
+    ];
+    let paths: &[(&str, bool)] = &[
+        ("a.pyc", false),
+        ("pkg/sub/a.pyc", false),
+        ("pkg/.git", true),
+        (".github", true),
+        ("build", true),
+        ("src/build", true),
+        ("docs/a.md", false),
+        ("docs/api/a.md", false),
+        ("x/cache", true),
+        ("x/cache", false),
+        ("a/b/tmp/x.log", false),
+        ("tmp/x.log", false),
+        ("dist", true),
+        ("a/dist", true),
+        ("req-1.txt", false),
+        ("req-x.txt", false),
+        ("[unclosed", false),
+        ("keep.txt", false),
+        ("other.txt", false),
+        ("a/z", false),
+        ("a/b/c/z", false),
+        ("ax", false),
+        ("dir/ax", false),
+        ("xx/yy", false),
+    ];
+    let root = std::path::Path::new("/ws");
+    let owned: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
+    let rust = cordon::spec::pattern::Excludes::new(root, &owned).expect("valid patterns");
+    let want: Vec<bool> = paths
+        .iter()
+        .map(|(p, dir)| rust.matches(&root.join(p), *dir))
+        .collect();
+    let cases = serde_json::json!({ "patterns": patterns, "paths": paths });
+    let out = Command::new(python())
+        .args([
+            "-c",
+            "import json,sys; from cordon_client.workspace import Excludes; c=json.load(sys.stdin); \
+             e=Excludes(c['patterns']); print(json.dumps([e.matches(p, d) for p, d in c['paths']]))",
+        ])
+        .env("PYTHONPATH", repo().join("clients/python"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(cases.to_string().as_bytes())?;
+            child.wait_with_output()
+        })
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Vec<bool> = serde_json::from_slice(&out.stdout).expect("a JSON list");
+    for (((path, dir), w), g) in paths.iter().zip(&want).zip(&got) {
+        assert_eq!(
+            w, g,
+            "`{path}` (directory: {dir}): cordon says {w}, Python says {g}"
+        );
+    }
+}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import stat
 import tarfile
 from dataclasses import dataclass
@@ -47,49 +48,105 @@ class PackStats:
     """Device files, fifos and sockets left out."""
 
 
-def glob_match(pattern: bytes, text: bytes) -> bool:
-    """``*`` matches any run of bytes, ``?`` one byte, everything else is literal (the glob of
-    src/sandbox/archive.rs, not :mod:`fnmatch`: no ``[...]`` classes)."""
-    p = t = 0
-    back = -1
-    back_t = 0
-    while t < len(text):
-        if p < len(pattern) and pattern[p : p + 1] == b"*":
-            back, back_t = p, t
-            p += 1
-        elif p < len(pattern) and (pattern[p : p + 1] == b"?" or pattern[p] == text[t]):
-            p += 1
-            t += 1
-        elif back >= 0:
-            back_t += 1
-            p, t = back + 1, back_t
+MAX_PATTERN_BYTES = 1024
+"""The longest exclude pattern taken (as src/spec/pattern.rs)."""
+
+
+def _translate(pat: str) -> str:
+    """A gitignore glob as a regular expression over a ``/``-separated path: ``*`` and ``?``
+    never match ``/``, ``**`` does, ``[...]`` is a class (an unclosed ``[`` is itself), and a
+    backslash quotes the next character."""
+    out: List[str] = []
+    i = 0
+    n = len(pat)
+    while i < n:
+        if pat.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pat.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pat[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pat[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pat[i] == "\\" and i + 1 < n:
+            out.append(re.escape(pat[i + 1]))
+            i += 2
+        elif pat[i] == "[":
+            start = i + 1
+            if start < n and pat[start] in "!^":
+                start += 1
+            if start < n and pat[start] == "]":
+                start += 1
+            end = pat.find("]", start)
+            if end < 0:
+                out.append(re.escape("["))
+                i += 1
+                continue
+            body = pat[i + 1 : end]
+            if body[:1] in ("!", "^"):
+                body = "^" + body[1:]
+            out.append("[" + body.replace("\\", "\\\\") + "]")
+            i = end + 1
         else:
-            return False
-    return all(c == ord("*") for c in pattern[p:])
+            out.append(re.escape(pat[i]))
+            i += 1
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class _Rule:
+    regex: "re.Pattern[str]"
+    negate: bool
+    dir_only: bool
+    anchored: bool
 
 
 class Excludes:
-    """Plain names and globs match any path component; a pattern with a ``/`` matches the path
-    relative to the workspace root. A matching directory is left out with all below it."""
+    """``workspace.exclude`` read as the lines of a ``.gitignore`` at the workspace's top, as
+    cordon reads them (src/spec/pattern.rs): a name (``*.pyc``, ``.git``) matches at any depth;
+    a ``/`` at the start or in the middle (``/build``, ``docs/*.md``, ``./dist``) makes it
+    relative to the top; ``*`` never crosses ``/``, ``**`` does; a trailing ``/`` matches only
+    directories; ``!pattern`` keeps a path back (not under an excluded directory, as in git);
+    the last matching line wins."""
 
     def __init__(self, patterns: Sequence[str]) -> None:
-        self.names: List[bytes] = []
-        self.paths: List[bytes] = []
+        self.rules: List[_Rule] = []
         for raw in patterns:
+            if len(raw.encode()) > MAX_PATTERN_BYTES:
+                raise InvalidInput(
+                    f"workspace.exclude: a pattern of {len(raw.encode())} bytes is longer than the {MAX_PATTERN_BYTES} allowed",
+                    kind="invalid_input",
+                )
             p = raw.strip()
+            if not p or p.startswith("#"):
+                continue
+            negate = p.startswith("!")
+            if negate:
+                p = p[1:]
             if p.startswith("./"):
-                p = p[2:]
-            p = p.strip("/")
+                p = "/" + p[2:]
+            dir_only = p.endswith("/")
+            p = p.rstrip("/")
             if not p:
                 continue
-            (self.paths if "/" in p else self.names).append(os.fsencode(p))
+            anchored = "/" in p
+            p = p.lstrip("/")
+            self.rules.append(_Rule(re.compile("^" + _translate(p) + "$", re.S), negate, dir_only, anchored))
 
-    def matches(self, rel: str) -> bool:
-        name = os.fsencode(rel.rsplit("/", 1)[-1])
-        if any(glob_match(p, name) for p in self.names):
-            return True
-        r = os.fsencode(rel)
-        return any(glob_match(p, r) for p in self.paths)
+    def matches(self, rel: str, is_dir: bool) -> bool:
+        """Whether the path ``rel`` (relative to the top, ``/``-separated) is left out."""
+        name = rel.rsplit("/", 1)[-1]
+        excluded = False
+        for r in self.rules:
+            if r.dir_only and not is_dir:
+                continue
+            if r.regex.match(rel if r.anchored else name):
+                excluded = not r.negate
+        return excluded
 
 
 def pack(src: Path, excludes: Sequence[str], out: IO[bytes]) -> PackStats:
@@ -122,7 +179,7 @@ def _walk(root: Path, rel_dir: str, ex: Excludes, tar: tarfile.TarFile, counts: 
         ) from e
     for entry in entries:
         rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-        if ex.matches(rel):
+        if ex.matches(rel, entry.is_dir(follow_symlinks=False)):
             continue
         st = entry.stat(follow_symlinks=False)
         if stat.S_ISLNK(st.st_mode):

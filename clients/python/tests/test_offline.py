@@ -33,7 +33,7 @@ from cordon_client import (
 )
 from cordon_client.artifacts import create_under, safe_parts
 from cordon_client.errors import from_answer
-from cordon_client.workspace import DEFAULT_EXCLUDES, Excludes, glob_match, pack
+from cordon_client.workspace import DEFAULT_EXCLUDES, Excludes, pack
 
 SECRET = "s3cret-token-never-shown-0123456789"
 
@@ -101,21 +101,30 @@ class ArtifactNames(unittest.TestCase):
 
 
 class Workspace(unittest.TestCase):
-    def test_glob_is_cordons(self) -> None:
-        self.assertTrue(glob_match(b"*.pyc", b"a.pyc"))
-        self.assertTrue(glob_match(b"build*", b"build-x"))
-        self.assertTrue(glob_match(b"a?c", b"abc"))
-        self.assertFalse(glob_match(b"*.pyc", b"a.py"))
-        self.assertFalse(glob_match(b"[ab]", b"a"))  # no character classes, unlike fnmatch
-        self.assertTrue(glob_match(b"[ab]", b"[ab]"))
-
-    def test_excludes_match_names_and_paths(self) -> None:
-        ex = Excludes(["./docs/build/", ".git", "*.pyc"])
-        self.assertTrue(ex.matches("docs/build"))
-        self.assertFalse(ex.matches("src/docs/build"))
-        self.assertTrue(ex.matches("src/.git"))
-        self.assertTrue(ex.matches("pkg/m.pyc"))
-        self.assertFalse(ex.matches("pkg/m.py"))
+    def test_excludes_are_gitignore_lines_as_cordon_reads_them(self) -> None:
+        ex = Excludes(["*.pyc", ".git", "/build", "docs/*.md", "cache/", "**/tmp/*.log", "./dist"])
+        m = ex.matches
+        self.assertTrue(m("a.pyc", False))
+        self.assertTrue(m("pkg/sub/a.pyc", False))
+        self.assertTrue(m("pkg/.git", True))
+        self.assertFalse(m(".github", True))
+        self.assertTrue(m("build", True))
+        self.assertFalse(m("src/build", True))
+        self.assertTrue(m("docs/a.md", False))
+        self.assertFalse(m("docs/api/a.md", False))  # `*` does not cross `/`
+        self.assertTrue(m("x/cache", True))
+        self.assertFalse(m("x/cache", False))  # a trailing `/` is for directories
+        self.assertTrue(m("a/b/tmp/x.log", False))
+        self.assertTrue(m("tmp/x.log", False))
+        self.assertTrue(m("dist", True))
+        self.assertFalse(m("a/dist", True))
+        kept = Excludes(["*.txt", "!keep.txt"])
+        self.assertTrue(kept.matches("a.txt", False))
+        self.assertFalse(kept.matches("keep.txt", False))
+        self.assertTrue(Excludes(["[unclosed"]).matches("[unclosed", False))
+        self.assertTrue(Excludes(["req-[0-9].txt"]).matches("req-1.txt", False))
+        with self.assertRaises(InvalidInput):
+            Excludes(["a" * 1025])
 
     def make_tree(self, root: Path) -> None:
         (root / "pkg" / "__pycache__").mkdir(parents=True)
