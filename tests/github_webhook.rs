@@ -168,7 +168,7 @@ async fn deliveries_are_verified_deduplicated_and_judged() {
     let s = start(tmp.path());
     let (st, v) = deliver(&s, "issue_comment", "1", "d-1", &body, Some(sign(&body))).await;
     assert_eq!((st, v["status"].as_str()), (200, Some("duplicate")), "{v}");
-    let store = cordon::server::store::Store::open(&tmp.path().join("data/cordon.db")).expect("db");
+    let store = cordon::server::store::SqliteStore::open(&tmp.path().join("data/cordon.db")).expect("db");
     // The two queued ones went to the worker (whose GitHub, here, does not answer).
     let mut work = Vec::new();
     for state in ["queued", "running", "done", "failed"] {
@@ -262,7 +262,7 @@ async fn a_queued_pull_request_gets_its_tests_as_a_pull_request_into_it() {
     let db = tmp.path().join("data/cordon.db");
     let mut done = Vec::new();
     for _ in 0..600 {
-        let store = cordon::server::store::Store::open(&db).expect("db");
+        let store = cordon::server::store::SqliteStore::open(&db).expect("db");
         done = store.deliveries("done").expect("rows");
         done.extend(store.deliveries("failed").expect("rows"));
         if !done.is_empty() {

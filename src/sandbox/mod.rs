@@ -44,6 +44,10 @@ pub mod labels {
     pub const STEP: &str = "org.cordon.step";
     /// `hostname:pid` of the cordon process that owns it.
     pub const OWNER: &str = "org.cordon.owner";
+    /// The service controller running the job (`controller_id`).
+    pub const CONTROLLER: &str = "org.cordon.controller";
+    /// The epoch of the controller's claim on the job: a takeover bumps it.
+    pub const EPOCH: &str = "org.cordon.epoch";
 }
 
 #[derive(Debug, thiserror::Error)]

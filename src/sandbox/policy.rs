@@ -284,10 +284,15 @@ pub fn step_command(job: &Job, step: usize) -> StepCommand {
 
 /// Labels that name a job's containers, volumes and networks (the engine adds its owner).
 pub fn job_labels(job: &Job) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (labels::MANAGED.to_string(), "true".to_string()),
-        (labels::JOB.to_string(), job.id.clone()),
-    ])
+    let mut l: BTreeMap<String, String> = job
+        .labels
+        .iter()
+        .filter(|(k, _)| k.starts_with("org.cordon."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    l.insert(labels::MANAGED.to_string(), "true".to_string());
+    l.insert(labels::JOB.to_string(), job.id.clone());
+    l
 }
 
 /// A size-capped tmpfs of the job's scratch size, owned by the sandbox user.

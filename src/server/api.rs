@@ -127,6 +127,9 @@ impl IntoResponse for ServiceError {
                     .insert(header::RETRY_AFTER, HeaderValue::from(10u64));
                 r
             }
+            ServiceError::KeyReused(_) => {
+                error(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", msg)
+            }
             ServiceError::NotFound(_) => error(StatusCode::NOT_FOUND, "not_found", msg),
             ServiceError::Engine(_) => error(StatusCode::SERVICE_UNAVAILABLE, "engine", msg),
             ServiceError::Store(_) | ServiceError::Internal(_) => {
@@ -252,7 +255,7 @@ async fn metrics(State(app): State<App>, Extension(caller): Extension<Caller>) -
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        app.svc.metrics_text(),
+        app.svc.metrics_text().await,
     )
         .into_response()
 }
@@ -269,6 +272,10 @@ async fn submit(
     Extension(caller): Extension<Caller>,
     req: Request,
 ) -> Response {
+    let idempotency_key = match idempotency_key(req.headers()) {
+        Ok(k) => k,
+        Err(why) => return error(StatusCode::BAD_REQUEST, "bad_request", why),
+    };
     let limit = app.svc.config().max_upload.bytes();
     let declared = req
         .headers()
@@ -381,7 +388,7 @@ async fn submit(
             "send multipart/form-data (parts `spec` and `workspace`), application/json or application/yaml",
         );
     };
-    match app.svc.submit(spec, workspace, &caller).await {
+    match app.svc.submit(spec, workspace, &caller, idempotency_key).await {
         Ok(st) => {
             let location = format!("/v1/jobs/{}", st.id);
             let mut r = (StatusCode::ACCEPTED, axum::Json(st)).into_response();
@@ -391,6 +398,25 @@ async fn submit(
             r
         }
         Err(e) => e.into_response(),
+    }
+}
+
+/// The client's `Idempotency-Key`: a retry with the same key (and the same submission) gets
+/// the job the first attempt made, never a second one.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, String> {
+    let bad = || {
+        "`Idempotency-Key`: send it once, as 1 to 255 visible ASCII characters (a UUID is fine)"
+            .to_string()
+    };
+    match one_header(headers, "idempotency-key") {
+        Header::Absent => Ok(None),
+        Header::Unreadable => Err(bad()),
+        Header::Value(v) => {
+            if v.is_empty() || v.len() > 255 || !v.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(bad());
+            }
+            Ok(Some(v.to_string()))
+        }
     }
 }
 
@@ -425,7 +451,7 @@ async fn list(
             return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
         }
     };
-    match app.svc.list(&query, &caller) {
+    match app.svc.list(&query, &caller).await {
         Ok(page) => axum::Json(page).into_response(),
         Err(e) => e.into_response(),
     }
@@ -436,7 +462,7 @@ async fn status(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Response {
-    match app.svc.status(&id, &caller) {
+    match app.svc.status(&id, &caller).await {
         Ok(st) => axum::Json(st).into_response(),
         Err(e) => e.into_response(),
     }
@@ -494,7 +520,7 @@ async fn events(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     let from = q.from.or(last_id.map(|l| l + 1)).unwrap_or(0);
-    let stream = match app.svc.events(&id, from, &caller) {
+    let stream = match app.svc.events(&id, from, &caller).await {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
@@ -531,7 +557,7 @@ async fn artifacts(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Response {
-    match app.svc.artifacts(&id, &caller) {
+    match app.svc.artifacts(&id, &caller).await {
         Ok(list) => {
             let items: Vec<_> = list
                 .into_iter()
@@ -548,7 +574,7 @@ async fn artifact(
     Extension(caller): Extension<Caller>,
     Path((id, path)): Path<(String, String)>,
 ) -> Response {
-    let file = match app.svc.artifact(&id, &path, &caller) {
+    let file = match app.svc.artifact(&id, &path, &caller).await {
         Ok(f) => f,
         Err(e) => return e.into_response(),
     };

@@ -95,6 +95,23 @@ pub struct ServerConfig {
     /// GitHub: the webhook (`POST /v1/github/webhook`) and the credentials its work uses.
     /// Absent: no webhook route.
     pub github: Option<GitHubSection>,
+    /// The job store: `sqlite` (the default: `cordon.db` in `data_dir`, one controller) or a
+    /// PostgreSQL URL, `postgres://USER:PASSWORD@HOST:5432/DB` (several controllers share
+    /// its queue). Prefer `CORDON_STORE` (from a secret) over writing a password here.
+    #[serde(skip_serializing)]
+    pub store: String,
+    /// This controller's name in the store and on its containers (`org.cordon.controller`).
+    /// Default: the host name and a digest of the data directory, stable across restarts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub controller_id: Option<String>,
+    /// With PostgreSQL: how long a running job's claim lasts unless its controller renews
+    /// it (every third of this). A controller silent for longer loses its jobs to another.
+    pub lease: Span,
+    /// With PostgreSQL: how many times a job whose controller was lost is run again.
+    pub job_retries: u32,
+    /// With PostgreSQL: the largest artifacts (compressed) kept in the database for the
+    /// other controllers to serve; a job's larger artifacts stay on its controller's disk.
+    pub max_stored_artifacts: Size,
 }
 
 /// The `github:` section. Secrets only by file, so the configuration can be shown.
@@ -265,6 +282,11 @@ impl Default for ServerConfig {
             policy: crate::spec::OperatorPolicy::default(),
             web: WebConfig::default(),
             github: None,
+            store: "sqlite".into(),
+            controller_id: None,
+            lease: Span(Duration::from_secs(15)),
+            job_retries: 1,
+            max_stored_artifacts: Size::mib(256),
         }
     }
 }
@@ -305,6 +327,10 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
         "CORDON_WEB_SECURE_COOKIE",
         "web.secure_cookie (true or false)",
     ),
+    ("CORDON_STORE", "store (`sqlite` or `postgres://…`)"),
+    ("CORDON_CONTROLLER_ID", "controller_id"),
+    ("CORDON_LEASE", "lease"),
+    ("CORDON_JOB_RETRIES", "job_retries"),
 ];
 
 impl ServerConfig {
@@ -408,6 +434,18 @@ impl ServerConfig {
         if let Some(v) = get("CORDON_WEB_SECURE_COOKIE") {
             self.web.secure_cookie = parse("CORDON_WEB_SECURE_COOKIE", &v)?;
         }
+        if let Some(v) = get("CORDON_STORE") {
+            self.store = v.trim().to_string();
+        }
+        if let Some(v) = get("CORDON_CONTROLLER_ID") {
+            self.controller_id = Some(v.trim().to_string());
+        }
+        if let Some(v) = get("CORDON_LEASE") {
+            self.lease = yaml("CORDON_LEASE", &v)?;
+        }
+        if let Some(v) = get("CORDON_JOB_RETRIES") {
+            self.job_retries = parse("CORDON_JOB_RETRIES", &v)?;
+        }
         Ok(())
     }
 
@@ -470,6 +508,7 @@ impl ServerConfig {
         if self.queue_capacity == 0 {
             return Err(invalid("queue_capacity", "must be at least 1".into()));
         }
+        self.check_store()?;
         if self.max_upload < Size(1024) {
             return Err(invalid("max_upload", "must be at least 1KiB".into()));
         }
@@ -496,6 +535,54 @@ impl ServerConfig {
 
     /// Reads the token files and checks every token: at least 16 characters, names unique and
     /// plain, no secret used twice.
+    fn check_store(&self) -> Result<(), ConfigError> {
+        let invalid = |field, reason: String| ConfigError::Invalid { field, reason };
+        let store = self.store.as_str();
+        if store != "sqlite" && !store.starts_with("postgres://") && !store.starts_with("postgresql://") {
+            return Err(invalid(
+                "store",
+                format!(
+                    "`{}` is neither `sqlite` nor a PostgreSQL URL; write `sqlite` (the default) or postgres://USER:PASSWORD@HOST:5432/DATABASE",
+                    super::store::postgres::redact_url(store)
+                ),
+            ));
+        }
+        if let Some(id) = &self.controller_id
+            && (id.is_empty()
+                || id.len() > 63
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        {
+            return Err(invalid(
+                "controller_id",
+                format!(
+                    "`{id}`: use 1 to 63 letters, digits, `.`, `_` or `-` (a pod's name is fine)"
+                ),
+            ));
+        }
+        let lease = self.lease.0;
+        if lease < Duration::from_secs(3) || lease > Duration::from_secs(600) {
+            return Err(invalid(
+                "lease",
+                format!(
+                    "{} is outside 3s..10m: shorter takes jobs from controllers that are merely busy, longer leaves a lost job waiting",
+                    humantime::format_duration(lease)
+                ),
+            ));
+        }
+        if self.job_retries > 10 {
+            return Err(invalid(
+                "job_retries",
+                format!(
+                    "{} is more than anyone needs (a job is hermetic; 1, the default, covers a lost controller)",
+                    self.job_retries
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn check_tokens(&mut self) -> Result<(), ConfigError> {
         let invalid = |field, reason: String| ConfigError::Invalid { field, reason };
         let read = |path: &PathBuf| -> Result<String, ConfigError> {

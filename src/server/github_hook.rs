@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
 use super::queue::Service;
-use super::store::{Delivery, Store};
+use super::store::{Delivery, SqliteStore as Store};
 use crate::github::Secret;
 use crate::github::webhook::{self, Verdict};
 

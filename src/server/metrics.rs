@@ -49,6 +49,9 @@ struct Inner {
     finished: BTreeMap<String, u64>,
     job_duration: Histogram,
     queue_wait: Histogram,
+    takeovers: u64,
+    retries: u64,
+    fenced: u64,
 }
 
 #[derive(Debug, Default)]
@@ -63,6 +66,54 @@ impl Metrics {
 
     pub fn submitted(&self) {
         self.lock().submitted += 1;
+    }
+
+    /// A job whose controller stopped renewing its lease was taken over by this one.
+    pub fn took_over(&self) {
+        self.lock().takeovers += 1;
+    }
+
+    /// A job taken over was queued to run again.
+    pub fn retried(&self) {
+        self.lock().retries += 1;
+    }
+
+    /// This controller lost a job it was running (its lease was taken over).
+    pub fn fenced(&self) {
+        self.lock().fenced += 1;
+    }
+
+    /// Who this controller is and what it holds: `cordon_controller_info{controller, store}`,
+    /// leases held, takeovers, retries, jobs lost to another controller.
+    pub fn render_controller(&self, out: &mut String, controller: &str, store: &str, leases: usize) {
+        let m = self.lock();
+        // Both are operator-chosen, but a label value must not break the format.
+        let esc = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        let _ = writeln!(
+            out,
+            "# HELP cordon_controller_info This controller's id and job store.\n# TYPE cordon_controller_info gauge\ncordon_controller_info{{controller=\"{}\",store=\"{}\"}} 1",
+            esc(controller),
+            esc(store)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP cordon_leases_held Running jobs whose lease this controller holds.\n# TYPE cordon_leases_held gauge\ncordon_leases_held {leases}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP cordon_takeovers_total Jobs this controller took over from a controller that stopped renewing its lease.\n# TYPE cordon_takeovers_total counter\ncordon_takeovers_total {}",
+            m.takeovers
+        );
+        let _ = writeln!(
+            out,
+            "# HELP cordon_job_retries_total Jobs taken over and queued to run again.\n# TYPE cordon_job_retries_total counter\ncordon_job_retries_total {}",
+            m.retries
+        );
+        let _ = writeln!(
+            out,
+            "# HELP cordon_jobs_lost_total Jobs this controller stopped running because another took them over.\n# TYPE cordon_jobs_lost_total counter\ncordon_jobs_lost_total {}",
+            m.fenced
+        );
     }
 
     pub fn rejected(&self, reason: &'static str) {

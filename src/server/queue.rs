@@ -29,11 +29,18 @@ use super::access::{self, Caller};
 use super::config::ServerConfig;
 use super::listing::{self, ListQuery};
 use super::metrics::Metrics;
-use super::store::{JobRow, JobState, ListKey, Store, StoreError};
+use super::store::{
+    self, Blob, Claim, Inserted, JobRow, JobState, JobStore, Lease, ListKey, NewJob, Notice,
+    StoreError, Write,
+};
 use super::upload::{self, UploadError};
 
 /// The error message of a job that was running when its controller died.
 pub const CONTROLLER_LOST: &str = "controller lost: the cordon service stopped while this job was running (crash, kill -9 or power loss); its containers were removed when the service started again";
+
+/// The error message of a job whose controllers were lost more often than `job_retries`
+/// allows (several controllers on one PostgreSQL store).
+pub const CONTROLLER_LOST_SHARED: &str = "controller lost: the controller running this job stopped renewing its lease (crash, kill -9, pause or network partition) and the job's retry budget is spent";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -43,6 +50,10 @@ pub enum ServiceError {
     Preflight(#[source] SandboxError),
     #[error("the queue is full ({queued} jobs waiting); retry later")]
     QueueFull { queued: usize, retry_after: u64 },
+    #[error(
+        "this Idempotency-Key was used before for a different submission (job `{0}`); use a new key for a new job"
+    )]
+    KeyReused(String),
     #[error("the service is shutting down and accepts no new jobs")]
     ShuttingDown,
     #[error("no job `{0}`")]
@@ -76,6 +87,12 @@ pub struct JobStatus {
     /// The name of the token that submitted the job (absent for jobs from before names).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub submitted_by: Option<String>,
+    /// The controller running it, or that ran it last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub controller: Option<String>,
+    /// How many times a controller started it: more than 1 when a controller was lost while
+    /// running it and another ran it again (each lost attempt is a `warning` event).
+    pub attempts: u32,
 }
 
 /// One page of a listing (`GET /v1/jobs`), newest first.
@@ -93,19 +110,24 @@ pub struct EventRecord {
     pub json: String,
 }
 
+/// A job this controller runs: its cancel switch and the epoch of its claim.
+struct Held {
+    token: CancellationToken,
+    epoch: i64,
+}
+
 #[derive(Default)]
 struct Sched {
-    queued: VecDeque<String>,
-    /// Jobs taken off the queue and not yet finished, with their cancel switch.
-    running: HashMap<String, CancellationToken>,
-    /// The newest job's `submitted_ms`: the next one gets a later one.
-    last_submitted_ms: i64,
+    /// Jobs this controller claimed and has not finished.
+    running: HashMap<String, Held>,
 }
 
 struct Inner {
     config: ServerConfig,
     concurrency: usize,
-    store: Store,
+    store: Arc<dyn JobStore>,
+    /// This controller's id in the store and on its containers.
+    controller: String,
     runner: Runner,
     backend: Arc<dyn Backend>,
     jobs_dir: PathBuf,
@@ -137,7 +159,7 @@ fn now_ms() -> i64 {
 
 impl Service {
     /// Opens the store, recovers from a previous run (reaping the containers of jobs that were
-    /// running, reporting them lost), requeues what was queued, and starts dispatching.
+    /// running, reporting them lost or running them again), and starts dispatching.
     pub async fn start(
         config: ServerConfig,
         docker: DockerBackend,
@@ -161,7 +183,11 @@ impl Service {
             ServiceError::Internal(format!("cannot resolve {}: {e}", config.data_dir.display()))
         })?;
         let jobs_dir = config.data_dir.join("jobs");
-        let store = Store::open(&config.data_dir.join("cordon.db"))?;
+        let store = store::open(&config.store, &config.data_dir).await?;
+        let controller = config
+            .controller_id
+            .clone()
+            .unwrap_or_else(|| default_controller_id(&config.data_dir));
         let mut runner = Runner::new(backend.clone(), Default::default());
         if config.warm_pool > 0 {
             info!(per_key = config.warm_pool, "warm pool on");
@@ -178,10 +204,13 @@ impl Service {
             ));
         }
         let concurrency = config.concurrency();
+        info!(controller = %controller, store = store.kind(), "job store open");
+        let notices = store.notices();
         let svc = Service {
             inner: Arc::new(Inner {
                 concurrency,
                 store,
+                controller,
                 runner,
                 backend,
                 jobs_dir,
@@ -198,21 +227,39 @@ impl Service {
         svc.recover().await?;
         tokio::spawn(svc.clone().dispatch());
         tokio::spawn(svc.clone().prune_loop());
+        if svc.inner.store.shared() {
+            tokio::spawn(svc.clone().lease_loop());
+        }
+        if let Some(rx) = notices {
+            tokio::spawn(svc.clone().notice_loop(rx));
+        }
         Ok(svc)
     }
 
     async fn recover(&self) -> Result<(), ServiceError> {
         let s = &self.inner;
-        for row in s.store.in_state(JobState::Running)? {
-            let removed = match s.backend.remove_job(&row.id).await {
-                Ok(n) => n,
-                Err(e) => {
-                    warn!(job = %row.id, error = %error_chain(&e), "cannot remove a lost job's containers");
-                    0
-                }
-            };
-            warn!(job = %row.id, removed, "the job was running when the service stopped; reporting it lost");
-            self.finish_unstarted(&row, Outcome::SandboxError, Some(CONTROLLER_LOST.into()))?;
+        if s.store.shared() {
+            // Jobs this controller held before it stopped (a restart with the same id): no need
+            // to wait for their leases to run out.
+            for row in s.store.running_of(&s.controller).await? {
+                let lost_owner = row.owner.clone();
+                self.handle_lost(Claim { row, lost_owner }).await;
+            }
+        } else {
+            for row in s.store.running().await? {
+                let removed = match s.backend.remove_job(&row.id).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        warn!(job = %row.id, error = %error_chain(&e), "cannot remove a lost job's containers");
+                        0
+                    }
+                };
+                warn!(job = %row.id, removed, "the job was running when the service stopped; reporting it lost");
+                let epoch = Some(row.epoch);
+                let _ = self
+                    .finish_unstarted(&row, epoch, Outcome::SandboxError, Some(CONTROLLER_LOST.into()))
+                    .await?;
+            }
         }
         // This service's warm sandboxes from before a crash (and the first-step containers of
         // jobs that took one): named after the data directory, whatever host or pid made them.
@@ -233,22 +280,15 @@ impl Service {
         if let Ok(dir) = std::fs::read_dir(&s.jobs_dir) {
             for entry in dir.filter_map(Result::ok) {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if s.store.get(&name)?.is_none() {
+                if s.store.get(&name).await?.is_none() {
                     warn!(dir = %entry.path().display(), "removing the files of a submission that was never stored");
                     let _ = std::fs::remove_dir_all(entry.path());
                 }
             }
         }
-        let queued = s.store.in_state(JobState::Queued)?;
-        if !queued.is_empty() {
-            info!(jobs = queued.len(), "resuming queued jobs");
-        }
-        let last_submitted = s.store.max_submitted_ms()?;
-        let mut sched = self.sched();
-        sched.last_submitted_ms = last_submitted;
-        for row in queued {
-            self.live_entry(&row.id, row.events);
-            sched.queued.push_back(row.id);
+        let queued = s.store.queued().await?;
+        if queued > 0 {
+            info!(jobs = queued, "queued jobs waiting");
         }
         Ok(())
     }
@@ -267,8 +307,20 @@ impl Service {
             .or_insert_with(|| watch::channel(events).0);
     }
 
+    /// Wakes whoever waits for job `id`'s events.
+    fn poke(&self, id: &str) {
+        if let Some(tx) = self.live().get(id) {
+            tx.send_modify(|n| *n += 1);
+        }
+    }
+
     pub fn config(&self) -> &ServerConfig {
         &self.inner.config
+    }
+
+    /// This controller's id (`controller_id`).
+    pub fn controller(&self) -> &str {
+        &self.inner.controller
     }
 
     fn job_dir(&self, id: &str) -> PathBuf {
@@ -276,19 +328,21 @@ impl Service {
     }
 
     /// Validates a submission, stores it as `caller`'s and queues it. Returns the new job's
-    /// status.
+    /// status — or, when `idempotency_key` was sent before by `caller` with the same
+    /// submission, that job's.
     pub async fn submit(
         &self,
         spec_text: String,
         workspace: Option<bytes::Bytes>,
         caller: &Caller,
+        idempotency_key: Option<String>,
     ) -> Result<JobStatus, ServiceError> {
         let s = &self.inner;
         if s.draining.load(Ordering::SeqCst) {
             s.metrics.rejected("shutting_down");
             return Err(ServiceError::ShuttingDown);
         }
-        let queued = self.sched().queued.len();
+        let queued = s.store.queued().await?;
         if queued >= s.config.queue_capacity {
             s.metrics.rejected("queue_full");
             return Err(ServiceError::QueueFull {
@@ -296,15 +350,26 @@ impl Service {
                 retry_after: self.retry_after(queued),
             });
         }
+        let idempotency = idempotency_key.map(|k| {
+            use sha2::{Digest, Sha256};
+            let mut h = Sha256::new();
+            h.update((spec_text.len() as u64).to_le_bytes());
+            h.update(spec_text.as_bytes());
+            if let Some(w) = &workspace {
+                h.update(w);
+            }
+            (k, hex::encode(h.finalize()))
+        });
 
         let id = spec::new_job_id();
         let dir = self.job_dir(&id);
         let config = s.config.clone();
         let job_id = id.clone();
+        let upload = workspace.clone();
         let prepared = tokio::task::spawn_blocking(move || {
-            let uploaded = workspace.is_some();
+            let uploaded = upload.is_some();
             let prepared =
-                upload::prepare(&config, &job_id, &spec_text, workspace.as_deref(), &dir)?;
+                upload::prepare(&config, &job_id, &spec_text, upload.as_deref(), &dir)?;
             let refuse = |e| {
                 let _ = std::fs::remove_dir_all(&dir);
                 e
@@ -336,9 +401,12 @@ impl Service {
                 return Err(e.into());
             }
         };
+        let discard = || {
+            let _ = std::fs::remove_dir_all(self.job_dir(&id));
+        };
         // What only the engine can say (image present, limits possible), before queueing.
         if let Err(e) = s.runner.preflight(&job).await {
-            let _ = std::fs::remove_dir_all(self.job_dir(&id));
+            discard();
             s.metrics.rejected("invalid");
             return Err(if e.is_invalid_input() {
                 ServiceError::Preflight(e)
@@ -348,39 +416,46 @@ impl Service {
         }
         let spec_json = serde_json::to_string(&stored_spec)
             .map_err(|e| ServiceError::Internal(format!("cannot encode the spec: {e}")))?;
-        {
-            // Check and enqueue under one lock, so the bound holds under concurrent submits.
-            let mut sched = self.sched();
-            if sched.queued.len() >= s.config.queue_capacity {
-                drop(sched);
-                let _ = std::fs::remove_dir_all(self.job_dir(&id));
+        let new = NewJob {
+            id: id.clone(),
+            spec: spec_json,
+            image: job.image.clone(),
+            submitter: caller.name.clone(),
+            idempotency,
+            workspace: workspace.filter(|_| s.store.shared()),
+            capacity: s.config.queue_capacity,
+        };
+        // The bound and the order are kept by the store (one lock for every submission).
+        match s.store.insert(new, now_ms()).await {
+            Ok(Inserted::New) => {}
+            Ok(Inserted::Existing(existing)) => {
+                discard();
+                info!(job = %existing, submitter = %caller.name, "a retried submission (same Idempotency-Key): the job it made before");
+                return self.status_of(&existing).await;
+            }
+            Ok(Inserted::KeyReused(existing)) => {
+                discard();
+                s.metrics.rejected("invalid");
+                return Err(ServiceError::KeyReused(existing));
+            }
+            Ok(Inserted::Full(queued)) => {
+                discard();
                 s.metrics.rejected("queue_full");
-                let queued = self.sched().queued.len();
                 return Err(ServiceError::QueueFull {
                     queued,
                     retry_after: self.retry_after(queued),
                 });
             }
-            // Taken under the lock and strictly increasing (a millisecond later than the last
-            // if the clock has not moved on, or went back): a job stored after a listing was
-            // read is newer than every job on it, so it never shows up on a later page.
-            let submitted = now_ms().max(sched.last_submitted_ms + 1);
-            if let Err(e) = s
-                .store
-                .insert(&id, &spec_json, &job.image, &caller.name, submitted)
-            {
-                drop(sched);
-                let _ = std::fs::remove_dir_all(self.job_dir(&id));
+            Err(e) => {
+                discard();
                 return Err(e.into());
             }
-            sched.last_submitted_ms = submitted;
-            self.live_entry(&id, 0);
-            sched.queued.push_back(id.clone());
         }
+        self.live_entry(&id, 0);
         s.metrics.submitted();
         s.wake.notify_one();
         info!(job = %id, submitter = %caller.name, "queued");
-        self.status_of(&id)
+        self.status_of(&id).await
     }
 
     fn retry_after(&self, queued: usize) -> u64 {
@@ -392,27 +467,32 @@ impl Service {
     /// Job `id` if `caller` may see it: an admin sees every job, any other token only its own.
     /// A job of another token is [`ServiceError::NotFound`] exactly like one that does not
     /// exist, so a token cannot learn that others' jobs exist.
-    fn visible_row(&self, id: &str, caller: &Caller) -> Result<JobRow, ServiceError> {
-        match self.inner.store.get(id)? {
+    async fn visible_row(&self, id: &str, caller: &Caller) -> Result<JobRow, ServiceError> {
+        match self.inner.store.get(id).await? {
             Some(row) if caller.may_see(row.submitter.as_deref()) => Ok(row),
             _ => Err(ServiceError::NotFound(id.to_string())),
         }
     }
 
     /// Job `id`'s status, if `caller` may see it.
-    pub fn status(&self, id: &str, caller: &Caller) -> Result<JobStatus, ServiceError> {
-        self.visible_row(id, caller)?;
-        self.status_of(id)
+    pub async fn status(&self, id: &str, caller: &Caller) -> Result<JobStatus, ServiceError> {
+        let row = self.visible_row(id, caller).await?;
+        self.status_from_row(row).await
     }
 
-    fn status_of(&self, id: &str) -> Result<JobStatus, ServiceError> {
+    async fn status_of(&self, id: &str) -> Result<JobStatus, ServiceError> {
         let row = self
             .inner
             .store
-            .get(id)?
+            .get(id)
+            .await?
             .ok_or_else(|| ServiceError::NotFound(id.to_string()))?;
+        self.status_from_row(row).await
+    }
+
+    async fn status_from_row(&self, row: JobRow) -> Result<JobStatus, ServiceError> {
         let queue_position = match row.state {
-            JobState::Queued => self.sched().queued.iter().position(|q| q == id),
+            JobState::Queued => Some(self.inner.store.position(&row).await?),
             _ => None,
         };
         Ok(status_from(row, queue_position))
@@ -420,11 +500,11 @@ impl Service {
 
     /// A page of the jobs `caller` may see (an admin every job, any other token its own)
     /// that match `query`, newest first, with the cursor of the next page if there is one.
-    pub fn list(&self, query: &ListQuery, caller: &Caller) -> Result<JobPage, ServiceError> {
+    pub async fn list(&self, query: &ListQuery, caller: &Caller) -> Result<JobPage, ServiceError> {
         let mut filter = query.filter.clone();
         filter.submitter = (!caller.admin).then(|| caller.name.clone());
         // One more than asked: whether a next page exists, without a cursor to an empty one.
-        let mut rows = self.inner.store.list(&filter, query.limit + 1)?;
+        let mut rows = self.inner.store.list(&filter, query.limit + 1).await?;
         let next_cursor = if rows.len() > query.limit {
             rows.truncate(query.limit);
             rows.last().map(|r| {
@@ -436,87 +516,76 @@ impl Service {
         } else {
             None
         };
-        let positions: HashMap<String, usize> = if rows.iter().any(|r| r.state == JobState::Queued)
-        {
-            let sched = self.sched();
-            sched
-                .queued
-                .iter()
-                .enumerate()
-                .map(|(i, id)| (id.clone(), i))
-                .collect()
-        } else {
-            HashMap::new()
-        };
-        let jobs = rows
-            .into_iter()
-            .map(|row| {
-                let pos = match row.state {
-                    JobState::Queued => positions.get(&row.id).copied(),
-                    _ => None,
-                };
-                status_from(row, pos)
-            })
-            .collect();
+        let mut jobs = Vec::with_capacity(rows.len());
+        for row in rows {
+            jobs.push(self.status_from_row(row).await?);
+        }
         Ok(JobPage { jobs, next_cursor })
     }
 
     /// Cancels a job `caller` may see: a queued one never starts; a running one has its
-    /// sandbox removed. Waits (up to `wait`) for it to finish and returns its status.
+    /// sandbox removed (by whichever controller runs it). Waits (up to `wait`) for it to
+    /// finish and returns its status.
     pub async fn cancel(
         &self,
         id: &str,
         caller: &Caller,
         wait: Duration,
     ) -> Result<JobStatus, ServiceError> {
-        let row = self.visible_row(id, caller)?;
-        let dequeued = {
-            let mut sched = self.sched();
-            if let Some(pos) = sched.queued.iter().position(|q| q == id) {
-                sched.queued.remove(pos);
-                true
-            } else {
-                if let Some(token) = sched.running.get(id) {
-                    token.cancel();
-                }
-                false
+        let row = self.visible_row(id, caller).await?;
+        if row.state == JobState::Queued {
+            let w = self
+                .finish_unstarted(&row, None, Outcome::Cancelled, Some("cancelled before it started".into()))
+                .await?;
+            if w == Write::Done {
+                info!(job = %id, "cancelled while queued");
+                return self.status_of(id).await;
             }
-        };
-        if dequeued {
-            info!(job = %id, "cancelled while queued");
-            self.finish_unstarted(
-                &row,
-                Outcome::Cancelled,
-                Some("cancelled before it started".into()),
-            )?;
-        } else {
+            // Claimed meanwhile: cancel it running.
+        }
+        if row.state != JobState::Finished {
+            let local = self.sched().running.get(id).map(|h| h.token.clone());
+            match local {
+                Some(token) => token.cancel(),
+                None => self.inner.store.request_cancel(id).await?,
+            }
+            let deadline = tokio::time::Instant::now() + wait;
             let rx = self.live().get(id).map(|tx| tx.subscribe());
-            if let Some(mut rx) = rx {
-                let _ = tokio::time::timeout(wait, async {
-                    loop {
-                        if !self.sched().running.contains_key(id) {
-                            break;
-                        }
-                        if rx.changed().await.is_err() {
-                            break;
+            let mut rx = rx;
+            while tokio::time::Instant::now() < deadline {
+                match self.inner.store.get(id).await? {
+                    Some(r) if r.state == JobState::Finished => break,
+                    None => break,
+                    _ => {}
+                }
+                let nap = tokio::time::sleep(Duration::from_millis(100));
+                match rx.as_mut() {
+                    Some(rx) => {
+                        tokio::select! {
+                            _ = rx.changed() => {}
+                            _ = nap => {}
                         }
                     }
-                })
-                .await;
+                    None => nap.await,
+                }
             }
         }
-        self.status_of(id)
+        self.status_of(id).await
     }
 
     /// A job's events from offset `from`, live: the stream ends after the result, or when the
     /// service closes (resume with the next offset).
-    pub fn events(
+    pub async fn events(
         &self,
         id: &str,
         from: u64,
         caller: &Caller,
     ) -> Result<impl Stream<Item = EventRecord> + Send + 'static, ServiceError> {
-        self.visible_row(id, caller)?;
+        let row = self.visible_row(id, caller).await?;
+        // Another controller may run it: have its notices wake this stream.
+        if row.state != JobState::Finished && self.inner.store.shared() {
+            self.live_entry(id, row.events);
+        }
         struct St {
             svc: Service,
             id: String,
@@ -531,18 +600,26 @@ impl Service {
             buf: VecDeque::new(),
             done: false,
         };
-        Ok(futures_util::stream::unfold(st, |mut st| async move {
+        // Notices can be missed (a dropped connection): poll too, sooner with several
+        // controllers.
+        let poll = if self.inner.store.shared() {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(5)
+        };
+        Ok(futures_util::stream::unfold(st, move |mut st| async move {
             loop {
                 if let Some(ev) = st.buf.pop_front() {
                     return Some((ev, st));
                 }
                 if st.done {
+                    st.svc.release_live(&st.id);
                     return None;
                 }
                 // Subscribe before reading, so an event appended after the read wakes us.
                 let rx = st.svc.live().get(&st.id).map(|tx| tx.subscribe());
                 let store = &st.svc.inner.store;
-                match store.events(&st.id, st.next, 256) {
+                match store.events(&st.id, st.next, 256).await {
                     Ok(batch) if !batch.is_empty() => {
                         for json in batch {
                             st.buf.push_back(EventRecord { seq: st.next, json });
@@ -556,7 +633,7 @@ impl Service {
                         return None;
                     }
                 }
-                match store.get(&st.id) {
+                match store.get(&st.id).await {
                     Ok(Some(row)) if row.state == JobState::Finished && st.next >= row.events => {
                         st.done = true;
                         continue;
@@ -575,16 +652,50 @@ impl Service {
                 };
                 tokio::select! {
                     _ = wait => {}
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = tokio::time::sleep(poll) => {}
                     _ = closed.cancelled() => return None,
                 }
             }
         }))
     }
 
+    /// Forgets job `id`'s wake-up channel once nobody here runs it or watches it.
+    fn release_live(&self, id: &str) {
+        if self.sched().running.contains_key(id) {
+            return;
+        }
+        let mut live = self.live();
+        if live.get(id).is_some_and(|tx| tx.receiver_count() == 0) {
+            live.remove(id);
+        }
+    }
+
+    /// The job's artifact directory on this controller: a job another controller ran has
+    /// its artifacts fetched from the store (once) and unpacked here.
+    async fn artifact_dir(&self, row: &JobRow) -> Result<PathBuf, ServiceError> {
+        let out = self.job_dir(&row.id).join("out");
+        if out.exists() || !self.inner.store.shared() || row.state != JobState::Finished {
+            return Ok(out);
+        }
+        let Some(tgz) = self.inner.store.blob(&row.id, Blob::Artifacts).await? else {
+            return Ok(out);
+        };
+        let config = self.inner.config.clone();
+        let dir = self.job_dir(&row.id);
+        let r = tokio::task::spawn_blocking(move || unpack_artifacts(&tgz, &dir, &config))
+            .await
+            .map_err(|e| ServiceError::Internal(format!("the unpacking task failed: {e}")))?;
+        r.map_err(|e| ServiceError::Internal(format!("cannot unpack the job's artifacts: {e}")))
+    }
+
     /// The host file of artifact `rel` (a relative path under the job's artifact directory).
-    pub fn artifact(&self, id: &str, rel: &str, caller: &Caller) -> Result<PathBuf, ServiceError> {
-        self.visible_row(id, caller)?;
+    pub async fn artifact(
+        &self,
+        id: &str,
+        rel: &str,
+        caller: &Caller,
+    ) -> Result<PathBuf, ServiceError> {
+        let row = self.visible_row(id, caller).await?;
         let not_found = || ServiceError::NotFound(format!("{id}/artifacts/{rel}"));
         let rel_path = Path::new(rel);
         if rel.is_empty()
@@ -594,7 +705,7 @@ impl Service {
         {
             return Err(not_found());
         }
-        let path = self.job_dir(id).join("out").join(rel_path);
+        let path = self.artifact_dir(&row).await?.join(rel_path);
         // The extractor never creates links; refuse one anyway rather than follow it.
         let meta = std::fs::symlink_metadata(&path).map_err(|_| not_found())?;
         if !meta.is_file() {
@@ -604,9 +715,13 @@ impl Service {
     }
 
     /// The job's artifacts, as paths relative to its artifact directory.
-    pub fn artifacts(&self, id: &str, caller: &Caller) -> Result<Vec<(String, u64)>, ServiceError> {
-        self.visible_row(id, caller)?;
-        let root = self.job_dir(id).join("out");
+    pub async fn artifacts(
+        &self,
+        id: &str,
+        caller: &Caller,
+    ) -> Result<Vec<(String, u64)>, ServiceError> {
+        let row = self.visible_row(id, caller).await?;
+        let root = self.artifact_dir(&row).await?;
         let mut out = Vec::new();
         for e in walkdir::WalkDir::new(&root)
             .follow_links(false)
@@ -635,15 +750,15 @@ impl Service {
         }
     }
 
-    pub fn metrics_text(&self) -> String {
-        let (queued, running) = {
-            let s = self.sched();
-            (s.queued.len(), s.running.len())
-        };
-        let pool = self.inner.runner.pool().map(|p| p.totals());
-        self.inner
-            .metrics
-            .render(queued, running, self.inner.concurrency, pool)
+    pub async fn metrics_text(&self) -> String {
+        let s = &self.inner;
+        let queued = s.store.queued().await.unwrap_or(0);
+        let running = self.sched().running.len();
+        let pool = s.runner.pool().map(|p| p.totals());
+        let mut out = s.metrics.render(queued, running, s.concurrency, pool);
+        s.metrics
+            .render_controller(&mut out, &s.controller, s.store.kind(), running);
+        out
     }
 
     pub fn is_draining(&self) -> bool {
@@ -652,7 +767,7 @@ impl Service {
 
     /// SIGTERM: accept nothing new, start nothing new, let running jobs go on for `grace`,
     /// then cancel them and wait until their sandboxes are gone. Queued jobs stay queued in
-    /// the store and run at the next start.
+    /// the store and run at the next start (or on another controller).
     pub async fn drain(&self, grace: Duration) {
         let s = &self.inner;
         s.draining.store(true, Ordering::SeqCst);
@@ -670,8 +785,8 @@ impl Service {
                 running = running(),
                 "grace period over: cancelling running jobs"
             );
-            for token in self.sched().running.values() {
-                token.cancel();
+            for held in self.sched().running.values() {
+                held.token.cancel();
             }
             let hard = tokio::time::Instant::now() + Duration::from_secs(60);
             while running() > 0 && tokio::time::Instant::now() < hard {
@@ -692,96 +807,76 @@ impl Service {
     async fn dispatch(self) {
         let s = self.inner.clone();
         let slots = Arc::new(Semaphore::new(s.concurrency));
+        // A notice can be missed; with several controllers, look at the queue every second.
+        let poll = if s.store.shared() {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(5)
+        };
         loop {
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 return;
             };
-            let next = loop {
+            let claim = loop {
                 if s.draining.load(Ordering::SeqCst) {
                     return;
                 }
-                let next = {
-                    let mut sched = self.sched();
-                    let next = sched.queued.pop_front();
-                    if let Some(id) = &next {
-                        let token = CancellationToken::new();
-                        sched.running.insert(id.clone(), token.clone());
-                        Some((id.clone(), token))
-                    } else {
-                        None
-                    }
-                };
-                match next {
-                    Some(n) => break n,
-                    None => s.wake.notified().await,
+                match s.store.claim(&s.controller, s.config.lease.0, now_ms()).await {
+                    Ok(Some(c)) => break c,
+                    Ok(None) => {}
+                    Err(e) => error!(error = %error_chain(&e), "cannot claim a queued job"),
+                }
+                tokio::select! {
+                    _ = s.wake.notified() => {}
+                    _ = tokio::time::sleep(poll) => {}
                 }
             };
+            let id = claim.row.id.clone();
+            let token = CancellationToken::new();
+            self.sched().running.insert(
+                id.clone(),
+                Held {
+                    token: token.clone(),
+                    epoch: claim.row.epoch,
+                },
+            );
+            self.live_entry(&id, claim.row.events);
             let svc = self.clone();
             tokio::spawn(async move {
-                let (id, token) = next;
-                svc.run_one(&id, token).await;
+                svc.run_one(claim.row, token).await;
                 svc.sched().running.remove(&id);
-                svc.live().remove(&id);
+                svc.release_live(&id);
                 drop(permit);
                 svc.inner.idle.notify_waiters();
             });
         }
     }
 
-    async fn run_one(&self, id: &str, token: CancellationToken) {
+    /// Runs job `row` (claimed by this controller at `row.epoch`) to its result, unless
+    /// another controller takes it over first.
+    async fn run_one(&self, row: JobRow, token: CancellationToken) {
         let s = &self.inner;
-        let row = match s.store.get(id) {
-            Ok(Some(r)) => r,
-            Ok(None) => return,
-            Err(e) => {
-                error!(job = %id, error = %error_chain(&e), "cannot read a queued job");
+        let id = row.id.as_str();
+        let epoch = row.epoch;
+        let job = match self.job_of(&row).await {
+            Ok(j) => j,
+            Err(why) => {
+                let r = self
+                    .finish_unstarted(&row, Some(epoch), Outcome::SandboxError, Some(why))
+                    .await;
+                if let Err(e) = r {
+                    error!(job = %id, error = %error_chain(&e), "cannot record a result");
+                }
                 return;
             }
         };
-        let fail = |why: String| {
-            let r = self.finish_unstarted(&row, Outcome::SandboxError, Some(why));
-            if let Err(e) = r {
-                error!(job = %id, error = %error_chain(&e), "cannot record a result");
-            }
-        };
-        let job = serde_json::from_str::<JobSpec>(&row.spec)
-            .map_err(|e| e.to_string())
-            .and_then(|spec| {
-                spec::validate(
-                    spec,
-                    &s.config.profiles_dir,
-                    Path::new("spec"),
-                    &s.config.policy,
-                )
-                .map_err(|e| error_chain(&e))
-            });
-        let mut job = match job {
-            Ok(j) => j,
-            Err(e) => return fail(format!("the stored spec no longer validates: {e}")),
-        };
-        job.id = id.to_string();
-        // The source was checked at submission; a link planted in a root since then must not
-        // take the job out of it.
-        if let Some(w) = &job.workspace {
-            let own = self.job_dir(id).canonicalize().unwrap_or_default();
-            let roots = &s.config.workspace_roots;
-            if !(w.source.starts_with(&own) || roots.iter().any(|r| w.source.starts_with(r))) {
-                return fail(format!(
-                    "the workspace source {} is no longer under the service's workspace roots (a link was planted after submission)",
-                    w.source.display()
-                ));
-            }
-        }
-        let started = now_ms();
-        if let Err(e) = s.store.set_running(id, started) {
-            return fail(error_chain(&e));
-        }
+        let started = row.started_ms.unwrap_or_else(now_ms);
         s.metrics
             .started((started - row.submitted_ms).max(0) as f64 / 1000.0);
         let preflight = tokio::select! {
             p = s.runner.preflight(&job) => p,
             _ = token.cancelled() => {
-                let r = self.finish_unstarted(&row, Outcome::Cancelled, None);
+                let r = self.finish_unstarted(&row, Some(epoch), Outcome::Cancelled, None).await;
                 if let Err(e) = r {
                     error!(job = %id, error = %error_chain(&e), "cannot record a result");
                 }
@@ -790,13 +885,22 @@ impl Service {
         };
         let preflight = match preflight {
             Ok(p) => p,
-            Err(e) => return fail(error_chain(&e)),
+            Err(e) => {
+                let r = self
+                    .finish_unstarted(&row, Some(epoch), Outcome::SandboxError, Some(error_chain(&e)))
+                    .await;
+                if let Err(e) = r {
+                    error!(job = %id, error = %error_chain(&e), "cannot record a result");
+                }
+                return;
+            }
         };
-        info!(job = %id, "starting");
+        info!(job = %id, attempt = row.attempts, "starting");
         let mut handle = s.runner.start(job, preflight, self.job_dir(id).join("out"));
         let mut seq = row.events;
         let mut cancel_sent = false;
         let mut finished = false;
+        let mut fenced = false;
         loop {
             let ev = tokio::select! {
                 ev = handle.next_event() => ev,
@@ -808,150 +912,363 @@ impl Service {
                 }
             };
             let Some(ev) = ev else { break };
+            if fenced {
+                // Another controller holds the job now: run this sandbox down, write nothing.
+                continue;
+            }
             if matches!(ev, JobEvent::Finished { .. }) {
                 finished = true;
-                self.tighten_artifacts(id).await;
+                self.keep_artifacts(id, epoch).await;
             }
-            self.record(id, &mut seq, &ev);
+            if self.record(id, epoch, &mut seq, &ev).await == Write::Fenced {
+                self.lost_to_another(id, &token);
+                fenced = true;
+                if !cancel_sent {
+                    handle.cancel();
+                    cancel_sent = true;
+                }
+            }
         }
-        if !finished {
+        if !finished && !fenced {
             let result = handle.wait().await;
-            self.tighten_artifacts(id).await;
-            self.record(
-                id,
-                &mut seq,
-                &JobEvent::Finished {
-                    result: Box::new(result),
-                },
-            );
+            self.keep_artifacts(id, epoch).await;
+            let _ = self
+                .record(
+                    id,
+                    epoch,
+                    &mut seq,
+                    &JobEvent::Finished {
+                        result: Box::new(result),
+                    },
+                )
+                .await;
+        } else if fenced {
+            let _ = handle.wait().await;
         }
+    }
+
+    /// This controller's job `id` was taken over by another: stop it, count it.
+    fn lost_to_another(&self, id: &str, token: &CancellationToken) {
+        warn!(job = %id, controller = %self.inner.controller, "another controller took this job over (this one's lease ran out): stopping it here without writing more");
+        self.inner.metrics.fenced();
+        token.cancel();
+    }
+
+    /// The validated job of a stored row, its workspace on this controller's disk (fetched
+    /// from the store if it was uploaded to another), labelled with this controller and epoch.
+    async fn job_of(&self, row: &JobRow) -> Result<spec::Job, String> {
+        let s = &self.inner;
+        let id = row.id.as_str();
+        let mut spec = serde_json::from_str::<JobSpec>(&row.spec)
+            .map_err(|e| format!("the stored spec no longer validates: {e}"))?;
+        let own = self.job_dir(id);
+        let local = upload::workspace_dir(&own);
+        if s.store.shared() && spec.workspace.is_some() && !local.exists() {
+            let tgz = s
+                .store
+                .blob(id, Blob::Workspace)
+                .await
+                .map_err(|e| error_chain(&e))?;
+            if let Some(tgz) = tgz {
+                let config = s.config.clone();
+                let dir = own.clone();
+                tokio::task::spawn_blocking(move || {
+                    let ws = upload::unpack_stored(&tgz, &dir, &config)
+                        .map_err(|e| error_chain(&e))?;
+                    access::tighten_tree(&dir).map_err(|e| e.to_string())?;
+                    Ok::<_, String>(ws)
+                })
+                .await
+                .map_err(|e| format!("the unpacking task failed: {e}"))?
+                .map_err(|e| format!("cannot unpack the uploaded workspace here: {e}"))?;
+            }
+        }
+        // An uploaded workspace is this controller's copy, wherever it was uploaded.
+        if let Some(w) = spec.workspace.as_mut()
+            && local.exists()
+        {
+            w.source = local.canonicalize().map_err(|e| e.to_string())?;
+        }
+        let mut job = spec::validate(
+            spec,
+            &s.config.profiles_dir,
+            Path::new("spec"),
+            &s.config.policy,
+        )
+        .map_err(|e| format!("the stored spec no longer validates: {}", error_chain(&e)))?;
+        job.id = id.to_string();
+        job.labels.insert(
+            crate::sandbox::labels::CONTROLLER.into(),
+            s.controller.clone(),
+        );
+        job.labels
+            .insert(crate::sandbox::labels::EPOCH.into(), row.epoch.to_string());
+        // The source was checked at submission; a link planted in a root since then must not
+        // take the job out of it.
+        if let Some(w) = &job.workspace {
+            let own = own.canonicalize().unwrap_or_default();
+            let roots = &s.config.workspace_roots;
+            if !(w.source.starts_with(&own) || roots.iter().any(|r| w.source.starts_with(r))) {
+                return Err(format!(
+                    "the workspace source {} is no longer under the service's workspace roots (a link was planted after submission)",
+                    w.source.display()
+                ));
+            }
+        }
+        Ok(job)
     }
 
     /// Makes the job's artifacts private (the extractor gives them 0644/0755) before its
-    /// result is recorded, so a finished job's files are 0600 in 0700 directories.
-    async fn tighten_artifacts(&self, id: &str) {
+    /// result is recorded, so a finished job's files are 0600 in 0700 directories; with
+    /// several controllers, also keeps them in the store so any controller can serve them.
+    async fn keep_artifacts(&self, id: &str, epoch: i64) {
         let out = self.job_dir(id).join("out");
-        let r = tokio::task::spawn_blocking(move || {
-            if out.exists() {
-                access::tighten_tree(&out)
-            } else {
-                Ok(())
+        let shared = self.inner.store.shared();
+        let cap = self.inner.config.max_stored_artifacts.bytes();
+        let r = tokio::task::spawn_blocking(move || -> Result<Option<Vec<u8>>, String> {
+            if !out.exists() {
+                return Ok(None);
             }
+            access::tighten_tree(&out).map_err(|e| e.to_string())?;
+            if !shared {
+                return Ok(None);
+            }
+            pack_artifacts(&out, cap).map(Some)
         })
         .await;
-        match r {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => warn!(job = %id, error = %e, "cannot make the job's artifacts private"),
-            Err(e) => warn!(job = %id, error = %e, "cannot make the job's artifacts private"),
+        let packed = match r {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                warn!(job = %id, error = %e, "cannot keep the job's artifacts for the other controllers; they stay on this one's disk");
+                None
+            }
+            Err(e) => {
+                warn!(job = %id, error = %e, "cannot make the job's artifacts private");
+                None
+            }
+        };
+        if let Some(tgz) = packed {
+            match self
+                .inner
+                .store
+                .put_blob(id, epoch, Blob::Artifacts, tgz)
+                .await
+            {
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(job = %id, error = %error_chain(&e), "cannot store the job's artifacts")
+                }
+            }
         }
     }
 
-    /// Appends one event (the result too, when it is the last) and wakes subscribers.
-    fn record(&self, id: &str, seq: &mut u64, ev: &JobEvent) {
+    /// Appends one event (the result too, when it is the last) of the job held at `epoch`
+    /// and wakes subscribers. `Fenced`: the job is no longer this controller's.
+    async fn record(&self, id: &str, epoch: i64, seq: &mut u64, ev: &JobEvent) -> Write {
+        self.record_as(id, Some(epoch), seq, ev).await
+    }
+
+    async fn record_as(&self, id: &str, epoch: Option<i64>, seq: &mut u64, ev: &JobEvent) -> Write {
         let s = &self.inner;
         let json = match serde_json::to_string(ev) {
             Ok(j) => j,
             Err(e) => {
                 error!(job = %id, error = %e, "cannot encode an event");
-                return;
+                return Write::Done;
             }
         };
         let r = match ev {
             JobEvent::Finished { result } => {
                 let result_json = serde_json::to_string(result).unwrap_or_default();
-                // A job that never ran has no run time to count.
-                let ran = result.duration_ms > 0 || !result.phases_ms.is_empty();
-                s.metrics.finished(
-                    result.outcome.as_str(),
-                    ran.then_some(result.duration_ms as f64 / 1000.0),
-                );
-                s.store.finish(
-                    id,
-                    *seq,
-                    &json,
-                    result.outcome.as_str(),
-                    &result_json,
-                    now_ms(),
-                )
+                let r = s
+                    .store
+                    .finish(
+                        id,
+                        epoch,
+                        *seq,
+                        &json,
+                        result.outcome.as_str(),
+                        &result_json,
+                        now_ms(),
+                    )
+                    .await;
+                if matches!(r, Ok(Write::Done)) {
+                    // A job that never ran has no run time to count.
+                    let ran = result.duration_ms > 0 || !result.phases_ms.is_empty();
+                    s.metrics.finished(
+                        result.outcome.as_str(),
+                        ran.then_some(result.duration_ms as f64 / 1000.0),
+                    );
+                }
+                r
             }
-            _ => s.store.append_event(id, *seq, &json),
+            _ => match epoch {
+                Some(epoch) => s.store.append_event(id, epoch, *seq, &json).await,
+                None => Ok(Write::Fenced),
+            },
         };
         match r {
-            Ok(()) => {
+            Ok(Write::Done) => {
                 *seq += 1;
-                if let Some(tx) = self.live().get(id) {
-                    tx.send_replace(*seq);
-                }
+                self.poke(id);
+                Write::Done
             }
-            Err(e) => error!(job = %id, error = %error_chain(&e), "cannot store an event"),
+            Ok(Write::Fenced) => Write::Fenced,
+            Err(e) => {
+                error!(job = %id, error = %error_chain(&e), "cannot store an event");
+                Write::Done
+            }
         }
     }
 
-    /// Finishes a job that never ran (or whose run was lost) with a synthesized result.
-    fn finish_unstarted(
+    /// Finishes a job that never ran (or whose run was lost) with a synthesized result: one
+    /// held at `epoch`, or with `None` one still queued.
+    async fn finish_unstarted(
         &self,
         row: &JobRow,
+        epoch: Option<i64>,
         outcome: Outcome,
         error: Option<String>,
-    ) -> Result<(), ServiceError> {
-        let spec: Option<JobSpec> = serde_json::from_str(&row.spec).ok();
-        let image = spec
-            .as_ref()
-            .and_then(|s| s.image.clone())
-            .unwrap_or_else(|| spec::DEFAULT_IMAGE.to_string());
-        let profile = spec
-            .as_ref()
-            .and_then(|s| s.profile.clone())
-            .unwrap_or_else(|| "strict".to_string());
-        let steps = spec
-            .as_ref()
-            .map(|s| {
-                s.steps
-                    .iter()
-                    .map(|st| crate::report::StepResult {
-                        name: st.name.clone(),
-                        outcome: Outcome::Skipped,
-                        exit_code: None,
-                        duration_ms: 0,
-                        output_bytes: 0,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let duration_ms = row
-            .started_ms
-            .map(|t| (now_ms() - t).max(0) as u64)
-            .unwrap_or(0);
-        let result = JobResult {
-            environment: None,
-            warm: false,
-            job_id: row.id.clone(),
-            outcome,
-            exit_code: None,
-            duration_ms,
-            error,
-            steps,
-            tests: None,
-            artifacts: vec![],
-            artifacts_refused: vec![],
-            output_bytes: 0,
-            output_truncated: false,
-            image,
-            profile,
-            phases_ms: BTreeMap::new(),
-        };
+    ) -> Result<Write, ServiceError> {
+        let result = unstarted_result(row, outcome, error);
         let mut seq = row.events;
-        self.record(
-            &row.id,
-            &mut seq,
-            &JobEvent::Finished {
-                result: Box::new(result),
-            },
-        );
-        if let Some(tx) = self.live().remove(&row.id) {
-            tx.send_replace(seq);
+        let w = self
+            .record_as(
+                &row.id,
+                epoch,
+                &mut seq,
+                &JobEvent::Finished {
+                    result: Box::new(result),
+                },
+            )
+            .await;
+        Ok(w)
+    }
+
+    /// A job whose controller was lost, now held by this one (`claim.row.epoch`): removes
+    /// what it can of the lost run's containers (those on this engine), then queues it to run
+    /// again within the retry budget, or finishes it lost.
+    async fn handle_lost(&self, claim: Claim) {
+        let s = &self.inner;
+        let row = claim.row;
+        let id = row.id.as_str();
+        let lost = claim.lost_owner.unwrap_or_else(|| "(unknown)".into());
+        s.metrics.took_over();
+        let removed = match s.backend.remove_job(id).await {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(job = %id, error = %error_chain(&e), "cannot remove the lost run's containers");
+                0
+            }
+        };
+        let allowed = 1 + s.config.job_retries;
+        warn!(job = %id, lost_controller = %lost, attempt = row.attempts, allowed, removed, "took over a job whose controller stopped renewing its lease");
+        let mut seq = row.events;
+        if row.attempts < allowed {
+            let note = JobEvent::Warning {
+                message: format!(
+                    "controller `{lost}` stopped renewing its lease while running attempt {} of {allowed}; controller `{}` removed {removed} of its containers and queued the job to run again",
+                    row.attempts, s.controller
+                ),
+            };
+            if self.record(id, row.epoch, &mut seq, &note).await == Write::Done {
+                match s.store.requeue(id, row.epoch).await {
+                    Ok(Write::Done) => {
+                        s.metrics.retried();
+                        s.wake.notify_one();
+                    }
+                    Ok(Write::Fenced) => {}
+                    Err(e) => error!(job = %id, error = %error_chain(&e), "cannot requeue a job"),
+                }
+            }
+        } else {
+            let why = format!(
+                "{CONTROLLER_LOST_SHARED} (controller `{lost}`, attempt {} of {allowed})",
+                row.attempts
+            );
+            let held = JobRow { events: seq, ..row.clone() };
+            if let Err(e) = self
+                .finish_unstarted(&held, Some(row.epoch), Outcome::SandboxError, Some(why))
+                .await
+            {
+                error!(job = %id, error = %error_chain(&e), "cannot record a result");
+            }
         }
-        Ok(())
+    }
+
+    /// With several controllers: renews this controller's leases every third of the lease
+    /// (stopping jobs whose lease was taken over, cancelling those a client asked another
+    /// controller to cancel) and takes over jobs whose controller stopped renewing.
+    async fn lease_loop(self) {
+        let s = self.inner.clone();
+        let lease = s.config.lease.0;
+        let every = lease / 3;
+        loop {
+            let held: Vec<(String, i64)> = self
+                .sched()
+                .running
+                .iter()
+                .map(|(id, h)| (id.clone(), h.epoch))
+                .collect();
+            match s.store.renew(&s.controller, lease, &held).await {
+                Ok(leases) => {
+                    for (id, lease) in leases {
+                        let token = self.sched().running.get(&id).map(|h| h.token.clone());
+                        match (lease, token) {
+                            (Lease::Lost, Some(token)) => self.lost_to_another(&id, &token),
+                            (Lease::Renewed { cancel_requested: true }, Some(token)) => {
+                                token.cancel()
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                Err(e) => warn!(error = %error_chain(&e), "cannot renew leases"),
+            }
+            if !s.draining.load(Ordering::SeqCst) {
+                match s.store.take_over(&s.controller, lease, 8).await {
+                    Ok(claims) => {
+                        for claim in claims {
+                            self.handle_lost(claim).await;
+                        }
+                    }
+                    Err(e) => warn!(error = %error_chain(&e), "cannot look for lost jobs"),
+                }
+            }
+            // Jitter, so controllers started together do not renew in step.
+            let jitter = every.mul_f64(0.2 * crate::retry::unit_random());
+            tokio::select! {
+                _ = tokio::time::sleep(every - jitter) => {}
+                _ = s.closed.cancelled() => return,
+            }
+        }
+    }
+
+    /// With several controllers: what the others did, at once (the loops poll as well).
+    async fn notice_loop(self, mut rx: tokio::sync::broadcast::Receiver<Notice>) {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let notice = tokio::select! {
+                n = rx.recv() => n,
+                _ = self.inner.closed.cancelled() => return,
+            };
+            match notice {
+                Ok(Notice::Queued) => self.inner.wake.notify_one(),
+                Ok(Notice::Events(id)) => self.poke(&id),
+                Ok(Notice::Cancel(id)) => {
+                    if let Some(h) = self.sched().running.get(&id) {
+                        h.token.cancel();
+                    }
+                }
+                Err(RecvError::Lagged(_)) => {
+                    self.inner.wake.notify_one();
+                    for tx in self.live().values() {
+                        tx.send_modify(|n| *n += 1);
+                    }
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
     }
 
     async fn prune_loop(self) {
@@ -959,7 +1276,7 @@ impl Service {
         let every = (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(600));
         loop {
             let before = now_ms() - retention.as_millis() as i64;
-            match self.inner.store.prune(before) {
+            match self.inner.store.prune(before).await {
                 Ok(ids) => {
                     for id in &ids {
                         let _ = std::fs::remove_dir_all(self.job_dir(id));
@@ -978,6 +1295,104 @@ impl Service {
     }
 }
 
+/// The result of a job that never ran, or whose run was lost.
+fn unstarted_result(row: &JobRow, outcome: Outcome, error: Option<String>) -> JobResult {
+    let spec: Option<JobSpec> = serde_json::from_str(&row.spec).ok();
+    let image = spec
+        .as_ref()
+        .and_then(|s| s.image.clone())
+        .unwrap_or_else(|| spec::DEFAULT_IMAGE.to_string());
+    let profile = spec
+        .as_ref()
+        .and_then(|s| s.profile.clone())
+        .unwrap_or_else(|| "strict".to_string());
+    let steps = spec
+        .as_ref()
+        .map(|s| {
+            s.steps
+                .iter()
+                .map(|st| crate::report::StepResult {
+                    name: st.name.clone(),
+                    outcome: Outcome::Skipped,
+                    exit_code: None,
+                    duration_ms: 0,
+                    output_bytes: 0,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let duration_ms = row
+        .started_ms
+        .map(|t| (now_ms() - t).max(0) as u64)
+        .unwrap_or(0);
+    JobResult {
+        environment: None,
+        warm: false,
+        job_id: row.id.clone(),
+        outcome,
+        exit_code: None,
+        duration_ms,
+        error,
+        steps,
+        tests: None,
+        artifacts: vec![],
+        artifacts_refused: vec![],
+        output_bytes: 0,
+        output_truncated: false,
+        image,
+        profile,
+        phases_ms: BTreeMap::new(),
+    }
+}
+
+/// The job's artifact directory as a tar.gz, refused past `cap` bytes.
+fn pack_artifacts(out: &Path, cap: u64) -> Result<Vec<u8>, String> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    tar.follow_symlinks(false);
+    tar.append_dir_all(".", out).map_err(|e| e.to_string())?;
+    let bytes = tar
+        .into_inner()
+        .and_then(|gz| gz.finish())
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > cap {
+        return Err(format!(
+            "{} bytes compressed is more than max_stored_artifacts ({cap} bytes)",
+            bytes.len()
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Unpacks artifacts kept by the store into `job_dir/out` (through a temporary directory, so
+/// a concurrent reader sees all or nothing), with the artifact extractor's rules.
+fn unpack_artifacts(tgz: &[u8], job_dir: &Path, config: &ServerConfig) -> Result<PathBuf, String> {
+    use crate::sandbox::archive::{self, ExtractLimits};
+    let out = job_dir.join("out");
+    let tmp = job_dir.join(format!(".out-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let mut private = std::fs::DirBuilder::new();
+    std::os::unix::fs::DirBuilderExt::mode(private.recursive(true), 0o700);
+    private.create(&tmp).map_err(|e| e.to_string())?;
+    let limits = ExtractLimits {
+        max_total_bytes: config.max_stored_artifacts.bytes().saturating_mul(16),
+        max_file_bytes: config.max_stored_artifacts.bytes().saturating_mul(16),
+        max_entries: 100_000,
+    };
+    let gz = flate2::read::GzDecoder::new(tgz);
+    archive::extract_artifacts(gz, &tmp, &limits).map_err(|e| error_chain(&e))?;
+    access::tighten_tree(&tmp).map_err(|e| e.to_string())?;
+    match std::fs::rename(&tmp, &out) {
+        Ok(()) => Ok(out),
+        // Another request unpacked them first.
+        Err(_) if out.exists() => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Ok(out)
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn status_from(row: JobRow, queue_position: Option<usize>) -> JobStatus {
     JobStatus {
         id: row.id,
@@ -991,7 +1406,24 @@ fn status_from(row: JobRow, queue_position: Option<usize>) -> JobStatus {
         outcome: row.outcome,
         result: row.result.and_then(|r| serde_json::from_str(&r).ok()),
         submitted_by: row.submitter,
+        controller: row.owner,
+        attempts: row.attempts,
     }
+}
+
+/// A controller id stable across restarts: the host's name and a digest of the data
+/// directory (two services on one host have different ones).
+fn default_controller_id(data_dir: &std::path::Path) -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "host".into());
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(40)
+        .collect();
+    format!("{host}-{}", pool_name(data_dir))
 }
 
 /// The warm pool's name for the service with this data directory: the same across restarts,

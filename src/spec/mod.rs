@@ -210,6 +210,10 @@ pub struct Job {
     /// `prepare`'s (its install scripts are the submitter's packages) nor the cache key.
     #[serde(skip)]
     pub passed_env: BTreeMap<String, String>,
+    /// Labels the service adds to the job's containers (its controller and the epoch of its
+    /// claim, under `org.cordon.`); never from a spec.
+    #[serde(skip)]
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Job {
@@ -380,6 +384,7 @@ pub fn validate(
         limits,
         env: spec.env.clone(),
         passed_env,
+        labels: BTreeMap::new(),
     })
 }
 

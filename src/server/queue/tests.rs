@@ -41,7 +41,7 @@ async fn service(
 /// Waits until job `id` is in `state`.
 async fn wait_for(svc: &Service, id: &str, state: JobState) -> JobStatus {
     for _ in 0..2000 {
-        let st = svc.status(id, &admin()).expect("status");
+        let st = svc.status(id, &admin()).await.expect("status");
         if st.state == state {
             return st;
         }
@@ -56,7 +56,7 @@ async fn a_submitted_job_runs_and_every_event_is_stored_in_order() {
     let dir = tempfile::tempdir().expect("tempdir");
     let svc = service(&engine, dir.path(), |_| {}).await;
     let st = svc
-        .submit(JOB.into(), None, &admin())
+        .submit(JOB.into(), None, &admin(), None)
         .await
         .expect("accepted");
     let done = wait_for(&svc, &st.id, JobState::Finished).await;
@@ -67,6 +67,7 @@ async fn a_submitted_job_runs_and_every_event_is_stored_in_order() {
     use futures_util::StreamExt;
     let events: Vec<EventRecord> = svc
         .events(&st.id, 0, &admin())
+        .await
         .expect("events")
         .collect()
         .await;
@@ -80,6 +81,7 @@ async fn a_submitted_job_runs_and_every_event_is_stored_in_order() {
     // Resuming from an offset reads the rest only.
     let rest: Vec<EventRecord> = svc
         .events(&st.id, 2, &admin())
+        .await
         .expect("events")
         .collect()
         .await;
@@ -93,15 +95,15 @@ async fn jobs_wait_their_turn_and_a_cancelled_one_frees_its_slot() {
     let dir = tempfile::tempdir().expect("tempdir");
     let svc = service(&engine, dir.path(), |_| {}).await;
     let first = svc
-        .submit(SPIN.into(), None, &admin())
+        .submit(SPIN.into(), None, &admin(), None)
         .await
         .expect("first");
     wait_for(&svc, &first.id, JobState::Running).await;
     let second = svc
-        .submit(JOB.into(), None, &admin())
+        .submit(JOB.into(), None, &admin(), None)
         .await
         .expect("second");
-    let third = svc.submit(JOB.into(), None, &admin()).await.expect("third");
+    let third = svc.submit(JOB.into(), None, &admin(), None).await.expect("third");
     assert_eq!(second.state, JobState::Queued);
     assert_eq!(second.queue_position, Some(0));
     assert_eq!(third.queue_position, Some(1));
@@ -134,7 +136,7 @@ async fn a_full_queue_and_an_impossible_job_are_refused_before_anything_is_store
     let dir = tempfile::tempdir().expect("tempdir");
     let svc = service(&engine, dir.path(), |c| c.queue_capacity = 1).await;
     let too_big = svc
-        .submit(format!("{JOB}\nlimits: {{cpus: 64}}"), None, &admin())
+        .submit(format!("{JOB}\nlimits: {{cpus: 64}}"), None, &admin(), None)
         .await;
     let refused = too_big.expect_err("more CPUs than there are");
     assert!(
@@ -144,12 +146,12 @@ async fn a_full_queue_and_an_impossible_job_are_refused_before_anything_is_store
         ) && error_chain(&refused).contains("cpus"),
         "{refused:?}"
     );
-    let running = svc.submit(SPIN.into(), None, &admin()).await.expect("runs");
+    let running = svc.submit(SPIN.into(), None, &admin(), None).await.expect("runs");
     wait_for(&svc, &running.id, JobState::Running).await;
-    svc.submit(JOB.into(), None, &admin())
+    svc.submit(JOB.into(), None, &admin(), None)
         .await
         .expect("queued");
-    let full = svc.submit(JOB.into(), None, &admin()).await;
+    let full = svc.submit(JOB.into(), None, &admin(), None).await;
     assert!(
         matches!(full, Err(ServiceError::QueueFull { queued: 1, retry_after }) if retry_after >= 1),
         "{full:?}"
@@ -159,7 +161,7 @@ async fn a_full_queue_and_an_impossible_job_are_refused_before_anything_is_store
         filter: Default::default(),
         limit: 10,
     };
-    let page = svc.list(&query, &admin()).expect("list");
+    let page = svc.list(&query, &admin()).await.expect("list");
     assert_eq!(page.jobs.len(), 2, "refused submissions are not stored");
     svc.drain(Duration::ZERO).await;
     assert!(engine.live().is_empty(), "{:?}", engine.live());
@@ -171,7 +173,7 @@ async fn a_job_running_when_the_service_died_is_reported_lost_and_its_sandbox_re
     let dir = tempfile::tempdir().expect("tempdir");
     let first = service(&engine, dir.path(), |_| {}).await;
     let st = first
-        .submit(SPIN.into(), None, &admin())
+        .submit(SPIN.into(), None, &admin(), None)
         .await
         .expect("runs");
     wait_for(&first, &st.id, JobState::Running).await;
@@ -185,7 +187,7 @@ async fn a_job_running_when_the_service_died_is_reported_lost_and_its_sandbox_re
 
     // A second service on the same data directory, as after a crash of the first.
     let second = service(&engine, dir.path(), |_| {}).await;
-    let lost = second.status(&st.id, &admin()).expect("status");
+    let lost = second.status(&st.id, &admin()).await.expect("status");
     assert_eq!(lost.state, JobState::Finished);
     assert_eq!(lost.outcome.as_deref(), Some("sandbox_error"));
     assert!(
@@ -212,22 +214,53 @@ async fn a_drain_cancels_what_outlives_the_grace_and_takes_nothing_new() {
     let engine = engine();
     let dir = tempfile::tempdir().expect("tempdir");
     let svc = service(&engine, dir.path(), |_| {}).await;
-    let running = svc.submit(SPIN.into(), None, &admin()).await.expect("runs");
+    let running = svc.submit(SPIN.into(), None, &admin(), None).await.expect("runs");
     wait_for(&svc, &running.id, JobState::Running).await;
     let queued = svc
-        .submit(JOB.into(), None, &admin())
+        .submit(JOB.into(), None, &admin(), None)
         .await
         .expect("queued");
     svc.drain(Duration::ZERO).await;
     assert!(svc.is_draining());
-    let r = svc.status(&running.id, &admin()).expect("status");
+    let r = svc.status(&running.id, &admin()).await.expect("status");
     assert_eq!(r.outcome.as_deref(), Some("cancelled"));
     // Queued jobs stay queued for the next start.
-    let q = svc.status(&queued.id, &admin()).expect("status");
+    let q = svc.status(&queued.id, &admin()).await.expect("status");
     assert_eq!(q.state, JobState::Queued);
     assert!(matches!(
-        svc.submit(JOB.into(), None, &admin()).await,
+        svc.submit(JOB.into(), None, &admin(), None).await,
         Err(ServiceError::ShuttingDown)
     ));
+    assert!(engine.live().is_empty(), "{:?}", engine.live());
+}
+
+#[tokio::test]
+async fn a_retried_submission_with_its_idempotency_key_gets_the_same_job() {
+    let engine = engine();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let svc = service(&engine, dir.path(), |_| {}).await;
+    let key = || Some("retry-7f3a".to_string());
+    let first = svc.submit(SPIN.into(), None, &admin(), key()).await.expect("first");
+    let again = svc.submit(SPIN.into(), None, &admin(), key()).await.expect("again");
+    assert_eq!(again.id, first.id, "the same key and request: the same job");
+    // Another token's key space is its own.
+    let other = Caller {
+        name: "ci".into(),
+        admin: false,
+    };
+    let theirs = svc.submit(SPIN.into(), None, &other, key()).await.expect("theirs");
+    assert_ne!(theirs.id, first.id);
+    // The same key with another request is refused, naming the job it made.
+    let reused = svc.submit(JOB.into(), None, &admin(), key()).await;
+    assert!(
+        matches!(&reused, Err(ServiceError::KeyReused(id)) if *id == first.id),
+        "{reused:?}"
+    );
+    let query = ListQuery {
+        filter: Default::default(),
+        limit: 10,
+    };
+    assert_eq!(svc.list(&query, &admin()).await.expect("list").jobs.len(), 2);
+    svc.drain(Duration::ZERO).await;
     assert!(engine.live().is_empty(), "{:?}", engine.live());
 }
