@@ -168,7 +168,8 @@ async fn deliveries_are_verified_deduplicated_and_judged() {
     let s = start(tmp.path());
     let (st, v) = deliver(&s, "issue_comment", "1", "d-1", &body, Some(sign(&body))).await;
     assert_eq!((st, v["status"].as_str()), (200, Some("duplicate")), "{v}");
-    let store = cordon::server::store::SqliteStore::open(&tmp.path().join("data/cordon.db")).expect("db");
+    let store =
+        cordon::server::store::SqliteStore::open(&tmp.path().join("data/cordon.db")).expect("db");
     // The two queued ones went to the worker (whose GitHub, here, does not answer).
     let mut work = Vec::new();
     for state in ["queued", "running", "done", "failed"] {

@@ -127,9 +127,11 @@ impl IntoResponse for ServiceError {
                     .insert(header::RETRY_AFTER, HeaderValue::from(10u64));
                 r
             }
-            ServiceError::KeyReused(_) => {
-                error(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", msg)
-            }
+            ServiceError::KeyReused(_) => error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                msg,
+            ),
             ServiceError::NotFound(_) => error(StatusCode::NOT_FOUND, "not_found", msg),
             ServiceError::Engine(_) => error(StatusCode::SERVICE_UNAVAILABLE, "engine", msg),
             ServiceError::Store(_) | ServiceError::Internal(_) => {
@@ -388,7 +390,11 @@ async fn submit(
             "send multipart/form-data (parts `spec` and `workspace`), application/json or application/yaml",
         );
     };
-    match app.svc.submit(spec, workspace, &caller, idempotency_key).await {
+    match app
+        .svc
+        .submit(spec, workspace, &caller, idempotency_key)
+        .await
+    {
         Ok(st) => {
             let location = format!("/v1/jobs/{}", st.id);
             let mut r = (StatusCode::ACCEPTED, axum::Json(st)).into_response();

@@ -538,7 +538,10 @@ impl ServerConfig {
     fn check_store(&self) -> Result<(), ConfigError> {
         let invalid = |field, reason: String| ConfigError::Invalid { field, reason };
         let store = self.store.as_str();
-        if store != "sqlite" && !store.starts_with("postgres://") && !store.starts_with("postgresql://") {
+        if store != "sqlite"
+            && !store.starts_with("postgres://")
+            && !store.starts_with("postgresql://")
+        {
             return Err(invalid(
                 "store",
                 format!(

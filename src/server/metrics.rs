@@ -85,10 +85,20 @@ impl Metrics {
 
     /// Who this controller is and what it holds: `cordon_controller_info{controller, store}`,
     /// leases held, takeovers, retries, jobs lost to another controller.
-    pub fn render_controller(&self, out: &mut String, controller: &str, store: &str, leases: usize) {
+    pub fn render_controller(
+        &self,
+        out: &mut String,
+        controller: &str,
+        store: &str,
+        leases: usize,
+    ) {
         let m = self.lock();
         // Both are operator-chosen, but a label value must not break the format.
-        let esc = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        let esc = |v: &str| {
+            v.replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n")
+        };
         let _ = writeln!(
             out,
             "# HELP cordon_controller_info This controller's id and job store.\n# TYPE cordon_controller_info gauge\ncordon_controller_info{{controller=\"{}\",store=\"{}\"}} 1",

@@ -257,7 +257,12 @@ impl Service {
                 warn!(job = %row.id, removed, "the job was running when the service stopped; reporting it lost");
                 let epoch = Some(row.epoch);
                 let _ = self
-                    .finish_unstarted(&row, epoch, Outcome::SandboxError, Some(CONTROLLER_LOST.into()))
+                    .finish_unstarted(
+                        &row,
+                        epoch,
+                        Outcome::SandboxError,
+                        Some(CONTROLLER_LOST.into()),
+                    )
                     .await?;
             }
         }
@@ -535,7 +540,12 @@ impl Service {
         let row = self.visible_row(id, caller).await?;
         if row.state == JobState::Queued {
             let w = self
-                .finish_unstarted(&row, None, Outcome::Cancelled, Some("cancelled before it started".into()))
+                .finish_unstarted(
+                    &row,
+                    None,
+                    Outcome::Cancelled,
+                    Some("cancelled before it started".into()),
+                )
                 .await?;
             if w == Write::Done {
                 info!(job = %id, "cancelled while queued");
@@ -821,7 +831,11 @@ impl Service {
                 if s.draining.load(Ordering::SeqCst) {
                     return;
                 }
-                match s.store.claim(&s.controller, s.config.lease.0, now_ms()).await {
+                match s
+                    .store
+                    .claim(&s.controller, s.config.lease.0, now_ms())
+                    .await
+                {
                     Ok(Some(c)) => break c,
                     Ok(None) => {}
                     Err(e) => error!(error = %error_chain(&e), "cannot claim a queued job"),
@@ -887,7 +901,12 @@ impl Service {
             Ok(p) => p,
             Err(e) => {
                 let r = self
-                    .finish_unstarted(&row, Some(epoch), Outcome::SandboxError, Some(error_chain(&e)))
+                    .finish_unstarted(
+                        &row,
+                        Some(epoch),
+                        Outcome::SandboxError,
+                        Some(error_chain(&e)),
+                    )
                     .await;
                 if let Err(e) = r {
                     error!(job = %id, error = %error_chain(&e), "cannot record a result");
@@ -973,8 +992,8 @@ impl Service {
                 let config = s.config.clone();
                 let dir = own.clone();
                 tokio::task::spawn_blocking(move || {
-                    let ws = upload::unpack_stored(&tgz, &dir, &config)
-                        .map_err(|e| error_chain(&e))?;
+                    let ws =
+                        upload::unpack_stored(&tgz, &dir, &config).map_err(|e| error_chain(&e))?;
                     access::tighten_tree(&dir).map_err(|e| e.to_string())?;
                     Ok::<_, String>(ws)
                 })
@@ -1186,7 +1205,10 @@ impl Service {
                 "{CONTROLLER_LOST_SHARED} (controller `{lost}`, attempt {} of {allowed})",
                 row.attempts
             );
-            let held = JobRow { events: seq, ..row.clone() };
+            let held = JobRow {
+                events: seq,
+                ..row.clone()
+            };
             if let Err(e) = self
                 .finish_unstarted(&held, Some(row.epoch), Outcome::SandboxError, Some(why))
                 .await
@@ -1216,9 +1238,12 @@ impl Service {
                         let token = self.sched().running.get(&id).map(|h| h.token.clone());
                         match (lease, token) {
                             (Lease::Lost, Some(token)) => self.lost_to_another(&id, &token),
-                            (Lease::Renewed { cancel_requested: true }, Some(token)) => {
-                                token.cancel()
-                            }
+                            (
+                                Lease::Renewed {
+                                    cancel_requested: true,
+                                },
+                                Some(token),
+                            ) => token.cancel(),
                             _ => {}
                         }
                     }

@@ -114,7 +114,11 @@ fn prepare_inner(
 
 /// Unpacks an uploaded workspace kept by the store into `job_dir` (on a controller other than
 /// the one it was sent to), with the same rules as at submission; returns its directory.
-pub fn unpack_stored(tgz: &[u8], job_dir: &Path, config: &ServerConfig) -> Result<PathBuf, UploadError> {
+pub fn unpack_stored(
+    tgz: &[u8],
+    job_dir: &Path,
+    config: &ServerConfig,
+) -> Result<PathBuf, UploadError> {
     let dest = workspace_dir(job_dir);
     let r = unpack(tgz, &dest, config).and_then(|()| dest.canonicalize().map_err(UploadError::Io));
     if r.is_err() {

@@ -103,7 +103,10 @@ async fn jobs_wait_their_turn_and_a_cancelled_one_frees_its_slot() {
         .submit(JOB.into(), None, &admin(), None)
         .await
         .expect("second");
-    let third = svc.submit(JOB.into(), None, &admin(), None).await.expect("third");
+    let third = svc
+        .submit(JOB.into(), None, &admin(), None)
+        .await
+        .expect("third");
     assert_eq!(second.state, JobState::Queued);
     assert_eq!(second.queue_position, Some(0));
     assert_eq!(third.queue_position, Some(1));
@@ -146,7 +149,10 @@ async fn a_full_queue_and_an_impossible_job_are_refused_before_anything_is_store
         ) && error_chain(&refused).contains("cpus"),
         "{refused:?}"
     );
-    let running = svc.submit(SPIN.into(), None, &admin(), None).await.expect("runs");
+    let running = svc
+        .submit(SPIN.into(), None, &admin(), None)
+        .await
+        .expect("runs");
     wait_for(&svc, &running.id, JobState::Running).await;
     svc.submit(JOB.into(), None, &admin(), None)
         .await
@@ -214,7 +220,10 @@ async fn a_drain_cancels_what_outlives_the_grace_and_takes_nothing_new() {
     let engine = engine();
     let dir = tempfile::tempdir().expect("tempdir");
     let svc = service(&engine, dir.path(), |_| {}).await;
-    let running = svc.submit(SPIN.into(), None, &admin(), None).await.expect("runs");
+    let running = svc
+        .submit(SPIN.into(), None, &admin(), None)
+        .await
+        .expect("runs");
     wait_for(&svc, &running.id, JobState::Running).await;
     let queued = svc
         .submit(JOB.into(), None, &admin(), None)
@@ -240,15 +249,24 @@ async fn a_retried_submission_with_its_idempotency_key_gets_the_same_job() {
     let dir = tempfile::tempdir().expect("tempdir");
     let svc = service(&engine, dir.path(), |_| {}).await;
     let key = || Some("retry-7f3a".to_string());
-    let first = svc.submit(SPIN.into(), None, &admin(), key()).await.expect("first");
-    let again = svc.submit(SPIN.into(), None, &admin(), key()).await.expect("again");
+    let first = svc
+        .submit(SPIN.into(), None, &admin(), key())
+        .await
+        .expect("first");
+    let again = svc
+        .submit(SPIN.into(), None, &admin(), key())
+        .await
+        .expect("again");
     assert_eq!(again.id, first.id, "the same key and request: the same job");
     // Another token's key space is its own.
     let other = Caller {
         name: "ci".into(),
         admin: false,
     };
-    let theirs = svc.submit(SPIN.into(), None, &other, key()).await.expect("theirs");
+    let theirs = svc
+        .submit(SPIN.into(), None, &other, key())
+        .await
+        .expect("theirs");
     assert_ne!(theirs.id, first.id);
     // The same key with another request is refused, naming the job it made.
     let reused = svc.submit(JOB.into(), None, &admin(), key()).await;
@@ -260,7 +278,10 @@ async fn a_retried_submission_with_its_idempotency_key_gets_the_same_job() {
         filter: Default::default(),
         limit: 10,
     };
-    assert_eq!(svc.list(&query, &admin()).await.expect("list").jobs.len(), 2);
+    assert_eq!(
+        svc.list(&query, &admin()).await.expect("list").jobs.len(),
+        2
+    );
     svc.drain(Duration::ZERO).await;
     assert!(engine.live().is_empty(), "{:?}", engine.live());
 }

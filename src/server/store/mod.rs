@@ -189,7 +189,9 @@ pub struct Claim {
 /// What a lease renewal says of one held job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lease {
-    Renewed { cancel_requested: bool },
+    Renewed {
+        cancel_requested: bool,
+    },
     /// Taken over (or gone): stop running it and write nothing more.
     Lost,
 }
@@ -323,4 +325,3 @@ pub async fn open(
     }
     Ok(Arc::new(postgres::PgStore::connect(store).await?))
 }
-

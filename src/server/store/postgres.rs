@@ -95,7 +95,10 @@ impl PgStore {
             config.ssl_mode(SslMode::Disable);
             let local = config.get_hosts().iter().all(|h| match h {
                 tokio_postgres::config::Host::Tcp(name) => {
-                    name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+                    name == "localhost"
+                        || name
+                            .parse::<std::net::IpAddr>()
+                            .is_ok_and(|ip| ip.is_loopback())
                 }
                 tokio_postgres::config::Host::Unix(_) => true,
             });
@@ -300,7 +303,9 @@ where
                     }
                 }
                 drop(client);
-                warn!("the job store's notice connection dropped; reconnecting (waiters poll meanwhile)");
+                warn!(
+                    "the job store's notice connection dropped; reconnecting (waiters poll meanwhile)"
+                );
             }
             Err(e) => {
                 warn!(error = %crate::error::error_chain(&e), "cannot open the job store's notice connection; retrying");
@@ -564,7 +569,15 @@ impl JobStore for PgStore {
                           OR (epoch = $2 AND state = 'running'))
                  RETURNING id)
              INSERT INTO events (job_id, seq, body) SELECT id, $3, $4 FROM j",
-            &[&id, &epoch, &(seq as i64), &body, &outcome, &result, &now_ms],
+            &[
+                &id,
+                &epoch,
+                &(seq as i64),
+                &body,
+                &outcome,
+                &result,
+                &now_ms,
+            ],
             "recording a result",
         )
         .await
@@ -607,7 +620,9 @@ impl JobStore for PgStore {
 
     async fn running(&self) -> Result<Vec<JobRow>, StoreError> {
         self.rows(
-            &format!("SELECT {COLUMNS} FROM jobs j WHERE j.state = 'running' ORDER BY j.submitted_ms"),
+            &format!(
+                "SELECT {COLUMNS} FROM jobs j WHERE j.state = 'running' ORDER BY j.submitted_ms"
+            ),
             &[],
             "listing running jobs",
         )
@@ -651,7 +666,9 @@ impl JobStore for PgStore {
             Box::new(i64::try_from(limit).unwrap_or(i64::MAX)),
             &mut args,
         );
-        sql.push_str(&format!(" ORDER BY j.submitted_ms DESC, j.id DESC LIMIT {lim}"));
+        sql.push_str(&format!(
+            " ORDER BY j.submitted_ms DESC, j.id DESC LIMIT {lim}"
+        ));
         let refs: Vec<&(dyn ToSql + Sync)> = args
             .iter()
             .map(|a| a.as_ref() as &(dyn ToSql + Sync))

@@ -17,8 +17,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    Blob, Claim, Inserted, JobFilter, JobRow, JobState, JobStore, Lease, NewJob, StoreError,
-    Write,
+    Blob, Claim, Inserted, JobFilter, JobRow, JobState, JobStore, Lease, NewJob, StoreError, Write,
 };
 
 fn ctx(action: &str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
@@ -172,11 +171,10 @@ impl SqliteStore {
             if queued as usize >= job.capacity {
                 return Ok(Inserted::Full(queued as usize));
             }
-            let last: i64 = tx.query_row(
-                "SELECT COALESCE(MAX(submitted_ms), 0) FROM jobs",
-                [],
-                |r| r.get(0),
-            )?;
+            let last: i64 =
+                tx.query_row("SELECT COALESCE(MAX(submitted_ms), 0) FROM jobs", [], |r| {
+                    r.get(0)
+                })?;
             let (key, hash) = job.idempotency.clone().unzip();
             tx.execute(
                 "INSERT INTO jobs (id, state, spec, submitted_ms, submitter, image, idem_key, idem_hash)
@@ -199,7 +197,12 @@ impl SqliteStore {
         r.map_err(ctx(action))
     }
 
-    fn rows(&self, sql: &str, args: impl rusqlite::Params, action: &str) -> Result<Vec<JobRow>, StoreError> {
+    fn rows(
+        &self,
+        sql: &str,
+        args: impl rusqlite::Params,
+        action: &str,
+    ) -> Result<Vec<JobRow>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(sql).map_err(ctx(action))?;
         let rows = stmt
@@ -543,7 +546,9 @@ impl JobStore for SqliteStore {
 
     async fn running_of(&self, owner: &str) -> Result<Vec<JobRow>, StoreError> {
         self.rows(
-            &format!("SELECT {COLUMNS} FROM jobs WHERE state = 'running' AND owner = ?1 ORDER BY n"),
+            &format!(
+                "SELECT {COLUMNS} FROM jobs WHERE state = 'running' AND owner = ?1 ORDER BY n"
+            ),
             params![owner],
             "listing running jobs",
         )
@@ -707,4 +712,3 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
         attempts: r.get::<_, i64>(13)?.max(0) as u32,
     })
 }
-
