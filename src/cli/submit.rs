@@ -163,6 +163,9 @@ async fn post_job(
 ) -> Result<serde_json::Value, Failure> {
     let mut backoff = Backoff::new(retry_for);
     let mut unavailable = false;
+    // One key for every attempt: a retry after a timeout or a restart gets the job the first
+    // attempt made, never a second one.
+    let key = format!("cordon-submit-{}", uuid::Uuid::new_v4().simple());
     loop {
         let mut form = reqwest::multipart::Form::new().text("spec", text.to_string());
         let archiver = match workspace {
@@ -175,6 +178,7 @@ async fn post_job(
         };
         let sent = client
             .req(reqwest::Method::POST, "/v1/jobs")
+            .header("Idempotency-Key", &key)
             .multipart(form)
             .send()
             .await;
@@ -188,8 +192,9 @@ async fn post_job(
                     return Err(f);
                 }
                 // After a 503, a refused connection is the service restarting; nothing was
-                // sent, so it is waited out the same way.
-                if unavailable && ServiceClient::connection_refused(&e) {
+                // sent, so it is waited out the same way. A timeout may have left a job
+                // behind: the retry's Idempotency-Key finds it instead of making another.
+                if (unavailable && ServiceClient::connection_refused(&e)) || e.is_timeout() {
                     let why = client.unreachable(&e);
                     wait_unavailable(&mut backoff, None, why).await?;
                     continue;

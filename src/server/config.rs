@@ -750,6 +750,35 @@ mod tests {
             .expect("the documented configuration is valid");
     }
 
+    /// The store's settings: each bad one names its field and the fix; a password in the
+    /// store URL never reaches the message.
+    #[test]
+    fn store_settings_are_checked() {
+        let check = |yaml: &str| {
+            let mut c: ServerConfig =
+                crate::spec::parse_yaml(yaml, Path::new("c.yaml")).expect("parses");
+            c.check_store().map(|()| c).map_err(|e| e.to_string())
+        };
+        let c = check("store: postgres://cordon:pw@db:5432/cordon\ncontroller_id: cordon-0\n")
+            .expect("valid");
+        assert_eq!((c.lease.0, c.job_retries), (Duration::from_secs(15), 1));
+        let e = check("store: mysql://root:hunter2@db/x\n").expect_err("not postgres");
+        assert!(
+            e.contains("`store`") && e.contains("postgres://") && !e.contains("hunter2"),
+            "{e}"
+        );
+        let e = check("controller_id: \"a b/c\"\n").expect_err("bad id");
+        assert!(e.contains("controller_id"), "{e}");
+        let e = check("lease: 1s\n").expect_err("too short");
+        assert!(e.contains("lease") && e.contains("3s"), "{e}");
+        let e = check("job_retries: 50\n").expect_err("too many");
+        assert!(e.contains("job_retries"), "{e}");
+        let mut c = ServerConfig::default();
+        c.apply_env(|k| (k == "CORDON_STORE").then(|| " postgres://u:p@h/db ".into()))
+            .expect("env");
+        assert_eq!(c.store, "postgres://u:p@h/db");
+    }
+
     #[test]
     fn unknown_fields_are_refused() {
         let e = crate::spec::parse_yaml::<ServerConfig>("listn: x\n", Path::new("c.yaml"))

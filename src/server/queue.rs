@@ -282,15 +282,7 @@ impl Service {
         }
         // Directories of submissions that never made it into the store (a crash between
         // unpacking and committing) belong to nobody.
-        if let Ok(dir) = std::fs::read_dir(&s.jobs_dir) {
-            for entry in dir.filter_map(Result::ok) {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if s.store.get(&name).await?.is_none() {
-                    warn!(dir = %entry.path().display(), "removing the files of a submission that was never stored");
-                    let _ = std::fs::remove_dir_all(entry.path());
-                }
-            }
-        }
+        self.sweep_job_dirs(Duration::ZERO).await?;
         let queued = s.store.queued().await?;
         if queued > 0 {
             info!(jobs = queued, "queued jobs waiting");
@@ -1296,6 +1288,32 @@ impl Service {
         }
     }
 
+    /// Removes this controller's job directories whose job is not in the store (older than
+    /// `min_age`, so a submission being unpacked is left alone): a submission never stored,
+    /// or — with several controllers — a job another controller pruned.
+    async fn sweep_job_dirs(&self, min_age: Duration) -> Result<(), ServiceError> {
+        let Ok(dir) = std::fs::read_dir(&self.inner.jobs_dir) else {
+            return Ok(());
+        };
+        for entry in dir.filter_map(Result::ok) {
+            let old_enough = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= min_age);
+            if !old_enough {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if self.inner.store.get(&name).await?.is_none() {
+                info!(dir = %entry.path().display(), "removing the files of a job the store does not have");
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        Ok(())
+    }
+
     async fn prune_loop(self) {
         let retention = self.inner.config.retention.0;
         let every = (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(600));
@@ -1311,6 +1329,11 @@ impl Service {
                     }
                 }
                 Err(e) => warn!(error = %error_chain(&e), "pruning failed"),
+            }
+            if self.inner.store.shared()
+                && let Err(e) = self.sweep_job_dirs(Duration::from_secs(600)).await
+            {
+                warn!(error = %error_chain(&e), "cannot sweep job directories");
             }
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}

@@ -103,7 +103,12 @@ class Client:
     # --- submit ----------------------------------------------------------------------------
 
     def submit(
-        self, spec: Spec, workspace: Optional[StrPath] = None, *, exclude: Optional[Sequence[str]] = None
+        self,
+        spec: Spec,
+        workspace: Optional[StrPath] = None,
+        *,
+        exclude: Optional[Sequence[str]] = None,
+        idempotency_key: Optional[str] = None,
     ) -> Job:
         """Submits a job; returns it once the service has queued it.
 
@@ -112,23 +117,29 @@ class Client:
         defaults — :data:`DEFAULT_EXCLUDES`). Without it, only the spec is sent. Raises
         :class:`InvalidSpec` (``.field`` names the field), :class:`UploadRefused`,
         :class:`AuthError`, :class:`QueueFull`, :class:`ServiceUnavailable`.
+
+        Every attempt carries one ``Idempotency-Key`` (``idempotency_key``, else a random
+        one): if a call raises after the service may have queued the job (a timeout, a
+        dropped connection), calling ``submit`` again with the same key returns that job
+        instead of queueing a second one.
         """
+        key = idempotency_key if idempotency_key is not None else "py-" + secrets.token_hex(16)
         text, ctype, spec_excludes = _spec_text(spec)
         excludes = (
             list(exclude) if exclude is not None else spec_excludes if spec_excludes is not None else DEFAULT_EXCLUDES
         )
         if workspace is None:
-            return self._submit_body(text, ctype, None)
+            return self._submit_body(text, ctype, None, key)
         with tempfile.TemporaryFile(prefix="cordon-workspace-") as tgz:
             stats = pack(Path(workspace), excludes, tgz)
-            job = self._submit_body(text, ctype, tgz)
+            job = self._submit_body(text, ctype, tgz, key)
             job.packed = stats
             return job
 
-    def _submit_body(self, text: str, ctype: str, tgz: Optional[IO[bytes]]) -> Job:
+    def _submit_body(self, text: str, ctype: str, tgz: Optional[IO[bytes]], key: str) -> Job:
         deadline = time.monotonic() + self.queue_full_wait
         while True:
-            answer = self._post_multipart(text, ctype, tgz)
+            answer = self._post_multipart(text, ctype, tgz, key)
             if answer.status == 429:
                 wait = _retry_after(answer.headers.get("retry-after"))
                 if time.monotonic() + wait > deadline:
@@ -144,7 +155,7 @@ class Client:
             status = JobStatus.from_dict(as_status(answer.json()))
             return Job(self, status.id, submitted=status)
 
-    def _post_multipart(self, text: str, ctype: str, tgz: Optional[IO[bytes]]) -> Answer:
+    def _post_multipart(self, text: str, ctype: str, tgz: Optional[IO[bytes]], key: str) -> Answer:
         boundary = "cordon-" + secrets.token_hex(16)
         head = (
             f'--{boundary}\r\nContent-Disposition: form-data; name="spec"\r\n'.encode()
@@ -171,6 +182,7 @@ class Client:
                     "Content-Type": f"multipart/form-data; boundary={boundary}",
                     "Content-Length": str(length),
                     "Accept": "application/json",
+                    "Idempotency-Key": key,
                 }
             )
             for k, v in headers.items():

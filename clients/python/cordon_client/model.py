@@ -125,6 +125,8 @@ class _JobStatusBase(TypedDict):
 class JobStatusDict(_JobStatusBase, total=False):
     queue_position: int
     submitted_by: str
+    controller: str
+    attempts: int
 
 
 class StartedEvent(TypedDict):
@@ -424,6 +426,10 @@ class JobStatus:
     """Jobs ahead of it, while queued."""
     submitted_by: Optional[str] = None
     """The name of the token that submitted it."""
+    controller: Optional[str] = None
+    """The controller running it, or that ran it last."""
+    attempts: int = 1
+    """How many times a controller started it (more than 1 after a lost controller)."""
     raw: Optional[JobStatusDict] = field(default=None, repr=False, compare=False)
 
     @property
@@ -449,6 +455,8 @@ def _status(d: JobStatusDict) -> JobStatus:
         result=_result(r) if r is not None else None,
         queue_position=d.get("queue_position"),
         submitted_by=d.get("submitted_by"),
+        controller=d.get("controller"),
+        attempts=d.get("attempts", 1),
         raw=d,
     )
 

@@ -754,3 +754,24 @@ fn row(r: &tokio_postgres::Row) -> JobRow {
         attempts: r.get::<_, i32>(13).max(0) as u32,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn a_password_never_reaches_a_message() {
+        assert_eq!(
+            redact_url("postgres://cordon:s3cr3t@db.internal:5432/cordon?sslmode=require"),
+            "postgres://cordon:***@db.internal:5432/cordon?sslmode=require"
+        );
+        // An `@` in the password: the last one before the host ends it.
+        assert_eq!(
+            redact_url("postgres://u:p@ss@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
+}

@@ -712,3 +712,303 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
         attempts: r.get::<_, i64>(13)?.max(0) as u32,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::store::ListKey;
+
+    /// A job row as an older cordon or another test wrote it: exactly these values.
+    fn put(s: &SqliteStore, id: &str, image: &str, submitter: &str, ms: i64) {
+        s.conn()
+            .execute(
+                "INSERT INTO jobs (id, state, spec, submitted_ms, submitter, image)
+                 VALUES (?1, 'queued', '{}', ?2, ?3, ?4)",
+                params![id, ms, submitter, image],
+            )
+            .expect("insert");
+    }
+
+    fn set(s: &SqliteStore, id: &str, state: &str, outcome: Option<&str>, finished: Option<i64>) {
+        s.conn()
+            .execute(
+                "UPDATE jobs SET state = ?2, outcome = ?3, finished_ms = ?4 WHERE id = ?1",
+                params![id, state, outcome, finished],
+            )
+            .expect("update");
+    }
+
+    fn new_job(id: &str, submitter: &str, key: Option<(&str, &str)>) -> NewJob {
+        NewJob {
+            id: id.into(),
+            spec: "{}".into(),
+            image: "img".into(),
+            submitter: submitter.into(),
+            idempotency: key.map(|(k, h)| (k.into(), h.into())),
+            workspace: None,
+            capacity: 3,
+        }
+    }
+
+    /// Claims, fenced writes, the queue's bound and order, idempotency keys: what the queue
+    /// relies on, on the one-controller store.
+    #[test]
+    fn claims_are_fenced_by_epoch_and_submissions_by_key_and_bound() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = SqliteStore::open(&dir.path().join("db")).expect("open");
+        assert_eq!(
+            s.insert_job(&new_job("a", "ci", Some(("k1", "h1"))), 100)
+                .expect("a"),
+            Inserted::New
+        );
+        assert_eq!(
+            s.insert_job(&new_job("a2", "ci", Some(("k1", "h1"))), 101)
+                .expect("again"),
+            Inserted::Existing("a".into())
+        );
+        assert_eq!(
+            s.insert_job(&new_job("a3", "ci", Some(("k1", "other"))), 101)
+                .expect("reused"),
+            Inserted::KeyReused("a".into())
+        );
+        assert_eq!(
+            s.insert_job(&new_job("b", "bob", Some(("k1", "h1"))), 50)
+                .expect("b"),
+            Inserted::New
+        );
+        assert_eq!(
+            s.insert_job(&new_job("c", "ci", None), 100).expect("c"),
+            Inserted::New
+        );
+        assert_eq!(
+            s.insert_job(&new_job("d", "ci", None), 100).expect("d"),
+            Inserted::Full(3)
+        );
+        // Strictly later than every other job, even with the clock behind.
+        let b = s.get_job("b").expect("get").expect("b");
+        assert_eq!(b.submitted_ms, 101);
+
+        let claim = s.claim_job("me", 200).expect("claim").expect("a job");
+        assert_eq!(claim.row.id, "a", "the oldest first");
+        assert_eq!((claim.row.epoch, claim.row.attempts), (1, 1));
+        assert_eq!(claim.row.owner.as_deref(), Some("me"));
+        assert_eq!(
+            s.write_event("a", Some(1), 0, "{}", None).expect("write"),
+            Write::Done
+        );
+        assert_eq!(
+            s.write_event("a", Some(1), 0, "{}", None).expect("dup"),
+            Write::Fenced,
+            "seq is the next one only"
+        );
+        assert_eq!(
+            s.write_event("a", Some(0), 1, "{}", None).expect("old"),
+            Write::Fenced,
+            "an old epoch writes nothing"
+        );
+        assert_eq!(
+            s.write_event("b", None, 0, "{}", Some(("cancelled", "{}", 300)))
+                .expect("queued"),
+            Write::Done,
+            "a queued job can be finished without a claim"
+        );
+        assert_eq!(
+            s.write_event("a", None, 1, "{}", Some(("cancelled", "{}", 300)))
+                .expect("running"),
+            Write::Fenced,
+            "a running one only by its claim"
+        );
+        assert_eq!(
+            s.write_event("a", Some(1), 1, "{}", Some(("passed", "{}", 300)))
+                .expect("finish"),
+            Write::Done
+        );
+        let a = s.get_job("a").expect("get").expect("a");
+        assert_eq!((a.state, a.events), (JobState::Finished, 2));
+        assert_eq!(s.event_bodies("a", 0, 10).expect("events").len(), 2);
+    }
+
+    #[test]
+    fn events_and_results_survive_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db");
+        {
+            let s = SqliteStore::open(&path).expect("open");
+            put(&s, "a", "img", "ci", 1);
+            put(&s, "b", "img", "admin", 2);
+            let c = s.claim_job("me", 3).expect("claim").expect("a");
+            assert_eq!(
+                s.write_event("a", Some(c.row.epoch), 0, "{\"type\":\"started\"}", None)
+                    .expect("event"),
+                Write::Done
+            );
+            assert_eq!(
+                s.write_event(
+                    "a",
+                    Some(c.row.epoch),
+                    1,
+                    "{\"type\":\"finished\"}",
+                    Some(("passed", "{}", 4))
+                )
+                .expect("finish"),
+                Write::Done
+            );
+        }
+        let s = SqliteStore::open(&path).expect("reopen");
+        let a = s.get_job("a").expect("get").expect("exists");
+        assert_eq!(a.state, JobState::Finished);
+        assert_eq!(a.events, 2);
+        assert_eq!(a.submitter.as_deref(), Some("ci"));
+        assert_eq!(s.event_bodies("a", 1, 10).expect("events").len(), 1);
+        assert_eq!(s.claim_job("me", 5).expect("claim").expect("b").row.id, "b");
+        assert_eq!(s.prune_jobs(5).expect("prune"), vec!["a".to_string()]);
+        assert!(s.get_job("a").expect("get").is_none());
+    }
+
+    /// A database of an older cordon (no submitter column) is migrated in place; its jobs are
+    /// nobody's (an admin's to see). Its files end up 0600 whatever the umask.
+    #[test]
+    fn an_old_database_gets_the_submitter_column() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("cordon.db");
+        {
+            let c = Connection::open(&path).expect("open");
+            c.execute_batch(
+                "CREATE TABLE jobs (
+                     n INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+                     state TEXT NOT NULL, spec TEXT NOT NULL, submitted_ms INTEGER NOT NULL,
+                     started_ms INTEGER, finished_ms INTEGER, outcome TEXT, result TEXT,
+                     events INTEGER NOT NULL DEFAULT 0);
+                 INSERT INTO jobs (id, state, spec, submitted_ms) VALUES ('old', 'queued', '{}', 1);
+                 INSERT INTO jobs (id, state, spec, submitted_ms)
+                     VALUES ('old2', 'queued', '{\"image\":\"cordon/other:1\"}', 1);",
+            )
+            .expect("old schema");
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let s = SqliteStore::open(&path).expect("migrates");
+        let old = s.get_job("old").expect("get").expect("kept");
+        assert_eq!(old.submitter, None);
+        assert_eq!(
+            old.image,
+            crate::spec::DEFAULT_IMAGE,
+            "no image in the spec"
+        );
+        assert_eq!(
+            s.get_job("old2").expect("get").expect("kept").image,
+            "cordon/other:1"
+        );
+        assert_eq!(
+            s.insert_job(&new_job("new", "ci", None), 2)
+                .expect("insert"),
+            Inserted::New
+        );
+        assert_eq!(
+            s.get_job("new")
+                .expect("get")
+                .expect("new")
+                .submitter
+                .as_deref(),
+            Some("ci")
+        );
+        for suffix in ["", "-wal", "-shm"] {
+            let p = dir.path().join(format!("cordon.db{suffix}"));
+            let mode = std::fs::metadata(&p).expect("exists").mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", p.display());
+        }
+        drop(s);
+        assert!(
+            SqliteStore::open(&path).is_ok(),
+            "opening again changes nothing"
+        );
+    }
+
+    fn ids(rows: &[JobRow]) -> Vec<&str> {
+        rows.iter().map(|r| r.id.as_str()).collect()
+    }
+
+    /// Listings: newest first by (submitted_ms, id); every filter; a key resumes exactly after
+    /// a job, whatever was inserted since.
+    #[test]
+    fn listings_filter_and_resume_after_a_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = SqliteStore::open(&dir.path().join("db")).expect("open");
+        put(&s, "a", "py", "ci", 10);
+        put(&s, "c", "py", "ci", 20);
+        put(&s, "b", "other", "bob", 20);
+        put(&s, "d", "py", "bob", 30);
+        set(&s, "c", "running", None, None);
+        set(&s, "a", "finished", Some("passed"), Some(11));
+        set(&s, "d", "finished", Some("failed"), Some(31));
+
+        let all = JobFilter::default();
+        assert_eq!(
+            ids(&s.list_jobs(&all, 10).expect("list")),
+            ["d", "c", "b", "a"]
+        );
+        let page = |after: Option<&JobRow>, f: &JobFilter| {
+            let f = JobFilter {
+                after: after.map(|r| ListKey {
+                    submitted_ms: r.submitted_ms,
+                    id: r.id.clone(),
+                }),
+                ..f.clone()
+            };
+            s.list_jobs(&f, 2).expect("list")
+        };
+        let p1 = page(None, &all);
+        assert_eq!(ids(&p1), ["d", "c"]);
+        // Inserted between pages: newer than the key, so never on a later page.
+        put(&s, "e", "py", "ci", 40);
+        put(&s, "bb", "py", "ci", 20);
+        let p2 = page(p1.last(), &all);
+        assert_eq!(ids(&p2), ["bb", "b"], "same millisecond: ordered by id");
+        let p3 = page(p2.last(), &all);
+        assert_eq!(ids(&p3), ["a"]);
+
+        let with = |f: JobFilter| ids(&s.list_jobs(&f, 10).expect("list")).join(",");
+        assert_eq!(
+            with(JobFilter {
+                states: vec![JobState::Queued, JobState::Running],
+                ..all.clone()
+            }),
+            "e,c,bb,b"
+        );
+        assert_eq!(
+            with(JobFilter {
+                outcomes: vec!["failed".into()],
+                ..all.clone()
+            }),
+            "d"
+        );
+        assert_eq!(
+            with(JobFilter {
+                images: vec!["other".into()],
+                ..all.clone()
+            }),
+            "b"
+        );
+        assert_eq!(
+            with(JobFilter {
+                since_ms: Some(30),
+                ..all.clone()
+            }),
+            "e,d"
+        );
+        assert_eq!(
+            with(JobFilter {
+                submitter: Some("bob".into()),
+                ..all.clone()
+            }),
+            "d,b"
+        );
+        assert_eq!(
+            with(JobFilter {
+                submitter: Some("nobody".into()),
+                ..all.clone()
+            }),
+            ""
+        );
+    }
+}
