@@ -755,7 +755,7 @@ mod tests {
     #[test]
     fn store_settings_are_checked() {
         let check = |yaml: &str| {
-            let mut c: ServerConfig =
+            let c: ServerConfig =
                 crate::spec::parse_yaml(yaml, Path::new("c.yaml")).expect("parses");
             c.check_store().map(|()| c).map_err(|e| e.to_string())
         };
