@@ -30,8 +30,9 @@
 //!   timeouts and cancellation, reported as a stream of [`event::JobEvent`]s.
 //! - [`event`]: the one event type every consumer reads (terminal, JSON, HTTP, pipeline).
 //! - [`report`]: the job result and its outcome; JUnit parsing.
-//! - [`server`]: `cordon serve`, the controller service: HTTP API, durable SQLite queue,
-//!   live event streams, crash recovery. Its HTTP layer only parses requests into calls on
+//! - [`server`]: `cordon serve`, the controller service: HTTP API, a durable queue on SQLite
+//!   (one controller) or PostgreSQL (several, with leases, takeovers and fencing), live event
+//!   streams, crash recovery. Its HTTP layer only parses requests into calls on
 //!   [`server::Service`].
 //! - [`pipeline`]: `cordon testgen`, test generation that never runs generated code on the
 //!   host: model probe → detect → baseline → gaps → generate → validate → classify → fix → report, every

@@ -114,6 +114,8 @@ pub struct EventRecord {
 struct Held {
     token: CancellationToken,
     epoch: i64,
+    /// Another controller took it over: this one writes nothing more of it.
+    lost: bool,
 }
 
 #[derive(Default)]
@@ -844,6 +846,7 @@ impl Service {
                 Held {
                     token: token.clone(),
                     epoch: claim.row.epoch,
+                    lost: false,
                 },
             );
             self.live_entry(&id, claim.row.events);
@@ -932,7 +935,7 @@ impl Service {
                 self.keep_artifacts(id, epoch).await;
             }
             if self.record(id, epoch, &mut seq, &ev).await == Write::Fenced {
-                self.lost_to_another(id, &token);
+                self.lost_to_another(id);
                 fenced = true;
                 if !cancel_sent {
                     handle.cancel();
@@ -958,8 +961,16 @@ impl Service {
         }
     }
 
-    /// This controller's job `id` was taken over by another: stop it, count it.
-    fn lost_to_another(&self, id: &str, token: &CancellationToken) {
+    /// This controller's job `id` was taken over by another: stop it, count it (once, whether
+    /// a renewal or a refused write noticed first).
+    fn lost_to_another(&self, id: &str) {
+        let token = match self.sched().running.get_mut(id) {
+            Some(h) if !h.lost => {
+                h.lost = true;
+                h.token.clone()
+            }
+            _ => return,
+        };
         warn!(job = %id, controller = %self.inner.controller, "another controller took this job over (this one's lease ran out): stopping it here without writing more");
         self.inner.metrics.fenced();
         token.cancel();
@@ -1227,16 +1238,16 @@ impl Service {
             match s.store.renew(&s.controller, lease, &held).await {
                 Ok(leases) => {
                     for (id, lease) in leases {
-                        let token = self.sched().running.get(&id).map(|h| h.token.clone());
-                        match (lease, token) {
-                            (Lease::Lost, Some(token)) => self.lost_to_another(&id, &token),
-                            (
-                                Lease::Renewed {
-                                    cancel_requested: true,
-                                },
-                                Some(token),
-                            ) => token.cancel(),
-                            _ => {}
+                        match lease {
+                            Lease::Lost => self.lost_to_another(&id),
+                            Lease::Renewed {
+                                cancel_requested: true,
+                            } => {
+                                if let Some(h) = self.sched().running.get(&id) {
+                                    h.token.cancel();
+                                }
+                            }
+                            Lease::Renewed { .. } => {}
                         }
                     }
                 }
