@@ -323,6 +323,18 @@ fn check_pod_security(m: &Manifest) -> Vec<String> {
         problems.push("the pod mounts a service account token it never uses".into());
     }
     let pod_sc = p.security_context.clone().unwrap_or_default();
+    if p.share_process_namespace == Some(true) {
+        problems.push("the pod shares one process namespace between its containers".into());
+    }
+    match controller(p) {
+        Ok(c) if c.image.as_deref() == Some(cordon::image::CONTROLLER_IMAGE) => {}
+        Ok(c) => problems.push(format!(
+            "the controller runs {:?}, not the image `cordon image build controller` makes ({})",
+            c.image,
+            cordon::image::CONTROLLER_IMAGE
+        )),
+        Err(e) => problems.push(e),
+    }
     for c in all_containers(p) {
         let sc = c.security_context.clone().unwrap_or_default();
         let name = &c.name;
@@ -348,6 +360,16 @@ fn check_pod_security(m: &Manifest) -> Vec<String> {
         let uid = sc.run_as_user.or(pod_sc.run_as_user);
         if !non_root || uid == Some(0) {
             problems.push(format!("container `{name}` may run as root"));
+        }
+        let seccomp = sc
+            .seccomp_profile
+            .as_ref()
+            .or(pod_sc.seccomp_profile.as_ref())
+            .map(|s| s.type_.as_str());
+        if !matches!(seccomp, Some("RuntimeDefault" | "Localhost")) {
+            problems.push(format!(
+                "container `{name}` runs without a seccomp profile ({seccomp:?})"
+            ));
         }
         if c.image_pull_policy.as_deref() != Some("Never") {
             problems.push(format!(
@@ -761,6 +783,12 @@ fn a_privileged_or_host_namespace_pod_is_caught() {
         let p = mutated(|d| pod(d)[flag] = true.into());
         assert_caught(&p, &format!("sets {flag}"));
     }
+    let p = mutated(|d| {
+        pod(d)["securityContext"]["seccompProfile"] = serde_json::json!({"type": "Unconfined"})
+    });
+    assert_caught(&p, "without a seccomp profile");
+    let p = mutated(|d| pod(d)["containers"][0]["image"] = "cordon/controller:latest".into());
+    assert_caught(&p, "not the image `cordon image build controller` makes");
     let p = mutated(|d| pod(d)["securityContext"]["runAsNonRoot"] = false.into());
     assert_caught(&p, "may run as root");
     let p = mutated(|d| {
