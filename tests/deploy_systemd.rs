@@ -440,8 +440,8 @@ fn the_documented_install_runs_a_job_under_systemd() {
     let mount_opts = |target: &str| -> Option<String> {
         mountinfo
             .lines()
-            .filter(|l| l.split(' ').nth(4) == Some(target))
-            .last()
+            // The last mount on a path is the one in force.
+            .rfind(|l| l.split(' ').nth(4) == Some(target))
             .and_then(|l| l.split(' ').nth(5))
             .map(str::to_string)
     };
