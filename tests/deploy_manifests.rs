@@ -32,6 +32,9 @@ const UNIT: &str = "deploy/cordon.service";
 /// its containers, write the results.
 const STOP_MARGIN: Duration = Duration::from_secs(30);
 
+/// How long `/readyz` waits for the engine before answering 503.
+const READY_ENGINE_WAIT_SECS: i32 = 5;
+
 /// The controller container's name; the only one that may mount the Docker socket.
 const CONTROLLER: &str = "cordon";
 
@@ -623,6 +626,14 @@ fn check_pdb_service_probes(m: &Manifest) -> Vec<String> {
             problems.push(format!("the controller has no HTTP {what}"));
             continue;
         };
+        // /readyz waits up to 5s for the engine (server::queue::Service::ready); a shorter
+        // probe timeout (Kubernetes' default is 1s) takes a slow engine for a dead pod.
+        let timeout = probe.as_ref().and_then(|p| p.timeout_seconds).unwrap_or(1);
+        if route == "/readyz" && timeout <= READY_ENGINE_WAIT_SECS {
+            problems.push(format!(
+                "{what} times out after {timeout}s; /readyz may take {READY_ENGINE_WAIT_SECS}s"
+            ));
+        }
         let path = get.path.as_deref().unwrap_or("/");
         if path != route {
             problems.push(format!("{what} asks {path}; it should ask {route}"));
@@ -899,6 +910,11 @@ fn a_missing_budget_or_a_wrong_probe_is_caught() {
     assert_caught(&p, "no route GET /health");
     let p = mutated(|d| pod(d)["containers"][0]["readinessProbe"]["httpGet"]["port"] = 8080.into());
     assert_caught(&p, "readinessProbe asks port");
+    let p = mutated(|d| {
+        let probe = &mut pod(d)["containers"][0]["readinessProbe"];
+        probe.as_object_mut().unwrap().remove("timeoutSeconds");
+    });
+    assert_caught(&p, "readinessProbe times out after 1s");
     let p = mutated(|d| {
         for doc in d.iter_mut().filter(|d| d["kind"] == "PodDisruptionBudget") {
             doc["spec"]["selector"]["matchLabels"] = serde_json::json!({"app": "other"});
