@@ -11,35 +11,16 @@
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
+
+mod deploy_support;
+use deploy_support::{docker, docker_ok, text};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
 const SOCKET: &str = "/var/run/docker.sock";
 const MANIFEST: &str = "deploy/kubernetes.yaml";
-
-fn docker(args: &[&str]) -> Output {
-    Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running the docker CLI")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn docker_ok(args: &[&str]) -> String {
-    let o = docker(args);
-    assert!(o.status.success(), "docker {args:?} failed: {}", text(&o));
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
 
 fn sha256_file(p: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(p).expect("a built binary")))
@@ -79,33 +60,10 @@ struct Cleanup {
     env_image: Option<String>,
 }
 
-impl Cleanup {
-    fn leftovers(&self) -> Vec<String> {
-        let prefix = format!("{}:", self.name);
-        let out = docker(&[
-            "ps",
-            "-a",
-            "--filter",
-            "label=org.cordon.managed",
-            "--format",
-            "{{.ID}} {{.Label \"org.cordon.owner\"}}",
-        ]);
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once(' '))
-            .filter(|(_, owner)| owner.starts_with(&prefix))
-            .map(|(id, _)| id.to_string())
-            .collect()
-    }
-}
-
 impl Drop for Cleanup {
     fn drop(&mut self) {
         let _ = docker(&["stop", "--time", "40", &self.name]);
-        let _ = docker(&["rm", "-f", "-v", &self.name]);
-        for id in self.leftovers() {
-            let _ = docker(&["rm", "-f", "-v", &id]);
-        }
+        deploy_support::remove_all(&self.name);
         if let Some(image) = &self.env_image {
             let _ = docker(&["rmi", image]);
         }
@@ -167,11 +125,8 @@ fn the_controller_image_serves_and_prepares_like_the_pod() {
 
     // Run it as the pod does.
     let gid = std::fs::metadata(SOCKET).expect(SOCKET).gid().to_string();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let name = format!("cordon-ctl-{}-{nanos}", std::process::id());
+    deploy_support::reap_expired();
+    let (name, expires) = deploy_support::unique_name("cordon-ctl");
     let dir = tempfile::Builder::new()
         .prefix("cordon-ctl-")
         .tempdir()
@@ -182,7 +137,9 @@ fn the_controller_image_serves_and_prepares_like_the_pod() {
         dir: dir.clone(),
         env_image: None,
     };
-    let token = format!("{:064x}", u128::from(nanos) * 0x9e37_79b9_7f4a_7c15);
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).expect("random bytes");
+    let token = hex::encode(secret);
     std::fs::write(dir.join("cordon.yaml"), configmap_config()).expect("config");
     std::fs::write(dir.join("token"), &token).expect("token");
     for f in ["cordon.yaml", "token"] {
@@ -207,6 +164,8 @@ fn the_controller_image_serves_and_prepares_like_the_pod() {
         &name,
         "--hostname",
         &name,
+        "--label",
+        &expires,
         "--user",
         "10001:10001",
         "--group-add",
@@ -304,7 +263,7 @@ fn the_controller_image_serves_and_prepares_like_the_pod() {
         "the controller did not exit cleanly on SIGTERM:\n{}",
         text(&docker(&["logs", &name]))
     );
-    let left = cleanup.leftovers();
+    let left = deploy_support::leftovers(&name);
     assert!(left.is_empty(), "containers left on the engine: {left:?}");
     drop(cleanup);
     assert!(!docker(&["container", "inspect", &name]).status.success());

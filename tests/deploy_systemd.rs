@@ -20,6 +20,9 @@ use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+
+mod deploy_support;
+use deploy_support::{docker, docker_ok, text};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -49,28 +52,6 @@ CMD ["/sbin/init"]
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn docker(args: &[&str]) -> Output {
-    Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running the docker CLI")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn docker_ok(args: &[&str]) -> String {
-    let o = docker(args);
-    assert!(o.status.success(), "docker {args:?} failed: {}", text(&o));
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
 /// The shell block right after the install marker in docs/deploy.md: exactly one marker, a
@@ -156,57 +137,10 @@ fn systemd_image() -> String {
 
 /// Everything this test made on the engine: the systemd container, and whatever the cordon
 /// inside it left (its containers, volumes and networks carry `org.cordon.owner=HOST:PID`,
-/// HOST being the container's unique hostname). Removed on every path, panics included.
+/// HOST being the container's unique hostname). Removed on every path, panics included; a run
+/// killed outright is reaped by the next (`deploy_support::reap_expired`).
 struct Cleanup {
     name: String,
-}
-
-impl Cleanup {
-    fn leftovers(&self) -> Vec<(&'static str, String)> {
-        let prefix = format!("{}:", self.name);
-        let mut found = Vec::new();
-        for (kind, args) in [
-            (
-                "container",
-                vec![
-                    "ps",
-                    "-a",
-                    "--format",
-                    "{{.ID}} {{.Label \"org.cordon.owner\"}}",
-                ],
-            ),
-            (
-                "volume",
-                vec![
-                    "volume",
-                    "ls",
-                    "--format",
-                    "{{.Name}} {{.Label \"org.cordon.owner\"}}",
-                ],
-            ),
-            (
-                "network",
-                vec![
-                    "network",
-                    "ls",
-                    "--format",
-                    "{{.ID}} {{.Label \"org.cordon.owner\"}}",
-                ],
-            ),
-        ] {
-            let mut args = args;
-            args.extend(["--filter", "label=org.cordon.managed"]);
-            let out = docker(&args);
-            for line in String::from_utf8_lossy(&out.stdout).lines() {
-                if let Some((id, owner)) = line.split_once(' ')
-                    && owner.starts_with(&prefix)
-                {
-                    found.push((kind, id.to_string()));
-                }
-            }
-        }
-        found
-    }
 }
 
 impl Drop for Cleanup {
@@ -221,15 +155,7 @@ impl Drop for Cleanup {
             "stop",
             "cordon",
         ]);
-        let _ = docker(&["rm", "-f", "-v", &self.name]);
-        for (kind, id) in self.leftovers() {
-            let args: Vec<&str> = match kind {
-                "container" => vec!["rm", "-f", "-v", &id],
-                "volume" => vec!["volume", "rm", "-f", &id],
-                _ => vec!["network", "rm", &id],
-            };
-            let _ = docker(&args);
-        }
+        deploy_support::remove_all(&self.name);
     }
 }
 
@@ -286,12 +212,9 @@ fn the_documented_install_runs_a_job_under_systemd() {
         "{SOCKET} belongs to group root: no docker group to join"
     );
 
+    deploy_support::reap_expired();
     let image = systemd_image();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let name = format!("cordon-sd-{}-{nanos}", std::process::id());
+    let (name, expires) = deploy_support::unique_name("cordon-sd");
     let cleanup = Cleanup { name: name.clone() };
 
     let bin = |var: &str| PathBuf::from(var).canonicalize().expect("a built binary");
@@ -314,6 +237,8 @@ fn the_documented_install_runs_a_job_under_systemd() {
         &name,
         "--label",
         TEST_LABEL,
+        "--label",
+        &expires,
         "--cap-add",
         "SYS_ADMIN",
         "--cgroupns",
@@ -554,7 +479,7 @@ fn the_documented_install_runs_a_job_under_systemd() {
         "cordon did not stop cleanly:\n{}",
         journal(&name)
     );
-    let left = cleanup.leftovers();
+    let left = deploy_support::leftovers(&name);
     assert!(left.is_empty(), "cordon left {left:?} on the engine");
     drop(cleanup);
     assert!(
