@@ -141,6 +141,8 @@ fn systemd_image() -> String {
 /// killed outright is reaped by the next (`deploy_support::reap_expired`).
 struct Cleanup {
     name: String,
+    /// The environment images the jobs' prepares committed.
+    env_images: std::cell::RefCell<Vec<String>>,
 }
 
 impl Drop for Cleanup {
@@ -156,6 +158,9 @@ impl Drop for Cleanup {
             "cordon",
         ]);
         deploy_support::remove_all(&self.name);
+        for image in self.env_images.borrow().iter() {
+            let _ = docker(&["rmi", image]);
+        }
     }
 }
 
@@ -215,7 +220,10 @@ fn the_documented_install_runs_a_job_under_systemd() {
     deploy_support::reap_expired();
     let image = systemd_image();
     let (name, expires) = deploy_support::unique_name("cordon-sd");
-    let cleanup = Cleanup { name: name.clone() };
+    let cleanup = Cleanup {
+        name: name.clone(),
+        env_images: Default::default(),
+    };
 
     let bin = |var: &str| PathBuf::from(var).canonicalize().expect("a built binary");
     let cordon = bin(env!("CARGO_BIN_EXE_cordon"));
@@ -427,7 +435,12 @@ fn the_documented_install_runs_a_job_under_systemd() {
             "mkdir -p /root/job/ws && echo hello > /root/job/ws/hello.txt",
         ],
     );
-    let spec = "image: cordon/python:3.11\nworkspace: { source: ./ws, mode: copy, path: /workspace }\nsteps:\n  - name: check\n    run: test \"$(cat hello.txt)\" = hello && python3 -c 'print(\"answer\", 6 * 7)'\n    timeout: 60s\n";
+    // Its prepare (unique to this run, so never cached) reaches for a host off the
+    // allowlist: the refusal comes from the egress proxy, which exists only if the hardened
+    // unit could build its sidecar image (ldd, the engine's build) and start it.
+    let spec = format!(
+        "image: cordon/python:3.11\nworkspace: {{ source: ./ws, mode: copy, path: /workspace }}\nprepare:\n  run: |\n    # run {name}\n    python3 -c 'import urllib.request as u; u.urlopen(\"http://evil.example/\", timeout=10)' || echo refused-as-expected\n  timeout: 120s\nsteps:\n  - name: check\n    run: test \"$(cat hello.txt)\" = hello && python3 -c 'print(\"answer\", 6 * 7)'\n    timeout: 60s\n"
+    );
     let failing = "image: cordon/python:3.11\nsteps:\n  - name: fails\n    run: echo about-to-fail; exit 3\n    timeout: 60s\n";
     exec_ok(
         &name,
@@ -452,6 +465,20 @@ fn the_documented_install_runs_a_job_under_systemd() {
         )
     };
     let passed = submit("job.yaml");
+    let stderr = String::from_utf8_lossy(&passed.stderr);
+    if let Some(at) = stderr.find("cordon-env:") {
+        let image: String = stderr[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | ':'))
+            .collect();
+        cleanup.env_images.borrow_mut().push(image);
+    }
+    assert!(
+        stderr.contains("egress to evil.example:80 refused"),
+        "the prepare did not go through the egress proxy: {}\n--- cordon's journal:\n{}",
+        text(&passed),
+        journal(&name)
+    );
     assert!(
         passed.status.success() && String::from_utf8_lossy(&passed.stdout).contains("answer 42"),
         "the job did not pass through the service: {}\n--- cordon's journal:\n{}",
