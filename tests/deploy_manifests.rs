@@ -493,7 +493,8 @@ fn check_secrets(m: &Manifest, raw: &str) -> Vec<String> {
         .is_some_and(|f| f.secret_key_ref.is_some());
     match controller_config(m) {
         Ok(config) => {
-            let from_secret_file = config.token_file.as_ref().is_some_and(|tf| {
+            // A file is a Secret's when a Secret volume is mounted at a directory above it.
+            let in_secret = |tf: &std::path::PathBuf| {
                 c.volume_mounts.iter().flatten().any(|vm| {
                     tf.starts_with(&vm.mount_path)
                         && p.volumes
@@ -501,22 +502,19 @@ fn check_secrets(m: &Manifest, raw: &str) -> Vec<String> {
                             .flatten()
                             .any(|v| v.name == vm.name && v.secret.is_some())
                 })
-            });
-            if !(from_secret_file || token_from_env) {
+            };
+            if !(config.token_file.as_ref().is_some_and(in_secret) || token_from_env) {
                 problems.push(
                     "the admin token is neither a file in a Secret's mount nor CORDON_TOKEN from a Secret"
                         .into(),
                 );
             }
             for t in &config.tokens {
-                let ok = t.token_file.as_ref().is_some_and(|tf| {
-                    c.volume_mounts
-                        .iter()
-                        .flatten()
-                        .any(|vm| tf.starts_with(&vm.mount_path))
-                });
-                if !ok {
-                    problems.push(format!("token `{}` is not a mounted Secret's file", t.name));
+                if !t.token_file.as_ref().is_some_and(in_secret) {
+                    problems.push(format!(
+                        "token `{}` is not a file in a Secret's mount",
+                        t.name
+                    ));
                 }
             }
         }
@@ -867,6 +865,18 @@ fn literal_secrets_are_caught() {
             .into();
     });
     assert_caught(&p, "neither a file in a Secret's mount");
+    // A named token read from the ConfigMap's mount.
+    let p = mutated(|d| {
+        let cm = d.iter_mut().find(|d| d["kind"] == "ConfigMap").unwrap();
+        let text = cm["data"]["cordon.yaml"].as_str().unwrap().to_string();
+        cm["data"]["cordon.yaml"] = text
+            .replace(
+                "token_file: /var/run/secrets/cordon/token\n",
+                "token_file: /var/run/secrets/cordon/token\ntokens: [{ name: ci, token_file: /etc/cordon/sandbox-profiles/ci }]\n",
+            )
+            .into();
+    });
+    assert_caught(&p, "token `ci` is not a file in a Secret's mount");
     let p = mutated(|d| {
         let cm = d.iter_mut().find(|d| d["kind"] == "ConfigMap").unwrap();
         let text = cm["data"]["cordon.yaml"].as_str().unwrap().to_string();
