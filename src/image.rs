@@ -89,6 +89,9 @@ pub struct ImageRecipe {
     pub base: &'static BaseRecipe,
     /// The build context: the files of `images/<name>/` the build needs.
     pub context: &'static [ContextFile],
+    /// Programs of this cordon installation added to the context as `bin/<name>` (mode 0755):
+    /// `cordon` (the running program) and `cordon-egress` (found as a `prepare` finds it).
+    pub programs: &'static [&'static str],
 }
 
 static BASE_PYTHON: BaseRecipe = BaseRecipe {
@@ -113,16 +116,35 @@ static BASE_PYTHON: BaseRecipe = BaseRecipe {
     ],
 };
 
-static RECIPES: [ImageRecipe; 1] = [ImageRecipe {
-    name: "python",
-    reference: DEFAULT_IMAGE,
-    description: "Debian bookworm, Python 3.11, pip, venv, pytest, pytest-cov; user sandbox (1000)",
-    base: &BASE_PYTHON,
-    context: &[ContextFile {
-        path: "Dockerfile",
-        contents: include_str!("../images/python/Dockerfile"),
-    }],
-}];
+/// The controller image's reference: its tag is cordon's version.
+pub const CONTROLLER_IMAGE: &str = concat!("cordon/controller:", env!("CARGO_PKG_VERSION"));
+
+static RECIPES: [ImageRecipe; 2] = [
+    ImageRecipe {
+        name: "python",
+        reference: DEFAULT_IMAGE,
+        description: "Debian bookworm, Python 3.11, pip, venv, pytest, pytest-cov; user sandbox (1000)",
+        base: &BASE_PYTHON,
+        context: &[ContextFile {
+            path: "Dockerfile",
+            contents: include_str!("../images/python/Dockerfile"),
+        }],
+        programs: &[],
+    },
+    // `cordon serve` for Kubernetes (deploy/kubernetes.yaml): this cordon and its
+    // cordon-egress on the python image's base, so a node that runs jobs debootstraps once.
+    ImageRecipe {
+        name: "controller",
+        reference: CONTROLLER_IMAGE,
+        description: "cordon serve with cordon-egress (this build's programs); user cordon (10001)",
+        base: &BASE_PYTHON,
+        context: &[ContextFile {
+            path: "Dockerfile",
+            contents: include_str!("../images/controller/Dockerfile"),
+        }],
+        programs: &["cordon", "cordon-egress"],
+    },
+];
 
 /// Every recipe cordon knows how to build.
 pub fn recipes() -> &'static [ImageRecipe] {
@@ -889,9 +911,41 @@ fn remove_rootfs(dir: tempfile::TempDir) {
     }
 }
 
-/// The recipe's build context, as an in-memory tar of its embedded files.
+/// Where the program `name` of [`ImageRecipe::programs`] is: `cordon` is the running program
+/// (`$CORDON_BIN` first, for callers that are not cordon, such as tests); `cordon-egress` is
+/// looked for as a `prepare` looks for it.
+fn program_path(name: &str) -> io::Result<PathBuf> {
+    let not_found = |what: String| io::Error::new(io::ErrorKind::NotFound, what);
+    match name {
+        "cordon" => match std::env::var_os("CORDON_BIN") {
+            Some(p) => Ok(PathBuf::from(p)),
+            None => std::env::current_exe(),
+        },
+        crate::sandbox::sidecar::PROGRAM => {
+            crate::sandbox::sidecar::find_program().map_err(|e| not_found(e.to_string()))
+        }
+        other => Err(not_found(format!(
+            "no program `{other}` to add to an image"
+        ))),
+    }
+}
+
+/// The recipe's build context, as an in-memory tar of its embedded files and its programs.
 fn build_context(recipe: &ImageRecipe) -> io::Result<Vec<u8>> {
     let mut builder = tar::Builder::new(Vec::new());
+    for name in recipe.programs {
+        let path = program_path(name)?;
+        let data = std::fs::read(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("reading {}: {e}", path.display())))?;
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o755);
+        header.set_mtime(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_entry_type(tar::EntryType::Regular);
+        builder.append_data(&mut header, format!("bin/{name}"), data.as_slice())?;
+    }
     for file in recipe.context {
         let mut header = tar::Header::new_gnu();
         header.set_size(file.contents.len() as u64);
