@@ -41,12 +41,6 @@ const CONTROLLER: &str = "cordon";
 /// Where engines put their socket; a hostPath of either directory would expose it too.
 const SOCKET_PATHS: &[&str] = &["/var/run/docker.sock", "/run/docker.sock"];
 
-/// Keys the multi-controller store adds to the service's configuration (issue 13). Until that
-/// work is merged this branch's parser refuses them; the manifests carry them anyway.
-// TODO(issue 13, store merge): remove PENDING_KEYS and `without_pending_keys`; the parser
-// knows these keys then, and a misspelling of them must fail like any other.
-const PENDING_KEYS: &[&str] = &["store", "controller_id", "lease", "job_retries"];
-
 fn read(path: &str) -> String {
     let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
     std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("reading {}: {e}", full.display()))
@@ -149,13 +143,12 @@ fn typed(docs: &[Value]) -> (Manifest, Vec<String>) {
     (m, problems)
 }
 
-/// The ConfigMap's `cordon.yaml` through cordon's parser (unknown keys refused), tolerating
-/// only [`PENDING_KEYS`] until the store's merge, then the container's literal `CORDON_*`
-/// environment applied on top as the service would.
+/// The ConfigMap's `cordon.yaml` through cordon's parser (unknown keys refused), then the
+/// container's literal `CORDON_*` environment applied on top as the service would.
 fn parse_config(text: &str, origin: &str) -> Result<ServerConfig, String> {
-    let text = without_pending_keys(text, origin)?;
+    no_store_or_id_in_file(text, origin)?;
     let mut config: ServerConfig =
-        cordon::spec::parse_yaml(&text, Path::new(origin)).map_err(|e| e.to_string())?;
+        cordon::spec::parse_yaml(text, Path::new(origin)).map_err(|e| e.to_string())?;
     if config.token.is_some() {
         return Err(format!(
             "{origin}: `token` is a literal secret; use token_file (a Secret's mount)"
@@ -172,50 +165,21 @@ fn parse_config(text: &str, origin: &str) -> Result<ServerConfig, String> {
     Ok(config)
 }
 
-/// Removes [`PENDING_KEYS`] when (and only when) this branch's parser refuses them, after
-/// checking their values the way the store's parser will take them.
-fn without_pending_keys(text: &str, origin: &str) -> Result<String, String> {
-    let mut doc: serde_yaml_ng::Value =
+/// `store` (a URL with a password) and `controller_id` (one per pod) must come from the
+/// environment — `CORDON_STORE` from a Secret, `CORDON_CONTROLLER_ID` from the pod's name —
+/// never from a file every controller shares.
+fn no_store_or_id_in_file(text: &str, origin: &str) -> Result<(), String> {
+    let doc: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(text).map_err(|e| format!("{origin}: {e}"))?;
-    let Some(map) = doc.as_mapping_mut() else {
-        return Err(format!("{origin}: not a mapping"));
-    };
-    for key in PENDING_KEYS {
-        let Some(value) = map.get(*key) else { continue };
-        match *key {
-            "store" | "controller_id" => {
-                return Err(format!(
-                    "{origin}: `{key}` is written in the file; it comes from the environment \
-                     (CORDON_STORE from a Secret, CORDON_CONTROLLER_ID from the pod's name)"
-                ));
-            }
-            "lease" => {
-                let s = value
-                    .as_str()
-                    .ok_or(format!("{origin}: `lease` is not a duration"))?;
-                let d = humantime::parse_duration(s)
-                    .map_err(|e| format!("{origin}: `lease`: {s}: {e}"))?;
-                if d < Duration::from_secs(1) {
-                    return Err(format!("{origin}: `lease` {s} is under a second"));
-                }
-            }
-            "job_retries" => {
-                value
-                    .as_u64()
-                    .ok_or(format!("{origin}: `job_retries` is not a count"))?;
-            }
-            _ => unreachable!(),
+    for key in ["store", "controller_id"] {
+        if doc.get(key).is_some() {
+            return Err(format!(
+                "{origin}: `{key}` is written in the file; it comes from the environment \
+                 (CORDON_STORE from a Secret, CORDON_CONTROLLER_ID from the pod's name)"
+            ));
         }
     }
-    let probe = serde_yaml_ng::to_string(&doc).map_err(|e| e.to_string())?;
-    if cordon::spec::parse_yaml::<ServerConfig>(&probe, Path::new(origin)).is_ok() {
-        return Ok(probe);
-    }
-    let map = doc.as_mapping_mut().expect("checked above");
-    for key in PENDING_KEYS {
-        map.remove(*key);
-    }
-    serde_yaml_ng::to_string(&doc).map_err(|e| e.to_string())
+    Ok(())
 }
 
 fn the_deployment(m: &Manifest) -> Result<&Deployment, String> {

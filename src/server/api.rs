@@ -237,6 +237,12 @@ async fn ready(State(app): State<App>) -> Response {
     }
     match app.svc.ready().await {
         Ok(()) => "ready\n".into_response(),
+        // Not ready is 503 whatever did not answer (a probe restarts nothing on a 503).
+        Err(e @ (ServiceError::Store(_) | ServiceError::Internal(_))) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            crate::error::error_chain(&e),
+        ),
         Err(e) => e.into_response(),
     }
 }

@@ -743,15 +743,29 @@ impl Service {
         Ok(out)
     }
 
-    /// Checks the engine answers.
+    /// Checks the engine answers, and with a shared store that the database does.
     pub async fn ready(&self) -> Result<(), ServiceError> {
         match tokio::time::timeout(Duration::from_secs(5), self.inner.backend.engine()).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(ServiceError::Engine(e)),
-            Err(_) => Err(ServiceError::Internal(
-                "the Docker engine did not answer within 5s".into(),
-            )),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(ServiceError::Engine(e)),
+            Err(_) => {
+                return Err(ServiceError::Internal(
+                    "the Docker engine did not answer within 5s".into(),
+                ));
+            }
         }
+        if self.inner.store.shared() {
+            match tokio::time::timeout(Duration::from_secs(5), self.inner.store.queued()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(ServiceError::Store(e)),
+                Err(_) => {
+                    return Err(ServiceError::Internal(
+                        "the job store did not answer within 5s".into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     pub async fn metrics_text(&self) -> String {
