@@ -426,6 +426,10 @@ async fn openapi_lists_every_route() {
         .expect("text");
     assert_eq!(served, cordon::server::api::OPENAPI);
     for (m, p) in &routes {
+        if p == "/v1/github/webhook" {
+            // Routed only with a `github:` section: tests/github_webhook.rs.
+            continue;
+        }
         let path = p.replace("{id}", &id).replace("{path}", "d/f");
         let method = reqwest::Method::from_bytes(m.to_uppercase().as_bytes()).expect("method");
         let mut r = c.req(method, &path);

@@ -43,6 +43,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/jobs/{id}/events"),
     ("get", "/v1/jobs/{id}/artifacts"),
     ("get", "/v1/jobs/{id}/artifacts/{path}"),
+    // Only with a `github:` section (`server::github_hook`); no bearer token, a signature.
+    ("post", "/v1/github/webhook"),
 ];
 
 /// The routes a browser-context request and a missing token do not stop: Kubernetes probes
