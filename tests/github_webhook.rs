@@ -304,3 +304,82 @@ async fn a_queued_pull_request_gets_its_tests_as_a_pull_request_into_it() {
         "{told}"
     );
 }
+
+/// A shutdown stops the delivery being worked on (its sandboxes with it) and leaves it queued,
+/// to run again at the next start, instead of reporting it failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_stops_the_delivery_at_work_and_keeps_it_for_the_next_start() {
+    let calc = "def clamp(x, lo, hi):\n    if x < lo:\n        return lo\n    return x\n";
+    let d = github_support::start(&[
+        ("calc.py", calc),
+        (
+            "tests/test_calc.py",
+            "from calc import clamp\n\n\ndef test_clamp():\n    assert clamp(1, 0, 3) == 1\n",
+        ),
+    ])
+    .await;
+    github_support::git(&d.bare, &["branch", "feature", "main"]);
+    d.with(|w| {
+        w.pulls.push(json!({
+            "number": 1, "node_id": "PR_node1", "state": "open", "draft": false,
+            "head": {"ref": "feature", "repo": {"full_name": "octo/calc"}},
+            "base": {"ref": "main"}, "html_url": "x"
+        }))
+    });
+    // A model that is busy for longer than anyone waits.
+    let model = testgen_support::start(Box::new(|_n, _req| {
+        testgen_support::Answer::status(503, "busy").with_header("retry-after", "110")
+    }))
+    .await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut s = start_on(
+        tmp.path(),
+        &d.url,
+        &[
+            ("OPENAI_BASE_URL", model.base_url.as_str()),
+            ("OPENAI_MODEL", "scripted"),
+            ("OPENAI_API_KEY", "test-key"),
+            ("CORDON_SHUTDOWN_GRACE", "5s"),
+        ],
+    );
+    let body = json!({
+        "action": "created",
+        "repository": {"full_name": "octo/calc"},
+        "issue": {"number": 1, "pull_request": {"url": "x"}, "author_association": "OWNER"},
+        "comment": {"body": "/cordon", "author_association": "OWNER", "user": {"login": "ann"}},
+        "sender": {"login": "ann"}
+    })
+    .to_string()
+    .into_bytes();
+    let (st, _) = deliver(&s, "issue_comment", "9", "stop-1", &body, Some(sign(&body))).await;
+    assert_eq!(st, 202);
+    // At work: it has asked the model for a test.
+    for _ in 0..600 {
+        if model.requests().iter().any(|r| r.get("messages").is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        model.requests().iter().any(|r| r.get("messages").is_some()),
+        "the delivery never reached the model: {}",
+        s.log()
+    );
+    s.sigterm();
+    assert_eq!(s.wait_exit(Duration::from_secs(90)), Some(0), "{}", s.log());
+    let store =
+        cordon::server::store::SqliteStore::open(&tmp.path().join("data/cordon.db")).expect("db");
+    let queued = store.deliveries("queued").expect("rows");
+    assert_eq!(queued.len(), 1, "{}", s.log());
+    assert_eq!(
+        queued[0].reason.as_deref(),
+        Some("interrupted by a shutdown")
+    );
+    assert!(store.deliveries("failed").expect("rows").is_empty());
+    assert!(
+        !d.calls()
+            .iter()
+            .any(|c| c.method == "POST" && c.path.ends_with("/pulls")),
+        "nothing was opened"
+    );
+}

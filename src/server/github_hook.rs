@@ -68,8 +68,9 @@ pub(crate) fn routes<S: Clone + Send + Sync + 'static>(svc: &Service) -> Router<
                 wake: hook.wake.clone(),
                 section: gh.clone(),
                 policy: cfg.policy.clone(),
+                svc: svc.clone(),
             };
-            tokio::spawn(worker.run());
+            svc.spawn_background(worker.run());
             Router::new()
                 .route(PATH, post(receive).layer(DefaultBodyLimit::max(MAX_BODY)))
                 .with_state(hook)
@@ -198,6 +199,8 @@ struct Worker {
     section: super::config::GitHubSection,
     /// The operator's policy: which images a repository's `.cordon.yml` may name.
     policy: crate::spec::OperatorPolicy,
+    /// The service whose job slots the work shares and whose drain stops it.
+    svc: Service,
 }
 
 impl Worker {
@@ -208,14 +211,25 @@ impl Worker {
             Ok(Err(e)) => error!(error = %e, "GitHub: cannot requeue interrupted deliveries"),
             _ => {}
         }
+        let stopping = self.svc.stopping();
         loop {
+            // One of the service's job slots for the whole delivery: its sandboxes count
+            // against `concurrency` like a job's.
+            let Some(slot) = self.svc.slot().await else {
+                return;
+            };
             let store = self.store.clone();
             match tokio::task::spawn_blocking(move || store.claim_delivery()).await {
-                Ok(Ok(Some(d))) => self.work(d).await,
+                Ok(Ok(Some(d))) => {
+                    self.work(d).await;
+                    drop(slot);
+                }
                 Ok(Ok(None)) => {
+                    drop(slot);
                     tokio::select! {
                         _ = self.wake.notified() => {}
                         _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => {}
+                        _ = stopping.cancelled() => return,
                     }
                 }
                 Ok(Err(e)) => {
@@ -228,7 +242,18 @@ impl Worker {
     }
 
     async fn work(&self, d: Delivery) {
-        let (state, outcome) = match self.run_one(&d).await {
+        let result = self.run_one(&d).await;
+        if self.svc.stopping().is_cancelled() {
+            // Stopped by a drain: the delivery runs again at the next start.
+            info!(delivery = %d.delivery_id, "GitHub: delivery interrupted by a shutdown; it runs again at the next start");
+            let store = self.store.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                store.set_delivery_state(&d, "queued", Some("interrupted by a shutdown"))
+            })
+            .await;
+            return;
+        }
+        let (state, outcome) = match result {
             Ok(o) => ("done", o),
             Err(e) => ("failed", e),
         };
@@ -305,7 +330,7 @@ impl Worker {
             },
             crate::pipeline::Options::default(),
             &llm,
-            tokio_util::sync::CancellationToken::new(),
+            self.svc.stopping().child_token(),
             progress,
         )
         .await

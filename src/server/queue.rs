@@ -144,6 +144,14 @@ struct Inner {
     draining: AtomicBool,
     /// Cancelled when the HTTP side closes: open event streams end (clients resume later).
     closed: CancellationToken,
+    /// The job slots (`concurrency`): the dispatcher's jobs and the background work that runs
+    /// sandboxes of its own (a GitHub delivery) share them.
+    slots: Arc<Semaphore>,
+    /// Cancelled when a drain starts: background work stops and gives its delivery back.
+    stopping: CancellationToken,
+    /// Background work a drain waits for (after cancelling it), so its sandboxes are gone
+    /// before the process exits.
+    background: tokio_util::task::TaskTracker,
 }
 
 /// The job service. Cheap to clone.
@@ -223,6 +231,9 @@ impl Service {
                 metrics: Metrics::default(),
                 draining: AtomicBool::new(false),
                 closed: CancellationToken::new(),
+                slots: Arc::new(Semaphore::new(concurrency)),
+                stopping: CancellationToken::new(),
+                background: tokio_util::task::TaskTracker::new(),
                 config,
             }),
         };
@@ -779,6 +790,29 @@ impl Service {
         out
     }
 
+    /// Runs `work` in the background under the service's life: a drain cancels
+    /// [`Service::stopping`] and waits (up to the grace period plus a minute) for it to end.
+    pub(crate) fn spawn_background<F>(&self, work: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.inner.background.spawn(work);
+    }
+
+    /// Cancelled when a drain starts.
+    pub(crate) fn stopping(&self) -> CancellationToken {
+        self.inner.stopping.clone()
+    }
+
+    /// Waits for one of the `concurrency` job slots (background work that runs sandboxes of
+    /// its own holds one while it does); `None` once the service is draining.
+    pub(crate) async fn slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        tokio::select! {
+            p = self.inner.slots.clone().acquire_owned() => p.ok(),
+            _ = self.inner.stopping.cancelled() => None,
+        }
+    }
+
     pub fn is_draining(&self) -> bool {
         self.inner.draining.load(Ordering::SeqCst)
     }
@@ -790,6 +824,8 @@ impl Service {
         let s = &self.inner;
         s.draining.store(true, Ordering::SeqCst);
         s.wake.notify_one();
+        s.stopping.cancel();
+        s.background.close();
         let running = || self.sched().running.len();
         info!(running = running(), "draining: waiting for running jobs");
         let deadline = tokio::time::Instant::now() + grace;
@@ -811,6 +847,14 @@ impl Service {
                 let _ = tokio::time::timeout(Duration::from_millis(200), s.idle.notified()).await;
             }
         }
+        if !s.background.is_empty() {
+            info!(
+                tasks = s.background.len(),
+                "draining: waiting for background work to stop"
+            );
+            let _ =
+                tokio::time::timeout(grace + Duration::from_secs(60), s.background.wait()).await;
+        }
         if let Some(pool) = s.runner.pool() {
             pool.drain().await;
         }
@@ -824,7 +868,7 @@ impl Service {
 
     async fn dispatch(self) {
         let s = self.inner.clone();
-        let slots = Arc::new(Semaphore::new(s.concurrency));
+        let slots = s.slots.clone();
         // A notice can be missed; with several controllers, look at the queue every second.
         let poll = if s.store.shared() {
             Duration::from_secs(1)
