@@ -75,12 +75,16 @@ impl Database {
         let admin = admin_url();
         let client = connect(&admin).await;
         let name = format!("cordon_load_{}", std::process::id());
-        client
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"
-            ))
-            .await
-            .expect("create the run's database");
+        // One statement per call: DROP and CREATE DATABASE refuse a transaction block.
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {name}"),
+            format!("CREATE DATABASE {name}"),
+        ] {
+            client
+                .batch_execute(&sql)
+                .await
+                .expect("create the run's database");
+        }
         let base = admin.rsplit_once('/').expect("a URL with a database").0;
         Database {
             url: format!("{base}/{name}"),
@@ -278,12 +282,16 @@ async fn submit_all(
     jobs: usize,
     clients: usize,
     key_prefix: &str,
+    on_start: Option<tokio::sync::oneshot::Sender<Instant>>,
 ) -> (Vec<Result<Done, String>>, f64) {
     let pool = http_clients(clients);
     let urls = Arc::new(urls);
     let upload = Arc::new(tgz());
     let spec_text = Arc::new(spec());
     let started = Instant::now();
+    if let Some(tx) = on_start {
+        let _ = tx.send(started);
+    }
     let mut tasks = Vec::new();
     for i in 0..jobs {
         let http = pool[i % clients].clone();
@@ -632,7 +640,13 @@ impl Phase {
             "wall_secs": self.wall,
             "jobs_with_result": self.ok,
             "throughput_jobs_per_sec": self.throughput(),
-            "end_to_end_secs": { "p50": pct(&self.e2e, 0.5), "p95": pct(&self.e2e, 0.95), "max": pct(&self.e2e, 1.0) },
+            "end_to_end_secs": {
+                "p50": pct(&self.e2e, 0.5),
+                "p95": pct(&self.e2e, 0.95),
+                "max": pct(&self.e2e, 1.0),
+                // Each job's event stream is open (and polling the store) this long.
+                "mean": self.e2e.iter().sum::<f64>() / self.e2e.len().max(1) as f64,
+            },
             "job_run_secs": { "p50": pct(&self.run, 0.5), "p95": pct(&self.run, 0.95) },
             "client_retries": self.retries,
             "errors": self.errors.iter().take(10).collect::<Vec<_>>(),
@@ -758,6 +772,7 @@ fn main() {
             jobs,
             clients,
             &format!("{run_tag}-one"),
+            None,
         ));
         let phase = Phase::from_results(results, wall, load0);
         solo.stop();
@@ -801,15 +816,18 @@ fn main() {
         let before = rt.block_on(db_snapshot(&db));
         let load0 = loadavg();
         let done = CancellationToken::new();
+        let (start_tx, start_rx) = tokio::sync::oneshot::channel();
         let kills = rt.spawn(kill_loop(
             cs.clone(),
             db.url.clone(),
+            start_rx,
             done.clone(),
             Duration::from_secs_f64(kill_every),
             Duration::from_secs_f64(restart_pause),
         ));
         let key_prefix = format!("{run_tag}-three");
-        let (results, wall) = rt.block_on(submit_all(urls, jobs, clients, &key_prefix));
+        let (results, wall) =
+            rt.block_on(submit_all(urls, jobs, clients, &key_prefix, Some(start_tx)));
         done.cancel();
         let kills = rt.block_on(kills).unwrap_or_default();
         let phase = Phase::from_results(results, wall, load0);
@@ -923,16 +941,21 @@ fn main() {
 async fn kill_loop(
     cs: Arc<Mutex<Vec<Controller>>>,
     db_url: String,
+    load_started: tokio::sync::oneshot::Receiver<Instant>,
     done: CancellationToken,
     every: Duration,
     pause: Duration,
 ) -> Vec<Value> {
     let client = connect(&db_url).await;
-    let t0 = Instant::now();
     let mut out = Vec::new();
+    let Ok(t0) = load_started.await else {
+        return out;
+    };
     for round in 0usize.. {
+        // On the load's clock: at `every`, 2 × `every`, … whatever the restarts took.
+        let at = tokio::time::Instant::from_std(t0 + every * (round as u32 + 1));
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep_until(at) => {}
             _ = done.cancelled() => break,
         }
         let k = round % 3;
