@@ -29,7 +29,17 @@
 //! once), `LOAD_CONCURRENCY` (1 per controller), `LOAD_KILL_EVERY` (20 s),
 //! `LOAD_RESTART_PAUSE` (0 s), `LOAD_LEASE` (the service's default, 15s),
 //! `LOAD_PHASES` (`raw,one,three`), `LOAD_POSTGRES` (else `CORDON_TEST_POSTGRES`, else
-//! `postgres://cordon:cordon@127.0.0.1:5432/postgres`).
+//! `postgres://cordon:cordon@127.0.0.1:5432/postgres`), `LOAD_CORDON_BIN` (the controllers'
+//! binary; by default this build's).
+//!
+//! `cargo bench` builds the bench profile, whose dev-dependency features (tokio's
+//! `test-util`) rebuild most dependencies apart from `cargo build --release`. Where that
+//! takes too long, drive the release binary from a dev build of this driver:
+//!
+//! ```text
+//! cargo build --release
+//! LOAD_CORDON_BIN=target/release/cordon cargo bench --profile dev --bench controllers_load
+//! ```
 
 mod load_support;
 
@@ -122,6 +132,14 @@ struct Controller {
     starts: u32,
 }
 
+/// The controllers' binary: this build's, or `LOAD_CORDON_BIN` (e.g. `target/release/cordon`
+/// when the driver itself is built with `--profile dev`).
+fn cordon_bin() -> PathBuf {
+    std::env::var_os("LOAD_CORDON_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_cordon")))
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -169,7 +187,7 @@ impl Controller {
 
     /// Starts it and waits until it serves; its log goes (appended) to `self.log`.
     fn start(&mut self) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cordon"));
+        let mut cmd = Command::new(cordon_bin());
         cmd.args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
             .arg("--config")
             .arg(&self.config)
@@ -725,6 +743,7 @@ fn main() {
         "restart_pause_secs": restart_pause,
         "lease": std::env::var("LOAD_LEASE").unwrap_or_else(|_| "15s (default)".into()),
         "database": db.name,
+        "cordon_bin": cordon_bin(),
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
     });
 
