@@ -13,71 +13,15 @@
 //! service's per-job cost can be compared, as a ratio, with the CLI's in the same run. The
 //! figures are also written to `target/server-load.json`.
 
+mod load_support;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use load_support::{Route, env_usize, pct, proc_cpu_secs, proc_status_kib, spec, tgz};
 use serde_json::{Value, json};
-
-const IMAGE: &str = "cordon/python:3.11";
-const CMD: &str = "cat hello.txt && echo done";
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn spec() -> String {
-    format!(
-        "image: {IMAGE}\nworkspace: {{ source: ./repo }}\nsteps:\n  - name: main\n    run: {CMD:?}\n    timeout: 60s\nlimits: {{ cpus: 0.5, memory: 256MiB }}\n"
-    )
-}
-
-fn tgz() -> Vec<u8> {
-    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    let mut b = tar::Builder::new(gz);
-    let content = b"hello from the load run\n";
-    let mut h = tar::Header::new_gnu();
-    h.set_size(content.len() as u64);
-    h.set_mode(0o644);
-    b.append_data(&mut h, "hello.txt", &content[..])
-        .expect("append");
-    b.into_inner().expect("tar").finish().expect("gz")
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn proc_status_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// utime + stime of a process, in seconds.
-fn proc_cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // Fields after `)`: state is 0, utime is 11, stime is 12.
-    (ticks(11) + ticks(12)) / 100.0
-}
 
 /// Runs the job with `cordon run` `n` times; returns the wall times in seconds.
 fn baseline(dir: &std::path::Path, n: usize) -> Vec<f64> {
@@ -111,7 +55,7 @@ fn main() {
     let tmp = tempfile::tempdir().expect("tmp");
     let job_dir = tmp.path().join("job");
     std::fs::create_dir_all(job_dir.join("repo")).expect("repo");
-    std::fs::write(job_dir.join("repo/hello.txt"), "hello from the load run\n").expect("file");
+    std::fs::write(job_dir.join("repo/hello.txt"), load_support::HELLO).expect("file");
     std::fs::write(job_dir.join("job.yaml"), spec()).expect("spec");
 
     eprintln!(
@@ -190,61 +134,17 @@ fn main() {
             let upload = upload.clone();
             let spec_text = spec_text.clone();
             tasks.push(tokio::spawn(async move {
-                let t0 = Instant::now();
-                let form = reqwest::multipart::Form::new()
-                    .text("spec", spec_text.to_string())
-                    .part(
-                        "workspace",
-                        reqwest::multipart::Part::bytes(upload.to_vec()),
-                    );
-                let r = http
-                    .post(format!("{url}/v1/jobs"))
-                    .multipart(form)
-                    .send()
-                    .await
-                    .map_err(|e| format!("submit: {e}"))?;
-                if r.status() != 202 {
-                    return Err(format!("submit: {}", r.status()));
-                }
-                let v: Value = r.json().await.map_err(|e| e.to_string())?;
-                let id = v["id"].as_str().ok_or("no id")?.to_string();
-                // Stream to the result, resuming if the stream drops.
-                let mut next = 0u64;
-                loop {
-                    let resp = http
-                        .get(format!("{url}/v1/jobs/{id}/events?from={next}"))
-                        .send()
-                        .await
-                        .map_err(|e| format!("events: {e}"))?;
-                    let mut body = resp.bytes_stream();
-                    let mut buf = Vec::new();
-                    while let Some(chunk) = body.next().await {
-                        let Ok(chunk) = chunk else { break };
-                        buf.extend_from_slice(&chunk);
-                        while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
-                            let line: Vec<u8> = buf.drain(..=nl).collect();
-                            let ev: Value =
-                                serde_json::from_slice(&line).map_err(|e| e.to_string())?;
-                            let seq = ev["seq"].as_u64().unwrap_or(u64::MAX);
-                            if seq != next {
-                                return Err(format!("{id}: event {seq} where {next} was due"));
-                            }
-                            next += 1;
-                            if ev["type"] == "finished" {
-                                let e2e = t0.elapsed().as_secs_f64();
-                                let st: Value = http
-                                    .get(format!("{url}/v1/jobs/{id}"))
-                                    .send()
-                                    .await
-                                    .map_err(|e| e.to_string())?
-                                    .json()
-                                    .await
-                                    .map_err(|e| e.to_string())?;
-                                return Ok((e2e, id, st));
-                            }
-                        }
-                    }
-                }
+                let urls = [url];
+                let route = Route {
+                    urls: &urls,
+                    submit_to: 0,
+                    stream_from: 0,
+                    idempotency_key: None,
+                    deadline: Duration::ZERO,
+                };
+                let done =
+                    load_support::submit_and_stream(&http, route, &spec_text, &upload).await?;
+                Ok((done.e2e, done.id, done.status))
             }));
         }
         let mut out = Vec::new();
