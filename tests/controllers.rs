@@ -393,3 +393,30 @@ async fn a_cancel_sent_to_one_controller_stops_the_job_another_runs() {
     assert_eq!(done["controller"], "x-a", "{done}");
     assert!(containers_of(&id).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_restarted_with_its_id_takes_its_job_back_at_once() {
+    let db = Database::new().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A long lease: nobody else could take the job over before the test ends.
+    let mut a = controller(&db, dir.path(), "s-a", "10m", "");
+    let id = a
+        .client()
+        .submit_ok(&job("sleep 3; echo ok > /out/result.txt"), None)
+        .await;
+    a.client().wait_event(&id, "step_started").await;
+    let other = controller(&db, dir.path(), "s-b", "10m", "");
+    a.kill9();
+    let a = controller(&db, dir.path(), "s-a", "10m", "");
+    let done = wait_finished(&a.client(), &id, Duration::from_secs(120)).await;
+    assert_eq!(done["outcome"], "passed", "{done}");
+    assert_eq!(done["attempts"], 2, "{done}");
+    assert!(a.log().contains("took over a job"), "{}", a.log());
+    assert!(!other.log().contains("took over a job"), "{}", other.log());
+    let epoch: i64 = db
+        .query(&format!("SELECT epoch FROM jobs WHERE id = '{id}'"))
+        .await[0]
+        .get(0);
+    assert_eq!(epoch, 3, "claimed, taken back, claimed again");
+    assert!(containers_of(&id).is_empty());
+}

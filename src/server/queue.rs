@@ -252,11 +252,16 @@ impl Service {
     async fn recover(&self) -> Result<(), ServiceError> {
         let s = &self.inner;
         if s.store.shared() {
-            // Jobs this controller held before it stopped (a restart with the same id): no need
-            // to wait for their leases to run out.
-            for row in s.store.running_of(&s.controller).await? {
-                let lost_owner = row.owner.clone();
-                self.handle_lost(Claim { row, lost_owner }).await;
+            // Jobs this controller held before it stopped (a restart with the same id): taken
+            // back at once, at a new epoch (so another controller taking them over at the same
+            // moment gets none of them), instead of waiting for their leases to run out.
+            let lease = s.config.lease.0;
+            for claim in s
+                .store
+                .take_over(&s.controller, lease, 10_000, Some(&s.controller))
+                .await?
+            {
+                self.handle_lost(claim).await;
             }
         } else {
             for row in s.store.running().await? {
@@ -1312,7 +1317,7 @@ impl Service {
                 Err(e) => warn!(error = %error_chain(&e), "cannot renew leases"),
             }
             if !s.draining.load(Ordering::SeqCst) {
-                match s.store.take_over(&s.controller, lease, 8).await {
+                match s.store.take_over(&s.controller, lease, 8, None).await {
                     Ok(claims) => {
                         for claim in claims {
                             self.handle_lost(claim).await;

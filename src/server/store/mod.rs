@@ -258,13 +258,16 @@ pub trait JobStore: Send + Sync + 'static {
         lease: Duration,
         held: &[(String, i64)],
     ) -> Result<Vec<(String, Lease)>, StoreError>;
-    /// Takes over up to `limit` running jobs whose lease ran out, for `owner`, under a new
-    /// lease and epoch, so it can clean up and requeue or finish them.
+    /// Takes over up to `limit` running jobs whose lease ran out — or, with `held_by`, the
+    /// running jobs that controller holds, whatever their lease (this controller's own, after
+    /// a restart) — for `owner`, under a new lease and epoch, so it can clean up and requeue
+    /// or finish them. Each job goes to one taker: the epoch is bumped under the row's lock.
     async fn take_over(
         &self,
         owner: &str,
         lease: Duration,
         limit: usize,
+        held_by: Option<&str>,
     ) -> Result<Vec<Claim>, StoreError>;
     /// Puts a held job back in the queue (keeping its events and its place).
     async fn requeue(&self, id: &str, epoch: i64) -> Result<Write, StoreError>;
@@ -293,8 +296,6 @@ pub trait JobStore: Send + Sync + 'static {
     /// Asks whichever controller runs job `id` to cancel it.
     async fn request_cancel(&self, id: &str) -> Result<(), StoreError>;
     async fn get(&self, id: &str) -> Result<Option<JobRow>, StoreError>;
-    /// Running jobs whose lease `owner` holds (after a restart with the same id).
-    async fn running_of(&self, owner: &str) -> Result<Vec<JobRow>, StoreError>;
     /// Running jobs, whoever holds them.
     async fn running(&self) -> Result<Vec<JobRow>, StoreError>;
     /// At most `limit` jobs matching `filter`, newest first.

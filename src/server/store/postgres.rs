@@ -493,6 +493,7 @@ impl JobStore for PgStore {
         owner: &str,
         lease: Duration,
         limit: usize,
+        held_by: Option<&str>,
     ) -> Result<Vec<Claim>, StoreError> {
         let action = "taking over lost jobs";
         let client = self.client(action).await?;
@@ -501,14 +502,16 @@ impl JobStore for PgStore {
                 &format!(
                     "WITH lost AS (
                          SELECT id, owner FROM jobs
-                         WHERE state = 'running' AND lease_until < clock_timestamp()
+                         WHERE state = 'running'
+                             AND CASE WHEN $4::text IS NULL THEN lease_until < clock_timestamp()
+                                      ELSE owner = $4 END
                          ORDER BY lease_until LIMIT $3 FOR UPDATE SKIP LOCKED)
                      UPDATE jobs j SET owner = $1, epoch = j.epoch + 1,
                          lease_until = clock_timestamp() + make_interval(secs => $2)
                      FROM lost WHERE j.id = lost.id
                      RETURNING {COLUMNS}, lost.owner"
                 ),
-                &[&owner, &secs(lease), &(limit as i64)],
+                &[&owner, &secs(lease), &(limit as i64), &held_by],
             )
             .await
             .map_err(pg(action))?;
@@ -604,18 +607,6 @@ impl JobStore for PgStore {
             .await?
             .into_iter()
             .next())
-    }
-
-    async fn running_of(&self, owner: &str) -> Result<Vec<JobRow>, StoreError> {
-        self.rows(
-            &format!(
-                "SELECT {COLUMNS} FROM jobs j WHERE j.state = 'running' AND j.owner = $1
-                 ORDER BY j.submitted_ms"
-            ),
-            &[&owner],
-            "listing running jobs",
-        )
-        .await
     }
 
     async fn running(&self) -> Result<Vec<JobRow>, StoreError> {

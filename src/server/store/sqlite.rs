@@ -490,6 +490,7 @@ impl JobStore for SqliteStore {
         _owner: &str,
         _lease: Duration,
         _limit: usize,
+        _held_by: Option<&str>,
     ) -> Result<Vec<Claim>, StoreError> {
         // One controller: what it held when it died is reported lost when it starts again.
         Ok(Vec::new())
@@ -542,16 +543,6 @@ impl JobStore for SqliteStore {
 
     async fn get(&self, id: &str) -> Result<Option<JobRow>, StoreError> {
         self.get_job(id)
-    }
-
-    async fn running_of(&self, owner: &str) -> Result<Vec<JobRow>, StoreError> {
-        self.rows(
-            &format!(
-                "SELECT {COLUMNS} FROM jobs WHERE state = 'running' AND owner = ?1 ORDER BY n"
-            ),
-            params![owner],
-            "listing running jobs",
-        )
     }
 
     async fn running(&self) -> Result<Vec<JobRow>, StoreError> {
