@@ -209,6 +209,12 @@ impl Run<'_> {
         let _ = &self.stage_started;
     }
 
+    fn over_budget(&self) -> bool {
+        self.opts
+            .time_budget
+            .is_some_and(|b| self.started.elapsed() >= b)
+    }
+
     fn check_cancel(&self) -> Result<(), Stop> {
         if self.cancel.is_cancelled() {
             Err(Stop::Cancelled)
@@ -411,11 +417,7 @@ impl Run<'_> {
             ));
             for (i, gap) in gaps.iter().enumerate() {
                 self.check_cancel()?;
-                if self
-                    .opts
-                    .time_budget
-                    .is_some_and(|b| self.started.elapsed() >= b)
-                {
+                if self.over_budget() {
                     self.say("time budget spent: no new gap is started; the final run follows");
                     return Ok(("time_budget_spent".into(), current));
                 }
@@ -592,6 +594,9 @@ impl Run<'_> {
     ) -> Result<Result<Candidate, String>, Stop> {
         let mut last_reason = String::new();
         for attempt in 0..self.opts.generation_attempts.max(1) {
+            if attempt > 0 && self.over_budget() {
+                break;
+            }
             let Some(mut messages) = (0..=3u8)
                 .map(|s| generate::prompt(ctx, s))
                 .find(|m| self.llm.fits(m, self.llm.config.max_tokens).is_ok())
@@ -687,7 +692,8 @@ impl Run<'_> {
                 Vec::new()
             };
             let t = Instant::now();
-            let fixable = fix_rounds < self.opts.fix_attempts;
+            // Past the time budget, a gap in flight gets no more fix rounds.
+            let fixable = fix_rounds < self.opts.fix_attempts && !self.over_budget();
             let (remove, to_fix) = self
                 .sort_failures(&v, project, gap, ctx, cand, fixable, &pending, cr)
                 .await?;
@@ -757,7 +763,7 @@ impl Run<'_> {
             })
             .collect();
         // From the bottom up: a characterization adds a comment line above its assertion.
-        failed.sort_by(|a, b| b.0.cmp(&a.0));
+        failed.sort_by_key(|f| std::cmp::Reverse(f.0));
         let mut changed = Vec::new();
         for (_, node, case) in failed {
             if let Some((next, ch)) = characterize::characterize(cand, node, case) {
