@@ -187,7 +187,8 @@ async fn generated_tests_are_checked_fixed_kept_and_never_run_on_the_host() {
         divide_file.contains("from calc import divide"),
         "{divide_file}"
     );
-    assert!(r.tokens.requests >= 6);
+    // divide 1, clamp 1 + 1 fix (a TypeError: decided by rule, no verdict asked), parity 2.
+    assert!(r.tokens.requests >= 5);
     for req in s.requests() {
         assert!(
             req["max_tokens"].as_u64().is_some(),
