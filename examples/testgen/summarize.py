@@ -73,7 +73,8 @@ def table(path):
         ("branches before → after", f"{pct(b['branches_covered'], b['branches']):.1f}% → {pct(a['branches_covered'], a['branches']):.1f}% "
          f"({b['branches_covered']} → {a['branches_covered']} of {a['branches']})"),
         ("tests kept / generated", f"{kept} / {gen} in {sum(1 for c in r['candidates'] if c['status'] == 'kept')} file(s); "
-         f"{chars} of the kept are characterizations; final combined run: {after.get('tests', 0)} tests, {after.get('failed', 0)} failed"),
+         f"{chars} of the kept are characterizations; "
+         + (f"final combined run of the kept files: {after.get('tests', 0)} tests, {after.get('failed', 0)} failed" if r.get("kept_files") else "nothing kept, so no final run")),
         ("gaps tried", f"{len(r['candidates'])} ({', '.join(c['target'].split('::')[-1] + ': ' + c['status'] for c in r['candidates'])})"),
         ("why discarded", why_discarded(r)),
         ("suspected code bugs", str(len(r["suspected_bugs"]))),
