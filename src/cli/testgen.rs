@@ -47,6 +47,13 @@ pub struct TestgenArgs {
     /// Auto-fix attempts per failing test.
     #[arg(long, default_value_t = 2)]
     fix_attempts: u32,
+    /// Never turn a wrong expected value into the observed one (characterization test); send
+    /// every failing assertion to the model's fix round instead.
+    #[arg(long)]
+    no_characterize: bool,
+    /// Start no new gap after this many seconds (the final combined run still happens).
+    #[arg(long, value_name = "SECS")]
+    time_budget: Option<u64>,
     /// The model name (default: $OPENAI_MODEL, else qwen2.5-coder-1.5b-instruct).
     #[arg(long)]
     model: Option<String>,
@@ -190,6 +197,8 @@ fn options(args: &TestgenArgs) -> Result<(Options, Llm, PathBuf), u8> {
         gaps_per_iteration: args.gaps_per_iteration,
         repeats: args.repeats.max(1),
         fix_attempts: args.fix_attempts,
+        characterize: !args.no_characterize,
+        time_budget: args.time_budget.map(std::time::Duration::from_secs),
         exec: ExecConfig {
             image: args.image.clone(),
             warm_pool: args.warm_pool,
@@ -257,7 +266,10 @@ fn deliver(
         );
     }
     if !lost.report {
-        eprintln!("cordon: report: {}", report_dir.join("report.md").display());
+        eprintln!(
+            "cordon: report: {} (also report.json, report.html)",
+            report_dir.join("report.md").display()
+        );
     }
     lost
 }

@@ -50,7 +50,9 @@ pub fn prompt(ctx: &Context, test_src: &str, error: &str, history: &[String]) ->
 
 /// Replaces the test `node` in the candidate with the function in `reply_code` (the one of
 /// the same name, else the first test function), adds the reply's new imports, and runs the
-/// static checks again.
+/// static checks again. A method of a test class (unittest style, `TestK::test_x`) is fixed
+/// the same way: the reply's function or method is re-indented into the class and given its
+/// `self`; a top-level test loses a `self` the model wrote.
 pub fn apply(
     cand: &Candidate,
     node: &str,
@@ -58,9 +60,8 @@ pub fn apply(
     ctx: &Context,
     project: &super::detect::Project,
 ) -> Result<Candidate, String> {
-    if node.contains("::") {
-        return Err("tests inside classes are not auto-fixed".into());
-    }
+    let in_class = node.contains("::");
+    let leaf = node.rsplit("::").next().unwrap_or(node);
     let reply = python::parse(reply_code).ok_or("the fix does not parse")?;
     if let Some(l) = reply.first_error_line() {
         return Err(format!("the fix does not parse (line {l})"));
@@ -68,18 +69,22 @@ pub fn apply(
     let new_fn = reply
         .test_functions()
         .into_iter()
-        .filter(|t| !t.node_id.contains("::"))
-        .min_by_key(|t| (t.node_id != node) as u8)
+        .min_by_key(|t| ((t.node_id != node) as u8, (t.name != leaf) as u8))
         .ok_or("the fix has no test function")?;
-    let new_src = &reply_code[new_fn.bytes.clone()];
     let body = python::parse(&cand.body).ok_or("the candidate no longer parses")?;
     let old = body
         .test_functions()
         .into_iter()
         .find(|t| t.node_id == node)
         .ok_or_else(|| format!("test `{node}` is not in the file"))?;
+    let new_src = reindent(
+        &reply_code[new_fn.bytes.clone()],
+        column(reply_code, new_fn.bytes.start),
+        column(&cand.body, old.bytes.start),
+        in_class,
+    );
     let mut text = cand.body.clone();
-    text.replace_range(old.bytes.clone(), new_src);
+    text.replace_range(old.bytes.clone(), &new_src);
     let existing: Vec<String> = body.imports();
     let mut added = String::new();
     for i in reply.imports() {
@@ -97,16 +102,83 @@ pub fn apply(
     Ok(out)
 }
 
-/// Removes tests from a candidate (failed, flaky, code bugs); `None` when none are left.
+/// The column (bytes since the line's start) of byte `at`.
+fn column(src: &str, at: usize) -> usize {
+    at - src[..at].rfind('\n').map_or(0, |i| i + 1)
+}
+
+/// A function's source (starting at its `def` or decorator, first line unindented) moved
+/// from column `from` to column `to`, with a `self` parameter added for a method or dropped
+/// for a top-level function.
+fn reindent(src: &str, from: usize, to: usize, method: bool) -> String {
+    let pad = " ".repeat(to);
+    let mut out = String::new();
+    for (i, l) in src.lines().enumerate() {
+        if i > 0 {
+            out.push('\n');
+            if !l.trim().is_empty() {
+                let lead = l.len() - l.trim_start().len();
+                out.push_str(&pad);
+                out.push_str(&l[lead.min(from)..]);
+            }
+            continue;
+        }
+        out.push_str(l);
+    }
+    // The `def` line: the first that starts with `def ` or `async def `.
+    let Some(def_at) = out.find("def ") else {
+        return out;
+    };
+    let Some(open) = out[def_at..].find('(').map(|i| i + def_at) else {
+        return out;
+    };
+    let params = &out[open + 1..];
+    let has_self = params.trim_start().starts_with("self")
+        && params.trim_start()[4..]
+            .trim_start()
+            .starts_with([',', ')']);
+    if method && !has_self {
+        let sep = if params.trim_start().starts_with(')') {
+            ""
+        } else {
+            ", "
+        };
+        out.insert_str(open + 1, &format!("self{sep}"));
+    } else if !method && has_self {
+        let rest = params.trim_start()[4..].trim_start();
+        let rest = rest.strip_prefix(',').map(str::trim_start).unwrap_or(rest);
+        out = format!("{}{}", &out[..open + 1], rest);
+    }
+    out
+}
+
+/// Removes tests from a candidate (failed, flaky, code bugs); `None` when none are left. A
+/// removed method of a test class leaves a `pass`, so the class stays valid.
 pub fn without(cand: &Candidate, nodes: &[String]) -> Option<Candidate> {
     let p = python::parse(&cand.body)?;
-    let ranges: Vec<std::ops::Range<usize>> = p
+    let gone: Vec<python::TestFn> = p
         .test_functions()
         .into_iter()
         .filter(|t| nodes.contains(&t.node_id))
+        .collect();
+    let mut body = cand.body.clone();
+    let mut methods: Vec<std::ops::Range<usize>> = gone
+        .iter()
+        .filter(|t| t.node_id.contains("::"))
+        .map(|t| t.bytes.clone())
+        .collect();
+    methods.sort_by_key(|r| std::cmp::Reverse(r.start));
+    for r in methods {
+        body.replace_range(r, "pass");
+    }
+    let p = python::parse(&body)?;
+    let ranges: Vec<std::ops::Range<usize>> = p
+        .test_functions()
+        .into_iter()
+        .filter(|t| nodes.contains(&t.node_id) && !t.node_id.contains("::"))
         .map(|t| t.bytes)
         .collect();
-    let body = python::remove_ranges(&cand.body, &ranges);
+    let body = python::remove_ranges(&body, &ranges);
     let left = python::parse(&body)?;
     if left.first_error_line().is_some() {
         return None;
@@ -131,6 +203,36 @@ pub fn without(cand: &Candidate, nodes: &[String]) -> Option<Candidate> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn reindenting_a_fix_into_a_class_and_out_of_one() {
+        // A bare function answer for a method: moved in, given `self`.
+        let m = reindent("def test_x():\n    assert f(1) == 2", 0, 4, true);
+        assert_eq!(m, "def test_x(self):\n        assert f(1) == 2");
+        // A method answer (class in the reply) for a method: the class's indentation goes.
+        let m = reindent(
+            "def test_x(self, tmp_path):\n        assert f(1) == 2",
+            4,
+            4,
+            true,
+        );
+        assert_eq!(m, "def test_x(self, tmp_path):\n        assert f(1) == 2");
+        // A method answer for a top-level test: `self` dropped, moved out.
+        let m = reindent(
+            "def test_x(self, tmp_path):\n        assert f(1) == 2",
+            4,
+            0,
+            false,
+        );
+        assert_eq!(m, "def test_x(tmp_path):\n    assert f(1) == 2");
+        let m = reindent(
+            "def test_x(self):\n        x = 1\n\n        assert x",
+            4,
+            0,
+            false,
+        );
+        assert_eq!(m, "def test_x():\n    x = 1\n\n    assert x");
+    }
+
     fn cand(body: &str) -> Candidate {
         Candidate {
             file_name: "test_gen_x.py".into(),
@@ -153,6 +255,15 @@ mod tests {
             Some("def test_b():\n    assert 2")
         );
         assert!(temperature(0) < temperature(2));
+
+        // A unittest-style class: removing a method leaves the class valid.
+        let mut k = cand(
+            "class TestK:\n    def test_a(self):\n        assert 1\n\n    def test_b(self):\n        assert 2\n",
+        );
+        k.tests = vec!["TestK::test_a".into(), "TestK::test_b".into()];
+        let w = without(&k, &["TestK::test_a".into()]).expect("one left");
+        assert_eq!(w.tests, vec!["TestK::test_b"]);
+        assert!(!w.body.contains("assert 1"), "{}", w.body);
         assert_eq!(error_excerpt("a\nb\nc", 2), "b\nc");
     }
 }

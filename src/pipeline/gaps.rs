@@ -25,6 +25,8 @@ pub struct Gap {
     pub missing_lines: Vec<u32>,
     /// Lines that run but leave a branch untaken.
     pub partial_lines: Vec<u32>,
+    /// Parameters a test must supply (`self`, `cls` and `*`/`/` markers not counted).
+    pub params: u32,
 }
 
 impl Gap {
@@ -38,15 +40,29 @@ impl Gap {
         self.qualname.split('.').next().unwrap_or(&self.qualname)
     }
 
-    fn weight(&self) -> f64 {
+    /// What a test can gain here, cheaply: the missing lines and branches, scaled down for
+    /// what makes a test hard for a small model to write — a private name, many parameters
+    /// (each one a value to build right), a long body (more paths to set up).
+    pub fn weight(&self) -> f64 {
         let n = (self.missing_lines.len() + self.partial_lines.len()) as f64;
         let leaf = self.qualname.rsplit('.').next().unwrap_or("");
         let private = leaf.starts_with('_') && !(leaf.starts_with("__") && leaf.ends_with("__"));
-        if private || self.top_name().starts_with('_') {
-            n * 0.5
+        let public = if private || self.top_name().starts_with('_') {
+            0.5
         } else {
-            n
-        }
+            1.0
+        };
+        let params = match self.params {
+            0..=2 => 1.0,
+            3..=4 => 0.75,
+            _ => 0.5,
+        };
+        let size = match self.end_line.saturating_sub(self.start_line) + 1 {
+            0..=60 => 1.0,
+            61..=150 => 0.75,
+            _ => 0.5,
+        };
+        n * public * params * size
     }
 }
 
@@ -165,6 +181,11 @@ pub fn find(project: &Project, repo: &Path, coverage: &Coverage) -> Vec<Gap> {
         }
         for (i, m, p) in by_unit {
             let u = &units[i];
+            let params = if u.kind == UnitKind::Class {
+                0
+            } else {
+                count_params(&parsed.signature(u))
+            };
             gaps.push(Gap {
                 file: file.clone(),
                 module: project.module_name(file),
@@ -174,9 +195,11 @@ pub fn find(project: &Project, repo: &Path, coverage: &Coverage) -> Vec<Gap> {
                 end_line: u.end_line,
                 missing_lines: m,
                 partial_lines: p,
+                params,
             });
         }
     }
+    // Cheapest reach first (see `Gap::weight`).
     gaps.sort_by(|a, b| {
         b.weight()
             .partial_cmp(&a.weight())
@@ -184,6 +207,40 @@ pub fn find(project: &Project, repo: &Path, coverage: &Coverage) -> Vec<Gap> {
             .then_with(|| a.key().cmp(&b.key()))
     });
     gaps
+}
+
+/// The parameters a caller supplies, from a `def` header: top-level commas inside the
+/// outermost parentheses; `self`, `cls`, bare `*` and `/` are not counted.
+fn count_params(signature: &str) -> u32 {
+    let Some(open) = signature.find('(') else {
+        return 0;
+    };
+    let mut depth = 0i32;
+    let mut parts: Vec<String> = vec![String::new()];
+    for c in signature[open + 1..].chars() {
+        match c {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' if depth == 0 => break,
+            ')' | ']' | '}' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(String::new());
+                continue;
+            }
+            _ => {}
+        }
+        if let Some(last) = parts.last_mut() {
+            last.push(c);
+        }
+    }
+    parts
+        .iter()
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty() && !p.starts_with('#'))
+        .filter(|p| {
+            let name = p.split([':', '=']).next().unwrap_or("").trim();
+            !matches!(name, "self" | "cls" | "*" | "/")
+        })
+        .count() as u32
 }
 
 #[cfg(test)]
@@ -231,6 +288,33 @@ mod tests {
     }
 
     #[test]
+    fn gaps_rank_by_cheap_reach() {
+        assert_eq!(
+            count_params("def f(self, a, b: dict[str, int] = {}, *args, **kw):"),
+            4
+        );
+        assert_eq!(count_params("def f(\n    a,\n    *,\n    b=(1, 2),\n):"), 2);
+        assert_eq!(count_params("def f():"), 0);
+        let gap = |qualname: &str, missing: u32, params: u32, len: u32| Gap {
+            file: "m.py".into(),
+            module: "m".into(),
+            qualname: qualname.into(),
+            kind: UnitKind::Function,
+            start_line: 1,
+            end_line: len,
+            missing_lines: (0..missing).collect(),
+            partial_lines: vec![],
+            params,
+        };
+        // Fewer missing lines, but public, one parameter and short: first.
+        let easy = gap("parse", 4, 1, 20);
+        assert!(easy.weight() > gap("_render", 6, 5, 20).weight());
+        assert!(easy.weight() > gap("render", 5, 6, 200).weight());
+        // Equal otherwise, more missing lines win.
+        assert!(gap("a", 5, 1, 20).weight() > easy.weight());
+    }
+
+    #[test]
     fn aims_name_files_directories_and_units() {
         let gap = |file: &str, qualname: &str| Gap {
             file: file.into(),
@@ -241,6 +325,7 @@ mod tests {
             end_line: 2,
             missing_lines: vec![2],
             partial_lines: vec![],
+            params: 1,
         };
         let file = Aim::parse("./pkg/core.py").expect("valid");
         assert!(file.covers(&gap("pkg/core.py", "f")));

@@ -24,6 +24,9 @@ pub struct Context {
     pub module_imports: Vec<String>,
     /// A real test from the project that uses the target.
     pub example: Option<String>,
+    /// Working constructions of the objects the target needs (its class, the classes in its
+    /// signature), single lines taken from the project's tests, then from its code.
+    pub constructions: Vec<String>,
     /// Top-level names of the target module.
     pub module_names: BTreeSet<String>,
     /// Modules the target module imports (so its tests may too).
@@ -95,12 +98,23 @@ pub fn context(project: &Project, repo: &Path, gap: &Gap) -> Option<Context> {
         _ => None,
     };
     let leaf = gap.qualname.rsplit('.').next().unwrap_or(&gap.qualname);
+    let mut wanted: Vec<String> = Vec::new();
+    if let Some(class) = &unit.class {
+        wanted.push(class.rsplit('.').next().unwrap_or(class).to_string());
+    } else if unit.kind == UnitKind::Class {
+        wanted.push(gap.top_name().to_string());
+    }
+    if unit.kind != UnitKind::Class {
+        wanted.extend(signature_types(&parsed.signature(unit)));
+    }
+    wanted.dedup();
     Some(Context {
         gap: gap.clone(),
         source,
         class_context,
         module_imports: parsed.imports(),
         example: usage_example(project, repo, leaf),
+        constructions: constructions(project, repo, &wanted),
         module_names: parsed.top_level().into_iter().map(|t| t.name).collect(),
         module_imported: parsed.imported_modules(),
         module_identifiers: (!parsed.has_dynamic_exports()).then(|| parsed.names()),
@@ -131,6 +145,114 @@ fn usage_example(project: &Project, repo: &Path, name: &str) -> Option<String> {
         }
     }
     best
+}
+
+/// Class-like names (capitalized) in a `def` header's annotations and defaults, without
+/// typing's generic names.
+fn signature_types(signature: &str) -> Vec<String> {
+    const GENERIC: &[&str] = &[
+        "None",
+        "True",
+        "False",
+        "Optional",
+        "Union",
+        "List",
+        "Dict",
+        "Tuple",
+        "Set",
+        "Any",
+        "Callable",
+        "Iterable",
+        "Iterator",
+        "Sequence",
+        "Mapping",
+        "Type",
+        "Literal",
+        "Self",
+        "FrozenSet",
+        "Generator",
+        "TypeVar",
+        "ClassVar",
+    ];
+    let mut out: Vec<String> = Vec::new();
+    let params = signature.split_once('(').map_or("", |(_, p)| p);
+    for tok in params.split(|c: char| !(c.is_alphanumeric() || c == '_')) {
+        if tok.len() > 1
+            && tok.starts_with(|c: char| c.is_ascii_uppercase())
+            && tok.chars().any(|c| c.is_ascii_lowercase())
+            && !GENERIC.contains(&tok)
+            && !out.iter().any(|o| o == tok)
+        {
+            out.push(tok.to_string());
+        }
+    }
+    out.truncate(3);
+    out
+}
+
+/// Up to 2 lines per name, 4 in all, that call `Name(` — from the project's tests first, then
+/// its code: the shortest, each at most 120 characters, never a `class`/`def` line.
+fn constructions(project: &Project, repo: &Path, names: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    if names.is_empty() {
+        return out;
+    }
+    let files: Vec<&String> = project
+        .tests
+        .iter()
+        .take(60)
+        .chain(project.sources.iter().take(60))
+        .collect();
+    let texts: Vec<(bool, String)> = files
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| {
+            let t = std::fs::read_to_string(repo.join(f)).ok()?;
+            Some((i < project.tests.len().min(60), t))
+        })
+        .collect();
+    for name in names {
+        let call = format!("{name}(");
+        let mut found: Vec<(bool, &str)> = Vec::new();
+        for (is_test, text) in &texts {
+            for l in text.lines() {
+                let t = l.trim();
+                let Some(at) = t.find(&call) else {
+                    continue;
+                };
+                let before = t[..at].chars().next_back();
+                if before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+                    || t.len() > 120
+                    || [
+                        "class ",
+                        "def ",
+                        "async def ",
+                        "#",
+                        "@",
+                        "import ",
+                        "from ",
+                        "isinstance",
+                        "raise ",
+                        "return super",
+                    ]
+                    .iter()
+                    .any(|p| t.starts_with(p))
+                    || t.contains("isinstance(")
+                {
+                    continue;
+                }
+                found.push((*is_test, t));
+            }
+        }
+        found.sort_by_key(|(is_test, t)| (!is_test, t.len()));
+        found.dedup_by(|a, b| a.1 == b.1);
+        for (_, t) in found.into_iter().take(2) {
+            if out.len() < 4 && !out.iter().any(|o| o == t) {
+                out.push(t.to_string());
+            }
+        }
+    }
+    out
 }
 
 pub const SYSTEM: &str = "You are an expert Python developer who writes pytest unit tests. \
@@ -165,6 +287,14 @@ pub fn prompt(ctx: &Context, shrink: u8) -> Vec<Message> {
     };
     u.push_str(&source);
     u.push_str("\n```\n\n");
+    if !ctx.constructions.is_empty() && shrink < 2 {
+        u.push_str("How the project itself builds these objects (working lines from its tests and code):\n\n```python\n");
+        for c in &ctx.constructions {
+            u.push_str(c);
+            u.push('\n');
+        }
+        u.push_str("```\n\n");
+    }
     if let Some(e) = &ctx.example
         && shrink < 1
     {
@@ -247,6 +377,32 @@ pub fn extract(answer: &str) -> Option<String> {
         return Some(answer.to_string());
     }
     None
+}
+
+/// Answer sizes: the 2 to 4 short tests asked for take 60-120 tokens each, one fixed test far
+/// less; a cut-off answer keeps its finished tests ([`salvage_truncated`]). A bigger budget
+/// only buys runaway answers minutes long at 2-5 tokens/s on a loaded 2-core machine.
+pub const GENERATE_MAX_TOKENS: u32 = 450;
+pub const FIX_MAX_TOKENS: u32 = 300;
+
+/// An answer cut off at `max_tokens`: its code without the last, unfinished top-level
+/// definition, if what is left parses and still has a test.
+pub fn salvage_truncated(code: &str) -> Option<String> {
+    let lines: Vec<&str> = code.lines().collect();
+    let last_top = lines.iter().rposition(|l| {
+        l.starts_with("def ")
+            || l.starts_with("class ")
+            || l.starts_with("async def ")
+            || l.starts_with('@')
+    })?;
+    // Decorators belong to the definition below them.
+    let mut cut = last_top;
+    while cut > 0 && lines[cut - 1].starts_with('@') {
+        cut -= 1;
+    }
+    let kept = lines[..cut].join("\n") + "\n";
+    let p = python::parse(&kept)?;
+    (p.first_error_line().is_none() && !p.test_functions().is_empty()).then_some(kept)
 }
 
 /// A test file ready to run: cordon's import header plus the model's (repaired) code.
@@ -576,8 +732,20 @@ fn import_header(parsed: &python::Parsed, body: &str, ctx: &Context, top: &str) 
     }
     needed.sort();
     needed.dedup();
+    // Modules the test uses by name but never imports (`ast.parse(...)` with no `import ast`,
+    // a NameError that one fix round rarely repairs): those the module under test imports
+    // itself, and common standard-library ones.
+    let modules: Vec<&str> = all_idents
+        .iter()
+        .map(String::as_str)
+        .filter(|n| !bound.contains(*n) && !ctx.module_names.contains(*n) && *n != "pytest")
+        .filter(|n| STDLIB.contains(n) || ctx.module_imported.contains(*n))
+        .collect();
     let mut header = String::from(HEADER_MARK);
     header.push_str("import pytest  # noqa: F401\n");
+    for m in modules {
+        header.push_str(&format!("import {m}  # noqa: F401\n"));
+    }
     if !needed.is_empty() {
         header.push_str(&format!(
             "from {} import {}  # noqa: F401\n",
@@ -588,6 +756,36 @@ fn import_header(parsed: &python::Parsed, body: &str, ctx: &Context, top: &str) 
     header.push('\n');
     header
 }
+
+/// Standard-library modules a test may name without importing them.
+const STDLIB: &[&str] = &[
+    "ast",
+    "collections",
+    "copy",
+    "datetime",
+    "decimal",
+    "enum",
+    "fractions",
+    "functools",
+    "io",
+    "itertools",
+    "json",
+    "math",
+    "operator",
+    "os",
+    "pathlib",
+    "random",
+    "re",
+    "string",
+    "sys",
+    "tempfile",
+    "textwrap",
+    "time",
+    "types",
+    "typing",
+    "unittest",
+    "warnings",
+];
 
 /// Names bound by import statements anywhere at the top level.
 fn imported_names(p: &python::Parsed) -> Vec<String> {
@@ -656,6 +854,7 @@ mod tests {
             end_line: 8,
             missing_lines: vec![7],
             partial_lines: vec![6],
+            params: 2,
         };
         let c = context(&project, d.path(), &gap).expect("context");
         (c, project)
@@ -743,6 +942,19 @@ mod tests {
             cand.header
         );
 
+        // A module used by name, never imported: the module under test's own import (`math`)
+        // and a standard one (`json`) are added; a name bound in the file is not.
+        let cand = check(
+            "import os\n\ndef test_a():\n    assert divide(math.pi, 1) > 3\n    assert json.loads('1') == 1\n    assert os.sep\n",
+            &c,
+            &p,
+            "t.py",
+        )
+        .expect("ok");
+        assert!(cand.header.contains("import math  #"), "{}", cand.header);
+        assert!(cand.header.contains("import json  #"), "{}", cand.header);
+        assert!(!cand.header.contains("import os"), "{}", cand.header);
+
         assert_eq!(
             check("def test_a():\n    assert 1\n", &c, &p, "t.py").unwrap_err(),
             Rejection::DoesNotUseTarget {
@@ -766,6 +978,71 @@ mod tests {
             check("def test_a():\n    pass\n", &c, &p, "t.py").unwrap_err(),
             Rejection::Placeholder
         );
+    }
+
+    #[test]
+    fn a_cut_off_answer_keeps_its_finished_tests() {
+        let code = "from m import f\n\ndef test_a():\n    assert f(1) == 1\n\n@pytest.mark.x\ndef test_b():\n    assert f(2) == [1,";
+        let s = salvage_truncated(code).expect("salvaged");
+        assert!(
+            s.contains("test_a") && !s.contains("test_b") && !s.contains("mark"),
+            "{s}"
+        );
+        assert_eq!(
+            salvage_truncated("def test_a():\n    assert f(1) == ("),
+            None
+        );
+    }
+
+    #[test]
+    fn constructions_come_from_the_projects_tests_first() {
+        let d = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(d.path().join("pkg")).expect("mkdir");
+        std::fs::create_dir_all(d.path().join("tests")).expect("mkdir");
+        std::fs::write(d.path().join("pkg/__init__.py"), "").expect("write");
+        std::fs::write(
+            d.path().join("pkg/shapes.py"),
+            "class Grid:\n    def __init__(self, w, h, fill=0):\n        self.w = w\n\n    def area(self):\n        return self.w\n\ndef paint(grid: Grid, color: Color) -> None:\n    pass\n\nclass Color:\n    pass\n\nDEFAULT = Grid(1, 1)\n",
+        )
+        .expect("write");
+        std::fs::write(
+            d.path().join("tests/test_shapes.py"),
+            "from pkg.shapes import Grid\n\ndef test_grid():\n    g = Grid(3, 4, fill=1)\n    assert isinstance(g, Grid)\n",
+        )
+        .expect("write");
+        let project = crate::pipeline::detect::detect(d.path()).expect("detects");
+        let gap = Gap {
+            file: "pkg/shapes.py".into(),
+            module: "pkg.shapes".into(),
+            qualname: "paint".into(),
+            kind: UnitKind::Function,
+            start_line: 8,
+            end_line: 9,
+            missing_lines: vec![9],
+            partial_lines: vec![],
+            params: 2,
+        };
+        let c = context(&project, d.path(), &gap).expect("context");
+        assert_eq!(
+            c.constructions,
+            vec!["g = Grid(3, 4, fill=1)", "DEFAULT = Grid(1, 1)"]
+        );
+        let m = prompt(&c, 0);
+        assert!(
+            m[1].content.contains("g = Grid(3, 4, fill=1)"),
+            "{}",
+            m[1].content
+        );
+        // A method: its class's constructions.
+        let gap = Gap {
+            qualname: "Grid.area".into(),
+            kind: UnitKind::Method,
+            start_line: 5,
+            end_line: 6,
+            ..gap
+        };
+        let c = context(&project, d.path(), &gap).expect("context");
+        assert_eq!(c.constructions[0], "g = Grid(3, 4, fill=1)");
     }
 
     #[test]

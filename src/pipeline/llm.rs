@@ -162,6 +162,9 @@ pub struct Usage {
     /// Time spent waiting between attempts (the server's `Retry-After`, or backoff).
     #[serde(default)]
     pub retry_wait_ms: u64,
+    /// Time spent waiting for the model's answers (requests only, not the waits between).
+    #[serde(default)]
+    pub model_ms: u64,
 }
 
 pub struct Llm {
@@ -265,7 +268,9 @@ impl Llm {
             let retry_after = std::cell::Cell::new(None);
             let (r, retry_after): (Option<Result<Value, OpenAIError>>, _) = retry::RETRY_AFTER
                 .scope(retry_after, async {
+                    let asked = std::time::Instant::now();
                     let r = tokio::time::timeout(self.config.timeout, call).await.ok();
+                    self.record(|u| u.model_ms += asked.elapsed().as_millis() as u64);
                     (r, retry::RETRY_AFTER.with(|c| c.get()))
                 })
                 .await;

@@ -14,8 +14,10 @@
 //! - [`validate`]: runs, passes, passes again N times and alone, adds coverage.
 //! - [`classify`]: failing tests → test mistake / environment / likely code bug, rules first.
 //! - [`fix`]: bounded auto-fix of test mistakes.
-//! - [`report`]: JSON and Markdown, written on every path.
+//! - [`characterize`]: a wrong expected value → the observed one, marked as such.
+//! - [`report`]: JSON, Markdown and HTML ([`html`]), written on every path.
 
+pub mod characterize;
 pub mod classify;
 pub mod coverage;
 pub mod detect;
@@ -23,6 +25,7 @@ pub mod exec;
 pub mod fix;
 pub mod gaps;
 pub mod generate;
+pub mod html;
 pub mod llm;
 pub mod python;
 pub mod report;
@@ -61,6 +64,12 @@ pub struct Options {
     pub generation_attempts: u32,
     /// `--only`: work only on the gaps these name (all gaps when empty).
     pub only: Vec<gaps::Aim>,
+    /// Turn a wrong expected value of a one-line equality into the observed one (a
+    /// characterization test, reported as such) instead of asking the model to fix it.
+    pub characterize: bool,
+    /// No new gap is started after this much time from the start of the run; the final
+    /// combined run still happens. `None`: no limit.
+    pub time_budget: Option<std::time::Duration>,
     pub exec: ExecConfig,
 }
 
@@ -75,6 +84,8 @@ impl Default for Options {
             fix_attempts: 2,
             generation_attempts: 2,
             only: Vec::new(),
+            characterize: true,
+            time_budget: None,
             exec: ExecConfig::default(),
         }
     }
@@ -111,6 +122,7 @@ struct Run<'a> {
     report: Report,
     kept: Vec<(String, String)>,
     stage_started: BTreeMap<&'static str, u64>,
+    started: Instant,
 }
 
 /// Runs the whole pipeline. Never fails: whatever happens, the report says how far it got.
@@ -138,6 +150,8 @@ pub async fn run(
                 gaps_per_iteration: opts.gaps_per_iteration,
                 repeats: opts.repeats,
                 fix_attempts: opts.fix_attempts,
+                characterize: opts.characterize,
+                time_budget_s: opts.time_budget.map(|d| d.as_secs()),
                 image: opts.exec.image.clone(),
                 install: None,
                 only: opts
@@ -153,6 +167,7 @@ pub async fn run(
         },
         kept: Vec::new(),
         stage_started: BTreeMap::new(),
+        started,
     };
     let mut exec_holder = None;
     let result = r.go(&mut exec_holder).await;
@@ -192,6 +207,12 @@ impl Run<'_> {
         *self.report.stages_ms.entry(stage.to_string()).or_default() +=
             since.elapsed().as_millis() as u64;
         let _ = &self.stage_started;
+    }
+
+    fn over_budget(&self) -> bool {
+        self.opts
+            .time_budget
+            .is_some_and(|b| self.started.elapsed() >= b)
     }
 
     fn check_cancel(&self) -> Result<(), Stop> {
@@ -396,6 +417,10 @@ impl Run<'_> {
             ));
             for (i, gap) in gaps.iter().enumerate() {
                 self.check_cancel()?;
+                if self.over_budget() {
+                    self.say("time budget spent: no new gap is started; the final run follows");
+                    return Ok(("time_budget_spent".into(), current));
+                }
                 tried.insert(gap.key());
                 let n = self.report.candidates.len() as u32 + 1;
                 self.say(&format!("  [{}/{}] {}", i + 1, gaps.len(), gap.key()));
@@ -475,7 +500,7 @@ impl Run<'_> {
         match cov {
             Some(_) => {}
             None => {
-                summary.coverage = estimate.totals();
+                summary.set_coverage(estimate);
                 self.say("final: no combined coverage report; the figure is the union of the runs");
             }
         }
@@ -534,7 +559,10 @@ impl Run<'_> {
             .refine(exec, project, gap, &ctx, &mut cand, &mut cr)
             .await?;
         cr.time_ms = started.elapsed().as_millis() as u64;
+        // Characterizations count only for the tests that stayed.
+        cr.characterized.retain(|c| cand.tests.contains(&c.test));
         let Some(v) = verdict else {
+            cr.characterized.clear();
             return Ok((cr, None));
         };
         let Some(cov) = v.coverage.map(|c| restrict(c, project)) else {
@@ -547,6 +575,7 @@ impl Run<'_> {
         cr.gain_branches = gain.branches;
         cr.repairs = cand.repairs.clone();
         if gain.is_empty() {
+            cr.characterized.clear();
             cr.reason = "passes, but covers nothing new".into();
             return Ok((cr, None));
         }
@@ -565,6 +594,9 @@ impl Run<'_> {
     ) -> Result<Result<Candidate, String>, Stop> {
         let mut last_reason = String::new();
         for attempt in 0..self.opts.generation_attempts.max(1) {
+            if attempt > 0 && self.over_budget() {
+                break;
+            }
             let Some(mut messages) = (0..=3u8)
                 .map(|s| generate::prompt(ctx, s))
                 .find(|m| self.llm.fits(m, self.llm.config.max_tokens).is_ok())
@@ -587,26 +619,34 @@ impl Run<'_> {
                 ));
             }
             let temp = if attempt == 0 { 0.2 } else { 0.7 };
-            let reply = match self.chat(&messages, temp).await? {
+            let reply = match self
+                .chat(&messages, temp, generate::GENERATE_MAX_TOKENS)
+                .await?
+            {
                 Ok(r) => r,
                 Err(e) => {
                     last_reason = e.to_string();
                     continue;
                 }
             };
-            let rejection = if reply.repetitive {
-                Some(Rejection::Repetitive)
-            } else if reply.truncated {
-                Some(Rejection::Truncated)
-            } else {
-                None
-            };
-            let checked = match rejection {
-                Some(r) => Err(r),
-                None => match generate::extract(&reply.content) {
-                    None => Err(Rejection::NoCode),
-                    Some(code) => generate::check(&code, ctx, project, file_name),
-                },
+            // A cut-off answer keeps the tests it finished.
+            let code = generate::extract(&reply.content).map(|code| match reply.truncated {
+                true => generate::salvage_truncated(&code).ok_or(Rejection::Truncated),
+                false => Ok(code),
+            });
+            let checked = match code {
+                _ if reply.repetitive => Err(Rejection::Repetitive),
+                None if reply.truncated => Err(Rejection::Truncated),
+                None => Err(Rejection::NoCode),
+                Some(Err(r)) => Err(r),
+                Some(Ok(code)) => generate::check(&code, ctx, project, file_name).map(|mut c| {
+                    if reply.truncated {
+                        c.repairs.push(
+                            "the answer was cut off at max_tokens; its unfinished last definition was dropped".into(),
+                        );
+                    }
+                    c
+                }),
             };
             match checked {
                 Ok(c) => return Ok(Ok(c)),
@@ -628,8 +668,9 @@ impl Run<'_> {
         cr: &mut CandidateReport,
     ) -> Result<Option<validate::Validation>, Stop> {
         let mut history: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut characterized: BTreeMap<String, u32> = BTreeMap::new();
         let mut fix_rounds = 0u32;
-        let mut pruned_once = false;
+        let mut prunes = 0u32;
         loop {
             self.check_cancel()?;
             let t = Instant::now();
@@ -644,10 +685,17 @@ impl Run<'_> {
             if v.all_stable() {
                 return Ok(Some(v));
             }
+            // Wrong expected values first: no model time, the value is in pytest's message.
+            let pending = if self.opts.characterize {
+                self.characterize(&v, cand, cr, &mut characterized)
+            } else {
+                Vec::new()
+            };
             let t = Instant::now();
-            let fixable = fix_rounds < self.opts.fix_attempts;
+            // Past the time budget, a gap in flight gets no more fix rounds.
+            let fixable = fix_rounds < self.opts.fix_attempts && !self.over_budget();
             let (remove, to_fix) = self
-                .sort_failures(&v, project, gap, ctx, cand, fixable, cr)
+                .sort_failures(&v, project, gap, ctx, cand, fixable, &pending, cr)
                 .await?;
             self.time("classify", t);
             if !to_fix.is_empty() {
@@ -667,12 +715,24 @@ impl Run<'_> {
                 self.time("fix", t);
                 continue;
             }
-            // Nothing to fix: drop what failed and validate what is left once more.
-            if pruned_once {
+            if !pending.is_empty() {
+                // Characterized tests run again; what could not be saved goes.
+                match fix::without(cand, &remove) {
+                    Some(c) => *cand = c,
+                    None => {
+                        cr.reason = "no test left after removing failing ones".into();
+                        return Ok(None);
+                    }
+                }
+                continue;
+            }
+            // Nothing to fix: drop what failed and validate what is left again — test by
+            // test, never all-or-nothing. Each prune removes at least one test; bounded anyway.
+            if prunes >= 3 {
                 cr.reason = "the remaining tests did not pass consistently".into();
                 return Ok(None);
             }
-            pruned_once = true;
+            prunes += 1;
             match fix::without(cand, &remove) {
                 Some(c) => *cand = c,
                 None => {
@@ -683,9 +743,47 @@ impl Run<'_> {
         }
     }
 
+    /// Turns the failed tests whose only fault is a wrong literal in a one-line equality into
+    /// characterization tests (at most 3 times per test), in `cand` and recorded in `cr`.
+    /// Returns the tests changed, to be validated again.
+    fn characterize(
+        &self,
+        v: &validate::Validation,
+        cand: &mut Candidate,
+        cr: &mut CandidateReport,
+        done: &mut BTreeMap<String, u32>,
+    ) -> Vec<String> {
+        let mut failed: Vec<(usize, &String, &exec::Case)> = v
+            .tests
+            .iter()
+            .filter(|(n, o)| o.status == Status::Failed && done.get(*n).copied().unwrap_or(0) < 3)
+            .filter_map(|(n, o)| {
+                let c = o.case.as_ref()?;
+                Some((characterize::failing_line(c, &cand.file_name)?, n, c))
+            })
+            .collect();
+        // From the bottom up: a characterization adds a comment line above its assertion.
+        failed.sort_by_key(|f| std::cmp::Reverse(f.0));
+        let mut changed = Vec::new();
+        for (_, node, case) in failed {
+            if let Some((next, ch)) = characterize::characterize(cand, node, case) {
+                *cand = next;
+                *done.entry(node.clone()).or_default() += 1;
+                self.say(&format!(
+                    "        characterized {node}: expected {} -> observed {}",
+                    llm::clip(&ch.expected_by_model, 60),
+                    llm::clip(&ch.observed, 60)
+                ));
+                cr.characterized.push(ch);
+                changed.push(node.clone());
+            }
+        }
+        changed
+    }
+
     /// Sorts a validation's unstable tests into those to remove (recorded in `cr`, suspected
-    /// code bugs in the report) and test mistakes to fix (node, error excerpt), which only
-    /// top-level tests are, and only while `fixable`.
+    /// code bugs in the report) and test mistakes to fix (node, error excerpt), only while
+    /// `fixable`. Tests in `pending` (just characterized) are left alone.
     #[allow(clippy::too_many_arguments)]
     async fn sort_failures(
         &mut self,
@@ -695,6 +793,7 @@ impl Run<'_> {
         ctx: &generate::Context,
         cand: &Candidate,
         fixable: bool,
+        pending: &[String],
         cr: &mut CandidateReport,
     ) -> Result<(Vec<String>, Vec<(String, String)>), Stop> {
         let mut remove: Vec<String> = Vec::new();
@@ -707,7 +806,7 @@ impl Run<'_> {
                 classification,
             });
         };
-        for (node, o) in &v.tests {
+        for (node, o) in v.tests.iter().filter(|(n, _)| !pending.contains(n)) {
             match o.status {
                 Status::Stable => {}
                 Status::NotRun => discard(node, "not collected".into(), None),
@@ -743,7 +842,7 @@ impl Run<'_> {
                             );
                         }
                         Class::Environment => discard(node, "environment problem".into(), Some(c)),
-                        Class::TestMistake if fixable && !node.contains("::") => {
+                        Class::TestMistake if fixable => {
                             let err = if case.text.is_empty() {
                                 c.evidence.clone()
                             } else {
@@ -812,7 +911,14 @@ impl Run<'_> {
             };
             let h = history.entry(node.clone()).or_default();
             let messages = fix::prompt(ctx, &src, err, h);
-            let reply = match self.chat(&messages, fix::temperature(round - 1)).await? {
+            let reply = match self
+                .chat(
+                    &messages,
+                    fix::temperature(round - 1),
+                    generate::FIX_MAX_TOKENS,
+                )
+                .await?
+            {
                 Ok(r) => r,
                 Err(e) => {
                     h.push(format!("no usable answer: {e}"));
@@ -846,9 +952,11 @@ impl Run<'_> {
         &self,
         messages: &[llm::Message],
         temperature: f32,
+        max_tokens: u32,
     ) -> Result<Result<llm::Reply, LlmError>, Stop> {
+        let max_tokens = max_tokens.min(self.llm.config.max_tokens);
         match self
-            .with_cancel(self.llm.chat(messages, temperature, None))
+            .with_cancel(self.llm.chat(messages, temperature, Some(max_tokens)))
             .await?
         {
             Err(e) if e.is_fatal() => Err(Stop::Fatal(crate::error::error_chain(&e))),
@@ -894,7 +1002,7 @@ fn summarize(run: &exec::RunArtifacts, project: &Project) -> (RunSummary, Option
         .and_then(|x| coverage::parse_for(x, WORKSPACE, &project.sources).ok())
         .map(|c| restrict(c, project));
     if let Some(c) = &cov {
-        s.coverage = c.totals();
+        s.set_coverage(c);
     }
     (s, cov)
 }

@@ -440,6 +440,68 @@ pub fn remove_ranges(src: &str, ranges: &[Range<usize>]) -> String {
     out
 }
 
+/// The two sides of a one-line `assert LEFT == RIGHT[, message]` (byte ranges in `stmt`),
+/// or `None` for any other statement.
+pub fn equality_assertion(stmt: &str) -> Option<(Range<usize>, Range<usize>)> {
+    let tree = parser().parse(stmt, None)?;
+    let root = tree.root_node();
+    if root.has_error() {
+        return None;
+    }
+    let kids = named_children(root);
+    let [a] = kids.as_slice() else {
+        return None;
+    };
+    if a.kind() != "assert_statement" {
+        return None;
+    }
+    let cmp = *named_children(*a).first()?;
+    if cmp.kind() != "comparison_operator" {
+        return None;
+    }
+    let sides = named_children(cmp);
+    let [l, r] = sides.as_slice() else {
+        return None;
+    };
+    let op = stmt[l.end_byte()..r.start_byte()].trim();
+    (op == "==").then(|| (l.byte_range(), r.byte_range()))
+}
+
+/// Whether `expr` is a plain literal: numbers, strings (no f-strings), `True`, `False`,
+/// `None`, and lists, tuples, sets and dicts of them — a value written out, not computed.
+pub fn is_literal(expr: &str) -> bool {
+    fn lit(n: Node<'_>, src: &str) -> bool {
+        match n.kind() {
+            "integer" | "float" | "true" | "false" | "none" | "string_start" | "string_end"
+            | "string_content" | "escape_sequence" => true,
+            "string" => !text(n, src).starts_with(['f', 'F']) && all(n, src),
+            "unary_operator" => {
+                let t = text(n, src).trim_start();
+                (t.starts_with('-') || t.starts_with('+')) && all(n, src)
+            }
+            "list"
+            | "tuple"
+            | "set"
+            | "dictionary"
+            | "pair"
+            | "parenthesized_expression"
+            | "concatenated_string"
+            | "expression_statement" => all(n, src),
+            _ => false,
+        }
+    }
+    fn all(n: Node<'_>, src: &str) -> bool {
+        named_children(n).into_iter().all(|c| lit(c, src))
+    }
+    let Some(tree) = parser().parse(expr, None) else {
+        return false;
+    };
+    let root = tree.root_node();
+    let kids = named_children(root);
+    !root.has_error()
+        && matches!(kids.as_slice(), [e] if e.kind() == "expression_statement" && lit(*e, expr))
+}
+
 /// A valid Python identifier (ASCII only: what cordon puts on a command line).
 pub fn is_identifier(s: &str) -> bool {
     let mut cs = s.chars();

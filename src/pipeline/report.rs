@@ -21,7 +21,8 @@ pub struct Report {
     pub duration_ms: u64,
     pub model: String,
     pub base_url: String,
-    /// `target_reached`, `budget_spent`, `no_gaps_left`, `stopped` (Ctrl-C) or `failed`.
+    /// `target_reached`, `budget_spent`, `time_budget_spent`, `no_gaps_left`, `stopped`
+    /// (Ctrl-C) or `failed`.
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<String>,
@@ -62,6 +63,12 @@ pub struct Settings {
     /// `--only`: what the run was aimed at (`PATH[::NAME]`), if anything.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub only: Vec<String>,
+    /// Wrong expected values turned into observed ones (characterization tests).
+    #[serde(default)]
+    pub characterize: bool,
+    /// `--time-budget`, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_budget_s: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -81,6 +88,43 @@ pub struct RunSummary {
     /// Tests failing before cordon added anything: recorded, never blamed on generated tests.
     pub quarantined: Vec<String>,
     pub coverage: Totals,
+    /// Per source file: its totals and the lines run (for the delta per file).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, FileSummary>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FileSummary {
+    pub coverage: Totals,
+    /// Line numbers that ran.
+    pub covered_lines: Vec<u32>,
+}
+
+impl RunSummary {
+    /// Fills `coverage` and `files` from a run's coverage.
+    pub fn set_coverage(&mut self, c: &super::coverage::Coverage) {
+        self.coverage = c.totals();
+        self.files = c
+            .files
+            .iter()
+            .map(|(path, lines)| {
+                let one = super::coverage::Coverage {
+                    files: [(path.clone(), lines.clone())].into_iter().collect(),
+                };
+                (
+                    path.clone(),
+                    FileSummary {
+                        coverage: one.totals(),
+                        covered_lines: lines
+                            .iter()
+                            .filter(|(_, l)| l.hit)
+                            .map(|(n, _)| *n)
+                            .collect(),
+                    },
+                )
+            })
+            .collect();
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -97,6 +141,9 @@ pub struct CandidateReport {
     pub gain_branches: u32,
     pub repairs: Vec<String>,
     pub discarded_tests: Vec<DiscardedTest>,
+    /// Kept tests whose expected value is the observed one (see [`super::characterize`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub characterized: Vec<super::characterize::Characterization>,
     pub time_ms: u64,
 }
 
@@ -135,7 +182,9 @@ impl Report {
             serde_json::to_string_pretty(self).map_err(std::io::Error::other)?,
         )?;
         std::fs::write(&md, self.markdown())?;
-        let mut out = vec![json, md];
+        let html = dir.join("report.html");
+        std::fs::write(&html, super::html::render(self, kept))?;
+        let mut out = vec![json, md, html];
         if !kept.is_empty() {
             let t = dir.join("tests").join("generated");
             std::fs::create_dir_all(&t)?;
@@ -152,6 +201,7 @@ impl Report {
         self.md_header(&mut s);
         self.md_coverage(&mut s);
         self.md_tests(&mut s);
+        self.md_characterized(&mut s);
         self.md_suspected_bugs(&mut s);
         self.md_cost(&mut s);
         s
@@ -287,9 +337,48 @@ impl Report {
         s.push('\n');
     }
 
+    /// Kept tests that pin down observed behaviour, apart from suspected bugs.
+    fn md_characterized(&self, s: &mut String) {
+        let kept: Vec<(&str, &super::characterize::Characterization)> = self
+            .candidates
+            .iter()
+            .filter(|c| c.status == "kept")
+            .flat_map(|c| c.characterized.iter().map(move |x| (c.target.as_str(), x)))
+            .collect();
+        if kept.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            s,
+            "## Characterization tests
+
+These kept tests assert what the code returned in the sandbox, not what the model expected: they guard the current behaviour against change and say nothing about whether it is right. Review each before relying on it as a specification.
+
+| target | test | model expected | observed (now asserted) |\n|---|---|---|---|"
+        );
+        let cell = |x: &str| {
+            super::llm::clip(x, 80)
+                .replace('|', "\\|")
+                .replace('`', "'")
+        };
+        for (target, c) in kept {
+            let _ = writeln!(
+                s,
+                "| `{target}` | `{}` | `{}` | `{}` |",
+                c.test,
+                cell(&c.expected_by_model),
+                cell(&c.observed)
+            );
+        }
+        s.push('\n');
+    }
+
     fn md_suspected_bugs(&self, s: &mut String) {
         if !self.suspected_bugs.is_empty() {
-            let _ = writeln!(s, "## Suspected code bugs\n");
+            let _ = writeln!(
+                s,
+                "## Suspected code bugs\n\nReported, never fixed: the failing tests were discarded and the code left as it is.\n"
+            );
             for b in &self.suspected_bugs {
                 let _ = writeln!(
                     s,
@@ -314,6 +403,13 @@ impl Report {
             t.truncated_answers,
             t.repetitive_answers,
             self.sandbox_jobs
+        );
+        let _ = writeln!(
+            s,
+            "Model time {:.1} s (waiting for answers), sandbox time {:.1} s (jobs), of {:.1} s in all.\n",
+            t.model_ms as f64 / 1000.0,
+            self.sandbox_ms as f64 / 1000.0,
+            self.duration_ms as f64 / 1000.0
         );
         let _ = writeln!(s, "Time per stage:\n");
         for (k, v) in &self.stages_ms {

@@ -1,0 +1,276 @@
+//! Wrong expected values, the main loss with a small model: a test that fails on
+//! `assert CALL == LITERAL` because the model guessed the literal becomes a *characterization
+//! test* — the literal is replaced by the value the code returned, read from pytest's own
+//! assertion message (`E   assert 3 == 5`), with a comment saying so — and the test is validated
+//! again like any other (3 runs, reversed, alone). It is reported apart from the tests whose
+//! expectations the model got right, so a reviewer knows it pins down what the code does now,
+//! not what it should do.
+//!
+//! The decision, and why: the model's expected value is a guess by a model that has seen the
+//! code only, so a mismatch on a plain equality is evidence against the guess, not against the
+//! code. It becomes a *suspected code bug* only on other evidence — an exception raised inside
+//! the code under test that the rules or the model judge to be the code's fault (see
+//! [`super::classify`]) — and then it is reported and never "fixed". No model time is spent on
+//! characterizations: the observed value comes from the sandbox run that already happened.
+//!
+//! Only what can be written back exactly is characterized: one-line equality assertions with a
+//! literal on one side, and an observed value that is itself a plain literal (number, string,
+//! `True`/`False`/`None`, or containers of those, not truncated by pytest). Anything else —
+//! objects, floats printed as `nan`, multi-line assertions — goes to the fix round as before.
+
+use serde::{Deserialize, Serialize};
+
+use super::exec::Case;
+use super::generate::Candidate;
+use super::python;
+
+/// One expected value replaced by the observed one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Characterization {
+    /// The test's node id (`test_x` or `TestK::test_x`).
+    pub test: String,
+    /// What the model expected (its literal).
+    pub expected_by_model: String,
+    /// What the code returned in the sandbox (pytest's repr), now the test's expectation.
+    pub observed: String,
+    /// The assertion as it now reads.
+    pub assertion: String,
+}
+
+/// Longest observed value written into a test.
+const MAX_VALUE: usize = 200;
+
+/// The comment cordon puts above a characterized assertion.
+pub const COMMENT: &str = "# cordon: characterization - expected value observed in the sandbox";
+
+/// The first `assert A == B` that pytest printed for this failure, split in its two reprs.
+/// `None` when there is none, or when ` == ` does not split it unambiguously.
+pub fn observed_sides(case: &Case) -> Option<(String, String)> {
+    let line = case
+        .text
+        .lines()
+        .filter_map(|l| l.strip_prefix('E'))
+        .map(str::trim)
+        .map(|l| l.strip_prefix("AssertionError: ").unwrap_or(l))
+        .find(|l| l.starts_with("assert "))?;
+    let rest = line.strip_prefix("assert ")?;
+    let mut parts = rest.split(" == ");
+    let (a, b) = (parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((a.trim().to_string(), b.trim().to_string()))
+}
+
+/// The line (1-based, in the candidate's whole file) where the test failed: the last frame
+/// of the short traceback in the candidate's file.
+pub fn failing_line(case: &Case, file_name: &str) -> Option<usize> {
+    let frame = case
+        .text
+        .lines()
+        .filter(|l| !l.starts_with('E'))
+        .filter_map(|l| {
+            let (path, rest) = l.trim().split_once(".py:")?;
+            let n: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            Some((format!("{path}.py"), n.parse::<usize>().ok()?))
+        })
+        .next_back()?;
+    (frame.0 == file_name || frame.0.ends_with(&format!("/{file_name}"))).then_some(frame.1)
+}
+
+/// The candidate with the failed equality of test `node` turned into a characterization, and
+/// what was changed; `None` when the failure is not a characterizable wrong expected value.
+pub fn characterize(
+    cand: &Candidate,
+    node: &str,
+    case: &Case,
+) -> Option<(Candidate, Characterization)> {
+    let (seen_left, seen_right) = observed_sides(case)?;
+    let n = failing_line(case, &cand.file_name)?;
+    let header_lines = cand.header.matches('\n').count();
+    let idx = n.checked_sub(1 + header_lines)?;
+    let mut lines: Vec<String> = cand.body.lines().map(str::to_string).collect();
+    let line = lines.get(idx)?.clone();
+    // The line must belong to this test (guards against a stale line number).
+    let p = python::parse(&cand.body)?;
+    let t = p.test_functions().into_iter().find(|t| t.node_id == node)?;
+    let line_start: usize = lines[..idx].iter().map(|l| l.len() + 1).sum();
+    if !(t.bytes.start <= line_start + line.len() && line_start < t.bytes.end) {
+        return None;
+    }
+    let indent = line.len() - line.trim_start().len();
+    let stmt = &line[indent..];
+    let (l, r) = python::equality_assertion(stmt)?;
+    let (left, right) = (&stmt[l.clone()], &stmt[r.clone()]);
+    let (expected_range, observed) = match (python::is_literal(left), python::is_literal(right)) {
+        (false, true) => (r, seen_left),
+        (true, false) => (l, seen_right),
+        _ => return None,
+    };
+    let expected = stmt[expected_range.clone()].to_string();
+    if observed.len() > MAX_VALUE || !python::is_literal(&observed) || observed == expected {
+        return None;
+    }
+    let mut new_stmt = stmt.to_string();
+    new_stmt.replace_range(expected_range, &observed);
+    let pad = &line[..indent];
+    lines[idx] = format!("{pad}{new_stmt}");
+    lines.insert(
+        idx,
+        format!("{pad}{COMMENT}; the model expected {}", one_line(&expected)),
+    );
+    let mut body = lines.join("\n");
+    body.push('\n');
+    let parsed = python::parse(&body)?;
+    if parsed.first_error_line().is_some() {
+        return None;
+    }
+    let out = Candidate {
+        body,
+        ..cand.clone()
+    };
+    Some((
+        out,
+        Characterization {
+            test: node.to_string(),
+            expected_by_model: expected,
+            observed,
+            assertion: new_stmt,
+        },
+    ))
+}
+
+fn one_line(s: &str) -> String {
+    s.replace(['\n', '\r'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::exec::CaseStatus;
+
+    fn cand(body: &str) -> Candidate {
+        Candidate {
+            file_name: "test_gen_calc_clamp_1.py".into(),
+            header: "# h\nimport pytest\n\n".into(),
+            body: body.into(),
+            tests: vec!["test_a".into(), "test_b".into()],
+            repairs: vec![],
+        }
+    }
+
+    fn case(node: &str, text: &str) -> Case {
+        Case {
+            node: node.into(),
+            classname: String::new(),
+            name: node.into(),
+            status: CaseStatus::Failed,
+            message: String::new(),
+            text: text.into(),
+        }
+    }
+
+    const BODY: &str = "from calc import clamp\n\ndef test_a():\n    assert clamp(1, 0, 3) == 1\n\ndef test_b():\n    x = clamp(5, 0, 3)\n    assert clamp(5, 0, 3) == 5\n";
+
+    #[test]
+    fn a_wrong_literal_becomes_the_observed_value() {
+        let c = cand(BODY);
+        // Line 8 of the body is line 11 of the file (3 header lines).
+        let f = case(
+            "test_b",
+            "tests/generated/cordon/test_gen_calc_clamp_1.py:11: in test_b\n    assert clamp(5, 0, 3) == 5\nE   assert 3 == 5\nE    +  where 3 = clamp(5, 0, 3)",
+        );
+        let (out, ch) = characterize(&c, "test_b", &f).expect("characterized");
+        assert_eq!(ch.expected_by_model, "5");
+        assert_eq!(ch.observed, "3");
+        assert!(
+            out.body.contains("    assert clamp(5, 0, 3) == 3\n"),
+            "{}",
+            out.body
+        );
+        assert!(out.body.contains(COMMENT), "{}", out.body);
+        assert!(
+            out.body.contains("assert clamp(1, 0, 3) == 1"),
+            "the other test is untouched"
+        );
+        // Literal on the left, strings with pytest's quotes.
+        let c = cand("def test_a():\n    assert \"odd\" == parity(2)\n");
+        let f = case(
+            "test_a",
+            "tests/generated/cordon/test_gen_calc_clamp_1.py:5: in test_a\nE   AssertionError: assert 'odd' == 'even'",
+        );
+        let (out, ch) = characterize(&c, "test_a", &f).expect("characterized");
+        assert_eq!(ch.observed, "'even'");
+        assert!(
+            out.body.contains("assert 'even' == parity(2)"),
+            "{}",
+            out.body
+        );
+    }
+
+    #[test]
+    fn what_cannot_be_written_back_is_left_to_the_fix_round() {
+        let c = cand(BODY);
+        let at = |e: &str| {
+            case(
+                "test_b",
+                &format!("tests/generated/cordon/test_gen_calc_clamp_1.py:11: in test_b\nE   {e}"),
+            )
+        };
+        // An object, a truncated repr, an inequality, an exception: no characterization.
+        assert!(characterize(&c, "test_b", &at("assert <calc.K object at 0x7f> == 5")).is_none());
+        assert!(characterize(&c, "test_b", &at("assert [1, 2, ...] == 5")).is_none());
+        assert!(characterize(&c, "test_b", &at("ZeroDivisionError: division by zero")).is_none());
+        // The failing frame is in the code under test, not in the test file.
+        let f = case(
+            "test_b",
+            "tests/generated/cordon/test_gen_calc_clamp_1.py:11: in test_b\ncalc.py:3: in clamp\nE   assert 3 == 5",
+        );
+        assert!(characterize(&c, "test_b", &f).is_none());
+        // The line belongs to another test.
+        let f = case(
+            "test_a",
+            "tests/generated/cordon/test_gen_calc_clamp_1.py:11: in test_a\nE   assert 3 == 5",
+        );
+        assert!(characterize(&c, "test_a", &f).is_none());
+        // Both sides computed: nothing to replace.
+        let c2 = cand("def test_a():\n    assert clamp(1, 0, 3) == clamp(2, 0, 3)\n");
+        let f = case(
+            "test_a",
+            "tests/generated/cordon/test_gen_calc_clamp_1.py:5: in test_a\nE   assert 1 == 2",
+        );
+        assert!(characterize(&c2, "test_a", &f).is_none());
+    }
+
+    #[test]
+    fn literals() {
+        for l in [
+            "1",
+            "-2.5",
+            "'a'",
+            "\"b\"",
+            "None",
+            "True",
+            "[1, 'a', (2, 3)]",
+            "{'k': [1]}",
+            "()",
+        ] {
+            assert!(python::is_literal(l), "{l}");
+        }
+        for n in [
+            "x",
+            "f(1)",
+            "f'{x}'",
+            "[1, ...]",
+            "nan",
+            "<K object>",
+            "1 + 2",
+            "a.b",
+        ] {
+            assert!(!python::is_literal(n), "{n}");
+        }
+        assert!(python::equality_assertion("assert f(1) == 2, 'msg'").is_some());
+        assert!(python::equality_assertion("assert f(1) != 2").is_none());
+        assert!(python::equality_assertion("assert f(1) == 2 == 3").is_none());
+    }
+}
