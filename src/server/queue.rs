@@ -564,15 +564,18 @@ impl Service {
             // Claimed meanwhile: cancel it running.
         }
         if row.state != JobState::Finished {
-            let local = self.sched().running.get(id).map(|h| h.token.clone());
-            match local {
-                Some(token) => token.cancel(),
-                None => self.inner.store.request_cancel(id).await?,
-            }
+            // Whichever controller runs it hears of this (a notice, its next renewal).
+            self.inner.store.request_cancel(id).await?;
             let deadline = tokio::time::Instant::now() + wait;
             let rx = self.live().get(id).map(|tx| tx.subscribe());
             let mut rx = rx;
             while tokio::time::Instant::now() < deadline {
+                // Here, checked on every turn: a job claimed just now is in `running` a moment
+                // after its claim.
+                let local = self.sched().running.get(id).map(|h| h.token.clone());
+                if let Some(token) = local {
+                    token.cancel();
+                }
                 match self.inner.store.get(id).await? {
                     Some(r) if r.state == JobState::Finished => break,
                     None => break,
