@@ -516,3 +516,51 @@ fn openapi_event_union_matches_the_code() {
     );
     assert_eq!(one_of.len(), sent.len());
 }
+
+/// `Idempotency-Key` over HTTP: a retry gets the same job; the key with another submission is
+/// 422; a malformed or repeated header is 400 naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_makes_a_retry_the_same_job() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let srv = start(&tmp.path().join("data"), "");
+    let c = srv.client();
+    let post = |spec: String, keys: Vec<String>| {
+        let mut r = c
+            .req(reqwest::Method::POST, "/v1/jobs")
+            .header("content-type", "application/yaml")
+            .body(spec);
+        for k in keys {
+            r = r.header("Idempotency-Key", k);
+        }
+        r.send()
+    };
+    let key = || vec!["client-retry-42".to_string()];
+    let first = post(spec("true"), key()).await.expect("first");
+    assert_eq!(first.status().as_u16(), 202);
+    let first: Value = first.json().await.expect("json");
+    let again = post(spec("true"), key()).await.expect("again");
+    assert_eq!(again.status().as_u16(), 202);
+    let again: Value = again.json().await.expect("json");
+    assert_eq!(first["id"], again["id"]);
+    let other = post(spec("false"), key()).await.expect("other");
+    assert_eq!(other.status().as_u16(), 422);
+    let body: Value = other.json().await.expect("json");
+    assert_eq!(body["error"]["kind"], "idempotency_key_reused", "{body}");
+    for bad in [
+        vec!["x".repeat(256)],
+        vec!["has space".to_string()],
+        vec!["a".to_string(), "b".to_string()],
+    ] {
+        let r = post(spec("true"), bad.clone()).await.expect("bad");
+        assert_eq!(r.status().as_u16(), 400, "{bad:?}");
+        let body: Value = r.json().await.expect("json");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("Idempotency-Key")),
+            "{body}"
+        );
+    }
+    let (_, page) = c.get("/v1/jobs").await;
+    assert_eq!(page["jobs"].as_array().map(Vec::len), Some(1), "{page}");
+}
