@@ -87,7 +87,7 @@ enum Command {
     Reap,
     /// Run the controller service: an HTTP API with a durable job queue (see docs/server.md).
     #[command(
-        after_help = "Exit status: 0 after a clean shutdown (SIGTERM or Ctrl-C: no new jobs, running ones get\nthe grace period), 2 invalid config or --listen address, 5 cannot listen or the service\nfailed."
+        after_help = "The job store is SQLite in the data directory (one controller). For several controllers on\none queue, give each the same CORDON_STORE=postgres://USER:PASSWORD@HOST:5432/DB (from a\nsecret) and its own CORDON_CONTROLLER_ID; see \"Several controllers\" in docs/server.md.\n\nExit status: 0 after a clean shutdown (SIGTERM or Ctrl-C: no new jobs, running ones get\nthe grace period), 2 invalid config or --listen address, 5 cannot listen or the service\nfailed."
     )]
     Serve(serve::ServeArgs),
     /// Run a job on a cordon service: upload the workspace, stream the events; the output and
