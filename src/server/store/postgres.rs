@@ -117,6 +117,16 @@ impl PgStore {
         } else {
             PgStore::with_tls(config, rustls_connector()?, &notices)?
         };
+        if let Err(e) = store.pool.get().await {
+            return Err(StoreError::other(
+                action,
+                format!(
+                    "{}: {} (check `store` / CORDON_STORE: host, port, user, password, database)",
+                    redact_url(url),
+                    crate::error::error_chain(&e)
+                ),
+            ));
+        }
         store.migrate().await?;
         Ok(store)
     }
