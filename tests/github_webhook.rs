@@ -223,14 +223,7 @@ async fn a_queued_pull_request_gets_its_tests_as_a_pull_request_into_it() {
         ),
     ])
     .await;
-    github_support::git(&d.bare, &["branch", "feature", "main"]);
-    d.with(|w| {
-        w.pulls.push(json!({
-            "number": 1, "node_id": "PR_node1", "state": "open", "draft": false,
-            "head": {"ref": "feature", "repo": {"full_name": "octo/calc"}},
-            "base": {"ref": "main"}, "html_url": "x"
-        }))
-    });
+    open_pull_request_from_feature(&d);
     let model = testgen_support::start(Box::new(|_n, req| {
         if testgen_support::last_user(req).contains("for the function `clamp`") {
             return testgen_support::Answer::chat("```python\nfrom calc import clamp\n\ndef test_clamp():\n    assert clamp(-1, 0, 3) == 0\n    assert clamp(5, 0, 3) == 3\n    assert clamp(2, 0, 3) == 2\n```");
@@ -248,15 +241,7 @@ async fn a_queued_pull_request_gets_its_tests_as_a_pull_request_into_it() {
             ("OPENAI_API_KEY", "test-key"),
         ],
     );
-    let body = json!({
-        "action": "created",
-        "repository": {"full_name": "octo/calc"},
-        "issue": {"number": 1, "pull_request": {"url": "x"}, "author_association": "OWNER"},
-        "comment": {"body": "/cordon", "author_association": "OWNER", "user": {"login": "ann"}},
-        "sender": {"login": "ann"}
-    })
-    .to_string()
-    .into_bytes();
+    let body = cordon_comment_on_pr_1();
     let (st, _) = deliver(&s, "issue_comment", "9", "run-1", &body, Some(sign(&body))).await;
     assert_eq!(st, 202);
     // However long the sandbox takes on this machine: wait for the outcome to be recorded.
@@ -318,14 +303,7 @@ async fn a_shutdown_stops_the_delivery_at_work_and_keeps_it_for_the_next_start()
         ),
     ])
     .await;
-    github_support::git(&d.bare, &["branch", "feature", "main"]);
-    d.with(|w| {
-        w.pulls.push(json!({
-            "number": 1, "node_id": "PR_node1", "state": "open", "draft": false,
-            "head": {"ref": "feature", "repo": {"full_name": "octo/calc"}},
-            "base": {"ref": "main"}, "html_url": "x"
-        }))
-    });
+    open_pull_request_from_feature(&d);
     // A model that is busy for longer than anyone waits.
     let model = testgen_support::start(Box::new(|_n, _req| {
         testgen_support::Answer::status(503, "busy").with_header("retry-after", "110")
@@ -342,15 +320,7 @@ async fn a_shutdown_stops_the_delivery_at_work_and_keeps_it_for_the_next_start()
             ("CORDON_SHUTDOWN_GRACE", "5s"),
         ],
     );
-    let body = json!({
-        "action": "created",
-        "repository": {"full_name": "octo/calc"},
-        "issue": {"number": 1, "pull_request": {"url": "x"}, "author_association": "OWNER"},
-        "comment": {"body": "/cordon", "author_association": "OWNER", "user": {"login": "ann"}},
-        "sender": {"login": "ann"}
-    })
-    .to_string()
-    .into_bytes();
+    let body = cordon_comment_on_pr_1();
     let (st, _) = deliver(&s, "issue_comment", "9", "stop-1", &body, Some(sign(&body))).await;
     assert_eq!(st, 202);
     // At work: it has asked the model for a test.
@@ -382,4 +352,29 @@ async fn a_shutdown_stops_the_delivery_at_work_and_keeps_it_for_the_next_start()
             .any(|c| c.method == "POST" && c.path.ends_with("/pulls")),
         "nothing was opened"
     );
+}
+
+/// Pull request #1 of `octo/calc`, from a `feature` branch made from `main`.
+fn open_pull_request_from_feature(d: &github_support::GitHubDouble) {
+    github_support::git(&d.bare, &["branch", "feature", "main"]);
+    d.with(|w| {
+        w.pulls.push(json!({
+            "number": 1, "node_id": "PR_node1", "state": "open", "draft": false,
+            "head": {"ref": "feature", "repo": {"full_name": "octo/calc"}},
+            "base": {"ref": "main"}, "html_url": "x"
+        }))
+    });
+}
+
+/// The owner's `/cordon` comment on pull request #1: an `issue_comment` payload.
+fn cordon_comment_on_pr_1() -> Vec<u8> {
+    json!({
+        "action": "created",
+        "repository": {"full_name": "octo/calc"},
+        "issue": {"number": 1, "pull_request": {"url": "x"}, "author_association": "OWNER"},
+        "comment": {"body": "/cordon", "author_association": "OWNER", "user": {"login": "ann"}},
+        "sender": {"login": "ann"}
+    })
+    .to_string()
+    .into_bytes()
 }
