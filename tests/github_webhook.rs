@@ -318,6 +318,8 @@ async fn a_shutdown_stops_the_delivery_at_work_and_keeps_it_for_the_next_start()
             ("OPENAI_MODEL", "scripted"),
             ("OPENAI_API_KEY", "test-key"),
             ("CORDON_SHUTDOWN_GRACE", "5s"),
+            // One slot: an idle dispatcher must not sit on it while a delivery waits.
+            ("CORDON_CONCURRENCY", "1"),
         ],
     );
     let body = cordon_comment_on_pr_1();

@@ -884,25 +884,36 @@ impl Service {
             Duration::from_secs(5)
         };
         loop {
+            if s.draining.load(Ordering::SeqCst) {
+                return;
+            }
+            // A slot only while there is a job for it: an idle dispatcher holds none, so
+            // background work (a GitHub delivery) gets one even with `concurrency: 1`.
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 return;
             };
-            let claim = loop {
-                if s.draining.load(Ordering::SeqCst) {
-                    return;
+            if s.draining.load(Ordering::SeqCst) {
+                return;
+            }
+            let claim = match s
+                .store
+                .claim(&s.controller, s.config.lease.0, now_ms())
+                .await
+            {
+                Ok(Some(c)) => c,
+                Ok(None) => {
+                    drop(permit);
+                    tokio::select! {
+                        _ = s.wake.notified() => {}
+                        _ = tokio::time::sleep(poll) => {}
+                    }
+                    continue;
                 }
-                match s
-                    .store
-                    .claim(&s.controller, s.config.lease.0, now_ms())
-                    .await
-                {
-                    Ok(Some(c)) => break c,
-                    Ok(None) => {}
-                    Err(e) => error!(error = %error_chain(&e), "cannot claim a queued job"),
-                }
-                tokio::select! {
-                    _ = s.wake.notified() => {}
-                    _ = tokio::time::sleep(poll) => {}
+                Err(e) => {
+                    drop(permit);
+                    error!(error = %error_chain(&e), "cannot claim a queued job");
+                    tokio::time::sleep(poll).await;
+                    continue;
                 }
             };
             let id = claim.row.id.clone();
