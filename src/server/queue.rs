@@ -1505,8 +1505,8 @@ fn pack_artifacts(out: &Path, cap: u64) -> Result<Vec<u8>, String> {
 fn unpack_artifacts(tgz: &[u8], job_dir: &Path, config: &ServerConfig) -> Result<PathBuf, String> {
     use crate::sandbox::archive::{self, ExtractLimits};
     let out = job_dir.join("out");
-    let tmp = job_dir.join(format!(".out-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
+    // Each request its own: two requests unpacking at once must not share a directory.
+    let tmp = job_dir.join(format!(".out-{}", uuid::Uuid::new_v4().simple()));
     let mut private = std::fs::DirBuilder::new();
     std::os::unix::fs::DirBuilderExt::mode(private.recursive(true), 0o700);
     private.create(&tmp).map_err(|e| e.to_string())?;
@@ -1516,8 +1516,13 @@ fn unpack_artifacts(tgz: &[u8], job_dir: &Path, config: &ServerConfig) -> Result
         max_entries: 100_000,
     };
     let gz = flate2::read::GzDecoder::new(tgz);
-    archive::extract_artifacts(gz, &tmp, &limits).map_err(|e| error_chain(&e))?;
-    access::tighten_tree(&tmp).map_err(|e| e.to_string())?;
+    let unpacked = archive::extract_artifacts(gz, &tmp, &limits)
+        .map_err(|e| error_chain(&e))
+        .and_then(|_| access::tighten_tree(&tmp).map_err(|e| e.to_string()));
+    if let Err(e) = unpacked {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
     match std::fs::rename(&tmp, &out) {
         Ok(()) => Ok(out),
         // Another request unpacked them first.
