@@ -762,9 +762,20 @@ impl Service {
         Ok(out)
     }
 
-    /// Checks the engine answers, and with a shared store that the database does.
+    /// Checks the engine answers, and with a shared store that the database does: both at
+    /// once, each within 5 s, so a probe's 6 s timeout covers the answer.
     pub async fn ready(&self) -> Result<(), ServiceError> {
-        match tokio::time::timeout(Duration::from_secs(5), self.inner.backend.engine()).await {
+        let five = Duration::from_secs(5);
+        let engine = tokio::time::timeout(five, self.inner.backend.engine());
+        let store = async {
+            if self.inner.store.shared() {
+                Some(tokio::time::timeout(five, self.inner.store.queued()).await)
+            } else {
+                None
+            }
+        };
+        let (engine, store) = tokio::join!(engine, store);
+        match engine {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(ServiceError::Engine(e)),
             Err(_) => {
@@ -773,18 +784,13 @@ impl Service {
                 ));
             }
         }
-        if self.inner.store.shared() {
-            match tokio::time::timeout(Duration::from_secs(5), self.inner.store.queued()).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(ServiceError::Store(e)),
-                Err(_) => {
-                    return Err(ServiceError::Internal(
-                        "the job store did not answer within 5s".into(),
-                    ));
-                }
-            }
+        match store {
+            None | Some(Ok(Ok(_))) => Ok(()),
+            Some(Ok(Err(e))) => Err(ServiceError::Store(e)),
+            Some(Err(_)) => Err(ServiceError::Internal(
+                "the job store did not answer within 5s".into(),
+            )),
         }
-        Ok(())
     }
 
     pub async fn metrics_text(&self) -> String {
