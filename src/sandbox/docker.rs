@@ -104,13 +104,21 @@ impl DockerBackend {
         let docker = docker
             .map_err(unreachable)?
             .with_timeout(Duration::from_secs(24 * 3600));
-        let docker = tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version())
+        let negotiated = tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version())
             .await
-            .map_err(|_| unreachable(bollard::errors::Error::RequestTimeoutError))?
-            .map_err(|e| match tls::explain(&e, &cert_dir) {
-                Some(why) => because(why),
-                None => unreachable(e),
-            })?;
+            .map_err(|_| unreachable(bollard::errors::Error::RequestTimeoutError))?;
+        let docker = match negotiated {
+            Ok(docker) => docker,
+            Err(e) => {
+                let why = match tls::explain(&e, &cert_dir) {
+                    None if transport == tls::Transport::Tls => {
+                        tls::diagnose(&endpoint, &cert_dir).await
+                    }
+                    why => why,
+                };
+                return Err(why.map_or_else(|| unreachable(e), because));
+            }
+        };
         Ok(DockerBackend {
             docker,
             endpoint,

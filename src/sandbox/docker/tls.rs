@@ -7,8 +7,17 @@
 //! is wanted, checks the three files before connecting (bollard reads the client certificate
 //! only during a handshake, and a bad one is then silently not sent), and says what to fix
 //! when a handshake fails.
+//!
+//! Under TLS 1.3 the engine judges the client certificate after the client has finished its
+//! side of the handshake, so its refusal (an alert) can reach bollard's connection task
+//! before any request is sent: bollard then reports only "connection was not ready". For
+//! such a failure [`diagnose`] repeats the handshake by itself and reads the engine's answer.
 
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -89,8 +98,75 @@ pub(super) fn check_cert_dir(dir: &Path) -> Result<(), String> {
 
 /// What to fix, if `e` (a failed first call to the engine) is a TLS failure.
 pub(super) fn explain(e: &(dyn std::error::Error + 'static), dir: &Path) -> Option<String> {
+    Some(advice(crate::error::find_rustls_error(e)?, dir))
+}
+
+/// What to fix, if a handshake of cordon's own with the engine at `endpoint`, with the files
+/// in `dir`, fails at TLS: for a failure bollard could not say more about. Bounded by 5 s.
+pub(super) async fn diagnose(endpoint: &str, dir: &Path) -> Option<String> {
+    let (endpoint, owned_dir) = (endpoint.to_string(), dir.to_path_buf());
+    let failure = tokio::task::spawn_blocking(move || handshake(&endpoint, &owned_dir))
+        .await
+        .ok()??;
+    Some(advice(&failure, dir))
+}
+
+/// Connects to `endpoint` as the engine's client, sends `GET /_ping` and reads the answer;
+/// the TLS error met on the way, if any. Anything else (no route, a closed port) is not
+/// this module's to explain.
+fn handshake(endpoint: &str, dir: &Path) -> Option<rustls::Error> {
+    let address = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest)
+        .split('/')
+        .next()?;
+    let (host, port) = match address.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() => (host, port.parse().ok()?),
+        _ => (address, 2376),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).ok()?;
+    let mut conn = rustls::ClientConnection::new(Arc::new(client_config(dir)?), name).ok()?;
+    let timeout = Duration::from_secs(5);
+    let addr = (host, port).to_socket_addrs().ok()?.next()?;
+    let mut tcp = TcpStream::connect_timeout(&addr, timeout).ok()?;
+    tcp.set_read_timeout(Some(timeout)).ok()?;
+    tcp.set_write_timeout(Some(timeout)).ok()?;
+    let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+    let ping = b"GET /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n";
+    let io = match tls.write_all(ping) {
+        Err(e) => e,
+        Ok(()) => tls.read(&mut [0u8; 512]).err()?,
+    };
+    io.into_inner()?
+        .downcast::<rustls::Error>()
+        .ok()
+        .map(|e| *e)
+}
+
+/// The client side of a connection to the engine, from the three files in `dir`.
+fn client_config(dir: &Path) -> Option<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_file_iter(dir.join("ca.pem")).ok()? {
+        roots.add(ca.ok()?).ok()?;
+    }
+    let certs = CertificateDer::pem_file_iter(dir.join("cert.pem"))
+        .ok()?
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    let key = PrivateKeyDer::from_pem_file(dir.join("key.pem")).ok()?;
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .ok()
+}
+
+/// The fix for a TLS failure with the engine, naming the file in `dir` to change.
+fn advice(failure: &rustls::Error, dir: &Path) -> String {
     let dir = dir.display();
-    Some(match crate::error::find_rustls_error(e)? {
+    match failure {
         rustls::Error::InvalidCertificate(c) => format!(
             "the engine's TLS certificate is refused ({c:?}): {dir}/ca.pem (DOCKER_CERT_PATH) must be the CA that signed it, and DOCKER_HOST must name a host or IP address the certificate carries"
         ),
@@ -100,7 +176,7 @@ pub(super) fn explain(e: &(dyn std::error::Error + 'static), dir: &Path) -> Opti
         other => format!(
             "the TLS handshake with the engine failed ({other}): is DOCKER_HOST a TLS port (2376), and DOCKER_CERT_PATH={dir} right?"
         ),
-    })
+    }
 }
 
 #[cfg(test)]
@@ -168,5 +244,86 @@ mod tests {
         assert!(msg.contains("/certs/ca.pem"), "{msg}");
         let plain = std::io::Error::other("connection refused");
         assert!(explain(&plain, Path::new("/certs")).is_none());
+    }
+
+    /// A CA of the test's own, and a leaf it signs for `name` (server or client use).
+    fn ca(name: &str) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        rcgen::CertifiedIssuer::self_signed(params, key).expect("CA")
+    }
+
+    fn leaf(
+        issuer: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+        name: &str,
+        usage: rcgen::ExtendedKeyUsagePurpose,
+    ) -> (String, String) {
+        let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).expect("params");
+        params.extended_key_usages = vec![usage];
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, issuer).expect("leaf");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// An engine requiring a client certificate signed by its own CA, shown one signed by
+    /// another: the probe reads the engine's refusal, whatever bollard made of it.
+    #[tokio::test]
+    async fn the_probe_reads_the_engines_refusal_of_the_client_certificate() {
+        use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+        let provider = || Arc::new(rustls::crypto::ring::default_provider());
+        let (engine_ca, other_ca) = (ca("engine CA"), ca("unknown CA"));
+        let (server_cert, server_key) = leaf(&engine_ca, "127.0.0.1", ServerAuth);
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(engine_ca.der().clone()).expect("root");
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        )
+        .build()
+        .expect("verifier");
+        let server = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                CertificateDer::pem_slice_iter(server_cert.as_bytes())
+                    .collect::<Result<_, _>>()
+                    .expect("cert"),
+                PrivateKeyDer::from_pem_slice(server_key.as_bytes()).expect("key"),
+            )
+            .expect("server config");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let _ = acceptor.accept(tcp).await;
+            }
+        });
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (client_cert, client_key) = leaf(&other_ca, "cordon", ClientAuth);
+        std::fs::write(dir.path().join("ca.pem"), engine_ca.pem()).expect("write");
+        std::fs::write(dir.path().join("cert.pem"), client_cert).expect("write");
+        std::fs::write(dir.path().join("key.pem"), client_key).expect("write");
+        let why = diagnose(&format!("tcp://127.0.0.1:{port}"), dir.path())
+            .await
+            .expect("a TLS refusal");
+        assert!(
+            why.contains("the engine refused the TLS connection"),
+            "{why}"
+        );
+        assert!(why.contains("cert.pem"), "{why}");
+
+        // Nothing listening: not a TLS failure, so nothing to say.
+        drop(dir);
+        let empty = tempfile::tempdir().expect("tempdir");
+        assert!(diagnose("tcp://127.0.0.1:1", empty.path()).await.is_none());
     }
 }
