@@ -740,7 +740,10 @@ async fn the_changed_lines_come_from_the_clone_whatever_the_paths() {
             ),
             ("pkg/gone.py", None),
             ("pkg/a b.py", Some("def f():\n    return 2\n")),
-            ("pkg/été.py", Some("def e():\n    return 1\n\n\ndef h():\n    return 2\n")),
+            (
+                "pkg/été.py",
+                Some("def e():\n    return 1\n\n\ndef h():\n    return 2\n"),
+            ),
             ("pkg/big.py", Some(&big)),
             ("README.md", Some("# calc, changed\n")),
         ],
@@ -775,12 +778,14 @@ async fn the_changed_lines_come_from_the_clone_whatever_the_paths() {
 /// branch, saying what the gaps were restricted to.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pull_request_gets_tests_for_the_lines_it_changed_only() {
-    let d = github_support::start(&[("calc.py", CALC_MAIN), ("tests/test_calc.py", TEST_ADD)])
-        .await;
+    let d =
+        github_support::start(&[("calc.py", CALC_MAIN), ("tests/test_calc.py", TEST_ADD)]).await;
     d.open_pull(1, "octo/calc", "feature", &[("calc.py", Some(CALC_PR))]);
     let r = flow_on_pull(&d, 1).await;
     assert!(
-        r.asked.iter().any(|u| u.contains("for the function `sign`")),
+        r.asked
+            .iter()
+            .any(|u| u.contains("for the function `sign`")),
         "{:?}",
         r.asked
     );
@@ -789,7 +794,12 @@ async fn a_pull_request_gets_tests_for_the_lines_it_changed_only() {
         "clamp is untested but this pull request did not touch it: {:?}",
         r.asked
     );
-    let targets: Vec<&str> = r.report.candidates.iter().map(|c| c.target.as_str()).collect();
+    let targets: Vec<&str> = r
+        .report
+        .candidates
+        .iter()
+        .map(|c| c.target.as_str())
+        .collect();
     assert_eq!(targets, ["calc.py::sign"]);
     let Delivered::PullRequest { branch, .. } = &r.ran.delivered else {
         panic!("no pull request: {:?}", r.ran.delivered);
@@ -800,7 +810,10 @@ async fn a_pull_request_gets_tests_for_the_lines_it_changed_only() {
         .into_iter()
         .find(|c| c.method == "POST" && c.path.ends_with("/pulls"))
         .expect("opened");
-    assert_eq!(create.body["base"], "feature", "into the pull request's branch");
+    assert_eq!(
+        create.body["base"], "feature",
+        "into the pull request's branch"
+    );
     let body = create.body["body"].as_str().expect("body");
     assert!(
         body.contains("gaps restricted to the 8 lines this PR changed"),
@@ -819,8 +832,8 @@ async fn a_pull_request_gets_tests_for_the_lines_it_changed_only() {
 /// the tests arrive as a patch in a comment that applies to the pull request's head.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forks_pull_request_gets_its_tests_as_a_patch_in_a_comment() {
-    let d = github_support::start(&[("calc.py", CALC_MAIN), ("tests/test_calc.py", TEST_ADD)])
-        .await;
+    let d =
+        github_support::start(&[("calc.py", CALC_MAIN), ("tests/test_calc.py", TEST_ADD)]).await;
     let head = d.open_pull(
         1,
         "mallory/calc",
@@ -839,7 +852,9 @@ async fn a_forks_pull_request_gets_its_tests_as_a_patch_in_a_comment() {
     assert_eq!(d.branches(), ["main"], "nothing pushed");
     let lines = d.lines();
     assert!(
-        !lines.iter().any(|l| l.starts_with("POST") && l.ends_with("/pulls")),
+        !lines
+            .iter()
+            .any(|l| l.starts_with("POST") && l.ends_with("/pulls")),
         "{lines:?}"
     );
     assert!(
@@ -850,13 +865,11 @@ async fn a_forks_pull_request_gets_its_tests_as_a_patch_in_a_comment() {
     );
     assert!(!lines.iter().any(|l| l.contains("mallory")), "{lines:?}");
     // The check run is on the pull request's own head.
-    assert_eq!(
-        d.with(|w| w.check_runs[0]["head_sha"].clone()),
-        json!(head)
-    );
+    assert_eq!(d.with(|w| w.check_runs[0]["head_sha"].clone()), json!(head));
     let comment = comment_on(&d, 1, tests_pr::PATCH_MARKER).expect("the patch comment");
     assert!(
-        comment.contains("git am") && comment.contains("gaps restricted to the 8 lines this PR changed"),
+        comment.contains("git am")
+            && comment.contains("gaps restricted to the 8 lines this PR changed"),
         "{comment}"
     );
     // The patch applies to the pull request's head and adds the kept tests.
@@ -871,14 +884,23 @@ async fn a_forks_pull_request_gets_its_tests_as_a_patch_in_a_comment() {
     let w = work.path().join("w");
     github_support::git(
         work.path(),
-        &["clone", "--quiet", d.bare.to_str().expect("utf8"), w.to_str().expect("utf8")],
+        &[
+            "clone",
+            "--quiet",
+            d.bare.to_str().expect("utf8"),
+            w.to_str().expect("utf8"),
+        ],
     );
     github_support::git(&w, &["fetch", "--quiet", "origin", "refs/pull/1/head"]);
     github_support::git(&w, &["checkout", "--quiet", "--detach", "FETCH_HEAD"]);
     std::fs::write(work.path().join("p.patch"), format!("{patch}\n")).expect("write");
     github_support::git(
         &w,
-        &["apply", "--check", work.path().join("p.patch").to_str().expect("utf8")],
+        &[
+            "apply",
+            "--check",
+            work.path().join("p.patch").to_str().expect("utf8"),
+        ],
     );
     // A second run updates the same comment.
     let _ = flow_on_pull(&d, 1).await;
@@ -907,15 +929,22 @@ async fn a_pull_request_with_no_coverable_change_gets_a_comment_and_nothing_else
         ("README.md", "# calc\n"),
     ])
     .await;
-    let calc = CALC_MAIN
-        .replace("def add(a, b):\n", "LIMIT = 3\n\n\ndef add(a, b):\n    # adds\n");
+    let calc = CALC_MAIN.replace(
+        "def add(a, b):\n",
+        "LIMIT = 3\n\n\ndef add(a, b):\n    # adds\n",
+    );
     d.open_pull(
         1,
         "octo/calc",
         "docs",
         &[
             ("calc.py", Some(&calc)),
-            ("tests/test_calc.py", Some(&format!("{TEST_ADD}\n\ndef test_more():\n    assert add(2, 2) == 4\n"))),
+            (
+                "tests/test_calc.py",
+                Some(&format!(
+                    "{TEST_ADD}\n\ndef test_more():\n    assert add(2, 2) == 4\n"
+                )),
+            ),
             ("README.md", Some("# calc, documented\n")),
         ],
     );
@@ -931,7 +960,9 @@ async fn a_pull_request_with_no_coverable_change_gets_a_comment_and_nothing_else
     assert!(comment.contains("no tests generated"), "{comment}");
     let lines = d.lines();
     assert!(
-        !lines.iter().any(|l| l.starts_with("POST") && l.ends_with("/pulls")),
+        !lines
+            .iter()
+            .any(|l| l.starts_with("POST") && l.ends_with("/pulls")),
         "{lines:?}"
     );
     assert_eq!(d.branches(), ["docs", "main"]);
@@ -940,7 +971,12 @@ async fn a_pull_request_with_no_coverable_change_gets_a_comment_and_nothing_else
         2,
         "octo/calc",
         "tests-only",
-        &[("tests/test_calc.py", Some(&format!("{TEST_ADD}\n\ndef test_zero():\n    assert add(0, 0) == 0\n")))],
+        &[(
+            "tests/test_calc.py",
+            Some(&format!(
+                "{TEST_ADD}\n\ndef test_zero():\n    assert add(0, 0) == 0\n"
+            )),
+        )],
     );
     let r = flow_on_pull(&d, 2).await;
     assert!(
@@ -949,4 +985,67 @@ async fn a_pull_request_with_no_coverable_change_gets_a_comment_and_nothing_else
         r.ran.delivered
     );
     no_token_anywhere(&d, &r.ran);
+}
+
+/// `cordon testgen OWNER/NAME --pr --pull N`: flow 1 on pull request N from the command line
+/// (here one that changed only a test: said, and nothing opened); `--pull` needs `--pr`.
+#[tokio::test]
+async fn testgen_pr_pull_runs_on_a_pull_request() {
+    let d =
+        github_support::start(&[("calc.py", CALC_MAIN), ("tests/test_calc.py", TEST_ADD)]).await;
+    d.open_pull(
+        1,
+        "octo/calc",
+        "more-tests",
+        &[(
+            "tests/test_calc.py",
+            Some(&format!(
+                "{TEST_ADD}\n\ndef test_zero():\n    assert add(0, 0) == 0\n"
+            )),
+        )],
+    );
+    let s = testgen_support::start(pr_model()).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = cordon()
+        .args(["testgen", "octo/calc", "--pr", "--pull", "1"])
+        .args(["--model", "scripted", "--base-url", &s.base_url, "--report"])
+        .arg(tmp.path().join("report"))
+        .env("GITHUB_TOKEN", TOKEN)
+        .env("GITHUB_API_URL", &d.url)
+        .env("OPENAI_API_KEY", "test-key")
+        .output()
+        .await
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(
+            "no pull request: pull request #1 changed no line of the project's Python source"
+        ),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+    assert!(comment_on(&d, 1, STICKY_MARKER).is_some_and(|c| c.contains("no tests generated")));
+    let out = cordon()
+        .args(["testgen", "octo/calc", "--pull", "1"])
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--pr"));
+}
+
+/// A pull request whose fork was deleted since (`"repo": null`) is still a fork's: its head
+/// is read from `refs/pull/<n>/head` like any other.
+#[tokio::test]
+async fn a_deleted_forks_pull_request_is_still_a_forks() {
+    let d = github_support::start(&[("calc.py", CALC_MAIN)]).await;
+    d.open_pull(1, "gone/calc", "patch", &[("calc.py", Some(CALC_PR))]);
+    d.with(|w| w.pulls[0]["head"]["repo"] = serde_json::Value::Null);
+    let head = connect(&d).await.pull_head(1).await.expect("read");
+    assert_eq!(head.repo, cordon::github::pulls::DELETED_FORK);
+    assert_eq!(
+        (head.branch.as_str(), head.base.as_str()),
+        ("patch", "main")
+    );
 }

@@ -291,7 +291,10 @@ Binary files a/data.py and b/data.py differ
     fn quoted_paths_unquote_like_git() {
         assert_eq!(unquote(b"\"a\\tb\\\\c\"").as_deref(), Some("a\tb\\c"));
         assert_eq!(unquote(b"\"\\346\\227\\245.py\"").as_deref(), Some("日.py"));
-        assert_eq!(unquote(b"plain name.py\t").as_deref(), Some("plain name.py"));
+        assert_eq!(
+            unquote(b"plain name.py\t").as_deref(),
+            Some("plain name.py")
+        );
         assert_eq!(unquote(b"\"unterminated"), None);
         assert_eq!(path_of(b"/dev/null"), None);
         assert_eq!(path_of(b"b/a b.py\t").as_deref(), Some("a b.py"));

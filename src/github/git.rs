@@ -242,15 +242,23 @@ impl Git {
             }
             parser.line(line.strip_suffix(b"\n").unwrap_or(&line));
         }
-        let out = child.wait_with_output().await.map_err(|e| GitHubError::Git {
-            what: "diff".into(),
-            message: e.to_string(),
-        })?;
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|e| GitHubError::Git {
+                what: "diff".into(),
+                message: e.to_string(),
+            })?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr).into_owned();
             return Err(GitHubError::Git {
                 what: "diff".into(),
-                message: self.token.as_ref().map_or(err.clone(), |t| t.scrub(&err)).trim().to_string(),
+                message: self
+                    .token
+                    .as_ref()
+                    .map_or(err.clone(), |t| t.scrub(&err))
+                    .trim()
+                    .to_string(),
             });
         }
         Ok(parser.finish())
@@ -260,7 +268,14 @@ impl Git {
     pub async fn patch(&self) -> Result<String, GitHubError> {
         self.run(
             "format-patch",
-            &["format-patch", "--stdout", "--no-color", "--no-signature", "-1", "HEAD"],
+            &[
+                "format-patch",
+                "--stdout",
+                "--no-color",
+                "--no-signature",
+                "-1",
+                "HEAD",
+            ],
         )
         .await
     }

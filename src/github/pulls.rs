@@ -32,6 +32,9 @@ pub struct PullRequest {
     pub draft: bool,
 }
 
+/// What [`PullHead::repo`] says for a fork deleted since its pull request was opened.
+pub const DELETED_FORK: &str = "a deleted fork";
+
 /// A pull request's head.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PullHead {
@@ -142,7 +145,12 @@ impl GitHub {
             )
             .await?;
         let branch = v["head"]["ref"].as_str();
-        let repo = v["head"]["repo"]["full_name"].as_str();
+        // A fork deleted since: GitHub answers `"repo": null`, and still keeps the head at
+        // `refs/pull/<n>/head` of this repository.
+        let repo = match &v["head"]["repo"] {
+            Value::Null => Some(DELETED_FORK),
+            r => r["full_name"].as_str(),
+        };
         let base = v["base"]["ref"].as_str();
         match (branch, repo, base) {
             (Some(b), Some(r), Some(base)) => Ok(PullHead {
@@ -154,7 +162,7 @@ impl GitHub {
             _ => Err(GitHubError::Unexpected {
                 what,
                 status: 200,
-                message: "no head branch (was its repository deleted?)".into(),
+                message: "no head branch or base branch".into(),
             }),
         }
     }
@@ -239,9 +247,7 @@ impl GitHub {
             let comments = v.as_array().cloned().unwrap_or_default();
             let mine = comments.iter().find(|c| {
                 c["user"]["login"].as_str() == Some(me.as_str())
-                    && c["body"]
-                        .as_str()
-                        .is_some_and(|b| b.starts_with(marker))
+                    && c["body"].as_str().is_some_and(|b| b.starts_with(marker))
             });
             if let Some(id) = mine.and_then(|c| c["id"].as_u64()) {
                 let v = self

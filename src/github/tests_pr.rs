@@ -23,8 +23,8 @@ use super::diff;
 use super::git::Git;
 use super::protect::{Protected, Violation};
 use super::pulls::{CheckRun, PullHead, PullRequest, truncate};
-use crate::pipeline::gaps::Lines;
 use crate::pipeline::exec::{GENERATED_DIR, Install};
+use crate::pipeline::gaps::Lines;
 use crate::pipeline::llm::Llm;
 use crate::pipeline::report::Report;
 use crate::pipeline::{self, Options, Progress};
@@ -252,7 +252,12 @@ pub async fn run(
             && matches!(report.status.as_str(), "no_gaps_left" | "target_reached")
         {
             let why = scope.already_covered();
-            say_on_pull(&gh, scope.number, &format!("**cordon**: no tests generated: {why}. No pull request was opened.")).await;
+            say_on_pull(
+                &gh,
+                scope.number,
+                &format!("**cordon**: no tests generated: {why}. No pull request was opened."),
+            )
+            .await;
             return nothing(why);
         }
         return nothing("no generated test was kept".into());
@@ -274,8 +279,14 @@ pub async fn run(
     progress(&format!("github: pushing {branch}"));
     git.push(&branch).await?;
     let (base, title) = match &pull {
-        Some((n, head)) => (head.branch.clone(), format!("cordon: tests for #{n} ({short})")),
-        None => (info.default_branch.clone(), format!("cordon: tests for {short}")),
+        Some((n, head)) => (
+            head.branch.clone(),
+            format!("cordon: tests for #{n} ({short})"),
+        ),
+        None => (
+            info.default_branch.clone(),
+            format!("cordon: tests for {short}"),
+        ),
     };
     let delivered = open_and_promote(
         &gh,
@@ -388,7 +399,9 @@ async fn no_change(
     say_on_pull(
         gh,
         number,
-        &format!("**cordon**: no tests generated: {why}. Nothing ran and no pull request was opened."),
+        &format!(
+            "**cordon**: no tests generated: {why}. Nothing ran and no pull request was opened."
+        ),
     )
     .await;
     TestsPr {
@@ -448,7 +461,11 @@ async fn as_patch(
         scope.number,
         gh.repo,
         report.kept(),
-        if url.is_empty() { "on it".to_string() } else { url }
+        if url.is_empty() {
+            "on it".to_string()
+        } else {
+            url
+        }
     ))
 }
 
@@ -621,8 +638,11 @@ async fn finish(
             }
         }
     }
-    gh.sticky_comment(pr.number, &comment(report, &verdict, promoted, &notes, scope))
-        .await?;
+    gh.sticky_comment(
+        pr.number,
+        &comment(report, &verdict, promoted, &notes, scope),
+    )
+    .await?;
     info!(pr = pr.number, promoted, "pull request delivered");
     Ok(delivered(pr, branch, verdict, promoted, notes))
 }
@@ -875,8 +895,15 @@ mod tests {
             "gaps restricted to the 8 lines this PR changed in 1 Python source file (#4; 5 of them coverable)"
         );
         let body = pr_body(&report(run(3, 0, 8)), &Promotion::Ready, Some(&s));
-        assert!(body.contains("Scope: gaps restricted to the 8 lines this PR changed"), "{body}");
-        assert!(scope(&[], 0).nothing_to_cover().contains("no line of the project's Python source"));
+        assert!(
+            body.contains("Scope: gaps restricted to the 8 lines this PR changed"),
+            "{body}"
+        );
+        assert!(
+            scope(&[], 0)
+                .nothing_to_cover()
+                .contains("no line of the project's Python source")
+        );
         assert!(s.nothing_to_cover().contains("none a test can cover"));
     }
 
@@ -889,7 +916,11 @@ mod tests {
         assert!(c.contains("````diff\n") && c.contains("git am"), "{c}");
         let huge = "+x\n".repeat(40_000);
         let c = patch_comment(&r, &Promotion::Ready, &s, "mallory/calc", &huge, &[]);
-        assert!(c.len() < 60_000 && c.contains("too long for a comment"), "{}", c.len());
+        assert!(
+            c.len() < 60_000 && c.contains("too long for a comment"),
+            "{}",
+            c.len()
+        );
     }
 
     #[test]

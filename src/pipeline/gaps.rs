@@ -438,8 +438,13 @@ mod tests {
             partial_lines: partial,
             params: 1,
         };
-        let kept = lines.restrict(gap(vec![2, 4, 11, 18], vec![3, 12])).expect("kept");
-        assert_eq!((kept.missing_lines, kept.partial_lines), (vec![4, 11], vec![12]));
+        let kept = lines
+            .restrict(gap(vec![2, 4, 11, 18], vec![3, 12]))
+            .expect("kept");
+        assert_eq!(
+            (kept.missing_lines, kept.partial_lines),
+            (vec![4, 11], vec![12])
+        );
         assert!(lines.restrict(gap(vec![2, 18], vec![5])).is_none());
         lines.retain_files(|f| f != "other.py");
         assert_eq!(lines.files().collect::<Vec<_>>(), ["pkg/core.py"]);

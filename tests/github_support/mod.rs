@@ -562,7 +562,12 @@ impl GitHubDouble {
     /// A commit on `parent` (a revision of the bare repository) writing `files` (`None`
     /// deletes; a path with `->` renames, as `old->new`, keeping the old content unless a new
     /// one is given), pushed to each of `refs`. Its id.
-    pub fn commit_on(&self, parent: &str, files: &[(&str, Option<&str>)], refs: &[String]) -> String {
+    pub fn commit_on(
+        &self,
+        parent: &str,
+        files: &[(&str, Option<&str>)],
+        refs: &[String],
+    ) -> String {
         let work = tempfile::tempdir().expect("tmp");
         let dir = work.path().join("w");
         git(
