@@ -1049,3 +1049,31 @@ async fn a_deleted_forks_pull_request_is_still_a_forks() {
         ("patch", "main")
     );
 }
+
+/// A pull request whose changed lines all run in the existing tests already: after the
+/// baseline, a comment says so; no test is asked for and nothing is opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_request_already_covered_gets_a_comment_and_nothing_else() {
+    let d =
+        github_support::start(&[("calc.py", CALC_MAIN), ("tests/test_calc.py", TEST_ADD)]).await;
+    d.open_pull(
+        1,
+        "octo/calc",
+        "swap",
+        &[(
+            "calc.py",
+            Some(&CALC_MAIN.replace("return a + b", "return b + a")),
+        )],
+    );
+    let r = flow_on_pull(&d, 1).await;
+    assert!(
+        matches!(&r.ran.delivered, Delivered::NothingPushed(why) if why.contains("already runs in the existing tests")),
+        "{:?}",
+        r.ran.delivered
+    );
+    assert!(r.asked.is_empty(), "{:?}", r.asked);
+    assert!(r.report.baseline.is_some());
+    let comment = comment_on(&d, 1, STICKY_MARKER).expect("a comment");
+    assert!(comment.contains("no tests generated"), "{comment}");
+    assert_eq!(d.branches(), ["main", "swap"]);
+}

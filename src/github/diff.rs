@@ -195,15 +195,20 @@ pub fn coverable(repo: &Path, changed: &Lines) -> Lines {
         let Some(parsed) = python::parse(&src) else {
             continue;
         };
-        let units = parsed.units();
         let text: Vec<&str> = src.lines().collect();
+        // Which lines a function, method or class holds (marked once per unit: no search
+        // per line, whatever the file's size).
+        let mut in_unit = vec![false; text.len() + 1];
+        for u in parsed.units() {
+            let end = (u.end_line as usize).min(text.len());
+            for slot in in_unit.iter_mut().take(end + 1).skip(u.start_line as usize) {
+                *slot = true;
+            }
+        }
         for &(start, end) in changed.ranges(file) {
             for n in start..=end.min(text.len() as u32) {
                 let t = text[(n - 1) as usize].trim();
-                if t.is_empty() || t.starts_with('#') {
-                    continue;
-                }
-                if units.iter().any(|u| u.start_line <= n && n <= u.end_line) {
+                if in_unit[n as usize] && !t.is_empty() && !t.starts_with('#') {
                     out.add(file, n, n);
                 }
             }

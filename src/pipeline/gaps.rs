@@ -149,6 +149,16 @@ impl Lines {
             return;
         }
         let ranges = self.files.entry(file.to_string()).or_default();
+        // In order, as a diff gives them: at the end, without sorting again.
+        match ranges.last_mut() {
+            None => return ranges.push((start, end)),
+            Some(last) if start > last.1.saturating_add(1) => return ranges.push((start, end)),
+            Some(last) if start >= last.0 => {
+                last.1 = last.1.max(end);
+                return;
+            }
+            Some(_) => {}
+        }
         ranges.push((start, end));
         ranges.sort_unstable();
         let mut merged: Vec<(u32, u32)> = Vec::with_capacity(ranges.len());
