@@ -626,3 +626,454 @@ async fn testgen_pr_on_the_command_line_prints_the_pull_request() {
     let report = std::fs::read_to_string(tmp.path().join("report/report.json")).expect("report");
     assert!(!report.contains(TOKEN));
 }
+
+// ---------------------------------------------------------------------------------------
+// Flow 1 on a pull request: the gaps in the lines it changed; a fork's pull request; one
+// with no coverable change.
+// ---------------------------------------------------------------------------------------
+
+/// `calc.py` on `main`: `add` (tested) and `clamp` (untested).
+const CALC_MAIN: &str = "def add(a, b):\n    return a + b\n\n\ndef clamp(x, lo, hi):\n    if x < lo:\n        return lo\n    if x > hi:\n        return hi\n    return x\n";
+/// The pull request's `calc.py`: `sign` added, `clamp` untouched.
+const CALC_PR: &str = "def add(a, b):\n    return a + b\n\n\ndef clamp(x, lo, hi):\n    if x < lo:\n        return lo\n    if x > hi:\n        return hi\n    return x\n\n\ndef sign(x):\n    if x < 0:\n        return -1\n    if x > 0:\n        return 1\n    return 0\n";
+
+/// The scripted model: tests for `sign` and for `clamp`, whichever it is asked for.
+fn pr_model() -> testgen_support::Script {
+    Box::new(|_n, req| {
+        let u = last_user(req);
+        if u.contains("for the function `sign`") {
+            return Answer::chat(
+                "```python\nfrom calc import sign\n\ndef test_sign():\n    assert sign(-5) == -1\n    assert sign(5) == 1\n    assert sign(0) == 0\n```",
+            );
+        }
+        if u.contains("for the function `clamp`") {
+            return Answer::chat(
+                "```python\nfrom calc import clamp\n\ndef test_clamp():\n    assert clamp(-1, 0, 3) == 0\n    assert clamp(5, 0, 3) == 3\n```",
+            );
+        }
+        Answer::chat("I cannot help with that.")
+    })
+}
+
+struct RanOn {
+    ran: Ran,
+    asked: Vec<String>,
+    report: cordon::pipeline::report::Report,
+}
+
+async fn flow_on_pull(d: &GitHubDouble, number: u64) -> RanOn {
+    let s = testgen_support::start(pr_model()).await;
+    let llm = Llm::new(llm_config(&s.base_url)).expect("client");
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let l2 = lines.clone();
+    let progress: cordon::pipeline::Progress = Arc::new(move |l: &str| {
+        eprintln!("{l}");
+        l2.lock().expect("lock").push(l.to_string());
+    });
+    let r = tests_pr::run(
+        &cfg(d, TOKEN),
+        tests_pr::Target {
+            repo: repo(),
+            on: tests_pr::On::PullRequest(number),
+            policy: &cordon::spec::OperatorPolicy::default(),
+        },
+        opts(),
+        &llm,
+        CancellationToken::new(),
+        progress,
+    )
+    .await
+    .expect("flow 1 runs");
+    let asked = s
+        .requests()
+        .iter()
+        .filter(|r| r.get("messages").is_some())
+        .map(last_user)
+        .collect();
+    let printed = lines.lock().expect("lock").join("\n");
+    RanOn {
+        ran: Ran {
+            delivered: r.delivered,
+            printed,
+            report_json: serde_json::to_string(&r.outcome.report).expect("json"),
+        },
+        asked,
+        report: r.outcome.report,
+    }
+}
+
+fn comment_on(d: &GitHubDouble, number: u64, marker: &str) -> Option<String> {
+    d.with(|w| {
+        w.comments
+            .iter()
+            .filter(|(n, _)| *n == number)
+            .map(|(_, c)| c["body"].as_str().unwrap_or("").to_string())
+            .find(|b| b.starts_with(marker))
+    })
+}
+
+/// The lines a pull request changed, from the clone: renames count under the new path and
+/// only for what they changed, deletions and removed lines not at all, paths with spaces and
+/// non-ASCII letters as they are, a big file whole, and the base branch's own later commits
+/// not at all (three dots: since the head left its base).
+#[tokio::test]
+async fn the_changed_lines_come_from_the_clone_whatever_the_paths() {
+    let moved = "def a():\n    return 1\n\n\ndef b():\n    return 2\n\n\ndef c():\n    return 3\n";
+    let d = github_support::start(&[
+        ("pkg/old.py", moved),
+        ("pkg/gone.py", "def g():\n    return 0\n"),
+        ("pkg/a b.py", "def f():\n    return 1\n"),
+        ("pkg/été.py", "def e():\n    return 1\n"),
+        ("pkg/other.py", "def o():\n    return 1\n"),
+        ("README.md", "# calc\n"),
+    ])
+    .await;
+    let big: String = (0..100_000).map(|i| format!("X{i} = {i}\n")).collect();
+    d.open_pull(
+        1,
+        "alice/calc",
+        "patch-1",
+        &[
+            (
+                "pkg/old.py->pkg/new.py",
+                Some(&moved.replace("return 2", "return 22")),
+            ),
+            ("pkg/gone.py", None),
+            ("pkg/a b.py", Some("def f():\n    return 2\n")),
+            (
+                "pkg/été.py",
+                Some("def e():\n    return 1\n\n\ndef h():\n    return 2\n"),
+            ),
+            ("pkg/big.py", Some(&big)),
+            ("README.md", Some("# calc, changed\n")),
+        ],
+    );
+    // The base moves on after the pull request left it.
+    d.commit_on(
+        "main",
+        &[("pkg/other.py", Some("def o():\n    return 2\n"))],
+        &["refs/heads/main".to_string()],
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let git = Git::new(&dir.path().join("c"), Some(Secret::new(TOKEN)));
+    git.clone_pull(&format!("file://{}", d.bare.display()), "main", 1)
+        .await
+        .expect("fetched from the base repository");
+    let lines = git
+        .changed_lines("refs/remotes/origin/main", "HEAD")
+        .await
+        .expect("diff");
+    assert_eq!(
+        lines.files().collect::<Vec<_>>(),
+        ["pkg/a b.py", "pkg/big.py", "pkg/new.py", "pkg/été.py"]
+    );
+    assert_eq!(lines.ranges("pkg/new.py"), [(6, 6)]);
+    assert_eq!(lines.ranges("pkg/a b.py"), [(2, 2)]);
+    assert_eq!(lines.ranges("pkg/été.py"), [(3, 6)]);
+    assert_eq!(lines.ranges("pkg/big.py"), [(1, 100_000)]);
+}
+
+/// A pull request of the same repository: only the function it added is aimed at (the
+/// untested function it did not touch is not), and the tests' pull request goes into its
+/// branch, saying what the gaps were restricted to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_request_gets_tests_for_the_lines_it_changed_only() {
+    let d =
+        github_support::start(&[("calc.py", CALC_MAIN), ("tests/test_calc.py", TEST_ADD)]).await;
+    d.open_pull(1, "octo/calc", "feature", &[("calc.py", Some(CALC_PR))]);
+    let r = flow_on_pull(&d, 1).await;
+    assert!(
+        r.asked
+            .iter()
+            .any(|u| u.contains("for the function `sign`")),
+        "{:?}",
+        r.asked
+    );
+    assert!(
+        !r.asked.iter().any(|u| u.contains("`clamp`")),
+        "clamp is untested but this pull request did not touch it: {:?}",
+        r.asked
+    );
+    let targets: Vec<&str> = r
+        .report
+        .candidates
+        .iter()
+        .map(|c| c.target.as_str())
+        .collect();
+    assert_eq!(targets, ["calc.py::sign"]);
+    let Delivered::PullRequest { branch, .. } = &r.ran.delivered else {
+        panic!("no pull request: {:?}", r.ran.delivered);
+    };
+    assert!(branch.starts_with("cordon/tests/pr-1-"), "{branch}");
+    let create = d
+        .calls()
+        .into_iter()
+        .find(|c| c.method == "POST" && c.path.ends_with("/pulls"))
+        .expect("opened");
+    assert_eq!(
+        create.body["base"], "feature",
+        "into the pull request's branch"
+    );
+    let body = create.body["body"].as_str().expect("body");
+    assert!(
+        body.contains("gaps restricted to the 8 lines this PR changed"),
+        "{body}"
+    );
+    // On top of the pull request's head, which the tests' branch carries.
+    let listed = github_support::git(&d.bare, &["ls-tree", "-r", "--name-only", branch]);
+    assert!(listed.contains("tests/generated/"), "{listed}");
+    assert!(d.show(&format!("{branch}:calc.py")).contains("def sign"));
+    no_token_anywhere(&d, &r.ran);
+}
+
+/// A fork's pull request: its head comes from the base repository's `refs/pull/1/head`
+/// (never the fork's URL), `.cordon.yml` from the default branch (the fork's own one, asking
+/// for an image the operator does not allow, is ignored), nothing is pushed anywhere, and
+/// the tests arrive as a patch in a comment that applies to the pull request's head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forks_pull_request_gets_its_tests_as_a_patch_in_a_comment() {
+    let d =
+        github_support::start(&[("calc.py", CALC_MAIN), ("tests/test_calc.py", TEST_ADD)]).await;
+    let head = d.open_pull(
+        1,
+        "mallory/calc",
+        "main",
+        &[
+            ("calc.py", Some(CALC_PR)),
+            (".cordon.yml", Some("image: attacker/anything:latest\n")),
+        ],
+    );
+    let r = flow_on_pull(&d, 1).await;
+    assert!(
+        matches!(&r.ran.delivered, Delivered::NothingPushed(why) if why.contains("fork (mallory/calc)") && why.contains("patch")),
+        "{:?}",
+        r.ran.delivered
+    );
+    assert_eq!(d.branches(), ["main"], "nothing pushed");
+    let lines = d.lines();
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.starts_with("POST") && l.ends_with("/pulls")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("/contents/.cordon.yml?ref=main")),
+        "{lines:?}"
+    );
+    assert!(!lines.iter().any(|l| l.contains("mallory")), "{lines:?}");
+    // The check run is on the pull request's own head.
+    assert_eq!(d.with(|w| w.check_runs[0]["head_sha"].clone()), json!(head));
+    let comment = comment_on(&d, 1, tests_pr::PATCH_MARKER).expect("the patch comment");
+    assert!(
+        comment.contains("git am")
+            && comment.contains("gaps restricted to the 8 lines this PR changed"),
+        "{comment}"
+    );
+    // The patch applies to the pull request's head and adds the kept tests.
+    let patch: String = comment
+        .split("```diff\n")
+        .nth(1)
+        .and_then(|p| p.split("\n```").next())
+        .expect("a patch")
+        .to_string();
+    assert!(patch.contains("def test_sign"), "{patch}");
+    let work = tempfile::tempdir().expect("tmp");
+    let w = work.path().join("w");
+    github_support::git(
+        work.path(),
+        &[
+            "clone",
+            "--quiet",
+            d.bare.to_str().expect("utf8"),
+            w.to_str().expect("utf8"),
+        ],
+    );
+    github_support::git(&w, &["fetch", "--quiet", "origin", "refs/pull/1/head"]);
+    github_support::git(&w, &["checkout", "--quiet", "--detach", "FETCH_HEAD"]);
+    std::fs::write(work.path().join("p.patch"), format!("{patch}\n")).expect("write");
+    github_support::git(
+        &w,
+        &[
+            "apply",
+            "--check",
+            work.path().join("p.patch").to_str().expect("utf8"),
+        ],
+    );
+    // A second run updates the same comment.
+    let _ = flow_on_pull(&d, 1).await;
+    assert_eq!(
+        d.with(|w| w
+            .comments
+            .iter()
+            .filter(|(n, c)| *n == 1
+                && c["body"]
+                    .as_str()
+                    .is_some_and(|b| b.starts_with(tests_pr::PATCH_MARKER)))
+            .count()),
+        1
+    );
+    no_token_anywhere(&d, &r.ran);
+}
+
+/// A pull request that changed no coverable line (a test, a comment, a module-level
+/// constant, the README): a comment says so, the model is never asked, nothing runs and
+/// nothing is opened.
+#[tokio::test]
+async fn a_pull_request_with_no_coverable_change_gets_a_comment_and_nothing_else() {
+    let d = github_support::start(&[
+        ("calc.py", CALC_MAIN),
+        ("tests/test_calc.py", TEST_ADD),
+        ("README.md", "# calc\n"),
+    ])
+    .await;
+    let calc = CALC_MAIN.replace(
+        "def add(a, b):\n",
+        "LIMIT = 3\n\n\ndef add(a, b):\n    # adds\n",
+    );
+    d.open_pull(
+        1,
+        "octo/calc",
+        "docs",
+        &[
+            ("calc.py", Some(&calc)),
+            (
+                "tests/test_calc.py",
+                Some(&format!(
+                    "{TEST_ADD}\n\ndef test_more():\n    assert add(2, 2) == 4\n"
+                )),
+            ),
+            ("README.md", Some("# calc, documented\n")),
+        ],
+    );
+    let r = flow_on_pull(&d, 1).await;
+    assert!(
+        matches!(&r.ran.delivered, Delivered::NothingPushed(why) if why.contains("none a test can cover")),
+        "{:?}",
+        r.ran.delivered
+    );
+    assert!(r.asked.is_empty(), "{:?}", r.asked);
+    assert_eq!(r.report.sandbox_jobs, 0);
+    let comment = comment_on(&d, 1, STICKY_MARKER).expect("a comment");
+    assert!(comment.contains("no tests generated"), "{comment}");
+    let lines = d.lines();
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.starts_with("POST") && l.ends_with("/pulls")),
+        "{lines:?}"
+    );
+    assert_eq!(d.branches(), ["docs", "main"]);
+    // Only tests and the README changed: said as such.
+    d.open_pull(
+        2,
+        "octo/calc",
+        "tests-only",
+        &[(
+            "tests/test_calc.py",
+            Some(&format!(
+                "{TEST_ADD}\n\ndef test_zero():\n    assert add(0, 0) == 0\n"
+            )),
+        )],
+    );
+    let r = flow_on_pull(&d, 2).await;
+    assert!(
+        matches!(&r.ran.delivered, Delivered::NothingPushed(why) if why.contains("no line of the project's Python source") && why.contains("1 Python file(s) that are tests")),
+        "{:?}",
+        r.ran.delivered
+    );
+    no_token_anywhere(&d, &r.ran);
+}
+
+/// `cordon testgen OWNER/NAME --pr --pull N`: flow 1 on pull request N from the command line
+/// (here one that changed only a test: said, and nothing opened); `--pull` needs `--pr`.
+#[tokio::test]
+async fn testgen_pr_pull_runs_on_a_pull_request() {
+    let d =
+        github_support::start(&[("calc.py", CALC_MAIN), ("tests/test_calc.py", TEST_ADD)]).await;
+    d.open_pull(
+        1,
+        "octo/calc",
+        "more-tests",
+        &[(
+            "tests/test_calc.py",
+            Some(&format!(
+                "{TEST_ADD}\n\ndef test_zero():\n    assert add(0, 0) == 0\n"
+            )),
+        )],
+    );
+    let s = testgen_support::start(pr_model()).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = cordon()
+        .args(["testgen", "octo/calc", "--pr", "--pull", "1"])
+        .args(["--model", "scripted", "--base-url", &s.base_url, "--report"])
+        .arg(tmp.path().join("report"))
+        .env("GITHUB_TOKEN", TOKEN)
+        .env("GITHUB_API_URL", &d.url)
+        .env("OPENAI_API_KEY", "test-key")
+        .output()
+        .await
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(
+            "no pull request: pull request #1 changed no line of the project's Python source"
+        ),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+    assert!(comment_on(&d, 1, STICKY_MARKER).is_some_and(|c| c.contains("no tests generated")));
+    let out = cordon()
+        .args(["testgen", "octo/calc", "--pull", "1"])
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--pr"));
+}
+
+/// A pull request whose fork was deleted since (`"repo": null`) is still a fork's: its head
+/// is read from `refs/pull/<n>/head` like any other.
+#[tokio::test]
+async fn a_deleted_forks_pull_request_is_still_a_forks() {
+    let d = github_support::start(&[("calc.py", CALC_MAIN)]).await;
+    d.open_pull(1, "gone/calc", "patch", &[("calc.py", Some(CALC_PR))]);
+    d.with(|w| w.pulls[0]["head"]["repo"] = serde_json::Value::Null);
+    let head = connect(&d).await.pull_head(1).await.expect("read");
+    assert_eq!(head.repo, cordon::github::pulls::DELETED_FORK);
+    assert_eq!(
+        (head.branch.as_str(), head.base.as_str()),
+        ("patch", "main")
+    );
+}
+
+/// A pull request whose changed lines all run in the existing tests already: after the
+/// baseline, a comment says so; no test is asked for and nothing is opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_request_already_covered_gets_a_comment_and_nothing_else() {
+    let d =
+        github_support::start(&[("calc.py", CALC_MAIN), ("tests/test_calc.py", TEST_ADD)]).await;
+    d.open_pull(
+        1,
+        "octo/calc",
+        "swap",
+        &[(
+            "calc.py",
+            Some(&CALC_MAIN.replace("return a + b", "return b + a")),
+        )],
+    );
+    let r = flow_on_pull(&d, 1).await;
+    assert!(
+        matches!(&r.ran.delivered, Delivered::NothingPushed(why) if why.contains("already runs in the existing tests")),
+        "{:?}",
+        r.ran.delivered
+    );
+    assert!(r.asked.is_empty(), "{:?}", r.asked);
+    assert!(r.report.baseline.is_some());
+    let comment = comment_on(&d, 1, STICKY_MARKER).expect("a comment");
+    assert!(comment.contains("no tests generated"), "{comment}");
+    assert_eq!(d.branches(), ["main", "swap"]);
+}

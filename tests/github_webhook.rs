@@ -216,14 +216,14 @@ async fn a_github_section_without_credentials_is_refused_by_name() {
 async fn a_queued_pull_request_gets_its_tests_as_a_pull_request_into_it() {
     let calc = "def add(a, b):\n    return a + b\n\n\ndef clamp(x, lo, hi):\n    if x < lo:\n        return lo\n    if x > hi:\n        return hi\n    return x\n";
     let d = github_support::start(&[
-        ("calc.py", calc),
+        ("calc.py", "def add(a, b):\n    return a + b\n"),
         (
             "tests/test_calc.py",
             "from calc import add\n\n\ndef test_add():\n    assert add(1, 2) == 3\n",
         ),
     ])
     .await;
-    open_pull_request_from_feature(&d);
+    open_pull_request_from_feature(&d, calc);
     let model = testgen_support::start(Box::new(|_n, req| {
         if testgen_support::last_user(req).contains("for the function `clamp`") {
             return testgen_support::Answer::chat("```python\nfrom calc import clamp\n\ndef test_clamp():\n    assert clamp(-1, 0, 3) == 0\n    assert clamp(5, 0, 3) == 3\n    assert clamp(2, 0, 3) == 2\n```");
@@ -296,14 +296,14 @@ async fn a_queued_pull_request_gets_its_tests_as_a_pull_request_into_it() {
 async fn a_shutdown_stops_the_delivery_at_work_and_keeps_it_for_the_next_start() {
     let calc = "def clamp(x, lo, hi):\n    if x < lo:\n        return lo\n    return x\n";
     let d = github_support::start(&[
-        ("calc.py", calc),
+        ("calc.py", "def clamp(x, lo, hi):\n    return x\n"),
         (
             "tests/test_calc.py",
             "from calc import clamp\n\n\ndef test_clamp():\n    assert clamp(1, 0, 3) == 1\n",
         ),
     ])
     .await;
-    open_pull_request_from_feature(&d);
+    open_pull_request_from_feature(&d, calc);
     // A model that is busy for longer than anyone waits.
     let model = testgen_support::start(Box::new(|_n, _req| {
         testgen_support::Answer::status(503, "busy").with_header("retry-after", "110")
@@ -356,16 +356,10 @@ async fn a_shutdown_stops_the_delivery_at_work_and_keeps_it_for_the_next_start()
     );
 }
 
-/// Pull request #1 of `octo/calc`, from a `feature` branch made from `main`.
-fn open_pull_request_from_feature(d: &github_support::GitHubDouble) {
-    github_support::git(&d.bare, &["branch", "feature", "main"]);
-    d.with(|w| {
-        w.pulls.push(json!({
-            "number": 1, "node_id": "PR_node1", "state": "open", "draft": false,
-            "head": {"ref": "feature", "repo": {"full_name": "octo/calc"}},
-            "base": {"ref": "main"}, "html_url": "x"
-        }))
-    });
+/// Pull request #1 of `octo/calc`, from a `feature` branch on `main` whose one commit makes
+/// `calc.py` `calc` (its changed lines are what tests are generated for).
+fn open_pull_request_from_feature(d: &github_support::GitHubDouble, calc: &str) {
+    d.open_pull(1, "octo/calc", "feature", &[("calc.py", Some(calc))]);
 }
 
 /// The owner's `/cordon` comment on pull request #1: an `issue_comment` payload.

@@ -27,6 +27,11 @@ pub struct TestgenArgs {
     /// GitHub App); $GITHUB_API_URL for GitHub Enterprise. They never enter a container.
     #[arg(long, conflicts_with = "write")]
     pr: bool,
+    /// With --pr: tests for pull request N of REPO instead of the default branch, aimed only
+    /// at the lines it changed (`git diff BASE...HEAD`), into a pull request to its branch;
+    /// for a pull request from a fork, a patch in a comment on it (nothing is pushed).
+    #[arg(long, requires = "pr", value_name = "N")]
+    pull: Option<u64>,
     /// Stop once combined line+branch coverage reaches this percentage.
     #[arg(long, default_value_t = 90.0, value_name = "PERCENT")]
     target_coverage: f64,
@@ -313,7 +318,10 @@ async fn pull_request(
         // The repository's .cordon.yml names the image: only cordon's own (`cordon/*`).
         tests_pr::Target {
             repo,
-            on: tests_pr::On::DefaultBranch,
+            on: match args.pull {
+                Some(n) => tests_pr::On::PullRequest(n),
+                None => tests_pr::On::DefaultBranch,
+            },
             policy: &crate::spec::OperatorPolicy::default(),
         },
         opts,

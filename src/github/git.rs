@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use tokio::process::Command;
 
 use super::client::GitHubError;
+use super::diff::DiffParser;
 use super::secret::Secret;
+use crate::pipeline::gaps::Lines;
 
 /// The environment variable the credential helper reads the token from (set only on git's
 /// own process).
@@ -16,6 +18,28 @@ const TOKEN_ENV: &str = "CORDON_GIT_TOKEN";
 
 /// The helper: prints GitHub's token-as-password form for `get`, nothing for `store`/`erase`.
 const HELPER: &str = "!f() { test \"$1\" = get && echo username=x-access-token && echo \"password=${CORDON_GIT_TOKEN}\"; }; f";
+
+/// Where [`Git::clone_pull`] keeps the pull request's head.
+pub const PULL_REF: &str = "refs/cordon/pull";
+
+/// A remote URL with credentials in it is refused: they go through the helper only.
+fn refuse_credentials(url: &str) -> Result<(), GitHubError> {
+    if url.contains('@')
+        && url.contains("://")
+        && url
+            .split("://")
+            .nth(1)
+            .is_some_and(|r| r.split('/').next().is_some_and(|h| h.contains('@')))
+    {
+        return Err(GitHubError::Git {
+            what: "clone".into(),
+            message:
+                "the remote URL carries credentials; cordon passes them by a credential helper only"
+                    .into(),
+        });
+    }
+    Ok(())
+}
 
 /// git for one working copy.
 #[derive(Debug, Clone)]
@@ -96,18 +120,7 @@ impl Git {
 
     /// Clones `branch` of `url` (shallow, no submodules, no checkout hooks) into `self.dir`.
     pub async fn clone(&self, url: &str, branch: &str) -> Result<(), GitHubError> {
-        if url.contains('@')
-            && url.contains("://")
-            && url
-                .split("://")
-                .nth(1)
-                .is_some_and(|r| r.split('/').next().is_some_and(|h| h.contains('@')))
-        {
-            return Err(GitHubError::Git {
-                what: "clone".into(),
-                message: "the remote URL carries credentials; cordon passes them by a credential helper only".into(),
-            });
-        }
+        refuse_credentials(url)?;
         let parent = self.dir.parent().unwrap_or(Path::new("/"));
         let dir = self.dir.display().to_string();
         self.run_in(
@@ -128,6 +141,143 @@ impl Git {
         )
         .await?;
         Ok(())
+    }
+
+    /// For pull request `number` of the repository at `url` (the base repository, whatever
+    /// repository the pull request's branch is in): clones `base` with its history but no file
+    /// contents until needed (`--filter=blob:none`; a server without filters sends them all),
+    /// fetches `refs/pull/<number>/head` from that same remote into `refs/cordon/pull`, and
+    /// checks it out (detached). A fork's own URL is never used.
+    pub async fn clone_pull(&self, url: &str, base: &str, number: u64) -> Result<(), GitHubError> {
+        refuse_credentials(url)?;
+        let parent = self.dir.parent().unwrap_or(Path::new("/"));
+        let dir = self.dir.display().to_string();
+        self.run_in(
+            parent,
+            "clone",
+            &[
+                "clone",
+                "--quiet",
+                "--filter=blob:none",
+                "--no-checkout",
+                "--no-recurse-submodules",
+                "--single-branch",
+                "--branch",
+                base,
+                "--",
+                url,
+                &dir,
+            ],
+        )
+        .await?;
+        let refspec = format!("+refs/pull/{number}/head:{PULL_REF}");
+        self.run(
+            "fetch",
+            &[
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                "--no-recurse-submodules",
+                "origin",
+                &refspec,
+            ],
+        )
+        .await?;
+        self.run(
+            "checkout",
+            &["checkout", "--quiet", "--detach", PULL_REF, "--"],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The lines `head` changed since it left `base` (`git diff BASE...HEAD`, GitHub's
+    /// "files changed"), in Python files, read as the diff streams.
+    pub async fn changed_lines(&self, base: &str, head: &str) -> Result<Lines, GitHubError> {
+        use tokio::io::AsyncBufReadExt;
+        let range = format!("{base}...{head}");
+        let mut child = self
+            .command(&self.dir)
+            .args([
+                "-c",
+                "core.quotePath=true",
+                "diff",
+                "--no-color",
+                "--no-ext-diff",
+                "--no-textconv",
+                "--unified=0",
+                "--find-renames",
+                "--diff-filter=ACMRT",
+                "--src-prefix=a/",
+                "--dst-prefix=b/",
+                &range,
+                "--",
+                ":(glob)**/*.py",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| GitHubError::Git {
+                what: "diff".into(),
+                message: format!("cannot run git: {e}"),
+            })?;
+        let stdout = child.stdout.take().ok_or_else(|| GitHubError::Git {
+            what: "diff".into(),
+            message: "no output".into(),
+        })?;
+        let mut reader = tokio::io::BufReader::new(stdout);
+        let mut parser = DiffParser::default();
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = reader
+                .read_until(b'\n', &mut line)
+                .await
+                .map_err(|e| GitHubError::Git {
+                    what: "diff".into(),
+                    message: format!("reading its output: {e}"),
+                })?;
+            if n == 0 {
+                break;
+            }
+            parser.line(line.strip_suffix(b"\n").unwrap_or(&line));
+        }
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|e| GitHubError::Git {
+                what: "diff".into(),
+                message: e.to_string(),
+            })?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            return Err(GitHubError::Git {
+                what: "diff".into(),
+                message: self
+                    .token
+                    .as_ref()
+                    .map_or(err.clone(), |t| t.scrub(&err))
+                    .trim()
+                    .to_string(),
+            });
+        }
+        Ok(parser.finish())
+    }
+
+    /// The last commit as a patch `git am` (or `git apply`) takes.
+    pub async fn patch(&self) -> Result<String, GitHubError> {
+        self.run(
+            "format-patch",
+            &[
+                "format-patch",
+                "--stdout",
+                "--no-color",
+                "--no-signature",
+                "-1",
+                "HEAD",
+            ],
+        )
+        .await
     }
 
     /// The commit `HEAD` names.

@@ -4,6 +4,7 @@
 //! - `client`: the API (octocrab): a token or a GitHub App, `GITHUB_API_URL`, typed errors,
 //!   retries of server errors and secondary rate limits.
 //! - `git`: clone, commit, push with no hooks, no submodules, the token by credential helper.
+//! - `diff`: the lines a pull request changed (`git diff --unified=0 BASE...HEAD`).
 //! - `repo_config`: `.cordon.yml`, read from the default branch only.
 //! - `protect`: protected paths (workflows, cordon's config, CI and deploy files).
 //! - `webhook`: a delivery's signature and what it asks for (no I/O).
@@ -14,6 +15,7 @@
 
 pub mod builder;
 pub mod client;
+pub mod diff;
 pub mod git;
 pub mod protect;
 pub mod pulls;

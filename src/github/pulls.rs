@@ -32,12 +32,19 @@ pub struct PullRequest {
     pub draft: bool,
 }
 
+/// What [`PullHead::repo`] says for a fork deleted since its pull request was opened.
+pub const DELETED_FORK: &str = "a deleted fork";
+
 /// A pull request's head.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PullHead {
     pub branch: String,
     /// `owner/name` of the repository the branch is in (another one for a fork).
     pub repo: String,
+    /// The head commit GitHub knows.
+    pub sha: String,
+    /// The branch it asks to be merged into.
+    pub base: String,
 }
 
 /// A check run's fate: made, or skipped because the credentials may not make one.
@@ -138,16 +145,24 @@ impl GitHub {
             )
             .await?;
         let branch = v["head"]["ref"].as_str();
-        let repo = v["head"]["repo"]["full_name"].as_str();
-        match (branch, repo) {
-            (Some(b), Some(r)) => Ok(PullHead {
+        // A fork deleted since: GitHub answers `"repo": null`, and still keeps the head at
+        // `refs/pull/<n>/head` of this repository.
+        let repo = match &v["head"]["repo"] {
+            Value::Null => Some(DELETED_FORK),
+            r => r["full_name"].as_str(),
+        };
+        let base = v["base"]["ref"].as_str();
+        match (branch, repo, base) {
+            (Some(b), Some(r), Some(base)) => Ok(PullHead {
                 branch: b.to_string(),
                 repo: r.to_string(),
+                sha: v["head"]["sha"].as_str().unwrap_or_default().to_string(),
+                base: base.to_string(),
             }),
             _ => Err(GitHubError::Unexpected {
                 what,
                 status: 200,
-                message: "no head branch (was its repository deleted?)".into(),
+                message: "no head branch or base branch".into(),
             }),
         }
     }
@@ -207,7 +222,20 @@ impl GitHub {
     /// comments. Someone else's comment carrying the marker is never edited. Returns the
     /// comment's id.
     pub async fn sticky_comment(&self, number: u64, text: &str) -> Result<u64, GitHubError> {
-        let body = format!("{STICKY_MARKER}\n{text}");
+        self.sticky_comment_marked(number, STICKY_MARKER, text)
+            .await
+            .map(|(id, _)| id)
+    }
+
+    /// [`Self::sticky_comment`] with another marker (a second sticky comment of its own, such
+    /// as a fork's tests as a patch). Returns the comment's id and its URL (when GitHub says).
+    pub async fn sticky_comment_marked(
+        &self,
+        number: u64,
+        marker: &str,
+        text: &str,
+    ) -> Result<(u64, String), GitHubError> {
+        let body = format!("{marker}\n{text}");
         let me = self.login().await?.to_string();
         let mut page = 1;
         loop {
@@ -219,19 +247,18 @@ impl GitHub {
             let comments = v.as_array().cloned().unwrap_or_default();
             let mine = comments.iter().find(|c| {
                 c["user"]["login"].as_str() == Some(me.as_str())
-                    && c["body"]
-                        .as_str()
-                        .is_some_and(|b| b.starts_with(STICKY_MARKER))
+                    && c["body"].as_str().is_some_and(|b| b.starts_with(marker))
             });
             if let Some(id) = mine.and_then(|c| c["id"].as_u64()) {
-                self.call(
-                    "PATCH",
-                    &format!("/repos/{}/issues/comments/{id}", self.repo),
-                    Some(&json!({ "body": body })),
-                    "updating cordon's comment",
-                )
-                .await?;
-                return Ok(id);
+                let v = self
+                    .call(
+                        "PATCH",
+                        &format!("/repos/{}/issues/comments/{id}", self.repo),
+                        Some(&json!({ "body": body })),
+                        "updating cordon's comment",
+                    )
+                    .await?;
+                return Ok((id, v["html_url"].as_str().unwrap_or_default().to_string()));
             }
             if comments.len() < PER_PAGE {
                 break;
@@ -246,11 +273,12 @@ impl GitHub {
                 "commenting",
             )
             .await?;
-        v["id"].as_u64().ok_or_else(|| GitHubError::Unexpected {
+        let id = v["id"].as_u64().ok_or_else(|| GitHubError::Unexpected {
             what: "commenting".into(),
             status: 201,
             message: "no comment id".into(),
-        })
+        })?;
+        Ok((id, v["html_url"].as_str().unwrap_or_default().to_string()))
     }
 
     /// A completed check run on `head_sha`; a token that may not make one (403, as a

@@ -2,6 +2,7 @@
 //! functions, methods and classes that contain them (parsed with tree-sitter). Files are
 //! matched by their normalized path relative to the repository root.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Serialize;
@@ -130,6 +131,87 @@ impl Aim {
                 .name
                 .as_ref()
                 .is_none_or(|n| gap.qualname == *n || gap.qualname.starts_with(&format!("{n}.")))
+    }
+}
+
+/// Lines of a change, such as a pull request's: repository-relative path → the line numbers
+/// (in the changed version) the change added or modified, as sorted, disjoint, inclusive
+/// ranges. A gap restricted to them keeps only its missing and partial lines inside them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Lines {
+    files: BTreeMap<String, Vec<(u32, u32)>>,
+}
+
+impl Lines {
+    /// Adds lines `start..=end` of `file` (merged with what is there).
+    pub fn add(&mut self, file: &str, start: u32, end: u32) {
+        if start == 0 || end < start {
+            return;
+        }
+        let ranges = self.files.entry(file.to_string()).or_default();
+        // In order, as a diff gives them: at the end, without sorting again.
+        match ranges.last_mut() {
+            None => return ranges.push((start, end)),
+            Some(last) if start > last.1.saturating_add(1) => return ranges.push((start, end)),
+            Some(last) if start >= last.0 => {
+                last.1 = last.1.max(end);
+                return;
+            }
+            Some(_) => {}
+        }
+        ranges.push((start, end));
+        ranges.sort_unstable();
+        let mut merged: Vec<(u32, u32)> = Vec::with_capacity(ranges.len());
+        for &(s, e) in ranges.iter() {
+            match merged.last_mut() {
+                Some(last) if s <= last.1.saturating_add(1) => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        *ranges = merged;
+    }
+
+    /// Whether line `line` of `file` is among them.
+    pub fn contains(&self, file: &str, line: u32) -> bool {
+        self.files.get(file).is_some_and(|r| {
+            let i = r.partition_point(|&(_, e)| e < line);
+            r.get(i).is_some_and(|&(s, _)| s <= line)
+        })
+    }
+
+    /// How many lines, in all files.
+    pub fn count(&self) -> u64 {
+        self.files
+            .values()
+            .flatten()
+            .map(|&(s, e)| u64::from(e - s) + 1)
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// The files, in order.
+    pub fn files(&self) -> impl Iterator<Item = &str> {
+        self.files.keys().map(String::as_str)
+    }
+
+    /// The ranges of one file.
+    pub fn ranges(&self, file: &str) -> &[(u32, u32)] {
+        self.files.get(file).map_or(&[], Vec::as_slice)
+    }
+
+    /// Keeps only the files `keep` says yes to.
+    pub fn retain_files(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.files.retain(|f, _| keep(f));
+    }
+
+    /// `gap` with only its missing and partial lines that are among these; `None` when none is.
+    pub fn restrict(&self, mut gap: Gap) -> Option<Gap> {
+        gap.missing_lines.retain(|&l| self.contains(&gap.file, l));
+        gap.partial_lines.retain(|&l| self.contains(&gap.file, l));
+        (!gap.missing_lines.is_empty() || !gap.partial_lines.is_empty()).then_some(gap)
     }
 }
 
@@ -340,6 +422,42 @@ mod tests {
         let method = Aim::parse("pkg/core.py::Parser.feed").expect("valid");
         assert!(method.covers(&gap("pkg/core.py", "Parser.feed")));
         assert!(!method.covers(&gap("pkg/core.py", "Parser.close")));
+    }
+
+    #[test]
+    fn changed_lines_restrict_gaps_to_what_they_touch() {
+        let mut lines = Lines::default();
+        lines.add("pkg/core.py", 10, 12);
+        lines.add("pkg/core.py", 4, 4);
+        lines.add("pkg/core.py", 13, 14);
+        lines.add("pkg/core.py", 3, 2);
+        lines.add("other.py", 1, 1);
+        assert_eq!(lines.ranges("pkg/core.py"), [(4, 4), (10, 14)]);
+        assert_eq!(lines.count(), 7);
+        assert!(lines.contains("pkg/core.py", 4) && lines.contains("pkg/core.py", 14));
+        assert!(!lines.contains("pkg/core.py", 5) && !lines.contains("pkg/core.py", 15));
+        assert!(!lines.contains("pkg/other.py", 4));
+        let gap = |missing: Vec<u32>, partial: Vec<u32>| Gap {
+            file: "pkg/core.py".into(),
+            module: "pkg.core".into(),
+            qualname: "f".into(),
+            kind: UnitKind::Function,
+            start_line: 1,
+            end_line: 20,
+            missing_lines: missing,
+            partial_lines: partial,
+            params: 1,
+        };
+        let kept = lines
+            .restrict(gap(vec![2, 4, 11, 18], vec![3, 12]))
+            .expect("kept");
+        assert_eq!(
+            (kept.missing_lines, kept.partial_lines),
+            (vec![4, 11], vec![12])
+        );
+        assert!(lines.restrict(gap(vec![2, 18], vec![5])).is_none());
+        lines.retain_files(|f| f != "other.py");
+        assert_eq!(lines.files().collect::<Vec<_>>(), ["pkg/core.py"]);
     }
 
     #[test]

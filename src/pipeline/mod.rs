@@ -64,6 +64,9 @@ pub struct Options {
     pub generation_attempts: u32,
     /// `--only`: work only on the gaps these name (all gaps when empty).
     pub only: Vec<gaps::Aim>,
+    /// Work only on the missing lines and branches among these (a pull request's changed
+    /// lines); every gap when `None`.
+    pub changed: Option<gaps::Lines>,
     /// Turn a wrong expected value of a one-line equality into the observed one (a
     /// characterization test, reported as such) instead of asking the model to fix it.
     pub characterize: bool,
@@ -84,6 +87,7 @@ impl Default for Options {
             fix_attempts: 2,
             generation_attempts: 2,
             only: Vec::new(),
+            changed: None,
             characterize: true,
             time_budget: None,
             exec: ExecConfig::default(),
@@ -398,6 +402,10 @@ impl Run<'_> {
             let gaps: Vec<gaps::Gap> = gaps::find(project, &workspace, &current)
                 .into_iter()
                 .filter(|g| self.opts.only.is_empty() || self.opts.only.iter().any(|a| a.covers(g)))
+                .filter_map(|g| match &self.opts.changed {
+                    Some(lines) => lines.restrict(g),
+                    None => Some(g),
+                })
                 .filter(|g| !tried.contains(&g.key()))
                 .take(self.opts.gaps_per_iteration as usize)
                 .collect();

@@ -552,3 +552,94 @@ fn graphql(w: &mut World, body: &Value) -> Response {
         json!({"data": {"markPullRequestReadyForReview": {"pullRequest": {"isDraft": false}}}}),
     )
 }
+
+// ---------------------------------------------------------------------------------------
+// Pull requests with real heads (flow 1 on a pull request's changed lines, forks). Kept in
+// a block of its own.
+// ---------------------------------------------------------------------------------------
+
+impl GitHubDouble {
+    /// A commit on `parent` (a revision of the bare repository) writing `files` (`None`
+    /// deletes; a path with `->` renames, as `old->new`, keeping the old content unless a new
+    /// one is given), pushed to each of `refs`. Its id.
+    pub fn commit_on(
+        &self,
+        parent: &str,
+        files: &[(&str, Option<&str>)],
+        refs: &[String],
+    ) -> String {
+        let work = tempfile::tempdir().expect("tmp");
+        let dir = work.path().join("w");
+        git(
+            work.path(),
+            &[
+                "clone",
+                "--quiet",
+                "--no-checkout",
+                self.bare.to_str().expect("utf8"),
+                dir.to_str().expect("utf8"),
+            ],
+        );
+        git(&dir, &["checkout", "--quiet", "--detach", parent]);
+        for (path, content) in files {
+            if let Some((old, new)) = path.split_once("->") {
+                let to = dir.join(new);
+                std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+                git(&dir, &["mv", old, new]);
+                if let Some(c) = content {
+                    std::fs::write(to, c).expect("write");
+                }
+                continue;
+            }
+            let p = dir.join(path);
+            match content {
+                Some(c) => {
+                    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+                    std::fs::write(p, c).expect("write");
+                }
+                None => {
+                    std::fs::remove_file(p).expect("rm");
+                }
+            }
+        }
+        git(&dir, &["add", "-A"]);
+        git(&dir, &["commit", "--quiet", "-m", "change"]);
+        let sha = git(&dir, &["rev-parse", "HEAD"]).trim().to_string();
+        for r in refs {
+            git(&dir, &["push", "--quiet", "origin", &format!("HEAD:{r}")]);
+        }
+        sha
+    }
+
+    /// Pull request `number` from `head_repo`'s `head_ref` into `main`: a commit on `main`
+    /// writing `files`, at `refs/pull/<number>/head` (GitHub keeps every pull request's head
+    /// there, a fork's too) and, for a branch of this repository, at `refs/heads/<head_ref>`.
+    /// The bare repository serves partial clones, as GitHub does. The head commit.
+    pub fn open_pull(
+        &self,
+        number: u64,
+        head_repo: &str,
+        head_ref: &str,
+        files: &[(&str, Option<&str>)],
+    ) -> String {
+        git(&self.bare, &["config", "uploadpack.allowFilter", "true"]);
+        let mut refs = vec![format!("refs/pull/{number}/head")];
+        if head_repo == format!("{OWNER}/{NAME}") {
+            refs.push(format!("refs/heads/{head_ref}"));
+        }
+        let sha = self.commit_on("main", files, &refs);
+        let base_sha = git(&self.bare, &["rev-parse", "main"]).trim().to_string();
+        self.with(|w| {
+            w.pulls.push(json!({
+                "number": number, "node_id": format!("PR_node{number}"), "state": "open",
+                "draft": false, "title": "a change", "body": "",
+                "head": {"ref": head_ref, "sha": sha, "label": format!("{}:{head_ref}", head_repo.split('/').next().unwrap_or("")),
+                         "repo": {"full_name": head_repo, "fork": head_repo != format!("{OWNER}/{NAME}"),
+                                  "clone_url": format!("https://github.com/{head_repo}.git")}},
+                "base": {"ref": "main", "sha": base_sha, "repo": {"full_name": format!("{OWNER}/{NAME}")}},
+                "html_url": format!("https://github.com/{OWNER}/{NAME}/pull/{number}"),
+            }))
+        });
+        sha
+    }
+}
