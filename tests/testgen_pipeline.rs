@@ -438,6 +438,27 @@ async fn a_file_keeps_what_passes_test_by_test_and_characterizes_wrong_expectati
         r.suspected_bugs.is_empty(),
         "a wrong guess is not a code bug"
     );
+    // Every version is on record: the model's answer, then each file as it ran.
+    let stages: Vec<&str> = c.attempts.iter().map(|a| a.stage.as_str()).collect();
+    assert_eq!(stages.first(), Some(&"answer"), "{stages:?}");
+    assert!(
+        stages.len() >= 3 && stages[1..].iter().all(|s| *s == "run"),
+        "{stages:?}"
+    );
+    assert!(c.attempts[0].source.contains("def test_bad_call"));
+    assert!(
+        c.attempts[1].outcome.contains("test_bad_call: Failed"),
+        "{}",
+        c.attempts[1].outcome
+    );
+    assert!(
+        c.attempts
+            .last()
+            .expect("last")
+            .outcome
+            .lines()
+            .all(|l| l.ends_with(": passed"))
+    );
     // No model call for the characterizations: one generation, two fixes.
     assert_eq!(
         s.requests().len(),

@@ -13,9 +13,12 @@
 //! [`super::classify`]) — and then it is reported and never "fixed". No model time is spent on
 //! characterizations: the observed value comes from the sandbox run that already happened.
 //!
-//! Only what can be written back exactly is characterized: one-line equality assertions with a
-//! literal on one side, and an observed value that is itself a plain literal (number, string,
-//! `True`/`False`/`None`, or containers of those, not truncated by pytest). Anything else —
+//! Only what can be written back exactly is characterized: one-line equality assertions whose
+//! one side the test wrote out — a literal, a container built from one (`set(['a'])`), or a
+//! name bound to either on one line earlier in the test (`expected = [...]`, then
+//! `assert f(x) == expected`: the assertion's name is replaced, the binding stays) — and an
+//! observed value that is itself a plain literal (number, string, `True`/`False`/`None`, or
+//! containers of those; pytest runs with `-vv` so it prints them whole). Anything else —
 //! objects, floats printed as `nan`, multi-line assertions — goes to the fix round as before.
 
 use serde::{Deserialize, Serialize};
@@ -101,13 +104,16 @@ pub fn characterize(
     let indent = line.len() - line.trim_start().len();
     let stmt = &line[indent..];
     let (l, r) = python::equality_assertion(stmt)?;
-    let (left, right) = (&stmt[l.clone()], &stmt[r.clone()]);
-    let (expected_range, observed) = match (python::is_literal(left), python::is_literal(right)) {
-        (false, true) => (r, seen_left),
-        (true, false) => (l, seen_right),
+    let before = &lines[..idx];
+    let (left, right) = (
+        expectation(&stmt[l.clone()], before),
+        expectation(&stmt[r.clone()], before),
+    );
+    let (expected_range, expected, observed) = match (left, right) {
+        (None, Some(e)) => (r, e, seen_left),
+        (Some(e), None) => (l, e, seen_right),
         _ => return None,
     };
-    let expected = stmt[expected_range.clone()].to_string();
     if observed.len() > MAX_VALUE || !python::is_literal(&observed) || observed == expected {
         return None;
     }
@@ -138,6 +144,35 @@ pub fn characterize(
             assertion: new_stmt,
         },
     ))
+}
+
+/// What the model expected, if `side` of the equality is written out by the test: a literal,
+/// a container built from one (`set(['a'])`), or a name the test bound to either on one line
+/// before the assertion (`expected = [1, 2]`, the last such binding in `before`). `None` for
+/// anything computed.
+fn expectation(side: &str, before: &[String]) -> Option<String> {
+    if written_out(side) {
+        return Some(side.to_string());
+    }
+    if !python::is_identifier(side) {
+        return None;
+    }
+    let value = before.iter().rev().find_map(|l| {
+        let (name, value) = l.trim().split_once('=')?;
+        (name.trim() == side && !value.starts_with('=')).then(|| value.trim())
+    })?;
+    written_out(value).then(|| value.to_string())
+}
+
+/// A literal, or `set`, `frozenset`, `tuple`, `list` or `dict` of one (or of nothing).
+fn written_out(expr: &str) -> bool {
+    if python::is_literal(expr) {
+        return true;
+    }
+    ["set(", "frozenset(", "tuple(", "list(", "dict("]
+        .iter()
+        .find_map(|f| expr.strip_prefix(f)?.strip_suffix(')'))
+        .is_some_and(|inner| inner.trim().is_empty() || python::is_literal(inner))
 }
 
 fn one_line(s: &str) -> String {
@@ -206,6 +241,45 @@ mod tests {
             "{}",
             out.body
         );
+    }
+
+    #[test]
+    fn a_name_bound_to_a_literal_or_a_built_set_is_an_expected_value() {
+        let body = "def test_a():\n    expected = [('a', 1)]\n    assert list(it(n)) == expected\n\ndef test_b():\n    s = strip(t)\n    assert s == set(['n'])\n";
+        let c = cand(body);
+        let f = case(
+            "test_a",
+            "tests/generated/cordon/test_gen_calc_clamp_1.py:6: in test_a\nE   AssertionError: assert [(1, 'a')] == [('a', 1)]",
+        );
+        let (out, ch) = characterize(&c, "test_a", &f).expect("characterized");
+        assert_eq!(ch.expected_by_model, "[('a', 1)]");
+        assert!(
+            out.body.contains("    assert list(it(n)) == [(1, 'a')]\n"),
+            "{}",
+            out.body
+        );
+        // A name bound to a literal is not mistaken for the observed side.
+        let f = case(
+            "test_b",
+            "tests/generated/cordon/test_gen_calc_clamp_1.py:10: in test_b\nE   AssertionError: assert {'lineno', 'ctx'} == {'n'}",
+        );
+        let (out, ch) = characterize(&c, "test_b", &f).expect("characterized");
+        assert_eq!(ch.expected_by_model, "set(['n'])");
+        assert!(
+            out.body.contains("    assert s == {'lineno', 'ctx'}\n"),
+            "{}",
+            out.body
+        );
+        // A name bound to something computed is not an expectation; nor is a comparison.
+        let before = |l: &str| vec![l.to_string()];
+        assert_eq!(expectation("r", &before("    r = f(1)")), None);
+        assert_eq!(expectation("r", &before("    r == 2")), None);
+        assert_eq!(
+            expectation("r", &before("    r = {1: 2}")).as_deref(),
+            Some("{1: 2}")
+        );
+        assert!(!written_out("set(f(1))") && !written_out("set([1]) | set(f(2))"));
+        assert!(written_out("frozenset()") && written_out("tuple((1, 2))"));
     }
 
     #[test]

@@ -429,7 +429,7 @@ impl Executor {
         for (i, r) in runs.iter().enumerate() {
             let i = i + 1;
             let mut cmd = format!(
-                "timeout -k 5 {secs} python3 -m pytest -q -p no:cacheprovider -o addopts= --rootdir={WORKSPACE} --tb=short --junitxml=/out/r/j{i}.xml"
+                "timeout -k 5 {secs} python3 -m pytest -vv -p no:cacheprovider -o addopts= --rootdir={WORKSPACE} --tb=short --junitxml=/out/r/j{i}.xml"
             );
             if r.default_collection {
                 cmd.push_str(

@@ -550,7 +550,9 @@ impl Run<'_> {
             return Ok((cr, None));
         };
         let t = Instant::now();
-        let generated = self.generate(&ctx, project, &file_name).await?;
+        let generated = self
+            .generate(&ctx, project, &file_name, &mut cr.attempts)
+            .await?;
         self.time("generate", t);
         let mut cand = match generated {
             Ok(c) => c,
@@ -599,6 +601,7 @@ impl Run<'_> {
         ctx: &generate::Context,
         project: &Project,
         file_name: &str,
+        attempts: &mut Vec<report::Attempt>,
     ) -> Result<Result<Candidate, String>, Stop> {
         let mut last_reason = String::new();
         for attempt in 0..self.opts.generation_attempts.max(1) {
@@ -656,6 +659,11 @@ impl Run<'_> {
                     c
                 }),
             };
+            let outcome = match &checked {
+                Ok(_) => "passed the static checks".to_string(),
+                Err(r) => format!("rejected: {r}"),
+            };
+            attempts.push(report::Attempt::new("answer", &reply.content, outcome));
             match checked {
                 Ok(c) => return Ok(Ok(c)),
                 Err(r) => last_reason = r.to_string(),
@@ -690,6 +698,11 @@ impl Run<'_> {
                 cr.reason = format!("harness error: {h}");
                 return Ok(None);
             }
+            cr.attempts.push(report::Attempt::new(
+                "run",
+                &cand.content(),
+                v.outcome_line(),
+            ));
             if v.all_stable() {
                 return Ok(Some(v));
             }

@@ -144,7 +144,37 @@ pub struct CandidateReport {
     /// Kept tests whose expected value is the observed one (see [`super::characterize`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub characterized: Vec<super::characterize::Characterization>,
+    /// Every version of the test file, as the model wrote it and as it ran, with what became
+    /// of it: what to read when nothing was kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<Attempt>,
     pub time_ms: u64,
+}
+
+/// One version of a candidate's test file and its fate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Attempt {
+    /// `answer` (the model's code, before checks), `run` (the file as validated).
+    pub stage: String,
+    pub source: String,
+    pub outcome: String,
+}
+
+impl Attempt {
+    /// Longer sources are cut: an answer is capped by `max_tokens` anyway.
+    const MAX_SOURCE: usize = 8 * 1024;
+
+    pub fn new(stage: &str, source: &str, outcome: String) -> Attempt {
+        let mut end = source.len().min(Self::MAX_SOURCE);
+        while !source.is_char_boundary(end) {
+            end -= 1;
+        }
+        Attempt {
+            stage: stage.into(),
+            source: source[..end].into(),
+            outcome,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -415,5 +445,19 @@ These kept tests assert what the code returned in the sandbox, not what the mode
         for (k, v) in &self.stages_ms {
             let _ = writeln!(s, "- {k}: {:.1} s", *v as f64 / 1000.0);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Attempt;
+
+    #[test]
+    fn an_attempts_source_is_cut_on_a_character_boundary() {
+        let long = "é".repeat(Attempt::MAX_SOURCE);
+        let a = Attempt::new("answer", &long, "rejected".into());
+        assert!(a.source.len() <= Attempt::MAX_SOURCE && a.source.len() > Attempt::MAX_SOURCE - 2);
+        assert!(a.source.chars().all(|c| c == 'é'));
+        assert_eq!(Attempt::new("run", "x = 1", String::new()).source, "x = 1");
     }
 }

@@ -47,6 +47,22 @@ impl Validation {
     pub fn all_stable(&self) -> bool {
         !self.tests.is_empty() && self.tests.values().all(|t| t.status == Status::Stable)
     }
+    /// One line per test: its status, and for a failure pytest's message (cut short).
+    pub fn outcome_line(&self) -> String {
+        if let Some(h) = &self.harness_error {
+            return format!("harness error: {h}");
+        }
+        let line = |(node, t): (&String, &TestOutcome)| {
+            let message = t.case.as_ref().map_or("", |c| c.message.as_str());
+            let message: String = message.chars().take(200).collect();
+            match t.status {
+                Status::Stable => format!("{node}: passed"),
+                s => format!("{node}: {s:?} {message}").trim_end().to_string(),
+            }
+        };
+        self.tests.iter().map(line).collect::<Vec<_>>().join("\n")
+    }
+
     pub fn with_status(&self, s: Status) -> Vec<String> {
         self.tests
             .iter()
