@@ -45,7 +45,7 @@ pub struct Project {
     pub python_root: String,
     /// Source files under test, relative to the repository root.
     pub sources: Vec<String>,
-    /// Existing test files (`test_*.py`, `*_test.py`).
+    /// Existing test files (`test_*.py`, `*_test.py`, and `tests.py` or `test.py`).
     pub tests: Vec<String>,
     /// `conftest.py` files and the fixtures they define.
     pub conftest_fixtures: BTreeMap<String, Vec<String>>,
@@ -63,6 +63,22 @@ impl Project {
     /// Every fixture name any conftest defines.
     pub fn fixture_names(&self) -> BTreeSet<String> {
         self.conftest_fixtures.values().flatten().cloned().collect()
+    }
+
+    /// The paths to hand pytest for the project's own suite: none (its default collection)
+    /// unless a test file is one default collection misses (`tests.py`), then every test
+    /// file — explicit paths are collected whatever `python_files` says. Paths that are not
+    /// safe on a command line are left out.
+    pub fn suite_args(&self) -> Vec<String> {
+        let bare = |t: &String| BARE_TEST_FILES.contains(&t.rsplit('/').next().unwrap_or(t));
+        if !self.tests.iter().any(bare) {
+            return Vec::new();
+        }
+        self.tests
+            .iter()
+            .filter(|t| super::exec::is_safe_arg(t))
+            .cloned()
+            .collect()
     }
 
     /// The dotted module name of a source file (`src/pkg/core.py` → `pkg.core`).
@@ -133,7 +149,12 @@ const DEPENDENCY_FILES: &[&str] = &[
 
 fn is_test_file(name: &str) -> bool {
     name.ends_with(".py") && (name.starts_with("test_") || name.ends_with("_test.py"))
+        || BARE_TEST_FILES.contains(&name)
 }
+
+/// Test files by their whole name, which pytest's default `python_files` does not collect
+/// (small projects keep their suite in a root `tests.py`).
+const BARE_TEST_FILES: &[&str] = &["tests.py", "test.py"];
 
 fn rel(root: &Path, p: &Path) -> String {
     p.strip_prefix(root)
@@ -509,6 +530,34 @@ mod tests {
         assert_eq!(p.module_name("src/pkg/__init__.py"), "pkg");
         assert_eq!(p.pytest_config.as_deref(), Some("pyproject.toml"));
         assert!(p.dependency_files.contains(&"setup.py".to_string()));
+    }
+
+    #[test]
+    fn a_root_tests_py_is_the_suite_and_is_named_to_pytest() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let r = d.path();
+        write(r, "texttable.py", "def f(): pass\n");
+        write(r, "tests.py", "def test_f(): pass\n");
+        let p = detect(r).expect("detects");
+        assert_eq!(
+            p.sources,
+            vec!["texttable.py"],
+            "tests.py is not code under test"
+        );
+        assert_eq!(p.suite_args(), vec!["tests.py"]);
+        // With a conventional test file beside it, both are named; a name unsafe on a
+        // command line is left out rather than passed.
+        write(r, "test_more.py", "def test_g(): pass\n");
+        write(r, "odd dir/test.py", "def test_h(): pass\n");
+        assert_eq!(
+            detect(r).expect("detects").suite_args(),
+            vec!["test_more.py", "tests.py"]
+        );
+        // Only conventional names: pytest's default collection, no paths.
+        let e = tempfile::tempdir().expect("tempdir");
+        write(e.path(), "calc.py", "def f(): pass\n");
+        write(e.path(), "tests/test_calc.py", "def test_f(): pass\n");
+        assert!(detect(e.path()).expect("detects").suite_args().is_empty());
     }
 
     #[test]

@@ -345,7 +345,7 @@ impl Run<'_> {
             .run(
                 "baseline",
                 &[PytestRun {
-                    args: vec![],
+                    args: project.suite_args(),
                     coverage: true,
                     default_collection: false,
                     cov_append: false,
@@ -489,7 +489,7 @@ impl Run<'_> {
                 "final",
                 &[
                     PytestRun {
-                        args: vec![],
+                        args: project.suite_args(),
                         coverage: true,
                         default_collection: false,
                         cov_append: false,
