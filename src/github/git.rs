@@ -130,6 +130,22 @@ impl Git {
         Ok(())
     }
 
+    /// A clone of `branch` of `url` (as [`Git::clone`]) in a new temporary directory, which
+    /// is removed when the returned guard is dropped.
+    pub async fn clone_temp(
+        url: &str,
+        branch: &str,
+        token: Option<Secret>,
+    ) -> Result<(tempfile::TempDir, Git), GitHubError> {
+        let work = tempfile::tempdir().map_err(|e| GitHubError::Git {
+            what: "clone".into(),
+            message: format!("cannot make a temporary directory: {e}"),
+        })?;
+        let git = Git::new(&work.path().join("repo"), token);
+        git.clone(url, branch).await?;
+        Ok((work, git))
+    }
+
     /// The commit `HEAD` names.
     pub async fn head(&self) -> Result<String, GitHubError> {
         Ok(self
