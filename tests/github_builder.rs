@@ -180,13 +180,8 @@ async fn a_green_suite_is_a_pull_request_promoted_to_ready() {
     assert_eq!(create.body["draft"], true, "opened as a draft first");
     assert_eq!(create.body["base"], "main");
     assert_eq!(create.body["head"], "cordon/issue-7");
-    assert!(
-        create.body["body"]
-            .as_str()
-            .is_some_and(|b| b.starts_with("Fixes #7")),
-        "{}",
-        create.body
-    );
+    let body = create.body["body"].as_str().unwrap_or("");
+    assert!(body.starts_with("Fixes #7"), "{body}");
     assert!(d.lines().iter().any(|l| l == "POST /graphql"));
     assert_eq!(d.with(|w| w.pulls[0]["draft"].clone()), false);
     let comments = issue_comments(&d);
@@ -200,6 +195,39 @@ async fn a_green_suite_is_a_pull_request_promoted_to_ready() {
     );
     assert_eq!(ran.requests.len(), 2, "the analysis and the code");
     no_token_anywhere(&d, &ran);
+}
+
+/// A re-run updates the same pull request and the same comment; a red one turns the pull
+/// request an earlier run promoted back into a draft.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_red_re_run_takes_the_promotion_back() {
+    let d = double(Some("max_refine_rounds: 1\n")).await;
+    let code = |n| files(&[("calc.py", CALC_MUL), ("tests/test_mul.py", &test_mul(n))]);
+    let first = build(&d, model(code(6), never)).await;
+    assert!(first.build.promoted(), "{:?}", first.build);
+    let again = build(
+        &d,
+        model(code(5), |_| files(&[("tests/test_mul.py", &test_mul(4))])),
+    )
+    .await;
+    assert_eq!(again.build.url(), first.build.url());
+    assert!(!draft_reasons(&again.build).is_empty());
+    assert_eq!(
+        d.with(|w| (w.pulls.len(), w.pulls[0]["draft"].clone())),
+        (1, json!(true))
+    );
+    assert!(
+        d.calls()
+            .iter()
+            .any(|c| c.path == "/graphql"
+                && c.body.to_string().contains("convertPullRequestToDraft")),
+        "{:?}",
+        d.lines()
+    );
+    let comments = issue_comments(&d);
+    assert_eq!(comments.len(), 1, "{comments:?}");
+    assert!(comments[0].contains("Left a draft"), "{}", comments[0]);
+    assert!(d.show("cordon/issue-7:tests/test_mul.py").contains("== 4"));
 }
 
 /// The first answer's test expects 5, the refine round's 7, the last one's 6.

@@ -19,14 +19,8 @@ impl GitHub {
     /// Issue `number`.
     pub async fn issue(&self, number: u64) -> Result<Issue, GitHubError> {
         let what = format!("reading issue #{number}");
-        let v = self
-            .call(
-                "GET",
-                &format!("/repos/{}/issues/{number}", self.repo),
-                None,
-                &what,
-            )
-            .await?;
+        let path = format!("/repos/{}/issues/{number}", self.repo);
+        let v = self.call("GET", &path, None, &what).await?;
         let text = |k: &str| v[k].as_str().unwrap_or_default().to_string();
         if v["number"].as_u64() != Some(number) {
             return Err(GitHubError::Unexpected {

@@ -441,6 +441,15 @@ fn route(
             if !exists {
                 return invalid(&format!("head `{head}` does not exist"));
             }
+            // As GitHub: one open pull request per head.
+            if w.pulls
+                .iter()
+                .any(|p| p["state"] == "open" && p["head"]["ref"] == head)
+            {
+                return invalid(&format!(
+                    "A pull request already exists for {OWNER}:{head}."
+                ));
+            }
             w.next_id += 1;
             let number = w.pulls.len() as u64 + 1;
             let pr = json!({
@@ -560,9 +569,13 @@ fn route(
 
 fn graphql(w: &mut World, body: &Value) -> Response {
     let q = body["query"].as_str().unwrap_or("");
-    if !q.contains("markPullRequestReadyForReview") {
+    let (mutation, draft) = if q.contains("markPullRequestReadyForReview") {
+        ("markPullRequestReadyForReview", false)
+    } else if q.contains("convertPullRequestToDraft") {
+        ("convertPullRequestToDraft", true)
+    } else {
         return answer(200, json!({"errors": [{"message": "unknown query"}]}));
-    }
+    };
     let id = body["variables"]["id"].as_str().unwrap_or("");
     let Some(pr) = w.pulls.iter_mut().find(|p| p["node_id"] == id) else {
         return answer(
@@ -570,9 +583,9 @@ fn graphql(w: &mut World, body: &Value) -> Response {
             json!({"data": null, "errors": [{"type": "NOT_FOUND", "message": format!("Could not resolve to a node with the global id of '{id}'")}]}),
         );
     };
-    pr["draft"] = json!(false);
+    pr["draft"] = json!(draft);
     answer(
         200,
-        json!({"data": {"markPullRequestReadyForReview": {"pullRequest": {"isDraft": false}}}}),
+        json!({"data": {mutation: {"pullRequest": {"isDraft": draft}}}}),
     )
 }

@@ -43,9 +43,11 @@ pub fn analyse(issue: &Issue, listing: &[String]) -> Vec<Message> {
     vec![Message::system(SYSTEM), Message::user(u)]
 }
 
-/// The files as the model sees them: each path and its current content (or that it is new).
-fn current(u: &mut String, files: &[(String, Option<String>)], budget: usize) {
+/// The files as the model sees them: each path and its current content (or that it is
+/// new), at most `budget` bytes of content in all.
+pub fn quote(files: &[(String, Option<String>)], budget: usize) -> String {
     let each = budget / files.len().max(1);
+    let mut u = String::new();
     for (path, content) in files {
         match content {
             Some(c) => {
@@ -56,36 +58,27 @@ fn current(u: &mut String, files: &[(String, Option<String>)], budget: usize) {
             }
         }
     }
+    u
 }
 
-/// Step 2: the change and its tests, whole files. `files` are the analysis' paths with
-/// their content; `budget` bounds the content quoted.
-pub fn code(
-    issue: &Issue,
-    analysis: &Analysis,
-    files: &[(String, Option<String>)],
-    budget: usize,
-) -> Vec<Message> {
+/// Step 2: the change and its tests, whole files. `quoted`: the analysis' files
+/// ([`quote`]).
+pub fn code(issue: &Issue, analysis: &Analysis, quoted: &str) -> Vec<Message> {
     let mut u = issue_text(issue);
     u.push_str("\n\nDone when:\n");
     for a in &analysis.acceptance {
         let _ = writeln!(u, "- {a}");
     }
     u.push_str("\nCurrent files:\n");
-    current(&mut u, files, budget);
+    u.push_str(quoted);
     asking(
         u,
         "Write the change and pytest tests that check it (test files under tests/, named test_*.py).",
     )
 }
 
-/// A refine round: the latest failure only, and only the files it points at.
-pub fn refine(
-    issue: &Issue,
-    failure: &str,
-    files: &[(String, Option<String>)],
-    budget: usize,
-) -> Vec<Message> {
+/// A refine round: the latest failure only, and only the files it points at (`quoted`).
+pub fn refine(issue: &Issue, failure: &str, quoted: &str) -> Vec<Message> {
     let mut u = format!(
         "Issue #{}: {}\n\nThe change was run in a sandbox and the test suite failed. The failure:\n",
         issue.number,
@@ -96,7 +89,7 @@ pub fn refine(
         "```text\n{}\n```\n\nThe failure points at these files:\n",
         failure.trim()
     );
-    current(&mut u, files, budget);
+    u.push_str(quoted);
     asking(
         u,
         "Fix them so the suite passes, rewriting only these files.",
@@ -138,13 +131,13 @@ mod tests {
             files: vec![],
             acceptance: vec!["mul(2, 3) == 6".into()],
         };
-        let c = &code(&issue(), &a, &files, 4000)[1].content;
+        let c = &code(&issue(), &a, &quote(&files, 4000))[1].content;
         assert!(
             c.contains("def add")
                 && c.contains("does not exist yet")
                 && c.contains("mul(2, 3) == 6")
         );
-        let r = &refine(&issue(), "E assert 5 == 6", &files[..1], 4000)[1].content;
+        let r = &refine(&issue(), "E assert 5 == 6", &quote(&files[..1], 4000))[1].content;
         assert!(
             r.contains("E assert 5 == 6") && !r.contains("calc needs mul"),
             "{r}"

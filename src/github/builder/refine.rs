@@ -79,13 +79,14 @@ impl Work<'_> {
         Ok(r.content)
     }
 
-    /// The current content of `paths` (none for a file that does not exist yet).
-    fn quoted(&self, paths: &[String]) -> Vec<(String, Option<String>)> {
-        paths
+    /// `paths` as the model is shown them, with their current content.
+    fn quoted(&self, paths: &[String]) -> String {
+        let files: Vec<(String, Option<String>)> = paths
             .iter()
             .filter(|p| super::unsafe_path(p).is_none())
             .map(|p| (p.clone(), tree::read(self.tree, p)))
-            .collect()
+            .collect();
+        prompt::quote(&files, QUOTED)
     }
 
     pub async fn run(&self) -> Result<Change, Stop> {
@@ -97,7 +98,7 @@ impl Work<'_> {
             Stop::Nothing(format!("the model's analysis could not be read: {why}"))
         })?;
         self.say(&format!("analysis: files {}", analysis.files.join(", ")));
-        let m = prompt::code(self.issue, &analysis, &self.quoted(&analysis.files), QUOTED);
+        let m = prompt::code(self.issue, &analysis, &self.quoted(&analysis.files));
         let text = self
             .ask("writing the change and its tests", &m, None)
             .await?;
@@ -152,7 +153,7 @@ impl Work<'_> {
         }
         let told = failure_text(last);
         self.say(&format!("refine: asking again for {}", targets.join(", ")));
-        let m = prompt::refine(self.issue, &told, &self.quoted(&targets), QUOTED);
+        let m = prompt::refine(self.issue, &told, &self.quoted(&targets));
         let text = self.ask("fixing the failure", &m, None).await?;
         self.apply(files, &text, Some(&targets));
         Ok(())
