@@ -154,10 +154,18 @@ fn opened(d: &GitHubDouble) -> Option<github_support::Call> {
         .find(|c| c.method == "POST" && c.path.ends_with("/pulls"))
 }
 
+/// A test the model "writes" that fails if the sandbox can see the GitHub token (in its
+/// environment or any file of the workspace) or the clone's `.git`.
+const NO_TOKEN_INSIDE: &str = "import os\nimport pathlib\n\n\ndef test_no_token_in_the_sandbox():\n    token = \"ghp_\" + \"doubletoken0123456789\"\n    assert not any(token in v for v in os.environ.values())\n    assert not pathlib.Path(\"/workspace/.git\").exists()\n    for p in pathlib.Path(\"/workspace\").rglob(\"*\"):\n        if p.is_file():\n            assert token not in p.read_text(errors=\"ignore\"), p\n";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_green_suite_is_a_pull_request_promoted_to_ready() {
     let d = double(None).await;
-    let code = files(&[("calc.py", CALC_MUL), ("tests/test_mul.py", &test_mul(6))]);
+    let code = files(&[
+        ("calc.py", CALC_MUL),
+        ("tests/test_mul.py", &test_mul(6)),
+        ("tests/test_sandbox.py", NO_TOKEN_INSIDE),
+    ]);
     let ran = build(&d, model(code, never)).await;
     let Delivered::PullRequest {
         branch,
@@ -175,7 +183,7 @@ async fn a_green_suite_is_a_pull_request_promoted_to_ready() {
     assert!(d.show("cordon/issue-7:calc.py").contains("def mul"));
     assert!(d.show("cordon/issue-7:tests/test_mul.py").contains("== 6"));
     assert_eq!(ran.build.runs, 1);
-    assert_eq!(ran.build.last.as_ref().map(|r| r.passed), Some(2));
+    assert_eq!(ran.build.last.as_ref().map(|r| r.passed), Some(3));
     let create = opened(&d).expect("opened");
     assert_eq!(create.body["draft"], true, "opened as a draft first");
     assert_eq!(create.body["base"], "main");
