@@ -392,6 +392,20 @@ async fn an_unreadable_analysis_is_a_comment_not_a_panic() {
     assert!(issue_comments(&d)[0].contains("named no file"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_changes_nothing_pushes_nothing() {
+    let d = double(None).await;
+    let same = files(&[("calc.py", CALC), ("tests/test_calc.py", TEST_ADD)]);
+    let ran = build(&d, model(same, never)).await;
+    assert!(
+        matches!(&ran.build.delivered, Delivered::NothingPushed(w) if w.contains("no change")),
+        "{:?}",
+        ran.build
+    );
+    assert_eq!(d.branches(), ["main"]);
+    assert!(issue_comments(&d)[0].contains("no change"));
+}
+
 /// The owner labels issue #7 `cordon`: the service builds it and says so on the issue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_labeled_issue_is_built_by_the_service() {

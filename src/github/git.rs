@@ -182,6 +182,13 @@ impl Git {
         Ok(changed.lines().map(str::to_string).collect())
     }
 
+    /// Whether any of `paths` differs from `HEAD` (or is new).
+    pub async fn differs(&self, paths: &[String]) -> Result<bool, GitHubError> {
+        let mut args = vec!["status", "--porcelain", "--untracked-files=all", "--"];
+        args.extend(paths.iter().map(String::as_str));
+        Ok(!self.run("status", &args).await?.trim().is_empty())
+    }
+
     /// Pushes `branch` to `origin`, replacing cordon's earlier push of it.
     pub async fn push(&self, branch: &str) -> Result<(), GitHubError> {
         let refspec = format!("+HEAD:refs/heads/{branch}");

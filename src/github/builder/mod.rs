@@ -250,6 +250,12 @@ async fn build(
         why.extend(extra);
         verdict = Promotion::Draft(why);
     }
+    let written: Vec<String> = change.files.written.iter().cloned().collect();
+    if !git.differs(&written).await? {
+        return Ok(Build::nothing(
+            "the model's files are the same as the default branch's: there is no change",
+        ));
+    }
     progress(&format!("github: pushing {}", branch(issue.number)));
     let delivered =
         deliver::pull_request(gh, &git, &issue, &info.default_branch, &change, verdict).await?;
