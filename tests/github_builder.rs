@@ -375,35 +375,26 @@ async fn nothing_is_pushed_when_the_sandbox_cannot_start() {
     no_token_anywhere(&d, &ran);
 }
 
+/// Answers that bring no change end with a comment saying why, and nothing pushed: an
+/// analysis naming no file (not a panic), and files the same as the default branch's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreadable_analysis_is_a_comment_not_a_panic() {
-    let d = double(None).await;
-    let ran = build(
-        &d,
-        Box::new(|_n, _req| Answer::chat("Let us refactor everything.")),
-    )
-    .await;
-    assert!(
-        matches!(&ran.build.delivered, Delivered::NothingPushed(w) if w.contains("analysis")),
-        "{:?}",
-        ran.build
-    );
-    assert_eq!(d.branches(), ["main"]);
-    assert!(issue_comments(&d)[0].contains("named no file"));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_answer_that_changes_nothing_pushes_nothing() {
-    let d = double(None).await;
+async fn answers_without_a_change_are_a_comment_and_no_push() {
+    let unreadable: Script = Box::new(|_n, _req| Answer::chat("Let us refactor everything."));
     let same = files(&[("calc.py", CALC), ("tests/test_calc.py", TEST_ADD)]);
-    let ran = build(&d, model(same, never)).await;
-    assert!(
-        matches!(&ran.build.delivered, Delivered::NothingPushed(w) if w.contains("no change")),
-        "{:?}",
-        ran.build
-    );
-    assert_eq!(d.branches(), ["main"]);
-    assert!(issue_comments(&d)[0].contains("no change"));
+    for (script, why) in [
+        (unreadable, "named no file"),
+        (model(same, never), "no change"),
+    ] {
+        let d = double(None).await;
+        let ran = build(&d, script).await;
+        assert!(
+            matches!(&ran.build.delivered, Delivered::NothingPushed(w) if w.contains(why)),
+            "{:?}",
+            ran.build
+        );
+        assert_eq!(d.branches(), ["main"]);
+        assert!(issue_comments(&d)[0].contains(why));
+    }
 }
 
 /// The owner labels issue #7 `cordon`: the service builds it and says so on the issue.
