@@ -182,8 +182,8 @@ async fn a_green_suite_is_a_pull_request_promoted_to_ready() {
     assert_eq!(branch, "cordon/issue-7");
     assert!(d.show("cordon/issue-7:calc.py").contains("def mul"));
     assert!(d.show("cordon/issue-7:tests/test_mul.py").contains("== 6"));
-    assert_eq!(ran.build.runs, 1);
-    assert_eq!(ran.build.last.as_ref().map(|r| r.passed), Some(3));
+    let last = ran.build.last.as_ref().expect("the suite ran");
+    assert_eq!((last.runs, last.run.passed), (1, 3));
     let create = opened(&d).expect("opened");
     assert_eq!(create.body["draft"], true, "opened as a draft first");
     assert_eq!(create.body["base"], "main");
@@ -264,7 +264,7 @@ async fn a_refine_round_asks_only_for_the_failing_file_with_the_latest_failure()
         "{:?}",
         ran.build
     );
-    assert_eq!(ran.build.runs, 3);
+    assert_eq!(ran.build.last.as_ref().map(|l| l.runs), Some(3));
     let prompts: Vec<String> = ran.requests.iter().map(last_user).collect();
     assert_eq!(prompts.len(), 4, "analysis, code, two refine rounds");
     // The first refine round: the failing test file only, and its failure.
@@ -299,10 +299,11 @@ async fn red_after_the_last_round_is_a_draft_with_the_failure_on_the_issue() {
         why.iter().any(|x| x.contains("1 test(s) failed")),
         "{why:?}"
     );
-    assert_eq!(ran.build.runs, 2, "the first run and one refine round");
+    let last = ran.build.last.clone().expect("the suite ran");
+    assert_eq!(last.runs, 2, "the first run and one refine round");
     assert!(!d.lines().iter().any(|l| l == "POST /graphql"));
     assert_eq!(d.with(|w| w.pulls[0]["draft"].clone()), true);
-    let job = ran.build.last_job.clone().expect("a sandbox job");
+    let job = last.job;
     let comments = issue_comments(&d);
     assert_eq!(comments.len(), 1);
     let c = &comments[0];

@@ -172,17 +172,17 @@ pub(super) fn comment(b: &Build, trigger: Option<&str>) -> String {
     for w in b.warnings() {
         let _ = writeln!(s, "\n> warning: {}", cell(w));
     }
-    if let (Some(run), Some(job)) = (&b.last, &b.last_job) {
+    if let Some(last) = &b.last {
         let _ = writeln!(
             s,
             "\nThe suite ran {} time(s) in the sandbox; the last run, job `{}`: {} passed, {} failed.",
-            b.runs,
-            cell(job),
-            run.passed,
-            run.failed
+            last.runs,
+            cell(&last.job),
+            last.run.passed,
+            last.run.failed
         );
     }
-    if let Some(f) = &b.failure {
+    if let Some(f) = b.last.as_ref().and_then(|l| l.failure.as_ref()) {
         let _ = write!(
             s,
             "\n<details><summary>The last failure</summary>\n\n{}\n\n</details>\n",

@@ -34,6 +34,7 @@ use tracing::warn;
 use super::client::{GitHub, GitHubConfig, GitHubError, RepoName};
 use super::git::Git;
 use super::protect::{Protected, Violation};
+use super::repo_config::RepoConfig;
 pub use super::tests_pr::{Delivered, Promotion};
 use crate::pipeline::Progress;
 use crate::pipeline::exec::Install;
@@ -59,16 +60,22 @@ pub struct Request<'a> {
 #[derive(Debug, Clone)]
 pub struct Build {
     pub delivered: Delivered,
-    /// How many times the suite ran, and the last run's verdict and sandbox job.
-    pub runs: u32,
-    pub last: Option<SuiteRun>,
-    pub last_job: Option<String>,
-    /// The last run's failure, trimmed (none when it passed or never ran).
-    pub failure: Option<String>,
+    /// The suite's last run, when it ran.
+    pub last: Option<LastRun>,
     /// The files written into the change.
     pub files: Vec<String>,
     /// Warnings that did not fail the build (the issue's comment could not be written).
     pub notes: Vec<String>,
+}
+
+/// The suite's last run of a build: the verdict, the sandbox job, and its failure trimmed
+/// (none when it passed). `runs`: how many times the suite ran in all.
+#[derive(Debug, Clone)]
+pub struct LastRun {
+    pub runs: u32,
+    pub run: SuiteRun,
+    pub job: String,
+    pub failure: Option<String>,
 }
 
 impl Build {
@@ -121,10 +128,7 @@ impl Build {
     fn nothing(why: impl Into<String>) -> Build {
         Build {
             delivered: Delivered::NothingPushed(why.into()),
-            runs: 0,
             last: None,
-            last_job: None,
-            failure: None,
             files: Vec::new(),
             notes: Vec::new(),
         }
@@ -193,19 +197,7 @@ async fn build(
     ));
     let token = Some(gh.git_token().clone());
     let (_work, git) = Git::clone_temp(&info.clone_url, &info.default_branch, token).await?;
-    let cfg = suite::SuiteConfig {
-        image: rc.image.clone(),
-        test_command: rc.test_command.clone(),
-        install: match rc.install.trim() {
-            "auto" => Install::Auto,
-            "none" | "off" => Install::Off,
-            cmd => Install::Command(cmd.to_string()),
-        },
-        warm_pool: req.warm_pool,
-        timeout: req.timeout,
-        policy: req.policy.clone(),
-    };
-    let suite = match suite::Suite::new(&git.dir, cfg).await {
+    let suite = match suite::Suite::new(&git.dir, suite_config(req, &rc)).await {
         Ok(s) => s,
         Err(e) => return Ok(Build::nothing(e.to_string())),
     };
@@ -226,49 +218,69 @@ async fn build(
         Err(refine::Stop::Nothing(why)) => return Ok(Build::nothing(why)),
         Err(refine::Stop::Cancelled) => return Ok(Build::nothing("stopped")),
     };
-    let own = if tree::is_cordon(&git.dir) {
-        vec![req.repo.clone()]
-    } else {
-        Vec::new()
-    };
-    let (mut verdict, _) = promotion(
-        &change.last.run,
-        &change.files.proposed,
-        &protected,
-        &req.repo,
-        &own,
-    );
-    let mut extra = change.files.refused.clone();
-    if !deliver::has_test(&change) {
-        extra.push("the model wrote no test file (`test_*.py`)".into());
-    }
-    if !extra.is_empty() {
-        let mut why = match verdict {
-            Promotion::Draft(w) => w,
-            Promotion::Ready => Vec::new(),
-        };
-        why.extend(extra);
-        verdict = Promotion::Draft(why);
-    }
     let written: Vec<String> = change.files.written.iter().cloned().collect();
     if !git.differs(&written).await? {
         return Ok(Build::nothing(
             "the model's files are the same as the default branch's: there is no change",
         ));
     }
+    let verdict = judge(&change, &protected, &req.repo, tree::is_cordon(&git.dir));
     progress(&format!("github: pushing {}", branch(issue.number)));
     let delivered =
         deliver::pull_request(gh, &git, &issue, &info.default_branch, &change, verdict).await?;
     let green = change.last.run.completed && change.last.run.failed == 0;
     Ok(Build {
         delivered,
-        runs: change.runs,
-        last: Some(change.last.run.clone()),
-        last_job: Some(change.last.job_id.clone()),
-        failure: (!green).then(|| refine::failure_text(&change.last)),
-        files: change.files.written.iter().cloned().collect(),
+        last: Some(LastRun {
+            runs: change.runs,
+            run: change.last.run.clone(),
+            job: change.last.job_id.clone(),
+            failure: (!green).then(|| refine::failure_text(&change.last)),
+        }),
+        files: written,
         notes: Vec::new(),
     })
+}
+
+/// How the suite runs for this request and repository.
+fn suite_config(req: &Request<'_>, rc: &RepoConfig) -> suite::SuiteConfig {
+    suite::SuiteConfig {
+        image: rc.image.clone(),
+        test_command: rc.test_command.clone(),
+        install: match rc.install.trim() {
+            "auto" => Install::Auto,
+            "none" | "off" => Install::Off,
+            cmd => Install::Command(cmd.to_string()),
+        },
+        warm_pool: req.warm_pool,
+        timeout: req.timeout,
+        policy: req.policy.clone(),
+    }
+}
+
+/// The promotion verdict on a change: [`promotion`]'s, plus every refused path and a change
+/// without a test keeping it a draft. `own`: the repository is cordon itself.
+fn judge(change: &refine::Change, protected: &Protected, repo: &RepoName, own: bool) -> Promotion {
+    let own = if own { vec![repo.clone()] } else { Vec::new() };
+    let (verdict, _) = promotion(
+        &change.last.run,
+        &change.files.proposed,
+        protected,
+        repo,
+        &own,
+    );
+    let mut extra = change.files.refused.clone();
+    if !deliver::has_test(change) {
+        extra.push("the model wrote no test file (`test_*.py`)".into());
+    }
+    match verdict {
+        Promotion::Ready if extra.is_empty() => Promotion::Ready,
+        Promotion::Ready => Promotion::Draft(extra),
+        Promotion::Draft(mut why) => {
+            why.extend(extra);
+            Promotion::Draft(why)
+        }
+    }
 }
 
 /// The branch of issue `n`'s pull request.
