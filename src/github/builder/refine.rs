@@ -67,7 +67,11 @@ impl Work<'_> {
 
     async fn ask(&self, what: &str, m: &[Message], tokens: Option<u32>) -> Result<String, Stop> {
         self.say(&format!("model: {what}"));
-        let r = self.llm.chat(m, 0.2, tokens).await.map_err(|e| {
+        let r = tokio::select! {
+            r = self.llm.chat(m, 0.2, tokens) => r,
+            _ = self.cancel.cancelled() => return Err(Stop::Cancelled),
+        };
+        let r = r.map_err(|e| {
             Stop::Nothing(format!(
                 "the model failed ({what}): {}",
                 crate::error::error_chain(&e)
@@ -105,11 +109,18 @@ impl Work<'_> {
         let mut files = Files::default();
         self.apply(&mut files, &text, None);
         if files.written.is_empty() {
-            let why = match files.refused.is_empty() {
+            let proposed = files.proposed.iter().map(String::as_str);
+            let mut why: Vec<String> = self
+                .protected
+                .check(proposed)
+                .iter()
+                .map(|v| format!("{v}"))
+                .collect();
+            why.extend(files.refused.iter().cloned());
+            return Err(Stop::Nothing(match why.is_empty() {
                 true => "the model's answer held no file to write".to_string(),
-                false => format!("every file was refused: {}", files.refused.join("; ")),
-            };
-            return Err(Stop::Nothing(why));
+                false => format!("every file was refused: {}", why.join("; ")),
+            }));
         }
         let mut runs = 0;
         loop {
