@@ -184,9 +184,7 @@ impl Suite {
             }
             _ => {}
         }
-        let output = std::fs::read(out.join("r/output.txt"))
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
+        let output = tail_of(&out.join("r/output.txt")).unwrap_or_default();
         let _ = std::fs::remove_dir_all(&out);
         Ok(Ran {
             run: verdict(&result),
@@ -205,6 +203,20 @@ impl SuiteConfig {
             Install::Command(c) => format!("`{c}`"),
         }
     }
+}
+
+/// The most of the suite's output read back (its end, where the failures are told).
+const OUTPUT_BYTES: u64 = 256 * 1024;
+
+/// The last [`OUTPUT_BYTES`] of a file the job wrote, as text.
+fn tail_of(path: &Path) -> std::io::Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(OUTPUT_BYTES)))?;
+    let mut b = Vec::new();
+    f.take(OUTPUT_BYTES).read_to_end(&mut b)?;
+    Ok(String::from_utf8_lossy(&b).into_owned())
 }
 
 /// The counts from the job's JUnit report; a suite that exited non-zero is never green,
