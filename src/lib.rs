@@ -38,8 +38,10 @@
 //!   host: model probe → detect → baseline → gaps → generate → validate → classify → fix → report, every
 //!   run of target or generated code a sandbox job.
 //! - [`github`]: GitHub delivery: a token or App (octocrab), safe git, `.cordon.yml`,
-//!   protected paths, webhook judgement, and flow 1 (kept tests as a draft pull request,
-//!   promoted only on a green sandbox run). Above `pipeline` and `server`, below `cli`.
+//!   protected paths, webhook judgement, flow 1 (kept tests as a draft pull request,
+//!   promoted only on a green sandbox run) and flow 2, the builder (`cordon build`: an issue
+//!   becomes code and tests, refined in the sandbox, a pull request promoted only on green).
+//!   Above `pipeline` and `server`, below `cli`.
 //! - [`cli`]: the `cordon` command line, a thin consumer of the above.
 
 pub mod cli;

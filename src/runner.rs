@@ -141,6 +141,22 @@ impl Runner {
         self
     }
 
+    /// This runner with a warm pool of `per_key` ready sandboxes per job shape (none for 0),
+    /// so the next job of a refine loop skips container creation.
+    pub fn with_warm(self, per_key: usize) -> Runner {
+        if per_key == 0 {
+            return self;
+        }
+        let pool = WarmPool::new(
+            self.backend.clone(),
+            crate::pool::PoolConfig {
+                per_key,
+                ..crate::pool::PoolConfig::default()
+            },
+        );
+        self.with_pool(pool)
+    }
+
     pub fn pool(&self) -> Option<&WarmPool> {
         self.pool.as_ref()
     }

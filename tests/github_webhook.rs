@@ -4,65 +4,18 @@
 //! unknown events acknowledged.
 
 mod github_support;
+mod hook_support;
 mod server_support;
 mod testgen_support;
 
 use std::time::Duration;
 
-use hmac::{Hmac, KeyInit, Mac};
-use serde_json::{Value, json};
+use hook_support::{SECRET, deliver, sign, start_on};
+use serde_json::json;
 use server_support::Server;
-
-/// GitHub's example secret from "Validating webhook deliveries".
-const SECRET: &str = "It's a Secret to Everybody";
-
-fn sign(body: &[u8]) -> String {
-    let mut m = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
-    m.update(body);
-    format!("sha256={}", hex::encode(m.finalize().into_bytes()))
-}
 
 fn start(dir: &std::path::Path) -> Server {
     start_on(dir, "http://127.0.0.1:9", &[])
-}
-
-/// A service whose GitHub is `api_url`, with `env` (the model's settings).
-fn start_on(dir: &std::path::Path, api_url: &str, env: &[(&str, &str)]) -> Server {
-    std::fs::write(dir.join("hook-secret"), SECRET).expect("secret");
-    std::fs::write(dir.join("gh-token"), github_support::TOKEN).expect("token");
-    server_support::start_env(
-        &dir.join("data"),
-        &format!(
-            "github:\n  webhook_secret_file: {}\n  token_file: {}\n  api_url: {api_url}\n",
-            dir.join("hook-secret").display(),
-            dir.join("gh-token").display()
-        ),
-        env,
-    )
-}
-
-async fn deliver(
-    s: &Server,
-    event: &str,
-    hook: &str,
-    delivery: &str,
-    body: &[u8],
-    sig: Option<String>,
-) -> (u16, Value) {
-    let mut r = reqwest::Client::new()
-        .post(format!("{}/v1/github/webhook", s.url))
-        .header("x-github-event", event)
-        .header("x-github-delivery", delivery)
-        .header("x-github-hook-id", hook)
-        .header("content-type", "application/json")
-        .header("user-agent", "GitHub-Hookshot/test")
-        .body(body.to_vec());
-    if let Some(sig) = sig {
-        r = r.header("x-hub-signature-256", sig);
-    }
-    let resp = r.send().await.expect("sends");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
 }
 
 fn comment(assoc: &str) -> Vec<u8> {
@@ -244,18 +197,7 @@ async fn a_queued_pull_request_gets_its_tests_as_a_pull_request_into_it() {
     let body = cordon_comment_on_pr_1();
     let (st, _) = deliver(&s, "issue_comment", "9", "run-1", &body, Some(sign(&body))).await;
     assert_eq!(st, 202);
-    // However long the sandbox takes on this machine: wait for the outcome to be recorded.
-    let db = tmp.path().join("data/cordon.db");
-    let mut done = Vec::new();
-    for _ in 0..600 {
-        let store = cordon::server::store::SqliteStore::open(&db).expect("db");
-        done = store.deliveries("done").expect("rows");
-        done.extend(store.deliveries("failed").expect("rows"));
-        if !done.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    let done = hook_support::finished(tmp.path()).await;
     assert_eq!(done.len(), 1, "never finished: {}", s.log());
     assert_eq!(done[0].state, "done", "{:?}\n{}", done[0].reason, s.log());
     let opened = d

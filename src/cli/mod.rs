@@ -1,5 +1,6 @@
 //! The `cordon` command line: a thin consumer of the runner's event stream.
 
+mod build;
 mod cache;
 mod client;
 mod completions;
@@ -10,6 +11,7 @@ mod printer;
 mod progress;
 mod run;
 mod serve;
+mod shared;
 mod submit;
 mod term;
 mod testgen;
@@ -125,6 +127,10 @@ enum Command {
         after_help = "Examples:\n  cordon testgen ./myproject                      report in ./cordon-testgen/<time>/\n  cordon testgen ./myproject --write --target-coverage 80\n\nExit status: 0 done (the target reached or the rounds used up), 2 invalid input (a flag, the\nrepository, the model's settings), 5 failed (the model endpoint gone, the sandbox failing, or\n--write or the report could not be written: the report says what was done), 130 stopped\n(Ctrl-C: the repository is left untouched)."
     )]
     Testgen(testgen::TestgenArgs),
+    /// Turn a GitHub issue into code and tests with an LLM, refined until the suite passes in
+    /// the sandbox, delivered as a draft pull request promoted only on a green run.
+    #[command(after_help = build::AFTER_HELP)]
+    Build(build::BuildArgs),
     /// Show a sandbox profile as resolved: every setting and limit a job would run under.
     #[command(
         after_help = "Exit status: 0 shown, 2 no such profile or an invalid one, 5 it cannot be rendered."
@@ -179,6 +185,7 @@ pub fn main() -> ExitCode {
             Command::Logs(args) => jobs::logs(args).await,
             Command::Cancel(args) => jobs::cancel(args).await,
             Command::Testgen(args) => testgen::testgen(args).await,
+            Command::Build(args) => build::build(args).await,
             Command::Profile { name, dir } => finish(profile(&name, &dir)),
             Command::Completions(args) => completions::completions(&args),
             Command::Man(args) => completions::man(&args),

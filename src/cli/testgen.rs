@@ -3,15 +3,13 @@
 //! cleanly (the repository untouched); the report is written on every path.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Instant;
 
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::{EXIT_CANCELLED, EXIT_INVALID, EXIT_SANDBOX_ERROR, report_error};
 use crate::pipeline::exec::{ExecConfig, GENERATED_DIR, Install};
-use crate::pipeline::llm::{Llm, LlmConfig};
+use crate::pipeline::llm::Llm;
 use crate::pipeline::{self, Options};
 
 #[derive(Args, Debug)]
@@ -59,20 +57,8 @@ pub struct TestgenArgs {
     /// Start no new gap after this many seconds (the final combined run still happens).
     #[arg(long, value_name = "SECS")]
     time_budget: Option<u64>,
-    /// The model name (default: $OPENAI_MODEL, else qwen2.5-coder-1.5b-instruct).
-    #[arg(long)]
-    model: Option<String>,
-    /// The OpenAI-compatible endpoint (default: $OPENAI_BASE_URL, else the local model at
-    /// http://127.0.0.1:18080/v1). The key comes from $OPENAI_API_KEY and never enters a
-    /// container.
-    #[arg(long, value_name = "URL")]
-    base_url: Option<String>,
-    /// The model's context window in tokens, prompt plus answer.
-    #[arg(long, default_value_t = 8192)]
-    context_tokens: u32,
-    /// The most tokens one answer may have.
-    #[arg(long, default_value_t = 900)]
-    max_tokens: u32,
+    #[command(flatten)]
+    model: super::shared::ModelArgs,
     /// Copy the kept tests into REPO/tests/generated/ at the end (never on Ctrl-C).
     #[arg(long)]
     write: bool,
@@ -111,10 +97,7 @@ pub async fn testgen(args: TestgenArgs) -> u8 {
         return pull_request(&args, opts, &llm, cancel, &report_dir).await;
     }
 
-    let started = Instant::now();
-    let progress: pipeline::Progress = Arc::new(move |line: &str| {
-        eprintln!("[{:>6.1}s] {line}", started.elapsed().as_secs_f64());
-    });
+    let progress = super::shared::progress();
     eprintln!(
         "cordon testgen: {} with {} at {}; report in {}",
         args.repo.display(),
@@ -147,16 +130,7 @@ fn options(args: &TestgenArgs) -> Result<(Options, Llm, PathBuf), u8> {
         );
         return Err(EXIT_INVALID);
     }
-    let mut cfg = LlmConfig::from_env(args.base_url.clone(), args.model.clone());
-    cfg.context_tokens = args.context_tokens;
-    cfg.max_tokens = args.max_tokens;
-    let llm = match Llm::new(cfg) {
-        Ok(l) => l,
-        Err(e) => {
-            report_error(&e);
-            return Err(EXIT_INVALID);
-        }
-    };
+    let llm = args.model.llm()?;
     let ca_bundle = match args.ca_bundle.as_deref() {
         None => None,
         Some("host") => Some("host".to_string()),
@@ -288,25 +262,11 @@ async fn pull_request(
     report_dir: &std::path::Path,
 ) -> u8 {
     use crate::github::tests_pr::{self, Delivered, Promotion};
-    use crate::github::{GitHubConfig, RepoName};
-    let repo = match RepoName::parse(&args.repo.display().to_string()) {
-        Ok(r) => r,
-        Err(e) => {
-            report_error(&e);
-            return EXIT_INVALID;
-        }
+    let (repo, cfg) = match super::shared::github(&args.repo.display().to_string()) {
+        Ok(t) => t,
+        Err(code) => return code,
     };
-    let cfg = match GitHubConfig::from_env(|k| std::env::var(k).ok()) {
-        Ok(c) => c,
-        Err(e) => {
-            report_error(&e);
-            return EXIT_INVALID;
-        }
-    };
-    let started = Instant::now();
-    let progress: pipeline::Progress = Arc::new(move |line: &str| {
-        eprintln!("[{:>6.1}s] {line}", started.elapsed().as_secs_f64());
-    });
+    let progress = super::shared::progress();
     eprintln!(
         "cordon testgen: {repo} on {} with {}; report in {}",
         cfg.api_url,

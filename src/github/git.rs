@@ -280,6 +280,22 @@ impl Git {
         .await
     }
 
+    /// A clone of `branch` of `url` (as [`Git::clone`]) in a new temporary directory, which
+    /// is removed when the returned guard is dropped.
+    pub async fn clone_temp(
+        url: &str,
+        branch: &str,
+        token: Option<Secret>,
+    ) -> Result<(tempfile::TempDir, Git), GitHubError> {
+        let work = tempfile::tempdir().map_err(|e| GitHubError::Git {
+            what: "clone".into(),
+            message: format!("cannot make a temporary directory: {e}"),
+        })?;
+        let git = Git::new(&work.path().join("repo"), token);
+        git.clone(url, branch).await?;
+        Ok((work, git))
+    }
+
     /// The commit `HEAD` names.
     pub async fn head(&self) -> Result<String, GitHubError> {
         Ok(self
@@ -314,6 +330,13 @@ impl Git {
             .run("diff", &["diff", "--name-only", "HEAD~1", "HEAD"])
             .await?;
         Ok(changed.lines().map(str::to_string).collect())
+    }
+
+    /// Whether any of `paths` differs from `HEAD` (or is new).
+    pub async fn differs(&self, paths: &[String]) -> Result<bool, GitHubError> {
+        let mut args = vec!["status", "--porcelain", "--untracked-files=all", "--"];
+        args.extend(paths.iter().map(String::as_str));
+        Ok(!self.run("status", &args).await?.trim().is_empty())
     }
 
     /// Pushes `branch` to `origin`, replacing cordon's earlier push of it.

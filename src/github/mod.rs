@@ -9,7 +9,9 @@
 //! - `protect`: protected paths (workflows, cordon's config, CI and deploy files).
 //! - `webhook`: a delivery's signature and what it asks for (no I/O).
 //! - `pulls`: pull requests, the sticky comment, check runs, promotion.
-//! - `builder`: flow 2's rules (branch, unsafe paths, promotion); its loop is not built.
+//! - `issues`: the issue flow 2 starts from.
+//! - `builder`: flow 2, `cordon build OWNER/NAME --issue N`: an issue becomes code and tests,
+//!   refined until the suite passes in the sandbox, as a draft pull request promoted on green.
 //! - `tests_pr`: flow 1, `cordon testgen OWNER/NAME --pr`: the pipeline's kept tests as a
 //!   draft pull request, promoted on a green sandbox run.
 
@@ -17,6 +19,7 @@ pub mod builder;
 pub mod client;
 pub mod diff;
 pub mod git;
+pub mod issues;
 pub mod protect;
 pub mod pulls;
 pub mod repo_config;

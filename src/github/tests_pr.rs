@@ -765,7 +765,7 @@ pub fn pr_body(report: &Report, verdict: &Promotion, scope: Option<&Scope>) -> S
 
 /// Text from a model or a repository, made safe for one Markdown table cell or line: no
 /// pipes, newlines or HTML comments (which could fake the sticky marker).
-fn cell(s: &str) -> String {
+pub(crate) fn cell(s: &str) -> String {
     let one: String = s
         .replace('|', "\\|")
         .replace("<!--", "&lt;!--")

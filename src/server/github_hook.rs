@@ -190,9 +190,8 @@ async fn receive(State(h): State<Hook>, headers: HeaderMap, body: Bytes) -> Resp
 }
 
 /// Runs queued deliveries one at a time, oldest first: flow 1 for a pull request (tests for
-/// its branch, as a pull request into it). The builder's work (an issue) is not built yet:
-/// such deliveries end `failed` with that reason. Deliveries left `running` by a crash are
-/// run again.
+/// its branch, as a pull request into it), flow 2 for an issue (the builder: a change and
+/// its tests as a pull request). Deliveries left `running` by a crash are run again.
 struct Worker {
     store: Arc<Store>,
     wake: Arc<Notify>,
@@ -269,14 +268,16 @@ impl Worker {
         }
     }
 
-    /// Says on the triggering pull request or issue what became of its request (one sticky
-    /// comment, updated by later runs). A failure to say it is logged only.
+    /// Says on the triggering pull request what became of its request (one sticky comment,
+    /// updated by later runs). The builder says it on its issue itself. A failure to say it
+    /// is logged only.
     async fn tell(&self, d: &Delivery, ok: bool, outcome: &str) {
         use crate::github::webhook::Work;
-        let Some(Ok(work)) = d.work.as_deref().map(serde_json::from_str::<Work>) else {
+        let Some(Ok(Work::TestsForPr { repo, number })) =
+            d.work.as_deref().map(serde_json::from_str::<Work>)
+        else {
             return;
         };
-        let (Work::TestsForPr { repo, number } | Work::BuildIssue { repo, number }) = work;
         let said = async {
             let cfg = self.section.client_config().map_err(|e| e.to_string())?;
             let repo = crate::github::RepoName::parse(&repo).map_err(|e| e.to_string())?;
@@ -305,22 +306,19 @@ impl Worker {
         let chain = |e: &(dyn std::error::Error + 'static)| crate::error::error_chain(e);
         let work: Work = serde_json::from_str(d.work.as_deref().unwrap_or(""))
             .map_err(|e| format!("unreadable work: {e}"))?;
-        let (repo, number) = match work {
-            Work::TestsForPr { repo, number } => (repo, number),
-            Work::BuildIssue { repo, number } => {
-                return Err(format!(
-                    "{repo}#{number}: building an issue (flow 2) is not built yet"
-                ));
-            }
-        };
+        let (Work::TestsForPr { repo, number } | Work::BuildIssue { repo, number }) = &work;
+        let number = *number;
         let cfg = self.section.client_config().map_err(|e| chain(&e))?;
-        let repo = crate::github::RepoName::parse(&repo).map_err(|e| chain(&e))?;
+        let repo = crate::github::RepoName::parse(repo).map_err(|e| chain(&e))?;
         let llm =
             crate::pipeline::llm::Llm::new(crate::pipeline::llm::LlmConfig::from_env(None, None))
                 .map_err(|e| chain(&e))?;
         let id = d.delivery_id.clone();
         let progress: crate::pipeline::Progress =
             Arc::new(move |l: &str| info!(delivery = %id, "{l}"));
+        if let Work::BuildIssue { .. } = work {
+            return self.build(d, &cfg, repo, number, &llm, progress).await;
+        }
         let r = tests_pr::run(
             &cfg,
             tests_pr::Target {
@@ -337,14 +335,46 @@ impl Worker {
         .map_err(|e| chain(&e))?;
         Ok(match r.delivered {
             Delivered::NothingPushed(why) => format!("{repo}#{number}: nothing pushed: {why}"),
-            Delivered::PullRequest { url, promoted, .. } => format!(
-                "{repo}#{number}: tests in {url} ({})",
-                if promoted {
-                    "ready for review"
-                } else {
-                    "draft"
-                }
-            ),
+            Delivered::PullRequest { url, promoted, .. } => {
+                format!("{repo}#{number}: tests in {url} ({})", state(promoted))
+            }
         })
+    }
+
+    /// Flow 2 on an issue; the builder comments on the issue itself.
+    async fn build(
+        &self,
+        d: &Delivery,
+        cfg: &crate::github::GitHubConfig,
+        repo: crate::github::RepoName,
+        number: u64,
+        llm: &crate::pipeline::llm::Llm,
+        progress: crate::pipeline::Progress,
+    ) -> Result<String, String> {
+        use crate::github::builder;
+        let req = builder::Request {
+            repo: repo.clone(),
+            issue: number,
+            policy: &self.policy,
+            warm_pool: 1,
+            timeout: std::time::Duration::from_secs(300),
+            trigger: Some(d.delivery_id.clone()),
+        };
+        let b = builder::run(cfg, req, llm, self.svc.stopping().child_token(), progress)
+            .await
+            .map_err(|e| crate::error::error_chain(&e))?;
+        Ok(match (b.url(), b.nothing_pushed()) {
+            (Some(url), _) => format!("{repo}#{number}: built in {url} ({})", state(b.promoted())),
+            (None, why) => format!("{repo}#{number}: nothing pushed: {}", why.unwrap_or("")),
+        })
+    }
+}
+
+/// A delivered pull request's state, for the delivery's outcome.
+fn state(promoted: bool) -> &'static str {
+    if promoted {
+        "ready for review"
+    } else {
+        "draft"
     }
 }

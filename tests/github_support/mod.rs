@@ -61,6 +61,8 @@ pub struct World {
     /// Whether check runs are refused (a personal token may not make them).
     pub checks_forbidden: bool,
     pub check_runs: Vec<Value>,
+    /// Issues by number, in the shape `GET /repos/{owner}/{repo}/issues/{n}` answers.
+    pub issues: Vec<Value>,
 }
 
 #[derive(Clone)]
@@ -107,6 +109,18 @@ impl GitHubDouble {
         .lines()
         .map(str::to_string)
         .collect()
+    }
+
+    /// Opens issue `number` (by the repository's owner).
+    pub fn issue(&self, number: u64, title: &str, body: &str) {
+        self.with(|w| {
+            w.issues.push(json!({
+                "id": 5000 + number, "node_id": format!("I_{number}"), "number": number,
+                "title": title, "body": body, "state": "open",
+                "user": {"login": OWNER, "type": "User"}, "author_association": "OWNER",
+                "html_url": format!("https://github.invalid/{OWNER}/{NAME}/issues/{number}"),
+            }))
+        });
     }
 
     /// A file at a revision of the bare repository.
@@ -305,6 +319,13 @@ async fn handle(
     )
 }
 
+/// The item of `items` whose `number` is `n`.
+fn numbered<'a>(items: &'a [Value], n: &str) -> Option<&'a Value> {
+    items
+        .iter()
+        .find(|i| n.parse::<u64>().ok() == i["number"].as_u64())
+}
+
 fn query_param<'a>(q: &'a str, k: &str) -> Option<&'a str> {
     q.split('&')
         .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
@@ -420,6 +441,15 @@ fn route(
             if !exists {
                 return invalid(&format!("head `{head}` does not exist"));
             }
+            // As GitHub: one open pull request per head.
+            if w.pulls
+                .iter()
+                .any(|p| p["state"] == "open" && p["head"]["ref"] == head)
+            {
+                return invalid(&format!(
+                    "A pull request already exists for {OWNER}:{head}."
+                ));
+            }
             w.next_id += 1;
             let number = w.pulls.len() as u64 + 1;
             let pr = json!({
@@ -455,6 +485,9 @@ fn route(
                 pr["body"] = b.clone();
             }
             answer(200, pr.clone())
+        }
+        ("GET", ["issues", n]) => {
+            numbered(&w.issues, n).map_or_else(not_found, |i| answer(200, i.clone()))
         }
         ("GET", ["issues", n, "comments"]) => {
             let per_page: usize = query_param(q, "per_page")
@@ -536,9 +569,13 @@ fn route(
 
 fn graphql(w: &mut World, body: &Value) -> Response {
     let q = body["query"].as_str().unwrap_or("");
-    if !q.contains("markPullRequestReadyForReview") {
+    let (mutation, draft) = if q.contains("markPullRequestReadyForReview") {
+        ("markPullRequestReadyForReview", false)
+    } else if q.contains("convertPullRequestToDraft") {
+        ("convertPullRequestToDraft", true)
+    } else {
         return answer(200, json!({"errors": [{"message": "unknown query"}]}));
-    }
+    };
     let id = body["variables"]["id"].as_str().unwrap_or("");
     let Some(pr) = w.pulls.iter_mut().find(|p| p["node_id"] == id) else {
         return answer(
@@ -546,10 +583,10 @@ fn graphql(w: &mut World, body: &Value) -> Response {
             json!({"data": null, "errors": [{"type": "NOT_FOUND", "message": format!("Could not resolve to a node with the global id of '{id}'")}]}),
         );
     };
-    pr["draft"] = json!(false);
+    pr["draft"] = json!(draft);
     answer(
         200,
-        json!({"data": {"markPullRequestReadyForReview": {"pullRequest": {"isDraft": false}}}}),
+        json!({"data": {mutation: {"pullRequest": {"isDraft": draft}}}}),
     )
 }
 
