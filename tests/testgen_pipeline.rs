@@ -369,6 +369,52 @@ async fn only_aims_the_run_at_the_named_function() {
     assert!(out.report.baseline.is_none(), "stopped before the baseline");
 }
 
+/// A gap whose first candidate kept nothing gets another in the next round, sampled at a
+/// higher temperature, after the gaps never tried; with one candidate per gap it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_that_kept_nothing_gets_another_candidate_at_a_higher_temperature() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    make_repo(&repo);
+    let script = |_n: usize, req: &serde_json::Value| -> Answer {
+        let first = req["temperature"].as_f64().unwrap_or(0.0) < 0.5;
+        Answer::chat(if first {
+            "```python\nfrom calc import parity\n\n\ndef test_parity_wrong():\n    assert parity(3) is None\n```"
+        } else {
+            "```python\nfrom calc import parity\n\n\ndef test_parity_odd():\n    assert parity(3) == \"odd\"\n```"
+        })
+    };
+    let s = start(Box::new(script)).await;
+    let llm = Llm::new(llm_config(&s.base_url)).expect("client");
+    let mut o = opts(&repo);
+    o.only = vec![pipeline::gaps::Aim::parse("calc.py::parity").expect("valid")];
+    o.fix_attempts = 0;
+    o.max_iterations = 3;
+    o.candidates_per_gap = 2;
+    let out = pipeline::run(&o, &llm, CancellationToken::new(), quiet()).await;
+    let r = &out.report;
+    let fates: Vec<&str> = r.candidates.iter().map(|c| c.status.as_str()).collect();
+    assert_eq!(fates, ["discarded", "kept"], "{:?}", r.candidates);
+    // The generation requests (a failure may also be put to the model to classify).
+    let temps: Vec<f64> = s
+        .requests()
+        .iter()
+        .filter(|q| last_user(q).contains("for the function `parity`"))
+        .map(|q| q["temperature"].as_f64().unwrap_or(-1.0))
+        .collect();
+    assert_eq!(temps.len(), 2, "{temps:?}");
+    assert!(temps[0] < 0.5 && temps[1] > 0.5, "{temps:?}");
+    assert_eq!(r.settings.candidates_per_gap, 2);
+
+    // One candidate per gap: the failed gap is not asked again.
+    let s = start(Box::new(script)).await;
+    let llm = Llm::new(llm_config(&s.base_url)).expect("client");
+    o.candidates_per_gap = 1;
+    let out = pipeline::run(&o, &llm, CancellationToken::new(), quiet()).await;
+    assert_eq!(out.report.candidates.len(), 1);
+    assert_eq!(out.report.status, "no_gaps_left");
+}
+
 /// One candidate file, five kinds of test: right ones stay; a wrong expected value becomes a
 /// characterization test (top level and in a unittest-style class), with no model call; a
 /// class method with a test mistake is fixed by the model's bare function; a test the fix

@@ -50,6 +50,11 @@ pub struct TestgenArgs {
     /// Auto-fix attempts per failing test.
     #[arg(long, default_value_t = 2)]
     fix_attempts: u32,
+    /// Candidates a function may get in all while none is kept: one per round, the later
+    /// ones sampled at a higher temperature, after the functions not tried yet. Needs
+    /// --max-iterations at least as large to be reached.
+    #[arg(long, default_value_t = 2, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    candidates_per_gap: u32,
     /// Never turn a wrong expected value into the observed one (characterization test); send
     /// every failing assertion to the model's fix round instead.
     #[arg(long)]
@@ -176,6 +181,7 @@ fn options(args: &TestgenArgs) -> Result<(Options, Llm, PathBuf), u8> {
         gaps_per_iteration: args.gaps_per_iteration,
         repeats: args.repeats.max(1),
         fix_attempts: args.fix_attempts,
+        candidates_per_gap: args.candidates_per_gap,
         characterize: !args.no_characterize,
         time_budget: args.time_budget.map(std::time::Duration::from_secs),
         exec: ExecConfig {

@@ -31,7 +31,7 @@ pub mod python;
 pub mod report;
 pub mod validate;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -62,6 +62,10 @@ pub struct Options {
     pub fix_attempts: u32,
     /// Generation attempts per gap when an answer is rejected before running.
     pub generation_attempts: u32,
+    /// Candidates one gap may get in all, one per iteration, while none of them is kept: a
+    /// gap whose first answer failed is asked again in a later iteration (after the gaps not
+    /// tried yet), sampled at a higher temperature.
+    pub candidates_per_gap: u32,
     /// `--only`: work only on the gaps these name (all gaps when empty).
     pub only: Vec<gaps::Aim>,
     /// Work only on the missing lines and branches among these (a pull request's changed
@@ -86,6 +90,7 @@ impl Default for Options {
             repeats: 3,
             fix_attempts: 2,
             generation_attempts: 2,
+            candidates_per_gap: 2,
             only: Vec::new(),
             changed: None,
             characterize: true,
@@ -154,6 +159,7 @@ pub async fn run(
                 gaps_per_iteration: opts.gaps_per_iteration,
                 repeats: opts.repeats,
                 fix_attempts: opts.fix_attempts,
+                candidates_per_gap: opts.candidates_per_gap,
                 characterize: opts.characterize,
                 time_budget_s: opts.time_budget.map(|d| d.as_secs()),
                 image: opts.exec.image.clone(),
@@ -389,7 +395,8 @@ impl Run<'_> {
     ) -> Result<(String, Coverage), Stop> {
         let workspace = exec.workspace();
         let mut current = baseline_cov;
-        let mut tried: BTreeSet<String> = BTreeSet::new();
+        // Candidates each gap has had so far.
+        let mut tried: BTreeMap<String, u32> = BTreeMap::new();
         let mut status = "budget_spent".to_string();
         for it in 1..=self.opts.max_iterations {
             self.check_cancel()?;
@@ -399,16 +406,7 @@ impl Run<'_> {
                 break;
             }
             let t = Instant::now();
-            let gaps: Vec<gaps::Gap> = gaps::find(project, &workspace, &current)
-                .into_iter()
-                .filter(|g| self.opts.only.is_empty() || self.opts.only.iter().any(|a| a.covers(g)))
-                .filter_map(|g| match &self.opts.changed {
-                    Some(lines) => lines.restrict(g),
-                    None => Some(g),
-                })
-                .filter(|g| !tried.contains(&g.key()))
-                .take(self.opts.gaps_per_iteration as usize)
-                .collect();
+            let gaps = self.next_gaps(project, &workspace, &current, &tried);
             self.time("gaps", t);
             if gaps.is_empty() {
                 status = "no_gaps_left".into();
@@ -429,11 +427,19 @@ impl Run<'_> {
                     self.say("time budget spent: no new gap is started; the final run follows");
                     return Ok(("time_budget_spent".into(), current));
                 }
-                tried.insert(gap.key());
-                let n = self.report.candidates.len() as u32 + 1;
-                self.say(&format!("  [{}/{}] {}", i + 1, gaps.len(), gap.key()));
+                let sample = *tried.entry(gap.key()).and_modify(|n| *n += 1).or_insert(1) - 1;
+                let again = match sample {
+                    0 => String::new(),
+                    k => format!(" (candidate {})", k + 1),
+                };
+                self.say(&format!(
+                    "  [{}/{}] {}{again}",
+                    i + 1,
+                    gaps.len(),
+                    gap.key()
+                ));
                 let (cr, kept) = self
-                    .one_gap(exec, project, &workspace, gap, n, &current)
+                    .one_gap(exec, project, &workspace, gap, sample, &current)
                     .await?;
                 self.say(&format!(
                     "        {}{}",
@@ -461,6 +467,31 @@ impl Run<'_> {
         }
 
         Ok((status, current))
+    }
+
+    /// This iteration's gaps: those aimed at (`--only`, a pull request's changed lines) that
+    /// may still get a candidate, the ones never tried first, then by rank.
+    fn next_gaps(
+        &self,
+        project: &Project,
+        workspace: &std::path::Path,
+        current: &Coverage,
+        tried: &BTreeMap<String, u32>,
+    ) -> Vec<gaps::Gap> {
+        let tries = |g: &gaps::Gap| tried.get(&g.key()).copied().unwrap_or(0);
+        let mut gaps: Vec<gaps::Gap> = gaps::find(project, workspace, current)
+            .into_iter()
+            .filter(|g| self.opts.only.is_empty() || self.opts.only.iter().any(|a| a.covers(g)))
+            .filter_map(|g| match &self.opts.changed {
+                Some(lines) => lines.restrict(g),
+                None => Some(g),
+            })
+            .filter(|g| tries(g) < self.opts.candidates_per_gap.max(1))
+            .collect();
+        // Stable: within each count of tries, the rank order of `gaps::find` stays.
+        gaps.sort_by_key(|g| tries(g));
+        gaps.truncate(self.opts.gaps_per_iteration as usize);
+        gaps
     }
 
     async fn final_run(
@@ -534,10 +565,11 @@ impl Run<'_> {
         project: &Project,
         workspace: &std::path::Path,
         gap: &gaps::Gap,
-        n: u32,
+        sample: u32,
         current: &Coverage,
     ) -> Result<(CandidateReport, Option<(Candidate, Coverage)>), Stop> {
         let started = Instant::now();
+        let n = self.report.candidates.len() as u32 + 1;
         let file_name = generate::file_name(gap, n);
         let mut cr = CandidateReport {
             target: gap.key(),
@@ -551,7 +583,7 @@ impl Run<'_> {
         };
         let t = Instant::now();
         let generated = self
-            .generate(&ctx, project, &file_name, &mut cr.attempts)
+            .generate(&ctx, project, &file_name, sample, &mut cr.attempts)
             .await?;
         self.time("generate", t);
         let mut cand = match generated {
@@ -594,13 +626,14 @@ impl Run<'_> {
         Ok((cr, Some((cand, cov))))
     }
 
-    /// Asks the model for tests of one gap, with another try when an answer is rejected
-    /// before running. `Err(reason)` inside when no answer was usable.
+    /// Asks the model for tests of one gap (its `sample`-th candidate), with another try when
+    /// an answer is rejected before running. `Err(reason)` inside when no answer was usable.
     async fn generate(
         &mut self,
         ctx: &generate::Context,
         project: &Project,
         file_name: &str,
+        sample: u32,
         attempts: &mut Vec<report::Attempt>,
     ) -> Result<Result<Candidate, String>, Stop> {
         let mut last_reason = String::new();
@@ -629,7 +662,12 @@ impl Run<'_> {
                     "\nYour previous answer was unusable: {last_reason}. Reply with one short ```python block, at most 3 tests."
                 ));
             }
-            let temp = if attempt == 0 { 0.2 } else { 0.7 };
+            // A gap's first answer is the model's likeliest; any other is a new sample.
+            let temp = if attempt == 0 && sample == 0 {
+                0.2
+            } else {
+                0.7
+            };
             let reply = match self
                 .chat(&messages, temp, generate::GENERATE_MAX_TOKENS)
                 .await?

@@ -56,6 +56,9 @@ pub struct Settings {
     pub gaps_per_iteration: u32,
     pub repeats: u32,
     pub fix_attempts: u32,
+    /// Candidates a gap may get, one per iteration, while none is kept.
+    #[serde(default)]
+    pub candidates_per_gap: u32,
     pub image: String,
     /// The dependency install the sandbox jobs started from, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
