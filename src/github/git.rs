@@ -120,26 +120,26 @@ impl Git {
 
     /// Clones `branch` of `url` (shallow, no submodules, no checkout hooks) into `self.dir`.
     pub async fn clone(&self, url: &str, branch: &str) -> Result<(), GitHubError> {
+        self.clone_branch(url, branch, &["--depth=1"]).await
+    }
+
+    /// Clones `branch` of `url` into `self.dir` with no submodules, and `how` (depth, filter).
+    async fn clone_branch(&self, url: &str, branch: &str, how: &[&str]) -> Result<(), GitHubError> {
         refuse_credentials(url)?;
         let parent = self.dir.parent().unwrap_or(Path::new("/"));
         let dir = self.dir.display().to_string();
-        self.run_in(
-            parent,
-            "clone",
-            &[
-                "clone",
-                "--quiet",
-                "--depth=1",
-                "--no-recurse-submodules",
-                "--single-branch",
-                "--branch",
-                branch,
-                "--",
-                url,
-                &dir,
-            ],
-        )
-        .await?;
+        let mut args = vec!["clone", "--quiet"];
+        args.extend_from_slice(how);
+        args.extend_from_slice(&[
+            "--no-recurse-submodules",
+            "--single-branch",
+            "--branch",
+            branch,
+            "--",
+            url,
+            &dir,
+        ]);
+        self.run_in(parent, "clone", &args).await?;
         Ok(())
     }
 
@@ -149,27 +149,8 @@ impl Git {
     /// fetches `refs/pull/<number>/head` from that same remote into `refs/cordon/pull`, and
     /// checks it out (detached). A fork's own URL is never used.
     pub async fn clone_pull(&self, url: &str, base: &str, number: u64) -> Result<(), GitHubError> {
-        refuse_credentials(url)?;
-        let parent = self.dir.parent().unwrap_or(Path::new("/"));
-        let dir = self.dir.display().to_string();
-        self.run_in(
-            parent,
-            "clone",
-            &[
-                "clone",
-                "--quiet",
-                "--filter=blob:none",
-                "--no-checkout",
-                "--no-recurse-submodules",
-                "--single-branch",
-                "--branch",
-                base,
-                "--",
-                url,
-                &dir,
-            ],
-        )
-        .await?;
+        self.clone_branch(url, base, &["--filter=blob:none", "--no-checkout"])
+            .await?;
         let refspec = format!("+refs/pull/{number}/head:{PULL_REF}");
         self.run(
             "fetch",
