@@ -35,8 +35,10 @@
 //!   streams, crash recovery. Its HTTP layer only parses requests into calls on
 //!   [`server::Service`].
 //! - [`pipeline`]: `cordon testgen`, test generation that never runs generated code on the
-//!   host: model probe → detect → baseline → gaps → generate → validate → classify → fix → report, every
-//!   run of target or generated code a sandbox job.
+//!   host: model probe → detect → baseline → gaps (a pull request's changed lines, `--only`)
+//!   → generate (another candidate later for a gap that kept nothing) → validate →
+//!   characterize / classify → fix → keep test by test → report, every run of target or
+//!   generated code a sandbox job.
 //! - [`github`]: GitHub delivery: a token or App (octocrab), safe git, `.cordon.yml`,
 //!   protected paths, webhook judgement, flow 1 (kept tests as a draft pull request,
 //!   promoted only on a green sandbox run) and flow 2, the builder (`cordon build`: an issue
