@@ -370,7 +370,8 @@ async fn only_aims_the_run_at_the_named_function() {
 }
 
 /// A gap whose first candidate kept nothing gets another in the next round, sampled at a
-/// higher temperature, after the gaps never tried; with one candidate per gap it does not.
+/// higher temperature, and none after one is kept; with one candidate per gap it gets no
+/// second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gap_that_kept_nothing_gets_another_candidate_at_a_higher_temperature() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -390,11 +391,14 @@ async fn a_gap_that_kept_nothing_gets_another_candidate_at_a_higher_temperature(
     o.only = vec![pipeline::gaps::Aim::parse("calc.py::parity").expect("valid")];
     o.fix_attempts = 0;
     o.max_iterations = 3;
-    o.candidates_per_gap = 2;
+    // Three allowed, but a kept candidate ends the gap's turns (its `even` line stays
+    // uncovered, so it is still a gap).
+    o.candidates_per_gap = 3;
     let out = pipeline::run(&o, &llm, CancellationToken::new(), quiet()).await;
     let r = &out.report;
     let fates: Vec<&str> = r.candidates.iter().map(|c| c.status.as_str()).collect();
     assert_eq!(fates, ["discarded", "kept"], "{:?}", r.candidates);
+    assert_eq!(r.status, "no_gaps_left");
     // The generation requests (a failure may also be put to the model to classify).
     let temps: Vec<f64> = s
         .requests()
@@ -404,7 +408,7 @@ async fn a_gap_that_kept_nothing_gets_another_candidate_at_a_higher_temperature(
         .collect();
     assert_eq!(temps.len(), 2, "{temps:?}");
     assert!(temps[0] < 0.5 && temps[1] > 0.5, "{temps:?}");
-    assert_eq!(r.settings.candidates_per_gap, 2);
+    assert_eq!(r.settings.candidates_per_gap, 3);
 
     // One candidate per gap: the failed gap is not asked again.
     let s = start(Box::new(script)).await;

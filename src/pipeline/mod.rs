@@ -456,6 +456,8 @@ impl Run<'_> {
                 if let Some((cand, cov)) = kept {
                     current = current.union(&cov);
                     self.kept.push((cand.file_name.clone(), cand.content()));
+                    // A gap with a kept candidate gets no other.
+                    tried.insert(gap.key(), u32::MAX);
                 }
                 self.report.candidates.push(cr);
             }
