@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 mod deploy_support;
-use deploy_support::{docker, docker_ok, text};
-use std::time::{Duration, Instant};
+use deploy_support::{docker, docker_ok, text, wait_ready};
+use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
@@ -190,25 +190,16 @@ fn the_controller_image_serves_and_prepares_like_the_pod() {
         all.extend_from_slice(args);
         docker(&all)
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = exec(&[
-            "python3",
-            "-c",
-            "import urllib.request as u; print(u.urlopen('http://cordon:8420/readyz', timeout=2).read().decode().strip())",
-        ]);
-        if r.status.success() {
-            assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "ready");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "/readyz never answered: {}\n--- logs:\n{}",
-            text(&r),
-            text(&docker(&["logs", &name]))
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    wait_ready(
+        || {
+            exec(&[
+                "python3",
+                "-c",
+                "import urllib.request as u; print(u.urlopen('http://cordon:8420/readyz', timeout=2).read().decode().strip())",
+            ])
+        },
+        || text(&docker(&["logs", &name])),
+    );
 
     // A job with a prepare: its request to a host off the allowlist is refused by the egress
     // proxy, which only exists if the controller could build and start it from the pod.

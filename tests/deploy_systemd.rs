@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 mod deploy_support;
-use deploy_support::{docker, docker_ok, text};
+use deploy_support::{docker, docker_ok, text, wait_ready};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -314,30 +314,21 @@ fn the_documented_install_runs_a_job_under_systemd() {
     );
 
     // /readyz answers (the engine is reachable through the socket, from inside the unit).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = exec(
-            &name,
-            &[
-                "curl",
-                "-fsS",
-                "--max-time",
-                "2",
-                "http://127.0.0.1:8420/readyz",
-            ],
-        );
-        if r.status.success() {
-            assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "ready");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "/readyz never answered: {}\n--- cordon's journal:\n{}",
-            text(&r),
-            journal(&name)
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    wait_ready(
+        || {
+            exec(
+                &name,
+                &[
+                    "curl",
+                    "-fsS",
+                    "--max-time",
+                    "2",
+                    "http://127.0.0.1:8420/readyz",
+                ],
+            )
+        },
+        || journal(&name),
+    );
 
     // The hardening is in force on the running controller, not only written in the unit.
     let pid = exec_ok(

@@ -358,7 +358,12 @@ struct Ran {
 }
 
 async fn flow(d: &GitHubDouble) -> Ran {
-    let s = testgen_support::start(model()).await;
+    run_flow(d, model(), tests_pr::On::DefaultBranch).await.ran
+}
+
+/// Flow 1 on `on` with the scripted `model`: what it delivered, printed and asked.
+async fn run_flow(d: &GitHubDouble, model: testgen_support::Script, on: tests_pr::On) -> RanOn {
+    let s = testgen_support::start(model).await;
     let llm = Llm::new(llm_config(&s.base_url)).expect("client");
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     let l2 = lines.clone();
@@ -370,7 +375,7 @@ async fn flow(d: &GitHubDouble) -> Ran {
         &cfg(d, TOKEN),
         tests_pr::Target {
             repo: repo(),
-            on: tests_pr::On::DefaultBranch,
+            on,
             policy: &cordon::spec::OperatorPolicy::default(),
         },
         opts(),
@@ -380,11 +385,21 @@ async fn flow(d: &GitHubDouble) -> Ran {
     )
     .await
     .expect("flow 1 runs");
+    let asked = s
+        .requests()
+        .iter()
+        .filter(|r| r.get("messages").is_some())
+        .map(last_user)
+        .collect();
     let printed = lines.lock().expect("lock").join("\n");
-    Ran {
-        delivered: r.delivered,
-        printed,
-        report_json: serde_json::to_string(&r.outcome.report).expect("json"),
+    RanOn {
+        ran: Ran {
+            delivered: r.delivered,
+            printed,
+            report_json: serde_json::to_string(&r.outcome.report).expect("json"),
+        },
+        asked,
+        report: r.outcome.report,
     }
 }
 
@@ -662,44 +677,7 @@ struct RanOn {
 }
 
 async fn flow_on_pull(d: &GitHubDouble, number: u64) -> RanOn {
-    let s = testgen_support::start(pr_model()).await;
-    let llm = Llm::new(llm_config(&s.base_url)).expect("client");
-    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-    let l2 = lines.clone();
-    let progress: cordon::pipeline::Progress = Arc::new(move |l: &str| {
-        eprintln!("{l}");
-        l2.lock().expect("lock").push(l.to_string());
-    });
-    let r = tests_pr::run(
-        &cfg(d, TOKEN),
-        tests_pr::Target {
-            repo: repo(),
-            on: tests_pr::On::PullRequest(number),
-            policy: &cordon::spec::OperatorPolicy::default(),
-        },
-        opts(),
-        &llm,
-        CancellationToken::new(),
-        progress,
-    )
-    .await
-    .expect("flow 1 runs");
-    let asked = s
-        .requests()
-        .iter()
-        .filter(|r| r.get("messages").is_some())
-        .map(last_user)
-        .collect();
-    let printed = lines.lock().expect("lock").join("\n");
-    RanOn {
-        ran: Ran {
-            delivered: r.delivered,
-            printed,
-            report_json: serde_json::to_string(&r.outcome.report).expect("json"),
-        },
-        asked,
-        report: r.outcome.report,
-    }
+    run_flow(d, pr_model(), tests_pr::On::PullRequest(number)).await
 }
 
 fn comment_on(d: &GitHubDouble, number: u64, marker: &str) -> Option<String> {

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The label every container these tests start carries: the Unix time after which a later
 /// run may remove it (no run of these tests takes that long; one killed outright leaves it).
@@ -115,5 +115,25 @@ pub fn reap_expired() {
         {
             remove_all(name);
         }
+    }
+}
+
+/// Asks `probe` (a request to cordon's `/readyz`) until it answers `ready`, for at most 30 s;
+/// past that, fails with its last answer and `logs()` (what the service said).
+pub fn wait_ready(probe: impl Fn() -> Output, logs: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = probe();
+        if r.status.success() {
+            assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "ready");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz never answered: {}\n--- the service's log:\n{}",
+            text(&r),
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(300));
     }
 }
