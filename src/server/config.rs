@@ -136,10 +136,25 @@ pub struct GitHubSection {
     /// The labels that trigger cordon on a pull request or issue.
     #[serde(default = "default_labels")]
     pub labels: Vec<String>,
+    /// The builder's warm containers for its suite runs (a delivery at a time, so 1 serves;
+    /// 0 starts a fresh container for each run).
+    #[serde(default = "default_builder_warm_pool")]
+    pub builder_warm_pool: u32,
+    /// How long the builder's one run of a repository's test command may take.
+    #[serde(default = "default_builder_timeout")]
+    pub builder_timeout: Span,
 }
 
 fn default_labels() -> Vec<String> {
     vec!["cordon".into()]
+}
+
+fn default_builder_warm_pool() -> u32 {
+    1
+}
+
+fn default_builder_timeout() -> Span {
+    Span(std::time::Duration::from_secs(300))
 }
 
 impl GitHubSection {
@@ -226,6 +241,22 @@ impl GitHubSection {
         }
         if self.labels.iter().any(|l| l.trim().is_empty()) {
             return Err(invalid("github.labels", "a label must not be empty".into()));
+        }
+        if self.builder_warm_pool > 8 {
+            return Err(invalid(
+                "github.builder_warm_pool",
+                format!(
+                    "{} warm containers for one delivery at a time; use 0 to 8",
+                    self.builder_warm_pool
+                ),
+            ));
+        }
+        let t = self.builder_timeout.0;
+        if t < std::time::Duration::from_secs(10) || t > std::time::Duration::from_secs(3 * 3600) {
+            return Err(invalid(
+                "github.builder_timeout",
+                "must be between 10s and 3h (e.g. `5m`)".into(),
+            ));
         }
         Ok(())
     }
@@ -748,6 +779,46 @@ mod tests {
             .expect("a yaml block in docs/server.md");
         crate::spec::parse_yaml::<ServerConfig>(block, Path::new("docs/server.md"))
             .expect("the documented configuration is valid");
+    }
+
+    /// The builder's pool and timeout come from the `github:` section, each checked by name.
+    #[test]
+    fn the_builders_settings_are_read_and_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("secret");
+        let token = dir.path().join("token");
+        std::fs::write(&secret, "0123456789abcdef0123").expect("write");
+        std::fs::write(&token, "ghp_x").expect("write");
+        let section = |extra: &str| {
+            let yaml = format!(
+                "webhook_secret_file: {}\ntoken_file: {}\n{extra}",
+                secret.display(),
+                token.display()
+            );
+            let g: GitHubSection =
+                crate::spec::parse_yaml(&yaml, Path::new("c.yaml")).expect("parses");
+            g.check().map(|()| g).map_err(|e| e.to_string())
+        };
+        let g = section("").expect("the defaults are valid");
+        assert_eq!(
+            (g.builder_warm_pool, g.builder_timeout.0),
+            (1, Duration::from_secs(300))
+        );
+        let g = section("builder_warm_pool: 0\nbuilder_timeout: 20m\n").expect("valid");
+        assert_eq!(
+            (g.builder_warm_pool, g.builder_timeout.0),
+            (0, Duration::from_secs(1200))
+        );
+        let e = section("builder_warm_pool: 50\n").expect_err("too many");
+        assert!(
+            e.contains("github.builder_warm_pool") && e.contains("0 to 8"),
+            "{e}"
+        );
+        let e = section("builder_timeout: 1s\n").expect_err("too short");
+        assert!(
+            e.contains("github.builder_timeout") && e.contains("5m"),
+            "{e}"
+        );
     }
 
     /// The store's settings: each bad one names its field and the fix; a password in the

@@ -356,8 +356,8 @@ impl Worker {
             repo: repo.clone(),
             issue: number,
             policy: &self.policy,
-            warm_pool: 1,
-            timeout: std::time::Duration::from_secs(300),
+            warm_pool: self.section.builder_warm_pool as usize,
+            timeout: self.section.builder_timeout.0,
             trigger: Some(d.delivery_id.clone()),
         };
         let b = builder::run(cfg, req, llm, self.svc.stopping().child_token(), progress)
