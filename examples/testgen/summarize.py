@@ -62,7 +62,12 @@ def table(path):
     name = r["repo"].rstrip("/").split("/")[-1]
     gen = sum(c["tests_generated"] for c in r["candidates"])
     kept = sum(c["tests_kept"] for c in r["candidates"] if c["status"] == "kept")
-    chars = sum(len(c.get("characterized", [])) for c in r["candidates"] if c["status"] == "kept")
+    # Tests (not assertions) with at least one characterized expected value.
+    chars = sum(
+        len({x["test"] for x in c.get("characterized", [])})
+        for c in r["candidates"]
+        if c["status"] == "kept"
+    )
     t = r["tokens"]
     after = r.get("after") or {}
     print(f"### {name}: `{', '.join(only) or 'whole project'}`\n")

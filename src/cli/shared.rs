@@ -28,6 +28,10 @@ pub struct ModelArgs {
     /// The most tokens one answer may have.
     #[arg(long, default_value_t = 900)]
     max_tokens: u32,
+    /// How long one model request may take, in seconds, before it is retried (a slow model
+    /// on a busy machine may need more).
+    #[arg(long, default_value_t = 240, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    model_timeout: u64,
 }
 
 impl ModelArgs {
@@ -36,6 +40,7 @@ impl ModelArgs {
         let mut cfg = LlmConfig::from_env(self.base_url.clone(), self.model.clone());
         cfg.context_tokens = self.context_tokens;
         cfg.max_tokens = self.max_tokens;
+        cfg.timeout = std::time::Duration::from_secs(self.model_timeout);
         Llm::new(cfg).map_err(|e| {
             report_error(&e);
             EXIT_INVALID

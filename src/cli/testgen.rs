@@ -30,7 +30,8 @@ pub struct TestgenArgs {
     /// for a pull request from a fork, a patch in a comment on it (nothing is pushed).
     #[arg(long, requires = "pr", value_name = "N")]
     pull: Option<u64>,
-    /// Stop once combined line+branch coverage reaches this percentage.
+    /// Stop once combined line+branch coverage reaches this percentage (of the --only files
+    /// when aimed, else of the project).
     #[arg(long, default_value_t = 90.0, value_name = "PERCENT")]
     target_coverage: f64,
     /// At most this many rounds of gaps → tests → validation.

@@ -101,8 +101,16 @@ impl Gain {
 
 impl Coverage {
     pub fn totals(&self) -> Totals {
+        self.totals_of(|_| true)
+    }
+
+    /// Totals over the files `keep` accepts (by repository-relative path).
+    pub fn totals_of(&self, mut keep: impl FnMut(&str) -> bool) -> Totals {
         let mut t = Totals::default();
-        for lines in self.files.values() {
+        for (path, lines) in &self.files {
+            if !keep(path) {
+                continue;
+            }
             for l in lines.values() {
                 t.lines = t.lines.saturating_add(1);
                 t.lines_covered = t.lines_covered.saturating_add(l.hit as u32);

@@ -400,7 +400,7 @@ impl Run<'_> {
         let mut status = "budget_spent".to_string();
         for it in 1..=self.opts.max_iterations {
             self.check_cancel()?;
-            let pct = current.totals().combined_percent();
+            let pct = self.aimed_totals(&current).combined_percent();
             if pct >= self.opts.target_coverage {
                 status = "target_reached".into();
                 break;
@@ -414,8 +414,13 @@ impl Run<'_> {
             }
             self.report.iterations = it;
             self.say(&format!(
-                "iteration {it}/{}: coverage {:.1}% (target {:.0}%), {} gaps: {}",
+                "iteration {it}/{}: coverage{} {:.1}% (target {:.0}%), {} gaps: {}",
                 self.opts.max_iterations,
+                if self.opts.only.is_empty() {
+                    ""
+                } else {
+                    " of the --only files"
+                },
                 pct,
                 self.opts.target_coverage,
                 gaps.len(),
@@ -463,12 +468,20 @@ impl Run<'_> {
             }
         }
         if status == "budget_spent"
-            && current.totals().combined_percent() >= self.opts.target_coverage
+            && self.aimed_totals(&current).combined_percent() >= self.opts.target_coverage
         {
             status = "target_reached".into();
         }
 
         Ok((status, current))
+    }
+
+    /// The totals the target and the progress line speak of: the files `--only` aims at, else
+    /// the whole project.
+    fn aimed_totals(&self, cov: &Coverage) -> coverage::Totals {
+        cov.totals_of(|f| {
+            self.opts.only.is_empty() || self.opts.only.iter().any(|a| a.covers_file(f))
+        })
     }
 
     /// This iteration's gaps: those aimed at (`--only`, a pull request's changed lines) that
