@@ -19,7 +19,8 @@ CORDON=${CORDON:-$ROOT/target/debug/cordon}
 WORK=${WORK:-$HERE/work}
 LLM=${LLM:-$ROOT/../shared/llm/local-model.sh}
 MODULES=${MODULES:-"astor==0.8.1:astor/node_util.py pathspec==0.12.1:pathspec/util.py click==8.1.7:src/click/decorators.py click==8.1.7:src/click/_termui_impl.py"}
-ITER=${ITER:-3}
+ITER=${ITER:-4}
+CANDIDATES=${CANDIDATES:-2}
 GAPS=${GAPS:-4}
 FIX=${FIX:-1}
 # Seconds after which no new gap is started (the final combined run follows): 15 minutes per
@@ -58,7 +59,7 @@ for entry in $MODULES; do
   [ -n "$module" ] && only=(--only "$module")
   uptime > "$out.load"
   "$CORDON" testgen "$src" "${only[@]}" --target-coverage 100 --max-iterations "$ITER" \
-    --gaps-per-iteration "$GAPS" --fix-attempts "$FIX" --time-budget "$BUDGET" \
+    --gaps-per-iteration "$GAPS" --fix-attempts "$FIX" --candidates-per-gap "$CANDIDATES" --time-budget "$BUDGET" \
     --report "$out" 2> "$out.log" || true
   uptime >> "$out.load"
   tail -2 "$out.log" >&2

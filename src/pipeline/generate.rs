@@ -121,30 +121,87 @@ pub fn context(project: &Project, repo: &Path, gap: &Gap) -> Option<Context> {
     })
 }
 
-/// The shortest existing test function that mentions `name`, at most 25 lines.
+/// The shortest existing test function that mentions `name`, at most 25 lines; else the
+/// shortest top-level definition that does in the other Python files beside the tests (click
+/// shows its decorators only as `@click.command() @click.version_option("0.1") def cli()` in
+/// `tests/typing/`).
 fn usage_example(project: &Project, repo: &Path, name: &str) -> Option<String> {
+    let shortest = |best: &mut Option<String>, body: &str| {
+        if body.lines().count() <= 25 && best.as_ref().is_none_or(|b| body.len() < b.len()) {
+            *best = Some(body.to_string());
+        }
+    };
     let mut best: Option<String> = None;
     for t in project.tests.iter().take(50) {
-        let Some(p) = std::fs::read_to_string(repo.join(t))
-            .ok()
-            .and_then(|s| python::parse(&s))
-        else {
+        let Some(p) = read_parsed(repo, t) else {
             continue;
         };
         for f in p.test_functions() {
-            if !p.identifiers_in(f.bytes.clone()).contains(name) {
-                continue;
+            if p.identifiers_in(f.bytes.clone()).contains(name) {
+                shortest(&mut best, &p.src[f.bytes.clone()]);
             }
-            let body = &p.src[f.bytes.clone()];
-            if body.lines().count() > 25 {
-                continue;
-            }
-            if best.as_ref().is_none_or(|b| body.len() < b.len()) {
-                best = Some(body.to_string());
+        }
+    }
+    if best.is_some() {
+        return best;
+    }
+    for f in files_beside_tests(project, repo) {
+        let Some(p) = read_parsed(repo, &f) else {
+            continue;
+        };
+        for d in p
+            .top_level()
+            .into_iter()
+            .filter(|d| d.kind != UnitKind::Module)
+        {
+            if p.identifiers_in(d.bytes.clone()).contains(name) {
+                shortest(&mut best, &p.src[d.bytes.clone()]);
             }
         }
     }
     best
+}
+
+fn read_parsed(repo: &Path, file: &str) -> Option<python::Parsed> {
+    std::fs::read_to_string(repo.join(file))
+        .ok()
+        .and_then(|s| python::parse(&s))
+}
+
+/// Python files under the test files' top directories that are not test files themselves
+/// (helpers, typing checks, examples): at most 60, each at most 64 KiB, never through a
+/// symlink (the checkout is the submitter's).
+fn files_beside_tests(project: &Project, repo: &Path) -> Vec<String> {
+    let tops: std::collections::BTreeSet<&str> = project
+        .tests
+        .iter()
+        .filter_map(|t| t.split_once('/').map(|(d, _)| d))
+        .collect();
+    let mut out = Vec::new();
+    for top in tops {
+        let walk = walkdir::WalkDir::new(repo.join(top))
+            .follow_links(false)
+            .follow_root_links(false)
+            .max_depth(4)
+            .sort_by_file_name();
+        for e in walk.into_iter().filter_map(Result::ok) {
+            let Ok(rel) = e.path().strip_prefix(repo) else {
+                continue;
+            };
+            let rel = rel.to_string_lossy().replace('\\', "/");
+            if e.file_type().is_file()
+                && rel.ends_with(".py")
+                && !project.tests.contains(&rel)
+                && e.metadata().is_ok_and(|m| m.len() <= 64 << 10)
+            {
+                out.push(rel);
+                if out.len() >= 60 {
+                    return out;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Class-like names (capitalized) in a `def` header's annotations and defaults, without
@@ -314,7 +371,7 @@ pub fn prompt(ctx: &Context, shrink: u8) -> Vec<Message> {
         "Write 2 to 4 short pytest test functions for {what} so that the NOT COVERED lines run, with assertions on the results.\n\
          - Start the file with `from {} import {top}` and import anything else you use.\n\
          - Do not copy or redefine `{top}` or any other code of the module: import it.\n\
-         - Use only pytest and the Python standard library. No network, no subprocess; use the tmp_path fixture for files.\n\
+         - Use only pytest and the Python standard library. No network, no subprocess. A test that needs files takes pytest's `tmp_path` argument (never define it).\n\
          - Name every test function `test_` followed by what it checks.\n",
         g.module
     ));
@@ -624,7 +681,27 @@ fn drop_unknown_imports(
     apply_edits(body, edits)
 }
 
-/// Removes top-level definitions that shadow the module's names or the project's fixtures,
+/// pytest's built-in fixtures, which a test takes as an argument and never defines.
+const PYTEST_FIXTURES: &[&str] = &[
+    "tmp_path",
+    "tmp_path_factory",
+    "tmpdir",
+    "tmpdir_factory",
+    "capsys",
+    "capsysbinary",
+    "capfd",
+    "capfdbinary",
+    "caplog",
+    "monkeypatch",
+    "request",
+    "recwarn",
+    "pytestconfig",
+    "cache",
+    "doctest_namespace",
+];
+
+/// Removes top-level definitions that shadow the module's names, the project's or pytest's
+/// fixtures,
 /// and placeholder tests; returns the parse of what is left and its real tests.
 fn strip_shadows_and_placeholders(
     body: &mut String,
@@ -649,6 +726,14 @@ fn strip_shadows_and_placeholders(
             strip.push(t.bytes.clone());
             repairs.push(format!(
                 "removed a redefinition of the project's fixture `{}`",
+                t.name
+            ));
+        } else if PYTEST_FIXTURES.contains(&t.name.as_str()) {
+            // `def tmp_path(): return pytest.tmpdir()` breaks every test that takes it, and
+            // a fix round (one test function at a time) never reaches it.
+            strip.push(t.bytes.clone());
+            repairs.push(format!(
+                "removed a redefinition of pytest's own fixture `{}`",
                 t.name
             ));
         }
@@ -955,6 +1040,26 @@ mod tests {
         assert!(cand.header.contains("import json  #"), "{}", cand.header);
         assert!(!cand.header.contains("import os"), "{}", cand.header);
 
+        // A redefinition of pytest's own fixture (decorator and all) goes; the tests that
+        // take it get pytest's.
+        let cand = check(
+            "import pytest\n\n@pytest.fixture\ndef tmp_path():\n    return pytest.tmpdir()\n\ndef test_a(tmp_path):\n    assert divide(4, 2) == 2\n",
+            &c,
+            &p,
+            "t.py",
+        )
+        .expect("ok");
+        assert!(!cand.body.contains("pytest.tmpdir"), "{}", cand.body);
+        assert!(!cand.body.contains("@pytest.fixture"), "{}", cand.body);
+        assert!(cand.body.contains("def test_a(tmp_path)"), "{}", cand.body);
+        assert!(
+            cand.repairs
+                .iter()
+                .any(|r| r.contains("pytest's own fixture `tmp_path`")),
+            "{:?}",
+            cand.repairs
+        );
+
         assert_eq!(
             check("def test_a():\n    assert 1\n", &c, &p, "t.py").unwrap_err(),
             Rejection::DoesNotUseTarget {
@@ -992,6 +1097,54 @@ mod tests {
             salvage_truncated("def test_a():\n    assert f(1) == ("),
             None
         );
+    }
+
+    /// No test function uses the target: the shortest definition that does in the other files
+    /// beside the tests is the example; a symlink there is never read.
+    #[test]
+    fn an_example_comes_from_the_files_beside_the_tests() {
+        let d = tempfile::tempdir().expect("tempdir");
+        for dir in ["pkg", "tests/typing"] {
+            std::fs::create_dir_all(d.path().join(dir)).expect("mkdir");
+        }
+        let write = |p: &str, s: &str| std::fs::write(d.path().join(p), s).expect("write");
+        write("pkg/__init__.py", "");
+        write(
+            "pkg/deco.py",
+            "def version_option(v):\n    def wrap(f):\n        f.version = v\n        return f\n    return wrap\n",
+        );
+        write(
+            "tests/test_other.py",
+            "def test_nothing():\n    assert True\n",
+        );
+        write(
+            "tests/typing/typing_version.py",
+            "import pkg.deco\n\n@pkg.deco.version_option('0.1')\ndef cli():\n    pass\n\nLONG = 1\n",
+        );
+        let secret = d.path().join("secret.py");
+        std::fs::write(&secret, "def leak():\n    version_option('SECRET')\n").expect("write");
+        std::os::unix::fs::symlink(&secret, d.path().join("tests/typing/a_link.py"))
+            .expect("symlink");
+        let project = crate::pipeline::detect::detect(d.path()).expect("detects");
+        let gap = Gap {
+            file: "pkg/deco.py".into(),
+            module: "pkg.deco".into(),
+            qualname: "version_option".into(),
+            kind: UnitKind::Function,
+            start_line: 1,
+            end_line: 5,
+            missing_lines: vec![3],
+            partial_lines: vec![],
+            params: 1,
+        };
+        let c = context(&project, d.path(), &gap).expect("context");
+        assert_eq!(
+            c.example.as_deref(),
+            Some("@pkg.deco.version_option('0.1')\ndef cli():\n    pass")
+        );
+        std::fs::remove_file(d.path().join("tests/typing/typing_version.py")).expect("rm");
+        let c = context(&project, d.path(), &gap).expect("context");
+        assert_eq!(c.example, None, "the symlinked file is not read");
     }
 
     #[test]
