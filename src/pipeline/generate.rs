@@ -713,15 +713,16 @@ fn strip_shadows_and_placeholders(
     let fixtures = project.fixture_names();
     let mut strip = Vec::new();
     for t in parsed.top_level() {
-        if t.kind == UnitKind::Module {
-            continue;
-        }
+        // A module-level assignment too: `_registered = {}` "to store registered patterns for
+        // testing" hides the module's own registry from every test.
         if ctx.module_names.contains(&t.name) {
             strip.push(t.bytes.clone());
             repairs.push(format!(
                 "removed a local definition of `{}` that shadowed the module's own",
                 t.name
             ));
+        } else if t.kind == UnitKind::Module {
+            continue;
         } else if fixtures.contains(&t.name) {
             strip.push(t.bytes.clone());
             repairs.push(format!(
@@ -1039,6 +1040,17 @@ mod tests {
         assert!(cand.header.contains("import math  #"), "{}", cand.header);
         assert!(cand.header.contains("import json  #"), "{}", cand.header);
         assert!(!cand.header.contains("import os"), "{}", cand.header);
+
+        // A module-level assignment hiding the module's own name goes; the name is imported.
+        let cand = check(
+            "PI = {}\n\ndef test_a():\n    assert divide(PI, 1) == PI\n",
+            &c,
+            &p,
+            "t.py",
+        )
+        .expect("ok");
+        assert!(!cand.body.contains("PI = {}"), "{}", cand.body);
+        assert!(cand.header.contains("PI, divide"), "{}", cand.header);
 
         // A redefinition of pytest's own fixture (decorator and all) goes; the tests that
         // take it get pytest's.
