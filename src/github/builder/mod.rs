@@ -291,10 +291,14 @@ fn judge(
     if !removed.is_empty() {
         let named: Vec<&str> = removed.iter().take(5).map(String::as_str).collect();
         extra.push(format!(
-            "the change removes {} existing test(s) of the default branch ({}{}): the suite passed without them",
+            "the change removes {} existing test(s) of the default branch ({}{})",
             removed.len(),
             named.join(", "),
-            if removed.len() > named.len() { ", …" } else { "" }
+            if removed.len() > named.len() {
+                ", …"
+            } else {
+                ""
+            }
         ));
     }
     match verdict {
