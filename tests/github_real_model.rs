@@ -250,6 +250,30 @@ fn check_delivery(
     }
 }
 
+/// The test functions a Python file defines (`def test…`, at any indentation).
+fn test_names(source: &str) -> Vec<String> {
+    source
+        .lines()
+        .filter_map(|l| {
+            let t = l.trim_start();
+            let t = t.strip_prefix("async ").map_or(t, str::trim_start);
+            let name: String = t
+                .strip_prefix("def ")?
+                .trim_start()
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            name.starts_with("test").then_some(name)
+        })
+        .collect()
+}
+
+/// `s` on one line, at most `max` characters.
+fn one_line(s: &str, max: usize) -> String {
+    let t = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    t.chars().take(max).collect()
+}
+
 fn describe(delivered: &Delivered, d: &GitHubDouble) -> String {
     match delivered {
         Delivered::PullRequest {
@@ -295,6 +319,13 @@ async fn flow1(d: &GitHubDouble, on: tests_pr::On, canary: &Path) {
     let elapsed = started.elapsed();
     let report = &r.outcome.report;
     eprintln!("\n===== report =====\n{}", report.markdown());
+    // Why each candidate that kept nothing was discarded: its tests' verdicts.
+    for c in report.candidates.iter().filter(|c| c.status != "kept") {
+        eprintln!("--- discarded {} ({}): {}", c.target, c.file, c.reason);
+        for t in &c.discarded_tests {
+            eprintln!("    {}: {}", t.test, one_line(&t.reason, 300));
+        }
+    }
     eprintln!("===== kept test files: {} =====", r.outcome.kept.len());
     for (name, content) in &r.outcome.kept {
         eprintln!("--- {name}\n{content}");
@@ -509,6 +540,24 @@ async fn flow2_builds_an_issue_of_a_real_project() {
         .as_ref()
         .is_some_and(|l| l.run.completed && l.run.failed == 0 && l.run.passed > 0);
     check_delivery(&d, &build.delivered, green, &["main".to_string()]);
+    // Nor is a change promoted that drops a test the default branch has.
+    if let Delivered::PullRequest {
+        branch,
+        promoted: true,
+        ..
+    } = &build.delivered
+    {
+        for f in &build.files {
+            let before = github_support::git(&d.bare, &["ls-tree", "--name-only", "main", f]);
+            if before.trim().is_empty() {
+                continue;
+            }
+            let now = test_names(&d.show(&format!("{branch}:{f}")));
+            for t in test_names(&d.show(&format!("main:{f}"))) {
+                assert!(now.contains(&t), "promoted without {f}::{t}");
+            }
+        }
+    }
     // A green suite left a draft only for a reason that is not the sandbox's (a refused or
     // protected path, no test file); a red one always says so.
     if let Some(Promotion::Draft(why)) = build.verdict() {
