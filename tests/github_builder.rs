@@ -342,6 +342,32 @@ async fn a_protected_path_is_never_written_and_keeps_the_pull_request_a_draft() 
     assert!(comments[0].contains("Left a draft"), "{}", comments[0]);
 }
 
+/// A model that makes the suite green by rewriting an existing test file without its tests
+/// (the real model did so on boltons, replacing `tests/test_typeutils.py`'s three tests
+/// with one of its own): a draft naming the tests it removed, never promoted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_removes_existing_tests_stays_a_draft() {
+    let d = double(None).await;
+    let code = files(&[("calc.py", CALC_MUL), ("tests/test_calc.py", &test_mul(6))]);
+    let ran = build(&d, model(code, never)).await;
+    let last = ran.build.last.as_ref().expect("the suite ran");
+    assert_eq!((last.run.passed, last.run.failed), (1, 0), "green");
+    let why = draft_reasons(&ran.build);
+    assert!(
+        why.iter().any(|w| w.contains("removes 1 existing test(s)")
+            && w.contains("tests/test_calc.py::test_add")),
+        "{why:?}"
+    );
+    assert!(!d.lines().iter().any(|l| l == "POST /graphql"));
+    assert_eq!(d.with(|w| w.pulls[0]["draft"].clone()), true);
+    let comments = issue_comments(&d);
+    assert!(
+        comments[0].contains("Left a draft") && comments[0].contains("test_add"),
+        "{}",
+        comments[0]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_pushed_when_the_sandbox_cannot_start() {
     // An image the operator does not allow: refused before the model is asked.

@@ -475,6 +475,54 @@ async fn green_tests_become_a_pull_request_promoted_to_ready() {
     assert_eq!(d.with(|w| (w.pulls.len(), w.comments.len())), (1, 1));
 }
 
+/// A re-run on the same commit that may not be promoted turns the pull request an earlier
+/// run promoted back into a draft, as its comment says (here `.cordon.yml` protects the
+/// generated tests' directory after the first run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_run_that_may_not_be_promoted_takes_the_promotion_back() {
+    let d = github_support::start(&[("calc.py", CALC), ("tests/test_calc.py", TEST_ADD)]).await;
+    let first = flow(&d).await;
+    assert!(
+        matches!(
+            first.delivered,
+            Delivered::PullRequest { promoted: true, .. }
+        ),
+        "{:?}",
+        first.delivered
+    );
+    d.with(|w| w.cordon_yml = Some("protected_paths: [\"tests/generated/**\"]\n".into()));
+    let again = flow(&d).await;
+    let Delivered::PullRequest {
+        promotion,
+        promoted,
+        notes,
+        ..
+    } = &again.delivered
+    else {
+        panic!("no pull request: {:?}", again.delivered);
+    };
+    assert!(
+        matches!(promotion, Promotion::Draft(w) if w.iter().any(|x| x.contains("tests/generated/**"))),
+        "{promotion:?}"
+    );
+    assert!(!promoted);
+    assert!(notes.is_empty(), "{notes:?}");
+    assert_eq!(
+        d.with(|w| (w.pulls.len(), w.pulls[0]["draft"].clone())),
+        (1, json!(true))
+    );
+    assert!(
+        d.calls()
+            .iter()
+            .any(|c| c.path == "/graphql"
+                && c.body.to_string().contains("convertPullRequestToDraft")),
+        "{:?}",
+        d.lines()
+    );
+    let comment = d.with(|w| w.comments[0].1["body"].as_str().expect("body").to_string());
+    assert!(comment.contains("Left a draft"), "{comment}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_red_combined_suite_leaves_a_draft_with_a_comment() {
     let d = github_support::start(&[

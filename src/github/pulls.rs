@@ -334,6 +334,22 @@ impl GitHub {
         }
         Ok(())
     }
+
+    /// Turns a pull request back into a draft: GraphQL `convertPullRequestToDraft` (a re-run
+    /// whose verdict may not stand for review, after an earlier run promoted it).
+    pub async fn mark_draft(&self, pr: &PullRequest) -> Result<(), GitHubError> {
+        let q = "mutation($id: ID!) { convertPullRequestToDraft(input: {pullRequestId: $id}) { pullRequest { isDraft } } }";
+        let what = "turning the pull request back into a draft";
+        let data = self.graphql(q, json!({ "id": pr.node_id }), what).await?;
+        match data["convertPullRequestToDraft"]["pullRequest"]["isDraft"].as_bool() {
+            Some(true) => Ok(()),
+            _ => Err(GitHubError::Unexpected {
+                what: what.into(),
+                status: 200,
+                message: "it is still ready for review".into(),
+            }),
+        }
+    }
 }
 
 /// Percent-encodes a query value.

@@ -637,6 +637,15 @@ async fn finish(
                 notes.push(format!("promotion failed: {e}"));
             }
         }
+    } else if !ready && !pr.draft {
+        // An earlier run on the same commit promoted it; this one may not stand for review
+        // (its comment says "Left a draft", and so must GitHub).
+        if let Err(e) = gh.mark_draft(&pr).await {
+            warn!(error = %e, "cannot turn the pull request back into a draft");
+            notes.push(format!(
+                "it stays ready for review from an earlier run: {e}"
+            ));
+        }
     }
     gh.sticky_comment(
         pr.number,

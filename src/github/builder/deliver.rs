@@ -44,7 +44,7 @@ pub(super) async fn pull_request(
         }
     } else if !ready && !pr.draft {
         // An earlier run promoted it; this one may not stand for review.
-        if let Err(e) = to_draft(gh, &pr).await {
+        if let Err(e) = gh.mark_draft(&pr).await {
             notes.push(format!(
                 "it stays ready for review from an earlier run: {e}"
             ));
@@ -78,23 +78,6 @@ async fn open(
     };
     gh.set_body(pr.number, body).await?;
     Ok(pr)
-}
-
-/// Turns a pull request back into a draft: GraphQL `convertPullRequestToDraft`.
-async fn to_draft(gh: &GitHub, pr: &PullRequest) -> Result<(), GitHubError> {
-    let q = "mutation($id: ID!) { convertPullRequestToDraft(input: {pullRequestId: $id}) { pullRequest { isDraft } } }";
-    let what = "turning the pull request back into a draft";
-    let data = gh
-        .graphql(q, serde_json::json!({ "id": pr.node_id }), what)
-        .await?;
-    match data["convertPullRequestToDraft"]["pullRequest"]["isDraft"].as_bool() {
-        Some(true) => Ok(()),
-        _ => Err(GitHubError::Unexpected {
-            what: what.into(),
-            status: 200,
-            message: "it is still ready for review".into(),
-        }),
-    }
 }
 
 /// Text on one line, at most `max` bytes.

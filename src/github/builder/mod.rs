@@ -224,7 +224,14 @@ async fn build(
             "the model's files are the same as the default branch's: there is no change",
         ));
     }
-    let verdict = judge(&change, &protected, &req.repo, tree::is_cordon(&git.dir));
+    let removed = removed_tests(&change, &git.dir);
+    let verdict = judge(
+        &change,
+        &protected,
+        &req.repo,
+        tree::is_cordon(&git.dir),
+        &removed,
+    );
     progress(&format!("github: pushing {}", branch(issue.number)));
     let delivered =
         deliver::pull_request(gh, &git, &issue, &info.default_branch, &change, verdict).await?;
@@ -258,9 +265,17 @@ fn suite_config(req: &Request<'_>, rc: &RepoConfig) -> suite::SuiteConfig {
     }
 }
 
-/// The promotion verdict on a change: [`promotion`]'s, plus every refused path and a change
-/// without a test keeping it a draft. `own`: the repository is cordon itself.
-fn judge(change: &refine::Change, protected: &Protected, repo: &RepoName, own: bool) -> Promotion {
+/// The promotion verdict on a change: [`promotion`]'s, plus every refused path, a change
+/// without a test, and a change that removes existing tests (`removed`, see
+/// [`removed_tests`]: a suite made green by deleting its tests is no green) keeping it a
+/// draft. `own`: the repository is cordon itself.
+fn judge(
+    change: &refine::Change,
+    protected: &Protected,
+    repo: &RepoName,
+    own: bool,
+    removed: &[String],
+) -> Promotion {
     let own = if own { vec![repo.clone()] } else { Vec::new() };
     let (verdict, _) = promotion(
         &change.last.run,
@@ -273,6 +288,19 @@ fn judge(change: &refine::Change, protected: &Protected, repo: &RepoName, own: b
     if !deliver::has_test(change) {
         extra.push("the model wrote no test file (`test_*.py`)".into());
     }
+    if !removed.is_empty() {
+        let named: Vec<&str> = removed.iter().take(5).map(String::as_str).collect();
+        extra.push(format!(
+            "the change removes {} existing test(s) of the default branch ({}{})",
+            removed.len(),
+            named.join(", "),
+            if removed.len() > named.len() {
+                ", …"
+            } else {
+                ""
+            }
+        ));
+    }
     match verdict {
         Promotion::Ready if extra.is_empty() => Promotion::Ready,
         Promotion::Ready => Promotion::Draft(extra),
@@ -281,6 +309,41 @@ fn judge(change: &refine::Change, protected: &Protected, repo: &RepoName, own: b
             Promotion::Draft(why)
         }
     }
+}
+
+/// The existing tests a change removes, as `path::name`: for each file it rewrote, the test
+/// functions the default branch's version defined that the change's version does not.
+fn removed_tests(change: &refine::Change, tree: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for (path, before) in &change.files.originals {
+        let Some(before) = before else { continue };
+        let now = test_names(&tree::read(tree, path).unwrap_or_default());
+        out.extend(
+            test_names(before)
+                .difference(&now)
+                .map(|n| format!("{path}::{n}")),
+        );
+    }
+    out
+}
+
+/// The names of the test functions (`def test…`, methods of test classes too) a Python
+/// file defines, read line by line: what pytest would collect from it, near enough.
+fn test_names(source: &str) -> std::collections::BTreeSet<String> {
+    source
+        .lines()
+        .filter_map(|l| {
+            let t = l.trim_start();
+            let t = t.strip_prefix("async ").map_or(t, str::trim_start);
+            let name: String = t
+                .strip_prefix("def ")?
+                .trim_start()
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            name.starts_with("test").then_some(name)
+        })
+        .collect()
 }
 
 /// The branch of issue `n`'s pull request.
@@ -409,6 +472,13 @@ mod tests {
             "{p:?}"
         );
         assert_eq!(branch(12), "cordon/issue-12");
+    }
+
+    #[test]
+    fn test_names_are_the_test_functions_and_methods() {
+        let src = "import pytest\n\ndef test_a():\n    pass\n\nasync  def test_b(x):\n    pass\n\nclass TestC:\n    def test_m(self):\n        pass\n    def helper(self):\n        pass\n\ndef testing():\n    pass\n\ndef fixture_test():\n    pass\n# def test_commented(): no, a comment\n";
+        let names: Vec<String> = test_names(src).into_iter().collect();
+        assert_eq!(names, ["test_a", "test_b", "test_m", "testing"]);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! regenerate only the files the failure points at, telling the model the latest failure
 //! only → … at most `max_refine_rounds` times after the first run.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use tokio_util::sync::CancellationToken;
@@ -42,6 +42,9 @@ pub(super) struct Files {
     pub proposed: Vec<String>,
     /// Refused and not written, with the reason.
     pub refused: Vec<String>,
+    /// Each written file as the default branch had it (`None`: it is new), read before the
+    /// model's first version of it was written.
+    pub originals: BTreeMap<String, Option<String>>,
 }
 
 /// The change the loop made, and the suite's last verdict on it.
@@ -193,6 +196,10 @@ impl Work<'_> {
             if let Some(v) = self.protected.check([path.as_str()]).first() {
                 change.refused.push(format!("{v}: not written"));
                 continue;
+            }
+            if !change.originals.contains_key(&path) {
+                let before = tree::read(self.tree, &path);
+                change.originals.insert(path.clone(), before);
             }
             match tree::write(self.tree, &path, &f.content) {
                 Ok(()) => {
