@@ -380,7 +380,8 @@ async fn a_gap_that_kept_nothing_gets_another_candidate_at_a_higher_temperature(
     let script = |_n: usize, req: &serde_json::Value| -> Answer {
         let first = req["temperature"].as_f64().unwrap_or(0.0) < 0.5;
         Answer::chat(if first {
-            "```python\nfrom calc import parity\n\n\ndef test_parity_wrong():\n    assert parity(3) is None\n```"
+            // Passes, but runs no line of `parity`.
+            "```python\nfrom calc import parity\n\n\ndef test_parity_exists():\n    assert callable(parity)\n```"
         } else {
             "```python\nfrom calc import parity\n\n\ndef test_parity_odd():\n    assert parity(3) == \"odd\"\n```"
         })
@@ -398,6 +399,15 @@ async fn a_gap_that_kept_nothing_gets_another_candidate_at_a_higher_temperature(
     let r = &out.report;
     let fates: Vec<&str> = r.candidates.iter().map(|c| c.status.as_str()).collect();
     assert_eq!(fates, ["discarded", "kept"], "{:?}", r.candidates);
+    assert_eq!(r.candidates[0].reason, "passes, but covers nothing new");
+    // Only a kept file's tests count as kept.
+    let kept: Vec<u32> = r.candidates.iter().map(|c| c.tests_kept).collect();
+    assert_eq!(kept, [0, 1]);
+    assert!(
+        r.markdown().contains("**1 of 2 tests kept**"),
+        "{}",
+        r.markdown()
+    );
     assert_eq!(r.status, "no_gaps_left");
     // The generation requests (a failure may also be put to the model to classify).
     let temps: Vec<f64> = s

@@ -627,7 +627,6 @@ impl Run<'_> {
             return Ok((cr, None));
         };
         let gain = cov.gain_over(current);
-        cr.tests_kept = cand.tests.len() as u32;
         cr.gain_lines = gain.lines;
         cr.gain_branches = gain.branches;
         cr.repairs = cand.repairs.clone();
@@ -636,6 +635,8 @@ impl Run<'_> {
             cr.reason = "passes, but covers nothing new".into();
             return Ok((cr, None));
         }
+        // Counted only for a kept file: a discarded one's passing tests are not in the result.
+        cr.tests_kept = cand.tests.len() as u32;
         cr.status = "kept".into();
         cr.reason = String::new();
         Ok((cr, Some((cand, cov))))
