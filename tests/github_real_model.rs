@@ -81,12 +81,8 @@ fn repo() -> RepoName {
 }
 
 /// The model client, after asking the endpoint whether it is there.
-async fn llm(max_tokens: Option<u32>) -> Llm {
-    let mut c = LlmConfig::from_env(None, None);
-    if let Some(m) = max_tokens {
-        c.max_tokens = m;
-    }
-    let llm = Llm::new(c).expect("client");
+async fn llm() -> Llm {
+    let llm = Llm::new(LlmConfig::from_env(None, None)).expect("client");
     if let Err(e) = llm.probe().await {
         panic!("no model to run against: {e}");
     }
@@ -299,7 +295,7 @@ fn describe(delivered: &Delivered, d: &GitHubDouble) -> String {
 /// Flow 1 on `on`; prints and checks what happened.
 async fn flow1(d: &GitHubDouble, on: tests_pr::On, canary: &Path) {
     let started = Instant::now();
-    let llm = llm(None).await;
+    let llm = llm().await;
     let (p, lines) = progress(started);
     let branches_before = d.branches();
     let r = tests_pr::run(
@@ -479,9 +475,9 @@ async fn flow2_builds_an_issue_of_a_real_project() {
     // Two refine rounds (the default is 3) keep the run near fifteen minutes at worst.
     d.with(|w| w.cordon_yml = Some("max_refine_rounds: 2\n".into()));
     let started = Instant::now();
-    // The builder asks for whole files: typeutils.py alone is about 1,700 tokens, more than
-    // the 900 an answer may have by default (`cordon build --max-tokens`).
-    let llm = llm(Some(3000)).await;
+    // The builder asks for whole files and sizes each answer to the files it quotes
+    // (typeutils.py alone is about 1,700 tokens, more than the default 900).
+    let llm = llm().await;
     let (p, lines) = progress(started);
     let req = builder::Request {
         repo: repo(),

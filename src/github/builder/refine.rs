@@ -20,6 +20,19 @@ const QUOTED: usize = 12_000;
 /// The analysis is a short answer.
 const ANALYSIS_TOKENS: u32 = 300;
 
+/// Room for an answer of whole files: the quoted ones rewritten (about 3 bytes a token) and
+/// a test file, never less than the configured `max_tokens`, never past the context (a
+/// 180-line module is about 1,700 tokens — the default 900 cut every answer short).
+fn answer_tokens(cfg: &crate::pipeline::llm::LlmConfig, m: &[Message], quoted: usize) -> u32 {
+    let wanted = u32::try_from(quoted.div_ceil(3))
+        .unwrap_or(u32::MAX)
+        .saturating_add(600);
+    let room = cfg
+        .context_tokens
+        .saturating_sub(crate::pipeline::llm::estimate_tokens(m));
+    wanted.min(room).max(cfg.max_tokens)
+}
+
 /// What the loop works with.
 pub(super) struct Work<'a> {
     pub issue: &'a Issue,
@@ -105,9 +118,11 @@ impl Work<'_> {
             Stop::Nothing(format!("the model's analysis could not be read: {why}"))
         })?;
         self.say(&format!("analysis: files {}", analysis.files.join(", ")));
-        let m = prompt::code(self.issue, &analysis, &self.quoted(&analysis.files));
+        let quoted = self.quoted(&analysis.files);
+        let m = prompt::code(self.issue, &analysis, &quoted);
+        let tokens = answer_tokens(&self.llm.config, &m, quoted.len());
         let text = self
-            .ask("writing the change and its tests", &m, None)
+            .ask("writing the change and its tests", &m, Some(tokens))
             .await?;
         let mut files = Files::default();
         self.apply(&mut files, &text, None);
@@ -167,8 +182,10 @@ impl Work<'_> {
         }
         let told = failure_text(last);
         self.say(&format!("refine: asking again for {}", targets.join(", ")));
-        let m = prompt::refine(self.issue, &told, &self.quoted(&targets));
-        let text = self.ask("fixing the failure", &m, None).await?;
+        let quoted = self.quoted(&targets);
+        let m = prompt::refine(self.issue, &told, &quoted);
+        let tokens = answer_tokens(&self.llm.config, &m, quoted.len());
+        let text = self.ask("fixing the failure", &m, Some(tokens)).await?;
         self.apply(files, &text, Some(&targets));
         Ok(())
     }
@@ -219,5 +236,25 @@ pub(super) fn failure_text(ran: &Ran) -> String {
         format!("the suite ended {} with no output", ran.outcome)
     } else {
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_have_room_for_the_files_they_rewrite() {
+        let cfg = crate::pipeline::llm::LlmConfig::from_env(Some("http://x".into()), None);
+        let short = [Message::user("q".repeat(300))];
+        // A small file: the configured cap.
+        assert_eq!(answer_tokens(&cfg, &short, 600), cfg.max_tokens);
+        // A 6,000-byte module: its tokens and a test file's.
+        assert_eq!(answer_tokens(&cfg, &short, 6_000), 2_600);
+        // A prompt that fills most of the context: what is left, never below the cap.
+        let long = [Message::user("q".repeat(21_000))];
+        let left = cfg.context_tokens - crate::pipeline::llm::estimate_tokens(&long);
+        assert_eq!(answer_tokens(&cfg, &long, 12_000), left.max(cfg.max_tokens));
+        assert!(left < 4_600);
     }
 }
