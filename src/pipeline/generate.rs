@@ -121,6 +121,59 @@ pub fn context(project: &Project, repo: &Path, gap: &Gap) -> Option<Context> {
     })
 }
 
+/// Classes of the project's sources that derive from one of `names`, directly or through
+/// another (two levels): `(name, "from module import name")`, at most 2 per name.
+fn subclasses(
+    project: &Project,
+    texts: &[(bool, &str, String)],
+    names: &[String],
+) -> Vec<(String, String)> {
+    // (class, its bases' last names, its file) for every `class X(...):` line of the sources.
+    let defs: Vec<(&str, Vec<&str>, &str)> = texts
+        .iter()
+        .filter(|(is_test, _, _)| !is_test)
+        .flat_map(|(_, file, text)| {
+            text.lines().filter_map(move |l| {
+                let (name, rest) = l.strip_prefix("class ")?.split_once('(')?;
+                let bases = rest.split_once(')')?.0;
+                let bases = bases
+                    .split(',')
+                    .map(|b| b.trim().rsplit('.').next().unwrap_or(""))
+                    .collect();
+                let name = name.trim();
+                python::is_identifier(name).then_some((name, bases, *file))
+            })
+        })
+        .collect();
+    let mut bases: Vec<&str> = names.iter().map(String::as_str).collect();
+    // (class, import, the base it was found through)
+    let mut out: Vec<(String, String, String)> = Vec::new();
+    for _ in 0..2 {
+        let mut found: Vec<(String, String, String)> = Vec::new();
+        for (name, its_bases, file) in &defs {
+            let through = |b: &str| out.iter().chain(&found).filter(|f| f.2 == b).count();
+            if let Some(b) = its_bases.iter().find(|b| bases.contains(b))
+                && !bases.contains(name)
+                && !found.iter().any(|f| f.0 == *name)
+                && through(b) < 2
+            {
+                let import = format!("from {} import {name}", project.module_name(file));
+                found.push((name.to_string(), import, b.to_string()));
+            }
+        }
+        if found.is_empty() {
+            break;
+        }
+        out.extend(found);
+        bases = names
+            .iter()
+            .map(String::as_str)
+            .chain(out.iter().map(|f| f.0.as_str()))
+            .collect();
+    }
+    out.into_iter().map(|(n, i, _)| (n, i)).collect()
+}
+
 /// The shortest existing test function that mentions `name`, at most 25 lines; else the
 /// shortest top-level definition that does in the other Python files beside the tests (click
 /// shows its decorators only as `@click.command() @click.version_option("0.1") def cli()` in
@@ -247,8 +300,9 @@ fn signature_types(signature: &str) -> Vec<String> {
     out
 }
 
-/// Up to 2 lines per name, 4 in all, that call `Name(` — from the project's tests first, then
-/// its code: the shortest, each at most 120 characters, never a `class`/`def` line.
+/// Up to 2 lines per name, 6 in all, that call `Name(` — from the project's tests first, then
+/// its code: the shortest, each at most 120 characters, never a `class`/`def` line. The
+/// project's subclasses of a name come after it, each with its import.
 fn constructions(project: &Project, repo: &Path, names: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     if names.is_empty() {
@@ -260,56 +314,78 @@ fn constructions(project: &Project, repo: &Path, names: &[String]) -> Vec<String
         .take(60)
         .chain(project.sources.iter().take(60))
         .collect();
-    let texts: Vec<(bool, String)> = files
+    let texts: Vec<(bool, &str, String)> = files
         .iter()
         .enumerate()
         .filter_map(|(i, f)| {
             let t = std::fs::read_to_string(repo.join(f)).ok()?;
-            Some((i < project.tests.len().min(60), t))
+            Some((i < project.tests.len().min(60), f.as_str(), t))
         })
         .collect();
+    // An abstract base (pathspec's `Pattern` raises NotImplementedError) is built through
+    // a subclass: the project's own subclasses, with where to import them from.
+    let subclasses = subclasses(project, &texts, names);
+    let names: Vec<&String> = names
+        .iter()
+        .chain(subclasses.iter().map(|s| &s.0))
+        .collect();
     for name in names {
-        let call = format!("{name}(");
-        let mut found: Vec<(bool, &str)> = Vec::new();
-        for (is_test, text) in &texts {
-            for l in text.lines() {
-                let t = l.trim();
-                let Some(at) = t.find(&call) else {
-                    continue;
-                };
-                let before = t[..at].chars().next_back();
-                if before.is_some_and(|c| c.is_alphanumeric() || c == '_')
-                    || t.len() > 120
-                    || [
-                        "class ",
-                        "def ",
-                        "async def ",
-                        "#",
-                        "@",
-                        "import ",
-                        "from ",
-                        "isinstance",
-                        "raise ",
-                        "return super",
-                    ]
-                    .iter()
-                    .any(|p| t.starts_with(p))
-                    || t.contains("isinstance(")
-                {
-                    continue;
-                }
-                found.push((*is_test, t));
-            }
+        let lines = calls_of(&texts, name);
+        if lines.is_empty() {
+            continue;
         }
-        found.sort_by_key(|(is_test, t)| (!is_test, t.len()));
-        found.dedup_by(|a, b| a.1 == b.1);
-        for (_, t) in found.into_iter().take(2) {
-            if out.len() < 4 && !out.iter().any(|o| o == t) {
+        if let Some((_, import)) = subclasses.iter().find(|s| &s.0 == name)
+            && out.len() < 5
+        {
+            out.push(import.clone());
+        }
+        for t in lines {
+            if out.len() < 6 && !out.iter().any(|o| o == t) {
                 out.push(t.to_string());
             }
         }
     }
     out
+}
+
+/// The 2 shortest lines that call `name(` (the tests' first), each at most 120 characters,
+/// never a definition, import, decorator, comment, raise or isinstance check.
+fn calls_of<'a>(texts: &'a [(bool, &str, String)], name: &str) -> Vec<&'a str> {
+    let call = format!("{name}(");
+    let mut found: Vec<(bool, &str)> = Vec::new();
+    for (is_test, _, text) in texts {
+        for l in text.lines() {
+            let t = l.trim();
+            let Some(at) = t.find(&call) else {
+                continue;
+            };
+            let before = t[..at].chars().next_back();
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+                || t.len() > 120
+                || [
+                    "class ",
+                    "def ",
+                    "async def ",
+                    "#",
+                    "@",
+                    "import ",
+                    "from ",
+                    "isinstance",
+                    "raise ",
+                    "return super",
+                ]
+                .iter()
+                .any(|p| t.starts_with(p))
+                || t.contains("isinstance(")
+            {
+                continue;
+            }
+            found.push((*is_test, t));
+        }
+    }
+    found.sort_by_key(|(is_test, t)| (!is_test, t.len()));
+    found.dedup_by(|a, b| a.1 == b.1);
+    found.into_iter().take(2).map(|(_, t)| t).collect()
 }
 
 pub const SYSTEM: &str = "You are an expert Python developer who writes pytest unit tests. \
@@ -1157,6 +1233,55 @@ mod tests {
         std::fs::remove_file(d.path().join("tests/typing/typing_version.py")).expect("rm");
         let c = context(&project, d.path(), &gap).expect("context");
         assert_eq!(c.example, None, "the symlinked file is not read");
+    }
+
+    /// An abstract base in the signature: the project's subclasses of it (two levels down)
+    /// that something builds come with their import.
+    #[test]
+    fn an_abstract_base_is_shown_built_through_its_subclasses() {
+        let d = tempfile::tempdir().expect("tempdir");
+        for dir in ["pkg/patterns", "tests"] {
+            std::fs::create_dir_all(d.path().join(dir)).expect("mkdir");
+        }
+        let write = |p: &str, s: &str| std::fs::write(d.path().join(p), s).expect("write");
+        write("pkg/__init__.py", "");
+        write("pkg/patterns/__init__.py", "");
+        write(
+            "pkg/pattern.py",
+            "class Pattern(object):\n    def match(self, f):\n        raise NotImplementedError\n\n\nclass RegexPattern(Pattern):\n    pass\n",
+        );
+        write(
+            "pkg/patterns/git.py",
+            "from pkg import pattern\n\n\nclass GitPattern(pattern.RegexPattern):\n    pass\n",
+        );
+        write(
+            "pkg/util.py",
+            "def match(patterns: list[Pattern], files):\n    return [f for f in files if any(p.match(f) for p in patterns)]\n",
+        );
+        write(
+            "tests/test_git.py",
+            "from pkg.patterns.git import GitPattern\n\ndef test_git():\n    p = GitPattern('*.txt')\n    assert p\n",
+        );
+        let project = crate::pipeline::detect::detect(d.path()).expect("detects");
+        let gap = Gap {
+            file: "pkg/util.py".into(),
+            module: "pkg.util".into(),
+            qualname: "match".into(),
+            kind: UnitKind::Function,
+            start_line: 1,
+            end_line: 2,
+            missing_lines: vec![2],
+            partial_lines: vec![],
+            params: 2,
+        };
+        let c = context(&project, d.path(), &gap).expect("context");
+        assert_eq!(
+            c.constructions,
+            vec![
+                "from pkg.patterns.git import GitPattern",
+                "p = GitPattern('*.txt')"
+            ]
+        );
     }
 
     #[test]
