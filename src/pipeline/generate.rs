@@ -31,6 +31,9 @@ pub struct Context {
     pub module_names: BTreeSet<String>,
     /// Modules the target module imports (so its tests may too).
     pub module_imported: BTreeSet<String>,
+    /// Names the target module binds by `from … import …` (click's decorators use `Context`
+    /// from `.core`): importable from it, so a test using one gets it from there.
+    pub module_from_names: BTreeSet<String>,
     /// Every identifier in the target module's source, when its names can be read off its
     /// text (no star import, no module `__getattr__`): a name not among them cannot be
     /// imported from it.
@@ -117,6 +120,13 @@ pub fn context(project: &Project, repo: &Path, gap: &Gap) -> Option<Context> {
         constructions: constructions(project, repo, &wanted),
         module_names: parsed.top_level().into_iter().map(|t| t.name).collect(),
         module_imported: parsed.imported_modules(),
+        module_from_names: parsed
+            .from_imports()
+            .into_iter()
+            .flat_map(|(_, _, names)| names)
+            .map(|(name, alias)| alias.unwrap_or(name))
+            .filter(|n| python::is_identifier(n))
+            .collect(),
         module_identifiers: (!parsed.has_dynamic_exports()).then(|| parsed.names()),
     })
 }
@@ -886,6 +896,7 @@ fn import_header(parsed: &python::Parsed, body: &str, ctx: &Context, top: &str) 
     let mut needed: Vec<String> = ctx
         .module_names
         .iter()
+        .chain(&ctx.module_from_names)
         .filter(|n| all_idents.contains(*n) && !bound.contains(*n))
         .cloned()
         .collect();
@@ -1003,7 +1014,7 @@ mod tests {
         std::fs::write(d.path().join("pkg/__init__.py"), "").expect("write");
         std::fs::write(
             d.path().join("pkg/calc.py"),
-            "import math\n\nPI = 3\n\ndef divide(a, b):\n    if b == 0:\n        raise ValueError('b')\n    return a / b\n\ndef helper():\n    return 1\n",
+            "import math\nfrom decimal import Decimal as D\nPI = 3\n\ndef divide(a, b):\n    if b == 0:\n        raise ValueError('b')\n    return a / b\n\ndef helper():\n    return 1\n",
         )
         .expect("write");
         let project = crate::pipeline::detect::detect(d.path()).expect("detects");
@@ -1116,6 +1127,16 @@ mod tests {
         assert!(cand.header.contains("import math  #"), "{}", cand.header);
         assert!(cand.header.contains("import json  #"), "{}", cand.header);
         assert!(!cand.header.contains("import os"), "{}", cand.header);
+
+        // A name the module imports from elsewhere is imported from the module.
+        let cand = check(
+            "def test_a():\n    assert divide(D(4), 2) == 2\n",
+            &c,
+            &p,
+            "t.py",
+        )
+        .expect("ok");
+        assert!(cand.header.contains("import D, divide"), "{}", cand.header);
 
         // A module-level assignment hiding the module's own name goes; the name is imported.
         let cand = check(
