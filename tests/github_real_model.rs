@@ -246,22 +246,11 @@ fn check_delivery(
     }
 }
 
-/// The test functions a Python file defines (`def test…`, at any indentation).
+/// The test functions a Python file defines, as pytest collects them (`TestK::test_x` too).
 fn test_names(source: &str) -> Vec<String> {
-    source
-        .lines()
-        .filter_map(|l| {
-            let t = l.trim_start();
-            let t = t.strip_prefix("async ").map_or(t, str::trim_start);
-            let name: String = t
-                .strip_prefix("def ")?
-                .trim_start()
-                .chars()
-                .take_while(|c| c.is_alphanumeric() || *c == '_')
-                .collect();
-            name.starts_with("test").then_some(name)
-        })
-        .collect()
+    cordon::pipeline::python::parse(source)
+        .map(|p| p.test_functions().into_iter().map(|t| t.node_id).collect())
+        .unwrap_or_default()
 }
 
 /// `s` on one line, at most `max` characters.

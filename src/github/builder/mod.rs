@@ -327,23 +327,12 @@ fn removed_tests(change: &refine::Change, tree: &std::path::Path) -> Vec<String>
     out
 }
 
-/// The names of the test functions (`def test…`, methods of test classes too) a Python
-/// file defines, read line by line: what pytest would collect from it, near enough.
+/// The node ids of the test functions a Python file defines (`test_x`, `TestK::test_x`), as
+/// pytest collects them by default; none when the file does not parse.
 fn test_names(source: &str) -> std::collections::BTreeSet<String> {
-    source
-        .lines()
-        .filter_map(|l| {
-            let t = l.trim_start();
-            let t = t.strip_prefix("async ").map_or(t, str::trim_start);
-            let name: String = t
-                .strip_prefix("def ")?
-                .trim_start()
-                .chars()
-                .take_while(|c| c.is_alphanumeric() || *c == '_')
-                .collect();
-            name.starts_with("test").then_some(name)
-        })
-        .collect()
+    crate::pipeline::python::parse(source)
+        .map(|p| p.test_functions().into_iter().map(|t| t.node_id).collect())
+        .unwrap_or_default()
 }
 
 /// The branch of issue `n`'s pull request.
@@ -478,7 +467,7 @@ mod tests {
     fn test_names_are_the_test_functions_and_methods() {
         let src = "import pytest\n\ndef test_a():\n    pass\n\nasync  def test_b(x):\n    pass\n\nclass TestC:\n    def test_m(self):\n        pass\n    def helper(self):\n        pass\n\ndef testing():\n    pass\n\ndef fixture_test():\n    pass\n# def test_commented(): no, a comment\n";
         let names: Vec<String> = test_names(src).into_iter().collect();
-        assert_eq!(names, ["test_a", "test_b", "test_m", "testing"]);
+        assert_eq!(names, ["TestC::test_m", "test_a", "test_b", "testing"]);
     }
 
     #[test]
