@@ -220,18 +220,7 @@ async fn a_red_re_run_takes_the_promotion_back() {
     .await;
     assert_eq!(again.build.url(), first.build.url());
     assert!(!draft_reasons(&again.build).is_empty());
-    assert_eq!(
-        d.with(|w| (w.pulls.len(), w.pulls[0]["draft"].clone())),
-        (1, json!(true))
-    );
-    assert!(
-        d.calls()
-            .iter()
-            .any(|c| c.path == "/graphql"
-                && c.body.to_string().contains("convertPullRequestToDraft")),
-        "{:?}",
-        d.lines()
-    );
+    d.assert_demoted();
     let comments = issue_comments(&d);
     assert_eq!(comments.len(), 1, "{comments:?}");
     assert!(comments[0].contains("Left a draft"), "{}", comments[0]);

@@ -507,18 +507,7 @@ async fn a_re_run_that_may_not_be_promoted_takes_the_promotion_back() {
     );
     assert!(!promoted);
     assert!(notes.is_empty(), "{notes:?}");
-    assert_eq!(
-        d.with(|w| (w.pulls.len(), w.pulls[0]["draft"].clone())),
-        (1, json!(true))
-    );
-    assert!(
-        d.calls()
-            .iter()
-            .any(|c| c.path == "/graphql"
-                && c.body.to_string().contains("convertPullRequestToDraft")),
-        "{:?}",
-        d.lines()
-    );
+    d.assert_demoted();
     let comment = d.with(|w| w.comments[0].1["body"].as_str().expect("body").to_string());
     assert!(comment.contains("Left a draft"), "{comment}");
 }

@@ -92,6 +92,21 @@ impl GitHubDouble {
             .collect()
     }
 
+    /// The one pull request is a draft again: a GraphQL `convertPullRequestToDraft` was
+    /// sent and the double holds it as a draft.
+    pub fn assert_demoted(&self) {
+        assert_eq!(
+            self.with(|w| (w.pulls.len(), w.pulls[0]["draft"].clone())),
+            (1, serde_json::json!(true))
+        );
+        assert!(
+            self.calls().iter().any(|c| c.path == "/graphql"
+                && c.body.to_string().contains("convertPullRequestToDraft")),
+            "{:?}",
+            self.lines()
+        );
+    }
+
     pub fn fail(&self, f: Failure) {
         self.world.lock().expect("lock").failures.push_back(f);
     }
