@@ -167,7 +167,12 @@ fn subclasses(
                 && !found.iter().any(|f| f.0 == *name)
                 && through(b) < 2
             {
-                let import = format!("from {} import {name}", project.module_name(file));
+                // The file's name is the submitter's: only a dotted name makes an import.
+                let module = project.module_name(file);
+                if !module.split('.').all(python::is_identifier) {
+                    continue;
+                }
+                let import = format!("from {module} import {name}");
                 found.push((name.to_string(), import, b.to_string()));
             }
         }
@@ -914,8 +919,22 @@ fn import_header(parsed: &python::Parsed, body: &str, ctx: &Context, top: &str) 
         .filter(|n| !bound.contains(*n) && !ctx.module_names.contains(*n) && *n != "pytest")
         .filter(|n| STDLIB.contains(n) || ctx.module_imported.contains(*n))
         .collect();
+    // A subclass the prompt showed with its import (`from pkg.patterns import GitPattern`),
+    // used but not imported: that import.
+    let shown: Vec<&String> = ctx
+        .constructions
+        .iter()
+        .filter(|c| {
+            c.strip_prefix("from ")
+                .and_then(|c| c.split_once(" import "))
+                .is_some_and(|(_, n)| all_idents.contains(n) && !bound.contains(n))
+        })
+        .collect();
     let mut header = String::from(HEADER_MARK);
     header.push_str("import pytest  # noqa: F401\n");
+    for line in shown {
+        header.push_str(&format!("{line}  # noqa: F401\n"));
+    }
     for m in modules {
         header.push_str(&format!("import {m}  # noqa: F401\n"));
     }
@@ -1302,6 +1321,21 @@ mod tests {
                 "from pkg.patterns.git import GitPattern",
                 "p = GitPattern('*.txt')"
             ]
+        );
+        // A test that builds one without importing it (or from the wrong module, whose
+        // import is dropped) gets the import it was shown.
+        let cand = check(
+            "from pkg.util import match, GitPattern\n\ndef test_m():\n    assert match([GitPattern('*')], []) == []\n",
+            &c,
+            &project,
+            "t.py",
+        )
+        .expect("ok");
+        assert!(
+            cand.header
+                .contains("from pkg.patterns.git import GitPattern  #"),
+            "{}",
+            cand.header
         );
     }
 
