@@ -444,6 +444,29 @@ mod tests {
         assert_eq!(c.missing("core.py"), (vec![], vec![]));
     }
 
+    /// `--only`'s figure: the totals of the aimed files alone.
+    #[test]
+    fn totals_of_some_files() {
+        let a = parse(XML.as_bytes(), "/workspace").expect("parses");
+        let other = XML
+            .replace("pkg/core.py", "pkg/other.py")
+            .replace("hits=\"0\"", "hits=\"1\"");
+        let c = a.union(&parse(other.as_bytes(), "/workspace").expect("parses"));
+        let all = c.totals();
+        assert_eq!((all.lines, all.lines_covered), (8, 7));
+        let core = c.totals_of(|f| f == "src/pkg/core.py");
+        assert_eq!(
+            (
+                core.lines,
+                core.lines_covered,
+                core.branches,
+                core.branches_covered
+            ),
+            (4, 3, 2, 1)
+        );
+        assert_eq!(c.totals_of(|_| false), Totals::default());
+    }
+
     #[test]
     fn union_and_gain() {
         let a = parse(XML.as_bytes(), "/workspace").expect("parses");
