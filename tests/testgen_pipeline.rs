@@ -369,6 +369,54 @@ async fn only_aims_the_run_at_the_named_function() {
     assert!(out.report.baseline.is_none(), "stopped before the baseline");
 }
 
+/// A test that only calls the target covers it without checking it: the answer whose tests
+/// all check nothing is refused before any sandbox run, the model is asked again and told why,
+/// and of a file mixing both only the checking test is run and kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_that_checks_nothing_is_never_kept() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    make_repo(&repo);
+    let script = |_n: usize, req: &serde_json::Value| -> Answer {
+        let u = last_user(req);
+        Answer::chat(if !u.contains("no test checks anything") {
+            "```python\nfrom calc import parity\n\n\ndef test_parity_runs():\n    parity(3)\n    parity(4)\n```"
+        } else {
+            "```python\nfrom calc import parity\n\n\ndef test_parity_calls():\n    print(parity(3))\n\n\ndef test_parity_odd():\n    assert parity(3) == \"odd\"\n```"
+        })
+    };
+    let s = start(Box::new(script)).await;
+    let llm = Llm::new(llm_config(&s.base_url)).expect("client");
+    let mut o = opts(&repo);
+    o.only = vec![pipeline::gaps::Aim::parse("calc.py::parity").expect("valid")];
+    o.fix_attempts = 0;
+    o.max_iterations = 1;
+    let out = pipeline::run(&o, &llm, CancellationToken::new(), quiet()).await;
+    let r = &out.report;
+    assert_eq!(r.candidates.len(), 1, "{:?}", r.candidates);
+    let c = &r.candidates[0];
+    assert_eq!(c.status, "kept", "{c:?}");
+    assert_eq!(c.tests_kept, 1);
+    assert!(
+        c.attempts[0].outcome.contains("no test checks anything"),
+        "{:?}",
+        c.attempts[0]
+    );
+    assert!(
+        c.repairs
+            .iter()
+            .any(|x| x.contains("`test_parity_calls`: it checks nothing")),
+        "{:?}",
+        c.repairs
+    );
+    assert_eq!(out.kept.len(), 1);
+    let kept = &out.kept[0].1;
+    assert!(
+        kept.contains("def test_parity_odd") && !kept.contains("test_parity_calls"),
+        "{kept}"
+    );
+}
+
 /// A gap whose first candidate kept nothing gets another in the next round, sampled at a
 /// higher temperature, and none after one is kept; with one candidate per gap it gets no
 /// second.

@@ -155,35 +155,8 @@ fn reindent(src: &str, from: usize, to: usize, method: bool) -> String {
 /// Removes tests from a candidate (failed, flaky, code bugs); `None` when none are left. A
 /// removed method of a test class leaves a `pass`, so the class stays valid.
 pub fn without(cand: &Candidate, nodes: &[String]) -> Option<Candidate> {
-    let p = python::parse(&cand.body)?;
-    let gone: Vec<python::TestFn> = p
-        .test_functions()
-        .into_iter()
-        .filter(|t| nodes.contains(&t.node_id))
-        .collect();
-    let mut body = cand.body.clone();
-    let mut methods: Vec<std::ops::Range<usize>> = gone
-        .iter()
-        .filter(|t| t.node_id.contains("::"))
-        .map(|t| t.bytes.clone())
-        .collect();
-    methods.sort_by_key(|r| std::cmp::Reverse(r.start));
-    for r in methods {
-        body.replace_range(r, "pass");
-    }
-    let p = python::parse(&body)?;
-    let ranges: Vec<std::ops::Range<usize>> = p
-        .test_functions()
-        .into_iter()
-        .filter(|t| nodes.contains(&t.node_id) && !t.node_id.contains("::"))
-        .map(|t| t.bytes)
-        .collect();
-    let body = python::remove_ranges(&body, &ranges);
-    let left = python::parse(&body)?;
-    if left.first_error_line().is_some() {
-        return None;
-    }
-    let tests: Vec<String> = left
+    let body = python::parse(&cand.body)?.without_tests(nodes)?;
+    let tests: Vec<String> = python::parse(&body)?
         .test_functions()
         .into_iter()
         .filter(|t| !t.placeholder)

@@ -485,6 +485,10 @@ pub enum Rejection {
     NoTests,
     #[error("every test function is a placeholder")]
     Placeholder,
+    #[error(
+        "no test checks anything: each needs an `assert`, a `pytest.raises`, or a `self.assert…` call"
+    )]
+    NoCheck,
     #[error("no test touches `{name}`")]
     DoesNotUseTarget { name: String },
     #[error("the code uses `{what}` (network, processes or dynamic code)")]
@@ -621,7 +625,7 @@ pub fn check(
     let parsed = correct_import_paths(&mut body, parsed, ctx, project, &mut repairs)?;
     let parsed = drop_unknown_imports(&mut body, parsed, ctx, &mut repairs)?;
     let (parsed, tests) =
-        strip_shadows_and_placeholders(&mut body, parsed, ctx, project, &mut repairs)?;
+        strip_shadows_and_idle_tests(&mut body, parsed, ctx, project, &mut repairs)?;
     let top = check_reaches_target(&parsed, &tests, ctx)?;
     let header = import_header(&parsed, &body, ctx, &top);
     Ok(Candidate {
@@ -792,9 +796,9 @@ const PYTEST_FIXTURES: &[&str] = &[
 ];
 
 /// Removes top-level definitions that shadow the module's names, the project's or pytest's
-/// fixtures,
-/// and placeholder tests; returns the parse of what is left and its real tests.
-fn strip_shadows_and_placeholders(
+/// fixtures, placeholder tests and tests that check nothing; returns the parse of what is left
+/// and its real tests.
+fn strip_shadows_and_idle_tests(
     body: &mut String,
     parsed: python::Parsed,
     ctx: &Context,
@@ -830,36 +834,58 @@ fn strip_shadows_and_placeholders(
             ));
         }
     }
-    let tests = parsed.test_functions();
-    if tests.is_empty() {
-        return Err(Rejection::NoTests);
-    }
-    for t in tests
-        .iter()
-        .filter(|t| t.placeholder && !t.node_id.contains("::"))
-    {
-        strip.push(t.bytes.clone());
-        repairs.push(format!("removed placeholder test `{}`", t.node_id));
-    }
     let parsed = if strip.is_empty() {
         parsed
     } else {
         *body = python::remove_ranges(body, &strip);
-        let p = python::parse(body).ok_or(Rejection::Unparseable { line: 1 })?;
-        if let Some(line) = p.first_error_line() {
-            return Err(Rejection::Unparseable { line });
+        reparse(body)?
+    };
+    let tests = parsed.test_functions();
+    if tests.is_empty() {
+        return Err(Rejection::NoTests);
+    }
+    // A test that checks nothing covers code without testing it: it would raise coverage
+    // while catching no change of behaviour.
+    let idle: Vec<String> = tests
+        .iter()
+        .filter(|t| t.placeholder || !t.checks)
+        .map(|t| t.node_id.clone())
+        .collect();
+    if idle.len() == tests.len() {
+        return Err(match tests.iter().all(|t| t.placeholder) {
+            true => Rejection::Placeholder,
+            false => Rejection::NoCheck,
+        });
+    }
+    let parsed = if idle.is_empty() {
+        parsed
+    } else {
+        for t in tests.iter().filter(|t| idle.contains(&t.node_id)) {
+            repairs.push(match t.placeholder {
+                true => format!("removed placeholder test `{}`", t.node_id),
+                false => format!("removed test `{}`: it checks nothing", t.node_id),
+            });
         }
-        p
+        *body = parsed
+            .without_tests(&idle)
+            .ok_or(Rejection::Unparseable { line: 1 })?;
+        reparse(body)?
     };
     let tests: Vec<python::TestFn> = parsed
         .test_functions()
         .into_iter()
         .filter(|t| !t.placeholder)
         .collect();
-    if tests.is_empty() {
-        return Err(Rejection::Placeholder);
-    }
     Ok((parsed, tests))
+}
+
+/// `body` parsed again after cordon's edits; refused if they broke it.
+fn reparse(body: &str) -> Result<python::Parsed, Rejection> {
+    let p = python::parse(body).ok_or(Rejection::Unparseable { line: 1 })?;
+    match p.first_error_line() {
+        Some(line) => Err(Rejection::Unparseable { line }),
+        None => Ok(p),
+    }
 }
 
 /// The tests must use the target (its top-level name, or a method's own name); returns the
@@ -1210,6 +1236,37 @@ mod tests {
         assert_eq!(
             check("def test_a():\n    pass\n", &c, &p, "t.py").unwrap_err(),
             Rejection::Placeholder
+        );
+    }
+
+    #[test]
+    fn a_test_that_checks_nothing_is_removed_and_none_that_checks_is_refused() {
+        let (c, p) = ctx();
+        let cand = check(
+            "def test_runs():\n    divide(4, 2)\n\ndef test_value():\n    assert divide(4, 2) == 2\n",
+            &c,
+            &p,
+            "t.py",
+        )
+        .expect("one test checks");
+        assert_eq!(cand.tests, vec!["test_value"]);
+        assert!(!cand.body.contains("test_runs"), "{}", cand.body);
+        assert!(
+            cand.repairs
+                .iter()
+                .any(|r| r.contains("`test_runs`: it checks nothing")),
+            "{:?}",
+            cand.repairs
+        );
+        assert_eq!(
+            check(
+                "def test_runs():\n    divide(4, 2)\n\nclass TestD:\n    def test_m(self):\n        print(divide(1, 1))\n",
+                &c,
+                &p,
+                "t.py",
+            )
+            .err(),
+            Some(Rejection::NoCheck)
         );
     }
 

@@ -54,7 +54,15 @@ pub struct TestFn {
     pub bytes: Range<usize>,
     /// The body is only `pass`, `...` or a docstring.
     pub placeholder: bool,
+    /// The body checks something (see [`Parsed::test_functions`]); a test that only calls
+    /// the code covers it without testing it.
+    pub checks: bool,
 }
+
+/// Calls that check (their last dotted part): `pytest.raises`, `pytest.warns`,
+/// `pytest.deprecated_call`, `pytest.fail`, `self.fail`. Any call whose last part starts with
+/// `assert` checks too (`self.assertEqual`, `mock.assert_called_once_with`).
+const CHECKING_CALLS: &[&str] = &["raises", "warns", "deprecated_call", "fail"];
 
 fn parser() -> Parser {
     let mut p = Parser::new();
@@ -340,8 +348,11 @@ impl Parsed {
         }
     }
 
-    /// Test functions pytest collects by its default rules.
+    /// Test functions pytest collects by its default rules. A test `checks` when its body
+    /// holds an `assert`, a `raise AssertionError`, a checking call ([`CHECKING_CALLS`],
+    /// `…assert…(…)`), or a call of a top-level helper of the file that does.
     pub fn test_functions(&self) -> Vec<TestFn> {
+        let helpers = self.checking_helpers();
         let mut out = Vec::new();
         for child in named_children(self.root()) {
             let (def, _) = undecorate(child, &self.src);
@@ -349,7 +360,7 @@ impl Parsed {
                 continue;
             };
             if def.kind() == "function_definition" && name.starts_with("test") {
-                out.push(self.test_fn(name.to_string(), name, child, def));
+                out.push(self.test_fn(name.to_string(), name, child, def, &helpers));
             } else if def.kind() == "class_definition"
                 && name.starts_with("Test")
                 && let Some(body) = def.child_by_field_name("body")
@@ -363,7 +374,13 @@ impl Parsed {
                         mdef.child_by_field_name("name").map(|n| text(n, &self.src))
                         && mname.starts_with("test")
                     {
-                        out.push(self.test_fn(format!("{name}::{mname}"), mname, m, mdef));
+                        out.push(self.test_fn(
+                            format!("{name}::{mname}"),
+                            mname,
+                            m,
+                            mdef,
+                            &helpers,
+                        ));
                     }
                 }
             }
@@ -371,9 +388,16 @@ impl Parsed {
         out
     }
 
-    fn test_fn(&self, node_id: String, name: &str, outer: Node<'_>, def: Node<'_>) -> TestFn {
-        let placeholder = def
-            .child_by_field_name("body")
+    fn test_fn(
+        &self,
+        node_id: String,
+        name: &str,
+        outer: Node<'_>,
+        def: Node<'_>,
+        helpers: &BTreeSet<String>,
+    ) -> TestFn {
+        let body = def.child_by_field_name("body");
+        let placeholder = body
             .map(|b| {
                 named_children(b).iter().all(|s| {
                     let t = text(*s, &self.src).trim();
@@ -390,7 +414,80 @@ impl Parsed {
             name: name.to_string(),
             bytes: outer.byte_range(),
             placeholder,
+            checks: body.is_some_and(|b| self.has_check(b, helpers)),
         }
+    }
+
+    /// Top-level functions, not tests, whose bodies check something: `def check(x): assert …`.
+    fn checking_helpers(&self) -> BTreeSet<String> {
+        let none = BTreeSet::new();
+        named_children(self.root())
+            .into_iter()
+            .map(|c| undecorate(c, &self.src).0)
+            .filter(|d| d.kind() == "function_definition")
+            .filter_map(|d| {
+                let name = text(d.child_by_field_name("name")?, &self.src);
+                let body = d.child_by_field_name("body")?;
+                (!name.starts_with("test") && self.has_check(body, &none)).then(|| name.to_string())
+            })
+            .collect()
+    }
+
+    /// Whether anything under `n` checks (see [`Parsed::test_functions`]). Walked with a stack:
+    /// the model's code may nest deeply.
+    fn has_check(&self, n: Node<'_>, helpers: &BTreeSet<String>) -> bool {
+        let mut stack = vec![n];
+        while let Some(n) = stack.pop() {
+            match n.kind() {
+                "assert_statement" => return true,
+                "raise_statement" if text(n, &self.src).contains("AssertionError") => return true,
+                "call" => {
+                    let f = n
+                        .child_by_field_name("function")
+                        .map_or("", |f| text(f, &self.src));
+                    let last = f.rsplit('.').next().unwrap_or(f);
+                    if last.starts_with("assert")
+                        || CHECKING_CALLS.contains(&last)
+                        || helpers.contains(f)
+                    {
+                        return true;
+                    }
+                }
+                _ => {}
+            }
+            stack.extend(named_children(n));
+        }
+        false
+    }
+
+    /// `src` without the tests `nodes`: a top-level test is removed, a method of a test class
+    /// becomes `pass` so the class stays valid. `None` if what is left does not parse.
+    pub fn without_tests(&self, nodes: &[String]) -> Option<String> {
+        let gone: Vec<TestFn> = self
+            .test_functions()
+            .into_iter()
+            .filter(|t| nodes.contains(&t.node_id))
+            .collect();
+        let mut body = self.src.clone();
+        let mut methods: Vec<Range<usize>> = gone
+            .iter()
+            .filter(|t| t.node_id.contains("::"))
+            .map(|t| t.bytes.clone())
+            .collect();
+        methods.sort_by_key(|r| std::cmp::Reverse(r.start));
+        for r in methods {
+            body.replace_range(r, "pass");
+        }
+        let p = parse(&body)?;
+        let ranges: Vec<Range<usize>> = p
+            .test_functions()
+            .into_iter()
+            .filter(|t| nodes.contains(&t.node_id) && !t.node_id.contains("::"))
+            .map(|t| t.bytes)
+            .collect();
+        let body = remove_ranges(&body, &ranges);
+        let left = parse(&body)?;
+        left.first_error_line().is_none().then_some(body)
     }
 
     /// Names of functions decorated as pytest fixtures.
@@ -560,5 +657,74 @@ mod tests {
         assert_eq!(p.fixtures(), vec!["db"]);
         let bad = parse("def f(:\n  pass\n").expect("tree");
         assert_eq!(bad.first_error_line(), Some(1));
+    }
+
+    #[test]
+    fn what_checks_and_what_only_calls() {
+        let src = r#"import pytest
+def expect_two(x):
+    assert x == 2
+
+def test_assert():
+    assert f() == 1
+
+def test_raises():
+    with pytest.raises(ValueError):
+        f(0)
+
+def test_raises_call_form():
+    pytest.raises(ValueError, f, 0)
+
+def test_helper():
+    expect_two(f())
+
+def test_mock(m):
+    f(m)
+    m.assert_called_once_with(1)
+
+def test_nested():
+    for x in [1, 2]:
+        if x:
+            if f(x) != x:
+                raise AssertionError(x)
+
+def test_only_calls():
+    f(1)
+    result = f(2)
+
+def test_prints():
+    print(f(1))
+    raise ValueError("not a check")
+
+class TestK:
+    def test_unittest_style(self):
+        self.assertEqual(f(), 1)
+
+    def test_fail(self):
+        try:
+            f()
+        except KeyError:
+            self.fail("raised")
+
+    def test_calls(self):
+        self.helper(f())
+"#;
+        let p = parse(src).expect("parses");
+        let not_checking: Vec<String> = p
+            .test_functions()
+            .into_iter()
+            .filter(|t| !t.checks)
+            .map(|t| t.node_id)
+            .collect();
+        assert_eq!(
+            not_checking,
+            vec!["test_only_calls", "test_prints", "TestK::test_calls"]
+        );
+        // Removing them: a method becomes `pass`, a function goes; the rest stays valid.
+        let left = p.without_tests(&not_checking).expect("still parses");
+        let q = parse(&left).expect("parses");
+        assert_eq!(q.test_functions().len(), 8, "{left}");
+        assert!(q.test_functions().iter().all(|t| t.checks), "{left}");
+        assert!(left.contains("def expect_two"), "{left}");
     }
 }
