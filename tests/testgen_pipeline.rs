@@ -417,6 +417,49 @@ async fn a_test_that_checks_nothing_is_never_kept() {
     );
 }
 
+/// A failing check of the test's own is a wrong guess by rule: no model request asks whether
+/// it is a code bug, and no code bug is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_check_of_the_tests_own_is_a_test_mistake_without_asking_the_model() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    make_repo(&repo);
+    let script = |_n: usize, req: &serde_json::Value| -> Answer {
+        if last_user(req).contains("VERDICT") {
+            return Answer::chat("VERDICT: CODE_BUG\nREASON: parity is wrong");
+        }
+        // `in` is not characterized: the failure goes to classification.
+        Answer::chat(
+            "```python\nfrom calc import parity\n\n\ndef test_parity_odd():\n    assert parity(3) == \"odd\"\n\n\ndef test_parity_in():\n    assert parity(3) in (\"even\",)\n```",
+        )
+    };
+    let s = start(Box::new(script)).await;
+    let llm = Llm::new(llm_config(&s.base_url)).expect("client");
+    let mut o = opts(&repo);
+    o.only = vec![pipeline::gaps::Aim::parse("calc.py::parity").expect("valid")];
+    o.fix_attempts = 0;
+    o.max_iterations = 1;
+    let out = pipeline::run(&o, &llm, CancellationToken::new(), quiet()).await;
+    let r = &out.report;
+    let c = &r.candidates[0];
+    assert_eq!(c.status, "kept", "{c:?}");
+    assert_eq!(c.tests_kept, 1);
+    let d = &c.discarded_tests;
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0].test, "test_parity_in");
+    assert_eq!(
+        d[0].classification.as_ref().map(|c| c.by.as_str()),
+        Some("rule:assertion")
+    );
+    assert!(r.suspected_bugs.is_empty(), "{:?}", r.suspected_bugs);
+    assert!(
+        !s.requests()
+            .iter()
+            .any(|q| last_user(q).contains("VERDICT")),
+        "the model was asked to classify a failed assertion of the test"
+    );
+}
+
 /// A gap whose first candidate kept nothing gets another in the next round, sampled at a
 /// higher temperature, and none after one is kept; with one candidate per gap it gets no
 /// second.

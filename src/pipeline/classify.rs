@@ -1,5 +1,6 @@
 //! Stage 6, classify a failing generated test: rules first (import errors, missing fixtures,
-//! syntax, the test's own names, timeout, memory), the model only for what no rule decides.
+//! syntax, the test's own names and checks, timeout, memory), the model only for what no rule
+//! decides — in practice an exception raised inside the code under test.
 //! Three classes, each with its evidence. A likely code bug is reported, never "fixed".
 
 use serde::{Deserialize, Serialize};
@@ -65,6 +66,22 @@ pub fn raised_in(case: &Case) -> Option<String> {
             (!n.is_empty() && !path.contains(' ')).then(|| format!("{path}.py"))
         })
         .next_back()
+}
+
+/// The test's own check failed: an `assert`, or a `pytest.raises`/`warns` that saw nothing.
+fn assertion_failed(case: &Case) -> bool {
+    let check = |l: &str| {
+        l.starts_with("AssertionError")
+            || l.starts_with("assert ")
+            || l.starts_with("Failed: DID NOT RAISE")
+            || l.starts_with("Failed: DID NOT WARN")
+    };
+    check(case.message.trim())
+        || case
+            .text
+            .lines()
+            .filter_map(|l| l.strip_prefix('E'))
+            .any(|l| check(l.trim()))
 }
 
 fn quoted(s: &str, after: &str) -> Option<String> {
@@ -148,6 +165,16 @@ pub fn by_rules(case: &Case, end: RunEnd, project: &Project) -> Option<Classific
                 format!("raised by the test's own code: {err}"),
             );
         }
+    }
+    if in_test && assertion_failed(case) {
+        // The expected value is the model's guess from the source alone: a mismatch is
+        // evidence against the guess, not the code (one-line equalities were characterized
+        // before this). Asking the model would cost a request per test to say so.
+        return rule(
+            Class::TestMistake,
+            "assertion",
+            format!("the test's own check failed: {err}"),
+        );
     }
     if err.starts_with("NameError") {
         // A NameError inside the module under test is the module's fault.
@@ -279,7 +306,23 @@ mod tests {
                 Some((Class::LikelyCodeBug, "rule:nameerror_in_code")),
             ),
             (
-                "tests/generated/cordon/t.py:4: in test_a\n    assert f(1) == 3\nE   assert 2 == 3",
+                "tests/generated/cordon/t.py:4: in test_a\n    assert f(1) == 3\nE   assert 2 == 3\nE    +  where 2 = f(1)",
+                RunEnd::Normal,
+                Some((Class::TestMistake, "rule:assertion")),
+            ),
+            (
+                "tests/generated/cordon/t.py:4: in test_a\n    with pytest.raises(ValueError):\nE   Failed: DID NOT RAISE <class 'ValueError'>",
+                RunEnd::Normal,
+                Some((Class::TestMistake, "rule:assertion")),
+            ),
+            // An assertion of the code under test is the model's to judge.
+            (
+                "tests/generated/cordon/t.py:4: in test_a\n    f(-1)\ncalc.py:3: in f\n    assert n >= 0\nE   AssertionError",
+                RunEnd::Normal,
+                None,
+            ),
+            (
+                "tests/generated/cordon/t.py:4: in test_a\n    f(0)\ncalc.py:7: in f\n    return 1 / n\nE   ZeroDivisionError: division by zero",
                 RunEnd::Normal,
                 None,
             ),
