@@ -27,6 +27,9 @@ FIX=${FIX:-1}
 # module in all, on 2 shared cores.
 BUDGET=${BUDGET:-600}
 SELECT=${SELECT:-}
+# The host's CA bundle for the dependency install (`prepare`): needed behind a TLS-intercepting
+# proxy, as on the machine RESULTS.md comes from, and harmless elsewhere. CA_BUNDLE= for none.
+CA_BUNDLE=${CA_BUNDLE-host}
 
 [ -x "$CORDON" ] || { echo "build cordon first (cargo build), or set CORDON" >&2; exit 2; }
 if [ -z "${OPENAI_BASE_URL:-}" ]; then
@@ -50,15 +53,16 @@ for entry in $MODULES; do
   rm -rf "$out"
   if [ -n "$SELECT" ]; then
     # Baseline only: the per-file coverage of the project's own suite, to choose modules.
-    "$CORDON" testgen "$src" --max-iterations 0 --report "$out" 2> "$out.log" || true
+    "$CORDON" testgen "$src" ${CA_BUNDLE:+--ca-bundle "$CA_BUNDLE"} --max-iterations 0 --report "$out" 2> "$out.log" || true
     python3 "$HERE/summarize.py" --files "$out/report.json"
     continue
   fi
   echo "== $spec ${module:-(whole project)}" >&2
-  only=()
-  [ -n "$module" ] && only=(--only "$module")
+  extra=()
+  [ -n "$module" ] && extra=(--only "$module")
+  [ -n "$CA_BUNDLE" ] && extra+=(--ca-bundle "$CA_BUNDLE")
   uptime > "$out.load"
-  "$CORDON" testgen "$src" "${only[@]}" --target-coverage 100 --max-iterations "$ITER" \
+  "$CORDON" testgen "$src" "${extra[@]}" --target-coverage 100 --max-iterations "$ITER" \
     --gaps-per-iteration "$GAPS" --fix-attempts "$FIX" --candidates-per-gap "$CANDIDATES" --time-budget "$BUDGET" \
     --report "$out" 2> "$out.log" || true
   uptime >> "$out.load"

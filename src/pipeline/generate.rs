@@ -666,8 +666,16 @@ fn refuse_forbidden(parsed: &python::Parsed, ctx: &Context) -> Result<(), Reject
             return Err(Rejection::Forbidden { what: m });
         }
     }
-    let names = parsed.names();
-    if let Some(f) = FORBIDDEN_CALLS.iter().find(|c| names.contains(**c)) {
+    // `re.compile` is not the builtin `compile`; `builtins.compile` is.
+    let names = parsed.references();
+    let refers_to = |c: &&&str| {
+        let c: &str = c;
+        names.contains(c)
+            || (!c.contains('.')
+                && (names.contains(&format!("builtins.{c}"))
+                    || names.contains(&format!("__builtins__.{c}"))))
+    };
+    if let Some(f) = FORBIDDEN_CALLS.iter().find(refers_to) {
         return Err(Rejection::Forbidden {
             what: f.to_string(),
         });
@@ -1237,6 +1245,44 @@ mod tests {
             check("def test_a():\n    pass\n", &c, &p, "t.py").unwrap_err(),
             Rejection::Placeholder
         );
+    }
+
+    #[test]
+    fn dynamic_code_is_refused_by_name_and_a_method_of_the_same_name_is_not() {
+        let (c, p) = ctx();
+        let refused = |code: &str| {
+            check(code, &c, &p, "t.py").err().and_then(|e| match e {
+                Rejection::Forbidden { what } => Some(what),
+                _ => None,
+            })
+        };
+        // isodate's answer: a regular expression, refused before as the builtin `compile`.
+        assert_eq!(
+            refused(
+                "import re\nTZ = re.compile(r'Z')\n\ndef test_a():\n    assert TZ.match('Z')\n    assert divide(4, 2) == 2\n"
+            ),
+            None
+        );
+        for (code, what) in [
+            (
+                "def test_a():\n    assert compile('1', 'f', 'eval')\n    assert divide(4, 2) == 2\n",
+                "compile",
+            ),
+            (
+                "import builtins\ndef test_a():\n    assert builtins.eval('1')\n    assert divide(4, 2) == 2\n",
+                "eval",
+            ),
+            (
+                "import os\ndef test_a():\n    os.system('id')\n    assert divide(4, 2) == 2\n",
+                "os.system",
+            ),
+            (
+                "def test_a():\n    run = exec\n    assert divide(4, 2) == 2\n",
+                "exec",
+            ),
+        ] {
+            assert_eq!(refused(code).as_deref(), Some(what), "{code}");
+        }
     }
 
     #[test]

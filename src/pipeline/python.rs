@@ -325,6 +325,23 @@ impl Parsed {
     }
 
     /// Identifiers used inside the given byte range.
+    /// The names the code refers to on their own — a bare identifier, or a whole dotted
+    /// `a.b.c` — without the attribute parts: `re.compile` gives `re` and `re.compile`, never
+    /// `compile`.
+    pub fn references(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        self.walk(|n| {
+            let is_attribute_part = n.parent().is_some_and(|p| {
+                p.kind() == "attribute"
+                    && p.child_by_field_name("attribute").map(|a| a.id()) == Some(n.id())
+            });
+            if (n.kind() == "identifier" && !is_attribute_part) || n.kind() == "attribute" {
+                out.insert(text(n, &self.src).to_string());
+            }
+        });
+        out
+    }
+
     pub fn identifiers_in(&self, range: Range<usize>) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
         self.walk(|n| {
