@@ -668,14 +668,13 @@ fn refuse_forbidden(parsed: &python::Parsed, ctx: &Context) -> Result<(), Reject
     }
     // `re.compile` is not the builtin `compile`; `builtins.compile` is.
     let names = parsed.references();
-    let refers_to = |c: &&&str| {
-        let c: &str = c;
+    let refers_to = |c: &str| {
         names.contains(c)
             || (!c.contains('.')
                 && (names.contains(&format!("builtins.{c}"))
                     || names.contains(&format!("__builtins__.{c}"))))
     };
-    if let Some(f) = FORBIDDEN_CALLS.iter().find(refers_to) {
+    if let Some(f) = FORBIDDEN_CALLS.iter().copied().find(|c| refers_to(c)) {
         return Err(Rejection::Forbidden {
             what: f.to_string(),
         });

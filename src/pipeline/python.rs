@@ -324,7 +324,6 @@ impl Parsed {
         out
     }
 
-    /// Identifiers used inside the given byte range.
     /// The names the code refers to on their own — a bare identifier, or a whole dotted
     /// `a.b.c` — without the attribute parts: `re.compile` gives `re` and `re.compile`, never
     /// `compile`.
@@ -342,6 +341,7 @@ impl Parsed {
         out
     }
 
+    /// Identifiers used inside the given byte range.
     pub fn identifiers_in(&self, range: Range<usize>) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
         self.walk(|n| {
