@@ -187,13 +187,14 @@ pub fn by_rules(case: &Case, end: RunEnd, project: &Project) -> Option<Classific
     None
 }
 
-/// The model's judgement for what no rule decides. Defaults to a test mistake when the answer
+/// The model's judgement for what no rule decides. `head` is the start of the gap's other
+/// prompts ([`super::generate::head`]), so that the server reuses what it already read. Defaults to a test mistake when the answer
 /// is unclear: a wrong "code bug" costs a reviewer more than a discarded test.
 pub async fn by_model(
     llm: &Llm,
     case: &Case,
     test_source: &str,
-    code: &str,
+    head: &str,
 ) -> Result<Classification, LlmError> {
     let err: String = case
         .text
@@ -206,12 +207,12 @@ pub async fn by_model(
         .collect::<Vec<_>>()
         .join("\n");
     let prompt = format!(
-        "A generated pytest test fails.\n\nCode under test:\n```python\n{code}\n```\n\nThe test:\n```python\n{test_source}\n```\n\nThe failure:\n```\n{err}\n```\n\n\
+        "{head}A generated pytest test of this code fails.\n\nThe test:\n```python\n{test_source}\n```\n\nThe failure:\n```\n{err}\n```\n\n\
          Is the test wrong (wrong expected value, wrong arguments, wrong use of the API), or does the code under test have a bug?\n\
-         Answer with one line `VERDICT: TEST_MISTAKE` or `VERDICT: CODE_BUG`, then one line `REASON: ` and a short reason."
+         Do not write code this time. Answer with one line `VERDICT: TEST_MISTAKE` or `VERDICT: CODE_BUG`, then one line `REASON: ` and a short reason."
     );
     let messages = [
-        Message::system("You review failing unit tests and answer briefly."),
+        Message::system(super::generate::SYSTEM),
         Message::user(prompt),
     ];
     let reply = llm.chat(&messages, 0.0, Some(120)).await?;

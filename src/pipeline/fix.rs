@@ -28,11 +28,14 @@ pub fn error_excerpt(text: &str, max_lines: usize) -> String {
     lines[start..].join("\n")
 }
 
+/// The fix prompt: the gap's [`generate::head`] (the prefix its generation request had), then
+/// the failing test and its error.
 pub fn prompt(ctx: &Context, test_src: &str, error: &str, history: &[String]) -> Vec<Message> {
-    let mut u = format!(
-        "This pytest test for `{}` in module `{}` fails.\n\nCode under test:\n```python\n{}\n```\n\nThe test:\n```python\n{}\n```\n\nThe error:\n```\n{}\n```\n",
-        ctx.gap.qualname, ctx.gap.module, ctx.source, test_src, error
-    );
+    let mut u = generate::head(ctx, ctx.shrink);
+    u.push_str(&format!(
+        "This pytest test for `{}` in module `{}` fails.\n\nThe test:\n```python\n{}\n```\n\nThe error:\n```\n{}\n```\n",
+        ctx.gap.qualname, ctx.gap.module, test_src, error
+    ));
     if !history.is_empty() {
         u.push_str("\nEarlier corrections also failed:\n");
         for (i, h) in history.iter().enumerate() {

@@ -38,6 +38,9 @@ pub struct Context {
     /// text (no star import, no module `__getattr__`): a name not among them cannot be
     /// imported from it.
     pub module_identifiers: Option<BTreeSet<String>>,
+    /// How much context the prompts of this gap leave out (0..=3, see [`head`]): the least
+    /// that fits the model's context, chosen once so that every request shares one head.
+    pub shrink: u8,
 }
 
 const MARK: &str = "  # NOT COVERED";
@@ -128,6 +131,7 @@ pub fn context(project: &Project, repo: &Path, gap: &Gap) -> Option<Context> {
             .filter(|n| python::is_identifier(n))
             .collect(),
         module_identifiers: (!parsed.has_dynamic_exports()).then(|| parsed.names()),
+        shrink: 0,
     })
 }
 
@@ -403,13 +407,19 @@ fn calls_of<'a>(texts: &'a [(bool, &str, String)], name: &str) -> Vec<&'a str> {
     found.into_iter().take(2).map(|(_, t)| t).collect()
 }
 
+/// The system message of every request of a run (generation, classification, fix): one and
+/// the same, so that the server's prompt cache can reuse it and the [`head`] after it.
 pub const SYSTEM: &str = "You are an expert Python developer who writes pytest unit tests. \
-Answer with exactly one ```python fenced code block that holds a complete test file, and nothing after it.";
+When asked for tests, answer with exactly one ```python fenced code block and nothing after it.";
 
-/// The generation prompt. `shrink` 0..=3 leaves out more context at each level.
-pub fn prompt(ctx: &Context, shrink: u8) -> Vec<Message> {
+/// The part every prompt about one gap starts with, byte for byte: its module's imports, the
+/// class it belongs to, its source with the uncovered lines marked, working constructions and
+/// a usage from the project's tests. A request that starts like the one before it costs the
+/// model only its new tokens (llama.cpp keeps the longest common prefix of its last prompt),
+/// so the classification and fix requests of a gap reuse what its generation request read.
+/// `shrink` 0..=3 leaves out more context at each level ([`Context::shrink`]).
+pub fn head(ctx: &Context, shrink: u8) -> String {
     let g = &ctx.gap;
-    let top = g.top_name();
     let mut u = String::new();
     u.push_str(&format!(
         "Module `{}` (file `{}`) contains the code below. Lines marked `# NOT COVERED` are never run by the existing tests.\n\n```python\n",
@@ -450,6 +460,14 @@ pub fn prompt(ctx: &Context, shrink: u8) -> Vec<Message> {
         u.push_str(e);
         u.push_str("\n```\n\n");
     }
+    u
+}
+
+/// The generation prompt: [`head`] at `shrink`, then what to write.
+pub fn prompt(ctx: &Context, shrink: u8) -> Vec<Message> {
+    let g = &ctx.gap;
+    let top = g.top_name();
+    let mut u = head(ctx, shrink);
     let what = match g.kind {
         UnitKind::Method => format!(
             "the method `{}` (create a `{top}` object with valid arguments first)",
@@ -463,7 +481,8 @@ pub fn prompt(ctx: &Context, shrink: u8) -> Vec<Message> {
          - Start the file with `from {} import {top}` and import anything else you use.\n\
          - Do not copy or redefine `{top}` or any other code of the module: import it.\n\
          - Use only pytest and the Python standard library. No network, no subprocess. A test that needs files takes pytest's `tmp_path` argument (never define it).\n\
-         - Name every test function `test_` followed by what it checks.\n",
+         - Name every test function `test_` followed by what it checks.\n\
+         Answer with one ```python block that holds the complete test file.\n",
         g.module
     ));
     vec![Message::system(SYSTEM), Message::user(u)]
@@ -627,7 +646,7 @@ pub fn check(
     let (parsed, tests) =
         strip_shadows_and_idle_tests(&mut body, parsed, ctx, project, &mut repairs)?;
     let top = check_reaches_target(&parsed, &tests, ctx)?;
-    let header = import_header(&parsed, &body, ctx, &top);
+    let header = import_header(&parsed, &body, ctx, project, &top);
     Ok(Candidate {
         file_name: file_name.to_string(),
         header,
@@ -923,7 +942,13 @@ fn check_reaches_target(
 
 /// Deterministic imports: every name of the module the code uses but does not bind, and the
 /// target's own name.
-fn import_header(parsed: &python::Parsed, body: &str, ctx: &Context, top: &str) -> String {
+fn import_header(
+    parsed: &python::Parsed,
+    body: &str,
+    ctx: &Context,
+    project: &Project,
+    top: &str,
+) -> String {
     let all_idents = parsed.identifiers_in(0..body.len());
     let bound: BTreeSet<String> = parsed
         .top_level()
@@ -946,11 +971,27 @@ fn import_header(parsed: &python::Parsed, body: &str, ctx: &Context, top: &str) 
     // Modules the test uses by name but never imports (`ast.parse(...)` with no `import ast`,
     // a NameError that one fix round rarely repairs): those the module under test imports
     // itself, and common standard-library ones.
+    // The project's own top-level packages too (`click.Command(...)` in a test of click's
+    // decorators, whose module imports `.core` relatively).
+    let unbound = |n: &&str| !bound.contains(*n) && !ctx.module_names.contains(*n);
     let modules: Vec<&str> = all_idents
         .iter()
         .map(String::as_str)
-        .filter(|n| !bound.contains(*n) && !ctx.module_names.contains(*n) && *n != "pytest")
-        .filter(|n| STDLIB.contains(n) || ctx.module_imported.contains(*n))
+        .filter(unbound)
+        .filter(|n| *n != "pytest")
+        .filter(|n| {
+            STDLIB.contains(n)
+                || ctx.module_imported.contains(*n)
+                || project.own_modules.iter().any(|o| o == n)
+        })
+        .collect();
+    // Standard-library names a test uses as if imported (`MagicMock`, `StringIO`).
+    let common: Vec<(&str, &str)> = STDLIB_NAMES
+        .iter()
+        .copied()
+        .filter(|(n, _)| {
+            all_idents.contains(*n) && unbound(n) && !ctx.module_from_names.contains(*n)
+        })
         .collect();
     // A subclass the prompt showed with its import (`from pkg.patterns import GitPattern`),
     // used but not imported: that import.
@@ -970,6 +1011,9 @@ fn import_header(parsed: &python::Parsed, body: &str, ctx: &Context, top: &str) 
     }
     for m in modules {
         header.push_str(&format!("import {m}  # noqa: F401\n"));
+    }
+    for (name, module) in common {
+        header.push_str(&format!("from {module} import {name}  # noqa: F401\n"));
     }
     if !needed.is_empty() {
         header.push_str(&format!(
@@ -1010,6 +1054,25 @@ const STDLIB: &[&str] = &[
     "typing",
     "unittest",
     "warnings",
+];
+
+/// Standard-library names a test may use without importing them, and where they live: each
+/// one means one thing only (not `datetime`, a module and a class).
+const STDLIB_NAMES: &[(&str, &str)] = &[
+    ("ANY", "unittest.mock"),
+    ("BytesIO", "io"),
+    ("Decimal", "decimal"),
+    ("MagicMock", "unittest.mock"),
+    ("Mock", "unittest.mock"),
+    ("OrderedDict", "collections"),
+    ("Path", "pathlib"),
+    ("StringIO", "io"),
+    ("dataclass", "dataclasses"),
+    ("defaultdict", "collections"),
+    ("mock_open", "unittest.mock"),
+    ("namedtuple", "collections"),
+    ("partial", "functools"),
+    ("patch", "unittest.mock"),
 ];
 
 /// Names bound by import statements anywhere at the top level.
@@ -1098,6 +1161,26 @@ mod tests {
         assert!(!m[1].content.contains("def ..."));
     }
 
+    /// The server reuses the longest common prefix of consecutive prompts: a gap's fix and
+    /// classification requests must start exactly like its generation request, system
+    /// message included, at the gap's shrink level.
+    #[test]
+    fn every_request_of_a_gap_starts_with_its_generation_prompts_head() {
+        let (mut c, _) = ctx();
+        c.shrink = 3;
+        let generation = prompt(&c, c.shrink);
+        let h = head(&c, c.shrink);
+        assert!(generation[1].content.starts_with(&h));
+        assert!(h.contains("raise ValueError('b')  # NOT COVERED"), "{h}");
+        let fix =
+            crate::pipeline::fix::prompt(&c, "def test_a():\n    assert 0\n", "E   assert 0", &[]);
+        assert_eq!(fix[0].content, generation[0].content);
+        assert!(fix[1].content.starts_with(&h), "{}", fix[1].content);
+        assert!(fix[1].content[h.len()..].starts_with("This pytest test for `divide`"));
+        // The fix follows the gap's level, not level 0 (which shows the module's imports).
+        assert!(head(&c, 0).contains("import math") && !fix[1].content.contains("import math"));
+    }
+
     #[test]
     fn extraction() {
         let a =
@@ -1109,6 +1192,24 @@ mod tests {
         assert_eq!(extract("no code here"), None);
         // Truncated block: the rest of the answer.
         assert!(extract("```python\ndef test_a():\n    assert 1").is_some());
+    }
+
+    /// A NameError no fix round needs: the project's own package and common standard-library
+    /// names used without an import get one; what the test binds itself does not.
+    #[test]
+    fn names_used_without_import_are_imported() {
+        let (c, mut p) = ctx();
+        p.own_modules = vec!["pkg".into()];
+        let code = "from pkg.calc import divide\nfrom io import StringIO as S\n\ndef test_a():\n    m = MagicMock(return_value=2)\n    buf = StringIO()\n    assert divide(m(), 1) == 2 and pkg.calc.PI == 3 and buf.getvalue() == ''\n";
+        let cand = check(code, &c, &p, "test_gen_x.py").expect("checks");
+        let h = &cand.header;
+        assert!(h.contains("import pkg  #"), "{h}");
+        assert!(h.contains("from unittest.mock import MagicMock  #"), "{h}");
+        assert!(h.contains("from io import StringIO  #"), "{h}");
+        let code = "from unittest.mock import MagicMock\n\ndef test_a():\n    assert divide(MagicMock() or 4, 2) == 2\n";
+        let cand = check(code, &c, &p, "test_gen_x.py").expect("checks");
+        assert!(!cand.header.contains("MagicMock"), "{}", cand.header);
+        assert!(!cand.header.contains("import pkg  #"), "{}", cand.header);
     }
 
     #[test]

@@ -592,10 +592,30 @@ impl Run<'_> {
             status: "rejected".into(),
             ..Default::default()
         };
-        let Some(ctx) = generate::context(project, workspace, gap) else {
+        let Some(mut ctx) = generate::context(project, workspace, gap) else {
             cr.reason = "the source of the target could not be read".into();
             return Ok((cr, None));
         };
+        // The least-shrunk head whose generation prompt fits; every request of the gap starts
+        // with it. None fits: the gap is skipped.
+        let max_tokens = self.llm.config.max_tokens;
+        match (0..=3u8).find(|&s| {
+            self.llm
+                .fits(&generate::prompt(&ctx, s), max_tokens)
+                .is_ok()
+        }) {
+            Some(s) => ctx.shrink = s,
+            None => {
+                let e = self.llm.fits(&generate::prompt(&ctx, 3), max_tokens).err();
+                cr.reason = e.map(|e| e.to_string()).unwrap_or_default();
+                self.say(&format!(
+                    "        warning: {}; skipping this target",
+                    cr.reason
+                ));
+                cr.time_ms = started.elapsed().as_millis() as u64;
+                return Ok((cr, None));
+            }
+        }
         let t = Instant::now();
         let generated = self
             .generate(&ctx, project, &file_name, sample, &mut cr.attempts)
@@ -657,20 +677,7 @@ impl Run<'_> {
             if attempt > 0 && self.over_budget() {
                 break;
             }
-            let Some(mut messages) = (0..=3u8)
-                .map(|s| generate::prompt(ctx, s))
-                .find(|m| self.llm.fits(m, self.llm.config.max_tokens).is_ok())
-            else {
-                let e = self
-                    .llm
-                    .fits(&generate::prompt(ctx, 3), self.llm.config.max_tokens)
-                    .err();
-                last_reason = e.map(|e| e.to_string()).unwrap_or_default();
-                self.say(&format!(
-                    "        warning: {last_reason}; skipping this target"
-                ));
-                break;
-            };
+            let mut messages = generate::prompt(ctx, ctx.shrink);
             if attempt > 0
                 && let Some(m) = messages.last_mut()
             {
@@ -952,7 +959,12 @@ impl Run<'_> {
             return Ok(c);
         }
         match self
-            .with_cancel(classify::by_model(self.llm, case, test_src, &ctx.source))
+            .with_cancel(classify::by_model(
+                self.llm,
+                case,
+                test_src,
+                &generate::head(ctx, ctx.shrink),
+            ))
             .await?
         {
             Ok(c) => Ok(c),
