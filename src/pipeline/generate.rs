@@ -643,6 +643,7 @@ pub fn check(
     refuse_forbidden(&parsed, ctx)?;
     let parsed = correct_import_paths(&mut body, parsed, ctx, project, &mut repairs)?;
     let parsed = drop_unknown_imports(&mut body, parsed, ctx, &mut repairs)?;
+    let parsed = retarget_own_imports(&mut body, parsed, ctx, project, &mut repairs)?;
     let (parsed, tests) =
         strip_shadows_and_idle_tests(&mut body, parsed, ctx, project, &mut repairs)?;
     let top = check_reaches_target(&parsed, &tests, ctx)?;
@@ -782,19 +783,65 @@ fn drop_unknown_imports(
                 .collect::<Vec<_>>()
                 .join("`, `")
         ));
-        let stmt = if keep.is_empty() {
-            "pass".to_string()
-        } else {
-            let list: Vec<String> = keep
+        edits.push((range, from_import(module, &keep)));
+    }
+    if edits.is_empty() {
+        return Ok(parsed);
+    }
+    apply_edits(body, edits)
+}
+
+/// `from module import names…`, or `pass` for no name (the statement may sit in a block).
+fn from_import(module: &str, names: &[(String, Option<String>)]) -> String {
+    if names.is_empty() {
+        return "pass".to_string();
+    }
+    let list: Vec<String> = names
+        .iter()
+        .map(|(n, a)| match a {
+            Some(a) => format!("{n} as {a}"),
+            None => n.clone(),
+        })
+        .collect();
+    format!("from {module} import {}", list.join(", "))
+}
+
+/// Names the module under test defines, imported from another of the project's modules
+/// (`from pathspec import normalize_file` for `pathspec.util`'s; an ImportError for the whole
+/// file when the package does not re-export it): taken out of that import, so that the
+/// header imports them from the module under test.
+fn retarget_own_imports(
+    body: &mut String,
+    parsed: python::Parsed,
+    ctx: &Context,
+    project: &Project,
+    repairs: &mut Vec<String>,
+) -> Result<python::Parsed, Rejection> {
+    let module = &ctx.gap.module;
+    let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
+    for (range, m, names) in parsed.from_imports() {
+        let own = project
+            .own_modules
+            .iter()
+            .any(|o| m == *o || m.starts_with(&format!("{o}.")));
+        if m == *module || !own {
+            continue;
+        }
+        let (moved, keep): (Vec<_>, Vec<_>) = names
+            .into_iter()
+            .partition(|(n, a)| a.is_none() && ctx.module_names.contains(n));
+        if moved.is_empty() {
+            continue;
+        }
+        repairs.push(format!(
+            "`{}` imported from `{module}`, which defines it, instead of `{m}`",
+            moved
                 .iter()
-                .map(|(n, a)| match a {
-                    Some(a) => format!("{n} as {a}"),
-                    None => n.clone(),
-                })
-                .collect();
-            format!("from {module} import {}", list.join(", "))
-        };
-        edits.push((range, stmt));
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join("`, `")
+        ));
+        edits.push((range, from_import(&m, &keep)));
     }
     if edits.is_empty() {
         return Ok(parsed);
@@ -1210,6 +1257,36 @@ mod tests {
         let cand = check(code, &c, &p, "test_gen_x.py").expect("checks");
         assert!(!cand.header.contains("MagicMock"), "{}", cand.header);
         assert!(!cand.header.contains("import pkg  #"), "{}", cand.header);
+    }
+
+    /// `from pkg import divide` when `pkg` does not re-export it: an ImportError for the
+    /// whole file. The module under test defines `divide`, so it is imported from there.
+    #[test]
+    fn a_target_name_imported_from_another_own_module_comes_from_the_target() {
+        let (c, mut p) = ctx();
+        p.own_modules = vec!["pkg".into()];
+        let code = "from pkg import divide, other\nfrom pkg import helper as h\n\ndef test_a():\n    assert divide(4, 2) == 2 and h() == 1 and other\n";
+        let cand = check(code, &c, &p, "test_gen_x.py").expect("checks");
+        assert!(
+            cand.body.contains("from pkg import other\n"),
+            "{}",
+            cand.body
+        );
+        assert!(
+            cand.body.contains("from pkg import helper as h"),
+            "{}",
+            cand.body
+        );
+        assert!(
+            cand.header.contains("from pkg.calc import divide"),
+            "{}",
+            cand.header
+        );
+        assert!(
+            cand.repairs
+                .iter()
+                .any(|r| r.contains("`divide` imported from `pkg.calc`"))
+        );
     }
 
     #[test]
