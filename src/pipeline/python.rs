@@ -456,7 +456,15 @@ impl Parsed {
         let mut stack = vec![n];
         while let Some(n) = stack.pop() {
             match n.kind() {
-                "assert_statement" => return true,
+                // `assert True`, `assert 1, "ran"`: a constant holds whatever the code does.
+                "assert_statement" => {
+                    let constant = n
+                        .named_child(0)
+                        .is_some_and(|c| is_literal(text(c, &self.src)));
+                    if !constant {
+                        return true;
+                    }
+                }
                 "raise_statement" if text(n, &self.src).contains("AssertionError") => return true,
                 "call" => {
                     let f = n
@@ -713,6 +721,11 @@ def test_prints():
     print(f(1))
     raise ValueError("not a check")
 
+def test_assert_true():
+    f(1)
+    assert True
+    assert 1, "ran"
+
 class TestK:
     def test_unittest_style(self):
         self.assertEqual(f(), 1)
@@ -735,7 +748,12 @@ class TestK:
             .collect();
         assert_eq!(
             not_checking,
-            vec!["test_only_calls", "test_prints", "TestK::test_calls"]
+            vec![
+                "test_only_calls",
+                "test_prints",
+                "test_assert_true",
+                "TestK::test_calls"
+            ]
         );
         // Removing them: a method becomes `pass`, a function goes; the rest stays valid.
         let left = p.without_tests(&not_checking).expect("still parses");
