@@ -87,11 +87,20 @@ async fn browser(driver: &Driver, profile: &Path) -> Browser {
             ],
         }),
     );
-    ClientBuilder::native()
+    // chromedriver's 30 s script timeout failed a `textContent` read while a 2-core host
+    // under a model run and CI (load average 11) was still laying out a big output.
+    caps.insert(
+        "timeouts".into(),
+        json!({ "script": 180_000, "pageLoad": 300_000 }),
+    );
+    let client = ClientBuilder::native()
         .capabilities(caps)
         .connect(&driver.url)
         .await
-        .expect("a chromium session through chromedriver")
+        .expect("a chromium session through chromedriver");
+    let timeouts = client.get_timeouts().await.expect("the session's timeouts");
+    assert_eq!(timeouts.script(), Some(Duration::from_secs(180)));
+    client
 }
 
 /// Runs `body` with a browser, and closes the browser (ending chromium) whatever happens.

@@ -644,6 +644,7 @@ pub fn check(
     let parsed = correct_import_paths(&mut body, parsed, ctx, project, &mut repairs)?;
     let parsed = drop_unknown_imports(&mut body, parsed, ctx, &mut repairs)?;
     let parsed = retarget_own_imports(&mut body, parsed, ctx, project, &mut repairs)?;
+    let parsed = drop_fixture_imports(&mut body, parsed, &mut repairs)?;
     let (parsed, tests) =
         strip_shadows_and_idle_tests(&mut body, parsed, ctx, project, &mut repairs)?;
     let top = check_reaches_target(&parsed, &tests, ctx)?;
@@ -842,6 +843,37 @@ fn retarget_own_imports(
                 .join("`, `")
         ));
         edits.push((range, from_import(&m, &keep)));
+    }
+    if edits.is_empty() {
+        return Ok(parsed);
+    }
+    apply_edits(body, edits)
+}
+
+/// `from pytest import tmp_path`: an ImportError for the whole file (astor's run lost 4 tests
+/// to it). A fixture is an argument, not an import: the name is dropped from the statement.
+fn drop_fixture_imports(
+    body: &mut String,
+    parsed: python::Parsed,
+    repairs: &mut Vec<String>,
+) -> Result<python::Parsed, Rejection> {
+    let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
+    for (range, m, names) in parsed.from_imports() {
+        if m != "pytest" {
+            continue;
+        }
+        let (fixtures, keep): (Vec<_>, Vec<_>) = names
+            .into_iter()
+            .partition(|(n, _)| PYTEST_FIXTURES.contains(&n.as_str()));
+        if fixtures.is_empty() {
+            continue;
+        }
+        for (n, _) in &fixtures {
+            repairs.push(format!(
+                "dropped `{n}` from the import of pytest: a fixture is taken as a test's argument"
+            ));
+        }
+        edits.push((range, from_import("pytest", &keep)));
     }
     if edits.is_empty() {
         return Ok(parsed);
@@ -1289,6 +1321,31 @@ mod tests {
         );
     }
 
+    /// astor's run: `from pytest import tmp_path` failed the file's every test at import.
+    #[test]
+    fn a_fixture_imported_from_pytest_is_dropped_from_the_import() {
+        let (c, p) = ctx();
+        let code = "from pytest import tmp_path, raises\nfrom pytest import capsys\n\ndef test_a(tmp_path):\n    with raises(ValueError):\n        divide(tmp_path and 1, 0)\n";
+        let cand = check(code, &c, &p, "test_gen_x.py").expect("checks");
+        assert!(
+            cand.body.contains("from pytest import raises\n"),
+            "{}",
+            cand.body
+        );
+        assert!(
+            !cand.body.contains("tmp_path,") && !cand.body.contains("import capsys"),
+            "{}",
+            cand.body
+        );
+        assert_eq!(
+            cand.repairs
+                .iter()
+                .filter(|r| r.contains("a fixture is taken"))
+                .count(),
+            2
+        );
+    }
+
     #[test]
     fn checks_and_repairs() {
         let (c, p) = ctx();
@@ -1400,7 +1457,7 @@ mod tests {
         );
 
         assert_eq!(
-            check("def test_a():\n    assert 1\n", &c, &p, "t.py").unwrap_err(),
+            check("def test_a():\n    assert len([]) == 0\n", &c, &p, "t.py").unwrap_err(),
             Rejection::DoesNotUseTarget {
                 name: "divide".into()
             }
