@@ -460,6 +460,46 @@ async fn a_failed_check_of_the_tests_own_is_a_test_mistake_without_asking_the_mo
     );
 }
 
+/// Tests of one file failing with the same error inside the code under test get one verdict:
+/// the model is asked to classify once, not once per test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tests_failing_alike_in_the_code_are_classified_once() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    make_repo(&repo);
+    let script = |_n: usize, req: &serde_json::Value| -> Answer {
+        if last_user(req).contains("VERDICT") {
+            return Answer::chat("VERDICT: TEST_MISTAKE\nREASON: parity takes an int");
+        }
+        // `n % 2` on a string raises inside calc.py, the same error for both.
+        Answer::chat(
+            "```python\nfrom calc import parity\n\n\ndef test_parity_odd():\n    assert parity(3) == \"odd\"\n\n\ndef test_parity_text():\n    assert parity(\"a\") == \"odd\"\n\n\ndef test_parity_other_text():\n    assert parity(\"b\") == \"even\"\n```",
+        )
+    };
+    let s = start(Box::new(script)).await;
+    let llm = Llm::new(llm_config(&s.base_url)).expect("client");
+    let mut o = opts(&repo);
+    o.only = vec![pipeline::gaps::Aim::parse("calc.py::parity").expect("valid")];
+    o.fix_attempts = 0;
+    o.max_iterations = 1;
+    let out = pipeline::run(&o, &llm, CancellationToken::new(), quiet()).await;
+    let c = &out.report.candidates[0];
+    assert_eq!(c.status, "kept", "{c:?}");
+    let d = &c.discarded_tests;
+    assert_eq!(d.len(), 2, "{d:?}");
+    assert!(
+        d.iter()
+            .all(|t| t.classification.as_ref().is_some_and(|c| c.by == "model")),
+        "{d:?}"
+    );
+    let asked = s
+        .requests()
+        .iter()
+        .filter(|q| last_user(q).contains("VERDICT"))
+        .count();
+    assert_eq!(asked, 1, "one classification for one error");
+}
+
 /// A gap whose first candidate kept nothing gets another in the next round, sampled at a
 /// higher temperature, and none after one is kept; with one candidate per gap it gets no
 /// second.

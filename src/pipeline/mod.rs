@@ -880,6 +880,7 @@ impl Run<'_> {
     ) -> Result<(Vec<String>, Vec<(String, String)>), Stop> {
         let mut remove: Vec<String> = Vec::new();
         let mut to_fix: Vec<(String, String)> = Vec::new();
+        let mut verdicts: BTreeMap<String, classify::Classification> = BTreeMap::new();
         let mut discard = |node: &String, reason: String, classification| {
             remove.push(node.clone());
             cr.discarded_tests.push(DiscardedTest {
@@ -907,7 +908,20 @@ impl Run<'_> {
                         text: String::new(),
                     });
                     let test_src = fix::test_source(cand, node).unwrap_or_default();
-                    let c = self.classify(&case, o.end, project, &test_src, ctx).await?;
+                    // Tests of one file that no rule decides, failing with the same error
+                    // (pathspec: four with "expected string or bytes-like object, got
+                    // 'PosixPath'" inside the code under test), get one verdict: the model
+                    // is asked once.
+                    let key = classify::error_line(&case);
+                    let c = match classify::by_rules(&case, o.end, project) {
+                        Some(c) => c,
+                        None if verdicts.contains_key(&key) => verdicts[&key].clone(),
+                        None => {
+                            let c = self.classify(&case, o.end, project, &test_src, ctx).await?;
+                            verdicts.insert(key, c.clone());
+                            c
+                        }
+                    };
                     match c.class {
                         Class::LikelyCodeBug => {
                             self.report.suspected_bugs.push(SuspectedBug {
