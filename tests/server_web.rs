@@ -137,6 +137,22 @@ async fn text_of(b: &Browser, css: &str) -> Option<String> {
     v.as_str().map(str::to_string)
 }
 
+/// Clicks the element at `css`, found again while the page replaces it (a live list re-renders
+/// its rows: an element found before a refresh is stale by the click, as seen in CI).
+async fn click(b: &Browser, css: &str, what: &str) {
+    for _ in 0..40 {
+        let e = b.find(Locator::Css(css)).await.expect(what);
+        match e.click().await {
+            Ok(()) => return,
+            Err(err) if err.to_string().contains("stale element") => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(err) => panic!("click {what}: {err}"),
+        }
+    }
+    panic!("{what}: still replaced by the page after 40 tries");
+}
+
 /// Polls `check` until it holds; panics with `what` (and the page) after a generous bound.
 async fn until<F, Fut>(b: &Browser, what: &str, mut check: F)
 where
@@ -167,12 +183,7 @@ async fn sign_in(b: &Browser, url: &str) {
         .send_keys(TOKEN)
         .await
         .expect("type the token");
-    b.find(Locator::Css("#go"))
-        .await
-        .expect("the sign-in button")
-        .click()
-        .await
-        .expect("click");
+    click(b, "#go", "the sign-in button").await;
     until(b, "signed in, back on the list", || async {
         text_of(b, "#who")
             .await
@@ -235,12 +246,7 @@ async fn the_page_follows_a_job_and_cancels_it() {
         .await;
 
         // Its page: the output arrives while the job is still running.
-        b.find(Locator::Css(&row))
-            .await
-            .expect("the job's link")
-            .click()
-            .await
-            .expect("click");
+        click(&b, &row, "the job's link").await;
         until(&b, "the job's output shows while it runs", || async {
             text_of(&b, "#output")
                 .await
@@ -293,12 +299,7 @@ async fn the_page_follows_a_job_and_cancels_it() {
         );
 
         // Cancel.
-        b.find(Locator::Css("#cancel"))
-            .await
-            .expect("the cancel button")
-            .click()
-            .await
-            .expect("click");
+        click(&b, "#cancel", "the cancel button").await;
         until(&b, "the page shows the job cancelled", || async {
             text_of(&b, "#outcome").await.as_deref() == Some("cancelled")
         })
@@ -313,12 +314,7 @@ async fn the_page_follows_a_job_and_cancels_it() {
         );
 
         // Sign out: back to the sign-in page, and the list sends us there again.
-        b.find(Locator::Css("#sign-out"))
-            .await
-            .expect("sign out")
-            .click()
-            .await
-            .expect("click");
+        click(&b, "#sign-out", "sign out").await;
         until(&b, "signed out", || async {
             b.current_url().await.is_ok_and(|u| u.path() == "/sign-in")
         })

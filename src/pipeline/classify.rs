@@ -188,8 +188,9 @@ pub fn by_rules(case: &Case, end: RunEnd, project: &Project) -> Option<Classific
 }
 
 /// The model's judgement for what no rule decides. `head` is the start of the gap's other
-/// prompts ([`super::generate::head`]), so that the server reuses what it already read. Defaults to a test mistake when the answer
-/// is unclear: a wrong "code bug" costs a reviewer more than a discarded test.
+/// prompts ([`super::generate::head`]), so that the server reuses what it already read.
+/// Defaults to a test mistake when the answer is unclear: a wrong "code bug" costs a reviewer
+/// more than a discarded test.
 pub async fn by_model(
     llm: &Llm,
     case: &Case,

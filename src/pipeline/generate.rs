@@ -755,36 +755,24 @@ fn correct_import_paths(
     apply_edits(body, fixes)
 }
 
-/// Names imported from the target module that it does not have (an ImportError for the
-/// whole file): dropped from the import; tests that use them fail alone and are fixed.
-fn drop_unknown_imports(
+/// A `from M import a, b` statement's names, with their aliases.
+type ImportedNames = Vec<(String, Option<String>)>;
+
+/// Rewrites `from … import …` statements: `decide(module, names)` returns the names to keep
+/// and the repair to note, or `None` to leave the statement as it is. A statement left with
+/// no name becomes `pass`.
+fn edit_from_imports(
     body: &mut String,
     parsed: python::Parsed,
-    ctx: &Context,
     repairs: &mut Vec<String>,
+    mut decide: impl FnMut(&str, ImportedNames) -> Option<(ImportedNames, String)>,
 ) -> Result<python::Parsed, Rejection> {
-    let Some(known) = &ctx.module_identifiers else {
-        return Ok(parsed);
-    };
-    let module = &ctx.gap.module;
     let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
     for (range, m, names) in parsed.from_imports() {
-        if m != *module || names.is_empty() {
-            continue;
+        if let Some((keep, repair)) = decide(&m, names) {
+            repairs.push(repair);
+            edits.push((range, from_import(&m, &keep)));
         }
-        let (keep, drop): (Vec<_>, Vec<_>) =
-            names.into_iter().partition(|(n, _)| known.contains(n));
-        if drop.is_empty() {
-            continue;
-        }
-        repairs.push(format!(
-            "dropped `{}` from the import of `{module}`: the module has no such name",
-            drop.iter()
-                .map(|(n, _)| n.as_str())
-                .collect::<Vec<_>>()
-                .join("`, `")
-        ));
-        edits.push((range, from_import(module, &keep)));
     }
     if edits.is_empty() {
         return Ok(parsed);
@@ -807,6 +795,40 @@ fn from_import(module: &str, names: &[(String, Option<String>)]) -> String {
     format!("from {module} import {}", list.join(", "))
 }
 
+/// "`a`, `b`" for a repair note.
+fn quoted_names(names: &[(String, Option<String>)]) -> String {
+    let list: Vec<&str> = names.iter().map(|(n, _)| n.as_str()).collect();
+    format!("`{}`", list.join("`, `"))
+}
+
+/// Names imported from the target module that it does not have (an ImportError for the
+/// whole file): dropped from the import; tests that use them fail alone and are fixed.
+fn drop_unknown_imports(
+    body: &mut String,
+    parsed: python::Parsed,
+    ctx: &Context,
+    repairs: &mut Vec<String>,
+) -> Result<python::Parsed, Rejection> {
+    let Some(known) = &ctx.module_identifiers else {
+        return Ok(parsed);
+    };
+    let module = &ctx.gap.module;
+    edit_from_imports(body, parsed, repairs, |m, names| {
+        if m != *module {
+            return None;
+        }
+        let (keep, drop): (Vec<_>, Vec<_>) =
+            names.into_iter().partition(|(n, _)| known.contains(n));
+        (!drop.is_empty()).then(|| {
+            let note = format!(
+                "dropped {} from the import of `{module}`: the module has no such name",
+                quoted_names(&drop)
+            );
+            (keep, note)
+        })
+    })
+}
+
 /// Names the module under test defines, imported from another of the project's modules
 /// (`from pathspec import normalize_file` for `pathspec.util`'s; an ImportError for the whole
 /// file when the package does not re-export it): taken out of that import, so that the
@@ -819,35 +841,25 @@ fn retarget_own_imports(
     repairs: &mut Vec<String>,
 ) -> Result<python::Parsed, Rejection> {
     let module = &ctx.gap.module;
-    let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
-    for (range, m, names) in parsed.from_imports() {
+    edit_from_imports(body, parsed, repairs, |m, names| {
         let own = project
             .own_modules
             .iter()
-            .any(|o| m == *o || m.starts_with(&format!("{o}.")));
-        if m == *module || !own {
-            continue;
+            .any(|o| m == o || m.starts_with(&format!("{o}.")));
+        if m == module || !own {
+            return None;
         }
         let (moved, keep): (Vec<_>, Vec<_>) = names
             .into_iter()
             .partition(|(n, a)| a.is_none() && ctx.module_names.contains(n));
-        if moved.is_empty() {
-            continue;
-        }
-        repairs.push(format!(
-            "`{}` imported from `{module}`, which defines it, instead of `{m}`",
-            moved
-                .iter()
-                .map(|(n, _)| n.as_str())
-                .collect::<Vec<_>>()
-                .join("`, `")
-        ));
-        edits.push((range, from_import(&m, &keep)));
-    }
-    if edits.is_empty() {
-        return Ok(parsed);
-    }
-    apply_edits(body, edits)
+        (!moved.is_empty()).then(|| {
+            let note = format!(
+                "{} imported from `{module}`, which defines it, instead of `{m}`",
+                quoted_names(&moved)
+            );
+            (keep, note)
+        })
+    })
 }
 
 /// `from pytest import tmp_path`: an ImportError for the whole file (astor's run lost 4 tests
@@ -857,28 +869,21 @@ fn drop_fixture_imports(
     parsed: python::Parsed,
     repairs: &mut Vec<String>,
 ) -> Result<python::Parsed, Rejection> {
-    let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
-    for (range, m, names) in parsed.from_imports() {
+    edit_from_imports(body, parsed, repairs, |m, names| {
         if m != "pytest" {
-            continue;
+            return None;
         }
         let (fixtures, keep): (Vec<_>, Vec<_>) = names
             .into_iter()
             .partition(|(n, _)| PYTEST_FIXTURES.contains(&n.as_str()));
-        if fixtures.is_empty() {
-            continue;
-        }
-        for (n, _) in &fixtures {
-            repairs.push(format!(
-                "dropped `{n}` from the import of pytest: a fixture is taken as a test's argument"
-            ));
-        }
-        edits.push((range, from_import("pytest", &keep)));
-    }
-    if edits.is_empty() {
-        return Ok(parsed);
-    }
-    apply_edits(body, edits)
+        (!fixtures.is_empty()).then(|| {
+            let note = format!(
+                "dropped {} from the import of pytest: a fixture is taken as a test's argument",
+                quoted_names(&fixtures)
+            );
+            (keep, note)
+        })
+    })
 }
 
 /// pytest's built-in fixtures, which a test takes as an argument and never defines.

@@ -596,22 +596,11 @@ impl Run<'_> {
             cr.reason = "the source of the target could not be read".into();
             return Ok((cr, None));
         };
-        // The least-shrunk head whose generation prompt fits; every request of the gap starts
-        // with it. None fits: the gap is skipped.
-        let max_tokens = self.llm.config.max_tokens;
-        match (0..=3u8).find(|&s| {
-            self.llm
-                .fits(&generate::prompt(&ctx, s), max_tokens)
-                .is_ok()
-        }) {
-            Some(s) => ctx.shrink = s,
-            None => {
-                let e = self.llm.fits(&generate::prompt(&ctx, 3), max_tokens).err();
-                cr.reason = e.map(|e| e.to_string()).unwrap_or_default();
-                self.say(&format!(
-                    "        warning: {}; skipping this target",
-                    cr.reason
-                ));
+        match self.fitting_shrink(&ctx) {
+            Ok(s) => ctx.shrink = s,
+            Err(reason) => {
+                self.say(&format!("        warning: {reason}; skipping this target"));
+                cr.reason = reason;
                 cr.time_ms = started.elapsed().as_millis() as u64;
                 return Ok((cr, None));
             }
@@ -660,6 +649,19 @@ impl Run<'_> {
         cr.status = "kept".into();
         cr.reason = String::new();
         Ok((cr, Some((cand, cov))))
+    }
+
+    /// The least shrink level whose generation prompt fits the model's context (every request
+    /// of the gap starts with that level's head), or why none does.
+    fn fitting_shrink(&self, ctx: &generate::Context) -> Result<u8, String> {
+        let fits = |s: u8| {
+            self.llm
+                .fits(&generate::prompt(ctx, s), self.llm.config.max_tokens)
+        };
+        match (0..=3u8).find(|&s| fits(s).is_ok()) {
+            Some(s) => Ok(s),
+            None => Err(fits(3).err().map(|e| e.to_string()).unwrap_or_default()),
+        }
     }
 
     /// Asks the model for tests of one gap (its `sample`-th candidate), with another try when
@@ -915,7 +917,9 @@ impl Run<'_> {
                     let key = classify::error_line(&case);
                     let c = match classify::by_rules(&case, o.end, project) {
                         Some(c) => c,
-                        None if verdicts.contains_key(&key) => verdicts[&key].clone(),
+                        None if !key.is_empty() && verdicts.contains_key(&key) => {
+                            verdicts[&key].clone()
+                        }
                         None => {
                             let c = self.classify(&case, o.end, project, &test_src, ctx).await?;
                             verdicts.insert(key, c.clone());
