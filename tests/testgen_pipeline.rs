@@ -369,14 +369,29 @@ async fn only_aims_the_run_at_the_named_function() {
     assert!(out.report.baseline.is_none(), "stopped before the baseline");
 }
 
+/// A run aimed at `calc.py::parity` alone: one round, no fix round; the scripted model's
+/// answers decide the rest. The model double (for its requests) and the outcome.
+async fn on_parity(
+    script: testgen_support::Script,
+) -> (testgen_support::Scripted, pipeline::Outcome) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    make_repo(&repo);
+    let s = start(script).await;
+    let llm = Llm::new(llm_config(&s.base_url)).expect("client");
+    let mut o = opts(&repo);
+    o.only = vec![pipeline::gaps::Aim::parse("calc.py::parity").expect("valid")];
+    o.fix_attempts = 0;
+    o.max_iterations = 1;
+    let out = pipeline::run(&o, &llm, CancellationToken::new(), quiet()).await;
+    (s, out)
+}
+
 /// A test that only calls the target covers it without checking it: the answer whose tests
 /// all check nothing is refused before any sandbox run, the model is asked again and told why,
 /// and of a file mixing both only the checking test is run and kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_test_that_checks_nothing_is_never_kept() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let repo = tmp.path().join("repo");
-    make_repo(&repo);
     let script = |_n: usize, req: &serde_json::Value| -> Answer {
         let u = last_user(req);
         Answer::chat(if !u.contains("no test checks anything") {
@@ -385,13 +400,7 @@ async fn a_test_that_checks_nothing_is_never_kept() {
             "```python\nfrom calc import parity\n\n\ndef test_parity_calls():\n    print(parity(3))\n\n\ndef test_parity_odd():\n    assert parity(3) == \"odd\"\n```"
         })
     };
-    let s = start(Box::new(script)).await;
-    let llm = Llm::new(llm_config(&s.base_url)).expect("client");
-    let mut o = opts(&repo);
-    o.only = vec![pipeline::gaps::Aim::parse("calc.py::parity").expect("valid")];
-    o.fix_attempts = 0;
-    o.max_iterations = 1;
-    let out = pipeline::run(&o, &llm, CancellationToken::new(), quiet()).await;
+    let (_model, out) = on_parity(Box::new(script)).await;
     let r = &out.report;
     assert_eq!(r.candidates.len(), 1, "{:?}", r.candidates);
     let c = &r.candidates[0];
@@ -421,9 +430,6 @@ async fn a_test_that_checks_nothing_is_never_kept() {
 /// it is a code bug, and no code bug is reported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_check_of_the_tests_own_is_a_test_mistake_without_asking_the_model() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let repo = tmp.path().join("repo");
-    make_repo(&repo);
     let script = |_n: usize, req: &serde_json::Value| -> Answer {
         if last_user(req).contains("VERDICT") {
             return Answer::chat("VERDICT: CODE_BUG\nREASON: parity is wrong");
@@ -433,13 +439,7 @@ async fn a_failed_check_of_the_tests_own_is_a_test_mistake_without_asking_the_mo
             "```python\nfrom calc import parity\n\n\ndef test_parity_odd():\n    assert parity(3) == \"odd\"\n\n\ndef test_parity_in():\n    assert parity(3) in (\"even\",)\n```",
         )
     };
-    let s = start(Box::new(script)).await;
-    let llm = Llm::new(llm_config(&s.base_url)).expect("client");
-    let mut o = opts(&repo);
-    o.only = vec![pipeline::gaps::Aim::parse("calc.py::parity").expect("valid")];
-    o.fix_attempts = 0;
-    o.max_iterations = 1;
-    let out = pipeline::run(&o, &llm, CancellationToken::new(), quiet()).await;
+    let (s, out) = on_parity(Box::new(script)).await;
     let r = &out.report;
     let c = &r.candidates[0];
     assert_eq!(c.status, "kept", "{c:?}");
@@ -464,9 +464,6 @@ async fn a_failed_check_of_the_tests_own_is_a_test_mistake_without_asking_the_mo
 /// the model is asked to classify once, not once per test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tests_failing_alike_in_the_code_are_classified_once() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let repo = tmp.path().join("repo");
-    make_repo(&repo);
     let script = |_n: usize, req: &serde_json::Value| -> Answer {
         if last_user(req).contains("VERDICT") {
             return Answer::chat("VERDICT: TEST_MISTAKE\nREASON: parity takes an int");
@@ -476,13 +473,7 @@ async fn tests_failing_alike_in_the_code_are_classified_once() {
             "```python\nfrom calc import parity\n\n\ndef test_parity_odd():\n    assert parity(3) == \"odd\"\n\n\ndef test_parity_text():\n    assert parity(\"a\") == \"odd\"\n\n\ndef test_parity_other_text():\n    assert parity(\"b\") == \"even\"\n```",
         )
     };
-    let s = start(Box::new(script)).await;
-    let llm = Llm::new(llm_config(&s.base_url)).expect("client");
-    let mut o = opts(&repo);
-    o.only = vec![pipeline::gaps::Aim::parse("calc.py::parity").expect("valid")];
-    o.fix_attempts = 0;
-    o.max_iterations = 1;
-    let out = pipeline::run(&o, &llm, CancellationToken::new(), quiet()).await;
+    let (s, out) = on_parity(Box::new(script)).await;
     let c = &out.report.candidates[0];
     assert_eq!(c.status, "kept", "{c:?}");
     let d = &c.discarded_tests;

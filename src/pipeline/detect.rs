@@ -82,6 +82,15 @@ impl Project {
     }
 
     /// The dotted module name of a source file (`src/pkg/core.py` → `pkg.core`).
+    /// Whether the dotted module `m` is one of the project's own (`click`, `click.core`).
+    pub fn owns_module(&self, m: &str) -> bool {
+        self.own_modules.iter().any(|o| {
+            m == o
+                || m.strip_prefix(o.as_str())
+                    .is_some_and(|r| r.starts_with('.'))
+        })
+    }
+
     pub fn module_name(&self, rel: &str) -> String {
         let under = if self.python_root.is_empty() {
             rel

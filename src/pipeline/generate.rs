@@ -733,10 +733,7 @@ fn correct_import_paths(
     let mut fixes: Vec<(std::ops::Range<usize>, String)> = Vec::new();
     for (range, m) in parsed.from_import_modules() {
         let last = m.rsplit('.').next().unwrap_or(&m);
-        let own_top = project
-            .own_modules
-            .iter()
-            .any(|o| m == *o || m.starts_with(&format!("{o}.")));
+        let own_top = project.owns_module(&m);
         let real = project.sources.iter().any(|s| project.module_name(s) == m);
         let wrong_path = m != *module
             && !real
@@ -755,24 +752,29 @@ fn correct_import_paths(
     apply_edits(body, fixes)
 }
 
-/// A `from M import a, b` statement's names, with their aliases.
-type ImportedNames = Vec<(String, Option<String>)>;
-
-/// Rewrites `from … import …` statements: `decide(module, names)` returns the names to keep
-/// and the repair to note, or `None` to leave the statement as it is. A statement left with
-/// no name becomes `pass`.
+/// Takes names out of `from … import …` statements: for each statement whose module
+/// `applies`, the names `takes` selects are removed (a statement left with none becomes
+/// `pass`) and `note(names, module)` is recorded as the repair.
 fn edit_from_imports(
     body: &mut String,
     parsed: python::Parsed,
     repairs: &mut Vec<String>,
-    mut decide: impl FnMut(&str, ImportedNames) -> Option<(ImportedNames, String)>,
+    applies: impl Fn(&str) -> bool,
+    takes: impl Fn(&str, &Option<String>) -> bool,
+    note: impl Fn(&str, &str) -> String,
 ) -> Result<python::Parsed, Rejection> {
     let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
     for (range, m, names) in parsed.from_imports() {
-        if let Some((keep, repair)) = decide(&m, names) {
-            repairs.push(repair);
-            edits.push((range, from_import(&m, &keep)));
+        if !applies(&m) {
+            continue;
         }
+        let (taken, keep): (Vec<_>, Vec<_>) = names.into_iter().partition(|(n, a)| takes(n, a));
+        if taken.is_empty() {
+            continue;
+        }
+        let list: Vec<&str> = taken.iter().map(|(n, _)| n.as_str()).collect();
+        repairs.push(note(&format!("`{}`", list.join("`, `")), &m));
+        edits.push((range, from_import(&m, &keep)));
     }
     if edits.is_empty() {
         return Ok(parsed);
@@ -795,12 +797,6 @@ fn from_import(module: &str, names: &[(String, Option<String>)]) -> String {
     format!("from {module} import {}", list.join(", "))
 }
 
-/// "`a`, `b`" for a repair note.
-fn quoted_names(names: &[(String, Option<String>)]) -> String {
-    let list: Vec<&str> = names.iter().map(|(n, _)| n.as_str()).collect();
-    format!("`{}`", list.join("`, `"))
-}
-
 /// Names imported from the target module that it does not have (an ImportError for the
 /// whole file): dropped from the import; tests that use them fail alone and are fixed.
 fn drop_unknown_imports(
@@ -813,20 +809,16 @@ fn drop_unknown_imports(
         return Ok(parsed);
     };
     let module = &ctx.gap.module;
-    edit_from_imports(body, parsed, repairs, |m, names| {
-        if m != *module {
-            return None;
-        }
-        let (keep, drop): (Vec<_>, Vec<_>) =
-            names.into_iter().partition(|(n, _)| known.contains(n));
-        (!drop.is_empty()).then(|| {
-            let note = format!(
-                "dropped {} from the import of `{module}`: the module has no such name",
-                quoted_names(&drop)
-            );
-            (keep, note)
-        })
-    })
+    edit_from_imports(
+        body,
+        parsed,
+        repairs,
+        |m| m == module,
+        |n, _| !known.contains(n),
+        |names, _| {
+            format!("dropped {names} from the import of `{module}`: the module has no such name")
+        },
+    )
 }
 
 /// Names the module under test defines, imported from another of the project's modules
@@ -841,25 +833,14 @@ fn retarget_own_imports(
     repairs: &mut Vec<String>,
 ) -> Result<python::Parsed, Rejection> {
     let module = &ctx.gap.module;
-    edit_from_imports(body, parsed, repairs, |m, names| {
-        let own = project
-            .own_modules
-            .iter()
-            .any(|o| m == o || m.starts_with(&format!("{o}.")));
-        if m == module || !own {
-            return None;
-        }
-        let (moved, keep): (Vec<_>, Vec<_>) = names
-            .into_iter()
-            .partition(|(n, a)| a.is_none() && ctx.module_names.contains(n));
-        (!moved.is_empty()).then(|| {
-            let note = format!(
-                "{} imported from `{module}`, which defines it, instead of `{m}`",
-                quoted_names(&moved)
-            );
-            (keep, note)
-        })
-    })
+    edit_from_imports(
+        body,
+        parsed,
+        repairs,
+        |m| m != module && project.owns_module(m),
+        |n, alias| alias.is_none() && ctx.module_names.contains(n),
+        |names, m| format!("{names} imported from `{module}`, which defines it, instead of `{m}`"),
+    )
 }
 
 /// `from pytest import tmp_path`: an ImportError for the whole file (astor's run lost 4 tests
@@ -869,21 +850,18 @@ fn drop_fixture_imports(
     parsed: python::Parsed,
     repairs: &mut Vec<String>,
 ) -> Result<python::Parsed, Rejection> {
-    edit_from_imports(body, parsed, repairs, |m, names| {
-        if m != "pytest" {
-            return None;
-        }
-        let (fixtures, keep): (Vec<_>, Vec<_>) = names
-            .into_iter()
-            .partition(|(n, _)| PYTEST_FIXTURES.contains(&n.as_str()));
-        (!fixtures.is_empty()).then(|| {
-            let note = format!(
-                "dropped {} from the import of pytest: a fixture is taken as a test's argument",
-                quoted_names(&fixtures)
-            );
-            (keep, note)
-        })
-    })
+    edit_from_imports(
+        body,
+        parsed,
+        repairs,
+        |m| m == "pytest",
+        |n, _| PYTEST_FIXTURES.contains(&n),
+        |names, _| {
+            format!(
+                "dropped {names} from the import of pytest: a fixture is taken as a test's argument"
+            )
+        },
+    )
 }
 
 /// pytest's built-in fixtures, which a test takes as an argument and never defines.
@@ -1066,7 +1044,8 @@ fn import_header(
         .filter(|n| {
             STDLIB.contains(n)
                 || ctx.module_imported.contains(*n)
-                || project.own_modules.iter().any(|o| o == n)
+                // A repository's own `subprocess.py` is no way around the forbidden modules.
+                || (project.own_modules.iter().any(|o| o == n) && !FORBIDDEN_MODULES.contains(n))
         })
         .collect();
     // Standard-library names a test uses as if imported (`MagicMock`, `StringIO`).
@@ -1290,6 +1269,15 @@ mod tests {
         assert!(h.contains("import pkg  #"), "{h}");
         assert!(h.contains("from unittest.mock import MagicMock  #"), "{h}");
         assert!(h.contains("from io import StringIO  #"), "{h}");
+        p.own_modules = vec!["pkg".into(), "socket".into()];
+        let cand = check(
+            "def test_a():\n    assert divide(4, 2) == 2 and socket\n",
+            &c,
+            &p,
+            "x.py",
+        )
+        .expect("checks");
+        assert!(!cand.header.contains("import socket"), "{}", cand.header);
         let code = "from unittest.mock import MagicMock\n\ndef test_a():\n    assert divide(MagicMock() or 4, 2) == 2\n";
         let cand = check(code, &c, &p, "test_gen_x.py").expect("checks");
         assert!(!cand.header.contains("MagicMock"), "{}", cand.header);
