@@ -128,7 +128,7 @@ async fn main() {
         let generation = generate::prompt(&ctx, ctx.shrink);
         let requests = [
             fix_before(&ctx),
-            fix::prompt(&ctx, TEST, ERROR, &[]),
+            fix::prompt(&ctx, TEST, ERROR, &[], &[]),
             classify_before(&ctx),
             classify_now(&ctx),
         ];

@@ -101,6 +101,12 @@ async fn generated_tests_are_checked_fixed_kept_and_never_run_on_the_host() {
                 u.contains("missing 1 required positional argument"),
                 "the fix prompt carries the error: {u}"
             );
+            assert!(
+                u.contains(
+                    "`clamp` is defined in `calc.py` as:\n```python\ndef clamp(x, lo, hi):\n```"
+                ),
+                "the fix prompt carries the real signature of what the test called wrongly: {u}"
+            );
             return Answer::chat(
                 "```python\ndef test_clamp_high():\n    assert clamp(5, 0, 3) == 3\n```",
             );

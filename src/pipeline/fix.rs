@@ -29,13 +29,27 @@ pub fn error_excerpt(text: &str, max_lines: usize) -> String {
 }
 
 /// The fix prompt: the gap's [`generate::head`] (the prefix its generation request had), then
-/// the failing test and its error.
-pub fn prompt(ctx: &Context, test_src: &str, error: &str, history: &[String]) -> Vec<Message> {
+/// the failing test, its error, and what the project's source says about the names the error
+/// is about ([`super::hints`]).
+pub fn prompt(
+    ctx: &Context,
+    test_src: &str,
+    error: &str,
+    hints: &[String],
+    history: &[String],
+) -> Vec<Message> {
     let mut u = generate::head(ctx, ctx.shrink);
     u.push_str(&format!(
         "This pytest test for `{}` in module `{}` fails.\n\nThe test:\n```python\n{}\n```\n\nThe error:\n```\n{}\n```\n",
         ctx.gap.qualname, ctx.gap.module, test_src, error
     ));
+    if !hints.is_empty() {
+        u.push_str("\nFrom the project's source:\n");
+        for h in hints {
+            u.push_str(h);
+            u.push('\n');
+        }
+    }
     if !history.is_empty() {
         u.push_str("\nEarlier corrections also failed:\n");
         for (i, h) in history.iter().enumerate() {

@@ -1235,8 +1235,13 @@ mod tests {
         let h = head(&c, c.shrink);
         assert!(generation[1].content.starts_with(&h));
         assert!(h.contains("raise ValueError('b')  # NOT COVERED"), "{h}");
-        let fix =
-            crate::pipeline::fix::prompt(&c, "def test_a():\n    assert 0\n", "E   assert 0", &[]);
+        let fix = crate::pipeline::fix::prompt(
+            &c,
+            "def test_a():\n    assert 0\n",
+            "E   assert 0",
+            &[],
+            &[],
+        );
         assert_eq!(fix[0].content, generation[0].content);
         assert!(fix[1].content.starts_with(&h), "{}", fix[1].content);
         assert!(fix[1].content[h.len()..].starts_with("This pytest test for `divide`"));

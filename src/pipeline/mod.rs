@@ -13,7 +13,8 @@
 //! - [`generate`]: small per-gap prompts; one code block out; static checks and repairs.
 //! - [`validate`]: runs, passes, passes again N times and alone, adds coverage.
 //! - [`classify`]: failing tests → test mistake / environment / likely code bug, rules first.
-//! - [`fix`]: bounded auto-fix of test mistakes.
+//! - [`fix`]: bounded auto-fix of test mistakes, told what the project's source says about
+//!   the names the error is about ([`hints`]).
 //! - [`characterize`]: a wrong expected value → the observed one, marked as such.
 //! - [`report`]: JSON, Markdown and HTML ([`html`]), written on every path.
 
@@ -25,6 +26,7 @@ pub mod exec;
 pub mod fix;
 pub mod gaps;
 pub mod generate;
+pub mod hints;
 pub mod html;
 pub mod llm;
 pub mod python;
@@ -784,6 +786,14 @@ impl Run<'_> {
             self.time("classify", t);
             if !to_fix.is_empty() {
                 let t = Instant::now();
+                let workspace = exec.workspace();
+                let to_fix: Vec<_> = to_fix
+                    .into_iter()
+                    .map(|(node, err)| {
+                        let h = hints::for_error(&err, project, &workspace);
+                        (node, err, h)
+                    })
+                    .collect();
                 fix_rounds += 1;
                 cr.fix_attempts = fix_rounds;
                 let next = self
@@ -1005,17 +1015,17 @@ impl Run<'_> {
         ctx: &generate::Context,
         project: &Project,
         cand: &Candidate,
-        to_fix: &[(String, String)],
+        to_fix: &[(String, String, Vec<String>)],
         history: &mut BTreeMap<String, Vec<String>>,
         round: u32,
     ) -> Result<Candidate, Stop> {
         let mut next = cand.clone();
-        for (node, err) in to_fix {
+        for (node, err, hints) in to_fix {
             let Some(src) = fix::test_source(&next, node) else {
                 continue;
             };
             let h = history.entry(node.clone()).or_default();
-            let messages = fix::prompt(ctx, &src, err, h);
+            let messages = fix::prompt(ctx, &src, err, hints, h);
             let reply = match self
                 .chat(
                     &messages,
