@@ -497,6 +497,55 @@ async fn tests_failing_alike_in_the_code_are_classified_once() {
     assert_eq!(asked, 1, "one classification for one error");
 }
 
+/// Tests that fail at setup in a fixture of their file get the fixture fixed, once for all of
+/// them (a fix of each test could not repair it), and are kept with the fixed fixture.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixture_that_fails_at_setup_is_fixed_once_for_its_tests() {
+    let script = |_n: usize, req: &serde_json::Value| -> Answer {
+        let u = last_user(req);
+        if u.contains("VERDICT") {
+            return Answer::chat("VERDICT: TEST_MISTAKE\nREASON: clamp takes three arguments");
+        }
+        if u.contains("This pytest fixture for `clamp`") {
+            return Answer::chat(
+                "```python\nimport pytest\n\n\n@pytest.fixture\ndef high():\n    return clamp(5, 0, 3)\n```",
+            );
+        }
+        // `clamp(5, 0)` misses `hi`: both tests fail at setup, in the fixture.
+        Answer::chat(
+            "```python\nimport pytest\nfrom calc import clamp\n\n\n@pytest.fixture\ndef high():\n    return clamp(5, 0)\n\n\ndef test_high(high):\n    assert high == 3\n\n\ndef test_high_in_range(high):\n    assert 0 <= high <= 3\n```",
+        )
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    make_repo(&repo);
+    let s = start(Box::new(script)).await;
+    let llm = Llm::new(llm_config(&s.base_url)).expect("client");
+    let mut o = opts(&repo);
+    o.only = vec![pipeline::gaps::Aim::parse("calc.py::clamp").expect("valid")];
+    o.fix_attempts = 1;
+    let out = pipeline::run(&o, &llm, CancellationToken::new(), quiet()).await;
+    let c = &out.report.candidates[0];
+    assert_eq!(c.status, "kept", "{c:?}");
+    assert_eq!(c.tests_kept, 2, "{c:?}");
+    assert_eq!(c.fix_attempts, 1);
+    let fixes: Vec<String> = s
+        .requests()
+        .iter()
+        .map(last_user)
+        .filter(|u| u.contains("This pytest fixture"))
+        .collect();
+    assert_eq!(fixes.len(), 1, "one fix for the fixture both tests take");
+    assert!(
+        fixes[0].contains("@pytest.fixture\ndef high():\n    return clamp(5, 0)")
+            && fixes[0].contains("`clamp` is defined in `calc.py` as:"),
+        "{}",
+        fixes[0]
+    );
+    let kept = &out.kept[0].1;
+    assert!(kept.contains("return clamp(5, 0, 3)"), "{kept}");
+}
+
 /// A gap whose first candidate kept nothing gets another in the next round, sampled at a
 /// higher temperature, and none after one is kept; with one candidate per gap it gets no
 /// second.

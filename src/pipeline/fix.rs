@@ -12,13 +12,43 @@ pub fn temperature(n: u32) -> f32 {
     [0.3, 0.6, 0.9, 1.0][(n as usize).min(3)]
 }
 
-/// The source of one top-level test function of the candidate.
+/// The source of one test function of the candidate, or of one of its top-level fixtures
+/// (a fix of a fixture that failed at setup, see [`fixture_at`]).
 pub fn test_source(cand: &Candidate, node: &str) -> Option<String> {
     let p = python::parse(&cand.body)?;
     p.test_functions()
         .into_iter()
         .find(|t| t.node_id == node)
-        .map(|t| cand.body[t.bytes].to_string())
+        .map(|t| t.bytes)
+        .or_else(|| fixture_bytes(&p, node))
+        .map(|b| cand.body[b].to_string())
+}
+
+/// The byte range (decorators included) of the top-level fixture `name`.
+fn fixture_bytes(p: &python::Parsed, name: &str) -> Option<std::ops::Range<usize>> {
+    p.units()
+        .into_iter()
+        .find(|u| {
+            u.qualname == name
+                && u.class.is_none()
+                && u.kind == python::UnitKind::Function
+                && u.decorators.iter().any(|d| d.ends_with("fixture"))
+        })
+        .map(|u| u.bytes)
+}
+
+/// The top-level fixture of the candidate whose definition holds `line` (1-based, in the
+/// candidate's whole file, as pytest reports it): where a test that failed at setup failed,
+/// so that the fix goes to the fixture — a fix of the test itself cannot repair it.
+pub fn fixture_at(cand: &Candidate, line: usize) -> Option<String> {
+    let idx = line.checked_sub(1 + cand.header.matches('\n').count())?;
+    let p = python::parse(&cand.body)?;
+    let at: usize = cand.body.lines().take(idx).map(|l| l.len() + 1).sum();
+    p.units()
+        .into_iter()
+        .filter(|u| u.class.is_none() && u.decorators.iter().any(|d| d.ends_with("fixture")))
+        .find(|u| u.bytes.contains(&at))
+        .map(|u| u.qualname)
 }
 
 /// The last lines of a failure, where the cause is.
@@ -39,8 +69,17 @@ pub fn prompt(
     history: &[String],
 ) -> Vec<Message> {
     let mut u = generate::head(ctx, ctx.shrink);
+    let fixture = test_src.trim_start().starts_with('@')
+        && test_src
+            .lines()
+            .next()
+            .is_some_and(|l| l.contains("fixture"));
+    let (what, fails) = match fixture {
+        true => ("fixture", "fails at setup"),
+        false => ("test", "fails"),
+    };
     u.push_str(&format!(
-        "This pytest test for `{}` in module `{}` fails.\n\nThe test:\n```python\n{}\n```\n\nThe error:\n```\n{}\n```\n",
+        "This pytest {what} for `{}` in module `{}` {fails}.\n\nThe {what}:\n```python\n{}\n```\n\nThe error:\n```\n{}\n```\n",
         ctx.gap.qualname, ctx.gap.module, test_src, error
     ));
     if !hints.is_empty() {
@@ -56,9 +95,18 @@ pub fn prompt(
             u.push_str(&format!("{}. {}\n", i + 1, h));
         }
     }
+    let ask = match fixture {
+        true => {
+            "Fix the fixture: correct the arguments of what it builds so that they match what the code really takes. \
+                 Keep its name and its `@pytest.fixture` decorator. Reply with the corrected fixture"
+        }
+        false => {
+            "Fix the test: correct its arguments or its expected values so that they match what the code really does. \
+                  Keep the same test function name. Reply with the corrected test function"
+        }
+    };
     u.push_str(&format!(
-        "\nThe code under test is correct. Fix the test: correct its arguments or its expected values so that they match what the code really does. \
-         Keep the same test function name. Reply with the corrected test function (and any imports it needs) in one ```python block. `{}` is already imported from `{}`.",
+        "\nThe code under test is correct. {ask} (and any imports it needs) in one ```python block. `{}` is already imported from `{}`.",
         ctx.gap.top_name(),
         ctx.gap.module
     ));
@@ -69,7 +117,8 @@ pub fn prompt(
 /// the same name, else the first test function), adds the reply's new imports, and runs the
 /// static checks again. A method of a test class (unittest style, `TestK::test_x`) is fixed
 /// the same way: the reply's function or method is re-indented into the class and given its
-/// `self`; a top-level test loses a `self` the model wrote.
+/// `self`; a top-level test loses a `self` the model wrote. A top-level fixture `node` (see
+/// [`fixture_at`]) is replaced by the reply's fixture of that name, decorator included.
 pub fn apply(
     cand: &Candidate,
     node: &str,
@@ -83,25 +132,32 @@ pub fn apply(
     if let Some(l) = reply.first_error_line() {
         return Err(format!("the fix does not parse (line {l})"));
     }
-    let new_fn = reply
-        .test_functions()
-        .into_iter()
-        .min_by_key(|t| ((t.node_id != node) as u8, (t.name != leaf) as u8))
-        .ok_or("the fix has no test function")?;
     let body = python::parse(&cand.body).ok_or("the candidate no longer parses")?;
-    let old = body
-        .test_functions()
-        .into_iter()
-        .find(|t| t.node_id == node)
-        .ok_or_else(|| format!("test `{node}` is not in the file"))?;
-    let new_src = reindent(
-        &reply_code[new_fn.bytes.clone()],
-        column(reply_code, new_fn.bytes.start),
-        column(&cand.body, old.bytes.start),
-        in_class,
-    );
+    let (old, new_src) = match fixture_bytes(&body, node) {
+        Some(old) => (old, fixture_fix(&reply, reply_code, node)?),
+        None => {
+            let new_fn = reply
+                .test_functions()
+                .into_iter()
+                .min_by_key(|t| ((t.node_id != node) as u8, (t.name != leaf) as u8))
+                .ok_or("the fix has no test function")?;
+            let old = body
+                .test_functions()
+                .into_iter()
+                .find(|t| t.node_id == node)
+                .ok_or_else(|| format!("test `{node}` is not in the file"))?
+                .bytes;
+            let new_src = reindent(
+                &reply_code[new_fn.bytes.clone()],
+                column(reply_code, new_fn.bytes.start),
+                column(&cand.body, old.start),
+                in_class,
+            );
+            (old, new_src)
+        }
+    };
     let mut text = cand.body.clone();
-    text.replace_range(old.bytes.clone(), &new_src);
+    text.replace_range(old, &new_src);
     let existing: Vec<String> = body.imports();
     let mut added = String::new();
     for i in reply.imports() {
@@ -117,6 +173,24 @@ pub fn apply(
     repairs.extend(out.repairs);
     out.repairs = repairs;
     Ok(out)
+}
+
+/// The reply's fixture `name`, at the top level: a reply that dropped the decorator is no
+/// fix of a fixture.
+fn fixture_fix(reply: &python::Parsed, reply_code: &str, name: &str) -> Result<String, String> {
+    let b = reply
+        .units()
+        .into_iter()
+        .find(|u| u.qualname.rsplit('.').next() == Some(name) && u.kind != python::UnitKind::Class)
+        .filter(|u| u.decorators.iter().any(|d| d.ends_with("fixture")))
+        .ok_or_else(|| format!("the fix has no fixture `{name}`"))?
+        .bytes;
+    Ok(reindent(
+        &reply_code[b.clone()],
+        column(reply_code, b.start),
+        0,
+        false,
+    ))
 }
 
 /// The column (bytes since the line's start) of byte `at`.
@@ -221,6 +295,87 @@ mod tests {
             false,
         );
         assert_eq!(m, "def test_x():\n    x = 1\n\n    assert x");
+    }
+
+    /// A gap of `pkg/calc.py::divide` (the repository is read into the context, then goes).
+    fn divide_gap() -> (Context, super::super::detect::Project) {
+        let d = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(d.path().join("pkg")).expect("mkdir");
+        std::fs::write(d.path().join("pkg/__init__.py"), "").expect("write");
+        std::fs::write(
+            d.path().join("pkg/calc.py"),
+            "def divide(a, b):\n    if b == 0:\n        raise ValueError('b')\n    return a / b\n",
+        )
+        .expect("write");
+        let project = super::super::detect::detect(d.path()).expect("detects");
+        let gap = super::super::gaps::Gap {
+            file: "pkg/calc.py".into(),
+            module: "pkg.calc".into(),
+            qualname: "divide".into(),
+            kind: python::UnitKind::Function,
+            start_line: 1,
+            end_line: 4,
+            missing_lines: vec![3],
+            partial_lines: vec![],
+            params: 2,
+        };
+        let ctx = generate::context(&project, d.path(), &gap).expect("context");
+        (ctx, project)
+    }
+
+    #[test]
+    fn a_fixture_that_failed_at_setup_is_what_gets_fixed() {
+        let (ctx, project) = divide_gap();
+        let c = Candidate {
+            file_name: "test_gen_divide.py".into(),
+            header: "from pkg.calc import divide\n".into(),
+            body: "import pytest\n\n@pytest.fixture\ndef half():\n    return divide(1)\n\ndef test_a(half):\n    assert half == 0.5\n".into(),
+            tests: vec!["test_a".into()],
+            repairs: vec![],
+        };
+        // File lines: the header's one, then the body's; `return divide(1)` is line 6.
+        assert_eq!(fixture_at(&c, 6).as_deref(), Some("half"));
+        assert_eq!(fixture_at(&c, 4).as_deref(), Some("half"), "its decorator");
+        assert_eq!(fixture_at(&c, 9), None, "a line of the test");
+        assert_eq!(fixture_at(&c, 1), None, "the header");
+        let src = test_source(&c, "half").expect("the fixture's source");
+        assert_eq!(src, "@pytest.fixture\ndef half():\n    return divide(1)");
+
+        let error = "E   TypeError: divide() missing 1 required positional argument: 'b'";
+        let p = prompt(&ctx, &src, error, &[], &[]);
+        let u = &p[1].content;
+        assert!(
+            u.contains("This pytest fixture for `divide` in module `pkg.calc` fails at setup."),
+            "{u}"
+        );
+        assert!(u.contains("Reply with the corrected fixture"), "{u}");
+        let t = prompt(&ctx, "def test_a():\n    assert 0", error, &[], &[]);
+        assert!(t[1].content.contains("This pytest test for `divide`"));
+
+        // The reply's fixture replaces the old one; the tests it brought along do not count.
+        let fixed = apply(
+            &c,
+            "half",
+            "import pytest\n\n@pytest.fixture\ndef half():\n    return divide(1, 2)\n\ndef test_a(half):\n    assert half == 1\n",
+            &ctx,
+            &project,
+        )
+        .expect("applies");
+        let text = fixed.content();
+        assert!(text.contains("    return divide(1, 2)\n"), "{text}");
+        assert!(!text.contains("divide(1)\n"), "{text}");
+        assert!(text.contains("assert half == 0.5"), "{text}");
+        assert_eq!(fixed.tests, vec!["test_a"]);
+        // Without its decorator the reply is no fixture.
+        let e = apply(
+            &c,
+            "half",
+            "def half():\n    return divide(1, 2)\n",
+            &ctx,
+            &project,
+        )
+        .expect_err("no fixture");
+        assert!(e.contains("no fixture `half`"), "{e}");
     }
 
     fn cand(body: &str) -> Candidate {

@@ -991,10 +991,28 @@ fn check_reaches_target(
         .next()
         .unwrap_or(&ctx.gap.qualname)
         .to_string();
-    let used: BTreeSet<String> = tests
+    let mut used: BTreeSet<String> = tests
         .iter()
         .flat_map(|t| parsed.identifiers_in(t.bytes.clone()))
         .collect();
+    // A test reaches the target through a fixture of the file it takes (a parameter is among
+    // its identifiers), and that fixture through another.
+    let fixtures: Vec<python::Unit> = parsed
+        .units()
+        .into_iter()
+        .filter(|u| u.class.is_none() && u.decorators.iter().any(|d| d.ends_with("fixture")))
+        .collect();
+    for _ in 0..3 {
+        let more: BTreeSet<String> = fixtures
+            .iter()
+            .filter(|f| used.contains(&f.qualname))
+            .flat_map(|f| parsed.identifiers_in(f.bytes.clone()))
+            .collect();
+        if more.is_subset(&used) {
+            break;
+        }
+        used.extend(more);
+    }
     let reaches = used.contains(&top) || (ctx.gap.kind == UnitKind::Method && used.contains(&leaf));
     if !reaches {
         return Err(Rejection::DoesNotUseTarget { name: top });
@@ -1456,6 +1474,25 @@ mod tests {
 
         assert_eq!(
             check("def test_a():\n    assert len([]) == 0\n", &c, &p, "t.py").unwrap_err(),
+            Rejection::DoesNotUseTarget {
+                name: "divide".into()
+            }
+        );
+        // Through a fixture the test takes (and that fixture's own), the target is reached;
+        // through one no test takes, it is not.
+        let via = "import pytest\n\n@pytest.fixture\ndef q():\n    return divide(1, 2)\n\n@pytest.fixture\ndef r(q):\n    return q\n\ndef test_a(r):\n    assert r == 0.5\n";
+        assert!(check(via, &c, &p, "t.py").is_ok());
+        assert_eq!(
+            check(
+                &via.replace(
+                    "test_a(r):\n    assert r ==",
+                    "test_a(tmp_path):\n    assert tmp_path !="
+                ),
+                &c,
+                &p,
+                "t.py"
+            )
+            .unwrap_err(),
             Rejection::DoesNotUseTarget {
                 name: "divide".into()
             }

@@ -958,7 +958,16 @@ impl Run<'_> {
                             } else {
                                 fix::error_excerpt(&case.text, 30)
                             };
-                            to_fix.push((node.clone(), err));
+                            // Failed at setup in a fixture of the file (click: a `Context()`
+                            // built without its command, 5 tests at once): the fixture is
+                            // fixed, once, and its tests run again with it.
+                            let fixture = characterize::failing_line(&case, &cand.file_name)
+                                .and_then(|l| fix::fixture_at(cand, l));
+                            match fixture {
+                                Some(f) if to_fix.iter().any(|(n, _)| n == &f) => {}
+                                Some(f) => to_fix.push((f, err)),
+                                None => to_fix.push((node.clone(), err)),
+                            }
                         }
                         Class::TestMistake => {
                             let reason = format!(
