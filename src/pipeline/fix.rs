@@ -297,35 +297,9 @@ mod tests {
         assert_eq!(m, "def test_x():\n    x = 1\n\n    assert x");
     }
 
-    /// A gap of `pkg/calc.py::divide` (the repository is read into the context, then goes).
-    fn divide_gap() -> (Context, super::super::detect::Project) {
-        let d = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir_all(d.path().join("pkg")).expect("mkdir");
-        std::fs::write(d.path().join("pkg/__init__.py"), "").expect("write");
-        std::fs::write(
-            d.path().join("pkg/calc.py"),
-            "def divide(a, b):\n    if b == 0:\n        raise ValueError('b')\n    return a / b\n",
-        )
-        .expect("write");
-        let project = super::super::detect::detect(d.path()).expect("detects");
-        let gap = super::super::gaps::Gap {
-            file: "pkg/calc.py".into(),
-            module: "pkg.calc".into(),
-            qualname: "divide".into(),
-            kind: python::UnitKind::Function,
-            start_line: 1,
-            end_line: 4,
-            missing_lines: vec![3],
-            partial_lines: vec![],
-            params: 2,
-        };
-        let ctx = generate::context(&project, d.path(), &gap).expect("context");
-        (ctx, project)
-    }
-
     #[test]
     fn a_fixture_that_failed_at_setup_is_what_gets_fixed() {
-        let (ctx, project) = divide_gap();
+        let (ctx, project) = generate::tests::ctx();
         let c = Candidate {
             file_name: "test_gen_divide.py".into(),
             header: "from pkg.calc import divide\n".into(),

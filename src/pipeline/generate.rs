@@ -1201,10 +1201,11 @@ pub fn file_name(gap: &Gap, n: u32) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn ctx() -> (Context, Project) {
+    /// A gap of `pkg/calc.py::divide`, with its project (shared with the fix tests).
+    pub(crate) fn ctx() -> (Context, Project) {
         let d = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(d.path().join("pkg")).expect("mkdir");
         std::fs::write(d.path().join("pkg/__init__.py"), "").expect("write");
