@@ -32,7 +32,7 @@ fn fixture_bytes(p: &python::Parsed, name: &str) -> Option<std::ops::Range<usize
             u.qualname == name
                 && u.class.is_none()
                 && u.kind == python::UnitKind::Function
-                && u.decorators.iter().any(|d| d.ends_with("fixture"))
+                && u.is_fixture()
         })
         .map(|u| u.bytes)
 }
@@ -46,7 +46,7 @@ pub fn fixture_at(cand: &Candidate, line: usize) -> Option<String> {
     let at: usize = cand.body.lines().take(idx).map(|l| l.len() + 1).sum();
     p.units()
         .into_iter()
-        .filter(|u| u.class.is_none() && u.decorators.iter().any(|d| d.ends_with("fixture")))
+        .filter(|u| u.class.is_none() && u.is_fixture())
         .find(|u| u.bytes.contains(&at))
         .map(|u| u.qualname)
 }
@@ -182,7 +182,7 @@ fn fixture_fix(reply: &python::Parsed, reply_code: &str, name: &str) -> Result<S
         .units()
         .into_iter()
         .find(|u| u.qualname.rsplit('.').next() == Some(name) && u.kind != python::UnitKind::Class)
-        .filter(|u| u.decorators.iter().any(|d| d.ends_with("fixture")))
+        .filter(|u| u.is_fixture())
         .ok_or_else(|| format!("the fix has no fixture `{name}`"))?
         .bytes;
     Ok(reindent(

@@ -1000,7 +1000,7 @@ fn check_reaches_target(
     let fixtures: Vec<python::Unit> = parsed
         .units()
         .into_iter()
-        .filter(|u| u.class.is_none() && u.decorators.iter().any(|d| d.ends_with("fixture")))
+        .filter(|u| u.class.is_none() && u.is_fixture())
         .collect();
     for _ in 0..3 {
         let more: BTreeSet<String> = fixtures

@@ -46,6 +46,9 @@ pub fn for_error(error: &str, project: &Project, repo: &Path) -> Vec<String> {
         .filter_map(named_in)
         .collect();
     named.dedup();
+    if named.is_empty() {
+        return Vec::new();
+    }
     let files = read_sources(project, repo);
     named
         .iter()
@@ -164,16 +167,15 @@ fn module_hint(m: &str, project: &Project, files: &Sources) -> Option<String> {
 /// The public methods of class `k` and the attributes its `__init__` sets.
 fn class_hint(k: &str, files: &Sources) -> Option<String> {
     let suffix = format!(".{k}");
-    let (parsed, class) = files.iter().find_map(|(_, p, units)| {
+    let (parsed, units, class) = files.iter().find_map(|(_, p, units)| {
         let c = units.iter().find(|u| {
             u.kind == UnitKind::Class && (u.qualname == k || u.qualname.ends_with(&suffix))
         })?;
-        Some((p, c))
+        Some((p, units, c))
     })?;
     let body = &parsed.src[class.bytes.clone()];
-    let methods = parsed
-        .units()
-        .into_iter()
+    let methods = units
+        .iter()
         .filter(|u| u.class.as_deref() == Some(class.qualname.as_str()))
         .filter_map(|u| u.qualname.rsplit('.').next().map(str::to_string));
     let attributes = body.split("self.").skip(1).filter_map(|rest| {

@@ -38,6 +38,13 @@ pub struct Unit {
     pub decorators: Vec<String>,
 }
 
+impl Unit {
+    /// Decorated as a pytest fixture (`@pytest.fixture`, `@fixture(...)`).
+    pub fn is_fixture(&self) -> bool {
+        self.decorators.iter().any(|d| d.ends_with("fixture"))
+    }
+}
+
 /// A top-level name the module defines.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopLevel {
@@ -519,7 +526,7 @@ impl Parsed {
     pub fn fixtures(&self) -> Vec<String> {
         self.units()
             .into_iter()
-            .filter(|u| u.decorators.iter().any(|d| d.ends_with("fixture")))
+            .filter(|u| u.is_fixture())
             .map(|u| {
                 u.qualname
                     .rsplit('.')
