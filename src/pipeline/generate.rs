@@ -1,6 +1,7 @@
 //! Stage 4, generate: a small prompt per gap (the real source of one function or method,
 //! its module's imports, the uncovered lines marked, one real usage from the project's own
-//! tests), within the token budget; then extraction of one fenced code block and static
+//! tests — or, when none uses it, a test that runs another name of its module), within the
+//! token budget; then extraction of one fenced code block and static
 //! checks and repairs before anything runs.
 
 use std::collections::BTreeSet;
@@ -22,8 +23,14 @@ pub struct Context {
     /// For a method: the class header and `__init__`.
     pub class_context: Option<String>,
     pub module_imports: Vec<String>,
-    /// A real test from the project that uses the target.
+    /// A real test from the project that uses the target; else a definition beside the
+    /// tests that does.
     pub example: Option<String>,
+    /// When no test of the project uses the target: the shortest one that uses another public
+    /// name of its module (or the module), from a test file named after the module first — how the project
+    /// *runs* what the module defines (click's decorators appear only in typing checks, and
+    /// are run through `runner.invoke` in its tests).
+    pub exercise: Option<String>,
     /// Working constructions of the objects the target needs (its class, the classes in its
     /// signature), single lines taken from the project's tests, then from its code.
     pub constructions: Vec<String>,
@@ -114,12 +121,14 @@ pub fn context(project: &Project, repo: &Path, gap: &Gap) -> Option<Context> {
         wanted.extend(signature_types(&parsed.signature(unit)));
     }
     wanted.dedup();
+    let (example, exercise) = examples(project, repo, &parsed, gap, leaf);
     Some(Context {
         gap: gap.clone(),
         source,
         class_context,
         module_imports: parsed.imports(),
-        example: usage_example(project, repo, leaf),
+        example,
+        exercise,
         constructions: constructions(project, repo, &wanted),
         module_names: parsed.top_level().into_iter().map(|t| t.name).collect(),
         module_imported: parsed.imported_modules(),
@@ -193,30 +202,87 @@ fn subclasses(
     out.into_iter().map(|(n, i, _)| (n, i)).collect()
 }
 
-/// The shortest existing test function that mentions `name`, at most 25 lines; else the
-/// shortest top-level definition that does in the other Python files beside the tests (click
-/// shows its decorators only as `@click.command() @click.version_option("0.1") def cli()` in
-/// `tests/typing/`).
-fn usage_example(project: &Project, repo: &Path, name: &str) -> Option<String> {
-    let shortest = |best: &mut Option<String>, body: &str| {
-        if body.lines().count() <= 25 && best.as_ref().is_none_or(|b| body.len() < b.len()) {
-            *best = Some(body.to_string());
-        }
-    };
-    let mut best: Option<String> = None;
+/// The target's example and, when no test uses it, how its module is exercised
+/// ([`Context::example`], [`Context::exercise`]).
+fn examples(
+    project: &Project,
+    repo: &Path,
+    parsed: &python::Parsed,
+    gap: &Gap,
+    leaf: &str,
+) -> (Option<String>, Option<String>) {
+    if let Some(test) = shortest_test(project, repo, 25, |ids| ids.contains(leaf), "") {
+        return (Some(test), None);
+    }
+    // Its public definitions, and the module itself (`monkeypatch.setattr(click._termui_impl,
+    // "isatty", …)` in a test of `click.progressbar`).
+    let own = gap.module.rsplit('.').next().unwrap_or(&gap.module);
+    let public: BTreeSet<String> = parsed
+        .top_level()
+        .into_iter()
+        .filter(|t| t.kind != UnitKind::Module && !t.name.starts_with('_'))
+        .map(|t| t.name)
+        .chain([own.to_string()])
+        .collect();
+    let runs = |ids: &BTreeSet<String>| !public.is_disjoint(ids);
+    (
+        definition_beside_tests(project, repo, leaf),
+        shortest_test(project, repo, 15, runs, module_word(&gap.file)),
+    )
+}
+
+/// The shortest test function of the project (at most `max_lines`, the first 50 test files)
+/// whose identifiers `uses` accepts; one in a test file whose name contains `prefer` (if not
+/// empty) before any other. A test marked to be skipped or to fail is no example (click's
+/// Windows-only `getchar` tests).
+fn shortest_test(
+    project: &Project,
+    repo: &Path,
+    max_lines: usize,
+    uses: impl Fn(&BTreeSet<String>) -> bool,
+    prefer: &str,
+) -> Option<String> {
+    let mut best: Option<(bool, String)> = None;
     for t in project.tests.iter().take(50) {
         let Some(p) = read_parsed(repo, t) else {
             continue;
         };
+        let other_file = prefer.is_empty() || !t.rsplit('/').next().unwrap_or(t).contains(prefer);
         for f in p.test_functions() {
-            if p.identifiers_in(f.bytes.clone()).contains(name) {
-                shortest(&mut best, &p.src[f.bytes.clone()]);
+            let body = &p.src[f.bytes.clone()];
+            if body.lines().count() <= max_lines
+                && !body.contains("mark.skip")
+                && !body.contains("mark.xfail")
+                && best
+                    .as_ref()
+                    .is_none_or(|(o, b)| (other_file, body.len()) < (*o, b.len()))
+                && uses(&p.identifiers_in(f.bytes.clone()))
+            {
+                best = Some((other_file, body.to_string()));
             }
         }
     }
-    if best.is_some() {
-        return best;
-    }
+    best.map(|(_, body)| body)
+}
+
+/// The word a test file of `file`'s module is named after: its stem without leading
+/// underscores, up to the next one (`_termui_impl.py` → `termui`, tested in `test_termui.py`);
+/// empty when shorter than 3 characters.
+fn module_word(file: &str) -> &str {
+    let stem = file.rsplit('/').next().unwrap_or(file);
+    let stem = stem
+        .strip_suffix(".py")
+        .unwrap_or(stem)
+        .trim_start_matches('_');
+    let word = stem.split('_').next().unwrap_or("");
+    if word.len() >= 3 { word } else { "" }
+}
+
+/// The shortest top-level definition, at most 25 lines, that mentions `name` in the Python
+/// files beside the tests (click shows its decorators only as `@click.command()
+/// @click.version_option("0.1") def cli()` in `tests/typing/`).
+fn definition_beside_tests(project: &Project, repo: &Path, name: &str) -> Option<String> {
+    let mut best: Option<String> = None;
     for f in files_beside_tests(project, repo) {
         let Some(p) = read_parsed(repo, &f) else {
             continue;
@@ -226,8 +292,12 @@ fn usage_example(project: &Project, repo: &Path, name: &str) -> Option<String> {
             .into_iter()
             .filter(|d| d.kind != UnitKind::Module)
         {
-            if p.identifiers_in(d.bytes.clone()).contains(name) {
-                shortest(&mut best, &p.src[d.bytes.clone()]);
+            let body = &p.src[d.bytes.clone()];
+            if body.lines().count() <= 25
+                && best.as_ref().is_none_or(|b| body.len() < b.len())
+                && p.identifiers_in(d.bytes.clone()).contains(name)
+            {
+                best = Some(body.to_string());
             }
         }
     }
@@ -457,6 +527,13 @@ pub fn head(ctx: &Context, shrink: u8) -> String {
         && shrink < 1
     {
         u.push_str("The project's own tests use it like this:\n\n```python\n");
+        u.push_str(e);
+        u.push_str("\n```\n\n");
+    }
+    if let Some(e) = &ctx.exercise
+        && shrink < 1
+    {
+        u.push_str("The project's tests run this module's code like this:\n\n```python\n");
         u.push_str(e);
         u.push_str("\n```\n\n");
     }
@@ -1601,7 +1678,9 @@ pub(crate) mod tests {
     }
 
     /// No test function uses the target: the shortest definition that does in the other files
-    /// beside the tests is the example; a symlink there is never read.
+    /// beside the tests is the example, and the shortest test that uses another public name
+    /// of its module — from the test file named after the module first — shows how the
+    /// project runs it; a symlink there is never read.
     #[test]
     fn an_example_comes_from_the_files_beside_the_tests() {
         let d = tempfile::tempdir().expect("tempdir");
@@ -1612,11 +1691,17 @@ pub(crate) mod tests {
         write("pkg/__init__.py", "");
         write(
             "pkg/deco.py",
-            "def version_option(v):\n    def wrap(f):\n        f.version = v\n        return f\n    return wrap\n",
+            "def version_option(v):\n    def wrap(f):\n        f.version = v\n        return f\n    return wrap\n\ndef command(f):\n    return f\n\ndef _memo(f):\n    return f\n",
         );
         write(
             "tests/test_other.py",
-            "def test_nothing():\n    assert True\n",
+            "def test_nothing():\n    assert True\n\ndef test_c():\n    assert command\n\ndef test_m():\n    _memo(1)\n",
+        );
+        let runs = "def test_command_runs(runner):\n    r = runner.invoke(pkg.deco.command(f), [])\n    assert r.exit_code == 0";
+        let skipped = "@pytest.mark.skipif(WIN, reason='no')\ndef test_c(): assert command";
+        write(
+            "tests/test_deco.py",
+            &format!("import pkg.deco\n\n{runs}\n\n{skipped}\n"),
         );
         write(
             "tests/typing/typing_version.py",
@@ -1642,6 +1727,12 @@ pub(crate) mod tests {
         assert_eq!(
             c.example.as_deref(),
             Some("@pkg.deco.version_option('0.1')\ndef cli():\n    pass")
+        );
+        assert_eq!(c.exercise.as_deref(), Some(runs));
+        assert!(
+            head(&c, 0).contains(runs) && !head(&c, 1).contains(runs),
+            "{}",
+            head(&c, 0)
         );
         std::fs::remove_file(d.path().join("tests/typing/typing_version.py")).expect("rm");
         let c = context(&project, d.path(), &gap).expect("context");
@@ -1761,6 +1852,19 @@ pub(crate) mod tests {
         };
         let c = context(&project, d.path(), &gap).expect("context");
         assert_eq!(c.constructions[0], "g = Grid(3, 4, fill=1)");
+    }
+
+    #[test]
+    fn a_module_is_tested_in_the_file_named_after_its_first_word() {
+        for (file, word) in [
+            ("src/click/_termui_impl.py", "termui"),
+            ("src/click/decorators.py", "decorators"),
+            ("astor/node_util.py", "node"),
+            ("pkg/io.py", ""),
+            ("_.py", ""),
+        ] {
+            assert_eq!(module_word(file), word, "{file}");
+        }
     }
 
     #[test]
