@@ -393,6 +393,46 @@ async fn on_parity(
     (s, out)
 }
 
+/// A generated test that hangs fails on its own after the per-test limit, as a test mistake
+/// decided by rule, and the other test of its file is kept: the hang costs neither the model
+/// a question nor the file its other tests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_test_fails_alone_at_the_per_test_limit() {
+    let script = |_n: usize, req: &serde_json::Value| -> Answer {
+        if last_user(req).contains("VERDICT") {
+            return Answer::chat("VERDICT: CODE_BUG\nREASON: parity hangs");
+        }
+        Answer::chat(
+            "```python\nfrom calc import parity\n\n\ndef test_parity_odd():\n    assert parity(3) == \"odd\"\n\n\ndef test_parity_spins():\n    n = 3\n    while parity(n) == \"odd\":\n        pass\n    assert parity(n) == \"even\"\n```",
+        )
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    make_repo(&repo);
+    let s = start(Box::new(script)).await;
+    let llm = Llm::new(llm_config(&s.base_url)).expect("client");
+    let mut o = opts(&repo);
+    o.only = vec![pipeline::gaps::Aim::parse("calc.py::parity").expect("valid")];
+    o.fix_attempts = 0;
+    o.exec.test_limit = std::time::Duration::from_secs(2);
+    let out = pipeline::run(&o, &llm, CancellationToken::new(), quiet()).await;
+    let c = &out.report.candidates[0];
+    assert_eq!(c.status, "kept", "{c:?}");
+    assert_eq!(c.tests_kept, 1, "{c:?}");
+    let d = &c.discarded_tests;
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0].test, "test_parity_spins");
+    let cl = d[0].classification.as_ref().expect("classified");
+    assert_eq!(cl.by, "rule:timeout", "{cl:?}");
+    assert!(cl.evidence.contains("its time limit"), "{cl:?}");
+    assert!(
+        !s.requests()
+            .iter()
+            .any(|q| last_user(q).contains("VERDICT")),
+        "the model was asked to classify a hang"
+    );
+}
+
 /// A test that only calls the target covers it without checking it: the answer whose tests
 /// all check nothing is refused before any sandbox run, the model is asked again and told why,
 /// and of a file mixing both only the checking test is run and kept.

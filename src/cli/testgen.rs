@@ -63,6 +63,10 @@ pub struct TestgenArgs {
     /// Start no new gap after this many seconds (the final combined run still happens).
     #[arg(long, value_name = "SECS")]
     time_budget: Option<u64>,
+    /// A generated test whose setup or body runs longer than this fails on its own (an endless
+    /// loop, a prompt waiting for input), and the other tests of its run go on.
+    #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=110))]
+    test_timeout: u64,
     #[command(flatten)]
     model: super::shared::ModelArgs,
     /// Copy the kept tests into REPO/tests/generated/ at the end (never on Ctrl-C).
@@ -194,6 +198,7 @@ fn options(args: &TestgenArgs) -> Result<(Options, Llm, PathBuf), u8> {
                 cmd => Install::Command(cmd.to_string()),
             },
             ca_bundle,
+            test_limit: std::time::Duration::from_secs(args.test_timeout),
             ..ExecConfig::default()
         },
         ..Options::default()

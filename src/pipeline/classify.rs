@@ -116,6 +116,13 @@ pub fn by_rules(case: &Case, end: RunEnd, project: &Project) -> Option<Classific
         }
         RunEnd::Normal => {}
     }
+    if all.contains(super::exec::TEST_LIMIT_MESSAGE) {
+        return rule(
+            Class::TestMistake,
+            "timeout",
+            "the test ran longer than its time limit (an endless loop, a prompt waiting for input, or an input too large for the code)",
+        );
+    }
     if all.contains("MemoryError") {
         return rule(Class::TestMistake, "oom", err);
     }
@@ -331,6 +338,11 @@ mod tests {
             (
                 "",
                 RunEnd::TimedOut,
+                Some((Class::TestMistake, "rule:timeout")),
+            ),
+            (
+                "src/click/termui.py:164: in prompt\n    value = prompt_func(prompt)\nE   Failed: cordon: the test ran longer than its time limit (10 s)",
+                RunEnd::Normal,
                 Some((Class::TestMistake, "rule:timeout")),
             ),
             ("", RunEnd::Killed, Some((Class::TestMistake, "rule:oom"))),

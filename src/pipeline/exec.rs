@@ -28,6 +28,49 @@ pub const WORKSPACE: &str = "/workspace";
 pub const GENERATED_DIR: &str = "tests/generated";
 /// cordon's own coverage configuration inside the workspace copy.
 const COVERAGERC: &str = ".cordon-testgen/coveragerc";
+/// Where cordon's pytest plugins live inside the workspace copy.
+const PLUGINS: &str = ".cordon-testgen/plugins";
+/// What a generated test that outlived [`ExecConfig::test_limit`] fails with.
+pub const TEST_LIMIT_MESSAGE: &str = "cordon: the test ran longer than its time limit";
+
+/// The per-test time limit of generated runs, a pytest plugin (`-p cordon_test_limit`): a test
+/// that hangs (click's password prompt spinning on an empty input) fails on its own after
+/// `{secs}` seconds, and the invocation goes on with the others, instead of costing the whole
+/// invocation's `run_timeout` in each of the candidate's runs. It is a convenience, not a
+/// guard: a test can catch or disarm the alarm; `run_timeout` stays the hard limit.
+fn test_limit_plugin(secs: u64) -> String {
+    format!(
+        r#"# cordon's per-test time limit for generated tests (loaded with -p; not the project's).
+import signal
+
+import pytest
+
+
+def _expired(signum, frame):
+    pytest.fail("{TEST_LIMIT_MESSAGE} ({secs} s)", pytrace=False)
+
+
+def _limited():
+    previous = signal.signal(signal.SIGALRM, _expired)
+    signal.alarm({secs})
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    yield from _limited()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    yield from _limited()
+"#
+    )
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
@@ -60,6 +103,8 @@ pub struct ExecConfig {
     pub memory: String,
     /// Wall time of one pytest run inside a job.
     pub run_timeout: Duration,
+    /// Wall time of one generated test's setup, and of its body, before it fails on its own.
+    pub test_limit: Duration,
     /// Warm sandboxes kept ready (0: none), so the next job skips container creation.
     pub warm_pool: usize,
     /// How the project's dependencies are installed (a cached `prepare`).
@@ -131,6 +176,7 @@ impl Default for ExecConfig {
             cpus: 1.0,
             memory: "1GiB".to_string(),
             run_timeout: Duration::from_secs(120),
+            test_limit: Duration::from_secs(10),
             warm_pool: 1,
             install: Install::Auto,
             ca_bundle: None,
@@ -146,7 +192,8 @@ pub struct PytestRun {
     /// default collection.
     pub args: Vec<String>,
     pub coverage: bool,
-    /// Collect only `test_*` functions and `Test*` classes in the named files (generated runs).
+    /// Collect only `test_*` functions and `Test*` classes in the named files, each test
+    /// within [`ExecConfig::test_limit`] (generated runs).
     pub default_collection: bool,
     /// Add to the coverage data of the job's earlier runs instead of starting afresh.
     pub cov_append: bool,
@@ -238,6 +285,9 @@ impl Executor {
         // cordon's own candidates go in a clean directory of their own.
         std::fs::create_dir_all(ws.join(".cordon-testgen")).map_err(io)?;
         std::fs::write(ws.join(COVERAGERC), coveragerc(project)).map_err(io)?;
+        std::fs::create_dir_all(ws.join(PLUGINS)).map_err(io)?;
+        let limit = test_limit_plugin(cfg.test_limit.as_secs().max(1));
+        std::fs::write(ws.join(PLUGINS).join("cordon_test_limit.py"), limit).map_err(io)?;
         let backend: Arc<dyn crate::sandbox::Backend> = Arc::new(DockerBackend::connect().await?);
         let mut runner = Runner::new(backend.clone(), RunnerConfig::default());
         if cfg.warm_pool > 0 {
@@ -321,7 +371,7 @@ impl Executor {
             return Err(ExecError::Cancelled);
         }
         let n = self.jobs.fetch_add(1, Ordering::Relaxed) + 1;
-        let script = self.script(runs);
+        let script = script(self.cfg.run_timeout, runs);
         let pythonpath = if self.python_root.is_empty() {
             WORKSPACE.to_string()
         } else {
@@ -422,42 +472,50 @@ impl Executor {
         let _ = std::fs::remove_dir_all(&out_dir);
         Ok(JobRuns { result, runs })
     }
+}
 
-    fn script(&self, runs: &[PytestRun]) -> String {
-        let secs = self.cfg.run_timeout.as_secs().max(1);
-        let mut s = String::from("mkdir -p /out/r\n");
-        for (i, r) in runs.iter().enumerate() {
-            let i = i + 1;
-            let mut cmd = format!(
-                "timeout -k 5 {secs} python3 -m pytest -vv -p no:cacheprovider -o addopts= --rootdir={WORKSPACE} --tb=short --junitxml=/out/r/j{i}.xml"
-            );
-            if r.default_collection {
-                cmd.push_str(
-                    " -o python_files=test_*.py -o python_classes=Test* -o python_functions=test*",
-                );
-            }
-            if r.coverage {
-                cmd.push_str(&format!(
-                    " --cov --cov-config={COVERAGERC} --cov-branch --cov-report=xml:/out/r/c{i}.xml"
-                ));
-                if r.cov_append {
-                    cmd.push_str(" --cov-append");
-                }
-            }
-            for a in &r.args {
-                debug_assert!(is_safe_arg(a), "unsafe pytest argument {a}");
-                if is_safe_arg(a) {
-                    cmd.push(' ');
-                    cmd.push_str(a);
-                }
-            }
-            s.push_str(&format!(
-                "{cmd} > /out/r/o{i}.txt 2>&1; echo $? > /out/r/rc{i}\n"
+/// The step's shell script: the pytest invocations one after another, each within
+/// `run_timeout`, each leaving its exit status, JUnit XML, coverage and output in `/out/r`.
+fn script(run_timeout: Duration, runs: &[PytestRun]) -> String {
+    let secs = run_timeout.as_secs().max(1);
+    let mut s = String::from("mkdir -p /out/r\n");
+    for (i, r) in runs.iter().enumerate() {
+        let i = i + 1;
+        let mut cmd = String::new();
+        if r.default_collection {
+            cmd.push_str(&format!(
+                "PYTHONPATH=\"$PYTHONPATH:{WORKSPACE}/{PLUGINS}\" "
             ));
         }
-        s.push_str("exit 0\n");
-        s
+        cmd.push_str(&format!(
+            "timeout -k 5 {secs} python3 -m pytest -vv -p no:cacheprovider -o addopts= --rootdir={WORKSPACE} --tb=short --junitxml=/out/r/j{i}.xml"
+        ));
+        if r.default_collection {
+            cmd.push_str(
+                " -p cordon_test_limit -o python_files=test_*.py -o python_classes=Test* -o python_functions=test*",
+            );
+        }
+        if r.coverage {
+            cmd.push_str(&format!(
+                " --cov --cov-config={COVERAGERC} --cov-branch --cov-report=xml:/out/r/c{i}.xml"
+            ));
+            if r.cov_append {
+                cmd.push_str(" --cov-append");
+            }
+        }
+        for a in &r.args {
+            debug_assert!(is_safe_arg(a), "unsafe pytest argument {a}");
+            if is_safe_arg(a) {
+                cmd.push(' ');
+                cmd.push_str(a);
+            }
+        }
+        s.push_str(&format!(
+            "{cmd} > /out/r/o{i}.txt 2>&1; echo $? > /out/r/rc{i}\n"
+        ));
     }
+    s.push_str("exit 0\n");
+    s
 }
 
 fn limits(cfg: &ExecConfig) -> LimitsFile {
@@ -663,6 +721,30 @@ E       assert 1 == 2</failure></testcase>
         assert!(cases[1].text.contains("> "), "{}", cases[1].text);
         assert_eq!(cases[2].status, CaseStatus::Error);
         assert!(cases[2].text.contains("ImportError"));
+    }
+
+    /// Generated runs load the per-test limit; the project's own suite runs as it is.
+    #[test]
+    fn only_generated_runs_get_the_per_test_limit() {
+        let run = |default_collection| PytestRun {
+            args: vec!["tests/generated/cordon/test_gen_a.py".into()],
+            coverage: false,
+            default_collection,
+            cov_append: false,
+        };
+        let s = script(Duration::from_secs(120), &[run(false), run(true)]);
+        let lines: Vec<&str> = s.lines().collect();
+        assert!(lines[1].starts_with("timeout -k 5 120 python3 -m pytest"));
+        assert!(!lines[1].contains("cordon_test_limit"), "{}", lines[1]);
+        assert!(
+            lines[2].starts_with(
+                "PYTHONPATH=\"$PYTHONPATH:/workspace/.cordon-testgen/plugins\" timeout -k 5 120 "
+            ) && lines[2].contains(" -p cordon_test_limit "),
+            "{}",
+            lines[2]
+        );
+        let plugin = test_limit_plugin(7);
+        assert!(plugin.contains("signal.alarm(7)") && plugin.contains(TEST_LIMIT_MESSAGE));
     }
 
     #[test]
