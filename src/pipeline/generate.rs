@@ -1,6 +1,7 @@
 //! Stage 4, generate: a small prompt per gap (the real source of one function or method,
 //! its module's imports, the uncovered lines marked, one real usage from the project's own
-//! tests — or, when none uses it, a test that runs another name of its module), within the
+//! tests — or, when only a file beside them does, that use and a test that runs another name
+//! of its module), within the
 //! token budget; then extraction of one fenced code block and static
 //! checks and repairs before anything runs.
 
@@ -9,6 +10,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::callers;
 use super::detect::Project;
 use super::gaps::Gap;
 use super::llm::Message;
@@ -26,14 +28,17 @@ pub struct Context {
     /// A real test from the project that uses the target; else a definition beside the
     /// tests that does.
     pub example: Option<String>,
-    /// When no test of the project uses the target: the shortest one that uses another public
-    /// name of its module (or the module), from a test file named after the module first — how the project
+    /// When no test of the project uses the target but a definition beside the tests does:
+    /// the shortest test that uses another public name of its module (or the module), from a
+    /// test file named after the module first — how the project
     /// *runs* what the module defines (click's decorators appear only in typing checks, and
     /// are run through `runner.invoke` in its tests).
     pub exercise: Option<String>,
     /// Working constructions of the objects the target needs (its class, the classes in its
     /// signature), single lines taken from the project's tests, then from its code.
     pub constructions: Vec<String>,
+    /// Public functions of the project that call the target ([`callers`]).
+    pub callers: Vec<callers::Caller>,
     /// Top-level names of the target module.
     pub module_names: BTreeSet<String>,
     /// Modules the target module imports (so its tests may too).
@@ -129,6 +134,7 @@ pub fn context(project: &Project, repo: &Path, gap: &Gap) -> Option<Context> {
         module_imports: parsed.imports(),
         example,
         exercise,
+        callers: callers::of(project, repo, gap),
         constructions: constructions(project, repo, &wanted),
         module_names: parsed.top_level().into_iter().map(|t| t.name).collect(),
         module_imported: parsed.imported_modules(),
@@ -225,10 +231,16 @@ fn examples(
         .chain([own.to_string()])
         .collect();
     let runs = |ids: &BTreeSet<String>| !public.is_disjoint(ids);
-    (
-        definition_beside_tests(project, repo, leaf),
-        shortest_test(project, repo, 15, runs, module_word(&gap.file)),
-    )
+    match definition_beside_tests(project, repo, leaf) {
+        Some(definition) => (
+            Some(definition),
+            shortest_test(project, repo, 15, runs, module_word(&gap.file)),
+        ),
+        // A test of another function, shown for a target used nowhere, gets copied rather
+        // than followed (run J: click's `pager` got the progress-bar test back, which covered
+        // nothing new; astor, shown `test_fast_compare` for three gaps, kept nothing).
+        None => (None, None),
+    }
 }
 
 /// The shortest test function of the project (at most `max_lines`, the first 50 test files)
@@ -520,6 +532,16 @@ pub fn head(ctx: &Context, shrink: u8) -> String {
         for c in &ctx.constructions {
             u.push_str(c);
             u.push('\n');
+        }
+        u.push_str("```\n\n");
+    }
+    if !ctx.callers.is_empty() && shrink < 2 {
+        u.push_str("The project's public functions that call it (a test may run it through them):\n\n```python\n");
+        for c in &ctx.callers {
+            u.push_str(&format!(
+                "from {} import {}  # {}\n",
+                c.module, c.name, c.signature
+            ));
         }
         u.push_str("```\n\n");
     }
@@ -1090,7 +1112,9 @@ fn check_reaches_target(
         }
         used.extend(more);
     }
-    let reaches = used.contains(&top) || (ctx.gap.kind == UnitKind::Method && used.contains(&leaf));
+    let reaches = used.contains(&top)
+        || (ctx.gap.kind == UnitKind::Method && used.contains(&leaf))
+        || ctx.callers.iter().any(|c| used.contains(&c.name));
     if !reaches {
         return Err(Rejection::DoesNotUseTarget { name: top });
     }
@@ -1575,6 +1599,22 @@ pub(crate) mod tests {
                 name: "divide".into()
             }
         );
+        // Through a public function of the project that calls it, too.
+        let through = "from pkg.api import safe_divide\n\ndef test_a():\n    assert safe_divide(1, 2) == 0.5\n";
+        assert!(check(through, &c, &p, "t.py").is_err());
+        let mut c2 = c.clone();
+        c2.callers = vec![callers::Caller {
+            module: "pkg.api".into(),
+            name: "safe_divide".into(),
+            signature: "safe_divide(a, b)".into(),
+        }];
+        assert!(check(through, &c2, &p, "t.py").is_ok());
+        assert!(
+            head(&c2, 1).contains("from pkg.api import safe_divide  # safe_divide(a, b)\n")
+                && !head(&c2, 2).contains("safe_divide"),
+            "{}",
+            head(&c2, 1)
+        );
         assert!(matches!(
             check(
                 "import subprocess\ndef test_a():\n    subprocess.run(['x'])\n    divide(1,2)\n",
@@ -1737,6 +1777,10 @@ pub(crate) mod tests {
         std::fs::remove_file(d.path().join("tests/typing/typing_version.py")).expect("rm");
         let c = context(&project, d.path(), &gap).expect("context");
         assert_eq!(c.example, None, "the symlinked file is not read");
+        assert_eq!(
+            c.exercise, None,
+            "a test of another name is shown only beside a use"
+        );
     }
 
     /// An abstract base in the signature: the project's subclasses of it (two levels down)

@@ -10,7 +10,8 @@
 //! - [`gaps`]: missing lines and branches → functions, methods, classes (tree-sitter, via
 //!   [`python`]).
 //! - [`llm`]: the OpenAI-compatible client: budgets, retries, truncation and runaway checks.
-//! - [`generate`]: small per-gap prompts; one code block out; static checks and repairs.
+//! - [`generate`]: small per-gap prompts (with the public functions that call the target:
+//!   [`callers`]); one code block out; static checks and repairs.
 //! - [`validate`]: runs, passes, passes again N times and alone, adds coverage.
 //! - [`classify`]: failing tests → test mistake / environment / likely code bug, rules first.
 //! - [`fix`]: bounded auto-fix of test mistakes, told what the project's source says about
@@ -18,6 +19,7 @@
 //! - [`characterize`]: a wrong expected value → the observed one, marked as such.
 //! - [`report`]: JSON, Markdown and HTML ([`html`]), written on every path.
 
+pub mod callers;
 pub mod characterize;
 pub mod classify;
 pub mod coverage;
