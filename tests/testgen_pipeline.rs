@@ -395,7 +395,8 @@ async fn on_parity(
 
 /// A generated test that hangs fails on its own after the per-test limit, as a test mistake
 /// decided by rule, and the other test of its file is kept: the hang costs neither the model
-/// a question nor the file its other tests.
+/// a question nor the file its other tests. A plugin of the same name the checkout plants in
+/// cordon's directory is replaced by cordon's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_test_fails_alone_at_the_per_test_limit() {
     let script = |_n: usize, req: &serde_json::Value| -> Answer {
@@ -409,6 +410,9 @@ async fn a_hanging_test_fails_alone_at_the_per_test_limit() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let repo = tmp.path().join("repo");
     make_repo(&repo);
+    let planted = repo.join(".cordon-testgen/plugins");
+    std::fs::create_dir_all(&planted).expect("mkdir");
+    std::fs::write(planted.join("cordon_test_limit.py"), "# no limit\n").expect("write");
     let s = start(Box::new(script)).await;
     let llm = Llm::new(llm_config(&s.base_url)).expect("client");
     let mut o = opts(&repo);
@@ -431,6 +435,64 @@ async fn a_hanging_test_fails_alone_at_the_per_test_limit() {
             .any(|q| last_user(q).contains("VERDICT")),
         "the model was asked to classify a hang"
     );
+}
+
+/// A test that outlived the per-test limit in one run of a job fails at once in the job's
+/// later runs (reversed, alone) instead of costing the limit again; a test that did not is
+/// not failed by the note.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_over_its_limit_is_not_waited_for_again_in_the_same_job() {
+    use cordon::pipeline::exec::{ExecConfig, Executor, PytestRun, TEST_LIMIT_MESSAGE};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    make_repo(&repo);
+    let project = pipeline::detect::detect(&repo).expect("detects");
+    let cfg = ExecConfig {
+        test_limit: std::time::Duration::from_secs(1),
+        ..ExecConfig::default()
+    };
+    let exec = Executor::new(&repo, &project, cfg, CancellationToken::new())
+        .await
+        .expect("executor");
+    let file = "test_gen_spin_1.py";
+    exec.set_generated(&[(
+        file.to_string(),
+        "def test_spins():\n    while True:\n        pass\n\n\ndef test_ok():\n    assert 1 + 1 == 2\n".to_string(),
+    )])
+    .expect("generated");
+    let path = format!("tests/generated/cordon/{file}");
+    let run = |args: Vec<String>| PytestRun {
+        args,
+        coverage: false,
+        default_collection: true,
+        cov_append: false,
+    };
+    let job = exec
+        .run(
+            "spin",
+            &[
+                run(vec![path.clone()]),
+                run(vec![format!("{path}::test_spins")]),
+                run(vec![format!("{path}::test_ok")]),
+            ],
+        )
+        .await;
+    exec.close().await;
+    let job = job.expect("job");
+    let out: Vec<&str> = job.runs.iter().map(|r| r.output.as_str()).collect();
+    assert!(
+        out[0].contains(&format!("{TEST_LIMIT_MESSAGE} (1 s)")) && out[0].contains("1 passed"),
+        "{}",
+        out[0]
+    );
+    assert!(
+        out[1].contains(&format!(
+            "{TEST_LIMIT_MESSAGE} (1 s, in an earlier run of this job)"
+        )),
+        "{}",
+        out[1]
+    );
+    assert!(out[2].contains("1 passed"), "{}", out[2]);
 }
 
 /// A test that only calls the target covers it without checking it: the answer whose tests

@@ -35,9 +35,11 @@ pub const TEST_LIMIT_MESSAGE: &str = "cordon: the test ran longer than its time 
 
 /// The per-test time limit of generated runs, a pytest plugin (`-p cordon_test_limit`): a test
 /// that hangs (click's password prompt spinning on an empty input) fails on its own after
-/// `{secs}` seconds, and the invocation goes on with the others, instead of costing the whole
-/// invocation's `run_timeout` in each of the candidate's runs. It is a convenience, not a
-/// guard: a test can catch or disarm the alarm; `run_timeout` stays the hard limit.
+/// `secs` seconds, and the invocation goes on with the others, instead of costing the whole
+/// invocation's `run_timeout`. The test is noted in the job's `/tmp`, and the job's later runs
+/// (reversed, alone) fail it at once instead of waiting for it again. It is a convenience, not
+/// a guard: a test can catch or disarm the alarm, or write the note; `run_timeout` stays the
+/// hard limit, and a note only ever fails tests of the job's own candidate.
 fn test_limit_plugin(secs: u64) -> String {
     format!(
         r#"# cordon's per-test time limit for generated tests (loaded with -p; not the project's).
@@ -45,13 +47,27 @@ import signal
 
 import pytest
 
-
-def _expired(signum, frame):
-    pytest.fail("{TEST_LIMIT_MESSAGE} ({secs} s)", pytrace=False)
+_EXPIRED = "/tmp/cordon-test-limit-expired"
 
 
-def _limited():
-    previous = signal.signal(signal.SIGALRM, _expired)
+def _expired_before(nodeid):
+    try:
+        with open(_EXPIRED) as f:
+            return nodeid in f.read().splitlines()
+    except OSError:
+        return False
+
+
+def _limited(item):
+    if _expired_before(item.nodeid):
+        pytest.fail("{TEST_LIMIT_MESSAGE} ({secs} s, in an earlier run of this job)", pytrace=False)
+
+    def expired(signum, frame):
+        with open(_EXPIRED, "a") as f:
+            f.write(item.nodeid + "\n")
+        pytest.fail("{TEST_LIMIT_MESSAGE} ({secs} s)", pytrace=False)
+
+    previous = signal.signal(signal.SIGALRM, expired)
     signal.alarm({secs})
     try:
         yield
@@ -62,12 +78,12 @@ def _limited():
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_setup(item):
-    yield from _limited()
+    yield from _limited(item)
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item):
-    yield from _limited()
+    yield from _limited(item)
 "#
     )
 }
@@ -282,8 +298,16 @@ impl Executor {
         };
         copy_repo(repo, &ws).map_err(io)?;
         // Generated tests of an earlier run in the repository are part of the project now;
-        // cordon's own candidates go in a clean directory of their own.
-        std::fs::create_dir_all(ws.join(".cordon-testgen")).map_err(io)?;
+        // cordon's own candidates go in a clean directory of their own. Its own files go in
+        // `.cordon-testgen/`, replacing whatever the checkout had there (the copy holds no
+        // symlinks, so this removes only what was copied).
+        let own = ws.join(".cordon-testgen");
+        match std::fs::symlink_metadata(&own) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&own).map_err(io)?,
+            Ok(_) => std::fs::remove_file(&own).map_err(io)?,
+            Err(_) => {}
+        }
+        std::fs::create_dir_all(&own).map_err(io)?;
         std::fs::write(ws.join(COVERAGERC), coveragerc(project)).map_err(io)?;
         std::fs::create_dir_all(ws.join(PLUGINS)).map_err(io)?;
         let limit = test_limit_plugin(cfg.test_limit.as_secs().max(1));
