@@ -1,4 +1,4 @@
-//! The project's public functions that call a target: a helper of a private module
+//! The project's public functions that call a private target: a helper of a private module
 //! (`click._termui_impl.open_url`, `ProgressBar`) is run through the public API that reaches
 //! it (`click.termui.launch`, `click.termui.progressbar`). The generation prompt names them
 //! with their signatures, and a test that calls one of them reaches the target.
@@ -31,9 +31,15 @@ pub struct Caller {
 
 /// Up to 3 public top-level functions of the project, other than the target itself, whose
 /// body names `gap`'s function or class: those in a public module first (no part of its dotted
-/// name starts with `_`), then the shortest.
+/// name starts with `_`), then the shortest. None for a public name of a public module: that
+/// is tested directly, and its callers are often whole programs (astor's `strip_tree` is
+/// called by `rtrip.convert`, which round-trips a directory tree).
 pub fn of(project: &Project, repo: &Path, gap: &Gap) -> Vec<Caller> {
     let target = gap.top_name();
+    let private = |name: &str| name.starts_with('_');
+    if !private(target) && !gap.module.split('.').any(private) {
+        return Vec::new();
+    }
     let mut found: Vec<(bool, Caller)> = Vec::new();
     for file in project.sources.iter().take(MAX_FILES) {
         let path = repo.join(file);
@@ -116,7 +122,8 @@ mod tests {
 
     /// A private module's function and class are reached through the public functions that
     /// name them, public modules first; a method's caller is found through its class; private
-    /// functions, methods and the target itself are no callers, and a symlink is not read.
+    /// functions, methods and the target itself are no callers, and a symlink is not read. A
+    /// public name of a public module has none.
     #[test]
     fn public_functions_that_name_the_target_are_its_callers() {
         let d = tempfile::tempdir().expect("tempdir");
@@ -165,6 +172,23 @@ mod tests {
             ["progressbar"]
         );
         assert_eq!(calls[0].signature, "progressbar(n) -> 'Bar'");
+        let public = gap("pkg/term.py", "pkg.term", "progressbar", UnitKind::Function);
+        write(
+            "pkg/cli.py",
+            "from .term import progressbar\n\ndef main():\n    progressbar(3)\n",
+        );
+        project.sources.push("pkg/cli.py".into());
+        assert_eq!(of(&project, d.path(), &public), []);
+        let private = gap("pkg/term.py", "pkg.term", "_helper", UnitKind::Function);
+        write("pkg/use.py", "def run():\n    return _helper()\n");
+        project.sources.push("pkg/use.py".into());
+        assert_eq!(
+            of(&project, d.path(), &private)
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>(),
+            ["run"]
+        );
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! Stage 4, generate: a small prompt per gap (the real source of one function or method,
 //! its module's imports, the uncovered lines marked, one real usage from the project's own
 //! tests — or, when only a file beside them does, that use and a test that runs another name
-//! of its module), within the
-//! token budget; then extraction of one fenced code block and static
-//! checks and repairs before anything runs.
+//! of its module — and, for a private target, the public functions that call it), within the
+//! token budget; then extraction of one fenced code block and static checks and repairs
+//! before anything runs.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -30,14 +30,14 @@ pub struct Context {
     pub example: Option<String>,
     /// When no test of the project uses the target but a definition beside the tests does:
     /// the shortest test that uses another public name of its module (or the module), from a
-    /// test file named after the module first — how the project
-    /// *runs* what the module defines (click's decorators appear only in typing checks, and
-    /// are run through `runner.invoke` in its tests).
+    /// test file named after the module first — how the project *runs* what the module
+    /// defines (click's decorators appear only in typing checks, and are run through
+    /// `runner.invoke` in its tests).
     pub exercise: Option<String>,
     /// Working constructions of the objects the target needs (its class, the classes in its
     /// signature), single lines taken from the project's tests, then from its code.
     pub constructions: Vec<String>,
-    /// Public functions of the project that call the target ([`callers`]).
+    /// For a private target, the public functions of the project that call it ([`callers`]).
     pub callers: Vec<callers::Caller>,
     /// Top-level names of the target module.
     pub module_names: BTreeSet<String>,
@@ -208,8 +208,8 @@ fn subclasses(
     out.into_iter().map(|(n, i, _)| (n, i)).collect()
 }
 
-/// The target's example and, when no test uses it, how its module is exercised
-/// ([`Context::example`], [`Context::exercise`]).
+/// The target's example and, when only a file beside the tests uses it, how its module is
+/// exercised ([`Context::example`], [`Context::exercise`]).
 fn examples(
     project: &Project,
     repo: &Path,
@@ -220,6 +220,12 @@ fn examples(
     if let Some(test) = shortest_test(project, repo, 25, |ids| ids.contains(leaf), "") {
         return (Some(test), None);
     }
+    // A test of another name, shown for a target used nowhere, gets copied rather than
+    // followed (run J: click's `pager` got the progress-bar test back, which covered nothing
+    // new; astor, shown `test_fast_compare` for three gaps, kept nothing).
+    let Some(definition) = definition_beside_tests(project, repo, leaf) else {
+        return (None, None);
+    };
     // Its public definitions, and the module itself (`monkeypatch.setattr(click._termui_impl,
     // "isatty", …)` in a test of `click.progressbar`).
     let own = gap.module.rsplit('.').next().unwrap_or(&gap.module);
@@ -231,16 +237,8 @@ fn examples(
         .chain([own.to_string()])
         .collect();
     let runs = |ids: &BTreeSet<String>| !public.is_disjoint(ids);
-    match definition_beside_tests(project, repo, leaf) {
-        Some(definition) => (
-            Some(definition),
-            shortest_test(project, repo, 15, runs, module_word(&gap.file)),
-        ),
-        // A test of another function, shown for a target used nowhere, gets copied rather
-        // than followed (run J: click's `pager` got the progress-bar test back, which covered
-        // nothing new; astor, shown `test_fast_compare` for three gaps, kept nothing).
-        None => (None, None),
-    }
+    let exercise = shortest_test(project, repo, 15, runs, module_word(&gap.file));
+    (Some(definition), exercise)
 }
 
 /// The shortest test function of the project (at most `max_lines`, the first 50 test files)
