@@ -42,18 +42,12 @@ pub fn of(project: &Project, repo: &Path, gap: &Gap) -> Vec<Caller> {
     }
     let mut found: Vec<(bool, Caller)> = Vec::new();
     for file in project.sources.iter().take(MAX_FILES) {
-        let path = repo.join(file);
         // The sources listed are regular files (detect walks without following links);
-        // checked again here, since the checkout is the submitter's.
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
-            continue;
-        };
-        if !meta.is_file() || meta.len() > MAX_FILE_BYTES {
-            continue;
-        }
-        let Some(parsed) = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|s| python::parse(&s))
+        // checked again here, since the checkout is the submitter's. Only a file that
+        // mentions the target is parsed.
+        let Some(parsed) = python::read_regular(&repo.join(file), MAX_FILE_BYTES)
+            .filter(|text| text.contains(target))
+            .and_then(|text| python::parse(&text))
         else {
             continue;
         };
@@ -61,7 +55,7 @@ pub fn of(project: &Project, repo: &Path, gap: &Gap) -> Vec<Caller> {
         if !module.split('.').all(python::is_identifier) {
             continue;
         }
-        let private_module = module.split('.').any(|p| p.starts_with('_'));
+        let private_module = module.split('.').any(private);
         for unit in parsed.units() {
             let public = unit.kind == UnitKind::Function
                 && unit.class.is_none()

@@ -93,13 +93,7 @@ fn read_sources(project: &Project, repo: &Path) -> Sources {
         .sources
         .iter()
         .filter_map(|rel| {
-            let path = repo.join(rel);
-            // No symlinks and no huge files: the repository is the submitter's.
-            let meta = std::fs::symlink_metadata(&path).ok()?;
-            if !meta.is_file() || meta.len() > MAX_FILE {
-                return None;
-            }
-            let parsed = python::parse(&std::fs::read_to_string(&path).ok()?)?;
+            let parsed = python::parse(&python::read_regular(&repo.join(rel), MAX_FILE)?)?;
             let units = parsed.units();
             Some((rel.clone(), parsed, units))
         })

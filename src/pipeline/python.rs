@@ -548,6 +548,16 @@ impl Parsed {
     }
 }
 
+/// The text of `path` if it is a regular file (never read through a symlink: the repository is
+/// the submitter's) of at most `max_bytes`.
+pub fn read_regular(path: &std::path::Path, max_bytes: u64) -> Option<String> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if !meta.is_file() || meta.len() > max_bytes {
+        return None;
+    }
+    std::fs::read_to_string(path).ok()
+}
+
 /// Removes byte ranges (sorted or not, non-overlapping) from `src`, with the line each ends on.
 pub fn remove_ranges(src: &str, ranges: &[Range<usize>]) -> String {
     let mut rs: Vec<Range<usize>> = ranges.to_vec();
