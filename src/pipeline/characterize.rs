@@ -15,11 +15,14 @@
 //!
 //! Only what can be written back exactly is characterized: one-line equality assertions whose
 //! one side the test wrote out — a literal, a container built from one (`set(['a'])`), or a
-//! name bound to either on one line earlier in the test (`expected = [...]`, then
+//! name bound to either earlier in the test, on one line or several (`expected = [...]`, then
 //! `assert f(x) == expected`: the assertion's name is replaced, the binding stays) — and an
 //! observed value that is itself a plain literal (number, string, `True`/`False`/`None`, or
-//! containers of those; pytest runs with `-vv` so it prints them whole). Anything else —
-//! objects, floats printed as `nan`, multi-line assertions — goes to the fix round as before.
+//! containers of those, `set()` among them; pytest runs with `-vv` so it prints them whole).
+//! Anything else — objects, floats printed as `nan`, a string holding an address
+//! (`"<function f at 0x7f…>"`), multi-line assertions — goes to the fix round as before.
+
+use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
@@ -104,17 +107,22 @@ pub fn characterize(
     let indent = line.len() - line.trim_start().len();
     let stmt = &line[indent..];
     let (l, r) = python::equality_assertion(stmt)?;
-    let before = &lines[..idx];
+    let before = t.bytes.start..line_start;
     let (left, right) = (
-        expectation(&stmt[l.clone()], before),
-        expectation(&stmt[r.clone()], before),
+        expectation(&stmt[l.clone()], &p, before.clone()),
+        expectation(&stmt[r.clone()], &p, before),
     );
     let (expected_range, expected, observed) = match (left, right) {
         (None, Some(e)) => (r, e, seen_left),
         (Some(e), None) => (l, e, seen_right),
         _ => return None,
     };
-    if observed.len() > MAX_VALUE || !python::is_literal(&observed) || observed == expected {
+    // `" at 0x7f…"`: a string holding an object's address, another value in every run.
+    if observed.len() > MAX_VALUE
+        || !written_out(&observed)
+        || observed == expected
+        || observed.contains(" at 0x")
+    {
         return None;
     }
     let mut new_stmt = stmt.to_string();
@@ -147,21 +155,18 @@ pub fn characterize(
 }
 
 /// What the model expected, if `side` of the equality is written out by the test: a literal,
-/// a container built from one (`set(['a'])`), or a name the test bound to either on one line
-/// before the assertion (`expected = [1, 2]`, the last such binding in `before`). `None` for
-/// anything computed.
-fn expectation(side: &str, before: &[String]) -> Option<String> {
+/// a container built from one (`set(['a'])`), or a name the test bound to either before the
+/// assertion (`expected = [1, 2]`, or a dict over several lines: the last binding in `before`,
+/// the test's bytes up to the assertion). `None` for anything computed.
+fn expectation(side: &str, p: &python::Parsed, before: Range<usize>) -> Option<String> {
     if written_out(side) {
         return Some(side.to_string());
     }
     if !python::is_identifier(side) {
         return None;
     }
-    let value = before.iter().rev().find_map(|l| {
-        let (name, value) = l.trim().split_once('=')?;
-        (name.trim() == side && !value.starts_with('=')).then(|| value.trim())
-    })?;
-    written_out(value).then(|| value.to_string())
+    let value = p.last_assignment(side, before)?;
+    written_out(&value).then_some(value)
 }
 
 /// A literal, or `set`, `frozenset`, `tuple`, `list` or `dict` of one (or of nothing).
@@ -270,16 +275,71 @@ mod tests {
             "{}",
             out.body
         );
-        // A name bound to something computed is not an expectation; nor is a comparison.
-        let before = |l: &str| vec![l.to_string()];
-        assert_eq!(expectation("r", &before("    r = f(1)")), None);
-        assert_eq!(expectation("r", &before("    r == 2")), None);
+        // A name bound to something computed is not an expectation; nor is a comparison, nor
+        // a name whose last binding adds to it. A binding may span lines.
+        let at = |src: &str| {
+            let p = python::parse(src).expect("parses");
+            expectation("r", &p, 0..src.len())
+        };
+        assert_eq!(at("r = f(1)\n"), None);
+        assert_eq!(at("r = 1\nr == 2\n").as_deref(), Some("1"));
+        assert_eq!(at("r = [1]\nr += [2]\n"), None);
+        assert_eq!(at("r = {1: 2}\n").as_deref(), Some("{1: 2}"));
         assert_eq!(
-            expectation("r", &before("    r = {1: 2}")).as_deref(),
-            Some("{1: 2}")
+            at("r = {\n    'a': [1],\n    'b': [2],\n}\n").as_deref(),
+            Some("{\n    'a': [1],\n    'b': [2],\n}")
         );
         assert!(!written_out("set(f(1))") && !written_out("set([1]) | set(f(2))"));
         assert!(written_out("frozenset()") && written_out("tuple((1, 2))"));
+    }
+
+    #[test]
+    fn an_empty_set_observed_is_written_back() {
+        // astor's run M: `strip_tree` returned `set()` where the model expected three names,
+        // the name bound twice, the assertion with a message.
+        let body = "def test_a():\n    e = set()\n    assert strip_tree(n) == e, \"1\"\n    e = {'func', 'args'}\n    assert strip_tree(n) == e, \"2\"\n";
+        let c = cand(body);
+        let f = case(
+            "test_a",
+            "tests/generated/cordon/test_gen_calc_clamp_1.py:8: in test_a\nE   AssertionError: 2\nE   assert set() == {'func', 'args'}",
+        );
+        let (out, ch) = characterize(&c, "test_a", &f).expect("characterized");
+        assert_eq!(ch.expected_by_model, "{'func', 'args'}");
+        assert_eq!(ch.observed, "set()");
+        assert!(
+            out.body
+                .contains("    assert strip_tree(n) == set(), \"2\"\n"),
+            "{}",
+            out.body
+        );
+        // A dict bound over several lines (pathspec's `normalize_files`).
+        let body =
+            "def test_a():\n    e = {\n        '/a': ['a'],\n    }\n    assert nf(['a']) == e\n";
+        let f = case(
+            "test_a",
+            "tests/generated/cordon/test_gen_calc_clamp_1.py:8: in test_a\nE   AssertionError: assert {'a': ['a']} == {'/a': ['a']}",
+        );
+        let (out, ch) = characterize(&cand(body), "test_a", &f).expect("characterized");
+        assert_eq!(ch.observed, "{'a': ['a']}");
+        assert!(
+            out.body.contains("    assert nf(['a']) == {'a': ['a']}\n"),
+            "{}",
+            out.body
+        );
+        // A string holding an object's address differs in every run (pathspec's
+        // `register_pattern`: characterized three times, failing each time).
+        let body = "def test_a():\n    assert str(e) == 'x'\n";
+        let f = case(
+            "test_a",
+            "tests/generated/cordon/test_gen_calc_clamp_1.py:5: in test_a\nE   assert \"('p', <function f at 0x7f9fbe2516c0>)\" == 'x'",
+        );
+        assert!(characterize(&cand(body), "test_a", &f).is_none());
+        // A call that is not a container of literals is not written back.
+        let f = case(
+            "test_a",
+            "tests/generated/cordon/test_gen_calc_clamp_1.py:8: in test_a\nE   assert set(x) == {'func', 'args'}",
+        );
+        assert!(characterize(&c, "test_a", &f).is_none());
     }
 
     #[test]

@@ -46,9 +46,9 @@ pub struct Context {
     /// Names the target module binds by `from … import …` (click's decorators use `Context`
     /// from `.core`): importable from it, so a test using one gets it from there.
     pub module_from_names: BTreeSet<String>,
-    /// Every identifier in the target module's source, when its names can be read off its
-    /// text (no star import, no module `__getattr__`): a name not among them cannot be
-    /// imported from it.
+    /// The names the target module can offer to an import, when they can be read off its
+    /// text (no star import, no `globals()`, no module `__getattr__`): a name not among them
+    /// cannot be imported from it ([`importable_names`]).
     pub module_identifiers: Option<BTreeSet<String>>,
     /// How much context the prompts of this gap leave out (0..=3, see [`head`]): the least
     /// that fits the model's context, chosen once so that every request shares one head.
@@ -145,9 +145,25 @@ pub fn context(project: &Project, repo: &Path, gap: &Gap) -> Option<Context> {
             .map(|(name, alias)| alias.unwrap_or(name))
             .filter(|n| python::is_identifier(n))
             .collect(),
-        module_identifiers: (!parsed.has_dynamic_exports()).then(|| parsed.names()),
+        module_identifiers: (!parsed.has_dynamic_exports())
+            .then(|| importable_names(project, &parsed, &gap.module)),
         shrink: 0,
     })
+}
+
+/// What `from module import NAME` can import: the module's own names
+/// ([`python::Parsed::module_scope_names`]: `astor.node_util` uses `ast.AST` but offers no
+/// `AST`) and, for a package, its submodules, which the import system finds unnamed.
+fn importable_names(project: &Project, parsed: &python::Parsed, module: &str) -> BTreeSet<String> {
+    let mut out = parsed.module_scope_names();
+    let prefix = format!("{module}.");
+    for s in &project.sources {
+        let m = project.module_name(s);
+        if let Some(sub) = m.strip_prefix(&prefix) {
+            out.insert(sub.split('.').next().unwrap_or(sub).to_string());
+        }
+    }
+    out
 }
 
 /// Classes of the project's sources that derive from one of `names`, directly or through
@@ -573,8 +589,18 @@ pub fn prompt(ctx: &Context, shrink: u8) -> Vec<Message> {
         UnitKind::Class => format!("the class `{top}`"),
         _ => format!("the function `{}`", g.qualname),
     };
+    let through = match ctx.callers.is_empty() {
+        true => "",
+        false => " (or one of the public functions above that call it)",
+    };
+    let calls = match g.kind {
+        UnitKind::Method => format!("calls `{}` on a `{top}` object", g.qualname),
+        UnitKind::Class => format!("creates a `{top}` object and uses it"),
+        _ => format!("calls `{top}(…)` itself{through}"),
+    };
     u.push_str(&format!(
         "Write 2 to 4 short pytest test functions for {what} so that the NOT COVERED lines run, with assertions on the results.\n\
+         - Every test {calls}.\n\
          - Start the file with `from {} import {top}` and import anything else you use.\n\
          - Do not copy or redefine `{top}` or any other code of the module: import it.\n\
          - Use only pytest and the Python standard library. No network, no subprocess. A test that needs files takes pytest's `tmp_path` argument (never define it).\n\
@@ -1340,6 +1366,14 @@ pub(crate) mod tests {
         let m = prompt(&c, 0);
         assert!(m[1].content.contains("from pkg.calc import divide"));
         assert!(!m[1].content.contains("def ..."));
+        // astor's `allow_ast_comparison`: every answer of runs J to M imported it and tested what it
+        // adds without ever calling it.
+        assert!(
+            m[1].content
+                .contains("- Every test calls `divide(…)` itself.\n"),
+            "{}",
+            m[1].content
+        );
     }
 
     /// The server reuses the longest common prefix of consecutive prompts: a gap's fix and

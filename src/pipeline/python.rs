@@ -101,6 +101,14 @@ fn named_children(n: Node<'_>) -> Vec<Node<'_>> {
     n.named_children(&mut c).collect()
 }
 
+/// `b` of `a.b`: an attribute's name, not a name of its own.
+fn is_attribute_part(n: Node<'_>) -> bool {
+    n.parent().is_some_and(|p| {
+        p.kind() == "attribute"
+            && p.child_by_field_name("attribute").map(|a| a.id()) == Some(n.id())
+    })
+}
+
 /// The definition inside a `decorated_definition`, with its decorators' names.
 fn undecorate<'t>(n: Node<'t>, src: &str) -> (Node<'t>, Vec<String>) {
     if n.kind() == "decorated_definition" {
@@ -288,10 +296,12 @@ impl Parsed {
         out
     }
 
-    /// True when the module has `from x import *` or a module-level `__getattr__`: names it
-    /// offers cannot be read off its text.
+    /// True when the module has `from x import *`, calls `globals()` or has a module-level
+    /// `__getattr__`: names it offers cannot be read off its text.
     pub fn has_dynamic_exports(&self) -> bool {
-        self.src.contains("import *") || self.top_level().iter().any(|t| t.name == "__getattr__")
+        self.src.contains("import *")
+            || self.src.contains("globals()")
+            || self.top_level().iter().any(|t| t.name == "__getattr__")
     }
 
     /// Every module named by `import X` / `from X import`, anywhere in the file.
@@ -331,17 +341,73 @@ impl Parsed {
         out
     }
 
+    /// The names a module can offer to `from module import name`: every identifier of its
+    /// module-level statements (not attribute parts: `ast.AST` offers `ast`, not `AST`), the
+    /// names of its top-level functions and classes without their bodies or defaults, and the
+    /// names a `global` statement declares anywhere. A superset of what the module binds, so a
+    /// name outside it is surely missing; see [`Parsed::has_dynamic_exports`] for when no set
+    /// can be read off the text.
+    pub fn module_scope_names(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        let mut stack = vec![self.root()];
+        while let Some(n) = stack.pop() {
+            match n.kind() {
+                "function_definition" | "class_definition" => {
+                    if let Some(name) = n.child_by_field_name("name") {
+                        out.insert(text(name, &self.src).to_string());
+                    }
+                    continue;
+                }
+                "identifier" if !is_attribute_part(n) => {
+                    out.insert(text(n, &self.src).to_string());
+                }
+                _ => {}
+            }
+            let mut c = n.walk();
+            stack.extend(n.children(&mut c));
+        }
+        self.walk(|n| {
+            if n.kind() == "global_statement" {
+                for c in named_children(n) {
+                    out.insert(text(c, &self.src).to_string());
+                }
+            }
+        });
+        out
+    }
+
+    /// The value of the last `name = VALUE` that ends inside `within`, as written (it may span
+    /// lines); `None` when there is none, or when the last binding of `name` there is not a
+    /// plain assignment (`name += …`).
+    pub fn last_assignment(&self, name: &str, within: Range<usize>) -> Option<String> {
+        let mut last: Option<Node<'_>> = None;
+        let mut stack = vec![self.root()];
+        while let Some(n) = stack.pop() {
+            let binds = matches!(n.kind(), "assignment" | "augmented_assignment")
+                && n.start_byte() >= within.start
+                && n.end_byte() <= within.end
+                && n.child_by_field_name("left")
+                    .is_some_and(|l| l.kind() == "identifier" && text(l, &self.src) == name);
+            if binds && last.is_none_or(|p| p.start_byte() < n.start_byte()) {
+                last = Some(n);
+            }
+            let mut c = n.walk();
+            stack.extend(n.children(&mut c));
+        }
+        let n = last?;
+        if n.kind() != "assignment" {
+            return None;
+        }
+        Some(text(n.child_by_field_name("right")?, &self.src).to_string())
+    }
+
     /// The names the code refers to on their own — a bare identifier, or a whole dotted
     /// `a.b.c` — without the attribute parts: `re.compile` gives `re` and `re.compile`, never
     /// `compile`.
     pub fn references(&self) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
         self.walk(|n| {
-            let is_attribute_part = n.parent().is_some_and(|p| {
-                p.kind() == "attribute"
-                    && p.child_by_field_name("attribute").map(|a| a.id()) == Some(n.id())
-            });
-            if (n.kind() == "identifier" && !is_attribute_part) || n.kind() == "attribute" {
+            if (n.kind() == "identifier" && !is_attribute_part(n)) || n.kind() == "attribute" {
                 out.insert(text(n, &self.src).to_string());
             }
         });
@@ -677,6 +743,31 @@ mod tests {
         assert_eq!(names, vec!["X", "f", "K"]);
         assert_eq!(p.imports(), vec!["import os", "from a.b import c"]);
         assert!(p.imported_modules().contains("a.b"));
+    }
+
+    #[test]
+    fn what_a_module_offers_to_an_import() {
+        // astor's node_util: `ast.AST` is used, in a default too, but `AST` is not a name of it.
+        let src = "import ast\nfrom a.b import c as d\ntry:\n    zl = ast.x\nexcept E:\n    zl = 2\n\ndef strip(n, special=ast.AST):\n    local = 1\n    global G\n    G = n\n\nclass K(Base):\n    attr = 1\n";
+        let p = parse(src).expect("parses");
+        let names = p.module_scope_names();
+        for n in ["ast", "d", "zl", "E", "strip", "K", "G"] {
+            assert!(names.contains(n), "{n} in {names:?}");
+        }
+        for n in ["AST", "x", "local", "attr", "special", "n"] {
+            assert!(!names.contains(n), "{n} in {names:?}");
+        }
+        assert!(!p.has_dynamic_exports());
+        for dynamic in [
+            "from m import *\n",
+            "globals()['a'] = 1\n",
+            "def __getattr__(n):\n    pass\n",
+        ] {
+            assert!(
+                parse(dynamic).expect("parses").has_dynamic_exports(),
+                "{dynamic}"
+            );
+        }
     }
 
     #[test]
