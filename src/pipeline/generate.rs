@@ -596,6 +596,8 @@ pub fn prompt(ctx: &Context, shrink: u8) -> Vec<Message> {
     let calls = match g.kind {
         UnitKind::Method => format!("calls `{}` on a `{top}` object", g.qualname),
         UnitKind::Class => format!("creates a `{top}` object and uses it"),
+        // astor's `allow_ast_comparison()`: answers told only to call it passed it a tree.
+        _ if g.params == 0 => format!("calls `{top}()` itself (it takes no arguments){through}"),
         _ => format!("calls `{top}(…)` itself{through}"),
     };
     u.push_str(&format!(
@@ -770,6 +772,7 @@ pub fn check(
     let parsed = drop_fixture_imports(&mut body, parsed, &mut repairs)?;
     let (parsed, tests) =
         strip_shadows_and_idle_tests(&mut body, parsed, ctx, project, &mut repairs)?;
+    let (parsed, tests) = take_used_fixtures(&mut body, parsed, tests, &mut repairs)?;
     let top = check_reaches_target(&parsed, &tests, ctx)?;
     let header = import_header(&parsed, &body, ctx, project, &top);
     Ok(Candidate {
@@ -1005,6 +1008,59 @@ const PYTEST_FIXTURES: &[&str] = &[
     "cache",
     "doctest_namespace",
 ];
+
+/// pytest's fixtures a test may use by name alone: a test that does so without taking the
+/// fixture as an argument gets it added to its parameters.
+const TAKEN_WHEN_USED: &[&str] = &[
+    "tmp_path",
+    "tmp_path_factory",
+    "tmpdir",
+    "tmpdir_factory",
+    "capsys",
+    "capsysbinary",
+    "capfd",
+    "capfdbinary",
+    "caplog",
+    "monkeypatch",
+    "recwarn",
+];
+
+/// A test that uses `tmp_path` (or another of [`TAKEN_WHEN_USED`]) without taking it fails
+/// with a NameError (click's `_pipepager`, run N: 5 tests, often after cordon removed the
+/// answer's own `def tmp_path()`): the fixture is added to its parameters. A name the file
+/// binds at its top level is left alone.
+fn take_used_fixtures(
+    body: &mut String,
+    parsed: python::Parsed,
+    tests: Vec<python::TestFn>,
+    repairs: &mut Vec<String>,
+) -> Result<(python::Parsed, Vec<python::TestFn>), Rejection> {
+    let own: BTreeSet<String> = parsed.top_level().into_iter().map(|t| t.name).collect();
+    let names: Vec<&str> = TAKEN_WHEN_USED
+        .iter()
+        .copied()
+        .filter(|n| !own.contains(*n))
+        .collect();
+    let mut edits = Vec::new();
+    for (test, fixtures, at, insert) in parsed.untaken_fixtures(&names) {
+        repairs.push(format!(
+            "`{test}` takes `{}` as an argument: it used the fixture without taking it",
+            fixtures.join("`, `")
+        ));
+        edits.push((at..at, insert));
+    }
+    if edits.is_empty() {
+        return Ok((parsed, tests));
+    }
+    apply_edits(body, edits)?;
+    let parsed = reparse(body)?;
+    let tests = parsed
+        .test_functions()
+        .into_iter()
+        .filter(|t| !t.placeholder)
+        .collect();
+    Ok((parsed, tests))
+}
 
 /// Removes top-level definitions that shadow the module's names, the project's or pytest's
 /// fixtures, placeholder tests and tests that check nothing; returns the parse of what is left
@@ -1374,6 +1430,15 @@ pub(crate) mod tests {
             "{}",
             m[1].content
         );
+        let mut none = c.clone();
+        none.gap.params = 0;
+        let m = prompt(&none, 0);
+        assert!(
+            m[1].content
+                .contains("- Every test calls `divide()` itself (it takes no arguments).\n"),
+            "{}",
+            m[1].content
+        );
     }
 
     /// The server reuses the longest common prefix of consecutive prompts: a gap's fix and
@@ -1605,6 +1670,42 @@ pub(crate) mod tests {
             "{:?}",
             cand.repairs
         );
+
+        // A test that uses a fixture by name without taking it gets it as an argument (after
+        // its own `def tmp_path()` went, too); one that binds the name itself, or takes it, or
+        // reads only an attribute of that name, is left as it is.
+        let cand = check(
+            "import pytest\n\ndef tmp_path():\n    return '/tmp'\n\ndef test_a():\n    p = tmp_path / 'x'\n    capsys.readouterr()\n    assert divide(4, 2) == 2\n\nclass TestK:\n    def test_b(self,):\n        monkeypatch.setenv('A', '1')\n        assert divide(1, 1) == 1\n\ndef test_c(tmp_path):\n    assert divide(str(tmp_path), 1)\n\ndef test_d():\n    caplog = []\n    assert divide(len(caplog), 1) == 0\n\ndef test_e():\n    assert divide(o.tmp_path, 1) and f(capsys=1)\n",
+            &c,
+            &p,
+            "t.py",
+        )
+        .expect("ok");
+        for line in [
+            "def test_a(tmp_path, capsys):",
+            "def test_b(self, monkeypatch):",
+            "def test_c(tmp_path):",
+            "def test_d():",
+            "def test_e():",
+        ] {
+            assert!(cand.body.contains(line), "{line} in\n{}", cand.body);
+        }
+        assert!(
+            cand.repairs.iter().any(|r| r
+                == "`test_a` takes `tmp_path`, `capsys` as an argument: it used the fixture without taking it"),
+            "{:?}",
+            cand.repairs
+        );
+        assert_eq!(cand.tests.len(), 5, "{:?}", cand.tests);
+        // A name the file binds at its top level is the file's, not the fixture.
+        let cand = check(
+            "capsys = object()\n\ndef test_a():\n    assert divide(4, 2) == 2 and capsys\n",
+            &c,
+            &p,
+            "t.py",
+        )
+        .expect("ok");
+        assert!(cand.body.contains("def test_a():"), "{}", cand.body);
 
         assert_eq!(
             check("def test_a():\n    assert len([]) == 0\n", &c, &p, "t.py").unwrap_err(),

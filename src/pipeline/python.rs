@@ -109,6 +109,37 @@ fn is_attribute_part(n: Node<'_>) -> bool {
     })
 }
 
+/// Every identifier under `n`, attribute parts left out.
+fn identifiers_of(n: Node<'_>, src: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![n];
+    while let Some(n) = stack.pop() {
+        if n.kind() == "identifier" && !is_attribute_part(n) {
+            out.insert(text(n, src).to_string());
+        }
+        let mut c = n.walk();
+        stack.extend(n.children(&mut c));
+    }
+    out
+}
+
+/// The names a `parameters` node declares (`a`, `b=1`, `c: int`, `*d`, `**e`).
+fn params_names<'s>(params: Node<'_>, src: &'s str) -> BTreeSet<&'s str> {
+    let mut out = BTreeSet::new();
+    for p in named_children(params) {
+        let id = match p.kind() {
+            "identifier" => Some(p),
+            _ => named_children(p)
+                .into_iter()
+                .find(|k| k.kind() == "identifier"),
+        };
+        if let Some(id) = id {
+            out.insert(&src[id.byte_range()]);
+        }
+    }
+    out
+}
+
 /// The definition inside a `decorated_definition`, with its decorators' names.
 fn undecorate<'t>(n: Node<'t>, src: &str) -> (Node<'t>, Vec<String>) {
     if n.kind() == "decorated_definition" {
@@ -443,6 +474,21 @@ impl Parsed {
     /// `…assert…(…)`), or a call of a top-level helper of the file that does.
     pub fn test_functions(&self) -> Vec<TestFn> {
         let helpers = self.checking_helpers();
+        self.test_defs()
+            .into_iter()
+            .map(|(node_id, outer, def)| {
+                let name = def
+                    .child_by_field_name("name")
+                    .map(|n| text(n, &self.src))
+                    .unwrap_or_default();
+                self.test_fn(node_id, name, outer, def, &helpers)
+            })
+            .collect()
+    }
+
+    /// Each test pytest collects by its default rules: (node id, the statement with its
+    /// decorators, the `function_definition`).
+    fn test_defs(&self) -> Vec<(String, Node<'_>, Node<'_>)> {
         let mut out = Vec::new();
         for child in named_children(self.root()) {
             let (def, _) = undecorate(child, &self.src);
@@ -450,32 +496,101 @@ impl Parsed {
                 continue;
             };
             if def.kind() == "function_definition" && name.starts_with("test") {
-                out.push(self.test_fn(name.to_string(), name, child, def, &helpers));
+                out.push((name.to_string(), child, def));
             } else if def.kind() == "class_definition"
                 && name.starts_with("Test")
                 && let Some(body) = def.child_by_field_name("body")
             {
                 for m in named_children(body) {
                     let (mdef, _) = undecorate(m, &self.src);
-                    if mdef.kind() != "function_definition" {
-                        continue;
-                    }
-                    if let Some(mname) =
-                        mdef.child_by_field_name("name").map(|n| text(n, &self.src))
+                    if mdef.kind() == "function_definition"
+                        && let Some(mname) =
+                            mdef.child_by_field_name("name").map(|n| text(n, &self.src))
                         && mname.starts_with("test")
                     {
-                        out.push(self.test_fn(
-                            format!("{name}::{mname}"),
-                            mname,
-                            m,
-                            mdef,
-                            &helpers,
-                        ));
+                        out.push((format!("{name}::{mname}"), m, mdef));
                     }
                 }
             }
         }
         out
+    }
+
+    /// Fixtures among `names` that a test uses as a free name without taking them as an
+    /// argument (`(tmp_path / "a").write_text(…)` in `def test_a():`, a NameError when it
+    /// runs): (test node id, the fixtures, the byte before its parameter list's `)`, the text
+    /// to insert there). A name the test binds itself, or takes, is left alone; so is a test
+    /// with `*` or `/` among its parameters.
+    pub fn untaken_fixtures(&self, names: &[&str]) -> Vec<(String, Vec<String>, usize, String)> {
+        let mut out = Vec::new();
+        for (node_id, _, def) in self.test_defs() {
+            let (Some(params), Some(body)) = (
+                def.child_by_field_name("parameters"),
+                def.child_by_field_name("body"),
+            ) else {
+                continue;
+            };
+            let at = params.end_byte() - 1;
+            let inside = self.src[params.start_byte() + 1..at].trim_end();
+            if inside.contains('*') || inside.contains('/') {
+                continue;
+            }
+            let taken = params_names(params, &self.src);
+            let (used, bound) = self.free_and_bound(body);
+            let missing: Vec<String> = names
+                .iter()
+                .filter(|n| used.contains(**n) && !bound.contains(**n) && !taken.contains(*n))
+                .map(|n| n.to_string())
+                .collect();
+            if missing.is_empty() {
+                continue;
+            }
+            let sep = match inside {
+                "" => "",
+                i if i.ends_with(',') => " ",
+                _ => ", ",
+            };
+            let insert = format!("{sep}{}", missing.join(", "));
+            out.push((node_id, missing, at, insert));
+        }
+        out
+    }
+
+    /// The names `body` reads (identifiers that are neither attribute parts nor keyword
+    /// argument names) and the names it binds (assignment, `for`, `with … as`, `except … as`,
+    /// `global`/`nonlocal`, nested definitions and their parameters).
+    fn free_and_bound(&self, body: Node<'_>) -> (BTreeSet<String>, BTreeSet<String>) {
+        let (mut used, mut bound) = (BTreeSet::new(), BTreeSet::new());
+        let mut stack = vec![body];
+        while let Some(n) = stack.pop() {
+            let is_kwarg_name = n.parent().is_some_and(|p| {
+                p.kind() == "keyword_argument"
+                    && p.child_by_field_name("name").map(|a| a.id()) == Some(n.id())
+            });
+            match n.kind() {
+                "identifier" if !is_attribute_part(n) && !is_kwarg_name => {
+                    used.insert(text(n, &self.src).to_string());
+                }
+                "assignment" | "augmented_assignment" | "for_statement" | "for_in_clause" => {
+                    if let Some(l) = n.child_by_field_name("left") {
+                        bound.extend(identifiers_of(l, &self.src));
+                    }
+                }
+                "as_pattern_target" | "global_statement" | "nonlocal_statement" | "parameters"
+                | "lambda_parameters" => {
+                    bound.extend(identifiers_of(n, &self.src));
+                }
+                "function_definition" | "class_definition" => {
+                    if let Some(name) = n.child_by_field_name("name") {
+                        bound.insert(text(name, &self.src).to_string());
+                    }
+                }
+                _ => {}
+            }
+            let mut c = n.walk();
+            stack.extend(n.children(&mut c));
+        }
+        (used, bound)
     }
 
     fn test_fn(
