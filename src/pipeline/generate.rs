@@ -1009,26 +1009,14 @@ const PYTEST_FIXTURES: &[&str] = &[
     "doctest_namespace",
 ];
 
-/// pytest's fixtures a test may use by name alone: a test that does so without taking the
-/// fixture as an argument gets it added to its parameters.
-const TAKEN_WHEN_USED: &[&str] = &[
-    "tmp_path",
-    "tmp_path_factory",
-    "tmpdir",
-    "tmpdir_factory",
-    "capsys",
-    "capsysbinary",
-    "capfd",
-    "capfdbinary",
-    "caplog",
-    "monkeypatch",
-    "recwarn",
-];
+/// pytest's fixtures whose names are often the test's own variables or the project's (a
+/// `request` object, a `cache`): never added as an argument by [`take_used_fixtures`].
+const NEVER_TAKEN: &[&str] = &["request", "pytestconfig", "cache", "doctest_namespace"];
 
-/// A test that uses `tmp_path` (or another of [`TAKEN_WHEN_USED`]) without taking it fails
-/// with a NameError (click's `_pipepager`, run N: 5 tests, often after cordon removed the
-/// answer's own `def tmp_path()`): the fixture is added to its parameters. A name the file
-/// binds at its top level is left alone.
+/// A test that uses `tmp_path` (or another of [`PYTEST_FIXTURES`] but [`NEVER_TAKEN`])
+/// without taking it fails with a NameError (click's `_pipepager`, run N: 5 tests, often
+/// after cordon removed the answer's own `def tmp_path()`): the fixture is added to its
+/// parameters. A name the file binds at its top level is left alone.
 fn take_used_fixtures(
     body: &mut String,
     parsed: python::Parsed,
@@ -1036,10 +1024,10 @@ fn take_used_fixtures(
     repairs: &mut Vec<String>,
 ) -> Result<(python::Parsed, Vec<python::TestFn>), Rejection> {
     let own: BTreeSet<String> = parsed.top_level().into_iter().map(|t| t.name).collect();
-    let names: Vec<&str> = TAKEN_WHEN_USED
+    let names: Vec<&str> = PYTEST_FIXTURES
         .iter()
         .copied()
-        .filter(|n| !own.contains(*n))
+        .filter(|n| !NEVER_TAKEN.contains(n) && !own.contains(*n))
         .collect();
     let mut edits = Vec::new();
     for (test, fixtures, at, insert) in parsed.untaken_fixtures(&names) {

@@ -327,11 +327,19 @@ impl Parsed {
         out
     }
 
-    /// True when the module has `from x import *`, calls `globals()` or has a module-level
-    /// `__getattr__`: names it offers cannot be read off its text.
+    /// True when the module has `from x import *`, writes its own namespace (`globals()`,
+    /// `vars()`, `sys.modules[__name__]`, `exec(`) or has a module-level `__getattr__`: names
+    /// it offers cannot be read off its text.
     pub fn has_dynamic_exports(&self) -> bool {
-        self.src.contains("import *")
-            || self.src.contains("globals()")
+        [
+            "import *",
+            "globals()",
+            "vars()",
+            "sys.modules[__name__]",
+            "exec(",
+        ]
+        .iter()
+        .any(|m| self.src.contains(m))
             || self.top_level().iter().any(|t| t.name == "__getattr__")
     }
 
@@ -876,6 +884,7 @@ mod tests {
         for dynamic in [
             "from m import *\n",
             "globals()['a'] = 1\n",
+            "setattr(sys.modules[__name__], 'a', 1)\n",
             "def __getattr__(n):\n    pass\n",
         ] {
             assert!(
