@@ -47,8 +47,8 @@ pub struct Context {
     /// from `.core`): importable from it, so a test using one gets it from there.
     pub module_from_names: BTreeSet<String>,
     /// The names the target module can offer to an import, when they can be read off its
-    /// text (no star import, no `globals()`, no module `__getattr__`): a name not among them
-    /// cannot be imported from it ([`importable_names`]).
+    /// text (see [`python::Parsed::has_dynamic_exports`]): a name not among them cannot be
+    /// imported from it ([`importable_names`]).
     pub module_identifiers: Option<BTreeSet<String>>,
     /// How much context the prompts of this gap leave out (0..=3, see [`head`]): the least
     /// that fits the model's context, chosen once so that every request shares one head.
@@ -1410,8 +1410,8 @@ pub(crate) mod tests {
         let m = prompt(&c, 0);
         assert!(m[1].content.contains("from pkg.calc import divide"));
         assert!(!m[1].content.contains("def ..."));
-        // astor's `allow_ast_comparison`: every answer of runs J to M imported it and tested what it
-        // adds without ever calling it.
+        // astor's `allow_ast_comparison`: every answer of runs J to M imported it and tested
+        // what it adds without ever calling it.
         assert!(
             m[1].content
                 .contains("- Every test calls `divide(…)` itself.\n"),
