@@ -21,6 +21,16 @@
 //! containers of those, `set()` among them; pytest runs with `-vv` so it prints them whole).
 //! Anything else — objects, floats printed as `nan`, a string holding an address
 //! (`"<function f at 0x7f…>"`), multi-line assertions — goes to the fix round as before.
+//! `assert CALL is LITERAL` is characterized too: `is` stays for `None`, `True` and `False`
+//! and becomes `==` for any other observed value.
+//!
+//! An expected exception that did not come is the same kind of guess: `with
+//! pytest.raises(E): f(x)` that failed with `DID NOT RAISE` (or `pytest.warns`, `DID NOT
+//! WARN`) loses its `with` — the statements stay, and a last bare expression becomes `assert
+//! f(x) is None`, so the test still checks what the code did; the next run confirms it or
+//! characterizes the value `f(x)` returned. Left to the fix round: a block whose exception
+//! info the test reads afterwards (`e.value`), one holding a triple-quoted string, one of
+//! several context managers, and a test that would check nothing without it.
 
 use std::ops::Range;
 
@@ -49,9 +59,10 @@ const MAX_VALUE: usize = 200;
 /// The comment cordon puts above a characterized assertion.
 pub const COMMENT: &str = "# cordon: characterization - expected value observed in the sandbox";
 
-/// The first `assert A == B` that pytest printed for this failure, split in its two reprs.
-/// `None` when there is none, or when ` == ` does not split it unambiguously.
-pub fn observed_sides(case: &Case) -> Option<(String, String)> {
+/// The first `assert A OP B` that pytest printed for this failure (`OP` is `==` or `is`),
+/// split in its two reprs. `None` when there is none, or when ` OP ` does not split it
+/// unambiguously.
+pub fn observed_sides(case: &Case, op: &str) -> Option<(String, String)> {
     let line = case
         .text
         .lines()
@@ -60,7 +71,8 @@ pub fn observed_sides(case: &Case) -> Option<(String, String)> {
         .map(|l| l.strip_prefix("AssertionError: ").unwrap_or(l))
         .find(|l| l.starts_with("assert "))?;
     let rest = line.strip_prefix("assert ")?;
-    let mut parts = rest.split(" == ");
+    let op = format!(" {op} ");
+    let mut parts = rest.split(&op);
     let (a, b) = (parts.next()?, parts.next()?);
     if parts.next().is_some() {
         return None;
@@ -84,33 +96,59 @@ pub fn failing_line(case: &Case, file_name: &str) -> Option<usize> {
     (frame.0 == file_name || frame.0.ends_with(&format!("/{file_name}"))).then_some(frame.1)
 }
 
-/// The candidate with the failed equality of test `node` turned into a characterization, and
-/// what was changed; `None` when the failure is not a characterizable wrong expected value.
+/// The candidate with the failed check of test `node` turned into a characterization, and
+/// what was changed; `None` when the failure is not a characterizable wrong expectation. A
+/// wrong expected value is replaced by the observed one; an expected exception or warning that
+/// did not come is taken away (see [`unexpected_return`]).
 pub fn characterize(
     cand: &Candidate,
     node: &str,
     case: &Case,
 ) -> Option<(Candidate, Characterization)> {
-    let (seen_left, seen_right) = observed_sides(case)?;
     let n = failing_line(case, &cand.file_name)?;
     let header_lines = cand.header.matches('\n').count();
-    let idx = n.checked_sub(1 + header_lines)?;
-    let mut lines: Vec<String> = cand.body.lines().map(str::to_string).collect();
-    let line = lines.get(idx)?.clone();
-    // The line must belong to this test (guards against a stale line number).
+    let at = n.checked_sub(header_lines)?;
     let p = python::parse(&cand.body)?;
     let t = p.test_functions().into_iter().find(|t| t.node_id == node)?;
+    let (out, ch) = match expected_but_absent(case) {
+        Some(absent) => unexpected_return(&p, &t, at, absent)?,
+        None => wrong_value(&p, &t, at, case)?,
+    };
+    let parsed = python::parse(&out)?;
+    if parsed.first_error_line().is_some() {
+        return None;
+    }
+    let out = Candidate {
+        body: out,
+        ..cand.clone()
+    };
+    Some((out, ch))
+}
+
+/// The body with the wrong expected value of the one-line assertion on line `at` (1-based, in
+/// the body) of test `t` replaced by the observed one.
+fn wrong_value(
+    p: &python::Parsed,
+    t: &python::TestFn,
+    at: usize,
+    case: &Case,
+) -> Option<(String, Characterization)> {
+    let idx = at.checked_sub(1)?;
+    let mut lines: Vec<String> = p.src.lines().map(str::to_string).collect();
+    let line = lines.get(idx)?.clone();
+    // The line must belong to this test (guards against a stale line number).
     let line_start: usize = lines[..idx].iter().map(|l| l.len() + 1).sum();
     if !(t.bytes.start <= line_start + line.len() && line_start < t.bytes.end) {
         return None;
     }
     let indent = line.len() - line.trim_start().len();
     let stmt = &line[indent..];
-    let (l, r) = python::equality_assertion(stmt)?;
+    let (l, op, r) = python::equality_assertion(stmt)?;
+    let (seen_left, seen_right) = observed_sides(case, &stmt[op.clone()])?;
     let before = t.bytes.start..line_start;
     let (left, right) = (
-        expectation(&stmt[l.clone()], &p, before.clone()),
-        expectation(&stmt[r.clone()], &p, before),
+        expectation(&stmt[l.clone()], p, before.clone()),
+        expectation(&stmt[r.clone()], p, before),
     );
     let (expected_range, expected, observed) = match (left, right) {
         (None, Some(e)) => (r, e, seen_left),
@@ -125,8 +163,17 @@ pub fn characterize(
     {
         return None;
     }
+    // `is` holds for the singletons only: `assert f() is None` that returned 3 becomes `== 3`.
+    let op_text = match &stmt[op.clone()] {
+        "is" if !matches!(observed.as_str(), "None" | "True" | "False") => "==",
+        other => other,
+    };
     let mut new_stmt = stmt.to_string();
-    new_stmt.replace_range(expected_range, &observed);
+    let mut edits = [(expected_range, observed.as_str()), (op, op_text)];
+    edits.sort_by_key(|e| std::cmp::Reverse(e.0.start));
+    for (range, with) in edits {
+        new_stmt.replace_range(range, with);
+    }
     let pad = &line[..indent];
     lines[idx] = format!("{pad}{new_stmt}");
     lines.insert(
@@ -135,23 +182,110 @@ pub fn characterize(
     );
     let mut body = lines.join("\n");
     body.push('\n');
-    let parsed = python::parse(&body)?;
-    if parsed.first_error_line().is_some() {
-        return None;
-    }
-    let out = Candidate {
-        body,
-        ..cand.clone()
-    };
     Some((
-        out,
+        body,
         Characterization {
-            test: node.to_string(),
+            test: t.node_id.clone(),
             expected_by_model: expected,
             observed,
             assertion: new_stmt,
         },
     ))
+}
+
+/// What a `pytest.raises`/`warns` block that failed expected and did not see: `Some("no
+/// exception")` or `Some("no warning")`, or `None` for any other failure.
+fn expected_but_absent(case: &Case) -> Option<&'static str> {
+    let said = |what: &str| {
+        case.message.contains(what)
+            || case
+                .text
+                .lines()
+                .filter_map(|l| l.strip_prefix('E'))
+                .any(|l| l.trim().starts_with(what))
+    };
+    if said("Failed: DID NOT RAISE") {
+        Some("no exception")
+    } else if said("Failed: DID NOT WARN") {
+        Some("no warning")
+    } else {
+        None
+    }
+}
+
+/// The body with the `with pytest.raises(…):` block starting on line `at` (1-based, in the
+/// body) of test `t` taken away: its statements stay, one level less indented, and a last
+/// bare expression becomes `assert EXPR is None` — a test that still checks what the code
+/// did, which the next run confirms or characterizes (`is None` that got `3` → `== 3`).
+///
+/// Left alone (`None`): an `as e` whose `e` the test reads after the block, a block holding
+/// a triple-quoted string (dedenting would change it), a line outdented from the block, and a
+/// test that would check nothing without the block.
+fn unexpected_return(
+    p: &python::Parsed,
+    t: &python::TestFn,
+    at: usize,
+    absent: &str,
+) -> Option<(String, Characterization)> {
+    let b = p.expecting_block(at)?;
+    let src = p.src.as_str();
+    if b.stmt.start < t.bytes.start || b.stmt.end > t.bytes.end {
+        return None;
+    }
+    if let Some(a) = &b.alias
+        && p.identifiers_in(b.stmt.end..t.bytes.end).contains(a)
+    {
+        return None;
+    }
+    let line_of = |byte: usize| src[..byte].rfind('\n').map_or(0, |i| i + 1);
+    let (with_start, body_start) = (line_of(b.stmt.start), line_of(b.body.start));
+    let pad = &src[with_start..b.stmt.start];
+    let inner = &src[body_start..b.body.start];
+    let block = match &b.last_expression {
+        Some(e) => format!(
+            "{}assert {} is None{}",
+            &src[body_start..e.start],
+            &src[e.clone()],
+            &src[e.end..b.body.end]
+        ),
+        None => src[body_start..b.body.end].to_string(),
+    };
+    if block.contains("\"\"\"") || block.contains("'''") || !pad.trim().is_empty() {
+        return None;
+    }
+    let call = b.call.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut out = vec![format!(
+        "{pad}# cordon: characterization - {absent} in the sandbox; the model expected {call}"
+    )];
+    for l in block.lines() {
+        match l.strip_prefix(inner) {
+            _ if l.trim().is_empty() => out.push(String::new()),
+            Some(rest) => out.push(format!("{pad}{rest}")),
+            None => return None,
+        }
+    }
+    let assertion = out.get(1).map(|l| l.trim().to_string()).unwrap_or_default();
+    let body = format!(
+        "{}{}{}",
+        &src[..with_start],
+        out.join("\n"),
+        &src[b.body.end..]
+    );
+    let checks = python::parse(&body)?
+        .test_functions()
+        .into_iter()
+        .any(|x| x.node_id == t.node_id && x.checks);
+    checks.then(|| {
+        (
+            body,
+            Characterization {
+                test: t.node_id.clone(),
+                expected_by_model: call,
+                observed: absent.to_string(),
+                assertion,
+            },
+        )
+    })
 }
 
 /// What the model expected, if `side` of the equality is written out by the test: a literal,
@@ -377,6 +511,112 @@ mod tests {
     }
 
     #[test]
+    fn an_exception_that_did_not_come_is_taken_away() {
+        let body = "def test_a():\n    x = 1\n    with pytest.raises(ClickException,\n                       match=\"no\"):\n        setup(x)\n        pager(\"text\")\n    assert x == 1\n\ndef test_b():\n    with pytest.raises(ValueError):\n        r = parse(\"1\")\n";
+        let did_not = |line: usize, node: &str, what: &str| {
+            case(
+                node,
+                &format!(
+                    "tests/generated/cordon/test_gen_calc_clamp_1.py:{line}: in {node}\n    with pytest.raises(\nE   Failed: DID NOT {what}"
+                ),
+            )
+        };
+        let (out, ch) = characterize(
+            &cand(body),
+            "test_a",
+            &did_not(6, "test_a", "RAISE ClickException"),
+        )
+        .expect("characterized");
+        let want = "def test_a():\n    x = 1\n    # cordon: characterization - no exception in the sandbox; the model expected pytest.raises(ClickException, match=\"no\")\n    setup(x)\n    assert pager(\"text\") is None\n    assert x == 1\n\ndef test_b():";
+        assert!(out.body.starts_with(want), "{}", out.body);
+        assert_eq!(ch.observed, "no exception");
+        assert_eq!(ch.assertion, "setup(x)");
+        // The next run returned 1: `is None` becomes `== 1`.
+        let f = case(
+            "test_a",
+            "tests/generated/cordon/test_gen_calc_clamp_1.py:8: in test_a\n    assert pager(\"text\") is None\nE   assert 1 is None\nE    +  where 1 = pager('text')",
+        );
+        let (out, ch) = characterize(&out, "test_a", &f).expect("characterized again");
+        assert!(
+            out.body.contains("\n    assert pager(\"text\") == 1\n"),
+            "{}",
+            out.body
+        );
+        assert_eq!(
+            (ch.expected_by_model.as_str(), ch.observed.as_str()),
+            ("None", "1")
+        );
+        // A singleton keeps `is`.
+        let c = cand("def test_a():\n    assert ok() is None\n");
+        let f = case(
+            "test_a",
+            "tests/generated/cordon/test_gen_calc_clamp_1.py:5: in test_a\nE   assert True is None",
+        );
+        let (out, _) = characterize(&c, "test_a", &f).expect("characterized");
+        assert!(out.body.contains("assert ok() is True\n"), "{}", out.body);
+        // test_b would check nothing without its block: left to the fix round.
+        assert!(
+            characterize(
+                &cand(body),
+                "test_b",
+                &did_not(13, "test_b", "RAISE ValueError")
+            )
+            .is_none()
+        );
+        // A warning that did not come, in a method.
+        let c = cand(
+            "class TestK:\n    def test_w(self):\n        with pytest.warns(UserWarning):\n            warn_maybe(0)\n",
+        );
+        let (out, ch) = characterize(
+            &c,
+            "TestK::test_w",
+            &did_not(6, "TestK::test_w", "WARN. No warnings"),
+        )
+        .expect("characterized");
+        assert!(
+            out.body.ends_with("        assert warn_maybe(0) is None\n"),
+            "{}",
+            out.body
+        );
+        assert_eq!(ch.observed, "no warning");
+    }
+
+    #[test]
+    fn a_raises_block_is_left_alone_when_taking_it_away_would_change_the_test() {
+        let did_not = |body: &str| {
+            let f = case(
+                "test_a",
+                "tests/generated/cordon/test_gen_calc_clamp_1.py:5: in test_a\nE   Failed: DID NOT RAISE <class 'KeyError'>",
+            );
+            characterize(&cand(body), "test_a", &f)
+        };
+        // The exception info is read after the block.
+        assert!(did_not("def test_a():\n    with pytest.raises(KeyError) as e:\n        get({}, 'k')\n    assert 'k' in str(e.value)\n").is_none());
+        // Not read after it: taken away.
+        assert!(
+            did_not(
+                "def test_a():\n    with pytest.raises(KeyError) as e:\n        get({}, 'k')\n"
+            )
+            .is_some()
+        );
+        // Dedenting would change a triple-quoted string.
+        assert!(did_not("def test_a():\n    with pytest.raises(KeyError):\n        get(\"\"\"a\n        b\"\"\")\n").is_none());
+        // Two context managers, a body on the `with` line, another context manager.
+        assert!(
+            did_not(
+                "def test_a():\n    with pytest.raises(KeyError), open(p):\n        get({}, 'k')\n"
+            )
+            .is_none()
+        );
+        assert!(
+            did_not("def test_a():\n    with pytest.raises(KeyError): get({}, 'k')\n").is_none()
+        );
+        assert!(did_not("def test_a():\n    with open(p):\n        get({}, 'k')\n").is_none());
+        // The line is not the block's.
+        assert!(did_not("def test_a():\n    x = 1\n    with pytest.raises(KeyError):\n        get({}, 'k')\n").is_none());
+    }
+
+    #[test]
     fn literals() {
         for l in [
             "1",
@@ -406,5 +646,7 @@ mod tests {
         assert!(python::equality_assertion("assert f(1) == 2, 'msg'").is_some());
         assert!(python::equality_assertion("assert f(1) != 2").is_none());
         assert!(python::equality_assertion("assert f(1) == 2 == 3").is_none());
+        assert!(python::equality_assertion("assert f(1) is None").is_some());
+        assert!(python::equality_assertion("assert f(1) is not None").is_none());
     }
 }

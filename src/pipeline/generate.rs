@@ -1029,6 +1029,7 @@ fn take_used_fixtures(
         .copied()
         .filter(|n| !NEVER_TAKEN.contains(n) && !own.contains(*n))
         .collect();
+    let (parsed, tests) = uncall_path_fixtures(body, parsed, tests, &own, repairs)?;
     let mut edits = Vec::new();
     for (test, fixtures, at, insert) in parsed.untaken_fixtures(&names) {
         repairs.push(format!(
@@ -1041,6 +1042,40 @@ fn take_used_fixtures(
         return Ok((parsed, tests));
     }
     apply_edits(body, edits)?;
+    let parsed = reparse(body)?;
+    let tests = parsed
+        .test_functions()
+        .into_iter()
+        .filter(|t| !t.placeholder)
+        .collect();
+    Ok((parsed, tests))
+}
+
+/// `tmp_path()` in a test is a TypeError: the fixture is a path, not a function (click's
+/// `Editor` tests, runs N and O). The call becomes the name, and [`take_used_fixtures`] then
+/// makes the test take it. A name the file binds at its top level (`own`) is left alone.
+fn uncall_path_fixtures(
+    body: &mut String,
+    parsed: python::Parsed,
+    tests: Vec<python::TestFn>,
+    own: &BTreeSet<String>,
+    repairs: &mut Vec<String>,
+) -> Result<(python::Parsed, Vec<python::TestFn>), Rejection> {
+    let names: Vec<&str> = ["tmp_path", "tmpdir"]
+        .into_iter()
+        .filter(|n| !own.contains(*n))
+        .collect();
+    let calls = parsed.bare_calls_in_tests(&names);
+    if calls.is_empty() {
+        return Ok((parsed, tests));
+    }
+    let called: BTreeSet<&str> = calls.iter().map(|c| c.1.as_str()).collect();
+    for name in called {
+        repairs.push(format!(
+            "`{name}()` became `{name}`: the fixture is a path, not a function"
+        ));
+    }
+    apply_edits(body, calls)?;
     let parsed = reparse(body)?;
     let tests = parsed
         .test_functions()
@@ -1694,6 +1729,44 @@ pub(crate) mod tests {
         )
         .expect("ok");
         assert!(cand.body.contains("def test_a():"), "{}", cand.body);
+        // `tmp_path()` is the path itself (click's `Editor` tests); `tmp_path(1)` and a
+        // `tmp_path` of the file's own are left alone.
+        let cand = check(
+            "def test_a():\n    p = tmp_path() / 'f'\n    assert divide(1, 1) == 1 and tmpdir()\n\ndef test_b():\n    assert divide(tmp_path(1), 1)\n",
+            &c,
+            &p,
+            "t.py",
+        )
+        .expect("ok");
+        assert!(
+            cand.body.starts_with("def test_a(tmp_path, tmpdir):\n    p = tmp_path / 'f'\n    assert divide(1, 1) == 1 and tmpdir\n"),
+            "{}",
+            cand.body
+        );
+        assert!(
+            cand.body.contains("divide(tmp_path(1), 1)"),
+            "{}",
+            cand.body
+        );
+        assert!(
+            cand.repairs
+                .iter()
+                .any(|r| r
+                    == "`tmp_path()` became `tmp_path`: the fixture is a path, not a function"),
+            "{:?}",
+            cand.repairs
+        );
+        // The answer's own `def tmp_path()` goes as a shadow of the fixture: its calls then
+        // are the fixture's.
+        let own =
+            "def tmp_path():\n    return 1\n\ndef test_a():\n    assert divide(tmp_path(), 1)\n";
+        let cand = check(own, &c, &p, "t.py").expect("ok");
+        assert!(
+            cand.body
+                .ends_with("def test_a(tmp_path):\n    assert divide(tmp_path, 1)\n"),
+            "{}",
+            cand.body
+        );
 
         assert_eq!(
             check("def test_a():\n    assert len([]) == 0\n", &c, &p, "t.py").unwrap_err(),

@@ -66,6 +66,22 @@ pub struct TestFn {
     pub checks: bool,
 }
 
+/// A `with pytest.raises(…):` block — or `pytest.warns`, `pytest.deprecated_call` — whose
+/// context manager is the only one of its `with` statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectingBlock {
+    /// The call as written: `pytest.raises(KeyError, match="x")`.
+    pub call: String,
+    /// `e` of `as e`.
+    pub alias: Option<String>,
+    /// Byte range of the whole `with` statement.
+    pub stmt: Range<usize>,
+    /// Byte range of its body.
+    pub body: Range<usize>,
+    /// Byte range of the body's last statement, when it is a bare expression (`f(x)`).
+    pub last_expression: Option<Range<usize>>,
+}
+
 /// Calls that check (their last dotted part): `pytest.raises`, `pytest.warns`,
 /// `pytest.deprecated_call`, `pytest.fail`, `self.fail`. Any call whose last part starts with
 /// `assert` checks too (`self.assertEqual`, `mock.assert_called_once_with`).
@@ -646,6 +662,102 @@ impl Parsed {
             .collect()
     }
 
+    /// Calls without arguments of the names in `names` inside test functions (`tmp_path()`
+    /// where `tmp_path` is a fixture, a path and not a function): (byte range of the call,
+    /// the name), in the order they appear.
+    pub fn bare_calls_in_tests(&self, names: &[&str]) -> Vec<(Range<usize>, String)> {
+        let mut out = Vec::new();
+        for (_, _, def) in self.test_defs() {
+            let mut stack = vec![def];
+            while let Some(n) = stack.pop() {
+                if n.kind() == "call"
+                    && let (Some(f), Some(args)) = (
+                        n.child_by_field_name("function"),
+                        n.child_by_field_name("arguments"),
+                    )
+                    && f.kind() == "identifier"
+                    && names.contains(&text(f, &self.src))
+                    && args.kind() == "argument_list"
+                    && args.named_child_count() == 0
+                {
+                    out.push((n.byte_range(), text(f, &self.src).to_string()));
+                }
+                stack.extend(named_children(n));
+            }
+        }
+        out.sort_by_key(|c| c.0.start);
+        out
+    }
+
+    /// The expecting block ([`ExpectingBlock`]) whose `with` starts on line `line` (1-based),
+    /// or `None` when none does or it is not one alone: `with pytest.raises(A), open(p):`,
+    /// a parenthesized item and a body on the `with`'s own line are left alone.
+    pub fn expecting_block(&self, line: usize) -> Option<ExpectingBlock> {
+        let mut stack = vec![self.root()];
+        let mut found = None;
+        while let Some(n) = stack.pop() {
+            if n.kind() == "with_statement" && n.start_position().row + 1 == line {
+                found = Some(n);
+                break;
+            }
+            stack.extend(named_children(n));
+        }
+        let stmt = found?;
+        let clause = named_children(stmt)
+            .into_iter()
+            .find(|c| c.kind() == "with_clause")?;
+        let [item] = named_children(clause)[..] else {
+            return None;
+        };
+        let value = item.child_by_field_name("value")?;
+        let (call, alias) = match value.kind() {
+            "call" => (value, None),
+            "as_pattern" => {
+                let call = named_children(value).into_iter().next()?;
+                let alias = value.child_by_field_name("alias")?;
+                let [id] = named_children(alias)[..] else {
+                    return None;
+                };
+                (id.kind() == "identifier").then_some(())?;
+                (call, Some(text(id, &self.src).to_string()))
+            }
+            _ => return None,
+        };
+        let f = text(call.child_by_field_name("function")?, &self.src);
+        if call.kind() != "call"
+            || !matches!(
+                f,
+                "pytest.raises" | "pytest.warns" | "pytest.deprecated_call"
+            )
+        {
+            return None;
+        }
+        let body = stmt.child_by_field_name("body")?;
+        if body.start_position().row == stmt.start_position().row {
+            return None;
+        }
+        let last_expression = named_children(body)
+            .into_iter()
+            .filter(|c| c.kind() != "comment")
+            .next_back()
+            .filter(|c| c.kind() == "expression_statement" && c.named_child_count() == 1)
+            .and_then(|c| c.named_child(0))
+            .filter(|e| {
+                !matches!(
+                    e.kind(),
+                    "assignment" | "augmented_assignment" | "yield" | "await"
+                )
+            })
+            .map(|e| e.byte_range());
+        Some(ExpectingBlock {
+            call: text(call, &self.src).to_string(),
+            alias,
+            stmt: stmt.byte_range(),
+            body: body.byte_range(),
+            last_expression,
+        })
+    }
+
     /// Whether anything under `n` checks (see [`Parsed::test_functions`]). Walked with a stack:
     /// the model's code may nest deeply.
     fn has_check(&self, n: Node<'_>, helpers: &BTreeSet<String>) -> bool {
@@ -768,9 +880,10 @@ pub fn remove_ranges(src: &str, ranges: &[Range<usize>]) -> String {
     out
 }
 
-/// The two sides of a one-line `assert LEFT == RIGHT[, message]` (byte ranges in `stmt`),
-/// or `None` for any other statement.
-pub fn equality_assertion(stmt: &str) -> Option<(Range<usize>, Range<usize>)> {
+/// The sides and the operator of a one-line `assert LEFT == RIGHT[, message]` or
+/// `assert LEFT is RIGHT` (byte ranges in `stmt`: left, operator, right), or `None` for any
+/// other statement.
+pub fn equality_assertion(stmt: &str) -> Option<(Range<usize>, Range<usize>, Range<usize>)> {
     let tree = parser().parse(stmt, None)?;
     let root = tree.root_node();
     if root.has_error() {
@@ -791,8 +904,10 @@ pub fn equality_assertion(stmt: &str) -> Option<(Range<usize>, Range<usize>)> {
     let [l, r] = sides.as_slice() else {
         return None;
     };
-    let op = stmt[l.end_byte()..r.start_byte()].trim();
-    (op == "==").then(|| (l.byte_range(), r.byte_range()))
+    let between = &stmt[l.end_byte()..r.start_byte()];
+    let op = between.trim();
+    let at = l.end_byte() + (between.len() - between.trim_start().len());
+    matches!(op, "==" | "is").then(|| (l.byte_range(), at..at + op.len(), r.byte_range()))
 }
 
 /// Whether `expr` is a plain literal: numbers, strings (no f-strings), `True`, `False`,
