@@ -738,8 +738,7 @@ impl Parsed {
         }
         let last_expression = named_children(body)
             .into_iter()
-            .filter(|c| c.kind() != "comment")
-            .next_back()
+            .rfind(|c| c.kind() != "comment")
             .filter(|c| c.kind() == "expression_statement" && c.named_child_count() == 1)
             .and_then(|c| c.named_child(0))
             .filter(|e| {
