@@ -681,9 +681,12 @@ pub fn extract(answer: &str) -> Option<String> {
 pub const GENERATE_MAX_TOKENS: u32 = 450;
 pub const FIX_MAX_TOKENS: u32 = 300;
 
-/// An answer cut off at `max_tokens`: its code without the last, unfinished top-level
-/// definition, if what is left parses and still has a test.
-pub fn salvage_truncated(code: &str) -> Option<String> {
+/// An answer cut off at `max_tokens`: its code with the last, unfinished top-level definition
+/// cut after its last complete statement when it is a test function that still checks
+/// something there (a small model writes one long test of many cases: pathspec's
+/// `detailed_match_files`, run P), else without it; `None` if what is left does not parse or
+/// has no test. With what was done, for the report.
+pub fn salvage_truncated(code: &str) -> Option<(String, &'static str)> {
     let lines: Vec<&str> = code.lines().collect();
     let last_top = lines.iter().rposition(|l| {
         l.starts_with("def ")
@@ -691,6 +694,12 @@ pub fn salvage_truncated(code: &str) -> Option<String> {
             || l.starts_with("async def ")
             || l.starts_with('@')
     })?;
+    if let Some(kept) = complete_statements_of_last_test(&lines, last_top) {
+        return Some((
+            kept,
+            "its unfinished last test was cut after its last complete statement",
+        ));
+    }
     // Decorators belong to the definition below them.
     let mut cut = last_top;
     while cut > 0 && lines[cut - 1].starts_with('@') {
@@ -698,7 +707,45 @@ pub fn salvage_truncated(code: &str) -> Option<String> {
     }
     let kept = lines[..cut].join("\n") + "\n";
     let p = python::parse(&kept)?;
-    (p.first_error_line().is_none() && !p.test_functions().is_empty()).then_some(kept)
+    (p.first_error_line().is_none() && !p.test_functions().is_empty())
+        .then_some((kept, "its unfinished last definition was dropped"))
+}
+
+/// `lines` up to the last statement of the test function defined on line `def_at` that is
+/// complete: cut before a later line that starts a statement at the body's indentation, the
+/// latest such cut that parses and leaves the test checking something. At most 60 cuts tried.
+fn complete_statements_of_last_test(lines: &[&str], def_at: usize) -> Option<String> {
+    let name = lines[def_at]
+        .strip_prefix("def ")
+        .or_else(|| lines[def_at].strip_prefix("async def "))?
+        .split('(')
+        .next()?
+        .trim();
+    if !name.starts_with("test") {
+        return None;
+    }
+    let first = lines[def_at + 1..].iter().find(|l| !l.trim().is_empty())?;
+    let indent = &first[..first.len() - first.trim_start().len()];
+    if indent.is_empty() {
+        return None;
+    }
+    let starts_statement = |l: &&str| {
+        l.strip_prefix(indent)
+            .is_some_and(|rest| rest.starts_with(|c: char| !c.is_whitespace() && c != '#'))
+    };
+    (def_at + 2..lines.len())
+        .rev()
+        .filter(|&e| starts_statement(&lines[e]))
+        .take(60)
+        .find_map(|e| {
+            let kept = lines[..e].join("\n") + "\n";
+            let p = python::parse(&kept)?;
+            let checks = p
+                .test_functions()
+                .iter()
+                .any(|t| t.name == name && t.checks);
+            (p.first_error_line().is_none() && checks).then_some(kept)
+        })
 }
 
 /// A test file ready to run: cordon's import header plus the model's (repaired) code.
@@ -1900,7 +1947,7 @@ pub(crate) mod tests {
     #[test]
     fn a_cut_off_answer_keeps_its_finished_tests() {
         let code = "from m import f\n\ndef test_a():\n    assert f(1) == 1\n\n@pytest.mark.x\ndef test_b():\n    assert f(2) == [1,";
-        let s = salvage_truncated(code).expect("salvaged");
+        let (s, _) = salvage_truncated(code).expect("salvaged");
         assert!(
             s.contains("test_a") && !s.contains("test_b") && !s.contains("mark"),
             "{s}"
@@ -1908,6 +1955,28 @@ pub(crate) mod tests {
         assert_eq!(
             salvage_truncated("def test_a():\n    assert f(1) == ("),
             None
+        );
+        // One long test of many cases keeps the cases it finished (pathspec, run P); the
+        // cut goes before the case that was cut off, never inside a block.
+        let long = "def test_a():\n    x = [\n        1,\n    ]\n    assert f(x) == 1\n\n    # case 2\n    for y in x:\n        assert f(y) == 2\n    z = {\n        'k': [1,";
+        let (s, what) = salvage_truncated(long).expect("salvaged");
+        assert_eq!(
+            s,
+            "def test_a():\n    x = [\n        1,\n    ]\n    assert f(x) == 1\n\n    # case 2\n    for y in x:\n        assert f(y) == 2\n"
+        );
+        assert!(what.contains("last complete statement"), "{what}");
+        // What is complete checks nothing: the test goes.
+        let idle = "def test_a():\n    assert f(1) == 1\n\ndef test_b():\n    x = f(2)\n    assert x == [1,";
+        let (s, what) = salvage_truncated(idle).expect("salvaged");
+        assert_eq!(s, "def test_a():\n    assert f(1) == 1\n\n");
+        assert!(what.contains("dropped"), "{what}");
+        // A cut-off fixture or helper is dropped, not cut.
+        let helper = "def test_a():\n    assert f(1) == 1\n\ndef helper():\n    x = 1\n    assert x\n    y = (";
+        assert!(
+            salvage_truncated(helper)
+                .expect("salvaged")
+                .0
+                .ends_with("== 1\n\n")
         );
     }
 

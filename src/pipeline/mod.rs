@@ -708,8 +708,14 @@ impl Run<'_> {
                 }
             };
             // A cut-off answer keeps the tests it finished.
+            let mut salvaged = "";
             let code = generate::extract(&reply.content).map(|code| match reply.truncated {
-                true => generate::salvage_truncated(&code).ok_or(Rejection::Truncated),
+                true => generate::salvage_truncated(&code)
+                    .map(|(code, what)| {
+                        salvaged = what;
+                        code
+                    })
+                    .ok_or(Rejection::Truncated),
                 false => Ok(code),
             });
             let checked = match code {
@@ -719,9 +725,8 @@ impl Run<'_> {
                 Some(Err(r)) => Err(r),
                 Some(Ok(code)) => generate::check(&code, ctx, project, file_name).map(|mut c| {
                     if reply.truncated {
-                        c.repairs.push(
-                            "the answer was cut off at max_tokens; its unfinished last definition was dropped".into(),
-                        );
+                        c.repairs
+                            .push(format!("the answer was cut off at max_tokens; {salvaged}"));
                     }
                     c
                 }),
