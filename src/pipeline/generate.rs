@@ -1776,10 +1776,10 @@ pub(crate) mod tests {
         )
         .expect("ok");
         assert!(cand.body.contains("def test_a():"), "{}", cand.body);
-        // `tmp_path()` is the path itself (click's `Editor` tests); `tmp_path(1)` and a
-        // `tmp_path` of the file's own are left alone.
+        // `tmp_path()` is the path itself (click's `Editor` tests); `tmp_path(1)` and a test's
+        // own `def tmp_path()` are left alone.
         let cand = check(
-            "def test_a():\n    p = tmp_path() / 'f'\n    assert divide(1, 1) == 1 and tmpdir()\n\ndef test_b():\n    assert divide(tmp_path(1), 1)\n",
+            "def test_a():\n    p = tmp_path() / 'f'\n    assert divide(1, 1) == 1 and tmpdir()\n\ndef test_b():\n    assert divide(tmp_path(1), 1)\n\ndef test_c():\n    def tmp_path():\n        return 'x'\n    assert divide(tmp_path(), 1)\n",
             &c,
             &p,
             "t.py",
@@ -1791,7 +1791,8 @@ pub(crate) mod tests {
             cand.body
         );
         assert!(
-            cand.body.contains("divide(tmp_path(1), 1)"),
+            cand.body.contains("divide(tmp_path(1), 1)")
+                && cand.body.contains("divide(tmp_path(), 1)"),
             "{}",
             cand.body
         );

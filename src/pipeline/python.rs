@@ -664,11 +664,21 @@ impl Parsed {
 
     /// Calls without arguments of the names in `names` inside test functions (`tmp_path()`
     /// where `tmp_path` is a fixture, a path and not a function): (byte range of the call,
-    /// the name), in the order they appear.
+    /// the name), in the order they appear. A name the test binds in its body (its own
+    /// `def tmp_path()`) is left alone there.
     pub fn bare_calls_in_tests(&self, names: &[&str]) -> Vec<(Range<usize>, String)> {
         let mut out = Vec::new();
         for (_, _, def) in self.test_defs() {
-            let mut stack = vec![def];
+            let Some(body) = def.child_by_field_name("body") else {
+                continue;
+            };
+            let (_, bound) = self.free_and_bound(body);
+            let names: Vec<&str> = names
+                .iter()
+                .copied()
+                .filter(|n| !bound.contains(*n))
+                .collect();
+            let mut stack = vec![body];
             while let Some(n) = stack.pop() {
                 if n.kind() == "call"
                     && let (Some(f), Some(args)) = (
