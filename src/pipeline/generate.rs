@@ -1183,11 +1183,20 @@ fn strip_shadows_and_idle_tests(
     }
     // A test that checks nothing covers code without testing it: it would raise coverage
     // while catching no change of behaviour.
-    let idle: Vec<String> = tests
+    let mut idle: Vec<String> = tests
         .iter()
         .filter(|t| t.placeholder || !t.checks)
         .map(|t| t.node_id.clone())
         .collect();
+    // The same test under another name adds nothing but a count (run Q: three `pager` tests
+    // of one body).
+    let mut duplicates = Vec::new();
+    for (dup, first) in parsed.duplicate_tests() {
+        if !idle.contains(&dup) && !idle.contains(&first) {
+            idle.push(dup.clone());
+            duplicates.push((dup, first));
+        }
+    }
     if idle.len() == tests.len() {
         return Err(match tests.iter().all(|t| t.placeholder) {
             true => Rejection::Placeholder,
@@ -1198,9 +1207,13 @@ fn strip_shadows_and_idle_tests(
         parsed
     } else {
         for t in tests.iter().filter(|t| idle.contains(&t.node_id)) {
-            repairs.push(match t.placeholder {
-                true => format!("removed placeholder test `{}`", t.node_id),
-                false => format!("removed test `{}`: it checks nothing", t.node_id),
+            let same_as = duplicates.iter().find(|d| d.0 == t.node_id);
+            repairs.push(match (t.placeholder, same_as) {
+                (true, _) => format!("removed placeholder test `{}`", t.node_id),
+                (false, Some((_, first))) => {
+                    format!("removed test `{}`: the same as `{first}`", t.node_id)
+                }
+                (false, None) => format!("removed test `{}`: it checks nothing", t.node_id),
             });
         }
         *body = parsed
@@ -1776,6 +1789,28 @@ pub(crate) mod tests {
         )
         .expect("ok");
         assert!(cand.body.contains("def test_a():"), "{}", cand.body);
+        // The same test under another name goes (comments, a docstring and spacing aside);
+        // another argument, another class or other parameters make another test.
+        let cand = check(
+            "def test_a():\n    assert divide(4, 2) == 2\n\ndef test_b():\n    \"\"\"Again.\"\"\"\n    # same\n    assert divide(4,  2) == 2\n\ndef test_c():\n    assert divide(4, 1) == 2\n\ndef test_d(tmp_path):\n    assert divide(4, 2) == 2\n\nclass TestK:\n    def test_a(self):\n        assert divide(4, 2) == 2\n",
+            &c,
+            &p,
+            "t.py",
+        )
+        .expect("ok");
+        assert_eq!(
+            cand.tests,
+            vec!["test_a", "test_c", "test_d", "TestK::test_a"],
+            "{}",
+            cand.body
+        );
+        assert!(
+            cand.repairs
+                .iter()
+                .any(|r| r == "removed test `test_b`: the same as `test_a`"),
+            "{:?}",
+            cand.repairs
+        );
         // `tmp_path()` is the path itself (click's `Editor` tests); `tmp_path(1)` and a test's
         // own `def tmp_path()` are left alone.
         let cand = check(

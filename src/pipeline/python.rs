@@ -540,6 +540,56 @@ impl Parsed {
         out
     }
 
+    /// Tests that do what an earlier test of the same class (or of the module) does: (the
+    /// later test, the earlier one). Compared: decorators, parameters and statements, with
+    /// comments, a leading docstring and the spacing left out — the name is not.
+    pub fn duplicate_tests(&self) -> Vec<(String, String)> {
+        let mut seen: std::collections::BTreeMap<(String, String), String> = Default::default();
+        let mut out = Vec::new();
+        for (node_id, outer, def) in self.test_defs() {
+            let (Some(params), Some(body)) = (
+                def.child_by_field_name("parameters"),
+                def.child_by_field_name("body"),
+            ) else {
+                continue;
+            };
+            let squeeze = |n: Node<'_>| {
+                text(n, &self.src)
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            let mut parts: Vec<String> = named_children(outer)
+                .into_iter()
+                .filter(|c| c.kind() == "decorator")
+                .map(squeeze)
+                .collect();
+            parts.push(squeeze(params));
+            let stmts = named_children(body);
+            let docstring = |c: &Node<'_>| {
+                c.kind() == "expression_statement"
+                    && c.named_child(0).is_some_and(|e| e.kind() == "string")
+            };
+            let skip = usize::from(stmts.first().is_some_and(docstring));
+            parts.extend(
+                stmts
+                    .into_iter()
+                    .skip(skip)
+                    .filter(|c| c.kind() != "comment")
+                    .map(squeeze),
+            );
+            let class = node_id.rsplit_once("::").map(|c| c.0.to_string());
+            let key = (class.unwrap_or_default(), parts.join("\n"));
+            match seen.get(&key) {
+                Some(first) => out.push((node_id, first.clone())),
+                None => {
+                    seen.insert(key, node_id);
+                }
+            }
+        }
+        out
+    }
+
     /// Fixtures among `names` that a test uses as a free name without taking them as an
     /// argument (`(tmp_path / "a").write_text(…)` in `def test_a():`, a NameError when it
     /// runs): (test node id, the fixtures, the byte before its parameter list's `)`, the text
