@@ -19,13 +19,15 @@ CORDON=${CORDON:-$ROOT/target/debug/cordon}
 WORK=${WORK:-$HERE/work}
 LLM=${LLM:-$ROOT/../shared/llm/local-model.sh}
 MODULES=${MODULES:-"astor==0.8.1:astor/node_util.py pathspec==0.12.1:pathspec/util.py click==8.1.7:src/click/decorators.py click==8.1.7:src/click/_termui_impl.py"}
-ITER=${ITER:-4}
-CANDIDATES=${CANDIDATES:-2}
+# The settings of runs N to R in RESULTS.md: up to 6 rounds of 4 gaps, one fix round, up to 5
+# candidates per gap, so that the time budget, not the candidate count, ends a module.
+ITER=${ITER:-6}
+CANDIDATES=${CANDIDATES:-5}
 GAPS=${GAPS:-4}
 FIX=${FIX:-1}
 # Seconds after which no new gap is started (the final combined run follows): 15 minutes per
 # module in all, on 2 shared cores.
-BUDGET=${BUDGET:-600}
+BUDGET=${BUDGET:-720}
 SELECT=${SELECT:-}
 # The host's CA bundle for the dependency install (`prepare`): needed behind a TLS-intercepting
 # proxy, as on the machine RESULTS.md comes from, and harmless elsewhere. CA_BUNDLE= for none.
