@@ -542,7 +542,7 @@ impl Parsed {
 
     /// Tests that do what an earlier test of the same class (or of the module) does: (the
     /// later test, the earlier one). Compared: decorators, parameters and statements, with
-    /// comments, a leading docstring and the spacing left out — the name is not.
+    /// comments, a leading docstring and the spacing left out; the tests' names are not compared.
     pub fn duplicate_tests(&self) -> Vec<(String, String)> {
         let mut seen: std::collections::BTreeMap<(String, String), String> = Default::default();
         let mut out = Vec::new();
