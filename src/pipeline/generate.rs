@@ -1089,13 +1089,7 @@ fn take_used_fixtures(
         return Ok((parsed, tests));
     }
     apply_edits(body, edits)?;
-    let parsed = reparse(body)?;
-    let tests = parsed
-        .test_functions()
-        .into_iter()
-        .filter(|t| !t.placeholder)
-        .collect();
-    Ok((parsed, tests))
+    Ok(with_real_tests(reparse(body)?))
 }
 
 /// `tmp_path()` in a test is a TypeError: the fixture is a path, not a function (click's
@@ -1123,13 +1117,7 @@ fn uncall_path_fixtures(
         ));
     }
     apply_edits(body, calls)?;
-    let parsed = reparse(body)?;
-    let tests = parsed
-        .test_functions()
-        .into_iter()
-        .filter(|t| !t.placeholder)
-        .collect();
-    Ok((parsed, tests))
+    Ok(with_real_tests(reparse(body)?))
 }
 
 /// Removes top-level definitions that shadow the module's names, the project's or pytest's
@@ -1221,12 +1209,17 @@ fn strip_shadows_and_idle_tests(
             .ok_or(Rejection::Unparseable { line: 1 })?;
         reparse(body)?
     };
-    let tests: Vec<python::TestFn> = parsed
+    Ok(with_real_tests(parsed))
+}
+
+/// A parse with its tests that are not placeholders.
+fn with_real_tests(parsed: python::Parsed) -> (python::Parsed, Vec<python::TestFn>) {
+    let tests = parsed
         .test_functions()
         .into_iter()
         .filter(|t| !t.placeholder)
         .collect();
-    Ok((parsed, tests))
+    (parsed, tests)
 }
 
 /// `body` parsed again after cordon's edits; refused if they broke it.
