@@ -836,3 +836,70 @@ async fn a_file_keeps_what_passes_test_by_test_and_characterizes_wrong_expectati
         "a newly covered line shown: {html}"
     );
 }
+
+/// What pytest could not import costs the test or the name that broke it, not the file; an
+/// exception the code raised on purpose becomes the test's expectation. No model time for
+/// either: one request in all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_import_costs_one_name_and_a_deliberate_raise_is_expected() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    make_repo(&repo);
+    let script = |_n: usize, _req: &serde_json::Value| -> Answer {
+        Answer::chat(
+            "```python\nfrom calc import divide\nfrom math import no_such_name\n\n\ndef test_half():\n    assert divide(1, 2) == 0.5\n\n\ndef test_zero():\n    q = divide(1, 0)\n    assert q == 0\n\n\ndef test_broken():\n    assert divide(a=1, 2) == 0.5\n```",
+        )
+    };
+    let s = start(Box::new(script)).await;
+    let llm = Llm::new(llm_config(&s.base_url)).expect("client");
+    let mut o = opts(&repo);
+    o.only = vec![pipeline::gaps::Aim::parse("calc.py::divide").expect("valid")];
+    let out = pipeline::run(&o, &llm, CancellationToken::new(), quiet()).await;
+    let r = &out.report;
+    let c = &r.candidates[0];
+    assert_eq!(c.status, "kept", "{c:?}");
+    assert_eq!(c.tests_kept, 2, "{c:?}");
+    assert!(
+        c.repairs
+            .iter()
+            .any(|x| x.starts_with("removed test `test_broken`: its code does not compile")),
+        "{:?}",
+        c.repairs
+    );
+    assert!(
+        c.repairs
+            .iter()
+            .any(|x| x.contains("`no_such_name`") && x.contains("`math`")),
+        "{:?}",
+        c.repairs
+    );
+    let chars: Vec<(&str, &str, &str)> = c
+        .characterized
+        .iter()
+        .map(|x| {
+            (
+                x.test.as_str(),
+                x.expected_by_model.as_str(),
+                x.observed.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        chars,
+        [(
+            "test_zero",
+            "no exception",
+            "ZeroDivisionError: b must not be zero"
+        )]
+    );
+    let file = &out.kept[0].1;
+    assert!(
+        file.contains("    with pytest.raises(ZeroDivisionError):\n        q = divide(1, 0)\n"),
+        "{file}"
+    );
+    assert!(!file.contains("assert q == 0"), "{file}");
+    assert!(!file.contains("no_such_name"), "{file}");
+    assert_eq!(r.after.as_ref().expect("after").failed, 0);
+    assert!(r.suspected_bugs.is_empty(), "{:?}", r.suspected_bugs);
+    assert_eq!(s.requests().len(), 1, "no classification, no fix");
+}

@@ -8,9 +8,9 @@
 //!
 //! The decision, and why: the model's expected value is a guess by a model that has seen the
 //! code only, so a mismatch on a plain equality is evidence against the guess, not against the
-//! code. It becomes a *suspected code bug* only on other evidence — an exception raised inside
-//! the code under test that the rules or the model judge to be the code's fault (see
-//! [`super::classify`]) — and then it is reported and never "fixed". No model time is spent on
+//! code. It becomes a *suspected code bug* only on other evidence — an exception the code under
+//! test ran into (not one it raised on purpose, below) that the rules or the model judge to be
+//! the code's fault (see [`super::classify`]) — and then it is reported and never "fixed". No model time is spent on
 //! characterizations: the observed value comes from the sandbox run that already happened.
 //!
 //! Only what can be written back exactly is characterized: one-line equality assertions whose
@@ -31,6 +31,17 @@
 //! characterizes the value `f(x)` returned. Left to the fix round: a block whose exception
 //! info the test reads afterwards (`e.value`), one holding a triple-quoted string, one of
 //! several context managers, and a test that would check nothing without it.
+//!
+//! An exception the code raised *on purpose* where the model expected none is the mirror
+//! case: a `raise` statement of the project's own code (the last frame of the traceback, not
+//! a test, not an installed package) is the code's designed answer to what the test gave it
+//! — click's `Editor(editor="vim").edit("x")` raising `ClickException: vim: Editing failed`
+//! in a sandbox without vim. The test's statement that raised goes into `with
+//! pytest.raises(CLASS):` (the class imported just above when the file does not name it), and
+//! its statements after it, which never ran, go. An exception the code *ran into* (a
+//! `TypeError` on a line that is not a `raise`) still goes to the classification, where it
+//! may become a suspected code bug; so do a bare re-`raise`, `AssertionError`, import errors
+//! and what says something about the run (`MemoryError`, `RecursionError`).
 
 use std::ops::Range;
 
@@ -80,11 +91,9 @@ pub fn observed_sides(case: &Case, op: &str) -> Option<(String, String)> {
     Some((a.trim().to_string(), b.trim().to_string()))
 }
 
-/// The line (1-based, in the candidate's whole file) where the test failed: the last frame
-/// of the short traceback in the candidate's file.
-pub fn failing_line(case: &Case, file_name: &str) -> Option<usize> {
-    let frame = case
-        .text
+/// The frames of a short traceback, in order: (file, line).
+fn frames(case: &Case) -> impl DoubleEndedIterator<Item = (String, usize)> + '_ {
+    case.text
         .lines()
         .filter(|l| !l.starts_with('E'))
         .filter_map(|l| {
@@ -92,8 +101,26 @@ pub fn failing_line(case: &Case, file_name: &str) -> Option<usize> {
             let n: String = rest.chars().take_while(char::is_ascii_digit).collect();
             Some((format!("{path}.py"), n.parse::<usize>().ok()?))
         })
-        .next_back()?;
-    (frame.0 == file_name || frame.0.ends_with(&format!("/{file_name}"))).then_some(frame.1)
+}
+
+fn in_file(path: &str, file_name: &str) -> bool {
+    path == file_name || path.ends_with(&format!("/{file_name}"))
+}
+
+/// The line (1-based, in the candidate's whole file) where the test failed: the last frame
+/// of the short traceback in the candidate's file.
+pub fn failing_line(case: &Case, file_name: &str) -> Option<usize> {
+    let frame = frames(case).next_back()?;
+    in_file(&frame.0, file_name).then_some(frame.1)
+}
+
+/// The line (1-based, in the candidate's whole file) of the test's last frame: where it
+/// failed, or where it called the code that raised.
+pub fn test_line(case: &Case, file_name: &str) -> Option<usize> {
+    frames(case)
+        .filter(|(path, _)| in_file(path, file_name))
+        .map(|(_, line)| line)
+        .next_back()
 }
 
 /// The candidate with the failed check of test `node` turned into a characterization, and
@@ -105,14 +132,18 @@ pub fn characterize(
     node: &str,
     case: &Case,
 ) -> Option<(Candidate, Characterization)> {
-    let n = failing_line(case, &cand.file_name)?;
     let header_lines = cand.header.matches('\n').count();
-    let at = n.checked_sub(header_lines)?;
     let p = python::parse(&cand.body)?;
     let t = p.test_functions().into_iter().find(|t| t.node_id == node)?;
-    let (out, ch) = match expected_but_absent(case) {
-        Some(absent) => unexpected_return(&p, &t, at, absent)?,
-        None => wrong_value(&p, &t, at, case)?,
+    let (out, ch) = if let Some(raised) = raised_on_purpose(case, &cand.file_name) {
+        let at = test_line(case, &cand.file_name)?.checked_sub(header_lines)?;
+        unexpected_raise(&p, &t, at, &raised, &cand.header)?
+    } else {
+        let at = failing_line(case, &cand.file_name)?.checked_sub(header_lines)?;
+        match expected_but_absent(case) {
+            Some(absent) => unexpected_return(&p, &t, at, absent)?,
+            None => wrong_value(&p, &t, at, case)?,
+        }
     };
     let parsed = python::parse(&out)?;
     if parsed.first_error_line().is_some() {
@@ -283,6 +314,134 @@ fn unexpected_return(
                 expected_by_model: call,
                 observed: absent.to_string(),
                 assertion,
+            },
+        )
+    })
+}
+
+/// An exception the code under test raised on purpose: its class as pytest printed it
+/// (`click.exceptions.ClickException`, `ValueError`) and its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Raised {
+    class: String,
+    message: String,
+}
+
+/// Exceptions that say something about the run, not about what the code answers.
+const NOT_AN_ANSWER: &[&str] = &[
+    "AssertionError",
+    "ImportError",
+    "ModuleNotFoundError",
+    "MemoryError",
+    "RecursionError",
+    "KeyboardInterrupt",
+    "SystemExit",
+    "GeneratorExit",
+];
+
+/// The exception of a failed test when a `raise` statement of the project's own code raised
+/// it (the last frame of the short traceback is a file of the project, not a test, not
+/// cordon's plugins, not an installed package or the standard library, and its line starts
+/// with `raise `): the code's own answer to what the test gave it. `None` for anything else —
+/// an exception the code ran into (a `TypeError` deep inside it), one the test raised, a bare
+/// re-`raise` — which the classification decides as before.
+fn raised_on_purpose(case: &Case, file_name: &str) -> Option<Raised> {
+    let lines: Vec<&str> = case.text.lines().collect();
+    let at = lines.iter().rposition(|l| {
+        !l.starts_with('E')
+            && l.split_once(".py:")
+                .is_some_and(|(_, r)| r.contains(": in "))
+    })?;
+    let (path, _) = lines[at].trim().split_once(".py:")?;
+    let file = path.rsplit('/').next().unwrap_or(path);
+    let projects = !path.starts_with('/')
+        && !path.starts_with(".cordon-testgen")
+        && !path.contains("site-packages")
+        && !path
+            .split('/')
+            .any(|d| d == "tests" || d == "test" || d == "generated")
+        && !file.starts_with("test_")
+        && file != "conftest"
+        && !in_file(&format!("{path}.py"), file_name);
+    let statement = lines.get(at + 1)?.trim();
+    if !projects || !statement.starts_with("raise ") {
+        return None;
+    }
+    let error = lines[at + 1..]
+        .iter()
+        .find_map(|l| l.strip_prefix("E "))?
+        .trim();
+    let (class, message) = error.split_once(": ").unwrap_or((error, ""));
+    let named = class.split('.').all(python::is_identifier);
+    let internal = class.starts_with("_pytest.") || class.starts_with("pytest.");
+    if !named || internal || NOT_AN_ANSWER.contains(&class) {
+        return None;
+    }
+    Some(Raised {
+        class: class.to_string(),
+        message: message.to_string(),
+    })
+}
+
+/// The body with the statement of test `t` on line `at` (1-based, in the body) — one of the
+/// test's own simple statements, which raised — put in a `with pytest.raises(CLASS):` block,
+/// and the test's statements after it, which never ran, left out. A class of another module
+/// is imported just above the block unless the test or the file already names it.
+///
+/// Left alone (`None`): a statement in a nested block (a loop, another `with`), a compound
+/// one, and one holding a triple-quoted string (indenting it would change the string).
+fn unexpected_raise(
+    p: &python::Parsed,
+    t: &python::TestFn,
+    at: usize,
+    raised: &Raised,
+    header: &str,
+) -> Option<(String, Characterization)> {
+    let stmt = p.simple_statement_in_test(&t.node_id, at)?;
+    let src = p.src.as_str();
+    let line_start = src[..stmt.start].rfind('\n').map_or(0, |i| i + 1);
+    let pad = &src[line_start..stmt.start];
+    let written = &src[stmt.clone()];
+    if !pad.trim().is_empty() || written.contains("\"\"\"") || written.contains("'''") {
+        return None;
+    }
+    let (name, import) = match raised.class.rsplit_once('.') {
+        None => (raised.class.as_str(), None),
+        Some((module, class)) => {
+            let named = p.identifiers_in(t.bytes.clone()).contains(class)
+                || p.module_scope_names().contains(class)
+                || python::parse(header).is_some_and(|h| h.module_scope_names().contains(class));
+            (
+                class,
+                (!named).then(|| format!("{pad}from {module} import {class}\n")),
+            )
+        }
+    };
+    let with = format!("with pytest.raises({name}):");
+    let block = written.replace('\n', "\n    ");
+    let body = format!(
+        "{}{pad}# cordon: characterization - the code raised {} here in the sandbox; the model expected no exception\n{}{pad}{with}\n{pad}    {block}{}",
+        &src[..line_start],
+        raised.class,
+        import.unwrap_or_default(),
+        &src[t.bytes.end..]
+    );
+    let checks = python::parse(&body)?
+        .test_functions()
+        .into_iter()
+        .any(|x| x.node_id == t.node_id && x.checks);
+    checks.then(|| {
+        let observed = match raised.message.is_empty() {
+            true => raised.class.clone(),
+            false => format!("{}: {}", raised.class, raised.message),
+        };
+        (
+            body,
+            Characterization {
+                test: t.node_id.clone(),
+                expected_by_model: "no exception".into(),
+                observed: one_line(&super::llm::clip(&observed, MAX_VALUE)),
+                assertion: with,
             },
         )
     })
@@ -579,6 +738,154 @@ mod tests {
             out.body
         );
         assert_eq!(ch.observed, "no warning");
+    }
+
+    /// A short traceback of `node` (its frame on body line `line`, header of 3 lines) into
+    /// the code, which raised `error` from `statement` in `path`.
+    fn raised(node: &str, line: usize, path: &str, statement: &str, error: &str) -> Case {
+        case(
+            node,
+            &format!(
+                "tests/generated/cordon/test_gen_calc_clamp_1.py:{}: in {node}\n    x\n{path}:8: in edit\n    {statement}\nE   {error}",
+                line + 3
+            ),
+        )
+    }
+
+    #[test]
+    fn an_exception_the_code_raised_on_purpose_is_expected() {
+        let body = "from click._termui_impl import Editor\n\ndef test_a():\n    e = Editor(editor=\"vim\")\n    r = e.edit(\n        \"x\")\n    assert r == \"y\"\n\ndef test_b():\n    assert clamp(5, 0, -1) == 0\n";
+        // The call spans two lines; the frame names its second. A chained exception's frames
+        // come first.
+        let chained = case(
+            "test_a",
+            "src/click/_termui_impl.py:6: in edit\n    open(p)\nE   FileNotFoundError: [Errno 2]\n\nThe above exception was the direct cause of the following exception:\ntests/generated/cordon/test_gen_calc_clamp_1.py:9: in test_a\n    \"x\")\nsrc/click/_termui_impl.py:8: in edit\n    raise ClickException(\nE   click.exceptions.ClickException: vim: Editing failed",
+        );
+        let (out, ch) = characterize(&cand(body), "test_a", &chained).expect("characterized");
+        let want = "def test_a():\n    e = Editor(editor=\"vim\")\n    # cordon: characterization - the code raised click.exceptions.ClickException here in the sandbox; the model expected no exception\n    from click.exceptions import ClickException\n    with pytest.raises(ClickException):\n        r = e.edit(\n            \"x\")\n\ndef test_b():";
+        assert!(out.body.contains(want), "{}", out.body);
+        assert_eq!(ch.expected_by_model, "no exception");
+        assert_eq!(
+            ch.observed,
+            "click.exceptions.ClickException: vim: Editing failed"
+        );
+        assert_eq!(ch.assertion, "with pytest.raises(ClickException):");
+        // A built-in exception needs no import; an assertion raising is put in the block too.
+        let f = raised(
+            "test_b",
+            10,
+            "src/calc.py",
+            "raise ValueError(f\"bad {hi}\")",
+            "ValueError: bad -1",
+        );
+        let (out, _) = characterize(&cand(body), "test_b", &f).expect("characterized");
+        assert!(
+            out.body.ends_with(
+                "    with pytest.raises(ValueError):\n        assert clamp(5, 0, -1) == 0\n"
+            ),
+            "{}",
+            out.body
+        );
+        // A class the file already names is not imported again.
+        let named = "from calc import clamp, Bad\n\ndef test_b():\n    clamp(5, 0, -1)\n";
+        let f = raised("test_b", 4, "src/calc.py", "raise Bad()", "calc.Bad");
+        let (out, ch) = characterize(&cand(named), "test_b", &f).expect("characterized");
+        assert!(
+            out.body
+                .contains("    with pytest.raises(Bad):\n        clamp(5, 0, -1)\n"),
+            "{}",
+            out.body
+        );
+        assert!(!out.body.contains("from calc import Bad"), "{}", out.body);
+        assert_eq!(ch.observed, "calc.Bad");
+    }
+
+    #[test]
+    fn an_exception_the_code_ran_into_or_the_test_raised_is_not_expected() {
+        let body = "def test_b():\n    assert clamp(5, 0, -1) == 0\n\ndef test_c():\n    for i in range(3):\n        clamp(i, 0, -1)\n";
+        let none = |node: &str, line: usize, path: &str, statement: &str, error: &str| {
+            characterize(
+                &cand(body),
+                node,
+                &raised(node, line, path, statement, error),
+            )
+            .is_none()
+        };
+        // Not a `raise`: an exception the code ran into is for the classification.
+        assert!(none(
+            "test_b",
+            2,
+            "src/calc.py",
+            "return lo[hi]",
+            "TypeError: 'int' object is not subscriptable"
+        ));
+        // A bare re-raise, the standard library, an installed package, a test helper, cordon's plugin.
+        assert!(none("test_b", 2, "src/calc.py", "raise", "ValueError: x"));
+        assert!(none(
+            "test_b",
+            2,
+            "/usr/lib/python3.11/json/decoder.py",
+            "raise JSONDecodeError(\"x\")",
+            "json.decoder.JSONDecodeError: x"
+        ));
+        assert!(none(
+            "test_b",
+            2,
+            "/venv/lib/python3.11/site-packages/a/b.py",
+            "raise E()",
+            "a.b.E"
+        ));
+        assert!(none("test_b", 2, "tests/conftest.py", "raise E()", "E"));
+        assert!(none(
+            "test_b",
+            2,
+            ".cordon-testgen/plugins/cordon_test_limit.py",
+            "raise Failed(\"x\")",
+            "Failed: x"
+        ));
+        // What says something about the run, or is pytest's own.
+        assert!(none(
+            "test_b",
+            2,
+            "src/calc.py",
+            "raise AssertionError(\"x\")",
+            "AssertionError: x"
+        ));
+        assert!(none(
+            "test_b",
+            2,
+            "src/calc.py",
+            "raise ImportError(\"x\")",
+            "ImportError: x"
+        ));
+        assert!(none(
+            "test_b",
+            2,
+            "src/calc.py",
+            "raise pytest.skip.Exception()",
+            "_pytest.outcomes.Skipped"
+        ));
+        // A class name that is not one, a call inside a loop.
+        assert!(none(
+            "test_b",
+            2,
+            "src/calc.py",
+            "raise E()",
+            "<locals>.E: x"
+        ));
+        assert!(none(
+            "test_c",
+            6,
+            "src/calc.py",
+            "raise ValueError(\"x\")",
+            "ValueError: x"
+        ));
+        // The test raised it itself.
+        let own = case(
+            "test_b",
+            "tests/generated/cordon/test_gen_calc_clamp_1.py:5: in test_b\n    raise ValueError(\"x\")\nE   ValueError: x",
+        );
+        assert!(characterize(&cand(body), "test_b", &own).is_none());
     }
 
     #[test]

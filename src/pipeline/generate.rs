@@ -811,7 +811,7 @@ pub fn check(
     file_name: &str,
 ) -> Result<Candidate, Rejection> {
     let mut repairs = Vec::new();
-    let (mut body, parsed) = parse_answer(code)?;
+    let (mut body, parsed) = parse_answer(code, &mut repairs)?;
     refuse_forbidden(&parsed, ctx)?;
     let parsed = correct_import_paths(&mut body, parsed, ctx, project, &mut repairs)?;
     let parsed = drop_unknown_imports(&mut body, parsed, ctx, &mut repairs)?;
@@ -832,20 +832,52 @@ pub fn check(
 }
 
 /// The answer's code without `from __future__` lines (cordon's header goes first instead;
-/// 3.11 needs none), parsed; refused if it does not parse.
-fn parse_answer(code: &str) -> Result<(String, python::Parsed), Rejection> {
+/// 3.11 needs none), parsed, and without up to [`MAX_BROKEN_TESTS`] tests that do not
+/// compile; refused if anything else does not parse.
+fn parse_answer(
+    code: &str,
+    repairs: &mut Vec<String>,
+) -> Result<(String, python::Parsed), Rejection> {
     let mut body: String = code
         .lines()
         .filter(|l| !l.trim_start().starts_with("from __future__ import"))
         .collect::<Vec<_>>()
         .join("\n");
     body.push('\n');
-    let parsed = python::parse(&body).ok_or(Rejection::Unparseable { line: 1 })?;
-    if let Some(line) = parsed.first_error_line() {
-        return Err(Rejection::Unparseable { line });
+    let mut parsed = python::parse(&body).ok_or(Rejection::Unparseable { line: 1 })?;
+    // A test that does not compile would fail the collection of all the others: it goes
+    // alone, while the rest still parses and holds a test.
+    for _ in 0..MAX_BROKEN_TESTS {
+        let Some(line) = parsed.first_error_line() else {
+            return Ok((body, parsed));
+        };
+        let line_of = |byte: usize| parsed.src[..byte].matches('\n').count() as u32 + 1;
+        let broken = parsed
+            .test_functions()
+            .into_iter()
+            .find(|t| line_of(t.bytes.start) <= line && line <= line_of(t.bytes.end))
+            .ok_or(Rejection::Unparseable { line })?;
+        let rest = parsed
+            .removing_tests(std::slice::from_ref(&broken.node_id))
+            .ok_or(Rejection::Unparseable { line })?;
+        parsed = python::parse(&rest).ok_or(Rejection::Unparseable { line })?;
+        if parsed.test_functions().is_empty() {
+            return Err(Rejection::Unparseable { line });
+        }
+        repairs.push(format!(
+            "removed test `{}`: its code does not compile (line {line})",
+            broken.node_id
+        ));
+        body = rest;
     }
-    Ok((body, parsed))
+    match parsed.first_error_line() {
+        Some(line) => Err(Rejection::Unparseable { line }),
+        None => Ok((body, parsed)),
+    }
 }
+
+/// The most tests of one answer removed for not compiling before the answer is refused.
+const MAX_BROKEN_TESTS: usize = 3;
 
 /// Network, processes, dynamic code — unless the module under test uses them itself.
 fn refuse_forbidden(parsed: &python::Parsed, ctx: &Context) -> Result<(), Rejection> {
@@ -928,7 +960,7 @@ fn correct_import_paths(
 /// Takes names out of `from … import …` statements: for each statement whose module
 /// `applies`, the names `takes` selects are removed (a statement left with none becomes
 /// `pass`) and `note(names, module)` is recorded as the repair.
-fn edit_from_imports(
+pub(super) fn edit_from_imports(
     body: &mut String,
     parsed: python::Parsed,
     repairs: &mut Vec<String>,
@@ -1658,6 +1690,37 @@ pub(crate) mod tests {
                 .first_error_line()
                 .is_none()
         );
+
+        // A test that does not compile goes alone: it would fail the collection of the
+        // others. An answer whose other code does not compile is refused.
+        let broken = "from pkg.calc import divide\n\ndef test_a():\n    assert divide(4, 2) == 2\n\ndef test_b():\n    assert divide(a=4, 2) == 2\n\nclass TestK:\n    def test_c(self):\n        assert divide(4, b=2,\n                      1) == 2\n";
+        let cand = check(broken, &c, &p, "t.py").expect("the rest is kept");
+        assert_eq!(cand.tests, vec!["test_a"]);
+        assert!(
+            cand.repairs
+                .iter()
+                .any(|r| r == "removed test `test_b`: its code does not compile (line 7)"),
+            "{:?}",
+            cand.repairs
+        );
+        assert!(
+            cand.repairs
+                .iter()
+                .any(|r| r.starts_with("removed test `TestK::test_c`")),
+            "{:?}",
+            cand.repairs
+        );
+        assert!(!cand.body.contains("a=4, 2"), "{}", cand.body);
+        let helper = "from pkg.calc import divide\n\ndef two():\n    return divide(a=4, 2)\n\ndef test_a():\n    assert two() == 2\n";
+        assert_eq!(
+            check(helper, &c, &p, "t.py").unwrap_err(),
+            Rejection::Unparseable { line: 4 }
+        );
+        let only = "def test_b():\n    assert divide(a=4, 2) == 2\n";
+        assert!(matches!(
+            check(only, &c, &p, "t.py"),
+            Err(Rejection::Unparseable { .. })
+        ));
 
         // A name the module does not have is dropped from the import (no ImportError for
         // the whole file).

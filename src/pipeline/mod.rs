@@ -13,15 +13,19 @@
 //! - [`generate`]: small per-gap prompts (with the public functions that call the target:
 //!   [`callers`]); one code block out; static checks and repairs.
 //! - [`validate`]: runs, passes, passes again N times and alone, adds coverage.
+//! - [`collection`]: a file pytest could not import loses the test or the imported name that
+//!   broke it, not every test.
 //! - [`classify`]: failing tests → test mistake / environment / likely code bug, rules first.
 //! - [`fix`]: bounded auto-fix of test mistakes, told what the project's source says about
 //!   the names the error is about ([`hints`]).
-//! - [`characterize`]: a wrong expected value → the observed one, marked as such.
+//! - [`characterize`]: a wrong expected value → the observed one, an exception the code
+//!   raised on purpose → `pytest.raises`, marked as such.
 //! - [`report`]: JSON, Markdown and HTML ([`html`]), written on every path.
 
 pub mod callers;
 pub mod characterize;
 pub mod classify;
+pub mod collection;
 pub mod coverage;
 pub mod detect;
 pub mod exec;
@@ -126,6 +130,9 @@ impl From<ExecError> for Stop {
         }
     }
 }
+
+/// Imports of one candidate's file repaired ([`collection::repair`]) before the fix round.
+const MAX_IMPORT_REPAIRS: u32 = 3;
 
 struct Run<'a> {
     opts: &'a Options,
@@ -759,6 +766,7 @@ impl Run<'_> {
         let mut characterized: BTreeMap<String, u32> = BTreeMap::new();
         let mut fix_rounds = 0u32;
         let mut prunes = 0u32;
+        let mut import_repairs = 0u32;
         loop {
             self.check_cancel()?;
             let t = Instant::now();
@@ -777,6 +785,18 @@ impl Run<'_> {
             ));
             if v.all_stable() {
                 return Ok(Some(v));
+            }
+            // A file pytest could not import: what broke it goes, the rest runs again. Each
+            // repair removes a test or a name; bounded anyway.
+            if let Some(case) = collection::file_error(&v)
+                && import_repairs < MAX_IMPORT_REPAIRS
+                && let Some((next, note)) = collection::repair(cand, case)
+            {
+                import_repairs += 1;
+                self.say(&format!("        {note}"));
+                *cand = next;
+                cand.repairs.push(note);
+                continue;
             }
             // Wrong expected values first: no model time, the value is in pytest's message.
             let pending = if self.opts.characterize {
@@ -860,7 +880,7 @@ impl Run<'_> {
             .filter(|(n, o)| o.status == Status::Failed && done.get(*n).copied().unwrap_or(0) < 3)
             .filter_map(|(n, o)| {
                 let c = o.case.as_ref()?;
-                Some((characterize::failing_line(c, &cand.file_name)?, n, c))
+                Some((characterize::test_line(c, &cand.file_name)?, n, c))
             })
             .collect();
         // From the bottom up: a characterization adds a comment line above its assertion.

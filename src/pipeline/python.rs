@@ -183,6 +183,45 @@ impl Parsed {
 
     /// The first line (1-based) with a syntax error or a missing token, if any.
     pub fn first_error_line(&self) -> Option<u32> {
+        self.first_tree_error_line()
+            .or_else(|| self.misplaced_argument_line())
+    }
+
+    /// The first line of an argument list that passes a positional argument after a keyword
+    /// argument (`f(a=1, b)`), or anything but a keyword after `**` — a `SyntaxError` to
+    /// Python that tree-sitter's grammar accepts (click's `@version_option(package_name="p",
+    /// "--version")` failed the collection of a whole file).
+    fn misplaced_argument_line(&self) -> Option<u32> {
+        let mut found: Option<u32> = None;
+        self.walk(|n| {
+            if found.is_some() || n.kind() != "argument_list" {
+                return;
+            }
+            let (mut keyword, mut mapping) = (false, false);
+            for a in named_children(n) {
+                let misplaced = match a.kind() {
+                    "comment" => false,
+                    "keyword_argument" => {
+                        keyword = true;
+                        false
+                    }
+                    "dictionary_splat" => {
+                        (keyword, mapping) = (true, true);
+                        false
+                    }
+                    "list_splat" => mapping,
+                    _ => keyword,
+                };
+                if misplaced {
+                    found = Some(line(a.start_position().row));
+                    return;
+                }
+            }
+        });
+        found
+    }
+
+    fn first_tree_error_line(&self) -> Option<u32> {
         fn find(n: Node<'_>) -> Option<u32> {
             if n.is_error() || n.is_missing() {
                 return Some(line(n.start_position().row));
@@ -817,6 +856,26 @@ impl Parsed {
         })
     }
 
+    /// The statement of test `node_id`'s own body (not of a block inside it) that spans line
+    /// `line` (1-based), when it is a simple one — an expression, an assignment or an
+    /// `assert`: its bytes. `None` for a compound statement, a line in a nested block, or a
+    /// body on the `def`'s own line.
+    pub fn simple_statement_in_test(&self, node_id: &str, line: usize) -> Option<Range<usize>> {
+        let (_, _, def) = self
+            .test_defs()
+            .into_iter()
+            .find(|(n, _, _)| n == node_id)?;
+        let body = def.child_by_field_name("body")?;
+        if body.start_position().row == def.start_position().row {
+            return None;
+        }
+        let stmt = named_children(body)
+            .into_iter()
+            .find(|s| s.start_position().row < line && line <= s.end_position().row + 1)?;
+        matches!(stmt.kind(), "expression_statement" | "assert_statement")
+            .then(|| stmt.byte_range())
+    }
+
     /// Whether anything under `n` checks (see [`Parsed::test_functions`]). Walked with a stack:
     /// the model's code may nest deeply.
     fn has_check(&self, n: Node<'_>, helpers: &BTreeSet<String>) -> bool {
@@ -855,6 +914,12 @@ impl Parsed {
     /// `src` without the tests `nodes`: a top-level test is removed, a method of a test class
     /// becomes `pass` so the class stays valid. `None` if what is left does not parse.
     pub fn without_tests(&self, nodes: &[String]) -> Option<String> {
+        let body = self.removing_tests(nodes)?;
+        parse(&body)?.first_error_line().is_none().then_some(body)
+    }
+
+    /// [`Parsed::without_tests`], also when what is left holds another error.
+    pub fn removing_tests(&self, nodes: &[String]) -> Option<String> {
         let gone: Vec<TestFn> = self
             .test_functions()
             .into_iter()
@@ -877,9 +942,7 @@ impl Parsed {
             .filter(|t| nodes.contains(&t.node_id) && !t.node_id.contains("::"))
             .map(|t| t.bytes)
             .collect();
-        let body = remove_ranges(&body, &ranges);
-        let left = parse(&body)?;
-        left.first_error_line().is_none().then_some(body)
+        Some(remove_ranges(&body, &ranges))
     }
 
     /// Names of functions decorated as pytest fixtures.
@@ -1088,6 +1151,30 @@ mod tests {
         assert_eq!(p.fixtures(), vec!["db"]);
         let bad = parse("def f(:\n  pass\n").expect("tree");
         assert_eq!(bad.first_error_line(), Some(1));
+    }
+
+    #[test]
+    fn a_positional_argument_after_a_keyword_one_does_not_compile() {
+        let line = |src: &str| parse(src).expect("tree").first_error_line();
+        assert_eq!(
+            line("@opt(name=\"p\", \"--version\")\ndef f():\n    pass\n"),
+            Some(1)
+        );
+        assert_eq!(line("x = 1\nf(a,\n  b=2,\n  c)\n"), Some(4));
+        assert_eq!(line("f(**kw, a)\n"), Some(1));
+        assert_eq!(line("f(**kw, *a)\n"), Some(1));
+        assert_eq!(line("class A(B, metaclass=M, C):\n    pass\n"), Some(1));
+        // What Python accepts.
+        for ok in [
+            "f(a, *b, c=1, **d)\n",
+            "f(a=1, *b)\n",
+            "f(*a, b, c=1, *d, e=2, **f)\n",
+            "f(x for x in y)\n",
+            "f(a=1,  # why\n  b=2)\n",
+            "f(**a, b=1, **c)\n",
+        ] {
+            assert_eq!(line(ok), None, "{ok}");
+        }
     }
 
     #[test]
