@@ -36,8 +36,8 @@
 //!   [`server::Service`].
 //! - [`pipeline`]: `cordon testgen`, test generation that never runs generated code on the
 //!   host: model probe → detect → baseline → gaps (a pull request's changed lines, `--only`)
-//!   → generate (another candidate later for a gap that kept nothing) → validate →
-//!   characterize / classify → fix → keep test by test → report, every run of target or
+//!   → generate (another candidate later for a gap that kept nothing) → validate → a file
+//!   that fails to import loses what broke it → characterize / classify → fix → keep test by test → report, every run of target or
 //!   generated code a sandbox job.
 //! - [`github`]: GitHub delivery: a token or App (octocrab), safe git, `.cordon.yml`,
 //!   protected paths, webhook judgement, flow 1 (kept tests as a draft pull request,

@@ -389,7 +389,8 @@ fn raised_on_purpose(case: &Case, file_name: &str) -> Option<Raised> {
 /// is imported just above the block unless the test or the file already names it.
 ///
 /// Left alone (`None`): a statement in a nested block (a loop, another `with`), a compound
-/// one, and one holding a triple-quoted string (indenting it would change the string).
+/// one, one holding a triple-quoted string or a backslash-continued line (indenting it would
+/// change the string), and one indented with tabs.
 fn unexpected_raise(
     p: &python::Parsed,
     t: &python::TestFn,
@@ -402,7 +403,13 @@ fn unexpected_raise(
     let line_start = src[..stmt.start].rfind('\n').map_or(0, |i| i + 1);
     let pad = &src[line_start..stmt.start];
     let written = &src[stmt.clone()];
-    if !pad.trim().is_empty() || written.contains("\"\"\"") || written.contains("'''") {
+    // Indenting must not change a string (triple quotes, a backslash-continued line) nor mix
+    // tabs with the four spaces it adds (a `TabError` for the whole file).
+    let changes_meaning = written.contains("\"\"\"")
+        || written.contains("'''")
+        || written.contains("\\\n")
+        || pad.contains('\t');
+    if !pad.trim().is_empty() || changes_meaning {
         return None;
     }
     let (name, import) = match raised.class.rsplit_once('.') {
@@ -865,6 +872,18 @@ mod tests {
             "raise pytest.skip.Exception()",
             "_pytest.outcomes.Skipped"
         ));
+        // Tabs, a backslash-continued line.
+        let tabbed = "def test_b():\n\tassert clamp(5, 0, -1) == 0\n";
+        let f = raised(
+            "test_b",
+            2,
+            "src/calc.py",
+            "raise ValueError(\"x\")",
+            "ValueError: x",
+        );
+        assert!(characterize(&cand(tabbed), "test_b", &f).is_none());
+        let continued = "def test_b():\n    assert clamp(5, 0, -1) == len(\"a\\\nb\")\n";
+        assert!(characterize(&cand(continued), "test_b", &f).is_none());
         // A class name that is not one, a call inside a loop.
         assert!(none(
             "test_b",

@@ -636,6 +636,8 @@ impl Run<'_> {
             .refine(exec, project, gap, &ctx, &mut cand, &mut cr)
             .await?;
         cr.time_ms = started.elapsed().as_millis() as u64;
+        // The repairs of the last version, those after the model's answer included.
+        cr.repairs = cand.repairs.clone();
         // Characterizations count only for the tests that stayed.
         cr.characterized.retain(|c| cand.tests.contains(&c.test));
         let Some(v) = verdict else {
@@ -649,7 +651,6 @@ impl Run<'_> {
         let gain = cov.gain_over(current);
         cr.gain_lines = gain.lines;
         cr.gain_branches = gain.branches;
-        cr.repairs = cand.repairs.clone();
         if gain.is_empty() {
             cr.characterized.clear();
             cr.reason = "passes, but covers nothing new".into();
