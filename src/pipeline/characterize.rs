@@ -10,8 +10,9 @@
 //! code only, so a mismatch on a plain equality is evidence against the guess, not against the
 //! code. It becomes a *suspected code bug* only on other evidence — an exception the code under
 //! test ran into (not one it raised on purpose, below) that the rules or the model judge to be
-//! the code's fault (see [`super::classify`]) — and then it is reported and never "fixed". No model time is spent on
-//! characterizations: the observed value comes from the sandbox run that already happened.
+//! the code's fault (see [`super::classify`]) — and then it is reported and never "fixed". No
+//! model time is spent on characterizations: the observed value comes from the sandbox run
+//! that already happened.
 //!
 //! Only what can be written back exactly is characterized: one-line equality assertions whose
 //! one side the test wrote out — a literal, a container built from one (`set(['a'])`), or a
@@ -103,7 +104,8 @@ fn frames(case: &Case) -> impl DoubleEndedIterator<Item = (String, usize)> + '_ 
         })
 }
 
-fn in_file(path: &str, file_name: &str) -> bool {
+/// Whether a traceback's `path` is the candidate's file `file_name`.
+pub(super) fn in_file(path: &str, file_name: &str) -> bool {
     path == file_name || path.ends_with(&format!("/{file_name}"))
 }
 

@@ -73,8 +73,9 @@ fn error_line(case: &Case, file_name: &str) -> Option<usize> {
         let rest = l.strip_prefix('E')?.trim().strip_prefix("File \"")?;
         let (path, after) = rest.split_once("\", line ")?;
         let n: String = after.chars().take_while(char::is_ascii_digit).collect();
-        let ours = path == file_name || path.ends_with(&format!("/{file_name}"));
-        ours.then(|| n.parse().ok()).flatten()
+        characterize::in_file(path, file_name)
+            .then(|| n.parse().ok())
+            .flatten()
     });
     compile.or_else(|| characterize::test_line(case, file_name))
 }
