@@ -708,6 +708,41 @@ async fn a_gap_that_kept_nothing_gets_another_candidate_at_a_higher_temperature(
     assert_eq!(out.report.status, "no_gaps_left");
 }
 
+/// `@overload`ed definitions of one name are one gap: click's `group` was three, and the
+/// second, after the first kept a file, overflowed the count of its candidates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn definitions_of_one_name_are_one_gap() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    make_repo(&repo);
+    std::fs::write(
+        repo.join("pick.py"),
+        "import typing\n\n\n@typing.overload\ndef pick(x: int) -> int:\n    ...\n\n\n@typing.overload\ndef pick(x: str) -> str:\n    ...\n\n\ndef pick(x):\n    if x:\n        return x\n    return None\n",
+    )
+    .expect("write");
+    let script = |_n: usize, _req: &serde_json::Value| -> Answer {
+        Answer::chat(
+            "```python\nfrom pick import pick\n\n\ndef test_pick_nothing():\n    assert pick(0) is None\n```",
+        )
+    };
+    let s = start(Box::new(script)).await;
+    let llm = Llm::new(llm_config(&s.base_url)).expect("client");
+    let mut o = opts(&repo);
+    o.only = vec![pipeline::gaps::Aim::parse("pick.py").expect("valid")];
+    o.fix_attempts = 0;
+    o.max_iterations = 2;
+    o.candidates_per_gap = 2;
+    let out = pipeline::run(&o, &llm, CancellationToken::new(), quiet()).await;
+    let r = &out.report;
+    let tried: Vec<(&str, &str)> = r
+        .candidates
+        .iter()
+        .map(|c| (c.target.as_str(), c.status.as_str()))
+        .collect();
+    assert_eq!(tried, [("pick.py::pick", "kept")], "{:?}", r.candidates);
+    assert_eq!(r.status, "no_gaps_left");
+}
+
 /// One candidate file, five kinds of test: right ones stay; a wrong expected value becomes a
 /// characterization test (top level and in a unittest-style class), with no model call; a
 /// class method with a test mistake is fixed by the model's bare function; a test the fix

@@ -39,7 +39,7 @@ pub mod python;
 pub mod report;
 pub mod validate;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -443,7 +443,9 @@ impl Run<'_> {
                     self.say("time budget spent: no new gap is started; the final run follows");
                     return Ok(("time_budget_spent".into(), current));
                 }
-                let sample = *tried.entry(gap.key()).and_modify(|n| *n += 1).or_insert(1) - 1;
+                let n = tried.entry(gap.key()).or_insert(0);
+                *n = n.saturating_add(1);
+                let sample = *n - 1;
                 let again = match sample {
                     0 => String::new(),
                     k => format!(" (candidate {})", k + 1),
@@ -514,6 +516,9 @@ impl Run<'_> {
             })
             .filter(|g| tries(g) < self.opts.candidates_per_gap.max(1))
             .collect();
+        // Definitions of one name (click's `@overload`s of `group`) are one gap: the first.
+        let mut seen = BTreeSet::new();
+        gaps.retain(|g| seen.insert(g.key()));
         // Stable: within each count of tries, the rank order of `gaps::find` stays.
         gaps.sort_by_key(|g| tries(g));
         gaps.truncate(self.opts.gaps_per_iteration as usize);
