@@ -29,9 +29,11 @@
 //! pytest.raises(E): f(x)` that failed with `DID NOT RAISE` (or `pytest.warns`, `DID NOT
 //! WARN`) loses its `with` — the statements stay, and a last bare expression becomes `assert
 //! f(x) is None`, so the test still checks what the code did; the next run confirms it or
-//! characterizes the value `f(x)` returned. Left to the fix round: a block whose exception
-//! info the test reads afterwards (`e.value`), one holding a triple-quoted string, one of
-//! several context managers, and a test that would check nothing without it.
+//! characterizes the value `f(x)` returned. The checks of the exception that never came go
+//! with it (`assert "x" in str(e.value)` after `as e`: click's `_pipepager` tests lost all 3
+//! to them). Left to the fix round: a block whose exception info the test reads otherwise
+//! (in an assignment, an `if`, a check sharing a line), one holding a triple-quoted string,
+//! one of several context managers, and a test that would check nothing without it.
 //!
 //! An exception the code raised *on purpose* where the model expected none is the mirror
 //! case: a `raise` statement of the project's own code (the last frame of the traceback, not
@@ -251,7 +253,8 @@ fn expected_but_absent(case: &Case) -> Option<&'static str> {
 /// bare expression becomes `assert EXPR is None` — a test that still checks what the code
 /// did, which the next run confirms or characterizes (`is None` that got `3` → `== 3`).
 ///
-/// Left alone (`None`): an `as e` whose `e` the test reads after the block, a block holding
+/// The checks of `e` after an `as e` go too ([`checks_of_the_exception`]). Left alone
+/// (`None`): an `as e` whose `e` the test reads after the block otherwise, a block holding
 /// a triple-quoted string (dedenting would change it), a line outdented from the block, and a
 /// test that would check nothing without the block.
 fn unexpected_return(
@@ -265,12 +268,11 @@ fn unexpected_return(
     if b.stmt.start < t.bytes.start || b.stmt.end > t.bytes.end {
         return None;
     }
-    if let Some(a) = &b.alias
-        && p.identifiers_in(b.stmt.end..t.bytes.end).contains(a)
-    {
-        return None;
-    }
     let line_of = |byte: usize| src[..byte].rfind('\n').map_or(0, |i| i + 1);
+    let gone = match &b.alias {
+        Some(a) => checks_of_the_exception(p, a, &b, t.bytes.end)?,
+        None => Vec::new(),
+    };
     let (with_start, body_start) = (line_of(b.stmt.start), line_of(b.body.start));
     let pad = &src[with_start..b.stmt.start];
     let inner = &src[body_start..b.body.start];
@@ -287,8 +289,13 @@ fn unexpected_return(
         return None;
     }
     let call = b.call.split_whitespace().collect::<Vec<_>>().join(" ");
+    let went = match gone.len() {
+        0 => String::new(),
+        1 => " and 1 check of it".to_string(),
+        n => format!(" and {n} checks of it"),
+    };
     let mut out = vec![format!(
-        "{pad}# cordon: characterization - {absent} in the sandbox; the model expected {call}"
+        "{pad}# cordon: characterization - {absent} in the sandbox; the model expected {call}{went}"
     )];
     for l in block.lines() {
         match l.strip_prefix(inner) {
@@ -298,11 +305,15 @@ fn unexpected_return(
         }
     }
     let assertion = out.get(1).map(|l| l.trim().to_string()).unwrap_or_default();
+    let tail: Vec<Range<usize>> = gone
+        .iter()
+        .map(|r| r.start - b.body.end..r.end - b.body.end)
+        .collect();
     let body = format!(
         "{}{}{}",
         &src[..with_start],
         out.join("\n"),
-        &src[b.body.end..]
+        python::remove_ranges(&src[b.body.end..], &tail)
     );
     let checks = python::parse(&body)?
         .test_functions()
@@ -319,6 +330,35 @@ fn unexpected_return(
             },
         )
     })
+}
+
+/// The statements after block `b` that check the exception it expected (`assert "x" in
+/// str(e.value)`), each from the start of its line: they go with the block, since what they
+/// check never came. `None` when the alias `a` is read anywhere else before `test_end` (in
+/// an `if`, a loop, an assignment) or a check shares its line with other code.
+fn checks_of_the_exception(
+    p: &python::Parsed,
+    a: &str,
+    b: &python::ExpectingBlock,
+    test_end: usize,
+) -> Option<Vec<Range<usize>>> {
+    let src = p.src.as_str();
+    let mut at = b.stmt.end;
+    let mut lines = Vec::new();
+    for r in &b.alias_readers {
+        let start = src[..r.start].rfind('\n').map_or(0, |i| i + 1);
+        let own_line = src[start..r.start].trim().is_empty()
+            && src[r.end..]
+                .lines()
+                .next()
+                .is_none_or(|l| l.trim().is_empty());
+        if r.start < at || !own_line || p.identifiers_in(at..r.start).contains(a) {
+            return None;
+        }
+        lines.push(start..r.end);
+        at = r.end;
+    }
+    (!p.identifiers_in(at..test_end).contains(a)).then_some(lines)
 }
 
 /// An exception the code under test raised on purpose: its class as pytest printed it
@@ -918,8 +958,17 @@ mod tests {
             );
             characterize(&cand(body), "test_a", &f)
         };
-        // The exception info is read after the block.
-        assert!(did_not("def test_a():\n    with pytest.raises(KeyError) as e:\n        get({}, 'k')\n    assert 'k' in str(e.value)\n").is_none());
+        // The exception info is read after the block, other than by a check of its own.
+        assert!(did_not("def test_a():\n    with pytest.raises(KeyError) as e:\n        get({}, 'k')\n    m = str(e.value)\n    assert m\n").is_none());
+        assert!(did_not("def test_a():\n    with pytest.raises(KeyError) as e:\n        get({}, 'k')\n    if e:\n        assert e.value\n").is_none());
+        assert!(did_not("def test_a():\n    with pytest.raises(KeyError) as e:\n        get({}, 'k')\n    x = 1; assert e.value\n").is_none());
+        // Checked after it: the checks go with the block, the rest stays.
+        let (out, ch) = did_not("def test_a():\n    with pytest.raises(KeyError) as e:\n        get({}, 'k')\n    assert 'k' in str(e.value)\n    assert e.type is KeyError\n    assert size() == 0\n").expect("characterized");
+        assert_eq!(
+            out.body,
+            "def test_a():\n    # cordon: characterization - no exception in the sandbox; the model expected pytest.raises(KeyError) and 2 checks of it\n    assert get({}, 'k') is None\n    assert size() == 0\n"
+        );
+        assert_eq!(ch.assertion, "assert get({}, 'k') is None");
         // Not read after it: taken away.
         assert!(
             did_not(

@@ -80,6 +80,9 @@ pub struct ExpectingBlock {
     pub body: Range<usize>,
     /// Byte range of the body's last statement, when it is a bare expression (`f(x)`).
     pub last_expression: Option<Range<usize>>,
+    /// The statements after the block, in the same block of the test, that read the alias
+    /// and are simple (an expression or an `assert`: `assert "x" in str(e.value)`).
+    pub alias_readers: Vec<Range<usize>>,
 }
 
 /// Calls that check (their last dotted part): `pytest.raises`, `pytest.warns`,
@@ -847,13 +850,49 @@ impl Parsed {
                 )
             })
             .map(|e| e.byte_range());
+        let alias_readers = alias
+            .as_deref()
+            .map(|a| self.simple_statements_reading(stmt, a))
+            .unwrap_or_default();
         Some(ExpectingBlock {
             call: text(call, &self.src).to_string(),
             alias,
             stmt: stmt.byte_range(),
             body: body.byte_range(),
             last_expression,
+            alias_readers,
         })
+    }
+
+    /// The simple statements (expressions, `assert`s) after `stmt` in its block that read
+    /// `name` and bind nothing (`m = str(e.value)` is no such statement: a later use of `m`
+    /// needs it).
+    fn simple_statements_reading(&self, stmt: Node<'_>, name: &str) -> Vec<Range<usize>> {
+        let binds = |n: Node<'_>| {
+            let mut stack = vec![n];
+            while let Some(n) = stack.pop() {
+                if matches!(
+                    n.kind(),
+                    "assignment" | "augmented_assignment" | "named_expression"
+                ) {
+                    return true;
+                }
+                stack.extend(named_children(n));
+            }
+            false
+        };
+        let mut out = Vec::new();
+        let mut next = stmt.next_named_sibling();
+        while let Some(s) = next {
+            if matches!(s.kind(), "expression_statement" | "assert_statement")
+                && !binds(s)
+                && self.identifiers_in(s.byte_range()).contains(name)
+            {
+                out.push(s.byte_range());
+            }
+            next = s.next_named_sibling();
+        }
+        out
     }
 
     /// The statement of test `node_id`'s own body (not of a block inside it) that spans line
