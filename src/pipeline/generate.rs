@@ -832,7 +832,8 @@ pub fn check(
 }
 
 /// The answer's code without `from __future__` lines (cordon's header goes first instead;
-/// 3.11 needs none), parsed, and without up to [`MAX_BROKEN_TESTS`] tests that do not
+/// 3.11 needs none), parsed, its test names written with spaces joined
+/// ([`join_spaced_def_name`]), and without up to [`MAX_BROKEN_TESTS`] tests that do not
 /// compile; refused if anything else does not parse.
 fn parse_answer(
     code: &str,
@@ -845,6 +846,16 @@ fn parse_answer(
         .join("\n");
     body.push('\n');
     let mut parsed = python::parse(&body).ok_or(Rejection::Unparseable { line: 1 })?;
+    while let Some((joined, name)) = parsed
+        .first_error_line()
+        .and_then(|line| join_spaced_def_name(&body, line))
+    {
+        parsed = python::parse(&joined).ok_or(Rejection::Unparseable { line: 1 })?;
+        repairs.push(format!(
+            "the name `{name}` written with underscores for its spaces"
+        ));
+        body = joined;
+    }
     // A test that does not compile would fail the collection of all the others: it goes
     // alone, while the rest still parses and holds a test.
     for _ in 0..MAX_BROKEN_TESTS {
@@ -874,6 +885,34 @@ fn parse_answer(
         Some(line) => Err(Rejection::Unparseable { line }),
         None => Ok((body, parsed)),
     }
+}
+
+/// `body` with the `def` on line `line` (1-based) renamed when its name is words separated
+/// by spaces (`def test_translate KeyboardInterrupt():`, a whole answer of them in click's
+/// `_termui_impl` run): the words joined by `_`. Also the name as written. `None` for any
+/// other line. Each repair removes a space, so repeating it ends.
+fn join_spaced_def_name(body: &str, line: u32) -> Option<(String, String)> {
+    let at = body
+        .split_inclusive('\n')
+        .take(line.checked_sub(1)? as usize)
+        .map(str::len)
+        .sum::<usize>();
+    let text = body[at..].lines().next()?;
+    let indent = text.len() - text.trim_start().len();
+    let rest = &text[indent..];
+    let after_def = rest
+        .strip_prefix("def ")
+        .or_else(|| rest.strip_prefix("async def "))?;
+    let name = after_def[..after_def.find('(')?].trim();
+    let words: Vec<&str> = name.split_whitespace().collect();
+    if words.len() < 2 || !words.iter().all(|w| python::is_identifier(w)) {
+        return None;
+    }
+    let name_at = at + indent + (rest.len() - after_def.len());
+    let name_end = name_at + after_def.find('(')?;
+    let mut out = body.to_string();
+    out.replace_range(name_at..name_end, &words.join("_"));
+    Some((out, name.to_string()))
 }
 
 /// The most tests of one answer removed for not compiling before the answer is refused.
@@ -1003,7 +1042,9 @@ fn from_import(module: &str, names: &[(String, Option<String>)]) -> String {
 }
 
 /// Names imported from the target module that it does not have (an ImportError for the
-/// whole file): dropped from the import; tests that use them fail alone and are fixed.
+/// whole file): a public caller the prompt named ([`callers`]: `from click._termui_impl
+/// import launch`, which `click.termui` defines) is imported from its own module instead;
+/// any other is dropped from the import, and the tests that use it fail alone and are fixed.
 fn drop_unknown_imports(
     body: &mut String,
     parsed: python::Parsed,
@@ -1014,16 +1055,54 @@ fn drop_unknown_imports(
         return Ok(parsed);
     };
     let module = &ctx.gap.module;
-    edit_from_imports(
-        body,
-        parsed,
-        repairs,
-        |m| m == module,
-        |n, _| !known.contains(n),
-        |names, _| {
-            format!("dropped {names} from the import of `{module}`: the module has no such name")
-        },
-    )
+    let caller = |n: &str| ctx.callers.iter().find(|c| c.name == n);
+    let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
+    for (range, m, names) in parsed.from_imports() {
+        if m != *module {
+            continue;
+        }
+        let (unknown, keep): (Vec<_>, Vec<_>) =
+            names.into_iter().partition(|(n, _)| !known.contains(n));
+        if unknown.is_empty() {
+            continue;
+        }
+        let mut statements = Vec::new();
+        if !keep.is_empty() {
+            statements.push(from_import(module, &keep));
+        }
+        let mut dropped = Vec::new();
+        for (n, alias) in unknown {
+            match caller(&n) {
+                Some(c) => {
+                    repairs.push(format!(
+                        "`{n}` imported from `{}`, which defines it, instead of `{module}`",
+                        c.module
+                    ));
+                    statements.push(from_import(&c.module, &[(n, alias)]));
+                }
+                None => dropped.push(n),
+            }
+        }
+        if !dropped.is_empty() {
+            repairs.push(format!(
+                "dropped `{}` from the import of `{module}`: the module has no such name",
+                dropped.join("`, `")
+            ));
+        }
+        edits.push((range, from_imports(&statements)));
+    }
+    if edits.is_empty() {
+        return Ok(parsed);
+    }
+    apply_edits(body, edits)
+}
+
+/// Import statements on one line (`a; b`, valid inside a block too), or `pass` for none.
+fn from_imports(statements: &[String]) -> String {
+    if statements.is_empty() {
+        return "pass".to_string();
+    }
+    statements.join("; ")
 }
 
 /// Names the module under test defines, imported from another of the project's modules
@@ -1691,6 +1770,34 @@ pub(crate) mod tests {
                 .is_none()
         );
 
+        // A test whose name has spaces gets underscores instead, wherever it is.
+        let cand = check(
+            "def test_a b():\n    assert divide(4, 2) == 2\n\nclass TestK:\n    def  test_c  d (self):\n        assert divide(1, 1) == 1\n",
+            &c,
+            &p,
+            "t.py",
+        )
+        .expect("ok");
+        assert_eq!(
+            cand.tests,
+            vec!["test_a_b".to_string(), "TestK::test_c_d".to_string()]
+        );
+        assert!(
+            cand.repairs
+                .iter()
+                .any(|r| r == "the name `test_a b` written with underscores for its spaces"),
+            "{:?}",
+            cand.repairs
+        );
+        assert!(matches!(
+            check(
+                "def test_a b-c():\n    assert divide(4, 2) == 2\n",
+                &c,
+                &p,
+                "t.py"
+            ),
+            Err(Rejection::Unparseable { .. })
+        ));
         // A test that does not compile goes alone: it would fail the collection of the
         // others. An answer whose other code does not compile is refused.
         let broken = "from pkg.calc import divide\n\ndef test_a():\n    assert divide(4, 2) == 2\n\ndef test_b():\n    assert divide(a=4, 2) == 2\n\nclass TestK:\n    def test_c(self):\n        assert divide(4, b=2,\n                      1) == 2\n";
@@ -1738,6 +1845,37 @@ pub(crate) mod tests {
         );
         assert!(
             cand.repairs.iter().any(|r| r.contains("`multiply`")),
+            "{:?}",
+            cand.repairs
+        );
+        // One the prompt named as a caller comes from the caller's module, also when the
+        // import is all it named, and inside a block.
+        let mut c2 = c.clone();
+        c2.callers = vec![callers::Caller {
+            module: "pkg.api".into(),
+            name: "safe_divide".into(),
+            signature: "safe_divide(a, b)".into(),
+        }];
+        let cand = check(
+            "from pkg.calc import divide, safe_divide as sd, multiply\n\ndef test_a():\n    from pkg.calc import safe_divide\n    assert sd(4, 2) == divide(4, 2) == safe_divide(4, 2)\n",
+            &c2,
+            &p,
+            "t.py",
+        )
+        .expect("ok");
+        assert!(
+            cand.body.starts_with(
+                "from pkg.calc import divide; from pkg.api import safe_divide as sd\n"
+            ) && cand
+                .body
+                .contains("\n    from pkg.api import safe_divide\n    assert"),
+            "{}",
+            cand.body
+        );
+        assert!(
+            cand.repairs.iter().any(|r| r
+                == "`safe_divide` imported from `pkg.api`, which defines it, instead of `pkg.calc`")
+                && cand.repairs.iter().any(|r| r.contains("`multiply`")),
             "{:?}",
             cand.repairs
         );
