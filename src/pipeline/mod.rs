@@ -44,6 +44,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use self::classify::Class;
@@ -191,7 +192,7 @@ pub async fn run(
         started,
     };
     let mut exec_holder = None;
-    let result = r.go(&mut exec_holder).await;
+    let result = unwound(r.go(&mut exec_holder)).await;
     match result {
         Ok(status) => r.report.status = status,
         Err(Stop::Cancelled) => {
@@ -216,6 +217,24 @@ pub async fn run(
     Outcome {
         report: r.report,
         kept: r.kept,
+    }
+}
+
+/// `run`'s work, with a panic in it (a bug of cordon's) turned into a fatal stop: the report
+/// is still written and the warm pool drained, instead of the process leaving its sandboxes.
+async fn unwound(work: impl Future<Output = Result<String, Stop>>) -> Result<String, Stop> {
+    match std::panic::AssertUnwindSafe(work).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            Err(Stop::Fatal(format!(
+                "internal error, a bug in cordon (please report it): {what}"
+            )))
+        }
     }
 }
 
@@ -1162,4 +1181,33 @@ fn summarize(run: &exec::RunArtifacts, project: &Project) -> (RunSummary, Option
         s.set_coverage(c);
     }
     (s, cov)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panic in the work becomes a fatal stop that names it; a result passes through.
+    #[tokio::test]
+    async fn a_panic_in_the_run_is_a_fatal_stop() {
+        let count = u32::MAX;
+        let stop = unwound(async move {
+            let n = count.checked_add(1).expect("gap count overflowed");
+            Ok(n.to_string())
+        })
+        .await;
+        match stop {
+            Err(Stop::Fatal(e)) => assert!(
+                e.starts_with("internal error, a bug in cordon")
+                    && e.ends_with("gap count overflowed"),
+                "{e}"
+            ),
+            _ => panic!("not a fatal stop"),
+        }
+        assert!(matches!(unwound(async { Ok("done".to_string()) }).await, Ok(s) if s == "done"));
+        assert!(matches!(
+            unwound(async { Err(Stop::Cancelled) }).await,
+            Err(Stop::Cancelled)
+        ));
+    }
 }
