@@ -135,6 +135,11 @@ impl From<ExecError> for Stop {
 /// Imports of one candidate's file repaired ([`collection::repair`]) before the fix round.
 const MAX_IMPORT_REPAIRS: u32 = 3;
 
+/// Most characterizations of one test. pytest stops a test at its first failed `assert`, so
+/// each costs a sandbox run (seconds, no model time): click's `open_url` test, five
+/// `assert result == 0` of which four got `1`, needed four and was lost at three.
+const MAX_CHARACTERIZATIONS: u32 = 6;
+
 struct Run<'a> {
     opts: &'a Options,
     llm: &'a Llm,
@@ -902,7 +907,10 @@ impl Run<'_> {
         let mut failed: Vec<(usize, &String, &exec::Case)> = v
             .tests
             .iter()
-            .filter(|(n, o)| o.status == Status::Failed && done.get(*n).copied().unwrap_or(0) < 3)
+            .filter(|(n, o)| {
+                o.status == Status::Failed
+                    && done.get(*n).copied().unwrap_or(0) < MAX_CHARACTERIZATIONS
+            })
             .filter_map(|(n, o)| {
                 let c = o.case.as_ref()?;
                 Some((characterize::test_line(c, &cand.file_name)?, n, c))
