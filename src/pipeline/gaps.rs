@@ -216,7 +216,8 @@ impl Lines {
 }
 
 /// The gaps of every source file, largest first. Lines outside any function or class
-/// (module level) are left out: they run on import.
+/// (module level) are left out: they run on import; so are the bodies of `@overload` stubs,
+/// which never run.
 pub fn find(project: &Project, repo: &Path, coverage: &Coverage) -> Vec<Gap> {
     let mut gaps = Vec::new();
     for file in &project.sources {
@@ -240,6 +241,10 @@ pub fn find(project: &Project, repo: &Path, coverage: &Coverage) -> Vec<Gap> {
             else {
                 return;
             };
+            // An `@overload` stub's `...` never runs: no test can reach it.
+            if units[i].is_overload() {
+                return;
+            }
             match by_unit.iter_mut().find(|(u, _, _)| *u == i) {
                 Some((_, m, p)) => {
                     if is_partial {
@@ -367,6 +372,45 @@ mod tests {
         );
         assert_eq!(gaps[1].module, "pkg.core");
         assert_eq!(gaps[1].top_name(), "K");
+    }
+
+    /// click's `decorators.py`: `group` is declared twice with `@t.overload` before its real
+    /// definition. The stubs' `...` never run; a method's stub is not its class's gap either.
+    #[test]
+    fn overload_stubs_are_no_gap() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let r = d.path();
+        std::fs::write(
+            r.join("deco.py"),
+            "import typing as t\n\n@t.overload\ndef group(name: str) -> int:\n    ...\n\n@t.overload\ndef group(name: None = None) -> int:\n    ...\n\ndef group(name=None):\n    if name:\n        return 1\n    return 2\n\nclass K:\n    @overload\n    def m(self, x: int) -> int:\n        ...\n\n    def m(self, x):\n        return x\n",
+        )
+        .expect("write");
+        let project = crate::pipeline::detect::detect(r).expect("detects");
+        let lines: String = [1, 3, 4, 7, 8, 11, 12, 16, 17, 18, 21]
+            .iter()
+            .map(|n| format!("<line number=\"{n}\" hits=\"1\"/>"))
+            .chain(
+                [5, 9, 13, 14, 19, 22]
+                    .iter()
+                    .map(|n| format!("<line number=\"{n}\" hits=\"0\"/>")),
+            )
+            .collect();
+        let xml = format!(
+            r#"<coverage><sources><source>/workspace</source></sources><packages><package><classes>
+<class filename="deco.py"><lines>{lines}</lines></class></classes></package></packages></coverage>"#
+        );
+        let cov = coverage::parse(xml.as_bytes(), "/workspace").expect("parses");
+        let got: Vec<(String, u32, Vec<u32>)> = find(&project, r, &cov)
+            .iter()
+            .map(|g| (g.key(), g.start_line, g.missing_lines.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("deco.py::group".to_string(), 11, vec![13, 14]),
+                ("deco.py::K.m".to_string(), 21, vec![22]),
+            ]
+        );
     }
 
     #[test]

@@ -94,7 +94,9 @@ fn read_sources(project: &Project, repo: &Path) -> Sources {
         .iter()
         .filter_map(|rel| {
             let parsed = python::parse(&python::read_regular(&repo.join(rel), MAX_FILE)?)?;
-            let units = parsed.units();
+            // A name's signature is its real definition's, not an `@overload` stub's.
+            let mut units = parsed.units();
+            units.retain(|u| !u.is_overload());
             Some((rel.clone(), parsed, units))
         })
         .collect()

@@ -43,6 +43,14 @@ impl Unit {
     pub fn is_fixture(&self) -> bool {
         self.decorators.iter().any(|d| d.ends_with("fixture"))
     }
+
+    /// An `@overload` stub (`@typing.overload`, `@t.overload`): a signature for type
+    /// checkers whose body never runs; the real definition of the name comes after it.
+    pub fn is_overload(&self) -> bool {
+        self.decorators
+            .iter()
+            .any(|d| d == "overload" || d.ends_with(".overload"))
+    }
 }
 
 /// A top-level name the module defines.
