@@ -5,7 +5,7 @@
 //! token budget; then extraction of one fenced code block and static checks and repairs
 //! before anything runs.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde::Serialize;
@@ -39,6 +39,10 @@ pub struct Context {
     pub constructions: Vec<String>,
     /// For a private target, the public functions of the project that call it ([`callers`]).
     pub callers: Vec<callers::Caller>,
+    /// Top-level classes and functions of the project's other modules, each with the module
+    /// that defines it (pathspec's `GitWildMatchPattern` → `pathspec.patterns.gitwildmatch`):
+    /// where a name the target module lacks is imported from ([`project_definitions`]).
+    pub definitions: BTreeMap<String, String>,
     /// Top-level names of the target module.
     pub module_names: BTreeSet<String>,
     /// Modules the target module imports (so its tests may too).
@@ -62,7 +66,10 @@ pub fn context(project: &Project, repo: &Path, gap: &Gap) -> Option<Context> {
     let src = std::fs::read_to_string(repo.join(&gap.file)).ok()?;
     let parsed = python::parse(&src)?;
     let units = parsed.units();
-    let unit = units.iter().find(|u| u.qualname == gap.qualname)?;
+    // The definition that runs, not an `@overload` stub of the same name before it.
+    let unit = units
+        .iter()
+        .find(|u| u.qualname == gap.qualname && !u.is_overload())?;
     let missing: BTreeSet<u32> = gap
         .missing_lines
         .iter()
@@ -135,6 +142,7 @@ pub fn context(project: &Project, repo: &Path, gap: &Gap) -> Option<Context> {
         example,
         exercise,
         callers: callers::of(project, repo, gap),
+        definitions: project_definitions(project, repo, &gap.module),
         constructions: constructions(project, repo, &wanted),
         module_names: parsed.top_level().into_iter().map(|t| t.name).collect(),
         module_imported: parsed.imported_modules(),
@@ -149,6 +157,42 @@ pub fn context(project: &Project, repo: &Path, gap: &Gap) -> Option<Context> {
             .then(|| importable_names(project, &parsed, &gap.module)),
         shrink: 0,
     })
+}
+
+/// The top-level `class` and `def` names of the project's modules other than `module`, read
+/// off lines that start with them, each with the module that defines it: a public module
+/// first (no part of its dotted name starts with `_`), then the shortest. Files are read as
+/// the other project readers do: regular files only, at most 200, each at most 1 MiB.
+fn project_definitions(project: &Project, repo: &Path, module: &str) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    let rank = |m: &str| (m.split('.').any(|p| p.starts_with('_')), m.len());
+    for file in project.sources.iter().take(200) {
+        let m = project.module_name(file);
+        if m == module || !m.split('.').all(python::is_identifier) {
+            continue;
+        }
+        let Some(text) = python::read_regular(&repo.join(file), 1 << 20) else {
+            continue;
+        };
+        for l in text.lines() {
+            let l = l.strip_prefix("async ").unwrap_or(l);
+            let Some(rest) = l.strip_prefix("class ").or_else(|| l.strip_prefix("def ")) else {
+                continue;
+            };
+            let end = rest.find(['(', ':', ' ', '[']).unwrap_or(rest.len());
+            let name = &rest[..end];
+            if !python::is_identifier(name) {
+                continue;
+            }
+            match out.get(name) {
+                Some(have) if rank(have) <= rank(&m) => {}
+                _ => {
+                    out.insert(name.to_string(), m.clone());
+                }
+            }
+        }
+    }
+    out
 }
 
 /// What `from module import NAME` can import: the module's own names
@@ -1043,8 +1087,10 @@ fn from_import(module: &str, names: &[(String, Option<String>)]) -> String {
 
 /// Names imported from the target module that it does not have (an ImportError for the
 /// whole file): a public caller the prompt named ([`callers`]: `from click._termui_impl
-/// import launch`, which `click.termui` defines) is imported from its own module instead;
-/// any other is dropped from the import, and the tests that use it fail alone and are fixed.
+/// import launch`, which `click.termui` defines), or a class or function another module of
+/// the project defines (`from pathspec.util import GitWildMatchPattern`), is imported from
+/// its own module instead; any other is dropped from the import, and the tests that use it
+/// fail alone and are fixed.
 fn drop_unknown_imports(
     body: &mut String,
     parsed: python::Parsed,
@@ -1055,7 +1101,13 @@ fn drop_unknown_imports(
         return Ok(parsed);
     };
     let module = &ctx.gap.module;
-    let caller = |n: &str| ctx.callers.iter().find(|c| c.name == n);
+    let home = |n: &str| {
+        ctx.callers
+            .iter()
+            .find(|c| c.name == n)
+            .map(|c| &c.module)
+            .or_else(|| ctx.definitions.get(n))
+    };
     let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
     for (range, m, names) in parsed.from_imports() {
         if m != *module {
@@ -1072,13 +1124,12 @@ fn drop_unknown_imports(
         }
         let mut dropped = Vec::new();
         for (n, alias) in unknown {
-            match caller(&n) {
-                Some(c) => {
+            match home(&n) {
+                Some(home) => {
                     repairs.push(format!(
-                        "`{n}` imported from `{}`, which defines it, instead of `{module}`",
-                        c.module
+                        "`{n}` imported from `{home}`, which defines it, instead of `{module}`"
                     ));
-                    statements.push(from_import(&c.module, &[(n, alias)]));
+                    statements.push(from_import(home, &[(n, alias)]));
                 }
                 None => dropped.push(n),
             }
@@ -1598,6 +1649,74 @@ pub(crate) mod tests {
         (c, project)
     }
 
+    /// The prompt shows the definition that runs, not an `@overload` stub of its name (click's
+    /// `group`: every run showed the model a stub whose body is `...`).
+    #[test]
+    fn the_prompt_shows_the_real_definition_not_an_overload_stub() {
+        let d = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            d.path().join("deco.py"),
+            "import typing as t\n\n@t.overload\ndef group(name: str) -> int:\n    ...\n\ndef group(name=None):\n    if name:\n        return 1\n    return 2\n",
+        )
+        .expect("write");
+        let project = crate::pipeline::detect::detect(d.path()).expect("detects");
+        let gap = Gap {
+            file: "deco.py".into(),
+            module: "deco".into(),
+            qualname: "group".into(),
+            kind: UnitKind::Function,
+            start_line: 7,
+            end_line: 10,
+            missing_lines: vec![9],
+            partial_lines: vec![],
+            params: 1,
+        };
+        let c = context(&project, d.path(), &gap).expect("context");
+        assert!(
+            c.source.starts_with("def group(name=None):\n"),
+            "{}",
+            c.source
+        );
+        assert!(c.source.contains("return 1  # NOT COVERED"), "{}", c.source);
+        assert!(!c.source.contains("..."), "{}", c.source);
+    }
+
+    #[test]
+    fn definitions_of_other_modules_name_their_module() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let r = d.path();
+        std::fs::create_dir_all(r.join("pkg/patterns")).expect("mkdir");
+        for (f, text) in [
+            ("pkg/__init__.py", ""),
+            ("pkg/util.py", "def normalize(p):\n    return p\n"),
+            (
+                "pkg/_impl.py",
+                "class Pattern:\n    def match(self):\n        pass\n",
+            ),
+            ("pkg/patterns/__init__.py", ""),
+            (
+                "pkg/patterns/wild.py",
+                "class Pattern:\n    pass\n\nclass WildPattern(Pattern):\n    def inner(self):\n        pass\n\nasync def fetch():\n    pass\nclass Generic[T]:\n    pass\n",
+            ),
+        ] {
+            std::fs::write(r.join(f), text).expect("write");
+        }
+        let project = crate::pipeline::detect::detect(r).expect("detects");
+        let defs = project_definitions(&project, r, "pkg.util");
+        let want: BTreeMap<String, String> = [
+            ("Generic", "pkg.patterns.wild"),
+            // Also in the private `pkg._impl`: the public module wins.
+            ("Pattern", "pkg.patterns.wild"),
+            ("WildPattern", "pkg.patterns.wild"),
+            ("fetch", "pkg.patterns.wild"),
+        ]
+        .into_iter()
+        .map(|(n, m)| (n.to_string(), m.to_string()))
+        .collect();
+        // The target module's own `normalize` and the methods are not among them.
+        assert_eq!(defs, want);
+    }
+
     #[test]
     fn prompt_marks_lines_and_fits() {
         let (c, _) = ctx();
@@ -1878,6 +1997,23 @@ pub(crate) mod tests {
                 && cand.repairs.iter().any(|r| r.contains("`multiply`")),
             "{:?}",
             cand.repairs
+        );
+
+        // So does a class another module of the project defines.
+        let mut c3 = c.clone();
+        c3.definitions = BTreeMap::from([("Fraction".to_string(), "pkg.frac".to_string())]);
+        let cand = check(
+            "from pkg.calc import divide, Fraction\n\ndef test_a():\n    assert divide(Fraction(4), 2) == 2\n",
+            &c3,
+            &p,
+            "t.py",
+        )
+        .expect("ok");
+        assert!(
+            cand.body
+                .starts_with("from pkg.calc import divide; from pkg.frac import Fraction\n"),
+            "{}",
+            cand.body
         );
 
         // The NameError case: no import at all; cordon adds it.
@@ -2323,10 +2459,10 @@ pub(crate) mod tests {
                 "p = GitPattern('*.txt')"
             ]
         );
-        // A test that builds one without importing it (or from the wrong module, whose
-        // import is dropped) gets the import it was shown.
+        // A test that builds one without importing it gets the import it was shown; one that
+        // imports it from the wrong module gets it from the module that defines it.
         let cand = check(
-            "from pkg.util import match, GitPattern\n\ndef test_m():\n    assert match([GitPattern('*')], []) == []\n",
+            "from pkg.util import match\n\ndef test_m():\n    assert match([GitPattern('*')], []) == []\n",
             &c,
             &project,
             "t.py",
@@ -2337,6 +2473,20 @@ pub(crate) mod tests {
                 .contains("from pkg.patterns.git import GitPattern  #"),
             "{}",
             cand.header
+        );
+        let cand = check(
+            "from pkg.util import match, GitPattern\n\ndef test_m():\n    assert match([GitPattern('*')], []) == []\n",
+            &c,
+            &project,
+            "t.py",
+        )
+        .expect("ok");
+        assert!(
+            cand.body.starts_with(
+                "from pkg.util import match; from pkg.patterns.git import GitPattern\n"
+            ),
+            "{}",
+            cand.body
         );
     }
 
