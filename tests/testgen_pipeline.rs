@@ -708,8 +708,9 @@ async fn a_gap_that_kept_nothing_gets_another_candidate_at_a_higher_temperature(
     assert_eq!(out.report.status, "no_gaps_left");
 }
 
-/// `@overload`ed definitions of one name are one gap: click's `group` was three, and the
-/// second, after the first kept a file, overflowed the count of its candidates.
+/// Definitions of one name are one gap: a property's getter and setter (`Box.v`), like
+/// click's `@overload`s of `group` before them, were several gaps of one key, and the second,
+/// after the first kept a file, overflowed the count of its candidates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn definitions_of_one_name_are_one_gap() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -717,18 +718,18 @@ async fn definitions_of_one_name_are_one_gap() {
     make_repo(&repo);
     std::fs::write(
         repo.join("pick.py"),
-        "import typing\n\n\n@typing.overload\ndef pick(x: int) -> int:\n    ...\n\n\n@typing.overload\ndef pick(x: str) -> str:\n    ...\n\n\ndef pick(x):\n    if x:\n        return x\n    return None\n",
+        "class Box:\n    def __init__(self):\n        self._v = 0\n\n    @property\n    def v(self):\n        if self._v:\n            return self._v\n        return None\n\n    @v.setter\n    def v(self, x):\n        if x < 0:\n            raise ValueError(x)\n        self._v = x\n",
     )
     .expect("write");
     let script = |_n: usize, _req: &serde_json::Value| -> Answer {
         Answer::chat(
-            "```python\nfrom pick import pick\n\n\ndef test_pick_nothing():\n    assert pick(0) is None\n```",
+            "```python\nfrom pick import Box\n\n\ndef test_empty_box():\n    assert Box().v is None\n```",
         )
     };
     let s = start(Box::new(script)).await;
     let llm = Llm::new(llm_config(&s.base_url)).expect("client");
     let mut o = opts(&repo);
-    o.only = vec![pipeline::gaps::Aim::parse("pick.py").expect("valid")];
+    o.only = vec![pipeline::gaps::Aim::parse("pick.py::Box.v").expect("valid")];
     o.fix_attempts = 0;
     o.max_iterations = 2;
     o.candidates_per_gap = 2;
@@ -739,8 +740,50 @@ async fn definitions_of_one_name_are_one_gap() {
         .iter()
         .map(|c| (c.target.as_str(), c.status.as_str()))
         .collect();
-    assert_eq!(tried, [("pick.py::pick", "kept")], "{:?}", r.candidates);
+    assert_eq!(tried, [("pick.py::Box.v", "kept")], "{:?}", r.candidates);
     assert_eq!(r.status, "no_gaps_left");
+}
+
+/// A `KeyboardInterrupt` the code raises on purpose (click's `_translate_ch_to_exc`) fails
+/// its test alone instead of ending the pytest run (run Y lost a whole answer, "0 of the
+/// file's 3 tests ran"), and becomes the test's expectation like any other exception.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyboard_interrupt_the_code_raises_fails_one_test_not_the_run() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    make_repo(&repo);
+    std::fs::write(
+        repo.join("keys.py"),
+        "def translate(ch):\n    if ch == '\\x03':\n        raise KeyboardInterrupt()\n    if ch == '\\x04':\n        raise EOFError()\n    return ch\n",
+    )
+    .expect("write");
+    let script = |_n: usize, _req: &serde_json::Value| -> Answer {
+        Answer::chat(
+            "```python\nfrom keys import translate\n\n\ndef test_ctrl_c():\n    assert translate('\\x03') is None\n\n\ndef test_plain():\n    assert translate('a') == 'a'\n```",
+        )
+    };
+    let s = start(Box::new(script)).await;
+    let llm = Llm::new(llm_config(&s.base_url)).expect("client");
+    let mut o = opts(&repo);
+    o.only = vec![pipeline::gaps::Aim::parse("keys.py").expect("valid")];
+    o.max_iterations = 1;
+    let out = pipeline::run(&o, &llm, CancellationToken::new(), quiet()).await;
+    let r = &out.report;
+    let c = &r.candidates[0];
+    assert_eq!((c.status.as_str(), c.tests_kept), ("kept", 2), "{c:?}");
+    let chars: Vec<(&str, &str)> = c
+        .characterized
+        .iter()
+        .map(|x| (x.test.as_str(), x.observed.as_str()))
+        .collect();
+    assert_eq!(chars, [("test_ctrl_c", "KeyboardInterrupt")]);
+    let file = &out.kept[0].1;
+    assert!(
+        file.contains("    with pytest.raises(KeyboardInterrupt):\n        assert translate('\\x03') is None\n"),
+        "{file}"
+    );
+    assert_eq!(r.after.as_ref().expect("after").failed, 0);
+    assert_eq!(s.requests().len(), 1, "no classification, no fix");
 }
 
 /// One candidate file, five kinds of test: right ones stay; a wrong expected value becomes a

@@ -376,7 +376,6 @@ const NOT_AN_ANSWER: &[&str] = &[
     "ModuleNotFoundError",
     "MemoryError",
     "RecursionError",
-    "KeyboardInterrupt",
     "SystemExit",
     "GeneratorExit",
 ];

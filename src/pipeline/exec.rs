@@ -40,12 +40,42 @@ pub const TEST_LIMIT_MESSAGE: &str = "cordon: the test ran longer than its time 
 /// (reversed, alone) fail it at once instead of waiting for it again. It is a convenience, not
 /// a guard: a test can catch or disarm the alarm, or write the note; `run_timeout` stays the
 /// hard limit, and a note only ever fails tests of the job's own candidate.
+///
+/// The plugin also keeps a `KeyboardInterrupt` a test's call raises (click's
+/// `_translate_ch_to_exc("\x03")` raises one on purpose) from ending the whole pytest run, and
+/// the other tests' results with it: the test fails with it like with any exception — the same
+/// `E   KeyboardInterrupt` line, the traceback from the test down — so characterization can
+/// put the call in `pytest.raises(KeyboardInterrupt)`, which holds in a plain pytest run too.
+/// No one presses Ctrl-C in the sandbox; cordon stops a run by killing it.
 fn test_limit_plugin(secs: u64) -> String {
     format!(
-        r#"# cordon's per-test time limit for generated tests (loaded with -p; not the project's).
+        r#"# cordon's per-test guards for generated tests (loaded with -p; not the project's):
+# a time limit, and a KeyboardInterrupt the test raises fails that test, not the run.
+import functools
+import inspect
 import signal
 
 import pytest
+
+
+class _Interrupted(Exception):
+    """A KeyboardInterrupt a test raised, reported as a failure of that test."""
+
+
+# Reported as what it was: `E   KeyboardInterrupt`.
+_Interrupted.__module__ = "builtins"
+_Interrupted.__name__ = _Interrupted.__qualname__ = "KeyboardInterrupt"
+
+
+def _uninterrupted(fn):
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except KeyboardInterrupt as e:
+            raise _Interrupted(*e.args).with_traceback(e.__traceback__) from None
+
+    return call
 
 _EXPIRED = "/tmp/cordon-test-limit-expired"
 
@@ -83,7 +113,17 @@ def pytest_runtest_setup(item):
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item):
-    yield from _limited(item)
+    fn = getattr(item, "obj", None)
+    # A test function or method; not a unittest case, not a coroutine (its plugin calls it).
+    plain = type(item) is pytest.Function and (inspect.isfunction(fn) or inspect.ismethod(fn))
+    plain = plain and not inspect.iscoroutinefunction(fn)
+    if plain:
+        item.obj = _uninterrupted(fn)
+    try:
+        yield from _limited(item)
+    finally:
+        if plain:
+            item.obj = fn
 "#
     )
 }
