@@ -864,6 +864,7 @@ pub fn check(
     let (parsed, tests) =
         strip_shadows_and_idle_tests(&mut body, parsed, ctx, project, &mut repairs)?;
     let (parsed, tests) = take_used_fixtures(&mut body, parsed, tests, &mut repairs)?;
+    let (parsed, tests) = call_an_imported_target(&mut body, parsed, tests, ctx, &mut repairs)?;
     let top = check_reaches_target(&parsed, &tests, ctx)?;
     let header = import_header(&parsed, &body, ctx, project, &top);
     Ok(Candidate {
@@ -1382,6 +1383,49 @@ fn with_real_tests(parsed: python::Parsed) -> (python::Parsed, Vec<python::TestF
         .filter(|t| !t.placeholder)
         .collect();
     (parsed, tests)
+}
+
+/// A function that takes no arguments, imported by name and called by no test: each test
+/// calls it first. astor's `allow_ast_comparison` (a monkey-patcher) was imported and never
+/// called by every answer of run Y (and of runs J to M), though the prompt says each test
+/// calls it: each answer was refused, 4 candidates in a row. Only where the answer would be
+/// refused otherwise: no test, and no fixture of the file, names the target.
+fn call_an_imported_target(
+    body: &mut String,
+    parsed: python::Parsed,
+    tests: Vec<python::TestFn>,
+    ctx: &Context,
+    repairs: &mut Vec<String>,
+) -> Result<(python::Parsed, Vec<python::TestFn>), Rejection> {
+    let name = ctx.gap.qualname.as_str();
+    let imported = parsed.from_imports().into_iter().any(|(_, m, names)| {
+        m == ctx.gap.module && names.iter().any(|(n, a)| n == name && a.is_none())
+    });
+    let named_outside_imports = parsed
+        .units()
+        .iter()
+        .any(|u| parsed.identifiers_in(u.bytes.clone()).contains(name));
+    if ctx.gap.kind != UnitKind::Function
+        || ctx.gap.params != 0
+        || !imported
+        || named_outside_imports
+        || tests.is_empty()
+    {
+        return Ok((parsed, tests));
+    }
+    let edits: Vec<(std::ops::Range<usize>, String)> = parsed
+        .test_body_starts()
+        .into_iter()
+        .map(|(_, at, indent)| (at..at, format!("{name}()\n{indent}")))
+        .collect();
+    if edits.is_empty() {
+        return Ok((parsed, tests));
+    }
+    repairs.push(format!(
+        "each test calls `{name}()` first: the answer imported it, and no test called it"
+    ));
+    apply_edits(body, edits)?;
+    Ok(with_real_tests(reparse(body)?))
 }
 
 /// `body` parsed again after cordon's edits; refused if they broke it.
@@ -2277,6 +2321,44 @@ pub(crate) mod tests {
         ] {
             assert_eq!(refused(code).as_deref(), Some(what), "{code}");
         }
+    }
+
+    /// astor's `allow_ast_comparison`: imported, never called — each test calls it first.
+    #[test]
+    fn a_function_without_arguments_imported_and_never_called_is_called_first() {
+        let (c, p) = ctx();
+        let mut c0 = c.clone();
+        c0.gap.qualname = "helper".into();
+        c0.gap.params = 0;
+        let answer = "from pkg.calc import helper\n\ndef test_a():\n    \"\"\"Doc.\"\"\"\n    # setup\n    assert 1 == 1\n\nclass TestK:\n    def test_b(self):\n        x = 2\n        assert x\n\ndef test_c(): assert len(\"ab\") == 2\n";
+        let cand = check(answer, &c0, &p, "t.py").expect("ok");
+        assert!(
+            cand.body
+                .contains("\"\"\"Doc.\"\"\"\n    # setup\n    helper()\n    assert 1 == 1\n")
+                && cand
+                    .body
+                    .contains("    def test_b(self):\n        helper()\n        x = 2\n")
+                && cand
+                    .body
+                    .contains("def test_c(): assert len(\"ab\") == 2\n"),
+            "{}",
+            cand.body
+        );
+        assert_eq!(
+            cand.repairs,
+            ["each test calls `helper()` first: the answer imported it, and no test called it"]
+        );
+        // Not when a test names it already, nor for one that takes arguments, nor unimported.
+        let called = "from pkg.calc import helper\n\ndef test_a():\n    assert helper() == 1\n\ndef test_b():\n    assert len([]) == 0\n";
+        let cand = check(called, &c0, &p, "t.py").expect("ok");
+        assert!(!cand.body.contains("    helper()\n"), "{}", cand.body);
+        let refused = Rejection::DoesNotUseTarget {
+            name: "divide".into(),
+        };
+        let divide = "from pkg.calc import divide\n\ndef test_a():\n    assert 1 == 1\n";
+        assert_eq!(check(divide, &c, &p, "t.py").unwrap_err(), refused);
+        let unimported = "import pkg.calc\n\ndef test_a():\n    assert 1 == 1\n";
+        assert!(check(unimported, &c0, &p, "t.py").is_err());
     }
 
     #[test]

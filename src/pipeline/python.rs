@@ -590,6 +590,39 @@ impl Parsed {
         out
     }
 
+    /// Where a statement can go first in each test's body: (node id, the byte offset of its
+    /// first statement after a leading docstring and comments, that statement's indentation).
+    /// None for a test whose body is on the `def`'s own line or holds only a docstring.
+    pub fn test_body_starts(&self) -> Vec<(String, usize, String)> {
+        let mut out = Vec::new();
+        for (node_id, _, def) in self.test_defs() {
+            let Some(body) = def.child_by_field_name("body") else {
+                continue;
+            };
+            if body.start_position().row == def.start_position().row {
+                continue;
+            }
+            let stmts: Vec<Node<'_>> = named_children(body)
+                .into_iter()
+                .filter(|c| c.kind() != "comment")
+                .collect();
+            let docstring = stmts.first().is_some_and(|c| {
+                c.kind() == "expression_statement"
+                    && c.named_child(0).is_some_and(|e| e.kind() == "string")
+            });
+            let Some(first) = stmts.get(usize::from(docstring)) else {
+                continue;
+            };
+            let at = first.start_byte();
+            let line_start = self.src[..at].rfind('\n').map_or(0, |i| i + 1);
+            let indent = &self.src[line_start..at];
+            if indent.chars().all(|c| c == ' ' || c == '\t') {
+                out.push((node_id, at, indent.to_string()));
+            }
+        }
+        out
+    }
+
     /// Tests that do what an earlier test of the same class (or of the module) does: (the
     /// later test, the earlier one). Compared: decorators, parameters and statements, with
     /// comments, a leading docstring and the spacing left out; the tests' names are not compared.
