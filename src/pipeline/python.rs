@@ -167,6 +167,11 @@ fn params_names<'s>(params: Node<'_>, src: &'s str) -> BTreeSet<&'s str> {
     out
 }
 
+/// A statement that is a string alone: a docstring when it comes first in a body.
+fn is_docstring(n: &Node<'_>) -> bool {
+    n.kind() == "expression_statement" && n.named_child(0).is_some_and(|e| e.kind() == "string")
+}
+
 /// The definition inside a `decorated_definition`, with its decorators' names.
 fn undecorate<'t>(n: Node<'t>, src: &str) -> (Node<'t>, Vec<String>) {
     if n.kind() == "decorated_definition" {
@@ -606,10 +611,7 @@ impl Parsed {
                 .into_iter()
                 .filter(|c| c.kind() != "comment")
                 .collect();
-            let docstring = stmts.first().is_some_and(|c| {
-                c.kind() == "expression_statement"
-                    && c.named_child(0).is_some_and(|e| e.kind() == "string")
-            });
+            let docstring = stmts.first().is_some_and(is_docstring);
             let Some(first) = stmts.get(usize::from(docstring)) else {
                 continue;
             };
@@ -649,11 +651,7 @@ impl Parsed {
                 .collect();
             parts.push(squeeze(params));
             let stmts = named_children(body);
-            let docstring = |c: &Node<'_>| {
-                c.kind() == "expression_statement"
-                    && c.named_child(0).is_some_and(|e| e.kind() == "string")
-            };
-            let skip = usize::from(stmts.first().is_some_and(docstring));
+            let skip = usize::from(stmts.first().is_some_and(is_docstring));
             parts.extend(
                 stmts
                     .into_iter()
