@@ -374,8 +374,9 @@ mod tests {
         assert_eq!(gaps[1].top_name(), "K");
     }
 
-    /// click's `decorators.py`: `group` is declared twice with `@t.overload` before its real
-    /// definition. The stubs' `...` never run; a method's stub is not its class's gap either.
+    /// click's `decorators.py`: `group` is declared four times with `@t.overload` before its
+    /// real definition (two here). The stubs' `...` never run; a method's stub is not its
+    /// class's gap either.
     #[test]
     fn overload_stubs_are_no_gap() {
         let d = tempfile::tempdir().expect("tempdir");

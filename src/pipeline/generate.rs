@@ -1401,14 +1401,14 @@ fn call_an_imported_target(
     let imported = parsed.from_imports().into_iter().any(|(_, m, names)| {
         m == ctx.gap.module && names.iter().any(|(n, a)| n == name && a.is_none())
     });
-    let named_outside_imports = parsed
+    let named_in_a_definition = parsed
         .units()
         .iter()
         .any(|u| parsed.identifiers_in(u.bytes.clone()).contains(name));
     if ctx.gap.kind != UnitKind::Function
         || ctx.gap.params != 0
         || !imported
-        || named_outside_imports
+        || named_in_a_definition
         || tests.is_empty()
     {
         return Ok((parsed, tests));
