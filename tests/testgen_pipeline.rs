@@ -542,9 +542,9 @@ async fn a_failed_check_of_the_tests_own_is_a_test_mistake_without_asking_the_mo
         if last_user(req).contains("VERDICT") {
             return Answer::chat("VERDICT: CODE_BUG\nREASON: parity is wrong");
         }
-        // `in` is not characterized: the failure goes to classification.
+        // Both sides computed: not characterized, the failure goes to classification.
         Answer::chat(
-            "```python\nfrom calc import parity\n\n\ndef test_parity_odd():\n    assert parity(3) == \"odd\"\n\n\ndef test_parity_in():\n    assert parity(3) in (\"even\",)\n```",
+            "```python\nfrom calc import parity\n\n\ndef test_parity_odd():\n    assert parity(3) == \"odd\"\n\n\ndef test_parity_in():\n    assert parity(3) in (parity(4),)\n```",
         )
     };
     let (s, out) = on_parity(Box::new(script)).await;
@@ -566,6 +566,51 @@ async fn a_failed_check_of_the_tests_own_is_a_test_mistake_without_asking_the_mo
             .any(|q| last_user(q).contains("VERDICT")),
         "the model was asked to classify a failed assertion of the test"
     );
+}
+
+/// A failed check that is not an equality is a wrong guess too: `"ev" in parity(3)`, `not
+/// parity(4)` and `len(parity(5)) > 4` become characterizations pinning the values the code
+/// returned, with no model call, and the file keeps all three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_membership_truth_or_order_check_is_characterized() {
+    let script = |_n: usize, _req: &serde_json::Value| -> Answer {
+        Answer::chat(
+            "```python\nfrom calc import parity\n\n\ndef test_parity_in():\n    assert \"ev\" in parity(3)\n\n\ndef test_parity_not():\n    assert not parity(4)\n\n\ndef test_parity_len():\n    assert len(parity(5)) > 4\n```",
+        )
+    };
+    let (s, out) = on_parity(Box::new(script)).await;
+    let c = &out.report.candidates[0];
+    assert_eq!(c.status, "kept", "{c:?}");
+    assert_eq!(c.tests_kept, 3, "{c:?}");
+    let mut chars: Vec<(&str, &str, &str)> = c
+        .characterized
+        .iter()
+        .map(|x| {
+            (
+                x.test.as_str(),
+                x.expected_by_model.as_str(),
+                x.observed.as_str(),
+            )
+        })
+        .collect();
+    chars.sort();
+    assert_eq!(
+        chars,
+        [
+            ("test_parity_in", "\"ev\" in …", "'odd'"),
+            ("test_parity_len", "… > 4", "3"),
+            ("test_parity_not", "a false value", "'even'"),
+        ]
+    );
+    let file = &out.kept[0].1;
+    for pinned in [
+        "    assert parity(3) == 'odd'\n",
+        "    assert parity(4) == 'even'\n",
+        "    assert len(parity(5)) == 3\n",
+    ] {
+        assert!(file.contains(pinned), "{pinned}: {file}");
+    }
+    assert_eq!(s.requests().len(), 1, "no classification, no fix");
 }
 
 /// Tests of one file failing with the same error inside the code under test get one verdict:

@@ -14,16 +14,25 @@
 //! model time is spent on characterizations: the observed value comes from the sandbox run
 //! that already happened.
 //!
-//! Only what can be written back exactly is characterized: one-line equality assertions whose
-//! one side the test wrote out — a literal, a container built from one (`set(['a'])`), or a
-//! name bound to either earlier in the test, on one line or several (`expected = [...]`, then
-//! `assert f(x) == expected`: the assertion's name is replaced, the binding stays) — and an
-//! observed value that is itself a plain literal (number, string, `True`/`False`/`None`, or
-//! containers of those, `set()` among them; pytest runs with `-vv` so it prints them whole).
-//! Anything else — objects, floats printed as `nan`, a string holding an address
-//! (`"<function f at 0x7f…>"`), multi-line assertions — goes to the fix round as before.
-//! `assert CALL is LITERAL` is characterized too: `is` stays for `None`, `True` and `False`
-//! and becomes `==` for any other observed value.
+//! Only what can be written back exactly is characterized: one-line assertions whose one side
+//! the test wrote out — a literal, a container built from one (`set(['a'])`), or a name bound
+//! to either earlier in the test, on one line or several (`expected = [...]`, then `assert
+//! f(x) == expected`: the assertion's name is replaced, the binding stays) — and an observed
+//! value that is itself a plain literal (number, string, `True`/`False`/`None`, or containers
+//! of those, `set()` among them; pytest runs with `-vv` so it prints them whole). Anything
+//! else — objects, floats printed as `nan`, a string holding an address (`"<function f at
+//! 0x7f…>"`), multi-line assertions, chained comparisons, `and`/`or` — goes to the fix round
+//! as before. `assert CALL is LITERAL` is characterized too: `is` stays for `None`, `True` and
+//! `False` and becomes `==` for any other observed value.
+//!
+//! A check that is not an equality is a guess about the value too, and is characterized by
+//! pinning the value the code returned: `assert len(f(x)) > 5` that saw `1` becomes `assert
+//! len(f(x)) == 1`, `assert "a" in f(x)` that saw `'cat'` becomes `assert f(x) == 'cat'`
+//! (`!=`, `<`, `<=`, `>=`, `not in`, `is not` alike), and `assert f(x)` or `assert not f(x)`
+//! that saw `False` (or `[]`, `0`, `'abc'`) becomes `assert f(x) is False` (`== []`…). The
+//! report shows what the model expected (`> 5`, `'a' in …`, `a true value`) beside it. Such
+//! a test is stricter than the model's (it pins the whole value), so a value that changes
+//! from run to run (a temporary path, a time) fails the next validation and is dropped.
 //!
 //! An expected exception that did not come is the same kind of guess: `with
 //! pytest.raises(E): f(x)` that failed with `DID NOT RAISE` (or `pytest.warns`, `DID NOT
@@ -73,18 +82,11 @@ const MAX_VALUE: usize = 200;
 /// The comment cordon puts above a characterized assertion.
 pub const COMMENT: &str = "# cordon: characterization - expected value observed in the sandbox";
 
-/// The first `assert A OP B` that pytest printed for this failure (`OP` is `==` or `is`),
-/// split in its two reprs. `None` when there is none, or when ` OP ` does not split it
-/// unambiguously.
-pub fn observed_sides(case: &Case, op: &str) -> Option<(String, String)> {
-    let line = case
-        .text
-        .lines()
-        .filter_map(|l| l.strip_prefix('E'))
-        .map(str::trim)
-        .map(|l| l.strip_prefix("AssertionError: ").unwrap_or(l))
-        .find(|l| l.starts_with("assert "))?;
-    let rest = line.strip_prefix("assert ")?;
+/// The first `assert A OP B` that pytest printed for this failure (`OP` as the test wrote
+/// it: `==`, `in`, `is not`…), split in its two reprs. `None` when there is none, or when
+/// ` OP ` does not split it unambiguously.
+fn observed_sides(case: &Case, op: &str) -> Option<(String, String)> {
+    let rest = first_assertion(case)?;
     let op = format!(" {op} ");
     let mut parts = rest.split(&op);
     let (a, b) = (parts.next()?, parts.next()?);
@@ -92,6 +94,17 @@ pub fn observed_sides(case: &Case, op: &str) -> Option<(String, String)> {
         return None;
     }
     Some((a.trim().to_string(), b.trim().to_string()))
+}
+
+/// What the first `E   assert …` line of this failure says after `assert `: the condition
+/// with the values pytest saw (`3 == 5`, `'a' in 'cat'`, `False`, `not 'abc'`).
+fn first_assertion(case: &Case) -> Option<&str> {
+    case.text
+        .lines()
+        .filter_map(|l| l.strip_prefix('E'))
+        .map(str::trim)
+        .map(|l| l.strip_prefix("AssertionError: ").unwrap_or(l))
+        .find_map(|l| l.strip_prefix("assert "))
 }
 
 /// The frames of a short traceback, in order: (file, line).
@@ -160,8 +173,8 @@ pub fn characterize(
     Some((out, ch))
 }
 
-/// The body with the wrong expected value of the one-line assertion on line `at` (1-based, in
-/// the body) of test `t` replaced by the observed one.
+/// The body with the failed one-line assertion on line `at` (1-based, in the body) of test
+/// `t` rewritten to check the value the code returned (see [`rewrite`]).
 fn wrong_value(
     p: &python::Parsed,
     t: &python::TestFn,
@@ -178,42 +191,21 @@ fn wrong_value(
     }
     let indent = line.len() - line.trim_start().len();
     let stmt = &line[indent..];
-    let (l, op, r) = python::equality_assertion(stmt)?;
-    let (seen_left, seen_right) = observed_sides(case, &stmt[op.clone()])?;
-    let before = t.bytes.start..line_start;
-    let (left, right) = (
-        expectation(&stmt[l.clone()], p, before.clone()),
-        expectation(&stmt[r.clone()], p, before),
-    );
-    let (expected_range, expected, observed) = match (left, right) {
-        (None, Some(e)) => (r, e, seen_left),
-        (Some(e), None) => (l, e, seen_right),
-        _ => return None,
-    };
+    let r = rewrite(stmt, p, t.bytes.start..line_start, case)?;
     // `" at 0x7f…"`: a string holding an object's address, another value in every run.
-    if observed.len() > MAX_VALUE
-        || !written_out(&observed)
-        || observed == expected
-        || observed.contains(" at 0x")
-    {
+    if r.observed.len() > MAX_VALUE || !written_out(&r.observed) || r.observed.contains(" at 0x") {
         return None;
     }
-    // `is` holds for the singletons only: `assert f() is None` that returned 3 becomes `== 3`.
-    let op_text = match &stmt[op.clone()] {
-        "is" if !matches!(observed.as_str(), "None" | "True" | "False") => "==",
-        other => other,
-    };
     let mut new_stmt = stmt.to_string();
-    let mut edits = [(expected_range, observed.as_str()), (op, op_text)];
-    edits.sort_by_key(|e| std::cmp::Reverse(e.0.start));
-    for (range, with) in edits {
-        new_stmt.replace_range(range, with);
-    }
+    new_stmt.replace_range(r.condition, &r.with);
     let pad = &line[..indent];
     lines[idx] = format!("{pad}{new_stmt}");
     lines.insert(
         idx,
-        format!("{pad}{COMMENT}; the model expected {}", one_line(&expected)),
+        format!(
+            "{pad}{COMMENT}; the model expected {}",
+            one_line(&r.expected)
+        ),
     );
     let mut body = lines.join("\n");
     body.push('\n');
@@ -221,11 +213,107 @@ fn wrong_value(
         body,
         Characterization {
             test: t.node_id.clone(),
-            expected_by_model: expected,
-            observed,
+            expected_by_model: r.expected,
+            observed: r.observed,
             assertion: new_stmt,
         },
     ))
+}
+
+/// A failed assertion's condition rewritten to check the observed value.
+struct Rewrite {
+    /// The bytes of the statement that change.
+    condition: Range<usize>,
+    /// What they become.
+    with: String,
+    /// What the model expected, as the report shows it (`5`, `> 5`, `'a' in …`, `a true value`).
+    expected: String,
+    /// The value the code returned (pytest's repr), now the expectation.
+    observed: String,
+}
+
+/// How the failed assertion `stmt` checks the observed value instead of the model's guess;
+/// `before` is the test's bytes up to it (for names bound to an expected value).
+///
+/// - `A == B` or `A is B`, one side written out: that side becomes the observed value of the
+///   other (`is` stays for `None`, `True` and `False`, else becomes `==`);
+/// - any other comparison (`!=`, `<`, `>=`, `in`, `not in`, `is not`…), one side written out:
+///   the computed side is checked for equality with its observed value (`len(x) > 5` that saw
+///   1 becomes `len(x) == 1`, `'a' in f()` that saw `'cat'` becomes `f() == 'cat'`);
+/// - `assert EXPR` or `assert not EXPR`: `EXPR` is checked for equality with the value pytest
+///   printed (`assert f()` that saw `False` becomes `assert f() is False`).
+fn rewrite(stmt: &str, p: &python::Parsed, before: Range<usize>, case: &Case) -> Option<Rewrite> {
+    let equal_to = |value: &str, observed: &str| match observed {
+        "None" | "True" | "False" => format!("{value} is {observed}"),
+        _ => format!("{value} == {observed}"),
+    };
+    match python::assertion(stmt)? {
+        python::Assertion::Comparison { left, op, right } => {
+            let op_text = &stmt[op.clone()];
+            let (seen_left, seen_right) = observed_sides(case, op_text)?;
+            let (l, r) = (
+                expectation(&stmt[left.clone()], p, before.clone()),
+                expectation(&stmt[right.clone()], p, before),
+            );
+            let (expected_range, expected, computed, observed) = match (l, r) {
+                (None, Some(e)) => (right.clone(), e, left.clone(), seen_left),
+                (Some(e), None) => (left.clone(), e, right.clone(), seen_right),
+                _ => return None,
+            };
+            if matches!(op_text, "==" | "is") {
+                if observed == expected {
+                    return None;
+                }
+                // The expected side takes the observed value, the rest stays as written.
+                let mut with = stmt[left.start..right.end].to_string();
+                let op_with = match op_text {
+                    "is" if !matches!(observed.as_str(), "None" | "True" | "False") => "==",
+                    other => other,
+                };
+                let mut edits = [(expected_range, observed.as_str()), (op, op_with)];
+                edits.sort_by_key(|e| std::cmp::Reverse(e.0.start));
+                for (range, text) in edits {
+                    with.replace_range(range.start - left.start..range.end - left.start, text);
+                }
+                return Some(Rewrite {
+                    condition: left.start..right.end,
+                    with,
+                    expected,
+                    observed,
+                });
+            }
+            let expected = match computed.start < expected_range.start {
+                true => format!("… {op_text} {expected}"),
+                false => format!("{expected} {op_text} …"),
+            };
+            Some(Rewrite {
+                condition: left.start..right.end,
+                with: equal_to(&stmt[computed], &observed),
+                expected,
+                observed,
+            })
+        }
+        python::Assertion::Truth {
+            condition,
+            value,
+            negated,
+        } => {
+            let printed = first_assertion(case)?;
+            let observed = match negated {
+                true => printed.strip_prefix("not ")?,
+                false => printed,
+            };
+            Some(Rewrite {
+                with: equal_to(&stmt[value], observed),
+                condition,
+                expected: match negated {
+                    true => "a false value".into(),
+                    false => "a true value".into(),
+                },
+                observed: observed.to_string(),
+            })
+        }
+    }
 }
 
 /// What a `pytest.raises`/`warns` block that failed expected and did not see: `Some("no
@@ -1019,10 +1107,177 @@ mod tests {
         ] {
             assert!(!python::is_literal(n), "{n}");
         }
-        assert!(python::equality_assertion("assert f(1) == 2, 'msg'").is_some());
-        assert!(python::equality_assertion("assert f(1) != 2").is_none());
-        assert!(python::equality_assertion("assert f(1) == 2 == 3").is_none());
-        assert!(python::equality_assertion("assert f(1) is None").is_some());
-        assert!(python::equality_assertion("assert f(1) is not None").is_none());
+        let op = |stmt: &str| match python::assertion(stmt) {
+            Some(python::Assertion::Comparison { op, .. }) => Some(stmt[op].to_string()),
+            _ => None,
+        };
+        assert_eq!(op("assert f(1) == 2, 'msg'").as_deref(), Some("=="));
+        assert_eq!(op("assert f(1) != 2").as_deref(), Some("!="));
+        assert_eq!(op("assert f(1) is  not None").as_deref(), None);
+        assert_eq!(op("assert 'a' not in f(1)").as_deref(), Some("not in"));
+        assert_eq!(python::assertion("assert f(1) == 2 == 3"), None);
+        assert_eq!(python::assertion("assert f(1) and g(2)"), None);
+        assert_eq!(python::assertion("x = f(1)"), None);
+        let truth = |stmt: &str| match python::assertion(stmt) {
+            Some(python::Assertion::Truth {
+                condition,
+                value,
+                negated,
+            }) => Some((
+                stmt[condition].to_string(),
+                stmt[value].to_string(),
+                negated,
+            )),
+            _ => None,
+        };
+        assert_eq!(
+            truth("assert not r.ok, 'm'"),
+            Some(("not r.ok".into(), "r.ok".into(), true))
+        );
+        assert_eq!(
+            truth("assert f(1)"),
+            Some(("f(1)".into(), "f(1)".into(), false))
+        );
+        assert_eq!(truth("assert not (a or b)"), None);
+        assert_eq!(truth("assert 1"), None);
+    }
+
+    /// What pytest 7.2 (the image's) prints with `-vv --tb=short` for each kind of failed
+    /// check, copied from a run.
+    #[test]
+    fn a_check_that_is_not_an_equality_pins_the_observed_value() {
+        let at = |test: &str, e: &str| {
+            case(
+                "test_a",
+                &format!(
+                    "tests/generated/cordon/test_gen_calc_clamp_1.py:5: in test_a\n    {test}\n{e}"
+                ),
+            )
+        };
+        let one = |test: &str, e: &str| {
+            let c = cand(&format!("def test_a():\n    {test}\n"));
+            characterize(&c, "test_a", &at(test, e)).map(|(out, ch)| {
+                (
+                    out.body.lines().nth(2).unwrap_or("").trim().to_string(),
+                    ch.expected_by_model,
+                    ch.observed,
+                )
+            })
+        };
+        let got =
+            |a: &str, exp: &str, obs: &str| Some((a.to_string(), exp.to_string(), obs.to_string()));
+        assert_eq!(
+            one(
+                "assert \"foo\" in f(\"bar baz\")",
+                "E   AssertionError: assert 'foo' in 'bar baz'\nE    +  where 'bar baz' = f('bar baz')"
+            ),
+            got(
+                "assert f(\"bar baz\") == 'bar baz'",
+                "\"foo\" in …",
+                "'bar baz'"
+            )
+        );
+        assert_eq!(
+            one(
+                "assert f(\"odd\") in (\"even\", \"x\")",
+                "E   AssertionError: assert 'odd' in ('even', 'x')\nE    +  where 'odd' = f('odd')"
+            ),
+            got(
+                "assert f(\"odd\") == 'odd'",
+                "… in (\"even\", \"x\")",
+                "'odd'"
+            )
+        );
+        assert_eq!(
+            one(
+                "assert \"a\" not in f(\"cat\")",
+                "E   AssertionError: assert 'a' not in 'cat'\nE     'a' is contained here:\nE       cat\nE     ?  +"
+            ),
+            got("assert f(\"cat\") == 'cat'", "\"a\" not in …", "'cat'")
+        );
+        assert_eq!(
+            one(
+                "assert len(f([1])) > 5",
+                "E   assert 1 > 5\nE    +  where 1 = len([1])\nE    +    where [1] = f([1])"
+            ),
+            got("assert len(f([1])) == 1", "… > 5", "1")
+        );
+        assert_eq!(
+            one(
+                "assert f(3) != 3",
+                "E   assert 3 != 3\nE    +  where 3 = f(3)"
+            ),
+            got("assert f(3) == 3", "… != 3", "3")
+        );
+        assert_eq!(
+            one(
+                "assert f(None) is not None",
+                "E   assert None is not None\nE    +  where None = f(None)"
+            ),
+            got("assert f(None) is None", "… is not None", "None")
+        );
+        assert_eq!(
+            one(
+                "assert f(False)",
+                "E   assert False\nE    +  where False = f(False)"
+            ),
+            got("assert f(False) is False", "a true value", "False")
+        );
+        assert_eq!(
+            one(
+                "assert not f(\"abc\")",
+                "E   AssertionError: assert not 'abc'\nE    +  where 'abc' = f('abc')"
+            ),
+            got("assert f(\"abc\") == 'abc'", "a false value", "'abc'")
+        );
+        assert_eq!(
+            one(
+                "assert f(0), \"should be set\"",
+                "E   AssertionError: should be set\nE   assert 0\nE    +  where 0 = f(0)"
+            ),
+            got("assert f(0) == 0, \"should be set\"", "a true value", "0")
+        );
+        // A name the test bound to a call is computed, not an expected value.
+        let c = cand("def test_a():\n    r = f([])\n    assert r\n");
+        let (out, _) = characterize(
+            &c,
+            "test_a",
+            &case(
+                "test_a",
+                "tests/generated/cordon/test_gen_calc_clamp_1.py:6: in test_a\nE   assert []",
+            ),
+        )
+        .expect("characterized");
+        assert!(out.body.contains("    r = f([])\n    # cordon: characterization - expected value observed in the sandbox; the model expected a true value\n    assert r == []\n"), "{}", out.body);
+        // The method's address is in pytest's explanation, not in the value it saw.
+        assert_eq!(
+            one(
+                "assert f(\"abc\").startswith(\"x\")",
+                "E   AssertionError: assert False\nE    +  where False = <built-in method startswith of str object at 0x7f8b0ccfdd20>('x')"
+            ),
+            got(
+                "assert f(\"abc\").startswith(\"x\") is False",
+                "a true value",
+                "False"
+            )
+        );
+        // What is not a written-out value stays a failure: an object, both sides computed, a
+        // string ` in ` cannot split, a chained comparison.
+        assert_eq!(
+            one(
+                "assert f(K())",
+                "E   AssertionError: assert <K object at 0x7f8b0ccfdd20>"
+            ),
+            None
+        );
+        assert_eq!(one("assert len(a) > len(b)", "E   assert 1 > 2"), None);
+        assert_eq!(
+            one(
+                "assert \"in\" in f(x)",
+                "E   AssertionError: assert 'in' in 'a in b'"
+            ),
+            None
+        );
+        assert_eq!(one("assert 0 < f(x) < 5", "E   assert 0 < -1"), None);
     }
 }

@@ -1080,10 +1080,29 @@ pub fn remove_ranges(src: &str, ranges: &[Range<usize>]) -> String {
     out
 }
 
-/// The sides and the operator of a one-line `assert LEFT == RIGHT[, message]` or
-/// `assert LEFT is RIGHT` (byte ranges in `stmt`: left, operator, right), or `None` for any
-/// other statement.
-pub fn equality_assertion(stmt: &str) -> Option<(Range<usize>, Range<usize>, Range<usize>)> {
+/// What a one-line `assert` checks (byte ranges in the statement).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Assertion {
+    /// `assert LEFT OP RIGHT[, message]`, one operator of `==`, `!=`, `<`, `<=`, `>`, `>=`,
+    /// `is`, `is not`, `in`, `not in`.
+    Comparison {
+        left: Range<usize>,
+        op: Range<usize>,
+        right: Range<usize>,
+    },
+    /// `assert EXPR[, message]` or `assert not EXPR`, `EXPR` a name, an attribute, a call or
+    /// a subscript: `condition` is what the assertion checks (from `not`), `value` the
+    /// expression whose truth it checks.
+    Truth {
+        condition: Range<usize>,
+        value: Range<usize>,
+        negated: bool,
+    },
+}
+
+/// What the one-line assertion `stmt` checks, or `None` for any other statement (a chained
+/// comparison, `and`/`or`, an assertion over several lines).
+pub fn assertion(stmt: &str) -> Option<Assertion> {
     let tree = parser().parse(stmt, None)?;
     let root = tree.root_node();
     if root.has_error() {
@@ -1096,18 +1115,41 @@ pub fn equality_assertion(stmt: &str) -> Option<(Range<usize>, Range<usize>, Ran
     if a.kind() != "assert_statement" {
         return None;
     }
-    let cmp = *named_children(*a).first()?;
-    if cmp.kind() != "comparison_operator" {
-        return None;
+    let cond = *named_children(*a).first()?;
+    let plain = |n: Node<'_>| matches!(n.kind(), "identifier" | "attribute" | "call" | "subscript");
+    match cond.kind() {
+        "comparison_operator" => {
+            let sides = named_children(cond);
+            let [l, r] = sides.as_slice() else {
+                return None;
+            };
+            let between = &stmt[l.end_byte()..r.start_byte()];
+            let op = between.split_whitespace().collect::<Vec<_>>().join(" ");
+            let at = l.end_byte() + (between.len() - between.trim_start().len());
+            let known = [
+                "==", "!=", "<", "<=", ">", ">=", "is", "is not", "in", "not in",
+            ];
+            (known.contains(&op.as_str()) && between.trim() == op).then(|| Assertion::Comparison {
+                left: l.byte_range(),
+                op: at..at + op.len(),
+                right: r.byte_range(),
+            })
+        }
+        "not_operator" => {
+            let value = cond.child_by_field_name("argument")?;
+            plain(value).then(|| Assertion::Truth {
+                condition: cond.byte_range(),
+                value: value.byte_range(),
+                negated: true,
+            })
+        }
+        _ if plain(cond) => Some(Assertion::Truth {
+            condition: cond.byte_range(),
+            value: cond.byte_range(),
+            negated: false,
+        }),
+        _ => None,
     }
-    let sides = named_children(cmp);
-    let [l, r] = sides.as_slice() else {
-        return None;
-    };
-    let between = &stmt[l.end_byte()..r.start_byte()];
-    let op = between.trim();
-    let at = l.end_byte() + (between.len() - between.trim_start().len());
-    matches!(op, "==" | "is").then(|| (l.byte_range(), at..at + op.len(), r.byte_range()))
 }
 
 /// Whether `expr` is a plain literal: numbers, strings (no f-strings), `True`, `False`,
