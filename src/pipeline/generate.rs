@@ -1548,8 +1548,21 @@ fn import_header(
                 .is_some_and(|(_, n)| all_idents.contains(n) && !bound.contains(n))
         })
         .collect();
+    // A class another module of the project defines, used with no import
+    // (`pytest.raises(ClickException)` in a test of `_termui_impl`, which never names it):
+    // from its module. Classes only: a lower-case name is more often a local variable.
+    let defined: Vec<(&str, &str)> = all_idents
+        .iter()
+        .filter(|n| n.starts_with(|c: char| c.is_ascii_uppercase()))
+        .filter(|n| unbound(&n.as_str()) && !ctx.module_from_names.contains(*n))
+        .filter(|n| !shown.iter().any(|l| l.ends_with(&format!(" import {n}"))))
+        .filter_map(|n| Some((n.as_str(), ctx.definitions.get(n)?.as_str())))
+        .collect();
     let mut header = String::from(HEADER_MARK);
     header.push_str("import pytest  # noqa: F401\n");
+    for (name, module) in defined {
+        header.push_str(&format!("from {module} import {name}  # noqa: F401\n"));
+    }
     for line in shown {
         header.push_str(&format!("{line}  # noqa: F401\n"));
     }
@@ -2059,6 +2072,23 @@ pub(crate) mod tests {
             "{}",
             cand.body
         );
+        // Used and never imported: imported from its module by the header; a lower-case
+        // definition of the same kind is not (more often a local variable), nor a class the
+        // file defines itself.
+        c3.definitions
+            .insert("ratio".to_string(), "pkg.frac".to_string());
+        c3.definitions
+            .insert("Own".to_string(), "pkg.frac".to_string());
+        let cand = check(
+            "class Own:\n    pass\n\ndef test_a():\n    ratio = 2\n    with pytest.raises(Fraction):\n        divide(Own(), ratio)\n",
+            &c3,
+            &p,
+            "t.py",
+        )
+        .expect("ok");
+        let h = &cand.header;
+        assert!(h.contains("from pkg.frac import Fraction  #"), "{h}");
+        assert!(!h.contains("ratio") && !h.contains("Own"), "{h}");
 
         // The NameError case: no import at all; cordon adds it.
         let cand = check(
