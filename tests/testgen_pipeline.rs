@@ -375,6 +375,50 @@ async fn only_aims_the_run_at_the_named_function() {
     assert!(out.report.baseline.is_none(), "stopped before the baseline");
 }
 
+/// A helper of the project's tests that the answer calls, as the example does, is copied into
+/// the generated file with the import it uses, and the tests that call it run and are kept in
+/// the sandbox (click's `_create_progress` cost an answer all 5 tests to a `NameError`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_helper_of_the_projects_tests_is_copied_into_the_file_that_calls_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    make_repo(&repo);
+    std::fs::write(
+        repo.join("tests/test_parity_more.py"),
+        "import calc\n\n\ndef _odd_numbers(n=3):\n    return [calc.add(2 * i, 1) for i in range(n)]\n\n\ndef test_odd():\n    assert len(_odd_numbers()) == 3\n",
+    )
+    .expect("write");
+    let script = |_n: usize, _req: &serde_json::Value| -> Answer {
+        Answer::chat(
+            "```python\nfrom calc import parity, _odd_numbers\n\n\ndef test_parity_of_odd_numbers():\n    assert [parity(n) for n in _odd_numbers(2)] == [\"odd\", \"odd\"]\n```",
+        )
+    };
+    let s = start(Box::new(script)).await;
+    let llm = Llm::new(llm_config(&s.base_url)).expect("client");
+    let mut o = opts(&repo);
+    o.only = vec![pipeline::gaps::Aim::parse("calc.py::parity").expect("valid")];
+    o.fix_attempts = 0;
+    o.max_iterations = 1;
+    let out = pipeline::run(&o, &llm, CancellationToken::new(), quiet()).await;
+    let c = &out.report.candidates[0];
+    assert_eq!(c.status, "kept", "{c:?}");
+    assert_eq!(c.tests_kept, 1, "{c:?}");
+    assert!(
+        c.repairs
+            .iter()
+            .any(|r| r
+                .starts_with("copied `_odd_numbers` from the project's tests/test_parity_more.py")),
+        "{:?}",
+        c.repairs
+    );
+    let file = &out.kept[0].1;
+    assert!(
+        file.contains("import calc\ndef _odd_numbers(n=3):\n"),
+        "{file}"
+    );
+    assert_eq!(out.report.after.as_ref().expect("after").failed, 0);
+}
+
 /// A run aimed at `calc.py::parity` alone: one round, no fix round; the scripted model's
 /// answers decide the rest. The model double (for its requests) and the outcome.
 async fn on_parity(

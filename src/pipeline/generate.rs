@@ -15,6 +15,7 @@ use super::detect::Project;
 use super::gaps::Gap;
 use super::llm::Message;
 use super::python::{self, UnitKind};
+use super::test_helpers;
 
 /// What a prompt for one gap is built from.
 #[derive(Debug, Clone)]
@@ -43,6 +44,9 @@ pub struct Context {
     /// that defines it (pathspec's `GitWildMatchPattern` → `pathspec.patterns.gitwildmatch`):
     /// where a name the target module lacks is imported from ([`project_definitions`]).
     pub definitions: BTreeMap<String, String>,
+    /// Plain functions of the project's test files, which an answer may call as the example
+    /// does ([`test_helpers`]).
+    pub helpers: BTreeMap<String, test_helpers::Helper>,
     /// Top-level names of the target module.
     pub module_names: BTreeSet<String>,
     /// Modules the target module imports (so its tests may too).
@@ -143,6 +147,7 @@ pub fn context(project: &Project, repo: &Path, gap: &Gap) -> Option<Context> {
         exercise,
         callers: callers::of(project, repo, gap),
         definitions: project_definitions(project, repo, &gap.module),
+        helpers: test_helpers::of_project(project, repo),
         constructions: constructions(project, repo, &wanted),
         module_names: parsed.top_level().into_iter().map(|t| t.name).collect(),
         module_imported: parsed.imported_modules(),
@@ -864,6 +869,7 @@ pub fn check(
     let (parsed, tests) =
         strip_shadows_and_idle_tests(&mut body, parsed, ctx, project, &mut repairs)?;
     let (parsed, tests) = take_used_fixtures(&mut body, parsed, tests, &mut repairs)?;
+    let parsed = copy_test_helpers(&mut body, parsed, ctx, &mut repairs);
     let (parsed, tests) = call_an_imported_target(&mut body, parsed, tests, ctx, &mut repairs)?;
     let top = check_reaches_target(&parsed, &tests, ctx)?;
     let header = import_header(&parsed, &body, ctx, project, &top);
@@ -1497,7 +1503,7 @@ fn import_header(
         .top_level()
         .into_iter()
         .map(|t| t.name)
-        .chain(imported_names(parsed))
+        .chain(parsed.imported_names())
         .collect();
     let mut needed: Vec<String> = ctx
         .module_names
@@ -1632,34 +1638,39 @@ const STDLIB_NAMES: &[(&str, &str)] = &[
     ("patch", "unittest.mock"),
 ];
 
-/// Names bound by import statements anywhere at the top level.
-fn imported_names(p: &python::Parsed) -> Vec<String> {
-    let mut out = Vec::new();
-    for stmt in p.imports() {
-        let s = stmt.replace(['(', ')', '\n', '\\'], " ");
-        if let Some(rest) = s.strip_prefix("import ") {
-            for part in rest.split(',') {
-                let part = part.trim();
-                let name = match part.split_once(" as ") {
-                    Some((_, a)) => a.trim(),
-                    None => part.split('.').next().unwrap_or(part),
-                };
-                out.push(name.to_string());
-            }
-        } else if let Some((_, names)) = s.split_once(" import ") {
-            for part in names.split(',') {
-                let part = part.trim();
-                let name = match part.split_once(" as ") {
-                    Some((_, a)) => a.trim(),
-                    None => part,
-                };
-                if !name.is_empty() {
-                    out.push(name.to_string());
-                }
-            }
+/// The helpers of the project's tests the answer calls without defining or importing them
+/// (click's `_create_progress`), copied into it with their imports ([`test_helpers`]); a
+/// helper a copied one calls comes too.
+fn copy_test_helpers(
+    body: &mut String,
+    mut parsed: python::Parsed,
+    ctx: &Context,
+    repairs: &mut Vec<String>,
+) -> python::Parsed {
+    let supplied = |n: &str| {
+        ctx.module_names.contains(n)
+            || ctx.module_from_names.contains(n)
+            || ctx.definitions.contains_key(n)
+    };
+    for _ in 0..2 {
+        let names = test_helpers::wanted(&parsed, &ctx.helpers, &supplied);
+        if names.is_empty() {
+            break;
         }
+        let next = test_helpers::append(body, &names, &ctx.helpers);
+        let Some(p) = python::parse(&next).filter(|p| p.first_error_line().is_none()) else {
+            break;
+        };
+        for n in &names {
+            repairs.push(format!(
+                "copied `{n}` from the project's {}: the tests call it and the answer did not define it",
+                ctx.helpers[n].file
+            ));
+        }
+        *body = next;
+        parsed = p;
     }
-    out
+    parsed
 }
 
 /// cordon's name for the `n`th candidate file of a gap.
@@ -1867,6 +1878,53 @@ pub(crate) mod tests {
         let cand = check(code, &c, &p, "test_gen_x.py").expect("checks");
         assert!(!cand.header.contains("MagicMock"), "{}", cand.header);
         assert!(!cand.header.contains("import pkg  #"), "{}", cand.header);
+    }
+
+    /// A helper of the project's tests the answer calls, after its import from the module
+    /// under test was dropped (it has no such name), is copied into the file, its imports
+    /// with it: click's `_create_progress` cost 5 tests to a `NameError` in run BB.
+    #[test]
+    fn a_helper_of_the_projects_tests_the_answer_calls_is_copied() {
+        let (mut c, p) = ctx();
+        c.helpers.insert(
+            "make".into(),
+            test_helpers::Helper {
+                file: "tests/test_calc.py".into(),
+                source: "def make(n=2):\n    return Decimal(n)".into(),
+                imports: vec!["from decimal import Decimal".into()],
+            },
+        );
+        let code = "from pkg.calc import divide, make\n\ndef test_a():\n    assert divide(make(), 1) == 2\n";
+        let cand = check(code, &c, &p, "t.py").expect("checks");
+        assert!(
+            cand.body.ends_with("# cordon: `make` copied from the project's tests/test_calc.py\nfrom decimal import Decimal\ndef make(n=2):\n    return Decimal(n)\n"),
+            "{}",
+            cand.body
+        );
+        assert!(
+            cand.repairs
+                .iter()
+                .any(|r| r.starts_with("copied `make` from the project's tests/test_calc.py")),
+            "{:?}",
+            cand.repairs
+        );
+        // A name the module under test defines comes from it, not from the tests.
+        c.helpers.insert(
+            "helper".into(),
+            test_helpers::Helper {
+                file: "tests/test_calc.py".into(),
+                source: "def helper():\n    return 9".into(),
+                imports: vec![],
+            },
+        );
+        let cand = check(
+            "def test_a():\n    assert divide(helper(), 1) == 1\n",
+            &c,
+            &p,
+            "t.py",
+        )
+        .expect("checks");
+        assert!(!cand.body.contains("def helper"), "{}", cand.body);
     }
 
     /// `from pkg import divide` when `pkg` does not re-export it: an ImportError for the

@@ -37,6 +37,7 @@ pub mod html;
 pub mod llm;
 pub mod python;
 pub mod report;
+pub mod test_helpers;
 pub mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -355,6 +355,37 @@ impl Parsed {
             .collect()
     }
 
+    /// Names bound by the top-level import statements (`import a.b` binds `a`, `as c` binds
+    /// `c`).
+    pub fn imported_names(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for stmt in self.imports() {
+            let s = stmt.replace(['(', ')', '\n', '\\'], " ");
+            if let Some(rest) = s.strip_prefix("import ") {
+                for part in rest.split(',') {
+                    let part = part.trim();
+                    let name = match part.split_once(" as ") {
+                        Some((_, a)) => a.trim(),
+                        None => part.split('.').next().unwrap_or(part),
+                    };
+                    out.push(name.to_string());
+                }
+            } else if let Some((_, names)) = s.split_once(" import ") {
+                for part in names.split(',') {
+                    let part = part.trim();
+                    let name = match part.split_once(" as ") {
+                        Some((_, a)) => a.trim(),
+                        None => part,
+                    };
+                    if !name.is_empty() {
+                        out.push(name.to_string());
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// `from X import ...` statements anywhere: (byte range of the module name, module name).
     pub fn from_import_modules(&self) -> Vec<(Range<usize>, String)> {
         let mut out = Vec::new();
