@@ -255,6 +255,24 @@ fn rewrite(stmt: &str, p: &python::Parsed, before: Range<usize>, case: &Case) ->
                 expectation(&stmt[left.clone()], p, before.clone()),
                 expectation(&stmt[right.clone()], p, before),
             );
+            // A name bound to a written-out value and compared with a value written in the
+            // assertion is what the code filled in (`unknown = set()`, passed to the code,
+            // then `assert unknown == {'a'}`): the value in the assertion is the expectation.
+            let (l, r) = match (l, r) {
+                (Some(_), Some(e))
+                    if written_out(&stmt[right.clone()])
+                        && python::is_identifier(&stmt[left.clone()]) =>
+                {
+                    (None, Some(e))
+                }
+                (Some(e), Some(_))
+                    if written_out(&stmt[left.clone()])
+                        && python::is_identifier(&stmt[right.clone()]) =>
+                {
+                    (Some(e), None)
+                }
+                other => other,
+            };
             let (expected_range, expected, computed, observed) = match (l, r) {
                 (None, Some(e)) => (right.clone(), e, left.clone(), seen_left),
                 (Some(e), None) => (left.clone(), e, right.clone(), seen_right),
@@ -1237,6 +1255,25 @@ mod tests {
             ),
             got("assert f(0) == 0, \"should be set\"", "a true value", "0")
         );
+        // A name bound to a written-out value that the code filled in, compared with a value
+        // written in the assertion: the name is what the code made (astor's `iter_node(node,
+        // unknown=unknown_set)`, run BB).
+        let c = cand(
+            "def test_a():\n    unknown = set()\n    f(unknown)\n    assert unknown == {'a'}\n",
+        );
+        let (out, ch) = characterize(&c, "test_a", &case("test_a", "tests/generated/cordon/test_gen_calc_clamp_1.py:7: in test_a\nE   AssertionError: assert set() == {'a'}\nE     Extra items in the right set:")).expect("characterized");
+        assert!(
+            out.body.contains("    assert unknown == set()\n"),
+            "{}",
+            out.body
+        );
+        assert_eq!(
+            (ch.expected_by_model.as_str(), ch.observed.as_str()),
+            ("{'a'}", "set()")
+        );
+        // Two names bound to written-out values: nothing says which is the expectation.
+        let c = cand("def test_a():\n    a = [1]\n    b = [2]\n    assert a == b\n");
+        assert!(characterize(&c, "test_a", &case("test_a", "tests/generated/cordon/test_gen_calc_clamp_1.py:7: in test_a\nE   assert [1] == [2]")).is_none());
         // A name the test bound to a call is computed, not an expected value.
         let c = cand("def test_a():\n    r = f([])\n    assert r\n");
         let (out, _) = characterize(
