@@ -614,12 +614,13 @@ async fn a_failed_check_of_the_tests_own_is_a_test_mistake_without_asking_the_mo
 
 /// A failed check that is not an equality is a wrong guess too: `"ev" in parity(3)`, `not
 /// parity(4)` and `len(parity(5)) > 4` become characterizations pinning the values the code
-/// returned, with no model call, and the file keeps all three.
+/// returned, with no model call, and the file keeps all three; a parametrized test is not
+/// characterized (one rewrite for all its parameters) and goes alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_membership_truth_or_order_check_is_characterized() {
     let script = |_n: usize, _req: &serde_json::Value| -> Answer {
         Answer::chat(
-            "```python\nfrom calc import parity\n\n\ndef test_parity_in():\n    assert \"ev\" in parity(3)\n\n\ndef test_parity_not():\n    assert not parity(4)\n\n\ndef test_parity_len():\n    assert len(parity(5)) > 4\n```",
+            "```python\nfrom calc import parity\n\n\ndef test_parity_in():\n    assert \"ev\" in parity(3)\n\n\ndef test_parity_not():\n    assert not parity(4)\n\n\ndef test_parity_len():\n    assert len(parity(5)) > 4\n\n\n@pytest.mark.parametrize(\"n\", [3, 4])\ndef test_parity_param(n):\n    assert parity(n) == \"odd\"\n```",
         )
     };
     let (s, out) = on_parity(Box::new(script)).await;
@@ -654,6 +655,16 @@ async fn a_failed_membership_truth_or_order_check_is_characterized() {
     ] {
         assert!(file.contains(pinned), "{pinned}: {file}");
     }
+    // A parametrized test is not characterized: `parity(4)` saw "even", `parity(3)` "odd".
+    assert_eq!(
+        c.discarded_tests
+            .iter()
+            .map(|d| d.test.as_str())
+            .collect::<Vec<_>>(),
+        ["test_parity_param"],
+        "{:?}",
+        c.discarded_tests
+    );
     assert_eq!(s.requests().len(), 1, "no classification, no fix");
 }
 
