@@ -380,26 +380,16 @@ async fn only_aims_the_run_at_the_named_function() {
 /// the sandbox (click's `_create_progress` cost an answer all 5 tests to a `NameError`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_helper_of_the_projects_tests_is_copied_into_the_file_that_calls_it() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let repo = tmp.path().join("repo");
-    make_repo(&repo);
-    std::fs::write(
-        repo.join("tests/test_parity_more.py"),
-        "import calc\n\n\ndef _odd_numbers(n=3):\n    return [calc.add(2 * i, 1) for i in range(n)]\n\n\ndef test_odd():\n    assert len(_odd_numbers()) == 3\n",
-    )
-    .expect("write");
     let script = |_n: usize, _req: &serde_json::Value| -> Answer {
         Answer::chat(
             "```python\nfrom calc import parity, _odd_numbers\n\n\ndef test_parity_of_odd_numbers():\n    assert [parity(n) for n in _odd_numbers(2)] == [\"odd\", \"odd\"]\n```",
         )
     };
-    let s = start(Box::new(script)).await;
-    let llm = Llm::new(llm_config(&s.base_url)).expect("client");
-    let mut o = opts(&repo);
-    o.only = vec![pipeline::gaps::Aim::parse("calc.py::parity").expect("valid")];
-    o.fix_attempts = 0;
-    o.max_iterations = 1;
-    let out = pipeline::run(&o, &llm, CancellationToken::new(), quiet()).await;
+    let more = (
+        "tests/test_parity_more.py",
+        "import calc\n\n\ndef _odd_numbers(n=3):\n    return [calc.add(2 * i, 1) for i in range(n)]\n\n\ndef test_odd():\n    assert len(_odd_numbers()) == 3\n",
+    );
+    let (_s, out) = on_parity_with(Box::new(script), &[more]).await;
     let c = &out.report.candidates[0];
     assert_eq!(c.status, "kept", "{c:?}");
     assert_eq!(c.tests_kept, 1, "{c:?}");
@@ -424,9 +414,20 @@ async fn a_helper_of_the_projects_tests_is_copied_into_the_file_that_calls_it() 
 async fn on_parity(
     script: testgen_support::Script,
 ) -> (testgen_support::Scripted, pipeline::Outcome) {
+    on_parity_with(script, &[]).await
+}
+
+/// [`on_parity`] with more files in the repository: (path, text).
+async fn on_parity_with(
+    script: testgen_support::Script,
+    files: &[(&str, &str)],
+) -> (testgen_support::Scripted, pipeline::Outcome) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let repo = tmp.path().join("repo");
     make_repo(&repo);
+    for (path, text) in files {
+        std::fs::write(repo.join(path), text).expect("write");
+    }
     let s = start(script).await;
     let llm = Llm::new(llm_config(&s.base_url)).expect("client");
     let mut o = opts(&repo);

@@ -870,6 +870,8 @@ pub fn check(
         strip_shadows_and_idle_tests(&mut body, parsed, ctx, project, &mut repairs)?;
     let (parsed, tests) = take_used_fixtures(&mut body, parsed, tests, &mut repairs)?;
     let parsed = copy_test_helpers(&mut body, parsed, ctx, &mut repairs);
+    // A copied helper is held to the same policy as the model's code.
+    refuse_forbidden(&parsed, ctx)?;
     let (parsed, tests) = call_an_imported_target(&mut body, parsed, tests, ctx, &mut repairs)?;
     let top = check_reaches_target(&parsed, &tests, ctx)?;
     let header = import_header(&parsed, &body, ctx, project, &top);
@@ -1499,12 +1501,7 @@ fn import_header(
     top: &str,
 ) -> String {
     let all_idents = parsed.identifiers_in(0..body.len());
-    let bound: BTreeSet<String> = parsed
-        .top_level()
-        .into_iter()
-        .map(|t| t.name)
-        .chain(parsed.imported_names())
-        .collect();
+    let bound = parsed.bound_names();
     let mut needed: Vec<String> = ctx
         .module_names
         .iter()
@@ -1925,6 +1922,24 @@ pub(crate) mod tests {
         )
         .expect("checks");
         assert!(!cand.body.contains("def helper"), "{}", cand.body);
+        // A copied helper meets the same policy as the model's code: no subprocess.
+        c.helpers.insert(
+            "shell".into(),
+            test_helpers::Helper {
+                file: "tests/test_calc.py".into(),
+                source: "def shell():\n    return subprocess.run(['true'])".into(),
+                imports: vec!["import subprocess".into()],
+            },
+        );
+        assert!(
+            check(
+                "def test_a():\n    shell()\n    assert divide(4, 2) == 2\n",
+                &c,
+                &p,
+                "t.py"
+            )
+            .is_err()
+        );
     }
 
     /// `from pkg import divide` when `pkg` does not re-export it: an ImportError for the

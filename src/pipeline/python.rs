@@ -386,6 +386,15 @@ impl Parsed {
         out
     }
 
+    /// The names the file binds at its top level: its definitions and its imports.
+    pub fn bound_names(&self) -> BTreeSet<String> {
+        self.top_level()
+            .into_iter()
+            .map(|t| t.name)
+            .chain(self.imported_names())
+            .collect()
+    }
+
     /// `from X import ...` statements anywhere: (byte range of the module name, module name).
     pub fn from_import_modules(&self) -> Vec<(Range<usize>, String)> {
         let mut out = Vec::new();

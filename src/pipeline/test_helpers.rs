@@ -89,12 +89,7 @@ pub fn wanted(
     helpers: &BTreeMap<String, Helper>,
     supplied: &dyn Fn(&str) -> bool,
 ) -> Vec<String> {
-    let bound: BTreeSet<String> = parsed
-        .top_level()
-        .into_iter()
-        .map(|t| t.name)
-        .chain(parsed.imported_names())
-        .collect();
+    let bound = parsed.bound_names();
     let src = parsed.src.as_str();
     let called = |name: &str| {
         src.match_indices(&format!("{name}(")).any(|(at, _)| {
