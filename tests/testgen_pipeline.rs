@@ -621,13 +621,13 @@ async fn a_failed_check_of_the_tests_own_is_a_test_mistake_without_asking_the_mo
 async fn a_failed_membership_truth_or_order_check_is_characterized() {
     let script = |_n: usize, _req: &serde_json::Value| -> Answer {
         Answer::chat(
-            "```python\nfrom calc import parity\n\n\ndef test_parity_in():\n    assert \"ev\" in parity(3)\n\n\ndef test_parity_not():\n    assert not parity(4)\n\n\ndef test_parity_len():\n    assert len(parity(5)) > 4\n\n\n@pytest.mark.parametrize(\"n\", [3, 4])\ndef test_parity_param(n):\n    assert parity(n) == \"odd\"\n```",
+            "```python\nfrom pathlib import Path\n\nfrom calc import parity\n\n\ndef test_parity_in():\n    assert \"ev\" in parity(3)\n\n\ndef test_parity_path():\n    expected = [Path(\"odd\")]\n    assert [parity(7)] == expected\n\n\ndef test_parity_not():\n    assert not parity(4)\n\n\ndef test_parity_len():\n    assert len(parity(5)) > 4\n\n\n@pytest.mark.parametrize(\"n\", [3, 4])\ndef test_parity_param(n):\n    assert parity(n) == \"odd\"\n```",
         )
     };
     let (s, out) = on_parity(Box::new(script)).await;
     let c = &out.report.candidates[0];
     assert_eq!(c.status, "kept", "{c:?}");
-    assert_eq!(c.tests_kept, 3, "{c:?}");
+    assert_eq!(c.tests_kept, 4, "{c:?}");
     let mut chars: Vec<(&str, &str, &str)> = c
         .characterized
         .iter()
@@ -646,6 +646,8 @@ async fn a_failed_membership_truth_or_order_check_is_characterized() {
             ("test_parity_in", "\"ev\" in …", "'odd'"),
             ("test_parity_len", "… > 4", "3"),
             ("test_parity_not", "a false value", "'even'"),
+            // An expectation built with a standard value type (`Path`).
+            ("test_parity_path", "[Path(\"odd\")]", "['odd']"),
         ]
     );
     let file = &out.kept[0].1;
@@ -653,6 +655,7 @@ async fn a_failed_membership_truth_or_order_check_is_characterized() {
         "    assert parity(3) == 'odd'\n",
         "    assert parity(4) == 'even'\n",
         "    assert len(parity(5)) == 3\n",
+        "    assert [parity(7)] == ['odd']\n",
     ] {
         assert!(file.contains(pinned), "{pinned}: {file}");
     }

@@ -15,9 +15,10 @@
 //! that already happened.
 //!
 //! Only what can be written back exactly is characterized: one-line assertions whose one side
-//! the test wrote out — a literal, a container built from one (`set(['a'])`), or a name bound
-//! to either earlier in the test, on one line or several (`expected = [...]`, then `assert
-//! f(x) == expected`: the assertion's name is replaced, the binding stays) — and an observed
+//! the test wrote out — a literal, a value built from literals with containers or standard
+//! value types (`set(['a'])`, `[Path('a.txt')]`, `Decimal('1.5')`), or a name bound to one
+//! earlier in the test, on one line or several (`expected = [...]`, then `assert f(x) ==
+//! expected`: the assertion's name is replaced, the binding stays) — and an observed
 //! value that is itself a plain literal (number, string, `True`/`False`/`None`, or containers
 //! of those, `set()` among them; pytest runs with `-vv` so it prints them whole). Anything
 //! else — objects, floats printed as `nan`, a string holding an address (`"<function f at
@@ -269,13 +270,13 @@ fn rewrite(stmt: &str, p: &python::Parsed, before: Range<usize>, case: &Case) ->
             // then `assert unknown == {'a'}`): the value in the assertion is the expectation.
             let (l, r) = match (l, r) {
                 (Some(_), Some(e))
-                    if written_out(&stmt[right.clone()])
+                    if expected_value(&stmt[right.clone()])
                         && python::is_identifier(&stmt[left.clone()]) =>
                 {
                     (None, Some(e))
                 }
                 (Some(e), Some(_))
-                    if written_out(&stmt[left.clone()])
+                    if expected_value(&stmt[left.clone()])
                         && python::is_identifier(&stmt[right.clone()]) =>
                 {
                     (Some(e), None)
@@ -610,30 +611,58 @@ fn unexpected_raise(
     })
 }
 
-/// What the model expected, if `side` of the equality is written out by the test: a literal,
-/// a container built from one (`set(['a'])`), or a name the test bound to either before the
-/// assertion (`expected = [1, 2]`, or a dict over several lines: the last binding in `before`,
-/// the test's bytes up to the assertion). `None` for anything computed.
+/// What the model expected, if `side` of the equality is written out by the test (see
+/// [`expected_value`]), or is a name the test bound to such a value before the assertion
+/// (`expected = [1, 2]`, or a dict over several lines: the last binding in `before`, the
+/// test's bytes up to the assertion). `None` for anything computed.
 fn expectation(side: &str, p: &python::Parsed, before: Range<usize>) -> Option<String> {
-    if written_out(side) {
+    if expected_value(side) {
         return Some(side.to_string());
     }
     if !python::is_identifier(side) {
         return None;
     }
     let value = p.last_assignment(side, before)?;
-    written_out(&value).then_some(value)
+    expected_value(&value).then_some(value)
 }
 
-/// A literal, or `set`, `frozenset`, `tuple`, `list` or `dict` of one (or of nothing).
+/// The calls that build a value cordon can write back: what pytest prints for an empty or
+/// frozen container (`set()`, `frozenset({1})`).
+const CONTAINERS: &[&str] = &["set", "frozenset", "tuple", "list", "dict"];
+
+/// The calls a test's own expected value may be built with besides [`CONTAINERS`]: value
+/// types of the standard library (pathspec's `normalize_files` answer of run EE expected
+/// `{'a.txt': [Path('a.txt')]}`, three tests lost to it). Only ever on the model's side: an
+/// observed value is written back only when it is [`written_out`].
+const VALUE_TYPES: &[&str] = &[
+    "set",
+    "frozenset",
+    "tuple",
+    "list",
+    "dict",
+    "Path",
+    "PosixPath",
+    "PurePath",
+    "PurePosixPath",
+    "pathlib.Path",
+    "pathlib.PosixPath",
+    "pathlib.PurePath",
+    "pathlib.PurePosixPath",
+    "Decimal",
+    "decimal.Decimal",
+    "Fraction",
+    "fractions.Fraction",
+];
+
+/// A value the test wrote out, the model's guess: literals, and values built from them with
+/// [`VALUE_TYPES`] only, at any depth.
+fn expected_value(expr: &str) -> bool {
+    python::is_built_from_literals(expr, VALUE_TYPES)
+}
+
+/// A value cordon can write into a test as it is: a literal, or [`CONTAINERS`] of literals.
 fn written_out(expr: &str) -> bool {
-    if python::is_literal(expr) {
-        return true;
-    }
-    ["set(", "frozenset(", "tuple(", "list(", "dict("]
-        .iter()
-        .find_map(|f| expr.strip_prefix(f)?.strip_suffix(')'))
-        .is_some_and(|inner| inner.trim().is_empty() || python::is_literal(inner))
+    python::is_built_from_literals(expr, CONTAINERS)
 }
 
 fn one_line(s: &str) -> String {
@@ -747,6 +776,10 @@ mod tests {
         );
         assert!(!written_out("set(f(1))") && !written_out("set([1]) | set(f(2))"));
         assert!(written_out("frozenset()") && written_out("tuple((1, 2))"));
+        // The model's side may be built with value types; what cordon writes back may not.
+        assert!(expected_value("{'a': [Path('a', b='c')]}") && !written_out("[Path('a')]"));
+        assert!(!expected_value("[Path(f(1))]") && !expected_value("[Path(*a)]"));
+        assert!(!expected_value("Path('a') / 'b'") && !expected_value("os.path.join('a')"));
     }
 
     #[test]
@@ -782,6 +815,30 @@ mod tests {
             "{}",
             out.body
         );
+        // An expectation built with a standard value type (run EE: pathspec's
+        // `normalize_files`, 3 tests lost to `[Path('a.txt')]`); pytest 7.2's own output.
+        let body = "def test_a():\n    files = ['a.txt', 'b.txt']\n    expected = {\n        'a.txt': [Path('a.txt')],\n        'b.txt': [Path('b.txt')],\n    }\n    assert normalize_files(files) == expected\n";
+        let f = case(
+            "test_a",
+            "tests/generated/cordon/test_gen_calc_clamp_1.py:10: in test_a\n    assert normalize_files(files) == expected\nE   AssertionError: assert {'a.txt': ['a.txt'], 'b.txt': ['b.txt']} == {'a.txt': [PosixPath('a.txt')], 'b.txt': [PosixPath('b.txt')]}\nE     Differing items:\nE     {'b.txt': ['b.txt']} != {'b.txt': [PosixPath('b.txt')]}\nE     {'a.txt': ['a.txt']} != {'a.txt': [PosixPath('a.txt')]}\nE     Full diff:\nE     - {'a.txt': [PosixPath('a.txt')], 'b.txt': [PosixPath('b.txt')]}\nE     ?            ----------       -             ----------       -\nE     + {'a.txt': ['a.txt'], 'b.txt': ['b.txt']}",
+        );
+        let (out, ch) = characterize(&cand(body), "test_a", &f).expect("characterized");
+        assert_eq!(ch.observed, "{'a.txt': ['a.txt'], 'b.txt': ['b.txt']}");
+        assert!(
+            out.body.contains(
+                "    assert normalize_files(files) == {'a.txt': ['a.txt'], 'b.txt': ['b.txt']}\n"
+            ),
+            "{}",
+            out.body
+        );
+        // The other way round, the code's `PosixPath` is no value cordon writes back: no
+        // import of it in the test, and its repr is not a literal.
+        let body = "def test_a():\n    assert to_path('a') == 'a'\n";
+        let f = case(
+            "test_a",
+            "tests/generated/cordon/test_gen_calc_clamp_1.py:5: in test_a\nE   AssertionError: assert PosixPath('a') == 'a'",
+        );
+        assert!(characterize(&cand(body), "test_a", &f).is_none());
         // A string holding an object's address differs in every run (pathspec's
         // `register_pattern`: characterized three times, failing each time).
         let body = "def test_a():\n    assert str(e) == 'x'\n";

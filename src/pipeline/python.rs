@@ -1195,14 +1195,21 @@ pub fn assertion(stmt: &str) -> Option<Assertion> {
 /// Whether `expr` is a plain literal: numbers, strings (no f-strings), `True`, `False`,
 /// `None`, and lists, tuples, sets and dicts of them — a value written out, not computed.
 pub fn is_literal(expr: &str) -> bool {
-    fn lit(n: Node<'_>, src: &str) -> bool {
+    is_built_from_literals(expr, &[])
+}
+
+/// Whether `expr` is a literal (see [`is_literal`]) or a value built from literals with calls
+/// of `constructors` only, at any depth (`{'a': [Path('a')]}` with `Path`; keyword arguments
+/// too): a value written out in the test, whatever it holds, never one the code computed.
+pub fn is_built_from_literals(expr: &str, constructors: &[&str]) -> bool {
+    fn lit(n: Node<'_>, src: &str, calls: &[&str]) -> bool {
         match n.kind() {
             "integer" | "float" | "true" | "false" | "none" | "string_start" | "string_end"
             | "string_content" | "escape_sequence" => true,
-            "string" => !text(n, src).starts_with(['f', 'F']) && all(n, src),
+            "string" => !text(n, src).starts_with(['f', 'F']) && all(n, src, calls),
             "unary_operator" => {
                 let t = text(n, src).trim_start();
-                (t.starts_with('-') || t.starts_with('+')) && all(n, src)
+                (t.starts_with('-') || t.starts_with('+')) && all(n, src, calls)
             }
             "list"
             | "tuple"
@@ -1211,12 +1218,21 @@ pub fn is_literal(expr: &str) -> bool {
             | "pair"
             | "parenthesized_expression"
             | "concatenated_string"
-            | "expression_statement" => all(n, src),
+            | "expression_statement" => all(n, src, calls),
+            "call" => {
+                let callee = n.child_by_field_name("function");
+                let args = n.child_by_field_name("arguments");
+                callee.is_some_and(|f| calls.contains(&text(f, src)))
+                    && args.is_some_and(|a| a.kind() == "argument_list" && all(a, src, calls))
+            }
+            "keyword_argument" => n
+                .child_by_field_name("value")
+                .is_some_and(|v| lit(v, src, calls)),
             _ => false,
         }
     }
-    fn all(n: Node<'_>, src: &str) -> bool {
-        named_children(n).into_iter().all(|c| lit(c, src))
+    fn all(n: Node<'_>, src: &str, calls: &[&str]) -> bool {
+        named_children(n).into_iter().all(|c| lit(c, src, calls))
     }
     let Some(tree) = parser().parse(expr, None) else {
         return false;
@@ -1224,7 +1240,7 @@ pub fn is_literal(expr: &str) -> bool {
     let root = tree.root_node();
     let kids = named_children(root);
     !root.has_error()
-        && matches!(kids.as_slice(), [e] if e.kind() == "expression_statement" && lit(*e, expr))
+        && matches!(kids.as_slice(), [e] if e.kind() == "expression_statement" && lit(*e, expr, constructors))
 }
 
 /// A valid Python identifier (ASCII only: what cordon puts on a command line).
