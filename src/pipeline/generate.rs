@@ -1247,6 +1247,7 @@ fn take_used_fixtures(
         .copied()
         .filter(|n| !NEVER_TAKEN.contains(n) && !own.contains(*n))
         .collect();
+    let (parsed, tests) = unattribute_pytest_fixtures(body, parsed, tests, &names, repairs)?;
     let (parsed, tests) = uncall_path_fixtures(body, parsed, tests, &own, repairs)?;
     let mut edits = Vec::new();
     for (test, fixtures, at, insert) in parsed.untaken_fixtures(&names) {
@@ -1260,6 +1261,31 @@ fn take_used_fixtures(
         return Ok((parsed, tests));
     }
     apply_edits(body, edits)?;
+    Ok(with_real_tests(reparse(body)?))
+}
+
+/// `pytest.tmp_path` in a test is an AttributeError: pytest's fixtures are arguments, not
+/// attributes of the module (click's `_tempfilepager`, run GG: 3 of an answer's 4 tests). The
+/// attribute becomes the name (of `names`, the fixtures that may be taken), and
+/// [`take_used_fixtures`] then makes the test take it.
+fn unattribute_pytest_fixtures(
+    body: &mut String,
+    parsed: python::Parsed,
+    tests: Vec<python::TestFn>,
+    names: &[&str],
+    repairs: &mut Vec<String>,
+) -> Result<(python::Parsed, Vec<python::TestFn>), Rejection> {
+    let attributes = parsed.pytest_attributes_in_tests(names);
+    if attributes.is_empty() {
+        return Ok((parsed, tests));
+    }
+    let used: BTreeSet<&str> = attributes.iter().map(|c| c.1.as_str()).collect();
+    for name in used {
+        repairs.push(format!(
+            "`pytest.{name}` became `{name}`: a fixture is taken as a test's argument, not read from pytest"
+        ));
+    }
+    apply_edits(body, attributes)?;
     Ok(with_real_tests(reparse(body)?))
 }
 
@@ -2326,6 +2352,28 @@ pub(crate) mod tests {
                 .ends_with("def test_a(tmp_path):\n    assert divide(tmp_path, 1)\n"),
             "{}",
             cand.body
+        );
+        // `pytest.tmp_path` is an AttributeError (click's `_tempfilepager`, run GG): it becomes
+        // the fixture, taken, and `pytest.tmpdir()` the path; `pytest.raises` is pytest's own,
+        // and a test that binds `pytest` to something else is left alone.
+        let attr = "import pytest\n\ndef test_a():\n    f = pytest.tmp_path / 'x'\n    with pytest.raises(ValueError):\n        divide(str(f), pytest.tmpdir())\n\ndef test_b(capsys):\n    pytest = object()\n    assert divide(pytest.tmp_path, 1)\n";
+        let cand = check(attr, &c, &p, "t.py").expect("ok");
+        assert!(
+            cand.body.contains("def test_a(tmp_path, tmpdir):\n    f = tmp_path / 'x'\n    with pytest.raises(ValueError):\n        divide(str(f), tmpdir)\n"),
+            "{}",
+            cand.body
+        );
+        assert!(
+            cand.body
+                .contains("def test_b(capsys):\n    pytest = object()\n    assert divide(pytest.tmp_path, 1)\n"),
+            "{}",
+            cand.body
+        );
+        assert!(
+            cand.repairs.iter().any(|r| r
+                == "`pytest.tmp_path` became `tmp_path`: a fixture is taken as a test's argument, not read from pytest"),
+            "{:?}",
+            cand.repairs
         );
 
         assert_eq!(

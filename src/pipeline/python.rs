@@ -838,6 +838,45 @@ impl Parsed {
     /// the name), in the order they appear. A name the test binds in its body (its own
     /// `def tmp_path()`) is left alone there.
     pub fn bare_calls_in_tests(&self, names: &[&str]) -> Vec<(Range<usize>, String)> {
+        self.picked_in_tests(names, |n, names| {
+            let f = n.child_by_field_name("function")?;
+            let args = n.child_by_field_name("arguments")?;
+            let name = text(f, &self.src);
+            (n.kind() == "call"
+                && f.kind() == "identifier"
+                && names.contains(&name)
+                && args.kind() == "argument_list"
+                && args.named_child_count() == 0)
+                .then(|| name.to_string())
+        })
+    }
+
+    /// `pytest.NAME` inside test functions, for the names in `names` (`pytest.tmp_path`, an
+    /// AttributeError: a fixture is an argument, not an attribute of the module): (byte range
+    /// of the attribute, the name), in the order they appear. Where the test binds `pytest`
+    /// or the name itself, it is left alone.
+    pub fn pytest_attributes_in_tests(&self, names: &[&str]) -> Vec<(Range<usize>, String)> {
+        let names = [names, &["pytest"]].concat();
+        self.picked_in_tests(&names, |n, names| {
+            let object = n.child_by_field_name("object")?;
+            let attribute = n.child_by_field_name("attribute")?;
+            let name = text(attribute, &self.src);
+            (n.kind() == "attribute"
+                && object.kind() == "identifier"
+                && text(object, &self.src) == "pytest"
+                && names.contains(&"pytest")
+                && names.contains(&name))
+            .then(|| name.to_string())
+        })
+    }
+
+    /// The nodes inside test functions that `pick` names, given those of `names` the test does
+    /// not bind in its body: (byte range, the name `pick` gave), in the order they appear.
+    fn picked_in_tests(
+        &self,
+        names: &[&str],
+        pick: impl Fn(Node<'_>, &[&str]) -> Option<String>,
+    ) -> Vec<(Range<usize>, String)> {
         let mut out = Vec::new();
         for (_, _, def) in self.test_defs() {
             let Some(body) = def.child_by_field_name("body") else {
@@ -851,17 +890,8 @@ impl Parsed {
                 .collect();
             let mut stack = vec![body];
             while let Some(n) = stack.pop() {
-                if n.kind() == "call"
-                    && let (Some(f), Some(args)) = (
-                        n.child_by_field_name("function"),
-                        n.child_by_field_name("arguments"),
-                    )
-                    && f.kind() == "identifier"
-                    && names.contains(&text(f, &self.src))
-                    && args.kind() == "argument_list"
-                    && args.named_child_count() == 0
-                {
-                    out.push((n.byte_range(), text(f, &self.src).to_string()));
+                if let Some(name) = pick(n, &names) {
+                    out.push((n.byte_range(), name));
                 }
                 stack.extend(named_children(n));
             }
