@@ -422,6 +422,16 @@ async fn on_parity_with(
     script: testgen_support::Script,
     files: &[(&str, &str)],
 ) -> (testgen_support::Scripted, pipeline::Outcome) {
+    on_target(script, files, "calc.py::parity").await
+}
+
+/// The pipeline aimed at `aim`, one round without fixes, in the repository of [`make_repo`]
+/// with more files: (path, text).
+async fn on_target(
+    script: testgen_support::Script,
+    files: &[(&str, &str)],
+    aim: &str,
+) -> (testgen_support::Scripted, pipeline::Outcome) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let repo = tmp.path().join("repo");
     make_repo(&repo);
@@ -431,7 +441,7 @@ async fn on_parity_with(
     let s = start(script).await;
     let llm = Llm::new(llm_config(&s.base_url)).expect("client");
     let mut o = opts(&repo);
-    o.only = vec![pipeline::gaps::Aim::parse("calc.py::parity").expect("valid")];
+    o.only = vec![pipeline::gaps::Aim::parse(aim).expect("valid")];
     o.fix_attempts = 0;
     o.max_iterations = 1;
     let out = pipeline::run(&o, &llm, CancellationToken::new(), quiet()).await;
@@ -669,6 +679,45 @@ async fn a_failed_membership_truth_or_order_check_is_characterized() {
         "{:?}",
         c.discarded_tests
     );
+    assert_eq!(s.requests().len(), 1, "no classification, no fix");
+}
+
+/// A construction that passes the object's state as keywords its `__init__` does not take,
+/// and leaves out a required parameter that admits None (click's `ProgressBar`, run HH), is
+/// mended before it runs: both tests pass in the sandbox and are kept, with no fix round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_passed_to_a_constructor_is_set_after_it() {
+    const METER: &str = "import typing as t\n\n\nclass Meter:\n    def __init__(self, items: t.Optional[list], length: int = 0):\n        self.items = items\n        self.length = length\n        self.pos = 0\n        self.done = False\n\n    def bar(self):\n        if self.done:\n            return \"#\" * self.length\n        return \"#\" * self.pos + \"-\" * (self.length - self.pos)\n";
+    let script = |_n: usize, _req: &serde_json::Value| -> Answer {
+        Answer::chat(
+            "```python\nfrom meter import Meter\n\n\ndef test_bar_half():\n    m = Meter(length=4, pos=1)\n    assert m.bar() == \"#---\"\n\n\ndef test_bar_done():\n    m = Meter([], length=3, done=True)\n    assert m.bar() == \"###\"\n```",
+        )
+    };
+    let (s, out) = on_target(
+        Box::new(script),
+        &[("meter.py", METER)],
+        "meter.py::Meter.bar",
+    )
+    .await;
+    let c = &out.report.candidates[0];
+    assert_eq!((c.status.as_str(), c.tests_kept), ("kept", 2), "{c:?}");
+    assert!(
+        c.repairs
+            .iter()
+            .any(|r| r.starts_with("`pos` set on `m` after `Meter(…)` built it"))
+            && c.repairs
+                .iter()
+                .any(|r| r.starts_with("`Meter(…)` passes `items=None`")),
+        "{:?}",
+        c.repairs
+    );
+    let file = &out.kept[0].1;
+    for mended in [
+        "    m = Meter(length=4, items=None)\n    m.pos = 1\n",
+        "    m = Meter([], length=3)\n    m.done = True\n",
+    ] {
+        assert!(file.contains(mended), "{mended}: {file}");
+    }
     assert_eq!(s.requests().len(), 1, "no classification, no fix");
 }
 

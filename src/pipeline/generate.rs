@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::callers;
 use super::detect::Project;
 use super::gaps::Gap;
+use super::init_args;
 use super::llm::Message;
 use super::python::{self, UnitKind};
 use super::test_helpers;
@@ -47,6 +48,9 @@ pub struct Context {
     /// Plain functions of the project's test files, which an answer may call as the example
     /// does ([`test_helpers`]).
     pub helpers: BTreeMap<String, test_helpers::Helper>,
+    /// The target module's classes that define their own `__init__`, with what it takes
+    /// ([`init_args`]).
+    pub constructors: BTreeMap<String, python::Constructor>,
     /// Top-level names of the target module.
     pub module_names: BTreeSet<String>,
     /// Modules the target module imports (so its tests may too).
@@ -149,6 +153,7 @@ pub fn context(project: &Project, repo: &Path, gap: &Gap) -> Option<Context> {
         definitions: project_definitions(project, repo, &gap.module),
         helpers: test_helpers::of_project(project, repo),
         constructions: constructions(project, repo, &wanted),
+        constructors: parsed.constructors(),
         module_names: parsed.top_level().into_iter().map(|t| t.name).collect(),
         module_imported: parsed.imported_modules(),
         module_from_names: parsed
@@ -869,6 +874,7 @@ pub fn check(
     let (parsed, tests) =
         strip_shadows_and_idle_tests(&mut body, parsed, ctx, project, &mut repairs)?;
     let (parsed, tests) = take_used_fixtures(&mut body, parsed, tests, &mut repairs)?;
+    let (parsed, tests) = mend_constructions(&mut body, parsed, tests, ctx, &mut repairs)?;
     let parsed = copy_test_helpers(&mut body, parsed, ctx, &mut repairs);
     // A copied helper is held to the same policy as the model's code.
     refuse_forbidden(&parsed, ctx)?;
@@ -1286,6 +1292,24 @@ fn unattribute_pytest_fixtures(
         ));
     }
     apply_edits(body, attributes)?;
+    Ok(with_real_tests(reparse(body)?))
+}
+
+/// A construction of the target module's class with its state passed as keywords, or
+/// without a required parameter that admits `None`: mended ([`init_args`]).
+fn mend_constructions(
+    body: &mut String,
+    parsed: python::Parsed,
+    tests: Vec<python::TestFn>,
+    ctx: &Context,
+    repairs: &mut Vec<String>,
+) -> Result<(python::Parsed, Vec<python::TestFn>), Rejection> {
+    let (edits, mended) = init_args::mend(&parsed, &ctx.constructors);
+    if edits.is_empty() {
+        return Ok((parsed, tests));
+    }
+    repairs.extend(mended);
+    apply_edits(body, edits)?;
     Ok(with_real_tests(reparse(body)?))
 }
 

@@ -11,7 +11,8 @@
 //!   [`python`]).
 //! - [`llm`]: the OpenAI-compatible client: budgets, retries, truncation and runaway checks.
 //! - [`generate`]: small per-gap prompts (with the public functions that call the target:
-//!   [`callers`]); one code block out; static checks and repairs.
+//!   [`callers`]); one code block out; static checks and repairs (a construction given the
+//!   object's state as keywords: [`init_args`]).
 //! - [`validate`]: runs, passes, passes again N times and alone, adds coverage.
 //! - [`collection`]: a file pytest could not import loses the test or the imported name that
 //!   broke it, not every test.
@@ -34,6 +35,7 @@ pub mod gaps;
 pub mod generate;
 pub mod hints;
 pub mod html;
+pub mod init_args;
 pub mod llm;
 pub mod python;
 pub mod report;

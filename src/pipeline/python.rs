@@ -93,6 +93,48 @@ pub struct ExpectingBlock {
     pub alias_readers: Vec<Range<usize>>,
 }
 
+/// One parameter of a class's `__init__`, after `self`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitParam {
+    pub name: String,
+    /// Without a default value.
+    pub required: bool,
+    /// Before a `/`: never passed by keyword.
+    pub positional_only: bool,
+    /// Its annotation admits `None`: `Optional[…]`, `… | None`.
+    pub takes_none: bool,
+}
+
+/// What a class's own `__init__` takes, and the attributes the class sets on `self`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Constructor {
+    pub params: Vec<InitParam>,
+    /// `**kwargs`: any keyword is taken.
+    pub var_keyword: bool,
+    /// Names the class's methods assign: `self.NAME = …`.
+    pub attributes: BTreeSet<String>,
+}
+
+/// A test's statement that builds an object and names it: `bar = K(…)`, or
+/// `with K(…) as bar:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedConstruction {
+    /// The class called, `K`.
+    pub class: String,
+    /// The name the object is bound to, `bar`.
+    pub name: String,
+    /// Byte range of the call `K(…)`.
+    pub call: Range<usize>,
+    /// Its arguments: the keyword (`None` for a positional one) and the value's text.
+    pub args: Vec<(Option<String>, String)>,
+    /// A `*args` or `**kw` among them: what the call passes is not known.
+    pub splat: bool,
+    /// Where a statement that runs right after the construction goes (a line's start),
+    /// and its indentation.
+    pub after: usize,
+    pub indent: String,
+}
+
 /// Calls that check (their last dotted part): `pytest.raises`, `pytest.warns`,
 /// `pytest.deprecated_call`, `pytest.fail`, `self.fail`. Any call whose last part starts with
 /// `assert` checks too (`self.assertEqual`, `mock.assert_called_once_with`).
@@ -1108,6 +1150,207 @@ impl Parsed {
             .collect()
     }
 
+    /// The top-level classes that define their own `__init__`, by name, with what it takes.
+    /// A class that inherits its `__init__` is not listed: what it takes is not read here.
+    pub fn constructors(&self) -> std::collections::BTreeMap<String, Constructor> {
+        let mut out = std::collections::BTreeMap::new();
+        for child in named_children(self.root()) {
+            let (class, _) = undecorate(child, &self.src);
+            let (Some(name), Some(body)) = (
+                class.child_by_field_name("name"),
+                class.child_by_field_name("body"),
+            ) else {
+                continue;
+            };
+            if class.kind() != "class_definition" {
+                continue;
+            }
+            let init = named_children(body)
+                .into_iter()
+                .map(|m| undecorate(m, &self.src).0)
+                .find(|m| {
+                    m.kind() == "function_definition"
+                        && m.child_by_field_name("name")
+                            .is_some_and(|n| text(n, &self.src) == "__init__")
+                });
+            let Some(params) = init.and_then(|i| i.child_by_field_name("parameters")) else {
+                continue;
+            };
+            let mut c = self.init_params(params);
+            c.attributes = self.self_attributes(body);
+            out.insert(text(name, &self.src).to_string(), c);
+        }
+        out
+    }
+
+    /// The parameters of an `__init__`'s `parameters` node, `self` left out.
+    fn init_params(&self, params: Node<'_>) -> Constructor {
+        let mut c = Constructor::default();
+        for (i, p) in named_children(params).into_iter().enumerate() {
+            let first = named_children(p).into_iter().next();
+            let (name, required) = match p.kind() {
+                "identifier" => (Some(p), true),
+                "typed_parameter" => (first.filter(|f| f.kind() == "identifier"), true),
+                "default_parameter" | "typed_default_parameter" => {
+                    (p.child_by_field_name("name"), false)
+                }
+                "positional_separator" => {
+                    c.params.iter_mut().for_each(|p| p.positional_only = true);
+                    continue;
+                }
+                _ => (None, false),
+            };
+            let splat = |k: &str| p.kind() == k || first.is_some_and(|f| f.kind() == k);
+            c.var_keyword |= splat("dictionary_splat_pattern");
+            let Some(name) = name.map(|n| text(n, &self.src)) else {
+                continue;
+            };
+            if i == 0 && name == "self" {
+                continue;
+            }
+            let annotation = p.child_by_field_name("type").map(|t| text(t, &self.src));
+            c.params.push(InitParam {
+                name: name.to_string(),
+                required,
+                positional_only: false,
+                takes_none: annotation.is_some_and(admits_none),
+            });
+        }
+        c
+    }
+
+    /// The names assigned as `self.NAME = …` anywhere in a class's body.
+    fn self_attributes(&self, body: Node<'_>) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        let mut stack = vec![body];
+        while let Some(n) = stack.pop() {
+            if n.kind() == "assignment"
+                && let Some(left) = n.child_by_field_name("left")
+                && left.kind() == "attribute"
+                && let (Some(object), Some(attribute)) = (
+                    left.child_by_field_name("object"),
+                    left.child_by_field_name("attribute"),
+                )
+                && text(object, &self.src) == "self"
+            {
+                out.insert(text(attribute, &self.src).to_string());
+            }
+            stack.extend(named_children(n));
+        }
+        out
+    }
+
+    /// In the tests' bodies, the statements that build an object of one of `classes` and
+    /// name it ([`NamedConstruction`]), each alone on its line(s); where the test binds the
+    /// class's name itself, it is left alone.
+    pub fn named_constructions_in_tests(&self, classes: &[&str]) -> Vec<NamedConstruction> {
+        let mut out = Vec::new();
+        for (_, _, def) in self.test_defs() {
+            let Some(body) = def.child_by_field_name("body") else {
+                continue;
+            };
+            let (_, bound) = self.free_and_bound(body);
+            let mut stack = vec![body];
+            while let Some(n) = stack.pop() {
+                if let Some(c) = self.named_construction(n)
+                    && classes.contains(&c.class.as_str())
+                    && !bound.contains(&c.class)
+                {
+                    out.push(c);
+                }
+                stack.extend(named_children(n));
+            }
+        }
+        out.sort_by_key(|c| c.call.start);
+        out
+    }
+
+    /// `n` as a [`NamedConstruction`], when it is one.
+    fn named_construction(&self, n: Node<'_>) -> Option<NamedConstruction> {
+        let (call, name, after, indent) = match n.kind() {
+            "expression_statement" => {
+                let [assignment] = named_children(n)[..] else {
+                    return None;
+                };
+                let left = assignment.child_by_field_name("left")?;
+                let call = assignment.child_by_field_name("right")?;
+                (assignment.kind() == "assignment" && left.kind() == "identifier").then_some(())?;
+                let after = self.line_end_after(n)?;
+                (call, left, after, self.indent_of(n)?)
+            }
+            "with_statement" => {
+                let clause = named_children(n)
+                    .into_iter()
+                    .find(|c| c.kind() == "with_clause")?;
+                let [item] = named_children(clause)[..] else {
+                    return None;
+                };
+                let pattern = item.child_by_field_name("value")?;
+                (pattern.kind() == "as_pattern").then_some(())?;
+                let call = named_children(pattern).into_iter().next()?;
+                let alias = pattern.child_by_field_name("alias")?;
+                let [id] = named_children(alias)[..] else {
+                    return None;
+                };
+                (id.kind() == "identifier").then_some(())?;
+                let first = named_children(n.child_by_field_name("body")?)
+                    .into_iter()
+                    .next()?;
+                let indent = self.indent_of(first)?;
+                (first.start_position().row > n.start_position().row).then_some(())?;
+                (call, id, first.start_byte() - indent.len(), indent)
+            }
+            _ => return None,
+        };
+        let f = call.child_by_field_name("function")?;
+        let args = call.child_by_field_name("arguments")?;
+        (call.kind() == "call" && f.kind() == "identifier" && args.kind() == "argument_list")
+            .then_some(())?;
+        let mut splat = false;
+        let mut listed = Vec::new();
+        for a in named_children(args) {
+            match a.kind() {
+                "keyword_argument" => listed.push((
+                    Some(text(a.child_by_field_name("name")?, &self.src).to_string()),
+                    text(a.child_by_field_name("value")?, &self.src).to_string(),
+                )),
+                "list_splat" | "dictionary_splat" => splat = true,
+                "comment" => {}
+                _ => listed.push((None, text(a, &self.src).to_string())),
+            }
+        }
+        Some(NamedConstruction {
+            class: text(f, &self.src).to_string(),
+            name: text(name, &self.src).to_string(),
+            call: call.byte_range(),
+            args: listed,
+            splat,
+            after,
+            indent,
+        })
+    }
+
+    /// The start of the line after statement `n`, when nothing but blanks or a comment
+    /// follows it on its last line.
+    fn line_end_after(&self, n: Node<'_>) -> Option<usize> {
+        let rest = &self.src[n.end_byte()..];
+        let eol = rest.find('\n').unwrap_or(rest.len());
+        let tail = rest[..eol].trim();
+        (tail.is_empty() || tail.starts_with('#'))
+            .then_some(n.end_byte() + (eol + 1).min(rest.len()))
+    }
+
+    /// The blanks before `n` on its line, when only blanks come before it there.
+    fn indent_of(&self, n: Node<'_>) -> Option<String> {
+        let before = &self.src[..n.start_byte()];
+        let start = before.rfind('\n').map_or(0, |i| i + 1);
+        let indent = &before[start..];
+        indent
+            .chars()
+            .all(|c| c == ' ' || c == '\t')
+            .then(|| indent.to_string())
+    }
+
     /// The docstring-and-signature header of a unit: its source up to the end of the
     /// signature line(s).
     pub fn signature(&self, unit: &Unit) -> String {
@@ -1117,6 +1360,21 @@ impl Parsed {
             None => src.lines().next().unwrap_or("").to_string(),
         }
     }
+}
+
+/// An annotation that admits `None`: `Optional[X]`, `Union[X, None]` (any module prefix,
+/// quoted or not), `X | None`, `None`.
+fn admits_none(annotation: &str) -> bool {
+    let a: String = annotation
+        .trim_matches(|c| c == '"' || c == '\'')
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let head = a.split('[').next().unwrap_or("");
+    let generic = |g: &str| a.contains('[') && (head == g || head.ends_with(&format!(".{g}")));
+    generic("Optional")
+        || (generic("Union") && (a.contains(",None]") || a.contains(",None,")))
+        || a.split('|').any(|p| p == "None")
 }
 
 /// The text of `path` if it is a regular file (never read through a symlink: the repository is
@@ -1283,6 +1541,30 @@ pub fn is_identifier(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_annotation_admits_none_when_it_says_so() {
+        for yes in [
+            "Optional[int]",
+            "t.Optional[t.Iterable[V]]",
+            "'typing.Optional[X]'",
+            "int | None",
+            "None | str",
+            "Union[int, None]",
+            "t.Union[int, None, str]",
+        ] {
+            assert!(admits_none(yes), "{yes}");
+        }
+        for no in [
+            "int",
+            "OptionalThing",
+            "List[Optional[int]]",
+            "Union[int, str]",
+            "Optional",
+        ] {
+            assert!(!admits_none(no), "{no}");
+        }
+    }
 
     const SRC: &str = "import os\nfrom a.b import c\n\nX = 1\n\ndef f(x):\n    return x\n\n@dec\nclass K:\n    def m(self):\n        if self:\n            return 1\n        return 2\n\n    class Inner:\n        def g(self):\n            pass\n";
 
