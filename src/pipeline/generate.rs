@@ -1282,16 +1282,28 @@ fn unattribute_pytest_fixtures(
     repairs: &mut Vec<String>,
 ) -> Result<(python::Parsed, Vec<python::TestFn>), Rejection> {
     let attributes = parsed.pytest_attributes_in_tests(names);
-    if attributes.is_empty() {
-        return Ok((parsed, tests));
-    }
-    let used: BTreeSet<&str> = attributes.iter().map(|c| c.1.as_str()).collect();
-    for name in used {
-        repairs.push(format!(
+    rename_in_tests(body, (parsed, tests), attributes, repairs, |name| {
+        format!(
             "`pytest.{name}` became `{name}`: a fixture is taken as a test's argument, not read from pytest"
-        ));
+        )
+    })
+}
+
+/// Replaces each range of `renames` by its name, with one repair (`say`) per name, and
+/// returns the new parse and its real tests; `current` when there is nothing to rename.
+fn rename_in_tests(
+    body: &mut String,
+    current: (python::Parsed, Vec<python::TestFn>),
+    renames: Vec<(std::ops::Range<usize>, String)>,
+    repairs: &mut Vec<String>,
+    say: impl Fn(&str) -> String,
+) -> Result<(python::Parsed, Vec<python::TestFn>), Rejection> {
+    if renames.is_empty() {
+        return Ok(current);
     }
-    apply_edits(body, attributes)?;
+    let names: BTreeSet<&str> = renames.iter().map(|c| c.1.as_str()).collect();
+    repairs.extend(names.into_iter().map(&say));
+    apply_edits(body, renames)?;
     Ok(with_real_tests(reparse(body)?))
 }
 
@@ -1328,17 +1340,9 @@ fn uncall_path_fixtures(
         .filter(|n| !own.contains(*n))
         .collect();
     let calls = parsed.bare_calls_in_tests(&names);
-    if calls.is_empty() {
-        return Ok((parsed, tests));
-    }
-    let called: BTreeSet<&str> = calls.iter().map(|c| c.1.as_str()).collect();
-    for name in called {
-        repairs.push(format!(
-            "`{name}()` became `{name}`: the fixture is a path, not a function"
-        ));
-    }
-    apply_edits(body, calls)?;
-    Ok(with_real_tests(reparse(body)?))
+    rename_in_tests(body, (parsed, tests), calls, repairs, |name| {
+        format!("`{name}()` became `{name}`: the fixture is a path, not a function")
+    })
 }
 
 /// Removes top-level definitions that shadow the module's names, the project's or pytest's
