@@ -55,6 +55,9 @@ pub struct Context {
     pub module_names: BTreeSet<String>,
     /// Modules the target module imports (so its tests may too).
     pub module_imported: BTreeSet<String>,
+    /// The target module's `import m as a` (click's `import typing as t`), alias → module:
+    /// the model, shown those imports, writes `t.Optional` in a test and imports nothing.
+    pub module_aliases: BTreeMap<String, String>,
     /// Names the target module binds by `from … import …` (click's decorators use `Context`
     /// from `.core`): importable from it, so a test using one gets it from there.
     pub module_from_names: BTreeSet<String>,
@@ -156,6 +159,7 @@ pub fn context(project: &Project, repo: &Path, gap: &Gap) -> Option<Context> {
         constructors: parsed.constructors(),
         module_names: parsed.top_level().into_iter().map(|t| t.name).collect(),
         module_imported: parsed.imported_modules(),
+        module_aliases: parsed.module_aliases(),
         module_from_names: parsed
             .from_imports()
             .into_iter()
@@ -1586,6 +1590,14 @@ fn import_header(
                 || (project.own_modules.iter().any(|o| o == n) && !FORBIDDEN_MODULES.contains(n))
         })
         .collect();
+    // A module under the alias the target module gives it (`t.Optional` with click's
+    // `import typing as t`), the alias used but never bound.
+    let aliased: Vec<(&String, &String)> = ctx
+        .module_aliases
+        .iter()
+        .filter(|(a, _)| all_idents.contains(*a) && unbound(&a.as_str()))
+        .filter(|(a, _)| !modules.contains(&a.as_str()) && !ctx.module_from_names.contains(*a))
+        .collect();
     // Standard-library names a test uses as if imported (`MagicMock`, `StringIO`).
     let common: Vec<(&str, &str)> = STDLIB_NAMES
         .iter()
@@ -1625,6 +1637,9 @@ fn import_header(
     }
     for m in modules {
         header.push_str(&format!("import {m}  # noqa: F401\n"));
+    }
+    for (alias, module) in aliased {
+        header.push_str(&format!("import {module} as {alias}  # noqa: F401\n"));
     }
     for (name, module) in common {
         header.push_str(&format!("from {module} import {name}  # noqa: F401\n"));
@@ -1929,6 +1944,27 @@ pub(crate) mod tests {
         let cand = check(code, &c, &p, "test_gen_x.py").expect("checks");
         assert!(!cand.header.contains("MagicMock"), "{}", cand.header);
         assert!(!cand.header.contains("import pkg  #"), "{}", cand.header);
+    }
+
+    /// A module the target imports under an alias (click's `import typing as t`), used by
+    /// that alias and never imported: imported as the target does. Three tests of click's
+    /// decorators were lost to `NameError: name 't' is not defined` in run II.
+    #[test]
+    fn a_module_used_by_the_targets_alias_is_imported_under_it() {
+        let (mut c, p) = ctx();
+        c.module_aliases = python::parse("import typing as t, os.path as osp\nimport json\n")
+            .expect("parses")
+            .module_aliases();
+        assert_eq!(c.module_aliases.len(), 2, "{:?}", c.module_aliases);
+        let code =
+            "def test_a():\n    x: t.Optional[int] = divide(4, 2)\n    assert x == 2 and osp.sep\n";
+        let h = check(code, &c, &p, "x.py").expect("checks").header;
+        assert!(h.contains("import typing as t  #"), "{h}");
+        assert!(h.contains("import os.path as osp  #"), "{h}");
+        // An alias the test does not use, or binds at the top of its file: not imported.
+        let code = "import typing as t\n\ndef test_a():\n    assert divide(4, 2) == 2\n";
+        let h = check(code, &c, &p, "x.py").expect("checks").header;
+        assert!(!h.contains(" as "), "{h}");
     }
 
     /// A helper of the project's tests the answer calls, after its import from the module

@@ -2,7 +2,7 @@
 //! imports or runs the code it reads. The language seam: another language gets its own
 //! module with the same shape (units with line ranges, top-level names, test functions).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
 use tree_sitter::{Node, Parser, Tree};
@@ -522,6 +522,34 @@ impl Parsed {
         out
     }
 
+    /// The modules the file's top-level `import m as a` statements bind under another name
+    /// (click's `import typing as t`), alias → module. `from m import n as a` is not here: it
+    /// binds a name, not a module.
+    pub fn module_aliases(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for stmt in named_children(self.root()) {
+            if stmt.kind() != "import_statement" {
+                continue;
+            }
+            for c in named_children(stmt) {
+                if c.kind() != "aliased_import" {
+                    continue;
+                }
+                let (Some(m), Some(a)) = (
+                    c.child_by_field_name("name"),
+                    c.child_by_field_name("alias"),
+                ) else {
+                    continue;
+                };
+                let (m, a) = (text(m, &self.src), text(a, &self.src));
+                if is_identifier(a) && m.split('.').all(is_identifier) {
+                    out.insert(a.to_string(), m.to_string());
+                }
+            }
+        }
+        out
+    }
+
     /// Every identifier and attribute-access text (`os.system`) in the file.
     pub fn names(&self) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
@@ -711,7 +739,7 @@ impl Parsed {
     /// later test, the earlier one). Compared: decorators, parameters and statements, with
     /// comments, a leading docstring and the spacing left out; the tests' names are not compared.
     pub fn duplicate_tests(&self) -> Vec<(String, String)> {
-        let mut seen: std::collections::BTreeMap<(String, String), String> = Default::default();
+        let mut seen: BTreeMap<(String, String), String> = Default::default();
         let mut out = Vec::new();
         for (node_id, outer, def) in self.test_defs() {
             let (Some(params), Some(body)) = (
@@ -1152,8 +1180,8 @@ impl Parsed {
 
     /// The top-level classes that define their own `__init__`, by name, with what it takes.
     /// A class that inherits its `__init__` is not listed: what it takes is not read here.
-    pub fn constructors(&self) -> std::collections::BTreeMap<String, Constructor> {
-        let mut out = std::collections::BTreeMap::new();
+    pub fn constructors(&self) -> BTreeMap<String, Constructor> {
+        let mut out = BTreeMap::new();
         for child in named_children(self.root()) {
             let (class, _) = undecorate(child, &self.src);
             let (Some(name), Some(body)) = (
