@@ -16,6 +16,7 @@ use super::gaps::Gap;
 use super::init_args;
 use super::llm::Message;
 use super::python::{self, UnitKind};
+use super::reach;
 use super::test_helpers;
 
 /// What a prompt for one gap is built from.
@@ -26,6 +27,9 @@ pub struct Context {
     pub source: String,
     /// For a method: the class header and `__init__`.
     pub class_context: Option<String>,
+    /// What must hold for the uncovered lines to run, from the code's own conditions
+    /// ([`reach`]).
+    pub reach: Option<String>,
     pub module_imports: Vec<String>,
     /// A real test from the project that uses the target; else a definition beside the
     /// tests that does.
@@ -145,10 +149,17 @@ pub fn context(project: &Project, repo: &Path, gap: &Gap) -> Option<Context> {
     }
     wanted.dedup();
     let (example, exercise) = examples(project, repo, &parsed, gap, leaf);
+    let missing_in_unit: Vec<u32> = gap
+        .missing_lines
+        .iter()
+        .copied()
+        .filter(|l| (unit.start_line..=unit.end_line).contains(l))
+        .collect();
     Some(Context {
         gap: gap.clone(),
         source,
         class_context,
+        reach: reach::hint(&parsed, &unit.bytes, &missing_in_unit),
         module_imports: parsed.imports(),
         example,
         exercise,
@@ -599,6 +610,12 @@ pub fn head(ctx: &Context, shrink: u8) -> String {
     };
     u.push_str(&source);
     u.push_str("\n```\n\n");
+    if let Some(r) = &ctx.reach
+        && shrink < 3
+    {
+        u.push_str(r);
+        u.push('\n');
+    }
     if !ctx.constructions.is_empty() && shrink < 2 {
         u.push_str("How the project itself builds these objects (working lines from its tests and code):\n\n```python\n");
         for c in &ctx.constructions {

@@ -11,7 +11,8 @@
 //!   [`python`]).
 //! - [`llm`]: the OpenAI-compatible client: budgets, retries, truncation and runaway checks.
 //! - [`generate`]: small per-gap prompts (with the public functions that call the target:
-//!   [`callers`]); one code block out; static checks and repairs (a construction given the
+//!   [`callers`], and what must hold for the uncovered lines to run: [`reach`]); one code
+//!   block out; static checks and repairs (a construction given the
 //!   object's state as keywords: [`init_args`]).
 //! - [`validate`]: runs, passes, passes again N times and alone, adds coverage.
 //! - [`collection`]: a file pytest could not import loses the test or the imported name that
@@ -38,6 +39,7 @@ pub mod html;
 pub mod init_args;
 pub mod llm;
 pub mod python;
+pub mod reach;
 pub mod report;
 pub mod test_helpers;
 pub mod validate;

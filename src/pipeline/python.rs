@@ -1379,6 +1379,84 @@ impl Parsed {
             .then(|| indent.to_string())
     }
 
+    /// What must hold for the statement on `line` (1-based) to run, read off the code between
+    /// it and the start of the unit at `unit`: each `if`/`elif`/`while` it sits in (its
+    /// condition holds; for an `elif` or `else`, the earlier conditions do not), and each
+    /// guard before it in the same block — an `if` without `else` whose body ends in
+    /// `return`, `raise` or `continue` (its condition does not hold). Outermost first.
+    /// Empty when no statement starts on `line` inside the unit.
+    pub fn conditions_to_reach(&self, unit: &Range<usize>, line: u32) -> Vec<Condition> {
+        let Some(row) = (line as usize).checked_sub(1) else {
+            return Vec::new();
+        };
+        let Some(text_line) = self.src.lines().nth(row) else {
+            return Vec::new();
+        };
+        let col = text_line.len() - text_line.trim_start().len();
+        let at = tree_sitter::Point::new(row, col);
+        let Some(mut cur) = self.root().named_descendant_for_point_range(at, at) else {
+            return Vec::new();
+        };
+        if !(unit.start <= cur.start_byte() && cur.end_byte() <= unit.end) {
+            return Vec::new();
+        }
+        let cond = |n: Node<'_>, holds: bool| Condition {
+            text: text(n, &self.src)
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+            holds,
+        };
+        let mut out = Vec::new();
+        while let Some(parent) = cur.parent() {
+            if parent.start_byte() < unit.start {
+                break;
+            }
+            match parent.kind() {
+                "block" => {
+                    let guards = named_children(parent)
+                        .into_iter()
+                        .take_while(|s| s.start_byte() < cur.start_byte())
+                        .filter(|s| is_guard(*s))
+                        .filter_map(|s| s.child_by_field_name("condition"));
+                    let mut before: Vec<Condition> = guards.map(|c| cond(c, false)).collect();
+                    before.reverse();
+                    out.extend(before);
+                }
+                "if_statement" | "elif_clause" | "while_statement"
+                    if parent.child_by_field_name("consequence").map(|b| b.id())
+                        == Some(cur.id())
+                        || parent.child_by_field_name("body").map(|b| b.id()) == Some(cur.id()) =>
+                {
+                    if let Some(c) = parent.child_by_field_name("condition") {
+                        out.push(cond(c, true));
+                    }
+                }
+                "if_statement" if matches!(cur.kind(), "elif_clause" | "else_clause") => {
+                    let mut earlier: Vec<Node<'_>> = parent
+                        .child_by_field_name("condition")
+                        .into_iter()
+                        .collect();
+                    let mut c = parent.walk();
+                    earlier.extend(
+                        parent
+                            .children_by_field_name("alternative", &mut c)
+                            .filter(|a| {
+                                a.kind() == "elif_clause" && a.start_byte() < cur.start_byte()
+                            })
+                            .filter_map(|a| a.child_by_field_name("condition")),
+                    );
+                    earlier.reverse();
+                    out.extend(earlier.into_iter().map(|c| cond(c, false)));
+                }
+                _ => {}
+            }
+            cur = parent;
+        }
+        out.reverse();
+        out
+    }
+
     /// The docstring-and-signature header of a unit: its source up to the end of the
     /// signature line(s).
     pub fn signature(&self, unit: &Unit) -> String {
@@ -1388,6 +1466,32 @@ impl Parsed {
             None => src.lines().next().unwrap_or("").to_string(),
         }
     }
+}
+
+/// A condition a statement's running depends on ([`Parsed::conditions_to_reach`]): its text,
+/// whitespace collapsed, and whether it must hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    pub text: String,
+    pub holds: bool,
+}
+
+/// An `if` without `elif` or `else` whose body ends by leaving: `return`, `raise`, `continue`.
+fn is_guard(n: Node<'_>) -> bool {
+    n.kind() == "if_statement"
+        && n.child_by_field_name("alternative").is_none()
+        && n.child_by_field_name("consequence")
+            .and_then(|b| {
+                named_children(b)
+                    .into_iter()
+                    .rfind(|s| s.kind() != "comment")
+            })
+            .is_some_and(|last| {
+                matches!(
+                    last.kind(),
+                    "return_statement" | "raise_statement" | "continue_statement"
+                )
+            })
 }
 
 /// An annotation that admits `None`: `Optional[X]`, `Union[X, None]` (any module prefix,
