@@ -1879,6 +1879,13 @@ pub(crate) mod tests {
         let m = prompt(&c, 0);
         assert!(m[1].content.contains("from pkg.calc import divide"));
         assert!(!m[1].content.contains("def ..."));
+        // What the uncovered line needs, from the code's own condition.
+        assert!(
+            m[1].content
+                .contains("- `raise ValueError('b')` runs only when `b == 0`\n"),
+            "{}",
+            m[1].content
+        );
         // astor's `allow_ast_comparison`: every answer of runs J to M imported it and tested
         // what it adds without ever calling it.
         assert!(
