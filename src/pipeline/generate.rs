@@ -29,7 +29,7 @@ pub struct Context {
     pub class_context: Option<String>,
     /// What must hold for the uncovered lines to run, from the code's own conditions
     /// ([`reach`]).
-    pub reach: Option<String>,
+    pub reach: Option<reach::Reach>,
     pub module_imports: Vec<String>,
     /// A real test from the project that uses the target; else a definition beside the
     /// tests that does.
@@ -159,7 +159,7 @@ pub fn context(project: &Project, repo: &Path, gap: &Gap) -> Option<Context> {
         gap: gap.clone(),
         source,
         class_context,
-        reach: reach::hint(&parsed, &unit.bytes, &missing_in_unit),
+        reach: reach::of(&parsed, &unit.bytes, &missing_in_unit),
         module_imports: parsed.imports(),
         example,
         exercise,
@@ -613,7 +613,7 @@ pub fn head(ctx: &Context, shrink: u8) -> String {
     if let Some(r) = &ctx.reach
         && shrink < 3
     {
-        u.push_str(r);
+        u.push_str(&r.hint);
         u.push('\n');
     }
     if !ctx.constructions.is_empty() && shrink < 2 {
@@ -675,9 +675,23 @@ pub fn prompt(ctx: &Context, shrink: u8) -> Vec<Message> {
         _ if g.params == 0 => format!("calls `{top}()` itself (it takes no arguments){through}"),
         _ => format!("calls `{top}(…)` itself{through}"),
     };
+    // What the largest uncovered part needs set on the object, said as the code to write.
+    let set = match (&ctx.reach, g.kind) {
+        (Some(r), UnitKind::Method) if !r.settings.is_empty() => {
+            let leaf = g.qualname.rsplit('.').next().unwrap_or(&g.qualname);
+            let assignments: Vec<String> =
+                r.settings.iter().map(|s| format!("`obj.{s}`")).collect();
+            format!(
+                "- After creating the `{top}` object (`obj`), set {} before calling `{leaf}`: the NOT COVERED lines need it.\n",
+                assignments.join(", ")
+            )
+        }
+        _ => String::new(),
+    };
     u.push_str(&format!(
         "Write 2 to 4 short pytest test functions for {what} so that the NOT COVERED lines run, with assertions on the results.\n\
          - Every test {calls}.\n\
+         {set}\
          - Start the file with `from {} import {top}` and import anything else you use.\n\
          - Do not copy or redefine `{top}` or any other code of the module: import it.\n\
          - Use only pytest and the Python standard library. No network, no subprocess. A test that needs files takes pytest's `tmp_path` argument (never define it).\n\
@@ -1891,6 +1905,22 @@ pub(crate) mod tests {
         assert!(
             m[1].content
                 .contains("- Every test calls `divide(…)` itself.\n"),
+            "{}",
+            m[1].content
+        );
+        // A method whose uncovered part needs an attribute of the object set: said as code.
+        let mut method = c.clone();
+        method.gap.kind = UnitKind::Method;
+        method.gap.qualname = "Bar.render".into();
+        method.reach = Some(reach::Reach {
+            hint: String::new(),
+            settings: vec!["is_hidden = False".into()],
+        });
+        let m = prompt(&method, 0);
+        assert!(
+            m[1].content.contains(
+                "- After creating the `Bar` object (`obj`), set `obj.is_hidden = False` before calling `render`: the NOT COVERED lines need it.\n- Start"
+            ),
             "{}",
             m[1].content
         );

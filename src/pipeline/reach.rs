@@ -16,10 +16,21 @@ const MAX_CONDITIONS: usize = 4;
 /// A longer condition is left out: the model reads the source anyway.
 const MAX_CONDITION_CHARS: usize = 80;
 
-/// Lines for the prompt: the uncovered lines of the unit at `unit` grouped by what must hold
-/// for them to run, and for up to [`MAX_GROUPS`] groups (the most lines first) the first
-/// line's text with those conditions. `None` when no uncovered line depends on one.
-pub fn hint(parsed: &python::Parsed, unit: &Range<usize>, missing: &[u32]) -> Option<String> {
+/// What the uncovered lines of a unit need, for the prompt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reach {
+    /// For up to [`MAX_GROUPS`] groups of the lines (those that need the same, the most lines
+    /// first), the first line's text with the conditions.
+    pub hint: String,
+    /// Attribute assignments that make the largest group's conditions on `self` hold
+    /// (`is_hidden = False` for `not self.is_hidden`): the 1.5B model, told the condition,
+    /// still did not set it in run L; told what to write, it may.
+    pub settings: Vec<String>,
+}
+
+/// The uncovered lines `missing` of the unit at `unit` grouped by what must hold for them to
+/// run. `None` when no uncovered line depends on a condition.
+pub fn of(parsed: &python::Parsed, unit: &Range<usize>, missing: &[u32]) -> Option<Reach> {
     let mut groups: Vec<(Vec<String>, Vec<u32>)> = Vec::new();
     for &line in missing {
         let conditions: Vec<String> = parsed
@@ -73,7 +84,34 @@ pub fn hint(parsed: &python::Parsed, unit: &Range<usize>, missing: &[u32]) -> Op
             "A test can set an attribute such as `self.x` on the object after creating it (`obj.x = …`).\n",
         );
     }
-    Some(out)
+    let settings = groups[0].0.iter().filter_map(|c| setting(c)).collect();
+    Some(Reach {
+        hint: out,
+        settings,
+    })
+}
+
+/// The assignment of an attribute that makes `must_hold` true, for a condition on one
+/// attribute of `self`: `self.x` → `x = True`, `not self.x` → `x = False`,
+/// `self.x is None` → `x = None`, `self.x == <literal>` → `x = <literal>`.
+fn setting(must_hold: &str) -> Option<String> {
+    let attribute = |t: &str| {
+        t.strip_prefix("self.")
+            .filter(|a| python::is_identifier(a))
+            .map(str::to_string)
+    };
+    if let Some(a) = attribute(must_hold) {
+        return Some(format!("{a} = True"));
+    }
+    if let Some(a) = must_hold.strip_prefix("not ").and_then(attribute) {
+        return Some(format!("{a} = False"));
+    }
+    if let Some(a) = must_hold.strip_suffix(" is None").and_then(attribute) {
+        return Some(format!("{a} = None"));
+    }
+    let (lhs, value) = must_hold.split_once(" == ")?;
+    let a = attribute(lhs)?;
+    python::is_literal(value).then(|| format!("{a} = {value}"))
 }
 
 /// The condition written as what must be true: itself, or its negation.
@@ -250,7 +288,9 @@ mod tests {
     fn a_guard_that_returns_early_must_not_hold() {
         let p = python::parse(BAR).expect("parses");
         let u = unit(&p, "ProgressBar.render_progress");
-        let hint = hint(&p, &u, &[8, 9, 10, 11]).expect("a hint");
+        let reach = of(&p, &u, &[8, 9, 10, 11]).expect("a hint");
+        assert_eq!(reach.settings, ["is_hidden = False"]);
+        let hint = reach.hint;
         assert!(
             hint.contains("- `buf = []` (and 2 more lines) runs only when `not self.is_hidden`\n"),
             "{hint}"
@@ -295,7 +335,26 @@ mod tests {
         // nothing either.
         assert!(p.conditions_to_reach(&u, 14).is_empty());
         assert!(p.conditions_to_reach(&u, 3).is_empty());
-        assert_eq!(hint(&p, &u, &[14]), None);
+        assert_eq!(of(&p, &u, &[14]), None);
+        let reach = of(&p, &u, &[21]).expect("a hint");
+        assert_eq!(reach.settings, ["length = None", "finished = False"]);
+    }
+
+    #[test]
+    fn settings_only_for_one_attribute_of_self() {
+        for (c, want) in [
+            ("self.entered", Some("entered = True")),
+            ("not self._hidden", Some("_hidden = False")),
+            ("self.length is None", Some("length = None")),
+            ("self.mode == 'w'", Some("mode = 'w'")),
+            ("self.mode == other", None),
+            ("self.length is not None", None),
+            ("self.a.b", None),
+            ("other.flag", None),
+            ("not (self.a and self.b)", None),
+        ] {
+            assert_eq!(setting(c).as_deref(), want, "{c}");
+        }
     }
 
     #[test]
