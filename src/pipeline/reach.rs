@@ -15,6 +15,9 @@ const MAX_GROUPS: usize = 2;
 const MAX_CONDITIONS: usize = 4;
 /// A longer condition is left out: the model reads the source anyway.
 const MAX_CONDITION_CHARS: usize = 80;
+/// At most this many uncovered lines are read: each walks the tree up from its line, and a
+/// repository's module may hold one enormous function.
+const MAX_LINES: usize = 200;
 
 /// What the uncovered lines of a unit need, for the prompt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +35,7 @@ pub struct Reach {
 /// run. `None` when no uncovered line depends on a condition.
 pub fn of(parsed: &python::Parsed, unit: &Range<usize>, missing: &[u32]) -> Option<Reach> {
     let mut groups: Vec<(Vec<String>, Vec<u32>)> = Vec::new();
-    for &line in missing {
+    for &line in missing.iter().take(MAX_LINES) {
         let conditions: Vec<String> = parsed
             .conditions_to_reach(unit, line)
             .iter()
