@@ -174,22 +174,36 @@ fn negated(t: &str) -> String {
     }
 }
 
-/// `t` split at `sep` where it is outside brackets and quotes.
-fn split_top_level<'a>(t: &'a str, sep: &str) -> Vec<&'a str> {
-    let mut parts = Vec::new();
-    let (mut depth, mut quote, mut start) = (0i32, None::<char>, 0);
+/// Each character of `t` outside quotes, with its byte index and the bracket depth after it.
+fn unquoted(t: &str) -> Vec<(usize, i32)> {
+    let (mut depth, mut quote) = (0i32, None::<char>);
+    let mut out = Vec::new();
     for (i, c) in t.char_indices() {
         match (quote, c) {
             (Some(q), c) if c == q => quote = None,
             (Some(_), _) => {}
             (None, '\'' | '"') => quote = Some(c),
-            (None, '(' | '[' | '{') => depth += 1,
-            (None, ')' | ']' | '}') => depth -= 1,
-            (None, _) if depth == 0 && i >= start && t[i..].starts_with(sep) => {
-                parts.push(&t[start..i]);
-                start = i + sep.len();
+            (None, c) => {
+                match c {
+                    '(' | '[' | '{' => depth += 1,
+                    ')' | ']' | '}' => depth -= 1,
+                    _ => {}
+                }
+                out.push((i, depth));
             }
-            _ => {}
+        }
+    }
+    out
+}
+
+/// `t` split at `sep` where it is outside brackets and quotes.
+fn split_top_level<'a>(t: &'a str, sep: &str) -> Vec<&'a str> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    for (i, depth) in unquoted(t) {
+        if depth == 0 && i >= start && t[i..].starts_with(sep) {
+            parts.push(&t[start..i]);
+            start = i + sep.len();
         }
     }
     parts.push(&t[start..]);
@@ -207,23 +221,8 @@ fn unparenthesized(t: &str) -> &str {
 
 /// Brackets outside quotes never close more than they opened.
 fn balanced(t: &str) -> bool {
-    let (mut depth, mut quote) = (0i32, None::<char>);
-    for c in t.chars() {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), _) => {}
-            (None, '\'' | '"') => quote = Some(c),
-            (None, '(' | '[' | '{') => depth += 1,
-            (None, ')' | ']' | '}') => {
-                depth -= 1;
-                if depth < 0 {
-                    return false;
-                }
-            }
-            _ => {}
-        }
-    }
-    depth == 0
+    let depths = unquoted(t);
+    depths.iter().all(|&(_, d)| d >= 0) && depths.last().is_none_or(|&(_, d)| d == 0)
 }
 
 /// Whether `t` holds a comparison other than `op` (and than the parts of `op` itself:
