@@ -625,8 +625,9 @@ async fn a_failed_check_of_the_tests_own_is_a_test_mistake_without_asking_the_mo
 
 /// A failed check that is not an equality is a wrong guess too: `"ev" in parity(3)`, `not
 /// parity(4)` and `len(parity(5)) > 4` become characterizations pinning the values the code
-/// returned, with no model call, and the file keeps all three; a parametrized test is not
-/// characterized (one rewrite for all its parameters) and goes alone.
+/// returned, with no model call, and the file keeps all three; a parametrized test whose
+/// cases saw different values is split into one plain test per case, and the case that
+/// failed is characterized alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_membership_truth_or_order_check_is_characterized() {
     let script = |_n: usize, _req: &serde_json::Value| -> Answer {
@@ -637,7 +638,8 @@ async fn a_failed_membership_truth_or_order_check_is_characterized() {
     let (s, out) = on_parity(Box::new(script)).await;
     let c = &out.report.candidates[0];
     assert_eq!(c.status, "kept", "{c:?}");
-    assert_eq!(c.tests_kept, 4, "{c:?}");
+    // The parametrized test counts as its two cases once split.
+    assert_eq!((c.tests_kept, c.tests_generated), (6, 6), "{c:?}");
     let mut chars: Vec<(&str, &str, &str)> = c
         .characterized
         .iter()
@@ -656,6 +658,8 @@ async fn a_failed_membership_truth_or_order_check_is_characterized() {
             ("test_parity_in", "\"ev\" in …", "'odd'"),
             ("test_parity_len", "… > 4", "3"),
             ("test_parity_not", "a false value", "'even'"),
+            // The parametrized test's case `n = 4`, split out of it.
+            ("test_parity_param_case2", "\"odd\"", "'even'"),
             // An expectation built with a standard value type (`Path`).
             ("test_parity_path", "[Path(\"odd\")]", "['odd']"),
         ]
@@ -666,18 +670,21 @@ async fn a_failed_membership_truth_or_order_check_is_characterized() {
         "    assert parity(4) == 'even'\n",
         "    assert len(parity(5)) == 3\n",
         "    assert [parity(7)] == ['odd']\n",
+        // A parametrized test is not characterized as it stands (`parity(4)` saw "even",
+        // `parity(3)` "odd"): each case became a plain test, the failing one characterized.
+        "def test_parity_param_case1():\n    n = 3\n    assert parity(n) == \"odd\"\n",
+        "def test_parity_param_case2():\n    n = 4\n",
+        "    assert parity(n) == 'even'\n",
     ] {
         assert!(file.contains(pinned), "{pinned}: {file}");
     }
-    // A parametrized test is not characterized: `parity(4)` saw "even", `parity(3)` "odd".
-    assert_eq!(
-        c.discarded_tests
+    assert!(c.discarded_tests.is_empty(), "{:?}", c.discarded_tests);
+    assert!(
+        c.repairs
             .iter()
-            .map(|d| d.test.as_str())
-            .collect::<Vec<_>>(),
-        ["test_parity_param"],
+            .any(|r| r.starts_with("split the parametrized test test_parity_param into 2")),
         "{:?}",
-        c.discarded_tests
+        c.repairs
     );
     assert_eq!(s.requests().len(), 1, "no classification, no fix");
 }

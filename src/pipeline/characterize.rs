@@ -35,8 +35,9 @@
 //! a test is stricter than the model's (it pins the whole value), so a value that changes
 //! from run to run (a temporary path, a time) fails the next validation and is dropped.
 //!
-//! A parametrized test is never characterized: one rewrite serves all its parameters, and
-//! the value one of them saw is not the others'.
+//! A parametrized test is never characterized as it stands: one rewrite serves all its
+//! parameters, and the value one of them saw is not the others'. It is split into one plain
+//! test per case first ([`super::parametrized`]), and each of those is characterized alone.
 //!
 //! An expected exception that did not come is the same kind of guess: `with
 //! pytest.raises(E): f(x)` that failed with `DID NOT RAISE` (or `pytest.warns`, `DID NOT
@@ -142,6 +143,16 @@ pub fn test_line(case: &Case, file_name: &str) -> Option<usize> {
         .filter(|(path, _)| in_file(path, file_name))
         .map(|(_, line)| line)
         .next_back()
+}
+
+/// Whether the failure `case` is of a kind [`characterize`] rewrites: a failed assertion, an
+/// expected exception or warning that did not come, an exception the code raised on purpose.
+/// For an instance of a parametrized test, which is not rewritten as it stands, this says
+/// whether splitting it into plain tests ([`super::parametrized`]) can help.
+pub fn is_characterizable(case: &Case, file_name: &str) -> bool {
+    first_assertion(case).is_some()
+        || expected_but_absent(case).is_some()
+        || raised_on_purpose(case, file_name).is_some()
 }
 
 /// The candidate with the failed check of test `node` turned into a characterization, and

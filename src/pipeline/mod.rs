@@ -21,7 +21,8 @@
 //! - [`fix`]: bounded auto-fix of test mistakes, told what the project's source says about
 //!   the names the error is about ([`hints`]).
 //! - [`characterize`]: a wrong expected value → the observed one, an exception the code
-//!   raised on purpose → `pytest.raises`, marked as such.
+//!   raised on purpose → `pytest.raises`, marked as such; a parametrized test is first split
+//!   into one plain test per case ([`parametrized`]).
 //! - [`report`]: JSON, Markdown and HTML ([`html`]), written on every path.
 
 pub mod callers;
@@ -38,6 +39,7 @@ pub mod hints;
 pub mod html;
 pub mod init_args;
 pub mod llm;
+pub mod parametrized;
 pub mod python;
 pub mod reach;
 pub mod report;
@@ -937,7 +939,39 @@ impl Run<'_> {
                 changed.push(node.clone());
             }
         }
+        self.split_parametrized(v, cand, cr, &mut changed);
         changed
+    }
+
+    /// Splits each parametrized test that failed in a way [`characterize`] rewrites into one
+    /// plain test per case, in `cand` and noted in its repairs; its node goes into `changed`.
+    /// The cases count as generated tests from now on, as pytest counts them.
+    fn split_parametrized(
+        &self,
+        v: &validate::Validation,
+        cand: &mut Candidate,
+        cr: &mut CandidateReport,
+        changed: &mut Vec<String>,
+    ) {
+        for (node, outcome) in &v.tests {
+            let Some(case) = outcome.case.as_ref() else {
+                continue;
+            };
+            if outcome.status != Status::Failed
+                || !case.name.contains('[')
+                || !characterize::is_characterizable(case, &cand.file_name)
+            {
+                continue;
+            }
+            if let Some((next, note)) = parametrized::split(cand, node) {
+                let added = next.tests.len().saturating_sub(cand.tests.len()) as u32;
+                cr.tests_generated += added;
+                self.say(&format!("        {note}"));
+                *cand = next;
+                cand.repairs.push(note);
+                changed.push(node.clone());
+            }
+        }
     }
 
     /// Sorts a validation's unstable tests into those to remove (recorded in `cr`, suspected

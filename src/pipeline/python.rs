@@ -1457,6 +1457,73 @@ impl Parsed {
         out
     }
 
+    /// The test `node_id`'s one `@pytest.mark.parametrize(…)` read as written-out cases (see
+    /// [`Parametrization`]). `None` when the test has no such decorator or more than one, or
+    /// when the names or the cases are not written out: a comprehension or a name for the
+    /// cases, `indirect=`, `pytest.param(…, marks=…)`, a starred element, a case with another
+    /// number of values than names, a parameter the test does not take.
+    pub fn parametrization(&self, node_id: &str) -> Option<Parametrization> {
+        let (_, outer, def) = self
+            .test_defs()
+            .into_iter()
+            .find(|(n, _, _)| n == node_id)?;
+        let mut marks = named_children(outer)
+            .into_iter()
+            .filter(|d| d.kind() == "decorator")
+            .filter_map(|d| Some((d, parametrize_call(d, &self.src)?)));
+        let (decorator, call) = marks.next()?;
+        if marks.next().is_some() {
+            return None;
+        }
+        let (names, values) = parametrize_arguments(call, &self.src)?;
+        let argnames = argnames(names, &self.src)?;
+        let cases = named_children(values)
+            .into_iter()
+            .filter(|c| c.kind() != "comment")
+            .map(|c| case_values(c, argnames.len(), &self.src))
+            .collect::<Option<Vec<_>>>()?;
+        if !matches!(values.kind(), "list" | "tuple") || cases.is_empty() {
+            return None;
+        }
+        let params = def.child_by_field_name("parameters")?;
+        let mut taken = Vec::new();
+        let mut kept_params = Vec::new();
+        for p in named_children(params)
+            .into_iter()
+            .filter(|p| p.kind() != "comment")
+        {
+            let id = match p.kind() {
+                "identifier" => Some(p),
+                _ => named_children(p)
+                    .into_iter()
+                    .find(|k| k.kind() == "identifier"),
+            };
+            match id.map(|i| text(i, &self.src)) {
+                Some(name) if argnames.iter().any(|a| a == name) => taken.push(name),
+                _ => kept_params.push(text(p, &self.src).to_string()),
+            }
+        }
+        if taken.len() != argnames.len() {
+            return None;
+        }
+        let (_, body_start, indent) = self
+            .test_body_starts()
+            .into_iter()
+            .find(|(n, _, _)| n == node_id)?;
+        let decorator_end = decorator.next_sibling()?.start_byte();
+        Some(Parametrization {
+            stmt: outer.byte_range(),
+            decorator: decorator.start_byte()..decorator_end,
+            name: def.child_by_field_name("name")?.byte_range(),
+            params: params.byte_range(),
+            kept_params,
+            body_start,
+            indent,
+            argnames,
+            cases,
+        })
+    }
+
     /// The docstring-and-signature header of a unit: its source up to the end of the
     /// signature line(s).
     pub fn signature(&self, unit: &Unit) -> String {
@@ -1474,6 +1541,132 @@ impl Parsed {
 pub struct Condition {
     pub text: String,
     pub holds: bool,
+}
+
+/// A test's `@pytest.mark.parametrize(NAMES, CASES)` as written ([`Parsed::parametrization`]):
+/// byte ranges in the file, and each case's values as source text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parametrization {
+    /// The whole test, its decorators included.
+    pub stmt: Range<usize>,
+    /// The decorator, up to what follows it (the next decorator or the `def`).
+    pub decorator: Range<usize>,
+    /// The test's name.
+    pub name: Range<usize>,
+    /// The parameter list, parentheses included.
+    pub params: Range<usize>,
+    /// The parameters that are not parametrized (`self`, fixtures), as written.
+    pub kept_params: Vec<String>,
+    /// Where the body's first statement starts (after a docstring), and its indentation.
+    pub body_start: usize,
+    pub indent: String,
+    /// The parametrized names, in the decorator's order.
+    pub argnames: Vec<String>,
+    /// Per case, the value of each name as written.
+    pub cases: Vec<Vec<String>>,
+}
+
+/// The call of a `@pytest.mark.parametrize(…)` (or `@mark.parametrize(…)`) decorator.
+fn parametrize_call<'t>(decorator: Node<'t>, src: &str) -> Option<Node<'t>> {
+    let call = named_children(decorator)
+        .into_iter()
+        .find(|c| c.kind() == "call")?;
+    let f = text(call.child_by_field_name("function")?, src);
+    matches!(f, "pytest.mark.parametrize" | "mark.parametrize").then_some(call)
+}
+
+/// A parametrize call's names and cases, positional or by keyword; `ids=` is allowed, any
+/// other argument (`indirect=`, `scope=`) is not.
+fn parametrize_arguments<'t>(call: Node<'t>, src: &str) -> Option<(Node<'t>, Node<'t>)> {
+    let args = call.child_by_field_name("arguments")?;
+    let mut positional = Vec::new();
+    let (mut names, mut values) = (None, None);
+    for a in named_children(args) {
+        match a.kind() {
+            "comment" => {}
+            "keyword_argument" => {
+                let value = a.child_by_field_name("value")?;
+                match text(a.child_by_field_name("name")?, src) {
+                    "argnames" => names = Some(value),
+                    "argvalues" => values = Some(value),
+                    "ids" => {}
+                    _ => return None,
+                }
+            }
+            _ => positional.push(a),
+        }
+    }
+    let mut positional = positional.into_iter();
+    let names = names.or_else(|| positional.next())?;
+    let values = values.or_else(|| positional.next())?;
+    positional.next().is_none().then_some((names, values))
+}
+
+/// `"a, b"` or `["a", "b"]` → `[a, b]`: plain strings of identifiers, none twice.
+fn argnames(n: Node<'_>, src: &str) -> Option<Vec<String>> {
+    let plain = |s: Node<'_>| -> Option<&str> {
+        let t = text(s, src);
+        if s.kind() != "string" {
+            return None;
+        }
+        // One quote on each side and none inside: no prefix, no triple quotes, no escapes.
+        let inner = t
+            .strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .or_else(|| t.strip_prefix('\'').and_then(|t| t.strip_suffix('\'')))?;
+        (!inner.contains(['\\', '"', '\''])).then_some(inner)
+    };
+    let names: Vec<String> = match n.kind() {
+        "string" => plain(n)?
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        "list" | "tuple" => named_children(n)
+            .into_iter()
+            .filter(|c| c.kind() != "comment")
+            .map(|c| plain(c).map(|s| s.trim().to_string()))
+            .collect::<Option<_>>()?,
+        _ => return None,
+    };
+    let distinct: BTreeSet<&String> = names.iter().collect();
+    (!names.is_empty() && distinct.len() == names.len() && names.iter().all(|s| is_identifier(s)))
+        .then_some(names)
+}
+
+/// One case of a parametrize call as the values of its `n` names: `pytest.param(…)`'s
+/// positional arguments (with at most an `id=`), a tuple or list of `n` values, or for one
+/// name the element itself.
+fn case_values(c: Node<'_>, n: usize, src: &str) -> Option<Vec<String>> {
+    let elements = |parent: Node<'_>| -> Option<Vec<String>> {
+        let mut out = Vec::new();
+        for e in named_children(parent) {
+            match e.kind() {
+                "comment" => {}
+                "keyword_argument"
+                    if e.child_by_field_name("name")
+                        .is_some_and(|k| text(k, src) == "id") => {}
+                "keyword_argument" | "list_splat" | "dictionary_splat" => return None,
+                _ => out.push(text(e, src).to_string()),
+            }
+        }
+        (out.len() == n).then_some(out)
+    };
+    let is_param = c.kind() == "call"
+        && c.child_by_field_name("function")
+            .is_some_and(|f| matches!(text(f, src), "pytest.param" | "param"));
+    if is_param {
+        elements(c.child_by_field_name("arguments")?)
+    } else if c.kind() == "list_splat" {
+        None
+    } else if n == 1 {
+        Some(vec![text(c, src).to_string()])
+    } else if matches!(c.kind(), "tuple" | "list") {
+        elements(c)
+    } else {
+        None
+    }
 }
 
 /// An `if` without `elif` or `else` whose body ends by leaving: `return`, `raise`, `continue`.
