@@ -689,6 +689,45 @@ async fn a_failed_membership_truth_or_order_check_is_characterized() {
     assert_eq!(s.requests().len(), 1, "no classification, no fix");
 }
 
+/// Every test of a file runs alone, the ninth and later too: `test_09` passes in file order
+/// (after `test_01` set the state it reads) and reversed (after `test_10` did), and fails
+/// alone — it is dropped, the nine others are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_test_of_a_file_runs_alone() {
+    let script = |_n: usize, req: &serde_json::Value| -> Answer {
+        if !last_user(req).contains("parity") || last_user(req).contains("VERDICT") {
+            return Answer::chat("VERDICT: TEST_MISTAKE\nREASON: order");
+        }
+        let mut code = String::from("```python\nfrom calc import parity\n\nSEEN = []\n");
+        for i in 1..=10 {
+            let set = if i == 1 || i == 10 {
+                "    SEEN.append(1)\n"
+            } else {
+                ""
+            };
+            let read = if i == 9 { "    assert SEEN\n" } else { "" };
+            code.push_str(&format!(
+                "\n\ndef test_{i:02}():\n{set}{read}    assert parity({i}) == \"{}\"\n",
+                if i % 2 == 0 { "even" } else { "odd" }
+            ));
+        }
+        code.push_str("```");
+        Answer::chat(&code)
+    };
+    let (_s, out) = on_parity(Box::new(script)).await;
+    let c = &out.report.candidates[0];
+    assert_eq!((c.status.as_str(), c.tests_kept), ("kept", 9), "{c:?}");
+    assert_eq!(
+        c.discarded_tests
+            .iter()
+            .map(|d| d.test.as_str())
+            .collect::<Vec<_>>(),
+        ["test_09"],
+        "{:?}",
+        c.discarded_tests
+    );
+}
+
 /// A construction that passes the object's state as keywords its `__init__` does not take,
 /// and leaves out a required parameter that admits None (click's `ProgressBar`, run HH), is
 /// mended before it runs: both tests pass in the sandbox and are kept, with no fix round.

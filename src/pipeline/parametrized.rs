@@ -22,9 +22,12 @@ use super::python;
 /// A test with more cases stays as it is: each case becomes a test that runs alone too.
 pub const MAX_CASES: usize = 8;
 
+/// No split leaves a file with more tests than this: each runs alone in every validation.
+pub const MAX_TESTS: usize = 24;
+
 /// `cand` with the parametrized test `node` split into plain tests, one per case, and a note
 /// for the report; `None` when its cases are not written out, are more than [`MAX_CASES`],
-/// or a new name is taken.
+/// a new name is taken, or the file would hold more than [`MAX_TESTS`] tests.
 pub fn split(cand: &Candidate, node: &str) -> Option<(Candidate, String)> {
     let p = python::parse(&cand.body)?;
     let pz = p.parametrization(node)?;
@@ -60,12 +63,15 @@ pub fn split(cand: &Candidate, node: &str) -> Option<(Candidate, String)> {
     if parsed.first_error_line().is_some() {
         return None;
     }
-    let tests = parsed
+    let tests: Vec<String> = parsed
         .test_functions()
         .into_iter()
         .filter(|t| !t.placeholder)
         .map(|t| t.node_id)
         .collect();
+    if tests.len() > MAX_TESTS {
+        return None;
+    }
     let note = format!(
         "split the parametrized test {node} into {} plain tests ({}), one per case, so that \
          each case's expected value is checked on its own",
@@ -238,6 +244,16 @@ class TestK:
             many.join(", ")
         );
         assert!(split(&cand(&body), "test_f").is_none());
+        // Too many tests in the file afterwards.
+        let others: String = (0..MAX_TESTS - 1)
+            .map(|i| format!("\n\ndef test_other{i}():\n    assert 1\n"))
+            .collect();
+        let body = format!(
+            "@pytest.mark.parametrize('n', [1, 2])\ndef test_f(n):\n    assert n\n{others}"
+        );
+        assert!(split(&cand(&body), "test_f").is_none());
+        let body = body.replace("[1, 2]", "[1]");
+        assert!(split(&cand(&body), "test_f").is_some());
         // A new name already taken.
         let body = "@pytest.mark.parametrize('n', [1])\ndef test_f(n):\n    assert n\n\n\
                     def test_f_case1():\n    assert 1\n";

@@ -116,7 +116,9 @@ pub async fn validate(
         });
     }
     if isolation && cand.tests.len() > 1 {
-        for t in cand.tests.iter().take(8) {
+        // Every test, however many: a test kept is one that passed alone. Their number is
+        // bounded by the model's answer and by what a split may add (`parametrized`).
+        for t in &cand.tests {
             runs.push(PytestRun {
                 args: vec![format!("{path}::{t}")],
                 coverage: false,
