@@ -906,6 +906,7 @@ pub fn check(
     let parsed = drop_unknown_imports(&mut body, parsed, ctx, &mut repairs)?;
     let parsed = retarget_own_imports(&mut body, parsed, ctx, project, &mut repairs)?;
     let parsed = drop_fixture_imports(&mut body, parsed, &mut repairs)?;
+    let parsed = drop_idle_parametrizations(&mut body, parsed, &mut repairs)?;
     let (parsed, tests) =
         strip_shadows_and_idle_tests(&mut body, parsed, ctx, project, &mut repairs)?;
     let (parsed, tests) = take_used_fixtures(&mut body, parsed, tests, &mut repairs)?;
@@ -1247,6 +1248,29 @@ fn drop_fixture_imports(
             )
         },
     )
+}
+
+/// A `@pytest.mark.parametrize` over names the test does not take fails that test's
+/// collection; the test already holds its own values, so the decorator goes and the test
+/// runs once as written.
+fn drop_idle_parametrizations(
+    body: &mut String,
+    parsed: python::Parsed,
+    repairs: &mut Vec<String>,
+) -> Result<python::Parsed, Rejection> {
+    let idle = parsed.idle_parametrizations();
+    if idle.is_empty() {
+        return Ok(parsed);
+    }
+    let mut edits = Vec::new();
+    for (test, range) in idle {
+        repairs.push(format!(
+            "removed the `@pytest.mark.parametrize` of `{test}`: the test takes none of its names, and pytest would not collect it"
+        ));
+        edits.push((range, String::new()));
+    }
+    apply_edits(body, edits)?;
+    reparse(body)
 }
 
 /// pytest's built-in fixtures, which a test takes as an argument and never defines.
@@ -2590,6 +2614,40 @@ pub(crate) mod tests {
         ] {
             assert_eq!(refused(code).as_deref(), Some(what), "{code}");
         }
+    }
+
+    /// click's `format_bar`, run O: one parametrize decorator copied over tests that take
+    /// none of its names, which pytest would not collect — those decorators go; the one over
+    /// the test that takes them, and one that takes some of them, stay.
+    #[test]
+    fn a_parametrize_over_names_the_test_does_not_take_is_removed() {
+        let (c, p) = ctx();
+        let deco = "@pytest.mark.parametrize(\"a, b\", [(4, 2), (6, 3)])\n";
+        let answer = format!(
+            "import pytest\nfrom pkg.calc import divide\n\n{deco}def test_a(a, b):\n    assert divide(a, b) == 2\n\n\n{deco}@pytest.mark.timeout(5)\ndef test_b():\n    assert divide(8, 4) == 2\n\n\nclass TestK:\n    {deco}    def test_c(self, tmp_path):\n        assert divide(2, 1) == 2\n\n    {deco}    def test_d(self, a):\n        assert divide(a, 2) == 2\n"
+        );
+        let cand = check(&answer, &c, &p, "t.py").expect("ok");
+        assert!(
+            cand.body.contains(&format!("\n{deco}def test_a(a, b):\n"))
+                && cand
+                    .body
+                    .contains("\n\n\n@pytest.mark.timeout(5)\ndef test_b():\n")
+                && cand
+                    .body
+                    .contains("class TestK:\n    def test_c(self, tmp_path):\n")
+                && cand
+                    .body
+                    .contains(&format!("    {deco}    def test_d(self, a):\n")),
+            "{}",
+            cand.body
+        );
+        assert_eq!(
+            cand.repairs,
+            [
+                "removed the `@pytest.mark.parametrize` of `test_b`: the test takes none of its names, and pytest would not collect it",
+                "removed the `@pytest.mark.parametrize` of `TestK::test_c`: the test takes none of its names, and pytest would not collect it"
+            ]
+        );
     }
 
     /// astor's `allow_ast_comparison`: imported, never called — each test calls it first.
