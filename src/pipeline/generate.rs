@@ -911,6 +911,7 @@ pub fn check(
         strip_shadows_and_idle_tests(&mut body, parsed, ctx, project, &mut repairs)?;
     let (parsed, tests) = take_used_fixtures(&mut body, parsed, tests, &mut repairs)?;
     let (parsed, tests) = mend_constructions(&mut body, parsed, tests, ctx, &mut repairs)?;
+    let (parsed, tests) = fill_struct_sequences(&mut body, parsed, tests, &mut repairs)?;
     let parsed = copy_test_helpers(&mut body, parsed, ctx, &mut repairs);
     // A copied helper is held to the same policy as the model's code.
     refuse_forbidden(&parsed, ctx)?;
@@ -1401,6 +1402,43 @@ fn uncall_path_fixtures(
     let calls = parsed.bare_calls_in_tests(&names);
     rename_in_tests(body, (parsed, tests), calls, repairs, |name| {
         format!("`{name}()` became `{name}`: the fixture is a path, not a function")
+    })
+}
+
+/// Standard-library struct sequences, built from a sequence of their fields: (the name as a
+/// test calls it, how many fields).
+const STRUCT_SEQUENCES: &[(&str, usize)] = &[
+    ("os.stat_result", 10),
+    ("time.struct_time", 9),
+    ("os.terminal_size", 2),
+];
+
+/// `os.stat_result()` is a TypeError (`structseq() missing required argument 'sequence'`):
+/// the model fakes a file's stat that way, and pathspec's `TreeEntry` tests lost every test
+/// to it in runs K, M and O. The call gets its sequence, every field 0
+/// (`os.stat_result((0,) * 10)`: no type bits, size 0, times 0), and the test then checks
+/// what the code does with it — what the model expected of it is characterized or fixed like
+/// any other guess.
+fn fill_struct_sequences(
+    body: &mut String,
+    parsed: python::Parsed,
+    tests: Vec<python::TestFn>,
+    repairs: &mut Vec<String>,
+) -> Result<(python::Parsed, Vec<python::TestFn>), Rejection> {
+    let names: Vec<&str> = STRUCT_SEQUENCES.iter().map(|(n, _)| *n).collect();
+    let calls: Vec<(std::ops::Range<usize>, String)> = parsed
+        .bare_calls_in_tests(&names)
+        .into_iter()
+        .filter_map(|(range, name)| {
+            let (_, fields) = STRUCT_SEQUENCES.iter().find(|(n, _)| *n == name)?;
+            Some((range, format!("{name}((0,) * {fields})")))
+        })
+        .collect();
+    rename_in_tests(body, (parsed, tests), calls, repairs, |call| {
+        format!(
+            "`{}()` became `{call}`: it is built from a sequence of its fields, here all 0",
+            call.split('(').next().unwrap_or(call)
+        )
     })
 }
 
@@ -2646,6 +2684,28 @@ pub(crate) mod tests {
             [
                 "removed the `@pytest.mark.parametrize` of `test_b`: the test takes none of its names, and pytest would not collect it",
                 "removed the `@pytest.mark.parametrize` of `TestK::test_c`: the test takes none of its names, and pytest would not collect it"
+            ]
+        );
+    }
+
+    /// pathspec's `TreeEntry`, runs K, M and O: `os.stat_result()` without its sequence.
+    #[test]
+    fn a_struct_sequence_built_without_its_fields_gets_them_all_zero() {
+        let (c, p) = ctx();
+        let answer = "import os\nimport time\nfrom pkg.calc import divide\n\n\ndef test_a():\n    st = os.stat_result()\n    t = time.struct_time()\n    assert divide(st.st_size + 4, 2) == 2\n\n\ndef test_b():\n    st = os.stat_result((1,) * 10)\n    assert divide(4, 2) == 2\n";
+        let cand = check(answer, &c, &p, "t.py").expect("ok");
+        assert!(
+            cand.body.contains(
+                "    st = os.stat_result((0,) * 10)\n    t = time.struct_time((0,) * 9)\n"
+            ) && cand.body.contains("    st = os.stat_result((1,) * 10)\n"),
+            "{}",
+            cand.body
+        );
+        assert_eq!(
+            cand.repairs,
+            [
+                "`os.stat_result()` became `os.stat_result((0,) * 10)`: it is built from a sequence of its fields, here all 0",
+                "`time.struct_time()` became `time.struct_time((0,) * 9)`: it is built from a sequence of its fields, here all 0"
             ]
         );
     }

@@ -904,16 +904,16 @@ impl Parsed {
     }
 
     /// Calls without arguments of the names in `names` inside test functions (`tmp_path()`
-    /// where `tmp_path` is a fixture, a path and not a function): (byte range of the call,
-    /// the name), in the order they appear. A name the test binds in its body (its own
-    /// `def tmp_path()`) is left alone there.
+    /// where `tmp_path` is a fixture, a path and not a function; a dotted name like
+    /// `os.stat_result` too): (byte range of the call, the name), in the order they appear.
+    /// A name the test binds in its body (its own `def tmp_path()`) is left alone there.
     pub fn bare_calls_in_tests(&self, names: &[&str]) -> Vec<(Range<usize>, String)> {
         self.picked_in_tests(names, |n, names| {
             let f = n.child_by_field_name("function")?;
             let args = n.child_by_field_name("arguments")?;
             let name = text(f, &self.src);
             (n.kind() == "call"
-                && f.kind() == "identifier"
+                && matches!(f.kind(), "identifier" | "attribute")
                 && names.contains(&name)
                 && args.kind() == "argument_list"
                 && args.named_child_count() == 0)
