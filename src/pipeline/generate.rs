@@ -1415,7 +1415,7 @@ const STRUCT_SEQUENCES: &[(&str, usize)] = &[
 
 /// `os.stat_result()` is a TypeError (`structseq() missing required argument 'sequence'`):
 /// the model fakes a file's stat that way, and pathspec's `TreeEntry` tests lost every test
-/// to it in runs K, M and O. The call gets its sequence, every field 0
+/// to it in runs K, M and KK. The call gets its sequence, every field 0
 /// (`os.stat_result((0,) * 10)`: no type bits, size 0, times 0), and the test then checks
 /// what the code does with it — what the model expected of it is characterized or fixed like
 /// any other guess.
@@ -2654,7 +2654,7 @@ pub(crate) mod tests {
         }
     }
 
-    /// click's `format_bar`, run O: one parametrize decorator copied over tests that take
+    /// click's `format_bar`, run KK: one parametrize decorator copied over tests that take
     /// none of its names, which pytest would not collect — those decorators go; the one over
     /// the test that takes them, and one that takes some of them, stay.
     #[test]
@@ -2688,7 +2688,7 @@ pub(crate) mod tests {
         );
     }
 
-    /// pathspec's `TreeEntry`, runs K, M and O: `os.stat_result()` without its sequence.
+    /// pathspec's `TreeEntry`, runs K, M and KK: `os.stat_result()` without its sequence.
     #[test]
     fn a_struct_sequence_built_without_its_fields_gets_them_all_zero() {
         let (c, p) = ctx();
