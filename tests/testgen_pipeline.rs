@@ -728,6 +728,47 @@ async fn every_test_of_a_file_runs_alone() {
     );
 }
 
+/// A test that gave the code `Path("a.py")` where it wants a string (pathspec's matchers,
+/// run NN: `TypeError: expected string or bytes-like object, got 'PosixPath'`) gets its path
+/// literals as plain strings and runs again, with no fix round: the test that only needed
+/// that is kept; the one that then reads `.name` of a string fails again and goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_given_where_a_string_is_wanted_becomes_the_string() {
+    const NAMES: &str = "import re\n\n\ndef matching(pattern, files):\n    \"\"\"The files whose names match the regular expression.\"\"\"\n    return [f for f in files if re.match(pattern, f)]\n";
+    let script = |_n: usize, req: &serde_json::Value| -> Answer {
+        if last_user(req).contains("VERDICT") {
+            return Answer::chat("VERDICT: TEST_MISTAKE\nREASON: types");
+        }
+        Answer::chat(
+            "```python\nfrom pathlib import Path\nfrom names import matching\n\n\ndef test_matching_py():\n    files = [Path(\"a.py\"), Path(\"b.txt\")]\n    assert matching(r\".*[.]py$\", files) == [\"a.py\"]\n\n\ndef test_matching_names():\n    assert [f.name for f in matching(\"a\", [Path(\"a.py\")])] == [\"a.py\"]\n```",
+        )
+    };
+    let (_s, out) = on_target(
+        Box::new(script),
+        &[("names.py", NAMES)],
+        "names.py::matching",
+    )
+    .await;
+    let c = &out.report.candidates[0];
+    assert_eq!((c.status.as_str(), c.tests_kept), ("kept", 1), "{c:?}");
+    assert!(
+        c.repairs.iter().any(|r| r.starts_with(
+            "test_matching_py: 2 path(s) like `Path(\"a.py\")` passed as plain strings"
+        )),
+        "{:?}",
+        c.repairs
+    );
+    assert_eq!(
+        c.discarded_tests
+            .iter()
+            .map(|d| d.test.as_str())
+            .collect::<Vec<_>>(),
+        ["test_matching_names"],
+        "{:?}",
+        c.discarded_tests
+    );
+}
+
 /// A construction that passes the object's state as keywords its `__init__` does not take,
 /// and leaves out a required parameter that admits None (click's `ProgressBar`, run HH), is
 /// mended before it runs: both tests pass in the sandbox and are kept, with no fix round.

@@ -912,6 +912,7 @@ pub fn check(
     let (parsed, tests) = take_used_fixtures(&mut body, parsed, tests, &mut repairs)?;
     let (parsed, tests) = mend_constructions(&mut body, parsed, tests, ctx, &mut repairs)?;
     let (parsed, tests) = fill_struct_sequences(&mut body, parsed, tests, &mut repairs)?;
+    let (parsed, tests) = make_parent_dirs(&mut body, parsed, tests, &mut repairs)?;
     let parsed = copy_test_helpers(&mut body, parsed, ctx, &mut repairs);
     // A copied helper is held to the same policy as the model's code.
     refuse_forbidden(&parsed, ctx)?;
@@ -1406,19 +1407,33 @@ fn uncall_path_fixtures(
 }
 
 /// Standard-library struct sequences, built from a sequence of their fields: (the name as a
-/// test calls it, how many fields).
-const STRUCT_SEQUENCES: &[(&str, usize)] = &[
-    ("os.stat_result", 10),
-    ("time.struct_time", 9),
-    ("os.terminal_size", 2),
+/// test calls it, its fields in order).
+const STRUCT_SEQUENCES: &[(&str, &[&str])] = &[
+    (
+        "os.stat_result",
+        &[
+            "st_mode", "st_ino", "st_dev", "st_nlink", "st_uid", "st_gid", "st_size", "st_atime",
+            "st_mtime", "st_ctime",
+        ],
+    ),
+    (
+        "time.struct_time",
+        &[
+            "tm_year", "tm_mon", "tm_mday", "tm_hour", "tm_min", "tm_sec", "tm_wday", "tm_yday",
+            "tm_isdst",
+        ],
+    ),
+    ("os.terminal_size", &["columns", "lines"]),
 ];
 
-/// `os.stat_result()` is a TypeError (`structseq() missing required argument 'sequence'`):
-/// the model fakes a file's stat that way, and pathspec's `TreeEntry` tests lost every test
-/// to it in runs K, M and KK. The call gets its sequence, every field 0
-/// (`os.stat_result((0,) * 10)`: no type bits, size 0, times 0), and the test then checks
-/// what the code does with it — what the model expected of it is characterized or fixed like
-/// any other guess.
+/// `os.stat_result()` and `os.stat_result(st_mode=…)` are TypeErrors (`structseq() missing
+/// required argument 'sequence'`): the model fakes a file's stat that way, and pathspec's
+/// `TreeEntry` tests lost every test to it in runs K, M, KK and NN. The call gets its
+/// sequence, the fields the model named at their places and every other one 0
+/// (`os.stat_result((0o100644, 0, 0, 0, 0, 0, 0, 0, 0, 0))`: no type bits unless named, size
+/// 0, times 0), and the test then checks what the code does with it — what the model expected
+/// of it is characterized or fixed like any other guess. A keyword that is not one of the
+/// fields leaves the call as it is.
 fn fill_struct_sequences(
     body: &mut String,
     parsed: python::Parsed,
@@ -1427,19 +1442,73 @@ fn fill_struct_sequences(
 ) -> Result<(python::Parsed, Vec<python::TestFn>), Rejection> {
     let names: Vec<&str> = STRUCT_SEQUENCES.iter().map(|(n, _)| *n).collect();
     let calls: Vec<(std::ops::Range<usize>, String)> = parsed
-        .bare_calls_in_tests(&names)
+        .keyword_calls_in_tests(&names)
         .into_iter()
-        .filter_map(|(range, name)| {
+        .filter_map(|(range, (name, keywords))| {
             let (_, fields) = STRUCT_SEQUENCES.iter().find(|(n, _)| *n == name)?;
-            Some((range, format!("{name}((0,) * {fields})")))
+            Some((range, struct_sequence(&name, fields, &keywords)?))
         })
         .collect();
     rename_in_tests(body, (parsed, tests), calls, repairs, |call| {
+        let name = call.split('(').next().unwrap_or(call);
         format!(
-            "`{}()` became `{call}`: it is built from a sequence of its fields, here all 0",
-            call.split('(').next().unwrap_or(call)
+            "`{name}(…)` became `{call}`: it is built from a sequence of its fields, those not named 0"
         )
     })
+}
+
+/// `name((f0, f1, …))` with the `keywords`' values at their fields' places and 0 elsewhere;
+/// `None` when a keyword is not a field. All 0 is written `name((0,) * N)`.
+fn struct_sequence(name: &str, fields: &[&str], keywords: &[(String, String)]) -> Option<String> {
+    if keywords.iter().any(|(k, _)| !fields.contains(&k.as_str())) {
+        return None;
+    }
+    if keywords.is_empty() {
+        return Some(format!("{name}((0,) * {})", fields.len()));
+    }
+    let values: Vec<&str> = fields
+        .iter()
+        .map(|f| {
+            keywords
+                .iter()
+                .find(|(k, _)| k == f)
+                .map_or("0", |(_, v)| v.as_str())
+        })
+        .collect();
+    Some(format!("{name}(({},))", values.join(", ")))
+}
+
+/// `(tmp_path / "d" / "f.txt").touch()` is a FileNotFoundError when the test never made `d`:
+/// pathspec's `iter_tree` answers in run NN built their trees that way and lost every test
+/// to it, the fix round too. Such a statement gets `(tmp_path / "d" /
+/// "f.txt").parent.mkdir(parents=True, exist_ok=True)` on the line above — nothing where the
+/// directory exists already — so the tree the test describes is there when the code under
+/// test walks it. Only paths under `tmp_path`, pytest's own directory for the test.
+fn make_parent_dirs(
+    body: &mut String,
+    parsed: python::Parsed,
+    tests: Vec<python::TestFn>,
+    repairs: &mut Vec<String>,
+) -> Result<(python::Parsed, Vec<python::TestFn>), Rejection> {
+    let writes = parsed.nested_writes_in_tests();
+    if writes.is_empty() {
+        return Ok((parsed, tests));
+    }
+    repairs.push(format!(
+        "made the parent directories of {} path(s) under `tmp_path` before writing them (`.parent.mkdir(parents=True, exist_ok=True)`)",
+        writes.len()
+    ));
+    let edits = writes
+        .into_iter()
+        .map(|(at, indent, path)| {
+            (
+                at..at,
+                format!("{indent}{path}.parent.mkdir(parents=True, exist_ok=True)\n"),
+            )
+        })
+        .collect();
+    apply_edits(body, edits)?;
+    Ok(with_real_tests(reparse(body)?))
 }
 
 /// Removes top-level definitions that shadow the module's names, the project's or pytest's
@@ -2692,20 +2761,52 @@ pub(crate) mod tests {
     #[test]
     fn a_struct_sequence_built_without_its_fields_gets_them_all_zero() {
         let (c, p) = ctx();
-        let answer = "import os\nimport time\nfrom pkg.calc import divide\n\n\ndef test_a():\n    st = os.stat_result()\n    t = time.struct_time()\n    assert divide(st.st_size + 4, 2) == 2\n\n\ndef test_b():\n    st = os.stat_result((1,) * 10)\n    assert divide(4, 2) == 2\n";
+        let answer = "import os\nimport stat\nimport time\nfrom pkg.calc import divide\n\n\ndef test_a():\n    st = os.stat_result()\n    t = time.struct_time()\n    assert divide(st.st_size + 4, 2) == 2\n\n\ndef test_b():\n    st = os.stat_result((1,) * 10)\n    assert divide(4, 2) == 2\n\n\ndef test_c():\n    # NN's `TreeEntry` answers: the fields as keywords.\n    st = os.stat_result(st_size=3, st_mode=stat.S_IFREG | 0o644)\n    odd = os.stat_result(st_blksize=4096)\n    pos = os.terminal_size(columns=80, lines=24, extra=1)\n    assert divide(st.st_size + odd[0] + pos[0], 1) == 3\n";
         let cand = check(answer, &c, &p, "t.py").expect("ok");
         assert!(
             cand.body.contains(
                 "    st = os.stat_result((0,) * 10)\n    t = time.struct_time((0,) * 9)\n"
-            ) && cand.body.contains("    st = os.stat_result((1,) * 10)\n"),
+            ) && cand.body.contains("    st = os.stat_result((1,) * 10)\n")
+                && cand.body.contains(
+                    "    st = os.stat_result((stat.S_IFREG | 0o644, 0, 0, 0, 0, 0, 3, 0, 0, 0,))\n"
+                )
+                // Not fields of the sequence: left for the run and the fix round to judge.
+                && cand.body.contains("    odd = os.stat_result(st_blksize=4096)\n")
+                && cand
+                    .body
+                    .contains("    pos = os.terminal_size(columns=80, lines=24, extra=1)\n"),
             "{}",
             cand.body
         );
         assert_eq!(
             cand.repairs,
             [
-                "`os.stat_result()` became `os.stat_result((0,) * 10)`: it is built from a sequence of its fields, here all 0",
-                "`time.struct_time()` became `time.struct_time((0,) * 9)`: it is built from a sequence of its fields, here all 0"
+                "`os.stat_result(…)` became `os.stat_result((0,) * 10)`: it is built from a sequence of its fields, those not named 0",
+                "`os.stat_result(…)` became `os.stat_result((stat.S_IFREG | 0o644, 0, 0, 0, 0, 0, 3, 0, 0, 0,))`: it is built from a sequence of its fields, those not named 0",
+                "`time.struct_time(…)` became `time.struct_time((0,) * 9)`: it is built from a sequence of its fields, those not named 0"
+            ]
+        );
+    }
+
+    /// NN's `iter_tree` answers: `(tmp_path / "dir1" / "file1.txt").touch()` without `dir1`.
+    #[test]
+    fn a_file_written_below_a_directory_never_made_gets_its_parents_first() {
+        let (c, p) = ctx();
+        let answer = "import pytest\nfrom pkg.calc import divide\n\n\ndef test_a(tmp_path):\n    (tmp_path / \"d1\" / \"f.txt\").touch()\n    if True:\n        (tmp_path / \"d2\" / \"e\" / \"g.txt\").write_text(\"x\")\n    (tmp_path / \"top.txt\").touch()\n    (tmp_path / \"d3\" / \"h\").mkdir()\n    with pytest.raises(FileNotFoundError):\n        (tmp_path / \"no\" / \"f\").write_text(\"x\")\n    x = 1; (tmp_path / \"d4\" / \"f\").touch()\n    assert divide(4, 2) == 2\n\n\ndef test_b(tmpdir):\n    (tmpdir / \"d\" / \"f\").write_text(\"x\", \"utf-8\")\n    assert divide(4, 2) == 2\n";
+        let cand = check(answer, &c, &p, "t.py").expect("ok");
+        let want = "def test_a(tmp_path):\n    (tmp_path / \"d1\" / \"f.txt\").parent.mkdir(parents=True, exist_ok=True)\n    (tmp_path / \"d1\" / \"f.txt\").touch()\n    if True:\n        (tmp_path / \"d2\" / \"e\" / \"g.txt\").parent.mkdir(parents=True, exist_ok=True)\n        (tmp_path / \"d2\" / \"e\" / \"g.txt\").write_text(\"x\")\n    (tmp_path / \"top.txt\").touch()\n    (tmp_path / \"d3\" / \"h\").parent.mkdir(parents=True, exist_ok=True)\n    (tmp_path / \"d3\" / \"h\").mkdir()\n    with pytest.raises(FileNotFoundError):\n        (tmp_path / \"no\" / \"f\").write_text(\"x\")\n    x = 1; (tmp_path / \"d4\" / \"f\").touch()\n";
+        assert!(cand.body.contains(want), "{}", cand.body);
+        // `tmpdir` is a py.path, which has no `.parent`: left alone.
+        assert!(
+            cand.body
+                .contains("def test_b(tmpdir):\n    (tmpdir / \"d\" / \"f\").write_text("),
+            "{}",
+            cand.body
+        );
+        assert_eq!(
+            cand.repairs,
+            [
+                "made the parent directories of 3 path(s) under `tmp_path` before writing them (`.parent.mkdir(parents=True, exist_ok=True)`)"
             ]
         );
     }

@@ -23,6 +23,8 @@
 //! - [`characterize`]: a wrong expected value → the observed one, an exception the code
 //!   raised on purpose → `pytest.raises`, marked as such; a parametrized test is first split
 //!   into one plain test per case ([`parametrized`]).
+//! - [`str_paths`]: a test that gave the code a `Path` where it wants a `str` gets its
+//!   `Path("…")` literals as plain strings, and runs again.
 //! - [`report`]: JSON, Markdown and HTML ([`html`]), written on every path.
 
 pub mod callers;
@@ -43,6 +45,7 @@ pub mod parametrized;
 pub mod python;
 pub mod reach;
 pub mod report;
+pub mod str_paths;
 pub mod test_helpers;
 pub mod validate;
 
@@ -804,6 +807,7 @@ impl Run<'_> {
         let mut fix_rounds = 0u32;
         let mut prunes = 0u32;
         let mut import_repairs = 0u32;
+        let mut str_paths_done: BTreeSet<String> = BTreeSet::new();
         loop {
             self.check_cancel()?;
             let t = Instant::now();
@@ -836,11 +840,12 @@ impl Run<'_> {
                 continue;
             }
             // Wrong expected values first: no model time, the value is in pytest's message.
-            let pending = if self.opts.characterize {
+            let mut pending = if self.opts.characterize {
                 self.characterize(&v, cand, cr, &mut characterized)
             } else {
                 Vec::new()
             };
+            self.pass_str_paths(&v, cand, &mut str_paths_done, &mut pending);
             let t = Instant::now();
             // Past the time budget, a gap in flight gets no more fix rounds.
             let fixable = fix_rounds < self.opts.fix_attempts && !self.over_budget();
@@ -941,6 +946,37 @@ impl Run<'_> {
         }
         self.split_parametrized(v, cand, cr, &mut changed);
         changed
+    }
+
+    /// Each failed test that gave the code a `Path` where it wants a `str`, not yet mended and
+    /// not just characterized, gets its `Path("…")` literals as strings ([`str_paths`]), in
+    /// `cand` and its repairs; its node goes into `changed`, to run again.
+    fn pass_str_paths(
+        &self,
+        v: &validate::Validation,
+        cand: &mut Candidate,
+        done: &mut BTreeSet<String>,
+        changed: &mut Vec<String>,
+    ) {
+        for (node, outcome) in &v.tests {
+            let Some(case) = outcome.case.as_ref() else {
+                continue;
+            };
+            if outcome.status != Status::Failed
+                || changed.contains(node)
+                || done.contains(node)
+                || !str_paths::wants_str(case)
+            {
+                continue;
+            }
+            done.insert(node.clone());
+            if let Some((next, note)) = str_paths::repair(cand, node) {
+                self.say(&format!("        {note}"));
+                *cand = next;
+                cand.repairs.push(note);
+                changed.push(node.clone());
+            }
+        }
     }
 
     /// Splits each parametrized test that failed in a way [`characterize`] rewrites into one

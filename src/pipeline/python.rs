@@ -147,6 +147,9 @@ fn parser() -> Parser {
     p
 }
 
+/// A call's name and its keyword arguments (name, value's text), in order.
+pub type KeywordCall = (String, Vec<(String, String)>);
+
 /// Parses Python source; `None` only if tree-sitter gives up entirely (it normally returns a
 /// tree with error nodes instead — see [`Parsed::first_error_line`]).
 pub fn parse(src: &str) -> Option<Parsed> {
@@ -923,6 +926,139 @@ impl Parsed {
         })
     }
 
+    /// Calls of the names in `names` inside test functions whose arguments are all keywords
+    /// (`os.stat_result(st_mode=0o644)`; none at all too): (byte range of the call, the name,
+    /// each keyword with its value's text), in the order they appear. A repeated keyword, a
+    /// `**kwargs` or a name the test binds in its body is left alone.
+    pub fn keyword_calls_in_tests(&self, names: &[&str]) -> Vec<(Range<usize>, KeywordCall)> {
+        self.picked_in_tests(names, |n, names| {
+            let f = n.child_by_field_name("function")?;
+            let args = n.child_by_field_name("arguments")?;
+            let name = text(f, &self.src);
+            if n.kind() != "call"
+                || !matches!(f.kind(), "identifier" | "attribute")
+                || !names.contains(&name)
+                || args.kind() != "argument_list"
+            {
+                return None;
+            }
+            let mut keywords: Vec<(String, String)> = Vec::new();
+            for a in named_children(args)
+                .into_iter()
+                .filter(|a| a.kind() != "comment")
+            {
+                if a.kind() != "keyword_argument" {
+                    return None;
+                }
+                let key = text(a.child_by_field_name("name")?, &self.src);
+                let value = text(a.child_by_field_name("value")?, &self.src);
+                if keywords.iter().any(|(k, _)| k == key) {
+                    return None;
+                }
+                keywords.push((key.to_string(), value.to_string()));
+            }
+            Some((name.to_string(), keywords))
+        })
+    }
+
+    /// `Path("a.txt")` in test `node_id` (also `pathlib.Path`, `PurePath`, `PosixPath`,
+    /// `PurePosixPath`): a path built from one plain string literal — no prefix, no
+    /// formatting, no second part. (byte range of the call, the literal's text), in order.
+    pub fn path_literals_in_test(&self, node_id: &str) -> Vec<(Range<usize>, String)> {
+        const PATHS: [&str; 4] = ["Path", "PurePath", "PosixPath", "PurePosixPath"];
+        let Some((_, _, def)) = self
+            .test_defs()
+            .into_iter()
+            .find(|(id, _, _)| id == node_id)
+        else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut stack = vec![def];
+        while let Some(n) = stack.pop() {
+            stack.extend(named_children(n));
+            let (Some(f), Some(args)) = (
+                n.child_by_field_name("function"),
+                n.child_by_field_name("arguments"),
+            ) else {
+                continue;
+            };
+            let callee = text(f, &self.src);
+            let callee = callee.strip_prefix("pathlib.").unwrap_or(callee);
+            let parts = named_children(args);
+            let [literal] = parts.as_slice() else {
+                continue;
+            };
+            let literal_text = text(*literal, &self.src);
+            if n.kind() == "call"
+                && PATHS.contains(&callee)
+                && literal.kind() == "string"
+                && (literal_text.starts_with('"') || literal_text.starts_with('\''))
+            {
+                out.push((n.byte_range(), literal_text.to_string()));
+            }
+        }
+        out.sort_by_key(|c| c.0.start);
+        out
+    }
+
+    /// Statements of test functions that write a file or make a directory two or more levels
+    /// below pytest's `tmp_path` (`(tmp_path / "d" / "f.txt").touch()`, `.write_text(…)`,
+    /// `.write_bytes(…)`, `.mkdir()`): (byte offset of the statement's line, its indentation,
+    /// the path's text in parentheses). The directories between do not exist unless the test
+    /// made them. A statement that shares its line, a path written over several lines, one
+    /// inside a `with pytest.raises(…)` (the test may expect the error) and a test that binds
+    /// `tmp_path` in its body are left out.
+    pub fn nested_writes_in_tests(&self) -> Vec<(usize, String, String)> {
+        let found = self.picked_in_tests(&["tmp_path"], |n, names| {
+            if n.kind() != "expression_statement" || names.is_empty() {
+                return None;
+            }
+            let call = n.named_child(0).filter(|c| c.kind() == "call")?;
+            let method = call.child_by_field_name("function")?;
+            let verb = text(method.child_by_field_name("attribute")?, &self.src);
+            if method.kind() != "attribute"
+                || !matches!(verb, "touch" | "write_text" | "write_bytes" | "mkdir")
+            {
+                return None;
+            }
+            let mut path = method.child_by_field_name("object")?;
+            while path.kind() == "parenthesized_expression" {
+                path = path.named_child(0)?;
+            }
+            let mut root = path;
+            let mut depth = 0;
+            while root.kind() == "binary_operator"
+                && root.child_by_field_name("operator").map(|o| o.kind()) == Some("/")
+            {
+                depth += 1;
+                root = root.child_by_field_name("left")?;
+            }
+            let line_start = self.src[..n.start_byte()].rfind('\n').map_or(0, |i| i + 1);
+            let indent = &self.src[line_start..n.start_byte()];
+            let path_text = text(path, &self.src);
+            let mut up = n.parent();
+            while let Some(a) = up {
+                let head_end = a
+                    .child_by_field_name("body")
+                    .map_or(a.end_byte(), |b| b.start_byte());
+                if a.kind() == "with_statement"
+                    && self.src[a.start_byte()..head_end].contains("raises")
+                {
+                    return None;
+                }
+                up = a.parent();
+            }
+            (depth >= 2
+                && root.kind() == "identifier"
+                && text(root, &self.src) == "tmp_path"
+                && indent.chars().all(|c| c == ' ' || c == '\t')
+                && !path_text.contains('\n'))
+            .then(|| (line_start, indent.to_string(), format!("({path_text})")))
+        });
+        found.into_iter().map(|(_, w)| w).collect()
+    }
+
     /// `pytest.NAME` inside test functions, for the names in `names` (`pytest.tmp_path`, an
     /// AttributeError: a fixture is an argument, not an attribute of the module): (byte range
     /// of the attribute, the name), in the order they appear. Where the test binds `pytest`
@@ -944,11 +1080,11 @@ impl Parsed {
 
     /// The nodes inside test functions that `pick` names, given those of `names` the test does
     /// not bind in its body: (byte range, the name `pick` gave), in the order they appear.
-    fn picked_in_tests(
+    fn picked_in_tests<T>(
         &self,
         names: &[&str],
-        pick: impl Fn(Node<'_>, &[&str]) -> Option<String>,
-    ) -> Vec<(Range<usize>, String)> {
+        pick: impl Fn(Node<'_>, &[&str]) -> Option<T>,
+    ) -> Vec<(Range<usize>, T)> {
         let mut out = Vec::new();
         for (_, _, def) in self.test_defs() {
             let Some(body) = def.child_by_field_name("body") else {
