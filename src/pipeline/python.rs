@@ -1078,8 +1078,8 @@ impl Parsed {
         })
     }
 
-    /// The nodes inside test functions that `pick` names, given those of `names` the test does
-    /// not bind in its body: (byte range, the name `pick` gave), in the order they appear.
+    /// The nodes inside test functions that `pick` takes, given those of `names` the test does
+    /// not bind in its body: (byte range, what `pick` gave), in the order they appear.
     fn picked_in_tests<T>(
         &self,
         names: &[&str],
