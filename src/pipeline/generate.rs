@@ -1045,7 +1045,7 @@ fn refuse_forbidden(parsed: &python::Parsed, ctx: &Context) -> Result<(), Reject
 }
 
 /// Applies `edits` (byte range → text) to `body` from the end backwards, and parses it again.
-fn apply_edits(
+pub(crate) fn apply_edits(
     body: &mut String,
     mut edits: Vec<(std::ops::Range<usize>, String)>,
 ) -> Result<python::Parsed, Rejection> {

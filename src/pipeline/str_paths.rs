@@ -32,14 +32,14 @@ pub fn repair(cand: &Candidate, node: &str) -> Option<(Candidate, String)> {
     let first = literals
         .first()
         .map(|(r, _)| parsed.src[r.clone()].to_string())?;
+    let count = literals.len();
     let mut body = cand.body.clone();
-    for (range, literal) in literals.iter().rev() {
-        body.replace_range(range.clone(), literal);
-    }
-    python::parse(&body).filter(|p| p.first_error_line().is_none())?;
+    super::generate::apply_edits(&mut body, literals)
+        .ok()
+        .filter(|p| p.first_error_line().is_none())?;
     let note = format!(
         "{node}: {} path(s) like `{}` passed as plain strings: the code wanted a `str`, not a `Path`",
-        literals.len(),
+        count,
         super::llm::clip(&first, 60)
     );
     Some((
